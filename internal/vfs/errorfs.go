@@ -1,0 +1,238 @@
+package vfs
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// Op names a file-system operation that an Injector may fail.
+type Op int
+
+// The operations an Injector sees.
+const (
+	OpCreate Op = iota
+	OpOpen
+	OpRead
+	OpWrite
+	OpSync
+	OpTruncate
+	OpPreallocate
+	OpRemove
+	OpRename
+	OpMkdir
+	OpList
+	OpStat
+	OpSyncDir
+	OpClose
+)
+
+var opNames = [...]string{"create", "open", "read", "write", "sync", "truncate",
+	"preallocate", "remove", "rename", "mkdir", "list", "stat", "syncdir", "close"}
+
+func (o Op) String() string {
+	if int(o) < len(opNames) {
+		return opNames[o]
+	}
+	return "op?"
+}
+
+// ErrInjected is the error an ErrorFS returns for an injected failure unless the
+// Injector chose another (ENOSPC, say).
+var ErrInjected = errors.New("injected failure")
+
+// ErrNoSpace is what a full disk returns from write.
+var ErrNoSpace = syscall.ENOSPC
+
+// Fault is an Injector's verdict on one call.
+type Fault struct {
+	// Err, if not nil, fails the call.
+	Err error
+	// ShortWrite, for OpWrite with Err set, writes only this many bytes of the
+	// buffer before failing, as a crash or a full disk mid-write does.
+	ShortWrite int
+}
+
+// Injector decides whether the call op on path fails.
+type Injector func(op Op, path string) Fault
+
+// ErrorFS wraps an FS and fails the calls its Injector picks. It is safe for
+// concurrent use; the Injector may be swapped at any time with SetInjector.
+type ErrorFS struct {
+	fs  FS
+	mu  sync.Mutex
+	inj Injector
+}
+
+var _ FS = (*ErrorFS)(nil)
+
+// NewErrorFS wraps fs. A nil Injector injects nothing.
+func NewErrorFS(fs FS, inj Injector) *ErrorFS { return &ErrorFS{fs: fs, inj: inj} }
+
+// SetInjector replaces the Injector.
+func (e *ErrorFS) SetInjector(inj Injector) {
+	e.mu.Lock()
+	e.inj = inj
+	e.mu.Unlock()
+}
+
+func (e *ErrorFS) check(op Op, path string) Fault {
+	e.mu.Lock()
+	inj := e.inj
+	e.mu.Unlock()
+	if inj == nil {
+		return Fault{}
+	}
+	f := inj(op, path)
+	return f
+}
+
+func wrap(op Op, path string, err error) error {
+	return &os.PathError{Op: op.String(), Path: path, Err: err}
+}
+
+func (e *ErrorFS) Create(name string) (File, error) {
+	if f := e.check(OpCreate, name); f.Err != nil {
+		return nil, wrap(OpCreate, name, f.Err)
+	}
+	f, err := e.fs.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return &errorFile{f: f, e: e}, nil
+}
+
+func (e *ErrorFS) Open(name string) (File, error) {
+	if f := e.check(OpOpen, name); f.Err != nil {
+		return nil, wrap(OpOpen, name, f.Err)
+	}
+	f, err := e.fs.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return &errorFile{f: f, e: e}, nil
+}
+
+func (e *ErrorFS) OpenReadWrite(name string) (File, error) {
+	if f := e.check(OpOpen, name); f.Err != nil {
+		return nil, wrap(OpOpen, name, f.Err)
+	}
+	f, err := e.fs.OpenReadWrite(name)
+	if err != nil {
+		return nil, err
+	}
+	return &errorFile{f: f, e: e}, nil
+}
+
+func (e *ErrorFS) Remove(name string) error {
+	if f := e.check(OpRemove, name); f.Err != nil {
+		return wrap(OpRemove, name, f.Err)
+	}
+	return e.fs.Remove(name)
+}
+
+func (e *ErrorFS) Rename(oldname, newname string) error {
+	if f := e.check(OpRename, newname); f.Err != nil {
+		return wrap(OpRename, newname, f.Err)
+	}
+	return e.fs.Rename(oldname, newname)
+}
+
+func (e *ErrorFS) MkdirAll(dir string, perm os.FileMode) error {
+	if f := e.check(OpMkdir, dir); f.Err != nil {
+		return wrap(OpMkdir, dir, f.Err)
+	}
+	return e.fs.MkdirAll(dir, perm)
+}
+
+func (e *ErrorFS) List(dir string) ([]string, error) {
+	if f := e.check(OpList, dir); f.Err != nil {
+		return nil, wrap(OpList, dir, f.Err)
+	}
+	return e.fs.List(dir)
+}
+
+func (e *ErrorFS) Stat(name string) (os.FileInfo, error) {
+	if f := e.check(OpStat, name); f.Err != nil {
+		return nil, wrap(OpStat, name, f.Err)
+	}
+	return e.fs.Stat(name)
+}
+
+func (e *ErrorFS) SyncDir(dir string) error {
+	if f := e.check(OpSyncDir, dir); f.Err != nil {
+		return wrap(OpSyncDir, dir, f.Err)
+	}
+	return e.fs.SyncDir(dir)
+}
+
+type errorFile struct {
+	f File
+	e *ErrorFS
+}
+
+var _ File = (*errorFile)(nil)
+
+func (f *errorFile) Name() string { return f.f.Name() }
+
+func (f *errorFile) Read(p []byte) (int, error) {
+	if flt := f.e.check(OpRead, f.Name()); flt.Err != nil {
+		return 0, wrap(OpRead, f.Name(), flt.Err)
+	}
+	return f.f.Read(p)
+}
+
+func (f *errorFile) ReadAt(p []byte, off int64) (int, error) {
+	if flt := f.e.check(OpRead, f.Name()); flt.Err != nil {
+		return 0, wrap(OpRead, f.Name(), flt.Err)
+	}
+	return f.f.ReadAt(p, off)
+}
+
+func (f *errorFile) Write(p []byte) (int, error) {
+	if flt := f.e.check(OpWrite, f.Name()); flt.Err != nil {
+		n := 0
+		if flt.ShortWrite > 0 {
+			k := min(flt.ShortWrite, len(p))
+			n, _ = f.f.Write(p[:k])
+		}
+		return n, wrap(OpWrite, f.Name(), flt.Err)
+	}
+	return f.f.Write(p)
+}
+
+func (f *errorFile) Seek(offset int64, whence int) (int64, error) {
+	return f.f.Seek(offset, whence)
+}
+
+func (f *errorFile) Sync() error {
+	if flt := f.e.check(OpSync, f.Name()); flt.Err != nil {
+		return wrap(OpSync, f.Name(), flt.Err)
+	}
+	return f.f.Sync()
+}
+
+func (f *errorFile) Truncate(size int64) error {
+	if flt := f.e.check(OpTruncate, f.Name()); flt.Err != nil {
+		return wrap(OpTruncate, f.Name(), flt.Err)
+	}
+	return f.f.Truncate(size)
+}
+
+func (f *errorFile) Preallocate(size int64) error {
+	if flt := f.e.check(OpPreallocate, f.Name()); flt.Err != nil {
+		return wrap(OpPreallocate, f.Name(), flt.Err)
+	}
+	return f.f.Preallocate(size)
+}
+
+func (f *errorFile) Stat() (os.FileInfo, error) { return f.f.Stat() }
+
+func (f *errorFile) Close() error {
+	if flt := f.e.check(OpClose, f.Name()); flt.Err != nil {
+		f.f.Close()
+		return wrap(OpClose, f.Name(), flt.Err)
+	}
+	return f.f.Close()
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package vfs
+
+import "os"
+
+func preallocate(f *os.File, size int64) error { return nil }

@@ -1,0 +1,158 @@
+// Package vfs puts every file-system call that the WAL and the snapshot store make
+// behind a small interface, so that tests can inject the failures that real disks
+// produce: a short write, a failed fsync, a full disk.
+//
+// Production code uses Default, a thin layer over package os. Tests wrap it in an
+// ErrorFS (see errorfs.go) whose injector decides, call by call, what fails.
+package vfs
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// File is the subset of *os.File the storage layer needs.
+type File interface {
+	io.Reader
+	io.ReaderAt
+	io.Writer
+	io.Seeker
+	io.Closer
+	// Sync flushes the file's data and metadata to stable storage. An error means
+	// the durability of everything written since the last successful Sync is
+	// unknown; callers must treat it as fatal (see package wal).
+	Sync() error
+	// Truncate changes the file's size.
+	Truncate(size int64) error
+	// Preallocate reserves size bytes of disk for the file without changing what
+	// reads return beyond the current data. Implementations may fall back to
+	// writing zeros.
+	Preallocate(size int64) error
+	// Stat returns the file's metadata.
+	Stat() (os.FileInfo, error)
+	// Name returns the path the file was opened with.
+	Name() string
+}
+
+// FS is the file-system surface of the storage layer.
+type FS interface {
+	// Create creates name for writing, truncating it if it exists.
+	Create(name string) (File, error)
+	// Open opens name read-only.
+	Open(name string) (File, error)
+	// OpenReadWrite opens an existing file for reading and writing.
+	OpenReadWrite(name string) (File, error)
+	// Remove deletes a file or an empty directory.
+	Remove(name string) error
+	// Rename atomically replaces newname with oldname. The rename is durable only
+	// after SyncDir of the parent directory.
+	Rename(oldname, newname string) error
+	// MkdirAll creates dir and its parents.
+	MkdirAll(dir string, perm os.FileMode) error
+	// List returns the names (not paths) of the entries of dir, sorted.
+	List(dir string) ([]string, error)
+	// Stat returns metadata of name.
+	Stat(name string) (os.FileInfo, error)
+	// SyncDir makes the creation, removal and renaming of entries of dir durable.
+	SyncDir(dir string) error
+}
+
+// Default is the operating system's file system.
+var Default FS = osFS{}
+
+type osFS struct{}
+
+var _ FS = osFS{}
+
+func (osFS) Create(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Open(name string) (File, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) OpenReadWrite(name string) (File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Remove(name string) error             { return os.Remove(name) }
+func (osFS) Rename(oldname, newname string) error { return os.Rename(oldname, newname) }
+func (osFS) MkdirAll(dir string, perm os.FileMode) error {
+	return os.MkdirAll(dir, perm)
+}
+func (osFS) Stat(name string) (os.FileInfo, error) { return os.Stat(name) }
+
+func (osFS) List(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	return errors.Join(serr, cerr)
+}
+
+type osFile struct{ *os.File }
+
+var _ File = osFile{}
+
+func (f osFile) Preallocate(size int64) error { return preallocate(f.File, size) }
+
+// WriteFileAtomic writes data to path so that a crash leaves either the old file or
+// the complete new one: write to a temporary file, fsync it, rename it over path,
+// fsync the directory.
+func WriteFileAtomic(fs FS, path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := fs.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		fs.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		fs.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		fs.Remove(tmp)
+		return err
+	}
+	if err := fs.Rename(tmp, path); err != nil {
+		fs.Remove(tmp)
+		return err
+	}
+	return fs.SyncDir(filepath.Dir(path))
+}
