@@ -1,0 +1,100 @@
+package kv
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrConflict is the outcome of a conditional write whose condition did not hold:
+// the write changed nothing and Result.Current holds the key's state.
+var ErrConflict = errors.New("condition failed")
+
+// ErrKeyNotFound is the outcome of a delete (or a read) of a key that does not exist.
+var ErrKeyNotFound = errors.New("key not found")
+
+// Op is the kind of a Command.
+type Op uint8
+
+// The commands the state machine applies.
+const (
+	OpPut    Op = 1
+	OpDelete Op = 2
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpPut:
+		return "put"
+	case OpDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Cond is the precondition of a write. All set fields must hold for the write to
+// happen; if one does not, the write changes nothing and reports ErrConflict.
+// The zero Cond always holds.
+type Cond struct {
+	// CreateOnly requires that the key does not exist.
+	CreateOnly bool
+	// PrevVersion, if not nil, requires the key's version to equal it. 0 means the
+	// key must not exist (as in etcd).
+	PrevVersion *int64
+	// PrevRevision, if not nil, requires the key's revision (the revision of its
+	// last change) to equal it. 0 means the key must not exist.
+	PrevRevision *int64
+}
+
+// Command is one write, as proposed to Raft and stored in the log.
+type Command struct {
+	Op    Op
+	Key   []byte
+	Value []byte // OpPut only
+	Cond  Cond
+}
+
+// KeyValue is a key with its value and metadata.
+type KeyValue struct {
+	Key   []byte
+	Value []byte
+	// Version counts the writes to the key since it was (re)created: 1 after the
+	// first put. A deleted key is gone; its next put starts again at 1.
+	Version int64
+	// Revision is the log index of the key's last change.
+	Revision int64
+	// CreateRevision is the log index of the put that created the key.
+	CreateRevision int64
+}
+
+// Status is the outcome of applying a Command.
+type Status uint8
+
+// The outcomes of a Command.
+const (
+	StatusOK       Status = 0
+	StatusConflict Status = 1 // condition failed; see ErrConflict
+	StatusNotFound Status = 2 // delete of a missing key; see ErrKeyNotFound
+)
+
+// Result is what applying a Command produced.
+type Result struct {
+	Status Status
+	// Revision is the revision of the write (its log index) when Status is OK.
+	Revision int64
+	// Current is the key's state when Status is Conflict; Version 0 means the key
+	// does not exist.
+	Current KeyValue
+}
+
+// Err returns nil, ErrConflict or ErrKeyNotFound according to r.Status.
+func (r Result) Err() error {
+	switch r.Status {
+	case StatusOK:
+		return nil
+	case StatusConflict:
+		return ErrConflict
+	case StatusNotFound:
+		return ErrKeyNotFound
+	}
+	return fmt.Errorf("unknown result status %d", r.Status)
+}
