@@ -52,6 +52,11 @@ type Fault struct {
 	// ShortWrite, for OpWrite with Err set, writes only this many bytes of the
 	// buffer before failing, as a crash or a full disk mid-write does.
 	ShortWrite int
+	// DropUnsynced, for OpSync with Err set, also cuts the file back to its size
+	// at its last successful Sync: after a failed fsync the kernel may drop the
+	// dirty pages and report success to a later fsync ("fsyncgate"), so a caller
+	// that acknowledged unsynced data loses it.
+	DropUnsynced bool
 }
 
 // Injector decides whether the call op on path fails.
@@ -100,7 +105,7 @@ func (e *ErrorFS) Create(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &errorFile{f: f, e: e}, nil
+	return newErrorFile(f, e), nil
 }
 
 func (e *ErrorFS) Open(name string) (File, error) {
@@ -111,7 +116,7 @@ func (e *ErrorFS) Open(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &errorFile{f: f, e: e}, nil
+	return newErrorFile(f, e), nil
 }
 
 func (e *ErrorFS) OpenReadWrite(name string) (File, error) {
@@ -122,7 +127,7 @@ func (e *ErrorFS) OpenReadWrite(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &errorFile{f: f, e: e}, nil
+	return newErrorFile(f, e), nil
 }
 
 func (e *ErrorFS) Remove(name string) error {
@@ -170,9 +175,20 @@ func (e *ErrorFS) SyncDir(dir string) error {
 type errorFile struct {
 	f File
 	e *ErrorFS
+
+	mu     sync.Mutex
+	synced int64 // size at the last successful Sync (or at open)
 }
 
 var _ File = (*errorFile)(nil)
+
+func newErrorFile(f File, e *ErrorFS) *errorFile {
+	ef := &errorFile{f: f, e: e}
+	if st, err := f.Stat(); err == nil {
+		ef.synced = st.Size()
+	}
+	return ef
+}
 
 func (f *errorFile) Name() string { return f.f.Name() }
 
@@ -207,10 +223,23 @@ func (f *errorFile) Seek(offset int64, whence int) (int64, error) {
 }
 
 func (f *errorFile) Sync() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if flt := f.e.check(OpSync, f.Name()); flt.Err != nil {
+		if flt.DropUnsynced {
+			if st, err := f.f.Stat(); err == nil && st.Size() > f.synced {
+				f.f.Truncate(f.synced)
+			}
+		}
 		return wrap(OpSync, f.Name(), flt.Err)
 	}
-	return f.f.Sync()
+	if err := f.f.Sync(); err != nil {
+		return err
+	}
+	if st, err := f.f.Stat(); err == nil {
+		f.synced = st.Size()
+	}
+	return nil
 }
 
 func (f *errorFile) Truncate(size int64) error {

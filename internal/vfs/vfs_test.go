@@ -86,3 +86,32 @@ func TestPreallocateKeepsSize(t *testing.T) {
 		t.Fatalf("size after preallocate = %d, want 2", st.Size())
 	}
 }
+
+func TestErrorFSFailedSyncDropsUnsynced(t *testing.T) {
+	dir := t.TempDir()
+	fail := false
+	efs := NewErrorFS(Default, func(op Op, path string) Fault {
+		if op == OpSync && fail {
+			return Fault{Err: ErrInjected, DropUnsynced: true}
+		}
+		return Fault{}
+	})
+	f, err := efs.Create(filepath.Join(dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Write([]byte("durable"))
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("-lost"))
+	fail = true
+	if err := f.Sync(); !errors.Is(err, ErrInjected) {
+		t.Fatalf("sync = %v, want injected failure", err)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "f"))
+	if string(got) != "durable" {
+		t.Fatalf("file holds %q after failed sync, want only the synced part", got)
+	}
+}

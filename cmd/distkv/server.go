@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/distkv/distkv/internal/httpapi"
+	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/raftnode"
+	"github.com/distkv/distkv/internal/wal"
+)
+
+type serverOptions struct {
+	config          string
+	id              string
+	dataDir         string
+	httpAddr        string
+	peerAddr        string
+	maxKeySize      byteSize
+	maxValueSize    byteSize
+	requestTimeout  time.Duration
+	shutdownTimeout time.Duration
+	tick            time.Duration
+	electionTicks   int
+	heartbeatTicks  int
+	snapshotEntries uint64
+	walSegmentSize  byteSize
+	walCompression  string
+	logLevel        string
+	logFormat       string
+}
+
+func newServerCommand() *cobra.Command {
+	o := &serverOptions{maxKeySize: 4096, maxValueSize: 1 << 20, walSegmentSize: 64 << 20}
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run one distkv node",
+		Long: `Run one distkv node.
+
+Every flag can also be set with an environment variable DISTKV_<FLAG> (for
+example DISTKV_DATA_DIR) or in a TOML file given with --config (keys are flag
+names). Precedence: flag, environment, file, default.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigSources(cmd.Flags(), o.config); err != nil {
+				return err
+			}
+			return runServer(o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.config, "config", "", "TOML configuration file")
+	f.StringVar(&o.id, "id", "n1", "this node's name, unique in the cluster")
+	f.StringVar(&o.dataDir, "data-dir", "", "data directory (default ./data/<id>)")
+	f.StringVar(&o.httpAddr, "http", "127.0.0.1:8000", "HTTP API listen address")
+	f.StringVar(&o.peerAddr, "peer", "127.0.0.1:9000", "peer (Raft) address of this node")
+	f.Var(&o.maxKeySize, "max-key-size", "largest key accepted (bytes; KiB/MiB suffixes allowed)")
+	f.Var(&o.maxValueSize, "max-value-size", "largest value accepted (bytes; KiB/MiB suffixes allowed)")
+	f.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "deadline of one client request")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for in-flight requests")
+	f.DurationVar(&o.tick, "tick", 100*time.Millisecond, "Raft tick interval")
+	f.IntVar(&o.electionTicks, "election-ticks", 10, "election timeout in ticks")
+	f.IntVar(&o.heartbeatTicks, "heartbeat-ticks", 1, "heartbeat interval in ticks")
+	f.Uint64Var(&o.snapshotEntries, "snapshot-entries", 10000, "applied entries between snapshots")
+	f.Var(&o.walSegmentSize, "wal-segment-size", "WAL segment size (bytes; KiB/MiB suffixes allowed)")
+	f.StringVar(&o.walCompression, "wal-compression", "zstd", "WAL frame compression: zstd, s2 or none")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	return cmd
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+func parseCompression(s string) (wal.Compression, error) {
+	switch strings.ToLower(s) {
+	case "zstd":
+		return wal.CompressionZstd, nil
+	case "s2":
+		return wal.CompressionS2, nil
+	case "none":
+		return wal.CompressionNone, nil
+	}
+	return 0, fmt.Errorf("wal compression %q: want zstd, s2 or none", s)
+}
+
+func runServer(o *serverOptions) error {
+	logger, err := newLogger(o.logLevel, o.logFormat)
+	if err != nil {
+		return err
+	}
+	if o.dataDir == "" {
+		o.dataDir = filepath.Join("data", o.id)
+	}
+	comp, err := parseCompression(o.walCompression)
+	if err != nil {
+		return err
+	}
+	self := raftnode.Member{Name: o.id, Peer: o.peerAddr, HTTP: o.httpAddr}
+	ncfg := raftnode.Config{
+		Self:            self,
+		DataDir:         o.dataDir,
+		TickInterval:    o.tick,
+		ElectionTicks:   o.electionTicks,
+		HeartbeatTicks:  o.heartbeatTicks,
+		SnapshotEntries: o.snapshotEntries,
+		WALSegmentSize:  int64(o.walSegmentSize),
+		WALCompression:  comp,
+		Logger:          logger,
+	}
+	if err := ncfg.Validate(); err != nil {
+		return err
+	}
+	hcfg := httpapi.Config{
+		MaxKeySize:     int(o.maxKeySize),
+		MaxValueSize:   int(o.maxValueSize),
+		RequestTimeout: o.requestTimeout,
+		Logger:         logger,
+	}
+	// Listen before opening the node so that a taken port fails fast and
+	// touches no data.
+	ln, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.httpAddr, err)
+	}
+	node, err := raftnode.Open(ncfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	handler, err := httpapi.New(hcfg, backend{node})
+	if err != nil {
+		ln.Close()
+		node.Stop()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	logger.Info("distkv node serving", "id", o.id, "http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid())
+
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigc)
+	select {
+	case sig := <-sigc:
+		logger.Info("shutting down", "signal", sig.String())
+		ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+		defer cancel()
+		// In-flight requests are answered while the node still runs; then the
+		// node stops and syncs and closes its WAL.
+		if err := srv.Shutdown(ctx); err != nil {
+			logger.Warn("http shutdown", "err", err)
+		}
+		if err := node.Stop(); err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		logger.Info("stopped cleanly")
+		return nil
+	case <-node.Done():
+		srv.Close()
+		err := node.Err()
+		if err == nil {
+			err = errors.New("node stopped")
+		}
+		return &exitError{code: 1, err: fmt.Errorf("fatal: %w", err)}
+	case err := <-serveErr:
+		node.Stop()
+		return fmt.Errorf("http server: %w", err)
+	}
+}
+
+// backend adapts a raftnode.Node to the HTTP API.
+type backend struct{ n *raftnode.Node }
+
+var _ httpapi.Backend = backend{}
+
+func (b backend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
+	return b.n.Propose(ctx, cmd)
+}
+
+func (b backend) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyValue, bool, error) {
+	return b.n.Get(ctx, key, linearizable)
+}
+
+func (b backend) Range(ctx context.Context, start, end []byte, limit int, linearizable bool) ([]kv.KeyValue, bool, error) {
+	return b.n.Range(ctx, start, end, limit, linearizable)
+}
+
+func (b backend) Ready() error { return b.n.Ready() }
+
+func (b backend) Status() httpapi.Status {
+	s := b.n.Status()
+	out := httpapi.Status{
+		ID:           s.ID,
+		Leader:       s.Leader,
+		Term:         s.Term,
+		CommitIndex:  s.CommitIndex,
+		AppliedIndex: s.AppliedIndex,
+		Members:      make([]httpapi.Member, 0, len(s.Members)),
+	}
+	for _, m := range s.Members {
+		out.Members = append(out.Members, httpapi.Member{ID: m.Name, Peer: m.Peer, HTTP: m.HTTP})
+	}
+	return out
+}
+
+// byteSize is a flag value in bytes that accepts KiB, MiB and GiB suffixes.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) Type() string   { return "bytes" }
+
+func (b *byteSize) Set(s string) error {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v <= 0 || v > (1<<62)/mult {
+		return fmt.Errorf("%q is not a positive size (examples: 4096, 64KiB, 1MiB)", s)
+	}
+	*b = byteSize(v * mult)
+	return nil
+}

@@ -1,0 +1,144 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/distkv/distkv/internal/vfs"
+	"github.com/distkv/distkv/internal/wal"
+)
+
+// Member is one node of the cluster as the user names it.
+type Member struct {
+	Name string `json:"name"` // the node's --id, e.g. "n1"
+	Peer string `json:"peer"` // host:port of its peer (Raft) listener
+	HTTP string `json:"http"` // host:port of its HTTP API
+}
+
+// RaftID is the Raft identity of the member called name: a stable, non-zero hash
+// of the name, so every node derives the same id without coordination.
+func RaftID(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	if id := h.Sum64(); id != 0 {
+		return id
+	}
+	return 1
+}
+
+// Config configures a Node.
+type Config struct {
+	// Self is this node. Required.
+	Self Member
+	// Members is the initial membership used when the data directory is empty.
+	// It must contain Self. Empty means a single-member cluster of Self.
+	Members []Member
+	// DataDir holds wal/ and snap/. Required.
+	DataDir string
+	// FS is where files go; default vfs.Default.
+	FS vfs.FS
+	// Shard is the Raft group id of the shard; default 1.
+	Shard uint64
+
+	// TickInterval is the length of one Raft tick; default 100ms.
+	TickInterval time.Duration
+	// ElectionTicks is the election timeout in ticks; default 10.
+	ElectionTicks int
+	// HeartbeatTicks is the heartbeat interval in ticks; default 1.
+	HeartbeatTicks int
+
+	// SnapshotEntries is how many applied entries trigger a snapshot; default 10,000.
+	SnapshotEntries uint64
+	// SnapshotsKept is how many snapshot files are kept per shard; default 2. The
+	// WAL is compacted behind the oldest kept one, so any kept snapshot plus the
+	// WAL is a complete state: a damaged newest snapshot is survivable.
+	SnapshotsKept int
+	// LogEntriesKept is how many entries stay in memory behind a snapshot for
+	// followers that lag a little; default 5,000.
+	LogEntriesKept uint64
+
+	// WALSegmentSize and WALCompression tune the WAL (see wal.Config).
+	WALSegmentSize int64
+	WALCompression wal.Compression
+
+	// MaxProposalBatch bounds how many queued proposals are handed to Raft in
+	// one loop iteration; default 1024.
+	MaxProposalBatch int
+
+	Logger *slog.Logger
+}
+
+// Validate fills defaults and reports the first invalid setting.
+func (c *Config) Validate() error {
+	if c.Self.Name == "" {
+		return errors.New("node id must not be empty")
+	}
+	if c.DataDir == "" {
+		return errors.New("data directory must not be empty")
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Shard == 0 {
+		c.Shard = 1
+	}
+	if len(c.Members) == 0 {
+		c.Members = []Member{c.Self}
+	}
+	found := false
+	seen := map[uint64]string{}
+	for _, m := range c.Members {
+		if m.Name == c.Self.Name {
+			found = true
+		}
+		id := RaftID(m.Name)
+		if other, dup := seen[id]; dup {
+			return fmt.Errorf("members %q and %q are the same node (or their ids collide)", other, m.Name)
+		}
+		seen[id] = m.Name
+	}
+	if !found {
+		return fmt.Errorf("node %q is not in the member list", c.Self.Name)
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.TickInterval < time.Millisecond {
+		return fmt.Errorf("tick interval %v is below 1ms", c.TickInterval)
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.HeartbeatTicks < 1 || c.ElectionTicks <= c.HeartbeatTicks {
+		return fmt.Errorf("election timeout (%d ticks) must exceed heartbeat interval (%d ticks)", c.ElectionTicks, c.HeartbeatTicks)
+	}
+	if c.SnapshotEntries == 0 {
+		c.SnapshotEntries = 10000
+	}
+	if c.SnapshotsKept == 0 {
+		c.SnapshotsKept = 2
+	}
+	if c.SnapshotsKept < 1 {
+		return fmt.Errorf("snapshots kept must be at least 1, got %d", c.SnapshotsKept)
+	}
+	if c.LogEntriesKept == 0 {
+		c.LogEntriesKept = 5000
+	}
+	if c.MaxProposalBatch == 0 {
+		c.MaxProposalBatch = 1024
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func (c *Config) walDir() string  { return filepath.Join(c.DataDir, "wal") }
+func (c *Config) snapDir() string { return filepath.Join(c.DataDir, "snap") }

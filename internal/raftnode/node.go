@@ -1,0 +1,613 @@
+package raftnode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/snap"
+	"github.com/distkv/distkv/internal/wal"
+)
+
+// Node is one member of a Raft group serving a shard of the key space.
+type Node struct {
+	cfg    Config
+	logger *slog.Logger
+	raftID uint64
+
+	// Owned by the loop goroutine after Start.
+	rn        *raft.RawNode
+	storage   *raft.MemoryStorage
+	wal       *wal.WAL
+	snaps     *snap.Store
+	confState raftpb.ConfState
+	// Invariant: snapIndex <= applied <= committed.
+	snapIndex    uint64
+	snapRetryAt  uint64   // after a failed snapshot, the applied index to retry at
+	keptSnaps    []uint64 // indexes of the snapshots on disk that the WAL backs, oldest first
+	snapshotting bool
+	reads        readQueue
+
+	kv *kv.Store
+
+	propc    chan *proposal
+	readc    chan *readRequest
+	snapDone chan snapResult
+	stopc    chan struct{}
+	donec    chan struct{}
+	stopOnce sync.Once
+
+	nextID atomic.Uint64
+
+	mu      sync.Mutex
+	waiters map[uint64]*proposal
+	members map[uint64]Member
+	err     error // the fatal error that stopped the loop, if any
+
+	// Published by the loop for Status and readers.
+	applied atomic.Uint64
+	commit  atomic.Uint64
+	term    atomic.Uint64
+	leader  atomic.Uint64
+}
+
+type proposal struct {
+	id   uint64
+	data []byte
+	done chan proposalResult // buffered, 1
+}
+
+type proposalResult struct {
+	res kv.Result
+	err error
+}
+
+// memberState is what a snapshot carries besides the key-value pairs.
+type memberState struct {
+	ConfState raftpb.ConfState `json:"conf_state"`
+	Members   []Member         `json:"members"`
+}
+
+// Open recovers the node's state from cfg.DataDir (or creates a new cluster
+// member if it is empty) and starts its loop.
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:      cfg,
+		logger:   cfg.Logger.With("shard", cfg.Shard),
+		raftID:   RaftID(cfg.Self.Name),
+		storage:  raft.NewMemoryStorage(),
+		kv:       kv.NewStore(),
+		propc:    make(chan *proposal, 4096),
+		readc:    make(chan *readRequest, 4096),
+		snapDone: make(chan snapResult, 1),
+		stopc:    make(chan struct{}),
+		donec:    make(chan struct{}),
+		waiters:  map[uint64]*proposal{},
+		members:  map[uint64]Member{},
+	}
+	var seed [8]byte
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("seed request ids: %w", err)
+	}
+	n.nextID.Store(binary.LittleEndian.Uint64(seed[:]))
+
+	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	snaps, err := snap.NewStore(cfg.FS, cfg.snapDir(), cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("open snapshots: %w", err)
+	}
+	n.snaps = snaps
+	if err := n.recover(); err != nil {
+		if n.wal != nil {
+			n.wal.Close()
+		}
+		return nil, err
+	}
+	go n.run()
+	return n, nil
+}
+
+// recover loads the newest snapshot, replays the WAL behind it and creates the
+// RawNode. On an empty data directory it bootstraps the initial membership.
+func (n *Node) recover() error {
+	shard := n.cfg.Shard
+	meta, found, err := n.loadSnapshot()
+	if err != nil {
+		return err
+	}
+	var (
+		hs      raftpb.HardState
+		ents    []raftpb.Entry
+		records int
+	)
+	w, err := wal.Open(wal.Config{
+		Dir:         n.cfg.walDir(),
+		FS:          n.cfg.FS,
+		SegmentSize: n.cfg.WALSegmentSize,
+		Compression: n.cfg.WALCompression,
+		Logger:      n.cfg.Logger,
+	}, func(r wal.Record) error {
+		if r.Shard != shard {
+			return nil
+		}
+		records++
+		switch r.Type {
+		case wal.RecordHardState:
+			var h raftpb.HardState
+			if err := h.Unmarshal(r.Data); err != nil {
+				return fmt.Errorf("decode hard state: %w", err)
+			}
+			hs = h
+		case wal.RecordEntry:
+			if found && r.Index <= meta.Index {
+				return nil
+			}
+			var e raftpb.Entry
+			if err := e.Unmarshal(r.Data); err != nil {
+				return fmt.Errorf("decode entry %d: %w", r.Index, err)
+			}
+			// A later record for an index overwrites the suffix from there on:
+			// a follower's log can be truncated by a new leader.
+			for len(ents) > 0 && ents[len(ents)-1].Index >= e.Index {
+				ents = ents[:len(ents)-1]
+			}
+			if len(ents) > 0 && ents[len(ents)-1].Index+1 != e.Index {
+				return fmt.Errorf("wal has a gap: entry %d follows %d", e.Index, ents[len(ents)-1].Index)
+			}
+			ents = append(ents, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("open wal: %w", err)
+	}
+	n.wal = w
+
+	if found {
+		var ms memberState
+		if err := json.Unmarshal(meta.Extra, &ms); err != nil {
+			return fmt.Errorf("decode snapshot membership: %w", err)
+		}
+		if err := n.storage.ApplySnapshot(raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{
+			Index: meta.Index, Term: meta.Term, ConfState: ms.ConfState,
+		}}); err != nil {
+			return fmt.Errorf("install snapshot: %w", err)
+		}
+		n.confState = ms.ConfState
+		for _, m := range ms.Members {
+			n.members[RaftID(m.Name)] = m
+		}
+		n.snapIndex = meta.Index
+		n.keptSnaps = []uint64{meta.Index}
+	}
+	if len(ents) > 0 && found && ents[0].Index != meta.Index+1 {
+		return fmt.Errorf("wal starts at entry %d but the snapshot ends at %d: entries are missing", ents[0].Index, meta.Index)
+	}
+	if len(ents) > 0 && !found && ents[0].Index != 1 {
+		return fmt.Errorf("wal starts at entry %d and there is no snapshot: entries are missing", ents[0].Index)
+	}
+	if !raft.IsEmptyHardState(hs) {
+		if hs.Commit < n.snapIndex {
+			hs.Commit = n.snapIndex
+		}
+		if err := n.storage.SetHardState(hs); err != nil {
+			return err
+		}
+	}
+	if err := n.storage.Append(ents); err != nil {
+		return fmt.Errorf("load log: %w", err)
+	}
+
+	rc := &raft.Config{
+		ID:                        n.raftID,
+		ElectionTick:              n.cfg.ElectionTicks,
+		HeartbeatTick:             n.cfg.HeartbeatTicks,
+		Storage:                   n.storage,
+		Applied:                   n.snapIndex,
+		MaxSizePerMsg:             1 << 20,
+		MaxInflightMsgs:           256,
+		MaxUncommittedEntriesSize: 1 << 30,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		Logger:                    raftLogger{n.logger},
+	}
+	rn, err := raft.NewRawNode(rc)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	n.rn = rn
+	n.applied.Store(n.snapIndex)
+	fresh := !found && len(ents) == 0 && raft.IsEmptyHardState(hs)
+	if fresh {
+		peers := make([]raft.Peer, 0, len(n.cfg.Members))
+		for _, m := range n.cfg.Members {
+			ctx, err := json.Marshal(m)
+			if err != nil {
+				return err
+			}
+			peers = append(peers, raft.Peer{ID: RaftID(m.Name), Context: ctx})
+		}
+		if err := rn.Bootstrap(peers); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		n.logger.Info("bootstrapped new cluster member", "id", n.cfg.Self.Name, "members", len(peers))
+	} else {
+		n.logger.Info("recovered", "snapshot_index", n.snapIndex, "wal_records", records,
+			"last_index", lastIndex(ents, n.snapIndex), "commit", hs.Commit, "term", hs.Term)
+	}
+	return nil
+}
+
+func lastIndex(ents []raftpb.Entry, snapIndex uint64) uint64 {
+	if len(ents) == 0 {
+		return snapIndex
+	}
+	return ents[len(ents)-1].Index
+}
+
+// Err returns the error that stopped the node, or nil while it runs or after a
+// clean Stop.
+func (n *Node) Err() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.err
+}
+
+// Done is closed when the node's loop has exited.
+func (n *Node) Done() <-chan struct{} { return n.donec }
+
+// Stop stops the loop, fails the requests still waiting with ErrStopped, and
+// syncs and closes the WAL. It is safe to call more than once.
+func (n *Node) Stop() error {
+	n.stopOnce.Do(func() { close(n.stopc) })
+	<-n.donec
+	return n.Err()
+}
+
+// KV returns the state machine, for stale reads.
+func (n *Node) KV() *kv.Store { return n.kv }
+
+// Propose replicates cmd and returns its result once it is committed, durable
+// and applied.
+func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
+	id := n.nextID.Add(1)
+	enc := cmd.Marshal()
+	data := make([]byte, 8, 8+len(enc))
+	binary.BigEndian.PutUint64(data, id)
+	data = append(data, enc...)
+	p := &proposal{id: id, data: data, done: make(chan proposalResult, 1)}
+	select {
+	case n.propc <- p:
+	case <-ctx.Done():
+		return kv.Result{}, ctx.Err()
+	case <-n.donec:
+		return kv.Result{}, n.stoppedErr()
+	}
+	select {
+	case r := <-p.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		n.mu.Lock()
+		delete(n.waiters, id)
+		n.mu.Unlock()
+		return kv.Result{}, ctx.Err()
+	case <-n.donec:
+		// The loop may have answered just before it exited.
+		select {
+		case r := <-p.done:
+			return r.res, r.err
+		default:
+			return kv.Result{}, n.stoppedErr()
+		}
+	}
+}
+
+func (n *Node) stoppedErr() error {
+	if err := n.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, err)
+	}
+	return ErrStopped
+}
+
+// Status reports the node's view of its Raft group.
+type Status struct {
+	ID           string
+	Leader       string
+	Term         uint64
+	CommitIndex  uint64
+	AppliedIndex uint64
+	Members      []Member
+}
+
+// Status returns a consistent-enough snapshot of the node's Raft state.
+func (n *Node) Status() Status {
+	s := Status{
+		ID:           n.cfg.Self.Name,
+		Term:         n.term.Load(),
+		CommitIndex:  n.commit.Load(),
+		AppliedIndex: n.applied.Load(),
+	}
+	lead := n.leader.Load()
+	n.mu.Lock()
+	if m, ok := n.members[lead]; ok {
+		s.Leader = m.Name
+	}
+	for _, m := range n.members {
+		s.Members = append(s.Members, m)
+	}
+	n.mu.Unlock()
+	sortMembers(s.Members)
+	return s
+}
+
+// Ready returns nil when the node knows a leader and has applied everything it
+// knows to be committed.
+func (n *Node) Ready() error {
+	select {
+	case <-n.donec:
+		return n.stoppedErr()
+	default:
+	}
+	if n.leader.Load() == raft.None {
+		return ErrNoLeader
+	}
+	if a, c := n.applied.Load(), n.commit.Load(); a < c {
+		return fmt.Errorf("catching up: applied %d of %d committed entries", a, c)
+	}
+	return nil
+}
+
+// run is the loop: the only goroutine that touches the RawNode.
+func (n *Node) run() {
+	defer close(n.donec)
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+
+	// Apply what the log already holds (bootstrap membership, or entries
+	// committed before a restart) so that the membership is known.
+	err := n.processReady()
+	// A single-voter group needs no election timeout to elect itself.
+	if err == nil && len(n.confState.Voters) == 1 && n.confState.Voters[0] == n.raftID {
+		if err = n.rn.Campaign(); err == nil {
+			err = n.processReady()
+		}
+	}
+	for err == nil {
+		select {
+		case <-ticker.C:
+			n.rn.Tick()
+		case p := <-n.propc:
+			n.propose(p)
+			for i := 1; i < n.cfg.MaxProposalBatch; i++ {
+				select {
+				case p := <-n.propc:
+					n.propose(p)
+					continue
+				default:
+				}
+				break
+			}
+		case r := <-n.readc:
+			n.reads.add(r)
+			for i := 1; i < n.cfg.MaxProposalBatch; i++ {
+				select {
+				case r := <-n.readc:
+					n.reads.add(r)
+					continue
+				default:
+				}
+				break
+			}
+		case res := <-n.snapDone:
+			err = n.finishSnapshot(res)
+		case <-n.stopc:
+			n.shutdown(nil)
+			return
+		}
+		if err == nil {
+			n.reads.issue(n.rn)
+			err = n.processReady()
+		}
+	}
+	n.logger.Error("node stopped by a fatal error", "err", err)
+	n.shutdown(err)
+}
+
+func (n *Node) propose(p *proposal) {
+	n.mu.Lock()
+	n.waiters[p.id] = p
+	n.mu.Unlock()
+	if err := n.rn.Propose(p.data); err != nil {
+		if errors.Is(err, raft.ErrProposalDropped) {
+			err = ErrNoLeader
+		}
+		n.deliver(p.id, proposalResult{err: err})
+	}
+}
+
+func (n *Node) deliver(id uint64, r proposalResult) {
+	n.mu.Lock()
+	p, ok := n.waiters[id]
+	delete(n.waiters, id)
+	n.mu.Unlock()
+	if ok {
+		p.done <- r
+	}
+}
+
+// processReady handles every pending Ready. A returned error is fatal.
+func (n *Node) processReady() error {
+	for n.rn.HasReady() {
+		rd := n.rn.Ready()
+		if err := n.persist(rd); err != nil {
+			return err
+		}
+		if rd.SoftState != nil {
+			n.leader.Store(rd.SoftState.Lead)
+			// A new leader does not answer its predecessor's ReadIndex requests.
+			n.reads.reissueAll()
+		}
+		if !raft.IsEmptyHardState(rd.HardState) {
+			n.term.Store(rd.HardState.Term)
+			n.commit.Store(rd.HardState.Commit)
+		}
+		n.reads.observe(rd.ReadStates)
+		if err := n.apply(rd.CommittedEntries); err != nil {
+			return err
+		}
+		n.reads.release(n.applied.Load())
+		n.rn.Advance(rd)
+		n.maybeSnapshot()
+	}
+	return nil
+}
+
+// persist makes rd's entries and hard state durable in the WAL, then gives them
+// to the in-memory log.
+func (n *Node) persist(rd raft.Ready) error {
+	recs := make([]wal.Record, 0, len(rd.Entries)+1)
+	for i := range rd.Entries {
+		e := &rd.Entries[i]
+		data, err := e.Marshal()
+		if err != nil {
+			return err
+		}
+		recs = append(recs, wal.Record{Shard: n.cfg.Shard, Type: wal.RecordEntry, Index: e.Index, Data: data})
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		data, err := rd.HardState.Marshal()
+		if err != nil {
+			return err
+		}
+		recs = append(recs, wal.Record{Shard: n.cfg.Shard, Type: wal.RecordHardState, Data: data})
+	}
+	if len(recs) > 0 {
+		if err := n.wal.Append(recs, rd.MustSync); err != nil {
+			return fmt.Errorf("wal append: %w", err)
+		}
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		if err := n.storage.SetHardState(rd.HardState); err != nil {
+			return err
+		}
+	}
+	if len(rd.Entries) > 0 {
+		if err := n.storage.Append(rd.Entries); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) apply(ents []raftpb.Entry) error {
+	for i := range ents {
+		e := &ents[i]
+		switch e.Type {
+		case raftpb.EntryNormal:
+			if len(e.Data) == 0 {
+				break // a new leader's empty entry
+			}
+			if len(e.Data) < 8 {
+				return fmt.Errorf("entry %d: payload of %d bytes is too short", e.Index, len(e.Data))
+			}
+			id := binary.BigEndian.Uint64(e.Data)
+			cmd, err := kv.UnmarshalCommand(e.Data[8:])
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			res, err := n.kv.Apply(e.Index, cmd)
+			if err != nil {
+				return fmt.Errorf("apply entry %d: %w", e.Index, err)
+			}
+			n.deliver(id, proposalResult{res: res})
+		case raftpb.EntryConfChange:
+			var cc raftpb.ConfChange
+			if err := cc.Unmarshal(e.Data); err != nil {
+				return fmt.Errorf("entry %d: decode conf change: %w", e.Index, err)
+			}
+			n.confState = *n.rn.ApplyConfChange(cc)
+			n.applyMemberChange(cc.Type, cc.NodeID, cc.Context)
+		case raftpb.EntryConfChangeV2:
+			var cc raftpb.ConfChangeV2
+			if err := cc.Unmarshal(e.Data); err != nil {
+				return fmt.Errorf("entry %d: decode conf change: %w", e.Index, err)
+			}
+			n.confState = *n.rn.ApplyConfChange(cc)
+			for _, c := range cc.Changes {
+				n.applyMemberChange(c.Type, c.NodeID, cc.Context)
+			}
+		}
+		n.applied.Store(e.Index)
+	}
+	return nil
+}
+
+func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch t {
+	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		var m Member
+		if err := json.Unmarshal(ctx, &m); err == nil && m.Name != "" {
+			n.members[id] = m
+		}
+	case raftpb.ConfChangeRemoveNode:
+		delete(n.members, id)
+	}
+}
+
+// shutdown runs on the loop goroutine as it exits.
+func (n *Node) shutdown(cause error) {
+	if n.snapshotting {
+		// The snapshot writer holds no lock of ours; wait so that it does not
+		// race the WAL's close.
+		res := <-n.snapDone
+		if cause == nil {
+			cause = n.finishSnapshot(res)
+		}
+	}
+	n.mu.Lock()
+	n.err = cause
+	waiters := n.waiters
+	n.waiters = map[uint64]*proposal{}
+	n.mu.Unlock()
+	stopped := n.stoppedErr()
+	for _, p := range waiters {
+		p.done <- proposalResult{err: stopped}
+	}
+	n.reads.failAll(stopped)
+	// Drain queued requests that never reached the loop.
+	for {
+		select {
+		case p := <-n.propc:
+			p.done <- proposalResult{err: stopped}
+			continue
+		case r := <-n.readc:
+			r.done <- stopped
+			continue
+		default:
+		}
+		break
+	}
+	if err := n.wal.Close(); err != nil && cause == nil {
+		n.mu.Lock()
+		n.err = fmt.Errorf("close wal: %w", err)
+		n.mu.Unlock()
+	}
+}

@@ -1,0 +1,110 @@
+package raftnode
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/snap"
+	"github.com/distkv/distkv/internal/wal"
+)
+
+type snapResult struct {
+	meta snap.Meta
+	cs   raftpb.ConfState
+	err  error
+}
+
+// maybeSnapshot starts writing a snapshot when enough entries were applied
+// since the last one. The state machine is cloned here, on the loop, in O(1);
+// the file is written by another goroutine while the loop goes on.
+func (n *Node) maybeSnapshot() {
+	applied := n.applied.Load()
+	if n.snapshotting || applied < n.snapIndex+n.cfg.SnapshotEntries || applied < n.snapRetryAt {
+		return
+	}
+	term, err := n.storage.Term(applied)
+	if err != nil {
+		n.logger.Warn("snapshot skipped: term of applied entry unknown", "index", applied, "err", err)
+		return
+	}
+	n.mu.Lock()
+	ms := memberState{ConfState: n.confState}
+	for _, m := range n.members {
+		ms.Members = append(ms.Members, m)
+	}
+	n.mu.Unlock()
+	sortMembers(ms.Members)
+	extra, err := json.Marshal(ms)
+	if err != nil {
+		n.logger.Warn("snapshot skipped", "err", err)
+		return
+	}
+	meta := snap.Meta{Shard: n.cfg.Shard, Index: applied, Term: term, Extra: extra}
+	view := n.kv.Snapshot()
+	n.snapshotting = true
+	cs := n.confState
+	go func() {
+		err := n.snaps.Save(meta, view.All())
+		n.snapDone <- snapResult{meta: meta, cs: cs, err: err}
+	}()
+}
+
+// finishSnapshot compacts the logs behind a snapshot that is now durable. Only a
+// WAL append error is returned (and is fatal).
+func (n *Node) finishSnapshot(res snapResult) error {
+	n.snapshotting = false
+	if res.err != nil {
+		// The WAL still holds everything; try again after more entries.
+		n.snapRetryAt = n.applied.Load() + n.cfg.SnapshotEntries/4 + 1
+		n.logger.Error("snapshot failed; will retry", "index", res.meta.Index, "err", res.err)
+		return nil
+	}
+	idx := res.meta.Index
+	marker := wal.Record{Shard: n.cfg.Shard, Type: wal.RecordSnapshot, Index: idx, Data: res.meta.Extra}
+	if err := n.wal.Append([]wal.Record{marker}, true); err != nil {
+		return fmt.Errorf("wal append snapshot marker: %w", err)
+	}
+	if _, err := n.storage.CreateSnapshot(idx, &res.cs, nil); err != nil && !errors.Is(err, raft.ErrSnapOutOfDate) {
+		n.logger.Warn("raft snapshot", "index", idx, "err", err)
+	}
+	if idx > n.cfg.LogEntriesKept {
+		if err := n.storage.Compact(idx - n.cfg.LogEntriesKept); err != nil && !errors.Is(err, raft.ErrCompacted) {
+			n.logger.Warn("compact raft log", "err", err)
+		}
+	}
+	n.snapIndex = idx
+	n.keptSnaps = append(n.keptSnaps, idx)
+	if len(n.keptSnaps) > n.cfg.SnapshotsKept {
+		n.keptSnaps = n.keptSnaps[len(n.keptSnaps)-n.cfg.SnapshotsKept:]
+	}
+	if err := n.snaps.Purge(n.cfg.Shard, n.cfg.SnapshotsKept); err != nil {
+		n.logger.Warn("purge old snapshots", "err", err)
+	}
+	// Compact behind the oldest snapshot kept, so every kept snapshot plus the
+	// WAL is a complete state.
+	if err := n.wal.Compact(n.cfg.Shard, n.keptSnaps[0]); err != nil {
+		n.logger.Warn("compact wal", "err", err)
+	}
+	n.logger.Info("snapshot saved", "index", idx, "wal_bytes", n.wal.Size())
+	return nil
+}
+
+// loadSnapshot restores the state machine from the newest intact snapshot.
+func (n *Node) loadSnapshot() (snap.Meta, bool, error) {
+	meta, err := n.snaps.Load(n.cfg.Shard, func(m snap.Meta, pairs iter.Seq2[kv.KeyValue, error]) error {
+		return n.kv.Restore(m.Index, pairs)
+	})
+	if errors.Is(err, snap.ErrNotFound) {
+		return snap.Meta{}, false, nil
+	}
+	if err != nil {
+		return snap.Meta{}, false, fmt.Errorf("load snapshot: %w", err)
+	}
+	return meta, true, nil
+}
