@@ -1,0 +1,232 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/distkv/distkv/internal/kv"
+)
+
+// Backend is what the API needs from the node. The Raft layer implements it;
+// tests use a fake.
+type Backend interface {
+	// Propose replicates cmd and returns its applied Result (kv outcomes such
+	// as a failed condition are in Result.Status, not err). err != nil means the
+	// outcome is unknown or the write was not made (context deadline, node
+	// stopped, no leader...).
+	Propose(ctx context.Context, cmd kv.Command) (kv.Result, error)
+	// Get reads key; linearizable=false answers from local state at once.
+	Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyValue, bool, error)
+	// Range returns up to limit pairs with start <= key < end (end nil =
+	// unbounded), in key order, and whether more exist.
+	Range(ctx context.Context, start, end []byte, limit int, linearizable bool) ([]kv.KeyValue, bool, error)
+	// Status describes the node and its view of the cluster.
+	Status() Status
+	// Ready returns nil when the node can serve linearizable requests (it
+	// knows a leader and has applied its log), else the reason it cannot.
+	Ready() error
+}
+
+// Status is the body of GET /cluster/status.
+type Status struct {
+	ID           string   `json:"id"`
+	Leader       string   `json:"leader"` // "" when unknown
+	Term         uint64   `json:"term"`
+	CommitIndex  uint64   `json:"commit_index"`
+	AppliedIndex uint64   `json:"applied_index"`
+	Members      []Member `json:"members"`
+}
+
+// Member is one node of the cluster.
+type Member struct {
+	ID   string `json:"id"`
+	Peer string `json:"peer"` // address of the peer (Raft) listener
+	HTTP string `json:"http"` // address of the HTTP API
+}
+
+// New returns the HTTP API of a node backed by b. It does its own routing and
+// must be the server's handler (or be reached through a router that neither
+// cleans nor unescapes paths): http.ServeMux would redirect keys holding "//"
+// or "..". cfg is validated (and completed with defaults) by Config.Validate.
+func New(cfg Config, b Backend) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return nil, errNilBackend
+	}
+	timeout := cfg.RequestTimeout.String()
+	return &handler{
+		cfg:           cfg,
+		backend:       b,
+		log:           cfg.Logger,
+		bodyLimit:     cfg.bodyLimit(),
+		writeTimedOut: "request timed out after " + timeout + "; a write may still have been applied",
+		readTimedOut:  "request timed out after " + timeout,
+	}, nil
+}
+
+type handler struct {
+	cfg       Config
+	backend   Backend
+	log       *slog.Logger
+	bodyLimit int64
+	// The details of 503 answers to requests that hit RequestTimeout.
+	writeTimedOut, readTimedOut string
+}
+
+// errNilBackend is returned by New without a Backend.
+var errNilBackend = errors.New("httpapi: nil Backend")
+
+const keyPrefix = "/key/"
+
+// Allow headers.
+const (
+	allowKey = "GET, HEAD, PUT, DELETE"
+	allowGet = "GET, HEAD"
+)
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := escapedPath(r.URL)
+	if rest, ok := strings.CutPrefix(path, keyPrefix); ok {
+		h.serveKey(w, r, rest)
+		return
+	}
+	switch path {
+	case "/keys":
+		if methodGet(w, r) {
+			h.scan(w, r)
+		}
+	case "/cluster/status":
+		if methodGet(w, r) {
+			h.status(w)
+		}
+	case "/healthz":
+		if methodGet(w, r) {
+			writeJSON(w, http.StatusOK, bodyHealthy)
+		}
+	case "/readyz":
+		if methodGet(w, r) {
+			if err := h.backend.Ready(); err != nil {
+				writeError(w, http.StatusServiceUnavailable, err.Error())
+				return
+			}
+			writeJSON(w, http.StatusOK, bodyReady)
+		}
+	default:
+		writeJSON(w, http.StatusNotFound, bodyNotFound)
+	}
+}
+
+// methodGet answers 405 unless r is a GET or HEAD.
+func methodGet(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	methodNotAllowed(w, allowGet)
+	return false
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeJSON(w, http.StatusMethodNotAllowed, bodyMethodNotAllowed)
+}
+
+func (h *handler) status(w http.ResponseWriter) {
+	st := h.backend.Status()
+	if st.Members == nil {
+		st.Members = []Member{}
+	}
+	body, err := json.Marshal(st)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encoding status: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// Fixed response bodies. The 404 and 405 bodies are FastAPI's, as the
+// prototype answered.
+var (
+	bodyNotFound         = []byte(`{"detail":"Not Found"}`)
+	bodyKeyNotFound      = []byte(`{"detail":"Key not found"}`)
+	bodyMethodNotAllowed = []byte(`{"detail":"Method Not Allowed"}`)
+	bodyHealthy          = []byte(`{"status":"ok"}`)
+	bodyReady            = []byte(`{"status":"ready"}`)
+)
+
+// contentTypeJSON is shared by all responses to spare an allocation per
+// request; nothing appends to or modifies a header value in place.
+var contentTypeJSON = []string{"application/json"}
+
+// smallBody is the size up to which Content-Length is left to net/http, which
+// adds it to any response of a few KB written at once (as documented on
+// http.ResponseWriter.Write); this spares two allocations per request. Larger
+// bodies declare it so that they are not sent chunked.
+const smallBody = 1024
+
+// writeJSON sends body, which must be a JSON document without a trailing
+// newline, as the prototype's responses had none.
+func writeJSON(w http.ResponseWriter, code int, body []byte) {
+	hdr := w.Header()
+	hdr["Content-Type"] = contentTypeJSON
+	if len(body) > smallBody {
+		hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	w.WriteHeader(code)
+	_, _ = w.Write(body) // a failed write means the client is gone
+}
+
+// writeError sends {"detail": detail}.
+func writeError(w http.ResponseWriter, code int, detail string) {
+	buf := getBuf()
+	*buf = append(*buf, `{"detail":`...)
+	*buf = appendStr(*buf, detail)
+	*buf = append(*buf, '}')
+	writeJSON(w, code, *buf)
+	putBuf(buf)
+}
+
+func writeAPIError(w http.ResponseWriter, err *apiError) {
+	writeError(w, err.code, err.detail)
+}
+
+// backendError answers a failed Backend call. Nothing is written when the
+// client has gone away.
+func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *http.Request, op string, err error, write bool) {
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		return
+	}
+	h.log.Debug("backend call failed", "op", op, "err", err)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if write {
+			writeError(w, http.StatusServiceUnavailable, h.writeTimedOut)
+		} else {
+			writeError(w, http.StatusServiceUnavailable, h.readTimedOut)
+		}
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, err.Error())
+}
+
+// Response buffers are pooled; they are copied by the ResponseWriter, so they
+// can be reused once Write returns. Large ones are left to the collector.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+const maxPooledBuf = 64 << 10
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > maxPooledBuf {
+		return
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}

@@ -1,0 +1,91 @@
+// Package httpapi is the HTTP API of one distkv node. It keeps the API of the
+// Python prototype (pydistributedkv) working byte for byte and adds
+// conditional writes, scans and cluster endpoints. It parses and validates
+// requests and turns them into calls on a Backend (the Raft layer); it holds no
+// state of its own.
+//
+// # Responses
+//
+// Every response is compact JSON with Content-Type application/json and no
+// trailing newline, as the prototype's FastAPI sent. Errors are
+// {"detail":"<what is wrong>"}. A request rejected for bad input never reaches
+// the Backend.
+//
+//	Request                      Status  Body
+//	PUT    /key/{key}            200     {"status":"ok","id":<revision of the write>}
+//	                             409     {"detail":"condition failed: ...","key":k,"version":v,"revision":r}
+//	GET    /key/{key}            200     {"key":k,"value":v,"version":n,"revision":r}
+//	                             404     {"detail":"Key not found"}
+//	DELETE /key/{key}            200     {"status":"ok","id":<revision of the delete>}
+//	                             404     {"detail":"Key not found"}
+//	                             409     as for PUT
+//	GET    /keys                 200     {"kvs":[{"key":..,"value":..,"version":..,"revision":..},...],
+//	                                      "count":n,"more":b[,"continue":"<token>"]}
+//	GET    /cluster/status       200     Status as JSON
+//	GET    /healthz              200     {"status":"ok"}
+//	GET    /readyz               200     {"status":"ready"}
+//	                             503     {"detail":"<why the node is not ready>"}
+//	any    other path            404     {"detail":"Not Found"}
+//	wrong method                 405     {"detail":"Method Not Allowed"}, with an Allow header
+//
+// GET endpoints also answer HEAD. The errors of any endpoint:
+//
+//	400  empty key, a key with a malformed percent-encoding, or a body that could
+//	     not be read
+//	413  key longer than Config.MaxKeySize, value longer than Config.MaxValueSize
+//	     (both in bytes after decoding; the detail names the limit), or a request
+//	     body longer than 6*MaxValueSize + 64 KiB, the longest JSON encoding a
+//	     maximal value can need plus room for the other fields
+//	422  a body that is empty, not JSON, not a JSON object, without "value", or
+//	     whose "value" is not a string; a condition of the wrong type or negative;
+//	     a condition given in body and query with different values; create_only on
+//	     DELETE; a malformed query string or a repeated parameter; a bad
+//	     consistency, limit or continue parameter
+//	503  the Backend failed: its error as detail, or, when Config.RequestTimeout
+//	     passed, "request timed out after 5s; a write may still have been applied"
+//	     (writes) or "request timed out after 5s" (reads). When the client has
+//	     gone away nothing is written.
+//
+// # Keys
+//
+// The key is everything in the path after "/key/", taken from the path exactly
+// as the client escaped it and percent-decoded here: "/" and "%2F" both stand
+// for the byte '/', "..", "//" and "+" are literal, and any byte 0x00-0xff can
+// be sent as %XX. Nothing is cleaned or redirected, which is why the handler
+// must not be mounted under an http.ServeMux pattern.
+//
+// # Writes
+//
+// PUT reads the body whatever its Content-Type (curl -d sends a form type):
+//
+//	{"value":"<string>","prev_version":n,"prev_revision":n,"create_only":b}
+//
+// "value" is required; the other fields are optional (null means absent) and
+// unknown fields are ignored. Field names are case-sensitive and a repeated
+// field takes its last value, as Python's json module did. The conditions
+// (kv.Cond) can also be given as query parameters of PUT and DELETE:
+// ?prev_version=3&prev_revision=17&create_only=true. A write whose condition
+// fails changes nothing and gets 409 with the key's current version and
+// revision (0 and 0 if it does not exist).
+//
+// # Reads
+//
+// Reads are linearizable unless ?consistency=stale asks for the node's local
+// state. GET /keys takes prefix, start, end (start <= key < end; an empty or
+// absent end is unbounded), limit (1 to Config.MaxScanLimit, default
+// Config.DefaultScanLimit), continue and consistency. prefix and start/end
+// combine as an intersection. When "more" is true, "continue" holds an opaque
+// token; passing it back with the same parameters returns the next page.
+// Query values are form-decoded, so a '+' in a key must be sent as %2B.
+//
+// # Values and UTF-8
+//
+// Keys and values are byte strings but JSON carries text. Values are sent as
+// JSON strings. In responses, strings are written as Python's json.dumps
+// (ensure_ascii=False) wrote them: only '"', '\' and control characters are
+// escaped, other characters are raw UTF-8; each byte that is not part of valid
+// UTF-8 is written as \ufffd, exactly as encoding/json would. So keys or
+// values that are not valid UTF-8 can be stored (keys by percent-encoding) but
+// are read back with U+FFFD replacements. Request strings are decoded as
+// encoding/json decodes them, with the same replacement.
+package httpapi

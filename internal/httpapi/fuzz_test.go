@@ -1,0 +1,227 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// refPut decodes a PUT body the slow, obvious way with encoding/json: it is
+// the oracle the hand-written decoder is fuzzed against.
+type refPut struct {
+	ok         bool // an object with a string "value"
+	value      []byte
+	hasConds   bool // any condition field that is not null
+	condsValid bool // every condition field well-typed
+}
+
+func refDecodePut(body []byte) refPut {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+		return refPut{}
+	}
+	var r refPut
+	raw, ok := obj["value"]
+	var s string
+	if !ok || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return r
+	}
+	r.ok, r.value, r.condsValid = true, []byte(s), true
+	for _, name := range []string{"prev_version", "prev_revision", "create_only"} {
+		raw, ok := obj[name]
+		if !ok || string(raw) == "null" {
+			continue
+		}
+		r.hasConds = true
+		var err error
+		if name == "create_only" {
+			var b bool
+			err = json.Unmarshal(raw, &b)
+		} else {
+			var n int64
+			err = json.Unmarshal(raw, &n)
+			if err == nil && n < 0 {
+				r.condsValid = false
+			}
+		}
+		if err != nil {
+			r.condsValid = false
+		}
+	}
+	return r
+}
+
+// checkResponse checks what every response must be: JSON with the right
+// headers, an error carrying a detail.
+func checkResponse(t *testing.T, rec *httptest.ResponseRecorder) map[string]any {
+	t.Helper()
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	var obj map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &obj); err != nil {
+		t.Fatalf("response %q is not a JSON object: %v", rec.Body, err)
+	}
+	if rec.Code != http.StatusOK {
+		if d, _ := obj["detail"].(string); d == "" {
+			t.Fatalf("%d response %q has no detail", rec.Code, rec.Body)
+		}
+	}
+	return obj
+}
+
+func FuzzPutBody(f *testing.F) {
+	for _, seed := range []struct{ body, query string }{
+		{`{"value": "myvalue"}`, ""},
+		{`{"value":"a\u00e9\ud83d\ude00\ud800x\\\"\/\b\f\n\r\t"}`, ""},
+		{`{"value":"v","prev_version":0,"create_only":true}`, "prev_revision=0"},
+		{`{"value":"v","prev_version":1}`, "prev_version=2"},
+		{`{"x":[{"value":1},"}"],"value":"v","value":"w"}`, "create_only=false"},
+		{`{"\u0076alue":"v"}`, ""},
+		{`[]`, ""},
+		{`{"value":null}`, "a=%zz"},
+		{"{\"value\":\"\xff\xfe\"}", ""},
+		{`{"value":"` + strings.Repeat("x", 65) + `"}`, ""},
+	} {
+		f.Add([]byte(seed.body), seed.query)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, query string) {
+		const maxValue = 64
+		h, fake := newTestAPI(t, Config{MaxValueSize: maxValue})
+		req := httptest.NewRequest("PUT", "/key/k", bytes.NewReader(body))
+		req.URL.RawQuery = query
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		checkResponse(t, rec)
+		calls := fake.Calls()
+		ref := refDecodePut(body)
+		switch rec.Code {
+		case 200, 409:
+			if !ref.ok || !ref.condsValid || len(ref.value) > maxValue {
+				t.Fatalf("%d for body %q, which encoding/json rejects", rec.Code, body)
+			}
+			if len(calls) != 1 || !bytes.Equal(calls[0].cmd.Value, ref.value) || string(calls[0].cmd.Key) != "k" {
+				t.Fatalf("body %q: backend got %+v, want the value %q", body, calls, ref.value)
+			}
+		case 413, 422:
+			if len(calls) != 0 {
+				t.Fatalf("%d, yet the backend was called", rec.Code)
+			}
+			if ref.ok && ref.condsValid && !ref.hasConds && query == "" && len(ref.value) <= maxValue {
+				t.Fatalf("%d %s for the valid body %q", rec.Code, rec.Body, body)
+			}
+		default:
+			t.Fatalf("status %d %s", rec.Code, rec.Body)
+		}
+	})
+}
+
+func FuzzKeyPath(f *testing.F) {
+	for _, seed := range []string{
+		"key6", "app/config/db", "a%2Fb", "..", "a/../b", "//", "a%20b", "a+b", "%E2%82%AC", "€",
+		"%00%ff", "%25", "%zz", "", "a?create_only=true", "a#b", "%2e%2e/",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		target := "/key/" + p
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return // net/http answers 400 before any handler runs
+		}
+		h, fake := newTestAPI(t, Config{MaxKeySize: 64})
+		do := func(method, body string) *httptest.ResponseRecorder {
+			req := httptest.NewRequest(method, "/", strings.NewReader(body))
+			req.URL, req.RequestURI = u, target
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			checkResponse(t, rec)
+			return rec
+		}
+		rec := do("PUT", `{"value":"v"}`)
+		calls := fake.Calls()
+		switch rec.Code {
+		case 200, 409: // 409: a condition in the query string
+			if len(calls) != 1 || "/key/"+string(calls[0].cmd.Key) != u.Path {
+				t.Fatalf("PUT %q (path %q): backend got %+v", target, u.Path, calls)
+			}
+			if rec.Code == 409 {
+				return
+			}
+		case 400, 404, 413, 422:
+			if len(calls) != 0 {
+				t.Fatalf("PUT %q: %d, yet the backend was called", target, rec.Code)
+			}
+			if rec.Code == 404 && strings.HasPrefix(escapedPath(u), "/key/") {
+				t.Fatalf("PUT %q: 404 for a /key/ path", target)
+			}
+			if rec.Code == 400 && len(u.Path) > len("/key/") && strings.HasPrefix(escapedPath(u), "/key/") {
+				t.Fatalf("PUT %q: 400 for the key %q", target, u.Path)
+			}
+			return
+		default:
+			t.Fatalf("PUT %q: status %d %s", target, rec.Code, rec.Body)
+		}
+		rec = do("GET", "")
+		var got struct{ Key, Value string }
+		if err := json.Unmarshal(rec.Body.Bytes(), &got); rec.Code != 200 || err != nil {
+			t.Fatalf("GET %q = %d %s", target, rec.Code, rec.Body)
+		}
+		if want := validUTF8(string(calls[0].cmd.Key)); got.Key != want || got.Value != "v" {
+			t.Fatalf("GET %q: key %q value %q, want key %q", target, got.Key, got.Value, want)
+		}
+	})
+}
+
+// FuzzJSONString checks the hand-written JSON string encoder and decoder
+// against encoding/json.
+func FuzzJSONString(f *testing.F) {
+	for _, seed := range []string{
+		"", "plain", `"\`, "\x00\x1f\x7f\b\f\n\r\t", "é€😀", "\xff", "a\xed\xa0\x80b", "\u2028<>&",
+		`"\ud800"`, `"\ud800\udc00"`, `"\udc00\ud800"`, `"\ud83d\ude00\ud800\u0041"`, `"\u00e9\/"`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, s []byte) {
+		// Encoding: the output is valid JSON that decodes to what
+		// encoding/json's own encoding decodes to.
+		enc := appendString(nil, s)
+		var got, want string
+		if err := json.Unmarshal(enc, &got); err != nil {
+			t.Fatalf("appendString(%q) = %s: invalid JSON: %v", s, enc, err)
+		}
+		ref, _ := json.Marshal(string(s))
+		if err := json.Unmarshal(ref, &want); err != nil || got != want {
+			t.Fatalf("appendString(%q) = %s decodes to %q; encoding/json gives %q", s, enc, got, want)
+		}
+		// Decoding: s itself as a JSON string token.
+		if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' && json.Valid(s) {
+			var want string
+			if err := json.Unmarshal(s, &want); err != nil {
+				t.Fatal(err)
+			}
+			if got := unquote(s); string(got) != want {
+				t.Fatalf("unquote(%s) = %q; encoding/json gives %q", s, got, want)
+			}
+		}
+	})
+}
+
+func TestAppendStringPython(t *testing.T) {
+	// As json.dumps(s, ensure_ascii=False) writes it.
+	for _, tc := range []struct{ in, want string }{
+		{"myvalue", `"myvalue"`},
+		{`a"b\c`, `"a\"b\\c"`},
+		{"\n\r\t\b\f\x00\x1f\x7f", `"\n\r\t\b\f\u0000\u001f` + "\x7f\""},
+		{"é€😀<>&\u2028", `"é€😀<>&` + "\u2028\""},
+		{"a\xffb", `"a\ufffdb"`},
+	} {
+		if got := string(appendString(nil, []byte(tc.in))); got != tc.want {
+			t.Errorf("appendString(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,224 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/distkv/distkv/internal/kv"
+)
+
+// serveKey serves /key/{key}; escKey is the escaped path after "/key/".
+func (h *handler) serveKey(w http.ResponseWriter, r *http.Request, escKey string) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete:
+	default:
+		methodNotAllowed(w, allowKey)
+		return
+	}
+	key, ok := unescapeKey(escKey)
+	switch {
+	case !ok:
+		writeError(w, http.StatusBadRequest, "key has a malformed percent-encoding")
+		return
+	case len(key) == 0:
+		writeError(w, http.StatusBadRequest, "key must not be empty")
+		return
+	case len(key) > h.cfg.MaxKeySize:
+		writeError(w, http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("key is %d bytes; the limit is %d bytes", len(key), h.cfg.MaxKeySize))
+		return
+	}
+	switch r.Method {
+	case http.MethodPut:
+		h.put(w, r, key)
+	case http.MethodDelete:
+		h.delete(w, r, key)
+	default:
+		h.get(w, r, key)
+	}
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
+	q, aerr := parseQuery(r)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	linearizable, aerr := consistency(q)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	kvp, found, err := h.backend.Get(ctx, key, linearizable)
+	if err != nil {
+		h.backendError(ctx, w, r, "get", err, false)
+		return
+	}
+	if !found {
+		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
+		return
+	}
+	buf := getBuf()
+	*buf = appendKeyValue(*buf, key, kvp)
+	writeJSON(w, http.StatusOK, *buf)
+	putBuf(buf)
+}
+
+// appendKeyValue appends {"key":..,"value":..,"version":..,"revision":..}.
+func appendKeyValue(b, key []byte, kvp kv.KeyValue) []byte {
+	b = append(b, `{"key":`...)
+	b = appendString(b, key)
+	b = append(b, `,"value":`...)
+	b = appendString(b, kvp.Value)
+	b = append(b, `,"version":`...)
+	b = strconv.AppendInt(b, kvp.Version, 10)
+	b = append(b, `,"revision":`...)
+	b = strconv.AppendInt(b, kvp.Revision, 10)
+	return append(b, '}')
+}
+
+func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
+	q, aerr := parseQuery(r)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	qc, aerr := queryConds(q)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	body, err := readBody(w, r, h.bodyLimit)
+	if err != nil {
+		if ae, ok := err.(*apiError); ok {
+			writeAPIError(w, ae)
+		}
+		return // errClientGone
+	}
+	p, aerr := parsePutBody(body)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	if len(p.value) > h.cfg.MaxValueSize {
+		writeError(w, http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("value is %d bytes; the limit is %d bytes", len(p.value), h.cfg.MaxValueSize))
+		return
+	}
+	cond, aerr := mergeConds(p.conds, qc)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	value := p.value
+	if cap(value)-len(value) > len(value)/8+512 {
+		// The value aliases a buffer much larger than itself (a body read
+		// without Content-Length, or a heavily escaped one); the state machine
+		// may keep it, so it gets its own.
+		value = bytes.Clone(value)
+	}
+	h.propose(w, r, kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Cond: cond})
+}
+
+func (h *handler) delete(w http.ResponseWriter, r *http.Request, key []byte) {
+	q, aerr := parseQuery(r)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	qc, aerr := queryConds(q)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	if qc.createOnly {
+		writeError(w, http.StatusUnprocessableEntity, "create_only cannot hold for a DELETE: it requires that the key does not exist")
+		return
+	}
+	cond, aerr := mergeConds(conds{}, qc)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	h.propose(w, r, kv.Command{Op: kv.OpDelete, Key: key, Cond: cond})
+}
+
+// propose replicates cmd and answers with its outcome.
+func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd kv.Command) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	res, err := h.backend.Propose(ctx, cmd)
+	if err != nil {
+		h.backendError(ctx, w, r, cmd.Op.String(), err, true)
+		return
+	}
+	switch res.Status {
+	case kv.StatusOK:
+		buf := getBuf()
+		*buf = append(*buf, `{"status":"ok","id":`...)
+		*buf = strconv.AppendInt(*buf, res.Revision, 10)
+		*buf = append(*buf, '}')
+		writeJSON(w, http.StatusOK, *buf)
+		putBuf(buf)
+	case kv.StatusNotFound:
+		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
+	case kv.StatusConflict:
+		buf := getBuf()
+		*buf = append(*buf, `{"detail":`...)
+		*buf = appendStr(*buf, conflictDetail(cmd.Cond, res.Current))
+		*buf = append(*buf, `,"key":`...)
+		*buf = appendString(*buf, cmd.Key)
+		*buf = append(*buf, `,"version":`...)
+		*buf = strconv.AppendInt(*buf, res.Current.Version, 10)
+		*buf = append(*buf, `,"revision":`...)
+		*buf = strconv.AppendInt(*buf, res.Current.Revision, 10)
+		*buf = append(*buf, '}')
+		writeJSON(w, http.StatusConflict, *buf)
+		putBuf(buf)
+	default:
+		h.log.Error("backend returned an unknown result status", "op", cmd.Op.String(), "status", res.Status)
+		writeError(w, http.StatusInternalServerError, res.Err().Error())
+	}
+}
+
+// conflictDetail says which condition of c failed against the key's current
+// state cur (Version 0: the key does not exist).
+func conflictDetail(c kv.Cond, cur kv.KeyValue) string {
+	prefix := kv.ErrConflict.Error() + ": "
+	state := func(what string, n int64) string {
+		if cur.Version == 0 {
+			return "the key does not exist"
+		}
+		return fmt.Sprintf("the key's %s is %d", what, n)
+	}
+	switch {
+	case c.CreateOnly && cur.Version != 0:
+		return prefix + "create_only is set but the key exists"
+	case c.PrevVersion != nil && *c.PrevVersion != cur.Version:
+		return prefix + fmt.Sprintf("prev_version is %d but %s", *c.PrevVersion, state("version", cur.Version))
+	case c.PrevRevision != nil && *c.PrevRevision != cur.Revision:
+		return prefix + fmt.Sprintf("prev_revision is %d but %s", *c.PrevRevision, state("revision", cur.Revision))
+	}
+	return prefix + "the key changed before the write was applied"
+}
+
+// consistency reads the consistency query parameter: true for linearizable
+// (the default), false for stale.
+func consistency(q map[string][]string) (bool, *apiError) {
+	s, ok, aerr := queryParam(q, "consistency")
+	if aerr != nil {
+		return false, aerr
+	}
+	switch {
+	case !ok || s == "linearizable":
+		return true, nil
+	case s == "stale":
+		return false, nil
+	}
+	return false, unprocessable("query parameter consistency must be linearizable or stale, not %q", s)
+}
