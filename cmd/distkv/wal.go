@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"go.etcd.io/raft/v3/raftpb"
@@ -31,7 +32,9 @@ Python prototype's wal.log:
   {"id": 15, "operation": "DELETE", "key": "key6", "value": null}
 
 id is the write's revision (its Raft log index). DIR is a node's data directory
-or its wal/ directory. --raft also prints Raft's own records (hard states,
+or its wal/ directory. A conditional write shows its condition after the
+prototype's fields; the log holds it whether or not the condition held.
+--raft also prints Raft's own records (hard states,
 membership changes, snapshot markers). Nothing is modified.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -100,9 +103,9 @@ func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
 				}
 				switch cmd.Op {
 				case kv.OpPut:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s}\n", e.Index, pyString(cmd.Key), pyString(cmd.Value))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s%s}\n", e.Index, pyString(cmd.Key), pyString(cmd.Value), condFields(cmd.Cond))
 				case kv.OpDelete:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null}\n", e.Index, pyString(cmd.Key))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null%s}\n", e.Index, pyString(cmd.Key), condFields(cmd.Cond))
 				}
 				return nil
 			}
@@ -132,3 +135,19 @@ func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
 	return err
 }
 
+
+// condFields renders a write's condition after the prototype's fields: the log
+// holds conditional writes whether or not their condition held when applied.
+func condFields(c kv.Cond) string {
+	var b strings.Builder
+	if c.CreateOnly {
+		b.WriteString(", \"create_only\": true")
+	}
+	if c.PrevVersion != nil {
+		fmt.Fprintf(&b, ", \"prev_version\": %d", *c.PrevVersion)
+	}
+	if c.PrevRevision != nil {
+		fmt.Fprintf(&b, ", \"prev_revision\": %d", *c.PrevRevision)
+	}
+	return b.String()
+}
