@@ -135,7 +135,6 @@ func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
 	return err
 }
 
-
 // condFields renders a write's condition after the prototype's fields: the log
 // holds conditional writes whether or not their condition held when applied.
 func condFields(c kv.Cond) string {
