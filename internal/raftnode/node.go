@@ -194,7 +194,20 @@ func (n *Node) recover() error {
 			n.members[RaftID(m.Name)] = m
 		}
 		n.snapIndex = meta.Index
-		n.keptSnaps = []uint64{meta.Index}
+		// The WAL was compacted behind the oldest snapshot kept; the older
+		// intact files remain fall-backs.
+		indexes, err := n.snaps.Indexes(shard)
+		if err != nil {
+			return fmt.Errorf("list snapshots: %w", err)
+		}
+		for _, i := range indexes {
+			if i <= meta.Index {
+				n.keptSnaps = append(n.keptSnaps, i)
+			}
+		}
+		if len(n.keptSnaps) > n.cfg.SnapshotsKept {
+			n.keptSnaps = n.keptSnaps[len(n.keptSnaps)-n.cfg.SnapshotsKept:]
+		}
 	}
 	if len(ents) > 0 && found && ents[0].Index != meta.Index+1 {
 		return fmt.Errorf("wal starts at entry %d but the snapshot ends at %d: entries are missing", ents[0].Index, meta.Index)

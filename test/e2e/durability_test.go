@@ -20,9 +20,22 @@ import (
 // kills the server with SIGKILL while writes are in flight, restarts it, and
 // checks that every write that was acknowledged is there with its value.
 func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"defaults", nil},
+		// Snapshots and WAL compaction run many times before the kill.
+		{"frequent snapshots", []string{"--snapshot-entries", "300", "--wal-segment-size", "64KiB"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testKill9(t, tc.args) })
+	}
+}
+
+func testKill9(t *testing.T, args []string) {
 	addr := freePort(t)
 	dataDir := filepath.Join(t.TempDir(), "n1")
-	s := startServer(t, dataDir, addr)
+	s := startServer(t, dataDir, addr, args...)
 
 	const clients = 32
 	var (
@@ -71,7 +84,7 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged before kill -9", len(acked))
 
-	s2 := startServer(t, dataDir, addr)
+	s2 := startServer(t, dataDir, addr, args...)
 	lost := 0
 	for k, v := range acked {
 		code, body := do(t, http.MethodGet, "http://"+addr+"/key/"+k, "")

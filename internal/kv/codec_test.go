@@ -1,0 +1,210 @@
+package kv
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+)
+
+func equalPtr(a, b *int64) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func equalCommand(a, b Command) bool {
+	return a.Op == b.Op && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) &&
+		a.Cond.CreateOnly == b.Cond.CreateOnly &&
+		equalPtr(a.Cond.PrevVersion, b.Cond.PrevVersion) && equalPtr(a.Cond.PrevRevision, b.Cond.PrevRevision)
+}
+
+// sampleCommands are round-tripped by the tests and seed the fuzzer.
+func sampleCommands() []Command {
+	return []Command{
+		put("k", "v", Cond{}),
+		put("", "", Cond{}),
+		put("key", strings.Repeat("x", 300), Cond{CreateOnly: true}),
+		put("k", "v", Cond{PrevVersion: i64(0)}),
+		put("k", "v", Cond{PrevVersion: i64(3), PrevRevision: i64(1 << 40)}),
+		put("k\x00\xff", "v\x00", Cond{CreateOnly: true, PrevVersion: i64(-1), PrevRevision: i64(math.MinInt64)}),
+		put("k", "v", Cond{PrevRevision: i64(math.MaxInt64)}),
+		del("k", Cond{}),
+		del(strings.Repeat("k", 200), Cond{PrevRevision: i64(17)}),
+		del("", Cond{CreateOnly: true, PrevVersion: i64(1)}),
+	}
+}
+
+func TestCommandRoundTrip(t *testing.T) {
+	for _, c := range sampleCommands() {
+		b := c.Marshal()
+		if len(b) != c.size() {
+			t.Errorf("%v %q: size %d, encoded %d bytes", c.Op, c.Key, c.size(), len(b))
+		}
+		got, err := UnmarshalCommand(b)
+		if err != nil {
+			t.Fatalf("%v %q: %v", c.Op, c.Key, err)
+		}
+		if !equalCommand(got, c) {
+			t.Fatalf("round trip of %+v gave %+v", c, got)
+		}
+		if ab := c.AppendMarshal([]byte("prefix")); !bytes.Equal(ab, append([]byte("prefix"), b...)) {
+			t.Fatalf("AppendMarshal differs from Marshal")
+		}
+	}
+	// A delete carries no value, whatever the struct held.
+	c, err := UnmarshalCommand(Command{Op: OpDelete, Key: []byte("k"), Value: []byte("ignored")}.Marshal())
+	if err != nil || c.Value != nil {
+		t.Fatalf("delete with value: %+v, %v", c, err)
+	}
+}
+
+func TestUnmarshalCommandAliases(t *testing.T) {
+	b := put("key", "value", Cond{}).Marshal()
+	c, err := UnmarshalCommand(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cap(c.Key) != len(c.Key) || cap(c.Value) != len(c.Value) {
+		t.Fatalf("decoded slices not capped: key cap %d, value cap %d", cap(c.Key), cap(c.Value))
+	}
+	// Apply copies, so the entry buffer can be reused afterwards.
+	s := NewStore()
+	if _, err := s.Apply(1, c); err != nil {
+		t.Fatal(err)
+	}
+	clear(b)
+	if kv, ok := s.Get([]byte("key")); !ok || string(kv.Value) != "value" {
+		t.Fatalf("store changed with the log buffer: %s", fmtKV(kv))
+	}
+}
+
+func TestUnmarshalCommandRejects(t *testing.T) {
+	valid := put("key", "value", Cond{PrevVersion: i64(5), PrevRevision: i64(9)}).Marshal()
+	tests := []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"empty", nil, "truncated version"},
+		{"unknown version", []byte{2, 1, 0, 0, 0}, "unknown version 2"},
+		{"version 0", []byte{0, 1, 0, 0, 0}, "unknown version 0"},
+		{"unknown op", []byte{1, 3, 0, 0}, "unknown op 3"},
+		{"op 0", []byte{1, 0, 0, 0}, "unknown op 0"},
+		{"unknown flag", []byte{1, 2, 8, 0}, "unknown flags 0x8"},
+		{"key longer than input", []byte{1, 2, 0, 5, 'a'}, "truncated key: length 5 exceeds the 1 bytes left"},
+		{"huge key length", []byte{1, 2, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "length 18446744073709551615 exceeds"},
+		{"varint overflow", []byte{1, 2, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "overflows"},
+		{"non-minimal varint", []byte{1, 2, 0, 0x80, 0x00}, "not a minimal varint"},
+		{"trailing byte", append(del("k", Cond{}).Marshal(), 0), "1 trailing bytes"},
+		{"missing prev revision", []byte{1, 2, cmdPrevRevision, 1, 'k'}, "truncated prev_revision"},
+	}
+	for i := range len(valid) {
+		tests = append(tests, struct {
+			name string
+			b    []byte
+			want string
+		}{"truncated valid command", valid[:i], "truncated"})
+	}
+	for _, tt := range tests {
+		c, err := UnmarshalCommand(tt.b)
+		if err == nil {
+			t.Errorf("%s (% x): accepted as %+v", tt.name, tt.b, c)
+			continue
+		}
+		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s (% x): error %q, want ErrMalformed mentioning %q", tt.name, tt.b, err, tt.want)
+		}
+	}
+}
+
+func TestResultRoundTrip(t *testing.T) {
+	for _, r := range []Result{
+		{},
+		{Status: StatusOK, Revision: 42},
+		{Status: StatusNotFound},
+		{Status: StatusConflict, Current: kvOf("k", "v", 3, 99, 7)},
+		{Status: StatusConflict, Current: KeyValue{}},
+		{Status: StatusConflict, Current: KeyValue{Key: []byte("k")}},
+		{Status: StatusConflict, Current: kvOf("k\xff", strings.Repeat("v", 1000), math.MaxInt64, math.MaxInt64, 1)},
+		{Status: StatusOK, Revision: -1},
+	} {
+		b := r.Marshal()
+		if len(b) != r.size() {
+			t.Errorf("%s: size %d, encoded %d", fmtResult(r), r.size(), len(b))
+		}
+		got, err := UnmarshalResult(b)
+		if err != nil {
+			t.Fatalf("%s: %v", fmtResult(r), err)
+		}
+		if !equalResult(got, r) {
+			t.Fatalf("round trip of %s gave %s", fmtResult(r), fmtResult(got))
+		}
+		if !bytes.Equal(got.Marshal(), b) {
+			t.Fatalf("%s: re-encoding differs", fmtResult(r))
+		}
+	}
+}
+
+func TestUnmarshalResultRejects(t *testing.T) {
+	valid := Result{Status: StatusConflict, Current: kvOf("k", "v", 3, 99, 7)}.Marshal()
+	for _, b := range [][]byte{
+		nil,
+		{1},
+		{2, 0, 0, 0},
+		{1, 3, 0, 0},
+		{1, 0, 2, 0},
+		{1, 0, 0, 0, 0},
+		{1, 1, resCurrent, 0, 0, 0, 0, 0, 0}, // a zero Current must be omitted
+		{1, 0, 0, 0x80, 0x00},
+	} {
+		if r, err := UnmarshalResult(b); err == nil || !errors.Is(err, ErrMalformed) {
+			t.Errorf("% x: got %s, %v; want ErrMalformed", b, fmtResult(r), err)
+		}
+	}
+	for i := range len(valid) {
+		if _, err := UnmarshalResult(valid[:i]); err == nil {
+			t.Errorf("truncated at %d accepted", i)
+		}
+	}
+}
+
+func FuzzUnmarshalCommand(f *testing.F) {
+	for _, c := range sampleCommands() {
+		f.Add(c.Marshal())
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := UnmarshalCommand(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		// The encoding is canonical: what is accepted re-encodes to the same bytes.
+		re := c.Marshal()
+		if !bytes.Equal(re, b) {
+			t.Fatalf("re-encoding differs:\n in % x\nout % x", b, re)
+		}
+		c2, err := UnmarshalCommand(re)
+		if err != nil || !equalCommand(c, c2) {
+			t.Fatalf("re-decoding: %+v, %v; want %+v", c2, err, c)
+		}
+	})
+}
+
+func FuzzUnmarshalResult(f *testing.F) {
+	f.Add(Result{Status: StatusOK, Revision: 5}.Marshal())
+	f.Add(Result{Status: StatusConflict, Current: kvOf("k", "v", 3, 99, 7)}.Marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := UnmarshalResult(b)
+		if err != nil {
+			return
+		}
+		if re := r.Marshal(); !bytes.Equal(re, b) {
+			t.Fatalf("re-encoding differs:\n in % x\nout % x", b, re)
+		}
+	})
+}

@@ -1,0 +1,28 @@
+// Package snap writes, reads and keeps the snapshot files of a node: the full
+// state of one shard (its sorted key-value pairs with their versions and
+// revisions) at one log index, so the log before that index can be dropped.
+//
+// Guarantees:
+//
+//   - Integrity. A snapshot stream (Encode, Decode) has a checksummed header and a
+//     trailer holding the pair count and a CRC32C of every byte before it. Decode
+//     reports any damage as an error wrapping ErrCorrupt, never a panic and never
+//     a silently shorter set of pairs; since the check completes only at the end
+//     of the stream, callers of Decode discard what they got unless it returns nil
+//     (Store.Load and kv.Store.Restore are built so this cannot be forgotten).
+//   - Safety on hostile input. Decode will also read snapshots streamed from other
+//     nodes: every length is bounded (MaxKey, MaxValue, MaxExtra, 1 MiB chunks, an
+//     8 MiB zstd window) and allocation follows the bytes actually present.
+//   - Bounded memory. Encode compresses (zstd, klauspost/compress) and writes
+//     pairs as they come, and Decode hands them over one at a time, whatever the
+//     size of the snapshot.
+//   - Atomic installation. Store.Save writes <name>.tmp, fsyncs it, renames it and
+//     fsyncs the directory: a crash leaves no new snapshot or a complete one, and
+//     NewStore removes leftover temporary files. Every file-system call goes
+//     through a vfs.FS so tests can inject failed writes, fsyncs and renames.
+//   - Fallback. Store.Load installs the newest intact snapshot of a shard,
+//     logging and skipping damaged newer files. Falling back to an older snapshot
+//     is only useful if the log still holds the entries after it, so the WAL must
+//     be compacted behind the oldest snapshot kept, not the newest (keep >= 2 in
+//     Purge).
+package snap

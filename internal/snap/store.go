@@ -1,0 +1,293 @@
+package snap
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/vfs"
+)
+
+// ErrNotFound is returned by Load when the shard has no snapshot at all.
+var ErrNotFound = errors.New("no snapshot")
+
+const (
+	snapSuffix = ".snap"
+	tmpSuffix  = ".tmp"
+	// nameLen is the length of "<shard 16 hex>-<index 16 hex>.snap".
+	nameLen = 16 + 1 + 16 + len(snapSuffix)
+)
+
+// Store keeps the snapshot files of one node in one directory, named
+// <shard as 16 hex digits>-<index as 16 hex digits>.snap. Every file-system call
+// goes through a vfs.FS.
+//
+// A Store is safe for concurrent use by calls for different shards; calls for
+// one shard must not overlap (the shard's Raft goroutine makes them in turn).
+type Store struct {
+	fs  vfs.FS
+	dir string
+	log *slog.Logger
+}
+
+// NewStore opens the snapshot directory dir, creating it if needed, and removes the
+// *.tmp files that an interrupted Save left behind. A nil logger discards.
+func NewStore(fs vfs.FS, dir string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{fs: fs, dir: dir, log: logger}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create snapshot dir: %w", err)
+	}
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshot dir: %w", err)
+	}
+	removed := false
+	for _, name := range names {
+		if !strings.HasSuffix(name, tmpSuffix) {
+			continue
+		}
+		if err := fs.Remove(filepath.Join(dir, name)); err != nil {
+			return nil, fmt.Errorf("remove leftover %s: %w", name, err)
+		}
+		logger.Info("removed leftover temporary snapshot", "file", name)
+		removed = true
+	}
+	if removed {
+		if err := fs.SyncDir(dir); err != nil {
+			return nil, fmt.Errorf("sync snapshot dir: %w", err)
+		}
+	}
+	return s, nil
+}
+
+func fileName(shard, index uint64) string {
+	return fmt.Sprintf("%016x-%016x%s", shard, index, snapSuffix)
+}
+
+// parseName returns the shard and index of a snapshot file name, and whether name
+// is one (exactly as fileName writes it).
+func parseName(name string) (shard, index uint64, ok bool) {
+	if len(name) != nameLen || name[16] != '-' || !strings.HasSuffix(name, snapSuffix) {
+		return 0, 0, false
+	}
+	shard, err1 := strconv.ParseUint(name[:16], 16, 64)
+	index, err2 := strconv.ParseUint(name[17:33], 16, 64)
+	if err1 != nil || err2 != nil || fileName(shard, index) != name {
+		return 0, 0, false
+	}
+	return shard, index, true
+}
+
+// Indexes returns the indexes of the shard's snapshot files, ascending. It lists
+// the files without reading them: some may be damaged.
+func (s *Store) Indexes(shard uint64) ([]uint64, error) {
+	names, err := s.fs.List(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list snapshot dir: %w", err)
+	}
+	var out []uint64
+	for _, name := range names {
+		if sh, idx, ok := parseName(name); ok && sh == shard {
+			out = append(out, idx)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// Save writes a snapshot of pairs (see Encode for what they must be) as the file
+// for meta.Shard and meta.Index, atomically: it writes <name>.tmp, fsyncs it,
+// renames it to <name> and fsyncs the directory. A crash at any point leaves either
+// no new snapshot (perhaps a .tmp file, which NewStore removes) or a complete one.
+//
+// If Save fails it removes the temporary file. An error from the final directory
+// fsync is returned although the complete file is in place: it may or may not
+// survive a crash, and Load may find it.
+func (s *Store) Save(meta Meta, pairs iter.Seq[kv.KeyValue]) error {
+	name := fileName(meta.Shard, meta.Index)
+	path := filepath.Join(s.dir, name)
+	tmp := path + tmpSuffix
+	if err := s.writeFile(tmp, meta, pairs); err != nil {
+		// Best effort: a leftover .tmp is harmless and NewStore removes it.
+		s.fs.Remove(tmp)
+		return fmt.Errorf("save snapshot %s: %w", name, err)
+	}
+	if err := s.fs.Rename(tmp, path); err != nil {
+		s.fs.Remove(tmp)
+		return fmt.Errorf("save snapshot %s: %w", name, err)
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		return fmt.Errorf("save snapshot %s: sync dir: %w", name, err)
+	}
+	return nil
+}
+
+func (s *Store) writeFile(path string, meta Meta, pairs iter.Seq[kv.KeyValue]) error {
+	f, err := s.fs.Create(path)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(f, 256<<10)
+	err = Encode(bw, meta, pairs)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// RestoreFunc installs a snapshot: it receives the snapshot's Meta and its pairs in
+// ascending key order. pairs is single-use: it yields every pair with a nil error
+// and then, if the file turns out to be damaged or unreadable (which can only be
+// known at its end), one last non-nil error.
+//
+// A RestoreFunc must consume pairs to the end and may make the state it builds
+// visible only if pairs yielded no error; on an error it must return an error
+// (wrapping the one it got) and leave the previous state in place. kv.Store.Restore
+// does exactly this:
+//
+//	func(m snap.Meta, pairs iter.Seq2[kv.KeyValue, error]) error { return store.Restore(m.Index, pairs) }
+//
+// The pairs are freshly allocated and may be retained.
+type RestoreFunc func(meta Meta, pairs iter.Seq2[kv.KeyValue, error]) error
+
+// Load installs the newest snapshot of shard that is intact, by calling restore
+// with it, and returns its Meta.
+//
+// A damaged file (an error wrapping ErrCorrupt, from its header, its name not
+// matching its Meta, or the pairs yielded to restore) is logged with its name and
+// the reason, and Load moves on to the next older file; restore may thus be called
+// several times, each time with a complete, fresh sequence.
+//
+// Load returns ErrNotFound if the shard has no snapshot file, and an error wrapping
+// ErrCorrupt if it has some but none is intact. Any other failure (reading a file,
+// restore's own error) stops Load and is returned. Load also returns an error if
+// restore breaks the contract of RestoreFunc (returns nil after an error, or
+// without consuming the pairs to the end); the caller's state is then suspect.
+func (s *Store) Load(shard uint64, restore RestoreFunc) (Meta, error) {
+	if restore == nil {
+		return Meta{}, errors.New("load snapshot: nil restore func")
+	}
+	indexes, err := s.Indexes(shard)
+	if err != nil {
+		return Meta{}, err
+	}
+	var lastCorrupt error
+	for _, index := range slices.Backward(indexes) {
+		name := fileName(shard, index)
+		meta, err := s.loadFile(name, shard, index, restore)
+		if err == nil {
+			return meta, nil
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			return Meta{}, err
+		}
+		s.log.Warn("skipping damaged snapshot", "shard", shard, "file", name, "err", err)
+		lastCorrupt = err
+	}
+	if lastCorrupt != nil {
+		return Meta{}, fmt.Errorf("shard %d: no intact snapshot among %d files, the last tried: %w", shard, len(indexes), lastCorrupt)
+	}
+	return Meta{}, fmt.Errorf("shard %d: %w", shard, ErrNotFound)
+}
+
+// loadFile returns an error wrapping ErrCorrupt only for damage to the file.
+func (s *Store) loadFile(name string, shard, index uint64, restore RestoreFunc) (Meta, error) {
+	f, err := s.fs.Open(filepath.Join(s.dir, name))
+	if err != nil {
+		return Meta{}, fmt.Errorf("open snapshot %s: %w", name, err)
+	}
+	defer f.Close()
+	d := newDecoder(f)
+	defer d.close()
+	meta, err := d.header()
+	if err != nil {
+		return Meta{}, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	if meta.Shard != shard || meta.Index != index {
+		return Meta{}, fmt.Errorf("snapshot %s: %w: header says shard %d index %d", name, ErrCorrupt, meta.Shard, meta.Index)
+	}
+
+	var (
+		used     bool
+		complete bool
+		yielded  error
+	)
+	pairs := func(yield func(kv.KeyValue, error) bool) {
+		if used {
+			yield(kv.KeyValue{}, errors.New("snapshot pairs iterated twice"))
+			return
+		}
+		used = true
+		for {
+			p, ok, err := d.next()
+			if err != nil {
+				yielded = err
+				yield(kv.KeyValue{}, err)
+				return
+			}
+			if !ok {
+				complete = true
+				return
+			}
+			if !yield(p, nil) {
+				return
+			}
+		}
+	}
+	rerr := restore(meta, pairs)
+	switch {
+	case yielded != nil && rerr == nil:
+		return Meta{}, fmt.Errorf("snapshot %s: restore returned nil after being told the file is bad: %v", name, yielded)
+	case yielded != nil:
+		// The file's fault (ErrCorrupt) or the disk's; either way, say which file.
+		return Meta{}, fmt.Errorf("snapshot %s: %w", name, yielded)
+	case rerr != nil:
+		return Meta{}, fmt.Errorf("restore snapshot %s: %w", name, rerr)
+	case !complete:
+		return Meta{}, fmt.Errorf("restore snapshot %s: returned before consuming all pairs", name)
+	}
+	return meta, nil
+}
+
+// Purge deletes all but the newest keep snapshot files of shard (keep >= 0). It
+// goes by file name: a damaged newest file counts as one of those kept, so keep
+// at least 2 to always have a fallback.
+func (s *Store) Purge(shard uint64, keep int) error {
+	if keep < 0 {
+		return fmt.Errorf("purge snapshots of shard %d: keep %d < 0", shard, keep)
+	}
+	indexes, err := s.Indexes(shard)
+	if err != nil {
+		return err
+	}
+	if len(indexes) <= keep {
+		return nil
+	}
+	var errs []error
+	for _, index := range indexes[:len(indexes)-keep] {
+		name := fileName(shard, index)
+		if err := s.fs.Remove(filepath.Join(s.dir, name)); err != nil {
+			errs = append(errs, fmt.Errorf("purge snapshot %s: %w", name, err))
+		}
+	}
+	if err := s.fs.SyncDir(s.dir); err != nil {
+		errs = append(errs, fmt.Errorf("purge snapshots: sync dir: %w", err))
+	}
+	return errors.Join(errs...)
+}
