@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +33,7 @@ type Node struct {
 	storage   *raft.MemoryStorage
 	wal       *wal.WAL
 	snaps     *snap.Store
+	lock      io.Closer // the data directory's LOCK, held while the node runs
 	confState raftpb.ConfState
 	// Invariant: snapIndex <= applied <= committed.
 	snapIndex    uint64
@@ -108,8 +111,14 @@ func Open(cfg Config) (*Node, error) {
 	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
+	lock, err := cfg.FS.Lock(filepath.Join(cfg.DataDir, "LOCK"))
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s is in use (is another distkv running on it?): %w", cfg.DataDir, err)
+	}
+	n.lock = lock
 	snaps, err := snap.NewStore(cfg.FS, cfg.snapDir(), cfg.Logger)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("open snapshots: %w", err)
 	}
 	n.snaps = snaps
@@ -117,6 +126,7 @@ func Open(cfg Config) (*Node, error) {
 		if n.wal != nil {
 			n.wal.Close()
 		}
+		lock.Close()
 		return nil, err
 	}
 	go n.run()
@@ -623,4 +633,5 @@ func (n *Node) shutdown(cause error) {
 		n.err = fmt.Errorf("close wal: %w", err)
 		n.mu.Unlock()
 	}
+	n.lock.Close()
 }

@@ -313,3 +313,14 @@ func TestStopAnswersWaitingCallers(t *testing.T) {
 		t.Fatalf("read after stop = %v, want ErrStopped", err)
 	}
 }
+
+func TestDataDirectoryIsLocked(t *testing.T) {
+	dir := t.TempDir()
+	n := openNode(t, testConfig(dir))
+	if _, err := Open(testConfig(dir)); !errors.Is(err, vfs.ErrLocked) {
+		t.Fatalf("second node on the same directory: %v, want ErrLocked", err)
+	}
+	n.Stop()
+	n2 := openNode(t, testConfig(dir))
+	n2.Stop()
+}

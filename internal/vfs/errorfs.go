@@ -2,6 +2,7 @@ package vfs
 
 import (
 	"errors"
+	"io"
 	"os"
 	"sync"
 	"syscall"
@@ -171,6 +172,9 @@ func (e *ErrorFS) SyncDir(dir string) error {
 	}
 	return e.fs.SyncDir(dir)
 }
+
+// Lock is never failed by the injector.
+func (e *ErrorFS) Lock(name string) (io.Closer, error) { return e.fs.Lock(name) }
 
 type errorFile struct {
 	f File

@@ -58,7 +58,14 @@ type FS interface {
 	Stat(name string) (os.FileInfo, error)
 	// SyncDir makes the creation, removal and renaming of entries of dir durable.
 	SyncDir(dir string) error
+	// Lock takes an exclusive advisory lock on name (created if missing), so
+	// that two processes never open the same data directory. The lock is held
+	// until the returned Closer is closed or the process exits.
+	Lock(name string) (io.Closer, error)
 }
+
+// ErrLocked is returned by Lock when another process holds the lock.
+var ErrLocked = errors.New("locked by another process")
 
 // Default is the operating system's file system.
 var Default FS = osFS{}

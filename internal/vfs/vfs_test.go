@@ -115,3 +115,20 @@ func TestErrorFSFailedSyncDropsUnsynced(t *testing.T) {
 		t.Fatalf("file holds %q after failed sync, want only the synced part", got)
 	}
 }
+
+func TestLockIsExclusive(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "LOCK")
+	l, err := Default.Lock(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Default.Lock(p); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second lock = %v, want ErrLocked", err)
+	}
+	l.Close()
+	l2, err := Default.Lock(p)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	l2.Close()
+}
