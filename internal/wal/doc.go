@@ -1,0 +1,133 @@
+// Package wal is the write-ahead log of a distkv node: one log for all the
+// Raft groups (shards) of the node, so that the entries and hard states of
+// every group in one Raft Ready cost one frame and one fsync.
+//
+// # Guarantees
+//
+//   - Append returns nil only after its records are written and, if it asked
+//     for sync, fsynced. Such records are replayed by every later Open, in the
+//     order they were appended, even after a power loss. Records appended with
+//     sync=false survive a process crash (they are in the page cache) and are
+//     made durable by the next synced Append.
+//   - A frame is atomic: after a crash, Open replays all of its records or
+//     none of them.
+//   - Any write, sync, preallocate or close error makes the WAL fail: that
+//     Append and every later one return an error wrapping ErrFailed. After a
+//     failed fsync the kernel may have dropped the dirty pages and cleared the
+//     error (PostgreSQL's "fsyncgate"), so retrying could report success for
+//     data that is gone; the only safe reaction is to stop, restart, and let
+//     Open read what really is on disk.
+//   - Open never silently skips damage. The only damage it repairs is a torn
+//     final frame of the last segment, which it truncates with a warning.
+//     Anything else is reported as ErrCorrupt with file and byte offset.
+//   - Compact never deletes a record that is still needed: the latest hard
+//     state and snapshot marker of every shard are carried into the first
+//     frame of each new segment, and a segment is deleted only when every
+//     entry in it is covered by its shard's snapshot.
+//
+// # Files
+//
+// Dir holds segments named "<16 hex digits of seq>.wal", with consecutive
+// sequence numbers (a gap is reported as corruption). A segment starts with a
+// 32-byte header: magic "DKV-WAL\n", format version, sequence number, and a
+// CRC32C of the header. A new segment is created as "<name>.tmp"; its header
+// and the carry-over frame are written and fsynced, it is renamed into place,
+// and the directory is fsynced, so a segment file either exists complete or
+// not at all. Before that, the previous segment is trimmed to its data length
+// and fsynced, so a non-final segment is always whole and any damage in it is
+// corruption. Open deletes leftover .tmp files. Segments are cut once they
+// hold SegmentSize bytes.
+//
+// Disk is reserved ahead of the write offset with fallocate(FALLOC_FL_KEEP_SIZE)
+// in steps of PreallocSize: the visible file length stays the data length (so
+// a reader never mistakes reserved space for data, and the tail after the last
+// frame is never stale), while appends rarely have to allocate blocks. Cutting
+// and closing a segment give back the reserve.
+//
+// # Frames
+//
+// Each Append (or group of coalesced Appends) is one frame:
+//
+//	[0:4]   stored payload length       [4:8]   decoded payload length
+//	[8]     flags (bit 0: compressed, bit 1: S2 rather than zstd)
+//	[9:12]  reserved, zero              [12:16] CRC32C of the stored payload
+//	[16:20] CRC32C of bytes [0:16]      [20:]   payload
+//
+// The decoded payload is a sequence of records: shard (uvarint), type (byte),
+// index (uvarint), data length (uvarint), data. It is compressed (zstd or S2,
+// per Config.Compression) when it is at least MinCompressSize bytes and that
+// makes it smaller. Every length is checked before anything is allocated:
+// payloads are capped at 256 MiB stored and decoded, a frame cannot claim more
+// payload than the file holds, a compressed frame cannot claim to expand more
+// than a valid zstd frame can (32768x), and decompression writes into exactly
+// the announced decoded length.
+//
+// The header has its own checksum so that a flipped bit in the length field is
+// seen as corruption instead of sending the reader past the real end of the
+// frame, where it would find "a torn tail".
+//
+// # Recovery
+//
+// Open reads the segments in order and replays every record. In a non-final
+// segment any damage is corruption. In the final segment a damaged frame is a
+// torn tail only if a crash in the middle of appending it explains it:
+//
+//   - fewer bytes than a frame header remain; or
+//   - the header is good and its payload runs past the end of the file; or
+//   - a checksum fails and every byte from the frame's claimed end to the end
+//     of the file is zero, which is what unwritten blocks read as; for a bad
+//     header, every byte from the header's last byte on: a header whose
+//     every byte was written would be intact, so a crash can leave at most
+//     its first 19 bytes followed by zeros. (Every payload holds non-zero
+//     bytes, so a damaged header followed by its payload is still corruption.)
+//
+// A bad frame followed by non-zero bytes cannot come from an interrupted
+// append that wrote its bytes in order (nothing is ever written after an
+// unfinished frame: the WAL fails instead), so Open refuses to start and names
+// file and offset. It could also be a lost or misdirected write in the middle
+// of acknowledged data, and truncating there would silently drop acknowledged
+// records. The price of refusing: after a power loss, a disk that persisted
+// the unsynced tail out of order (a later page of the last frame, or a later
+// sync=false frame, but not an earlier page) leaves a hole of zeros followed
+// by data, and Open refuses although nothing acknowledged with sync is
+// missing (an fsync covers every byte before it, so everything after a hole
+// was never fsynced). distkv wal verify shows the offset; an operator decides.
+//
+// # Group commit
+//
+// Appends do not write. Each enqueues a request (its records and whether it
+// needs sync) and waits. A single flusher goroutine takes every queued
+// request at once, encodes all their records into one payload, compresses
+// it, writes one frame, fsyncs once if any request asked for it, and then
+// completes the requests in queue order. While it writes and fsyncs, new
+// Appends queue behind it, so under load every fsync carries the records of
+// all callers that arrived during the previous one: with 64 concurrent
+// appenders a frame holds up to 64 Appends, and throughput grows with the
+// number of callers instead of being bounded by fsync latency. After
+// completing a batch of several callers the flusher yields once before taking
+// the next: the callers it woke usually append again at once, and without the
+// yield the callers split into two groups whose frames alternate, each fsync
+// carrying only half of them. A lone caller pays one goroutine hand-off
+// (microseconds) on top of its fsync. A single writer also keeps the file
+// offset, segment cuts and the sticky error simple: no two goroutines ever
+// write to a segment.
+//
+// Compression runs in the flusher, outside the queue lock, so appenders keep
+// queueing while a frame is compressed.
+//
+// # Compaction
+//
+// For each segment the WAL remembers, per shard, the highest entry index it
+// holds. Compact(shard, index) raises that shard's covered index and deletes
+// the oldest segments while every entry in them is covered (a shard never
+// compacted covers nothing), one at a time with a directory fsync after each,
+// so that a crash can only leave a shorter prefix deleted, never a gap. The
+// active segment is never deleted. Entries that Raft overwrote (a conflicting
+// suffix) keep their old segment until the snapshot passes their index:
+// conservative, never unsafe.
+//
+// # Read-only tools
+//
+// Scan and Verify read a WAL directory without modifying it, applying the
+// same rules as Open; Verify reports where Open would truncate a torn tail.
+package wal
