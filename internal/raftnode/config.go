@@ -43,6 +43,12 @@ type Config struct {
 	FS vfs.FS
 	// Shard is the Raft group id of the shard; default 1.
 	Shard uint64
+	// Transport reaches the other members; required when there are any.
+	Transport Transport
+	// Join starts a node with an empty data directory as a new member of an
+	// existing cluster (added by a membership change) instead of bootstrapping
+	// Members as a new cluster.
+	Join bool
 
 	// TickInterval is the length of one Raft tick; default 100ms.
 	TickInterval time.Duration
@@ -101,8 +107,11 @@ func (c *Config) Validate() error {
 		}
 		seen[id] = m.Name
 	}
-	if !found {
+	if !found && !c.Join {
 		return fmt.Errorf("node %q is not in the member list", c.Self.Name)
+	}
+	if (len(c.Members) > 1 || c.Join) && c.Transport == nil {
+		return errors.New("a node with peers needs a transport")
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = 100 * time.Millisecond

@@ -44,12 +44,23 @@ type Node struct {
 
 	kv *kv.Store
 
-	propc    chan *proposal
-	readc    chan *readRequest
-	snapDone chan snapResult
-	stopc    chan struct{}
-	donec    chan struct{}
-	stopOnce sync.Once
+	propc       chan *proposal
+	readc       chan *readRequest
+	snapDone    chan snapResult
+	recvc       chan raftpb.Message
+	unreachc    chan uint64
+	snapRecvc   chan *snapDelivery
+	snapStatusc chan snapStatus
+	funcc       chan func() // work that must run on the loop
+	// pendingSnap is a snapshot received from the leader and stepped into
+	// Raft, waiting for the Ready that installs it. Owned by the loop.
+	pendingSnap    *snap.Received
+	snapsSending   atomic.Int64
+	snapsInstalled atomic.Uint64 // snapshots received from a leader and installed
+	dropped        atomic.Uint64 // incoming messages dropped because the loop was behind
+	stopc          chan struct{}
+	donec          chan struct{}
+	stopOnce       sync.Once
 
 	nextID atomic.Uint64
 
@@ -89,18 +100,23 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:      cfg,
-		logger:   cfg.Logger.With("shard", cfg.Shard),
-		raftID:   RaftID(cfg.Self.Name),
-		storage:  raft.NewMemoryStorage(),
-		kv:       kv.NewStore(),
-		propc:    make(chan *proposal, 4096),
-		readc:    make(chan *readRequest, 4096),
-		snapDone: make(chan snapResult, 1),
-		stopc:    make(chan struct{}),
-		donec:    make(chan struct{}),
-		waiters:  map[uint64]*proposal{},
-		members:  map[uint64]Member{},
+		cfg:         cfg,
+		logger:      cfg.Logger.With("shard", cfg.Shard),
+		raftID:      RaftID(cfg.Self.Name),
+		storage:     raft.NewMemoryStorage(),
+		kv:          kv.NewStore(),
+		propc:       make(chan *proposal, 4096),
+		readc:       make(chan *readRequest, 4096),
+		snapDone:    make(chan snapResult, 1),
+		recvc:       make(chan raftpb.Message, 8192),
+		unreachc:    make(chan uint64, 64),
+		snapRecvc:   make(chan *snapDelivery),
+		snapStatusc: make(chan snapStatus),
+		funcc:       make(chan func()),
+		stopc:       make(chan struct{}),
+		donec:       make(chan struct{}),
+		waiters:     map[uint64]*proposal{},
+		members:     map[uint64]Member{},
 	}
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
@@ -190,18 +206,13 @@ func (n *Node) recover() error {
 	n.wal = w
 
 	if found {
-		var ms memberState
-		if err := json.Unmarshal(meta.Extra, &ms); err != nil {
-			return fmt.Errorf("decode snapshot membership: %w", err)
+		if err := n.adoptMembers(meta.Extra); err != nil {
+			return err
 		}
 		if err := n.storage.ApplySnapshot(raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{
-			Index: meta.Index, Term: meta.Term, ConfState: ms.ConfState,
+			Index: meta.Index, Term: meta.Term, ConfState: n.confState,
 		}}); err != nil {
 			return fmt.Errorf("install snapshot: %w", err)
-		}
-		n.confState = ms.ConfState
-		for _, m := range ms.Members {
-			n.members[RaftID(m.Name)] = m
 		}
 		n.snapIndex = meta.Index
 		// The WAL was compacted behind the oldest snapshot kept; the older
@@ -257,7 +268,9 @@ func (n *Node) recover() error {
 	n.rn = rn
 	n.applied.Store(n.snapIndex)
 	fresh := !found && len(ents) == 0 && raft.IsEmptyHardState(hs)
-	if fresh {
+	if fresh && n.cfg.Join {
+		n.logger.Info("joining an existing cluster: waiting for the leader to send the log", "id", n.cfg.Self.Name)
+	} else if fresh {
 		peers := make([]raft.Peer, 0, len(n.cfg.Members))
 		for _, m := range n.cfg.Members {
 			ctx, err := json.Marshal(m)
@@ -437,6 +450,29 @@ func (n *Node) run() {
 				}
 				break
 			}
+		case m := <-n.recvc:
+			n.step(m)
+			for i := 1; i < 4096; i++ {
+				select {
+				case m := <-n.recvc:
+					n.step(m)
+					continue
+				default:
+				}
+				break
+			}
+		case f := <-n.funcc:
+			f()
+		case id := <-n.unreachc:
+			n.rn.ReportUnreachable(id)
+		case d := <-n.snapRecvc:
+			err = n.receiveSnapshot(d)
+		case st := <-n.snapStatusc:
+			status := raft.SnapshotFinish
+			if st.err != nil {
+				status = raft.SnapshotFailure
+			}
+			n.rn.ReportSnapshot(st.to, status)
 		case res := <-n.snapDone:
 			err = n.finishSnapshot(res)
 		case <-n.stopc:
@@ -478,9 +514,16 @@ func (n *Node) deliver(id uint64, r proposalResult) {
 func (n *Node) processReady() error {
 	for n.rn.HasReady() {
 		rd := n.rn.Ready()
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			if err := n.installSnapshot(rd.Snapshot); err != nil {
+				return err
+			}
+		}
 		if err := n.persist(rd); err != nil {
 			return err
 		}
+		// Messages go out only after what they promise is durable.
+		n.send(rd.Messages)
 		if rd.SoftState != nil {
 			n.leader.Store(rd.SoftState.Lead)
 			// A new leader does not answer its predecessor's ReadIndex requests.
@@ -566,6 +609,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			}
 			n.confState = *n.rn.ApplyConfChange(cc)
 			n.applyMemberChange(cc.Type, cc.NodeID, cc.Context)
+			n.deliver(cc.ID, proposalResult{})
 		case raftpb.EntryConfChangeV2:
 			var cc raftpb.ConfChangeV2
 			if err := cc.Unmarshal(e.Data); err != nil {
@@ -581,6 +625,44 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 	return nil
 }
 
+// step hands a peer's message to Raft. Errors are for local messages or from
+// unknown peers and are dropped like a lost packet.
+func (n *Node) step(m raftpb.Message) {
+	if err := n.rn.Step(m); err != nil {
+		n.logger.Debug("dropped message", "type", m.Type, "from", m.From, "err", err)
+	}
+}
+
+// adoptMembers takes the membership carried by a snapshot.
+func (n *Node) adoptMembers(extra []byte) error {
+	var ms memberState
+	if err := json.Unmarshal(extra, &ms); err != nil {
+		return fmt.Errorf("decode snapshot membership: %w", err)
+	}
+	n.confState = ms.ConfState
+	n.mu.Lock()
+	old := n.members
+	n.members = map[uint64]Member{}
+	for _, m := range ms.Members {
+		n.members[RaftID(m.Name)] = m
+	}
+	cur := n.members
+	n.mu.Unlock()
+	if n.cfg.Transport != nil {
+		for id := range old {
+			if _, ok := cur[id]; !ok && id != n.raftID {
+				n.cfg.Transport.RemovePeer(id)
+			}
+		}
+		for id, m := range cur {
+			if id != n.raftID {
+				n.cfg.Transport.AddPeer(id, m.Peer)
+			}
+		}
+	}
+	return nil
+}
+
 func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -589,9 +671,15 @@ func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte)
 		var m Member
 		if err := json.Unmarshal(ctx, &m); err == nil && m.Name != "" {
 			n.members[id] = m
+			if id != n.raftID && n.cfg.Transport != nil {
+				n.cfg.Transport.AddPeer(id, m.Peer)
+			}
 		}
 	case raftpb.ConfChangeRemoveNode:
 		delete(n.members, id)
+		if id != n.raftID && n.cfg.Transport != nil {
+			n.cfg.Transport.RemovePeer(id)
+		}
 	}
 }
 

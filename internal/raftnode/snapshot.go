@@ -66,7 +66,7 @@ func (n *Node) finishSnapshot(res snapResult) error {
 		return nil
 	}
 	idx := res.meta.Index
-	marker := wal.Record{Shard: n.cfg.Shard, Type: wal.RecordSnapshot, Index: idx, Data: res.meta.Extra}
+	marker := n.snapshotMarker(res.meta)
 	if err := n.wal.Append([]wal.Record{marker}, true); err != nil {
 		return fmt.Errorf("wal append snapshot marker: %w", err)
 	}
@@ -107,4 +107,9 @@ func (n *Node) loadSnapshot() (snap.Meta, bool, error) {
 		return snap.Meta{}, false, fmt.Errorf("load snapshot: %w", err)
 	}
 	return meta, true, nil
+}
+
+// snapshotMarker is the WAL record that says a snapshot at meta.Index exists.
+func (n *Node) snapshotMarker(meta snap.Meta) wal.Record {
+	return wal.Record{Shard: n.cfg.Shard, Type: wal.RecordSnapshot, Index: meta.Index, Data: meta.Extra}
 }

@@ -1,0 +1,295 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/distkv/distkv/internal/kv"
+)
+
+func TestClusterElectsOneLeaderAndForwardsWrites(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	f := c.follower(leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	// A write sent to a follower is forwarded to the leader and answered with
+	// the same result.
+	r, err := put(ctx, c.nodes[f], "key6", "myvalue")
+	if err != nil || r.Status != kv.StatusOK {
+		t.Fatalf("put via follower %s: %+v, %v", f, r, err)
+	}
+	// Linearizable reads on every node, followers included, see it.
+	for name, n := range c.nodes {
+		got, ok, err := n.Get(ctx, []byte("key6"), true)
+		if err != nil || !ok || string(got.Value) != "myvalue" || got.Revision != r.Revision {
+			t.Fatalf("linearizable get on %s: %+v, %v, %v", name, got, ok, err)
+		}
+	}
+}
+
+// TestNoTwoLeadersInOneTerm samples every node's view while leaders are killed
+// and restarted, and fails if two nodes ever claim leadership in one term.
+func TestNoTwoLeadersInOneTerm(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	var mu sync.Mutex
+	leaders := map[uint64]string{}
+	check := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for name, n := range c.nodes {
+			s := n.Status()
+			if s.Leader != name {
+				continue
+			}
+			if prev, ok := leaders[s.Term]; ok && prev != name {
+				t.Fatalf("term %d has two leaders: %s and %s", s.Term, prev, name)
+			}
+			leaders[s.Term] = name
+		}
+	}
+	for round := 0; round < 4; round++ {
+		leader := c.waitLeader(5 * time.Second)
+		check()
+		c.stop(leader)
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			check()
+			if l := c.nodes[c.follower("")].Status().Leader; l != "" && l != leader {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		c.start(leader)
+	}
+	if len(leaders) < 4 {
+		t.Fatalf("saw leaders in only %d terms: %v", len(leaders), leaders)
+	}
+	t.Logf("leaders by term: %v", leaders)
+}
+
+func TestReelectionAfterLeaderLossKeepsAcknowledgedWrites(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	ctx := context.Background()
+	for i := 0; i < 50; i++ {
+		if _, err := put(ctx, c.nodes[leader], fmt.Sprintf("k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.stop(leader)
+	start := time.Now()
+	newLeader := c.waitLeader(5 * time.Second)
+	// Election timeout is 10 ticks of 10ms, randomized up to 2x.
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("new leader after %v", d)
+	}
+	if newLeader == leader {
+		t.Fatal("stopped node still leader")
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := put(wctx, c.nodes[c.follower(newLeader)], "after", "failover"); err != nil {
+		t.Fatalf("write after failover: %v", err)
+	}
+	c.start(leader)
+	for i := 0; i < 50; i++ {
+		got, ok, err := c.nodes[leader].Get(wctx, []byte(fmt.Sprintf("k%d", i)), true)
+		if err != nil || !ok || string(got.Value) != "v" {
+			t.Fatalf("restarted old leader: k%d = %+v %v %v", i, got, ok, err)
+		}
+	}
+	if _, ok, err := c.nodes[leader].Get(wctx, []byte("after"), true); err != nil || !ok {
+		t.Fatalf("restarted node missed the write made while it was down: %v %v", ok, err)
+	}
+}
+
+func TestMinorityCannotWriteOrReadLinearizably(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	c.nw.isolate(RaftID(leader))
+	short, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if _, err := put(short, c.nodes[leader], "minority", "x"); err == nil {
+		t.Fatal("isolated leader acknowledged a write")
+	}
+	if _, _, err := c.nodes[leader].Get(short, []byte("minority"), true); err == nil {
+		t.Fatal("isolated leader answered a linearizable read")
+	}
+	// The majority elects a new leader and serves.
+	var majority []string
+	for name := range c.nodes {
+		if name != leader {
+			majority = append(majority, name)
+		}
+	}
+	ctx, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	var err error
+	for ctx.Err() == nil {
+		if _, err = put(ctx, c.nodes[majority[0]], "majority", "y"); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("majority could not write: %v", err)
+	}
+	c.nw.heal()
+	for ctx.Err() == nil {
+		v, ok, err := c.nodes[leader].Get(ctx, []byte("majority"), true)
+		if err == nil && ok && string(v.Value) == "y" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, ok, _ := c.nodes[leader].Get(ctx, []byte("minority"), true); ok {
+		t.Fatalf("the write refused on the minority side appeared: %+v", got)
+	}
+}
+
+func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.SnapshotEntries = 200
+		cfg.LogEntriesKept = 50
+	})
+	leader := c.waitLeader(5 * time.Second)
+	lagger := c.follower(leader)
+	c.stop(lagger)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := 0; i < 1000; i++ {
+		if _, err := put(ctx, c.nodes[leader], fmt.Sprintf("k%04d", i), fmt.Sprintf("v%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := c.start(lagger)
+	for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n.snapsInstalled.Load() == 0 {
+		t.Fatal("the lagging follower caught up without a snapshot: the log was not compacted far enough")
+	}
+	for i := 0; i < 1000; i++ {
+		got, ok := n.KV().Get([]byte(fmt.Sprintf("k%04d", i)))
+		if !ok || string(got.Value) != fmt.Sprintf("v%d", i) {
+			t.Fatalf("k%04d on the caught-up follower = %+v, %v", i, got, ok)
+		}
+	}
+	// It restarts from its own snapshot too.
+	c.stop(lagger)
+	n = c.start(lagger)
+	if got, ok, err := n.Get(ctx, []byte("k0999"), true); err != nil || !ok {
+		t.Fatalf("after restart: %+v %v %v", got, ok, err)
+	}
+}
+
+func TestMembershipAddPromoteRemove(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for i := 0; i < 20; i++ {
+		put(ctx, c.nodes[leader], fmt.Sprintf("k%d", i), "v")
+	}
+	n4 := Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"}
+	if err := c.nodes[c.follower(leader)].AddMember(ctx, n4, true); err != nil {
+		t.Fatalf("add learner: %v", err)
+	}
+	c.members = append(c.members, n4)
+	c.dirs["n4"] = t.TempDir()
+	prev := c.tweak
+	c.tweak = func(cfg *Config) {
+		if cfg.Self.Name == "n4" {
+			cfg.Join = true
+		}
+		if prev != nil {
+			prev(cfg)
+		}
+	}
+	n := c.start("n4")
+	for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, ok := n.KV().Get([]byte("k19")); !ok || string(got.Value) != "v" {
+		t.Fatal("learner did not catch up")
+	}
+	if err := c.nodes[leader].PromoteMember(ctx, "n4"); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	if err := c.nodes[leader].RemoveMember(ctx, c.follower(leader)); err != nil && !errors.Is(err, ErrStopped) {
+		t.Fatalf("remove: %v", err)
+	}
+	if _, err := put(ctx, c.nodes[leader], "after", "membership"); err != nil {
+		t.Fatalf("write after membership changes: %v", err)
+	}
+	st := c.nodes[leader].Status()
+	if len(st.Members) != 3 {
+		t.Fatalf("members after add+remove = %+v, want 3", st.Members)
+	}
+}
+
+func TestLeaderTransfer(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	target := c.follower(leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.nodes[leader].TransferLeader(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.waitLeader(5 * time.Second); got != target {
+		t.Fatalf("leader = %s after transfer to %s", got, target)
+	}
+}
+
+// TestLossyNetworkLosesNoAcknowledgedWrite runs writes through followers while
+// the network drops, duplicates and delays messages, then heals it and checks
+// that every acknowledged write is on every node.
+func TestLossyNetworkLosesNoAcknowledgedWrite(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.waitLeader(5 * time.Second)
+	c.nw.mu.Lock()
+	c.nw.drop, c.nw.dup, c.nw.delay = 0.1, 0.1, time.Millisecond
+	c.nw.mu.Unlock()
+	var mu sync.Mutex
+	acked := map[string]string{}
+	var wg sync.WaitGroup
+	for w, name := range []string{"n1", "n2", "n3"} {
+		wg.Add(1)
+		go func(w int, n *Node) {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				k, v := fmt.Sprintf("w%d-%d", w, i), fmt.Sprintf("v%d", i)
+				if r, err := put(ctx, n, k, v); err == nil && r.Status == kv.StatusOK {
+					mu.Lock()
+					acked[k] = v
+					mu.Unlock()
+				}
+				cancel()
+			}
+		}(w, c.nodes[name])
+	}
+	wg.Wait()
+	c.nw.heal()
+	if len(acked) < 30 {
+		t.Fatalf("only %d writes acknowledged on the lossy network", len(acked))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for name, n := range c.nodes {
+		for k, v := range acked {
+			got, ok, err := n.Get(ctx, []byte(k), true)
+			if err != nil || !ok || string(got.Value) != v {
+				t.Fatalf("%s: acknowledged %s=%s reads %+v %v %v", name, k, v, got, ok, err)
+			}
+		}
+	}
+	t.Logf("%d writes acknowledged through a lossy network, all on every node", len(acked))
+}

@@ -1,0 +1,172 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// ErrUnknownMember is returned for a membership change naming no member.
+var ErrUnknownMember = errors.New("no such member")
+
+// confProposal carries a membership change to the loop.
+type confProposal struct {
+	cc   raftpb.ConfChange
+	done chan proposalResult
+}
+
+// AddMember adds m to the group, as a learner (receives the log, does not
+// vote) or as a voter. New members should join as learners, catch up, and be
+// promoted: a voter that is far behind weakens the quorum.
+func (n *Node) AddMember(ctx context.Context, m Member, learner bool) error {
+	if m.Name == "" || m.Peer == "" {
+		return errors.New("a member needs a name and a peer address")
+	}
+	t := raftpb.ConfChangeAddNode
+	if learner {
+		t = raftpb.ConfChangeAddLearnerNode
+	}
+	if _, ok := n.member(m.Name); ok {
+		return fmt.Errorf("member %q already exists", m.Name)
+	}
+	return n.changeMembers(ctx, t, m)
+}
+
+// PromoteMember makes the learner called name a voter.
+func (n *Node) PromoteMember(ctx context.Context, name string) error {
+	m, ok := n.member(name)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownMember, name)
+	}
+	return n.changeMembers(ctx, raftpb.ConfChangeAddNode, m)
+}
+
+// RemoveMember removes the member called name from the group.
+func (n *Node) RemoveMember(ctx context.Context, name string) error {
+	m, ok := n.member(name)
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownMember, name)
+	}
+	return n.changeMembers(ctx, raftpb.ConfChangeRemoveNode, m)
+}
+
+func (n *Node) member(name string) (Member, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m, ok := n.members[RaftID(name)]
+	return m, ok
+}
+
+func (n *Node) changeMembers(ctx context.Context, t raftpb.ConfChangeType, m Member) error {
+	mctx, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	id := n.nextID.Add(1)
+	p := &proposal{id: id, done: make(chan proposalResult, 1)}
+	cc := raftpb.ConfChange{ID: id, Type: t, NodeID: RaftID(m.Name), Context: mctx}
+	return n.await(ctx, p, func() { n.proposeConfChange(p, cc) })
+}
+
+// await runs submit on the loop and waits for p's result.
+func (n *Node) await(ctx context.Context, p *proposal, submit func()) error {
+	select {
+	case n.funcc <- submit:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.donec:
+		return n.stoppedErr()
+	}
+	select {
+	case r := <-p.done:
+		return r.err
+	case <-ctx.Done():
+		n.mu.Lock()
+		delete(n.waiters, p.id)
+		n.mu.Unlock()
+		return ctx.Err()
+	case <-n.donec:
+		return n.stoppedErr()
+	}
+}
+
+func (n *Node) proposeConfChange(p *proposal, cc raftpb.ConfChange) {
+	n.mu.Lock()
+	n.waiters[p.id] = p
+	n.mu.Unlock()
+	if err := n.rn.ProposeConfChange(cc); err != nil {
+		if errors.Is(err, raft.ErrProposalDropped) {
+			err = fmt.Errorf("%w (or a membership change is already in progress)", ErrNoLeader)
+		}
+		n.deliver(p.id, proposalResult{err: err})
+	}
+}
+
+// TransferLeader asks the leader to hand leadership to the member called name
+// and waits until that member leads (or ctx ends). An empty name picks the
+// most up-to-date other voter.
+func (n *Node) TransferLeader(ctx context.Context, name string) error {
+	var target uint64
+	if name != "" {
+		m, ok := n.member(name)
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownMember, name)
+		}
+		target = RaftID(m.Name)
+	}
+	errc := make(chan error, 1)
+	submit := func() {
+		st := n.rn.Status()
+		if st.RaftState != raft.StateLeader {
+			errc <- fmt.Errorf("this node is not the leader (leader: %s)", n.memberName(st.Lead))
+			return
+		}
+		t := target
+		if t == 0 {
+			var best uint64
+			for id, pr := range st.Progress {
+				if id != n.raftID && !pr.IsLearner && pr.Match >= best {
+					t, best = id, pr.Match
+				}
+			}
+		}
+		if t == 0 {
+			errc <- errors.New("no other voter to transfer leadership to")
+			return
+		}
+		if pr, ok := st.Progress[t]; !ok || pr.IsLearner {
+			errc <- fmt.Errorf("member %s is not a voter", n.memberName(t))
+			return
+		}
+		target = t
+		n.rn.TransferLeader(t)
+		errc <- nil
+	}
+	select {
+	case n.funcc <- submit:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.donec:
+		return n.stoppedErr()
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	for {
+		if n.leader.Load() == target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("leadership did not move to %s: %w", n.memberName(target), ctx.Err())
+		case <-n.donec:
+			return n.stoppedErr()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,233 @@
+package raftnode
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// memNet is an in-memory network between nodes that can drop, delay,
+// duplicate and partition messages. Links are directed: cut[a][b] stops
+// traffic from a to b.
+type memNet struct {
+	mu    sync.Mutex
+	nodes map[uint64]*Node
+	cut   map[[2]uint64]bool
+	drop  float64 // probability of losing a message
+	dup   float64 // probability of delivering it twice
+	delay time.Duration
+	rng   *rand.Rand
+}
+
+func newMemNet(seed int64) *memNet {
+	return &memNet{nodes: map[uint64]*Node{}, cut: map[[2]uint64]bool{}, rng: rand.New(rand.NewSource(seed))}
+}
+
+func (nw *memNet) transport(id uint64) *memTransport { return &memTransport{nw: nw, id: id} }
+
+func (nw *memNet) attach(n *Node) {
+	nw.mu.Lock()
+	nw.nodes[n.raftID] = n
+	nw.mu.Unlock()
+}
+
+func (nw *memNet) detach(id uint64) {
+	nw.mu.Lock()
+	delete(nw.nodes, id)
+	nw.mu.Unlock()
+}
+
+// isolate cuts every link to and from id.
+func (nw *memNet) isolate(id uint64) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	for other := range nw.nodes {
+		if other != id {
+			nw.cut[[2]uint64{id, other}] = true
+			nw.cut[[2]uint64{other, id}] = true
+		}
+	}
+}
+
+func (nw *memNet) heal() {
+	nw.mu.Lock()
+	nw.cut = map[[2]uint64]bool{}
+	nw.drop, nw.dup, nw.delay = 0, 0, 0
+	nw.mu.Unlock()
+}
+
+func (nw *memNet) route(from, to uint64) (*Node, bool) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	n, ok := nw.nodes[to]
+	if !ok || nw.cut[[2]uint64{from, to}] {
+		return nil, false
+	}
+	return n, true
+}
+
+type memTransport struct {
+	nw *memNet
+	id uint64
+}
+
+var _ Transport = (*memTransport)(nil)
+
+func (t *memTransport) Send(shard uint64, msgs []raftpb.Message) {
+	for _, m := range msgs {
+		dst, ok := t.nw.route(t.id, m.To)
+		if !ok {
+			if src, ok := t.nw.route(t.id, t.id); ok {
+				src.PeerUnreachable(m.To)
+			}
+			continue
+		}
+		t.nw.mu.Lock()
+		lost := t.nw.rng.Float64() < t.nw.drop
+		twice := t.nw.rng.Float64() < t.nw.dup
+		delay := t.nw.delay
+		t.nw.mu.Unlock()
+		if lost {
+			continue
+		}
+		deliver := func() { dst.HandleRaft(shard, []raftpb.Message{m}) }
+		if delay > 0 {
+			time.AfterFunc(delay, deliver)
+		} else {
+			deliver()
+		}
+		if twice {
+			deliver()
+		}
+	}
+}
+
+func (t *memTransport) SendSnapshot(ctx context.Context, to, shard uint64, r io.Reader) error {
+	dst, ok := t.nw.route(t.id, to)
+	if !ok {
+		return fmt.Errorf("peer %x unreachable", to)
+	}
+	return dst.HandleSnapshot(t.id, shard, r)
+}
+
+func (t *memTransport) AddPeer(id uint64, addr string) {}
+func (t *memTransport) RemovePeer(id uint64)           {}
+
+// cluster is an in-process cluster of nodes on a memNet.
+type cluster struct {
+	t       *testing.T
+	nw      *memNet
+	members []Member
+	dirs    map[string]string
+	nodes   map[string]*Node
+	tweak   func(*Config)
+}
+
+func newCluster(t *testing.T, size int, tweak func(*Config)) *cluster {
+	t.Helper()
+	seed := time.Now().UnixNano()
+	t.Logf("memnet seed %d", seed)
+	c := &cluster{t: t, nw: newMemNet(seed), dirs: map[string]string{}, nodes: map[string]*Node{}, tweak: tweak}
+	base := t.TempDir()
+	for i := 1; i <= size; i++ {
+		name := fmt.Sprintf("n%d", i)
+		c.members = append(c.members, Member{Name: name, Peer: fmt.Sprintf("mem:%d", i), HTTP: fmt.Sprintf("127.0.0.1:%d", 8000+i)})
+		c.dirs[name] = filepath.Join(base, name)
+	}
+	for _, m := range c.members {
+		c.start(m.Name)
+	}
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func (c *cluster) config(name string) Config {
+	var self Member
+	for _, m := range c.members {
+		if m.Name == name {
+			self = m
+		}
+	}
+	cfg := Config{
+		Self:          self,
+		Members:       c.members,
+		DataDir:       c.dirs[name],
+		TickInterval:  10 * time.Millisecond,
+		ElectionTicks: 10,
+		Transport:     c.nw.transport(RaftID(name)),
+	}
+	if c.tweak != nil {
+		c.tweak(&cfg)
+	}
+	return cfg
+}
+
+func (c *cluster) start(name string) *Node {
+	c.t.Helper()
+	n, err := Open(c.config(name))
+	if err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	c.nw.attach(n)
+	c.nodes[name] = n
+	return n
+}
+
+func (c *cluster) stop(name string) {
+	n := c.nodes[name]
+	if n == nil {
+		return
+	}
+	c.nw.detach(n.raftID)
+	n.Stop()
+	delete(c.nodes, name)
+}
+
+func (c *cluster) stopAll() {
+	for name := range c.nodes {
+		c.stop(name)
+	}
+}
+
+// waitLeader waits until every running node agrees on one leader among them.
+func (c *cluster) waitLeader(timeout time.Duration) string {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var seen []string
+	for time.Now().Before(deadline) {
+		seen = seen[:0]
+		leader := ""
+		agree := true
+		for _, n := range c.nodes {
+			l := n.Status().Leader
+			seen = append(seen, n.cfg.Self.Name+"->"+l)
+			if l == "" || (leader != "" && l != leader) {
+				agree = false
+			}
+			leader = l
+		}
+		if _, running := c.nodes[leader]; agree && running {
+			return leader
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.t.Fatalf("no agreed leader after %v: %v", timeout, seen)
+	return ""
+}
+
+func (c *cluster) follower(leader string) string {
+	for name := range c.nodes {
+		if name != leader {
+			return name
+		}
+	}
+	c.t.Fatal("no follower")
+	return ""
+}

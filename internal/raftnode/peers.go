@@ -1,0 +1,240 @@
+package raftnode
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/snap"
+	"github.com/distkv/distkv/internal/wal"
+)
+
+// Transport carries Raft traffic to the other members. It is implemented by
+// package transport (TCP) and, in tests, by an in-memory network.
+type Transport interface {
+	// Send queues msgs for delivery; it never blocks and may drop (Raft
+	// retransmits).
+	Send(shard uint64, msgs []raftpb.Message)
+	// SendSnapshot streams r to peer to and returns once the peer installed it
+	// (nil) or failed to.
+	SendSnapshot(ctx context.Context, to, shard uint64, r io.Reader) error
+	// AddPeer makes peer id reachable at addr; RemovePeer forgets it.
+	AddPeer(id uint64, addr string)
+	RemovePeer(id uint64)
+}
+
+// snapshotTimeout bounds one snapshot transfer.
+const snapshotTimeout = 10 * time.Minute
+
+type snapStatus struct {
+	to  uint64
+	err error
+}
+
+type snapDelivery struct {
+	msg  raftpb.Message
+	rec  *snap.Received
+	done chan error
+}
+
+// HandleRaft takes messages from a peer. It never blocks: when the loop is
+// behind, messages are dropped and Raft retransmits.
+func (n *Node) HandleRaft(shard uint64, msgs []raftpb.Message) {
+	if shard != n.cfg.Shard {
+		return
+	}
+	for _, m := range msgs {
+		select {
+		case n.recvc <- m:
+		default:
+			n.dropped.Add(1)
+		}
+	}
+}
+
+// PeerUnreachable reports that a message to peer to could not be sent.
+func (n *Node) PeerUnreachable(to uint64) {
+	select {
+	case n.unreachc <- to:
+	default:
+	}
+}
+
+// HandleCall serves requests from peers. No method is defined yet: proposals
+// reach the leader as Raft MsgProp messages.
+func (n *Node) HandleCall(ctx context.Context, from, shard uint64, method uint8, payload []byte) ([]byte, error) {
+	return nil, fmt.Errorf("unknown method %d", method)
+}
+
+// HandleSnapshot receives a snapshot stream from the leader: a Raft MsgSnap
+// (4-byte length, message) followed by the snapshot file. The file is verified
+// and made durable in a temporary place, then the message is stepped into Raft;
+// the snapshot is installed when Raft accepts it. The sender learns the outcome.
+func (n *Node) HandleSnapshot(from, shard uint64, r io.Reader) error {
+	if shard != n.cfg.Shard {
+		return fmt.Errorf("shard %d is not served here", shard)
+	}
+	var lenb [4]byte
+	if _, err := io.ReadFull(r, lenb[:]); err != nil {
+		return fmt.Errorf("read snapshot message: %w", err)
+	}
+	size := binary.BigEndian.Uint32(lenb[:])
+	if size > 64<<20 {
+		return fmt.Errorf("snapshot message of %d bytes is too large", size)
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return fmt.Errorf("read snapshot message: %w", err)
+	}
+	var m raftpb.Message
+	if err := m.Unmarshal(buf); err != nil || m.Type != raftpb.MsgSnap || m.Snapshot == nil {
+		return fmt.Errorf("bad snapshot message (%v)", err)
+	}
+	rec, err := n.snaps.Receive(r)
+	if err != nil {
+		return err
+	}
+	if rec.Meta.Index != m.Snapshot.Metadata.Index || rec.Meta.Shard != shard {
+		rec.Discard()
+		return fmt.Errorf("snapshot file is shard %d index %d, message says index %d", rec.Meta.Shard, rec.Meta.Index, m.Snapshot.Metadata.Index)
+	}
+	d := &snapDelivery{msg: m, rec: rec, done: make(chan error, 1)}
+	select {
+	case n.snapRecvc <- d:
+	case <-n.donec:
+		rec.Discard()
+		return n.stoppedErr()
+	}
+	select {
+	case err := <-d.done:
+		return err
+	case <-n.donec:
+		return n.stoppedErr()
+	}
+}
+
+// send hands messages to the transport; snapshots go out on their own stream.
+func (n *Node) send(msgs []raftpb.Message) {
+	if len(msgs) == 0 || n.cfg.Transport == nil {
+		return
+	}
+	out := msgs[:0:0]
+	for _, m := range msgs {
+		if m.Type == raftpb.MsgSnap {
+			n.snapsSending.Add(1)
+			go n.sendSnapshot(m)
+			continue
+		}
+		out = append(out, m)
+	}
+	if len(out) > 0 {
+		n.cfg.Transport.Send(n.cfg.Shard, out)
+	}
+}
+
+func (n *Node) sendSnapshot(m raftpb.Message) {
+	defer n.snapsSending.Add(-1)
+	err := func() error {
+		f, err := n.snaps.Open(n.cfg.Shard, m.Snapshot.Metadata.Index)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		hdr, err := m.Marshal()
+		if err != nil {
+			return err
+		}
+		var lenb [4]byte
+		binary.BigEndian.PutUint32(lenb[:], uint32(len(hdr)))
+		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+		defer cancel()
+		go func() {
+			select {
+			case <-n.donec:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		stream := io.MultiReader(bytes.NewReader(lenb[:]), bytes.NewReader(hdr), f)
+		return n.cfg.Transport.SendSnapshot(ctx, m.To, n.cfg.Shard, stream)
+	}()
+	if err != nil {
+		n.logger.Warn("snapshot transfer failed", "to", n.memberName(m.To), "index", m.Snapshot.Metadata.Index, "err", err)
+	} else {
+		n.logger.Info("snapshot sent", "to", n.memberName(m.To), "index", m.Snapshot.Metadata.Index)
+	}
+	select {
+	case n.snapStatusc <- snapStatus{to: m.To, err: err}:
+	case <-n.donec:
+	}
+}
+
+func (n *Node) memberName(id uint64) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if m, ok := n.members[id]; ok {
+		return m.Name
+	}
+	return fmt.Sprintf("%x", id)
+}
+
+// receiveSnapshot steps a received MsgSnap into Raft on the loop. If Raft
+// accepts it, the next Ready carries the snapshot and persist installs the file.
+func (n *Node) receiveSnapshot(d *snapDelivery) error {
+	idx := d.msg.Snapshot.Metadata.Index
+	n.pendingSnap = d.rec
+	_ = n.rn.Step(d.msg)
+	err := n.processReady()
+	if n.pendingSnap != nil {
+		// Raft did not take it (stale, or from an old term).
+		n.pendingSnap.Discard()
+		n.pendingSnap = nil
+		if err == nil {
+			d.done <- fmt.Errorf("snapshot at index %d not accepted (applied %d)", idx, n.applied.Load())
+			return nil
+		}
+	}
+	d.done <- err
+	return err
+}
+
+// installSnapshot runs in persist when a Ready carries a snapshot from the
+// leader: the file goes into place first, then the WAL records it, then the
+// in-memory log and the state machine take it.
+func (n *Node) installSnapshot(s raftpb.Snapshot) error {
+	rec := n.pendingSnap
+	if rec == nil || rec.Meta.Index != s.Metadata.Index {
+		return fmt.Errorf("raft produced snapshot %d but no such file was received", s.Metadata.Index)
+	}
+	n.pendingSnap = nil
+	if err := rec.Install(); err != nil {
+		return err
+	}
+	marker := n.snapshotMarker(rec.Meta)
+	if err := n.wal.Append([]wal.Record{marker}, true); err != nil {
+		return fmt.Errorf("wal append snapshot marker: %w", err)
+	}
+	if err := n.storage.ApplySnapshot(s); err != nil && !errors.Is(err, raft.ErrSnapOutOfDate) {
+		return fmt.Errorf("apply snapshot to raft log: %w", err)
+	}
+	meta, found, err := n.loadSnapshot()
+	if err != nil || !found || meta.Index != s.Metadata.Index {
+		return fmt.Errorf("load installed snapshot %d: found %v at %d: %v", s.Metadata.Index, found, meta.Index, err)
+	}
+	if err := n.adoptMembers(meta.Extra); err != nil {
+		return err
+	}
+	n.snapIndex = meta.Index
+	n.keptSnaps = append(n.keptSnaps, meta.Index)
+	n.applied.Store(meta.Index)
+	n.snapsInstalled.Add(1)
+	n.logger.Info("installed snapshot from leader", "index", meta.Index, "term", meta.Term)
+	return nil
+}
