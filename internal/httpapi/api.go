@@ -43,11 +43,17 @@ type Status struct {
 	Members      []Member `json:"members"`
 }
 
-// Member is one node of the cluster.
+// Member is one node of the cluster, with its health as the answering node
+// sees it. MatchIndex and Lag are reported by the leader only.
 type Member struct {
-	ID   string `json:"id"`
-	Peer string `json:"peer"` // address of the peer (Raft) listener
-	HTTP string `json:"http"` // address of the HTTP API
+	ID          string  `json:"id"`
+	Peer        string  `json:"peer"`           // address of the peer (Raft) listener
+	HTTP        string  `json:"http"`           // address of the HTTP API
+	Role        string  `json:"role,omitempty"` // "voter" or "learner"
+	Reachable   bool    `json:"reachable"`
+	LastContact string  `json:"last_contact,omitempty"` // RFC 3339
+	MatchIndex  *uint64 `json:"match_index,omitempty"`
+	Lag         *uint64 `json:"lag,omitempty"`
 }
 
 // New returns the HTTP API of a node backed by b. It does its own routing and
@@ -98,6 +104,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveKey(w, r, rest)
 		return
 	}
+	if strings.HasPrefix(path, membersPrefix) {
+		h.serveCluster(w, r, path)
+		return
+	}
 	switch path {
 	case "/keys":
 		if methodGet(w, r) {
@@ -107,6 +117,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if methodGet(w, r) {
 			h.status(w)
 		}
+	case "/cluster/members", "/cluster/leader/transfer":
+		h.serveCluster(w, r, path)
 	case "/healthz":
 		if methodGet(w, r) {
 			writeJSON(w, http.StatusOK, bodyHealthy)

@@ -293,3 +293,54 @@ func TestLossyNetworkLosesNoAcknowledgedWrite(t *testing.T) {
 	}
 	t.Logf("%d writes acknowledged through a lossy network, all on every node", len(acked))
 }
+
+// TestStatusShowsHealthAndAddresses starts members that know only each
+// other's peer addresses (as --cluster gives them) and checks that every
+// node's HTTP address spreads through the log, and that the leader reports
+// match index, lag and reachability, including a member that went down.
+func TestStatusShowsHealthAndAddresses(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		ms := make([]Member, len(cfg.Members))
+		for i, m := range cfg.Members {
+			ms[i] = Member{Name: m.Name, Peer: m.Peer}
+		}
+		cfg.Members = ms
+	})
+	leader := c.waitLeader(5 * time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	var st Status
+	for time.Now().Before(deadline) {
+		st = c.nodes[leader].Status()
+		ok := len(st.Members) == 3
+		for _, m := range st.Members {
+			ok = ok && m.HTTP != "" && m.Reachable && m.HasProgress && m.Lag == 0
+		}
+		if ok {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, m := range st.Members {
+		if m.HTTP == "" || !m.Reachable || !m.HasProgress || m.Lag != 0 {
+			t.Fatalf("leader's status of %s: %+v", m.Name, m)
+		}
+	}
+	down := c.follower(leader)
+	c.stop(down)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 0; i < 20; i++ {
+		if _, err := put(ctx, c.nodes[leader], fmt.Sprintf("k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for ctx.Err() == nil {
+		for _, m := range c.nodes[leader].Status().Members {
+			if m.Name == down && !m.Reachable && m.Lag >= 20 {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("leader never reported %s as unreachable and lagging: %+v", down, c.nodes[leader].Status().Members)
+}

@@ -5,12 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
 )
-
-func sortMembers(ms []Member) {
-	sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
-}
 
 // raftLogger adapts slog to raft.Logger. Raft's debug chatter is dropped; its
 // Info is logged at Debug level because elections are reported by the node.

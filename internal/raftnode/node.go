@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +70,11 @@ type Node struct {
 	waiters map[uint64]*proposal
 	members map[uint64]Member
 	err     error // the fatal error that stopped the loop, if any
+	// contact is when a message from each peer last arrived.
+	contact      map[uint64]time.Time
+	learnersPub  []uint64
+	lastIndexPub uint64
+	progress     atomic.Pointer[map[uint64]progress]
 
 	// Published by the loop for Status and readers.
 	applied atomic.Uint64
@@ -117,6 +124,7 @@ func Open(cfg Config) (*Node, error) {
 		donec:       make(chan struct{}),
 		waiters:     map[uint64]*proposal{},
 		members:     map[uint64]Member{},
+		contact:     map[uint64]time.Time{},
 	}
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {
@@ -145,8 +153,48 @@ func Open(cfg Config) (*Node, error) {
 		lock.Close()
 		return nil, err
 	}
+	if cfg.Transport != nil {
+		// Reach the configured members at once: a joining node must answer
+		// the leader before the log has told it who is who.
+		for _, m := range cfg.Members {
+			if id := RaftID(m.Name); id != n.raftID {
+				cfg.Transport.AddPeer(id, m.Peer)
+			}
+		}
+	}
 	go n.run()
+	go n.publishSelf()
 	return n, nil
+}
+
+// publishSelf makes the cluster's record of this node carry its current peer
+// and HTTP addresses (members bootstrapped from --cluster know only each
+// other's peer addresses; a restarted node may have moved). It retries until
+// the record matches or the node stops.
+func (n *Node) publishSelf() {
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+		select {
+		case <-n.donec:
+			return
+		case <-time.After(delay):
+		}
+		m, ok := n.member(n.cfg.Self.Name)
+		if !ok {
+			continue // not (yet) a member: joining, or removed
+		}
+		if m == n.cfg.Self {
+			return
+		}
+		if n.leader.Load() == raft.None {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := n.changeMembers(ctx, raftpb.ConfChangeUpdateNode, n.cfg.Self)
+		cancel()
+		if err != nil {
+			n.logger.Debug("publishing own addresses", "err", err)
+		}
+	}
 }
 
 // recover loads the newest snapshot, replays the WAL behind it and creates the
@@ -368,7 +416,26 @@ type Status struct {
 	Term         uint64
 	CommitIndex  uint64
 	AppliedIndex uint64
-	Members      []Member
+	Members      []MemberStatus
+}
+
+// MemberStatus is one member as this node sees it. Match and Lag are known
+// only on the leader (HasProgress).
+type MemberStatus struct {
+	Member
+	Learner bool
+	// Reachable: this node heard from the member within two election
+	// timeouts (always true for the node itself).
+	Reachable   bool
+	LastContact time.Time // zero if never heard from
+	HasProgress bool
+	Match       uint64 // highest log index known to be on the member
+	Lag         uint64 // leader's last index minus Match
+}
+
+type progress struct {
+	match   uint64
+	learner bool
 }
 
 // Status returns a consistent-enough snapshot of the node's Raft state.
@@ -380,16 +447,60 @@ func (n *Node) Status() Status {
 		AppliedIndex: n.applied.Load(),
 	}
 	lead := n.leader.Load()
+	now := time.Now()
+	window := 2 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
+	prog := n.progress.Load()
 	n.mu.Lock()
 	if m, ok := n.members[lead]; ok {
 		s.Leader = m.Name
 	}
-	for _, m := range n.members {
-		s.Members = append(s.Members, m)
+	learners := map[uint64]bool{}
+	for _, id := range n.learnersPub {
+		learners[id] = true
+	}
+	for id, m := range n.members {
+		ms := MemberStatus{Member: m, Learner: learners[id]}
+		if id == n.raftID {
+			ms.Reachable, ms.LastContact = true, now
+		} else if t, ok := n.contact[id]; ok {
+			ms.LastContact = t
+			ms.Reachable = now.Sub(t) < window
+		}
+		if prog != nil && lead == n.raftID {
+			if p, ok := (*prog)[id]; ok {
+				ms.HasProgress, ms.Match = true, p.match
+				if last := n.lastIndexPub; last > p.match {
+					ms.Lag = last - p.match
+				}
+			}
+		}
+		s.Members = append(s.Members, ms)
 	}
 	n.mu.Unlock()
-	sortMembers(s.Members)
+	slices.SortFunc(s.Members, func(a, b MemberStatus) int { return strings.Compare(a.Name, b.Name) })
 	return s
+}
+
+// publishProgress refreshes what Status reports about replication. It runs on
+// the loop at every tick.
+func (n *Node) publishProgress() {
+	st := n.rn.Status()
+	var prog map[uint64]progress
+	if st.RaftState == raft.StateLeader {
+		prog = make(map[uint64]progress, len(st.Progress))
+		for id, pr := range st.Progress {
+			prog[id] = progress{match: pr.Match, learner: pr.IsLearner}
+		}
+	}
+	n.progress.Store(&prog)
+	last, _ := n.storage.LastIndex()
+	n.mu.Lock()
+	n.learnersPub = n.learnersPub[:0]
+	for id := range st.Config.Learners {
+		n.learnersPub = append(n.learnersPub, id)
+	}
+	n.lastIndexPub = last
+	n.mu.Unlock()
 }
 
 // Ready returns nil when the node knows a leader and has applied everything it
@@ -428,6 +539,7 @@ func (n *Node) run() {
 		select {
 		case <-ticker.C:
 			n.rn.Tick()
+			n.publishProgress()
 		case p := <-n.propc:
 			n.propose(p)
 			for i := 1; i < n.cfg.MaxProposalBatch; i++ {
@@ -673,6 +785,16 @@ func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte)
 			n.members[id] = m
 			if id != n.raftID && n.cfg.Transport != nil {
 				n.cfg.Transport.AddPeer(id, m.Peer)
+			}
+		}
+	case raftpb.ConfChangeUpdateNode:
+		var m Member
+		if err := json.Unmarshal(ctx, &m); err == nil && m.Name != "" {
+			if _, known := n.members[id]; known {
+				n.members[id] = m
+				if id != n.raftID && n.cfg.Transport != nil {
+					n.cfg.Transport.AddPeer(id, m.Peer)
+				}
 			}
 		}
 	case raftpb.ConfChangeRemoveNode:

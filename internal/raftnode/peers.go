@@ -47,9 +47,12 @@ type snapDelivery struct {
 // HandleRaft takes messages from a peer. It never blocks: when the loop is
 // behind, messages are dropped and Raft retransmits.
 func (n *Node) HandleRaft(shard uint64, msgs []raftpb.Message) {
-	if shard != n.cfg.Shard {
+	if shard != n.cfg.Shard || len(msgs) == 0 {
 		return
 	}
+	n.mu.Lock()
+	n.contact[msgs[0].From] = time.Now()
+	n.mu.Unlock()
 	for _, m := range msgs {
 		select {
 		case n.recvc <- m:

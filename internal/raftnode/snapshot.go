@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"slices"
+	"strings"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -39,7 +41,7 @@ func (n *Node) maybeSnapshot() {
 		ms.Members = append(ms.Members, m)
 	}
 	n.mu.Unlock()
-	sortMembers(ms.Members)
+	slices.SortFunc(ms.Members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	extra, err := json.Marshal(ms)
 	if err != nil {
 		n.logger.Warn("snapshot skipped", "err", err)
