@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -19,6 +22,7 @@ import (
 type client struct {
 	endpoints []string
 	http      *http.Client
+	wait      time.Duration // how long to keep retrying
 }
 
 type apiError struct {
@@ -28,47 +32,70 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.detail) }
 
+// do sends the request to the endpoints in turn until one answers, retrying
+// with capped exponential backoff and jitter while nodes are down or the
+// cluster has no leader, for up to c.wait. A write is retried only when it
+// surely was not applied (the connection was refused, or the node said so).
 func (c *client) do(method, path string, body []byte) ([]byte, error) {
+	deadline := time.Now().Add(c.wait)
+	backoff := 50 * time.Millisecond
 	var lastErr error
-	for _, ep := range c.endpoints {
-		ep = strings.TrimRight(ep, "/")
-		if !strings.Contains(ep, "://") {
-			ep = "http://" + ep
-		}
-		req, err := http.NewRequest(method, ep+path, bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		if body != nil {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := c.http.Do(req)
-		if err != nil {
+	for attempt := 0; ; attempt++ {
+		for _, ep := range c.endpoints {
+			data, err, retry := c.once(ep, method, path, body)
+			if !retry {
+				return data, err
+			}
 			lastErr = err
-			continue
 		}
-		data, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			lastErr = err
-			continue
+		if time.Now().Add(backoff).After(deadline) {
+			return nil, lastErr
 		}
-		if resp.StatusCode == http.StatusOK {
-			return data, nil
-		}
-		var e struct {
-			Detail string `json:"detail"`
-		}
-		_ = json.Unmarshal(data, &e)
-		if e.Detail == "" {
-			e.Detail = strings.TrimSpace(string(data))
-		}
-		lastErr = &apiError{status: resp.StatusCode, detail: e.Detail}
-		if resp.StatusCode != http.StatusServiceUnavailable {
-			return data, lastErr
-		}
+		time.Sleep(backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1)))
+		backoff = min(2*backoff, time.Second)
 	}
-	return nil, lastErr
+}
+
+func (c *client) once(ep, method, path string, body []byte) (data []byte, err error, retry bool) {
+	ep = strings.TrimRight(ep, "/")
+	if !strings.Contains(ep, "://") {
+		ep = "http://" + ep
+	}
+	req, err := http.NewRequest(method, ep+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err, false
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		// Only a refused or failed dial proves that a write was not sent.
+		var op *net.OpError
+		notSent := errors.As(err, &op) && op.Op == "dial"
+		return nil, err, method == http.MethodGet || notSent
+	}
+	data, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err, method == http.MethodGet
+	}
+	if resp.StatusCode == http.StatusOK {
+		return data, nil, false
+	}
+	var e struct {
+		Detail string `json:"detail"`
+	}
+	_ = json.Unmarshal(data, &e)
+	if e.Detail == "" {
+		e.Detail = strings.TrimSpace(string(data))
+	}
+	aerr := &apiError{status: resp.StatusCode, detail: e.Detail}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		mayHaveApplied := strings.Contains(e.Detail, "may still have been applied")
+		return data, aerr, method == http.MethodGet || !mayHaveApplied
+	}
+	return data, aerr, false
 }
 
 func escapeKey(k string) string {
@@ -83,13 +110,15 @@ func newClientCommands() []*cobra.Command {
 	var (
 		endpoints []string
 		timeout   time.Duration
+		wait      time.Duration
 	)
 	mk := func() *client {
-		return &client{endpoints: endpoints, http: &http.Client{Timeout: timeout}}
+		return &client{endpoints: endpoints, http: &http.Client{Timeout: timeout}, wait: wait}
 	}
 	addFlags := func(cmd *cobra.Command) *cobra.Command {
-		cmd.Flags().StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:8000"}, "node HTTP addresses, tried in order")
+		cmd.Flags().StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"}, "node HTTP addresses, tried in order")
 		cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per-request timeout")
+		cmd.Flags().DurationVar(&wait, "retry-for", 15*time.Second, "keep retrying for this long while nodes are down or electing")
 		return cmd
 	}
 	print := func(data []byte) {
@@ -220,14 +249,92 @@ func newClientCommands() []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			var buf bytes.Buffer
-			if json.Indent(&buf, data, "", "  ") != nil {
-				print(data)
-				return nil
-			}
-			print(buf.Bytes())
+			printIndented(data)
 			return nil
 		},
 	})
-	return []*cobra.Command{get, put, del, scan, status}
+	member := &cobra.Command{Use: "member", Short: "List and change the cluster's members"}
+	member.AddCommand(
+		addFlags(&cobra.Command{
+			Use: "list", Short: "List members with their role and health", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				data, err := mk().do(http.MethodGet, "/cluster/members", nil)
+				if err != nil {
+					return err
+				}
+				printIndented(data)
+				return nil
+			},
+		}),
+		memberAdd(addFlags, mk),
+		addFlags(&cobra.Command{
+			Use: "promote NAME", Short: "Make a caught-up learner a voter", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				data, err := mk().do(http.MethodPost, "/cluster/members/"+url.PathEscape(args[0])+"/promote", []byte{})
+				if err == nil {
+					print(data)
+				}
+				return err
+			},
+		}),
+		addFlags(&cobra.Command{
+			Use: "remove NAME", Short: "Remove a member", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				data, err := mk().do(http.MethodDelete, "/cluster/members/"+url.PathEscape(args[0]), nil)
+				if err == nil {
+					print(data)
+				}
+				return err
+			},
+		}),
+	)
+	var to string
+	transfer := addFlags(&cobra.Command{
+		Use: "transfer", Short: "Move leadership to another voter (--to NAME, or the most caught-up one)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, _ := json.Marshal(map[string]string{"to": to})
+			data, err := mk().do(http.MethodPost, "/cluster/leader/transfer", b)
+			if err == nil {
+				print(data)
+			}
+			return err
+		},
+	})
+	transfer.Flags().StringVar(&to, "to", "", "member to lead")
+	leader := &cobra.Command{Use: "leader", Short: "Leadership commands"}
+	leader.AddCommand(transfer)
+	return []*cobra.Command{get, put, del, scan, status, member, leader}
+}
+
+func printIndented(data []byte) {
+	var buf bytes.Buffer
+	if json.Indent(&buf, data, "", "  ") != nil {
+		buf.Reset()
+		buf.Write(data)
+	}
+	buf.WriteByte('\n')
+	os.Stdout.Write(buf.Bytes())
+}
+
+func memberAdd(addFlags func(*cobra.Command) *cobra.Command, mk func() *client) *cobra.Command {
+	var peer, httpAddr string
+	var voter bool
+	cmd := addFlags(&cobra.Command{
+		Use:   "add NAME --peer HOST:PORT --http HOST:PORT",
+		Short: "Add a member (as a learner unless --voter); then start it with --join",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, _ := json.Marshal(map[string]any{"id": args[0], "peer": peer, "http": httpAddr, "learner": !voter})
+			data, err := mk().do(http.MethodPost, "/cluster/members", b)
+			if err == nil {
+				os.Stdout.Write(append(data, '\n'))
+			}
+			return err
+		},
+	})
+	cmd.Flags().StringVar(&peer, "peer", "", "the new member's peer address (required)")
+	cmd.Flags().StringVar(&httpAddr, "http", "", "the new member's HTTP address")
+	cmd.Flags().BoolVar(&voter, "voter", false, "add as a voter at once (a learner is safer: it catches up first)")
+	cmd.MarkFlagRequired("peer")
+	return cmd
 }

@@ -25,7 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newWALCommand())
+	root.AddCommand(newServerCommand(), newDevCommand(), newWALCommand())
 	root.AddCommand(newClientCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "distkv:", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/distkv/distkv/internal/httpapi"
 	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/raftnode"
+	"github.com/distkv/distkv/internal/transport"
 	"github.com/distkv/distkv/internal/wal"
 )
 
@@ -29,6 +30,9 @@ type serverOptions struct {
 	dataDir         string
 	httpAddr        string
 	peerAddr        string
+	cluster         string
+	clusterToken    string
+	join            string
 	maxKeySize      byteSize
 	maxValueSize    byteSize
 	requestTimeout  time.Duration
@@ -66,7 +70,10 @@ names). Precedence: flag, environment, file, default.`,
 	f.StringVar(&o.id, "id", "n1", "this node's name, unique in the cluster")
 	f.StringVar(&o.dataDir, "data-dir", "", "data directory (default ./data/<id>)")
 	f.StringVar(&o.httpAddr, "http", "127.0.0.1:8000", "HTTP API listen address")
-	f.StringVar(&o.peerAddr, "peer", "127.0.0.1:9000", "peer (Raft) address of this node")
+	f.StringVar(&o.peerAddr, "peer", "127.0.0.1:9000", "peer (Raft) listen address of this node")
+	f.StringVar(&o.cluster, "cluster", "", "initial members of a new cluster: n1=host:port,n2=host:port,... (peer addresses; ignored once the data directory has state)")
+	f.StringVar(&o.clusterToken, "cluster-token", "distkv", "name shared by the members of one cluster; nodes of different clusters refuse each other")
+	f.StringVar(&o.join, "join", "", "join an existing cluster through the HTTP address of any member (e.g. http://10.0.0.1:8000)")
 	f.Var(&o.maxKeySize, "max-key-size", "largest key accepted (bytes; KiB/MiB suffixes allowed)")
 	f.Var(&o.maxValueSize, "max-value-size", "largest value accepted (bytes; KiB/MiB suffixes allowed)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "deadline of one client request")
@@ -122,8 +129,22 @@ func runServer(o *serverOptions) error {
 		return err
 	}
 	self := raftnode.Member{Name: o.id, Peer: o.peerAddr, HTTP: o.httpAddr}
+	members, err := parseCluster(o.cluster, self)
+	if err != nil {
+		return err
+	}
+	hasState := dataDirHasState(o.dataDir)
+	join := o.join != "" && !hasState
+	if o.join != "" && hasState {
+		logger.Info("data directory has state: ignoring --join", "data_dir", o.dataDir)
+	}
+	if hasState && o.cluster != "" {
+		logger.Info("data directory has state: ignoring --cluster", "data_dir", o.dataDir)
+	}
 	ncfg := raftnode.Config{
 		Self:            self,
+		Members:         members,
+		Join:            join,
 		DataDir:         o.dataDir,
 		TickInterval:    o.tick,
 		ElectionTicks:   o.electionTicks,
@@ -133,14 +154,14 @@ func runServer(o *serverOptions) error {
 		WALCompression:  comp,
 		Logger:          logger,
 	}
-	if err := ncfg.Validate(); err != nil {
-		return err
-	}
 	hcfg := httpapi.Config{
 		MaxKeySize:     int(o.maxKeySize),
 		MaxValueSize:   int(o.maxValueSize),
 		RequestTimeout: o.requestTimeout,
 		Logger:         logger,
+	}
+	if err := hcfg.Validate(); err != nil {
+		return err
 	}
 	// Listen before opening the node so that a taken port fails fast and
 	// touches no data.
@@ -148,14 +169,39 @@ func runServer(o *serverOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.httpAddr, err)
 	}
-	node, err := raftnode.Open(ncfg)
+	defer ln.Close()
+	// The transport is needed by the node and delivers to it: it starts with
+	// a relay that drops traffic until the node is open.
+	relay := &handlerRelay{}
+	tr, err := transport.New(transport.Config{
+		ID:        raftnode.RaftID(o.id),
+		ClusterID: clusterID(o.clusterToken),
+		Listen:    o.peerAddr,
+		Handler:   relay,
+		Logger:    logger.With("component", "transport"),
+	})
 	if err != nil {
-		ln.Close()
+		return fmt.Errorf("peer listener on %s: %w", o.peerAddr, err)
+	}
+	defer tr.Close()
+	ncfg.Transport = tr
+	if join {
+		ms, err := joinCluster(o.join, self, o.requestTimeout, logger)
+		if err != nil {
+			return err
+		}
+		ncfg.Members = ms
+	}
+	if err := ncfg.Validate(); err != nil {
 		return err
 	}
+	node, err := raftnode.Open(ncfg)
+	if err != nil {
+		return err
+	}
+	relay.set(node)
 	handler, err := httpapi.New(hcfg, backend{node})
 	if err != nil {
-		ln.Close()
 		node.Stop()
 		return err
 	}
@@ -179,10 +225,21 @@ func runServer(o *serverOptions) error {
 		logger.Info("shutting down", "signal", sig.String())
 		ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
 		defer cancel()
-		// In-flight requests are answered while the node still runs; then the
-		// node stops and syncs and closes its WAL.
+		// In-flight requests are answered while the node still runs; then a
+		// leader hands leadership to another voter so that the cluster does
+		// not wait an election timeout; then the node stops and syncs and
+		// closes its WAL.
 		if err := srv.Shutdown(ctx); err != nil {
 			logger.Warn("http shutdown", "err", err)
+		}
+		if st := node.Status(); st.Leader == o.id && len(st.Members) > 1 {
+			tctx, tcancel := context.WithTimeout(ctx, 3*time.Second)
+			if err := node.TransferLeader(tctx, ""); err != nil {
+				logger.Warn("leadership transfer before exit failed", "err", err)
+			} else {
+				logger.Info("leadership transferred before exit", "to", node.Status().Leader)
+			}
+			tcancel()
 		}
 		if err := node.Stop(); err != nil {
 			return &exitError{code: 1, err: err}
@@ -232,7 +289,18 @@ func (b backend) Status() httpapi.Status {
 		Members:      make([]httpapi.Member, 0, len(s.Members)),
 	}
 	for _, m := range s.Members {
-		out.Members = append(out.Members, httpapi.Member{ID: m.Name, Peer: m.Peer, HTTP: m.HTTP})
+		hm := httpapi.Member{ID: m.Name, Peer: m.Peer, HTTP: m.HTTP, Role: "voter", Reachable: m.Reachable}
+		if m.Learner {
+			hm.Role = "learner"
+		}
+		if !m.LastContact.IsZero() {
+			hm.LastContact = m.LastContact.UTC().Format(time.RFC3339Nano)
+		}
+		if m.HasProgress {
+			match, lag := m.Match, m.Lag
+			hm.MatchIndex, hm.Lag = &match, &lag
+		}
+		out.Members = append(out.Members, hm)
 	}
 	return out
 }

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/httpapi"
+	"github.com/distkv/distkv/internal/raftnode"
+	"github.com/distkv/distkv/internal/transport"
+)
+
+// parseCluster reads --cluster (n1=host:port,n2=host:port) into members. An
+// empty value is a cluster of self alone. self must be listed with its own
+// --peer address.
+func parseCluster(s string, self raftnode.Member) ([]raftnode.Member, error) {
+	if strings.TrimSpace(s) == "" {
+		return []raftnode.Member{self}, nil
+	}
+	var out []raftnode.Member
+	seen := map[string]bool{}
+	found := false
+	for _, part := range strings.Split(s, ",") {
+		name, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("--cluster: %q is not name=host:port", part)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("--cluster: %s is listed twice", name)
+		}
+		seen[name] = true
+		m := raftnode.Member{Name: name, Peer: addr}
+		if name == self.Name {
+			if addr != self.Peer {
+				return nil, fmt.Errorf("--cluster lists %s at %s but --peer is %s", name, addr, self.Peer)
+			}
+			m = self
+			found = true
+		}
+		out = append(out, m)
+	}
+	if !found {
+		return nil, fmt.Errorf("--cluster does not list this node (%s)", self.Name)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// clusterID derives the id that peers compare in their handshake.
+func clusterID(token string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte("distkv-cluster:" + token))
+	return h.Sum64()
+}
+
+// dataDirHasState reports whether dir holds a node's log already.
+func dataDirHasState(dir string) bool {
+	segs, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snap", "*.snap"))
+	return len(segs) > 0 || len(snaps) > 0
+}
+
+// joinCluster asks the member at url to add self as a learner and returns the
+// cluster's members. A node that is already a member (a retried join) is fine.
+func joinCluster(url string, self raftnode.Member, timeout time.Duration, logger *slog.Logger) ([]raftnode.Member, error) {
+	base := strings.TrimRight(url, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	cli := &http.Client{Timeout: timeout + time.Second}
+	body, _ := json.Marshal(map[string]any{"id": self.Name, "peer": self.Peer, "http": self.HTTP, "learner": true})
+	var lastErr error
+	for attempt := 0; attempt < 10; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 300 * time.Millisecond)
+		}
+		resp, err := cli.Post(base+"/cluster/members", "application/json", bytes.NewReader(body))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusConflict {
+			lastErr = nil
+			break
+		}
+		lastErr = fmt.Errorf("%s answered %d %s", base, resp.StatusCode, data)
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			break
+		}
+	}
+	if lastErr != nil {
+		return nil, fmt.Errorf("join through %s: %w", base, lastErr)
+	}
+	resp, err := cli.Get(base + "/cluster/members")
+	if err != nil {
+		return nil, fmt.Errorf("join: list members: %w", err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Members []httpapi.Member `json:"members"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, fmt.Errorf("join: list members: %w", err)
+	}
+	members := []raftnode.Member{self}
+	for _, m := range list.Members {
+		if m.ID != self.Name {
+			members = append(members, raftnode.Member{Name: m.ID, Peer: m.Peer, HTTP: m.HTTP})
+		}
+	}
+	logger.Info("joined cluster as a learner; promote with: distkv member promote "+self.Name, "via", base, "members", len(members))
+	return members, nil
+}
+
+// handlerRelay passes peer traffic to the node once it is open.
+type handlerRelay struct{ n atomic.Pointer[raftnode.Node] }
+
+var _ transport.Handler = (*handlerRelay)(nil)
+
+func (h *handlerRelay) set(n *raftnode.Node) { h.n.Store(n) }
+
+func (h *handlerRelay) HandleRaft(shard uint64, msgs []raftpb.Message) {
+	if n := h.n.Load(); n != nil {
+		n.HandleRaft(shard, msgs)
+	}
+}
+
+func (h *handlerRelay) HandleCall(ctx context.Context, from, shard uint64, method uint8, payload []byte) ([]byte, error) {
+	if n := h.n.Load(); n != nil {
+		return n.HandleCall(ctx, from, shard, method, payload)
+	}
+	return nil, errors.New("node is starting")
+}
+
+func (h *handlerRelay) HandleSnapshot(from, shard uint64, r io.Reader) error {
+	if n := h.n.Load(); n != nil {
+		return n.HandleSnapshot(from, shard, r)
+	}
+	return errors.New("node is starting")
+}
+
+func (h *handlerRelay) PeerUnreachable(to uint64) {
+	if n := h.n.Load(); n != nil {
+		n.PeerUnreachable(to)
+	}
+}
+
+// The membership and leadership endpoints.
+var _ httpapi.ClusterAdmin = backend{}
+
+func adminErr(err error) error {
+	if errors.Is(err, raftnode.ErrUnknownMember) {
+		return fmt.Errorf("%w: %w", httpapi.ErrUnknownMember, err)
+	}
+	if errors.Is(err, raftnode.ErrMemberExists) {
+		return fmt.Errorf("%w: %w", httpapi.ErrMemberExists, err)
+	}
+	return err
+}
+
+func (b backend) AddMember(ctx context.Context, m httpapi.Member, learner bool) error {
+	return adminErr(b.n.AddMember(ctx, raftnode.Member{Name: m.ID, Peer: m.Peer, HTTP: m.HTTP}, learner))
+}
+
+func (b backend) PromoteMember(ctx context.Context, id string) error {
+	return adminErr(b.n.PromoteMember(ctx, id))
+}
+
+func (b backend) RemoveMember(ctx context.Context, id string) error {
+	return adminErr(b.n.RemoveMember(ctx, id))
+}
+
+func (b backend) TransferLeader(ctx context.Context, id string) error {
+	return adminErr(b.n.TransferLeader(ctx, id))
+}

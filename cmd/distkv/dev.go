@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newDevCommand() *cobra.Command {
+	var (
+		nodes    int
+		dataDir  string
+		httpBase int
+		peerBase int
+		host     string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev [-- extra server flags]",
+		Short: "Run a local cluster, one process per node, until Ctrl-C",
+		Long: `Run a local cluster of --nodes members, each its own OS process (so kill -9
+of one shows fail-over): node i (from 1) serves HTTP on 127.0.0.1:(8000+i-1) and
+Raft on 127.0.0.1:(9000+i-1), with data in <data-dir>/n<i>. Flags after -- go to
+every server. Ctrl-C (or SIGTERM) stops them all; a node that exits is reported
+with the command that restarts it.`,
+		RunE: func(cmd *cobra.Command, extra []string) error {
+			if nodes < 1 || nodes > 99 {
+				return fmt.Errorf("--nodes must be 1..99, got %d", nodes)
+			}
+			return runDev(cmd.ErrOrStderr(), nodes, dataDir, host, httpBase, peerBase, extra)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&nodes, "nodes", 3, "number of nodes")
+	f.StringVar(&dataDir, "data-dir", "data", "parent of the nodes' data directories")
+	f.StringVar(&host, "host", "127.0.0.1", "address the nodes listen on")
+	f.IntVar(&httpBase, "http-port", 8000, "HTTP port of the first node")
+	f.IntVar(&peerBase, "peer-port", 9000, "peer port of the first node")
+	return cmd
+}
+
+type devNode struct {
+	name string
+	args []string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, extra []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var cluster []string
+	for i := 0; i < n; i++ {
+		cluster = append(cluster, fmt.Sprintf("n%d=%s:%d", i+1, host, peerBase+i))
+	}
+	var mu sync.Mutex // serializes output lines
+	logf := func(format string, args ...any) {
+		mu.Lock()
+		fmt.Fprintf(out, format+"\n", args...)
+		mu.Unlock()
+	}
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigc)
+
+	var started []*devNode
+	stopAll := func() {
+		for _, d := range started {
+			d.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		deadline := time.After(15 * time.Second)
+		for _, d := range started {
+			select {
+			case <-d.done:
+			case <-deadline:
+				d.cmd.Process.Kill()
+				<-d.done
+			}
+		}
+	}
+	exited := make(chan *devNode, n)
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("n%d", i+1)
+		args := []string{"server", "--id", name,
+			"--data-dir", filepath.Join(dataDir, name),
+			"--http", fmt.Sprintf("%s:%d", host, httpBase+i),
+			"--peer", fmt.Sprintf("%s:%d", host, peerBase+i),
+			"--cluster", strings.Join(cluster, ",")}
+		args = append(args, extra...)
+		c := exec.Command(self, args...)
+		// Own process group: the terminal's Ctrl-C reaches only dev, which
+		// stops the nodes in order. Pdeathsig: if dev dies, so do they.
+		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+		stdout, _ := c.StdoutPipe()
+		c.Stderr = c.Stdout
+		if err := c.Start(); err != nil {
+			stopAll()
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		d := &devNode{name: name, args: args, cmd: c, done: make(chan struct{})}
+		started = append(started, d)
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(make([]byte, 64<<10), 1<<20)
+			for sc.Scan() {
+				logf("[%s] %s", d.name, sc.Text())
+			}
+			c.Wait()
+			close(d.done)
+			exited <- d
+		}()
+		logf("%s  pid %-7d  http http://%s:%d  peer %s:%d  data %s", name, c.Process.Pid, host, httpBase+i, host, peerBase+i, filepath.Join(dataDir, name))
+	}
+	logf("distkv dev: %d nodes running; Ctrl-C stops them", n)
+	alive := n
+	for {
+		select {
+		case sig := <-sigc:
+			logf("distkv dev: %v: stopping all nodes", sig)
+			stopAll()
+			logf("distkv dev: all nodes stopped")
+			return nil
+		case d := <-exited:
+			alive--
+			logf("distkv dev: %s exited (%v); restart it with:\n  %s %s", d.name, d.cmd.ProcessState, self, strings.Join(d.args, " "))
+			if alive == 0 {
+				return fmt.Errorf("every node has exited")
+			}
+		}
+	}
+}
