@@ -28,7 +28,7 @@ import (
 // --peer address.
 func parseCluster(s string, self raftnode.Member) ([]raftnode.Member, error) {
 	if strings.TrimSpace(s) == "" {
-		return []raftnode.Member{self}, nil
+		return []raftnode.Member{{Name: self.Name, Peer: self.Peer}}, nil
 	}
 	var out []raftnode.Member
 	seen := map[string]bool{}
@@ -42,15 +42,16 @@ func parseCluster(s string, self raftnode.Member) ([]raftnode.Member, error) {
 			return nil, fmt.Errorf("--cluster: %s is listed twice", name)
 		}
 		seen[name] = true
-		m := raftnode.Member{Name: name, Peer: addr}
+		// Every member must bootstrap the very same log entries, so the
+		// records hold only what --cluster says; each node then publishes its
+		// HTTP address through the log.
 		if name == self.Name {
 			if addr != self.Peer {
 				return nil, fmt.Errorf("--cluster lists %s at %s but --peer is %s", name, addr, self.Peer)
 			}
-			m = self
 			found = true
 		}
-		out = append(out, m)
+		out = append(out, raftnode.Member{Name: name, Peer: addr})
 	}
 	if !found {
 		return nil, fmt.Errorf("--cluster does not list this node (%s)", self.Name)
@@ -187,4 +188,37 @@ func (b backend) RemoveMember(ctx context.Context, id string) error {
 
 func (b backend) TransferLeader(ctx context.Context, id string) error {
 	return adminErr(b.n.TransferLeader(ctx, id))
+}
+
+// parseDialOverrides reads --dial-override (n2=host:port,...).
+func parseDialOverrides(s string) (map[uint64]string, error) {
+	out := map[uint64]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		name, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("--dial-override: %q is not name=host:port", part)
+		}
+		out[raftnode.RaftID(name)] = addr
+	}
+	return out, nil
+}
+
+// dialingTransport dials some members at addresses other than the ones the
+// cluster records for them (--dial-override): for NAT, tunnels, or tests that
+// route each link through a fault-injecting proxy.
+type dialingTransport struct {
+	*transport.Transport
+	override map[uint64]string
+}
+
+var _ raftnode.Transport = dialingTransport{}
+
+func (d dialingTransport) AddPeer(id uint64, addr string) {
+	if a, ok := d.override[id]; ok {
+		addr = a
+	}
+	d.Transport.AddPeer(id, addr)
 }

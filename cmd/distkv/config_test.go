@@ -3,10 +3,13 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/distkv/distkv/internal/raftnode"
 )
 
 func testFlags() (*pflag.FlagSet, *string, *string, *byteSize) {
@@ -77,6 +80,25 @@ func TestByteSize(t *testing.T) {
 		var b byteSize
 		if err := b.Set(in); err == nil {
 			t.Errorf("Set(%q) accepted %d", in, b)
+		}
+	}
+}
+
+func TestParseCluster(t *testing.T) {
+	self := raftnode.Member{Name: "n2", Peer: "h2:9001", HTTP: "h2:8001"}
+	ms, err := parseCluster("n1=h1:9000, n2=h2:9001,n3=h3:9002", self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// All members must bootstrap identical records: no HTTP address, not even
+	// this node's own.
+	want := []raftnode.Member{{Name: "n1", Peer: "h1:9000"}, {Name: "n2", Peer: "h2:9001"}, {Name: "n3", Peer: "h3:9002"}}
+	if !reflect.DeepEqual(ms, want) {
+		t.Fatalf("members = %+v, want %+v", ms, want)
+	}
+	for _, bad := range []string{"n1=h1:9000", "n1=h1:9000,n2=h2:1", "n2", "n2=h2:9001,n2=h2:9001", "=x"} {
+		if _, err := parseCluster(bad, self); err == nil {
+			t.Errorf("parseCluster(%q) accepted", bad)
 		}
 	}
 }

@@ -33,6 +33,7 @@ type serverOptions struct {
 	cluster         string
 	clusterToken    string
 	join            string
+	dialOverride    string
 	maxKeySize      byteSize
 	maxValueSize    byteSize
 	requestTimeout  time.Duration
@@ -73,6 +74,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.StringVar(&o.peerAddr, "peer", "127.0.0.1:9000", "peer (Raft) listen address of this node")
 	f.StringVar(&o.cluster, "cluster", "", "initial members of a new cluster: n1=host:port,n2=host:port,... (peer addresses; ignored once the data directory has state)")
 	f.StringVar(&o.clusterToken, "cluster-token", "distkv", "name shared by the members of one cluster; nodes of different clusters refuse each other")
+	f.StringVar(&o.dialOverride, "dial-override", "", "dial these members at these addresses instead of the recorded ones: n2=host:port,... (NAT, tunnels, test proxies)")
 	f.StringVar(&o.join, "join", "", "join an existing cluster through the HTTP address of any member (e.g. http://10.0.0.1:8000)")
 	f.Var(&o.maxKeySize, "max-key-size", "largest key accepted (bytes; KiB/MiB suffixes allowed)")
 	f.Var(&o.maxValueSize, "max-value-size", "largest value accepted (bytes; KiB/MiB suffixes allowed)")
@@ -133,6 +135,10 @@ func runServer(o *serverOptions) error {
 	if err != nil {
 		return err
 	}
+	overrides, err := parseDialOverrides(o.dialOverride)
+	if err != nil {
+		return err
+	}
 	hasState := dataDirHasState(o.dataDir)
 	join := o.join != "" && !hasState
 	if o.join != "" && hasState {
@@ -184,7 +190,7 @@ func runServer(o *serverOptions) error {
 		return fmt.Errorf("peer listener on %s: %w", o.peerAddr, err)
 	}
 	defer tr.Close()
-	ncfg.Transport = tr
+	ncfg.Transport = dialingTransport{Transport: tr, override: overrides}
 	if join {
 		ms, err := joinCluster(o.join, self, o.requestTimeout, logger)
 		if err != nil {
@@ -289,7 +295,11 @@ func (b backend) Status() httpapi.Status {
 		Members:      make([]httpapi.Member, 0, len(s.Members)),
 	}
 	for _, m := range s.Members {
-		hm := httpapi.Member{ID: m.Name, Peer: m.Peer, HTTP: m.HTTP, Role: "voter", Reachable: m.Reachable}
+		hm := httpapi.Member{ID: m.Name, Peer: m.Peer, HTTP: m.HTTP, Role: "voter"}
+		if m.ReachKnown {
+			reachable := m.Reachable
+			hm.Reachable = &reachable
+		}
 		if m.Learner {
 			hm.Role = "learner"
 		}

@@ -14,6 +14,9 @@ import (
 // ErrUnknownMember is returned for a membership change naming no member.
 var ErrUnknownMember = errors.New("no such member")
 
+// ErrMemberExists is returned when adding a member that is already one.
+var ErrMemberExists = errors.New("member already exists")
+
 // confProposal carries a membership change to the loop.
 type confProposal struct {
 	cc   raftpb.ConfChange
@@ -32,7 +35,7 @@ func (n *Node) AddMember(ctx context.Context, m Member, learner bool) error {
 		t = raftpb.ConfChangeAddLearnerNode
 	}
 	if _, ok := n.member(m.Name); ok {
-		return fmt.Errorf("member %q already exists", m.Name)
+		return fmt.Errorf("%w: %q", ErrMemberExists, m.Name)
 	}
 	return n.changeMembers(ctx, t, m)
 }

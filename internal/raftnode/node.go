@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -172,11 +173,14 @@ func Open(cfg Config) (*Node, error) {
 // other's peer addresses; a restarted node may have moved). It retries until
 // the record matches or the node stops.
 func (n *Node) publishSelf() {
-	for delay := 50 * time.Millisecond; ; delay = min(2*delay, 2*time.Second) {
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		// Raft takes one membership change at a time and silently drops the
+		// others, so members publishing at once retry at random moments.
+		jitter := time.Duration(mrand.Int64N(int64(delay)))
 		select {
 		case <-n.donec:
 			return
-		case <-time.After(delay):
+		case <-time.After(delay/2 + jitter):
 		}
 		m, ok := n.member(n.cfg.Self.Name)
 		if !ok {
@@ -188,7 +192,7 @@ func (n *Node) publishSelf() {
 		if n.leader.Load() == raft.None {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := n.changeMembers(ctx, raftpb.ConfChangeUpdateNode, n.cfg.Self)
 		cancel()
 		if err != nil {
@@ -425,7 +429,9 @@ type MemberStatus struct {
 	Member
 	Learner bool
 	// Reachable: this node heard from the member within two election
-	// timeouts (always true for the node itself).
+	// timeouts (always true for the node itself). Known only for the node
+	// itself and, on a follower, its leader; the leader knows it for all.
+	ReachKnown  bool
 	Reachable   bool
 	LastContact time.Time // zero if never heard from
 	HasProgress bool
@@ -460,11 +466,16 @@ func (n *Node) Status() Status {
 	}
 	for id, m := range n.members {
 		ms := MemberStatus{Member: m, Learner: learners[id]}
-		if id == n.raftID {
-			ms.Reachable, ms.LastContact = true, now
-		} else if t, ok := n.contact[id]; ok {
+		t, heard := n.contact[id]
+		switch {
+		case id == n.raftID:
+			ms.ReachKnown, ms.Reachable, ms.LastContact = true, true, now
+		case lead == n.raftID || id == lead:
+			ms.ReachKnown = true
+			ms.Reachable = heard && now.Sub(t) < window
+		}
+		if heard && id != n.raftID {
 			ms.LastContact = t
-			ms.Reachable = now.Sub(t) < window
 		}
 		if prog != nil && lead == n.raftID {
 			if p, ok := (*prog)[id]; ok {

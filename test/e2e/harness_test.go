@@ -64,7 +64,15 @@ func freePort(t *testing.T) string {
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	t.Helper()
 	args := append([]string{"server", "--id", "n1", "--data-dir", dataDir, "--http", addr,
-		"--tick", "20ms"}, extra...)
+		"--peer", freePort(t), "--tick", "20ms"}, extra...)
+	s := launch(t, dataDir, addr, args)
+	s.waitReady()
+	return s
+}
+
+// launch starts distkv with args without waiting for it.
+func launch(t *testing.T, dataDir, addr string, args []string) *server {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "server.log")
 	lf, err := os.Create(logPath)
 	if err != nil {
@@ -89,7 +97,6 @@ func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 			t.Logf("server log (%s):\n%s", addr, tail(b, 4000))
 		}
 	})
-	s.waitReady()
 	return s
 }
 
