@@ -42,6 +42,7 @@ type serverOptions struct {
 	electionTicks   int
 	heartbeatTicks  int
 	snapshotEntries uint64
+	catchupEntries  uint64
 	walSegmentSize  byteSize
 	walCompression  string
 	logLevel        string
@@ -84,6 +85,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.IntVar(&o.electionTicks, "election-ticks", 10, "election timeout in ticks")
 	f.IntVar(&o.heartbeatTicks, "heartbeat-ticks", 1, "heartbeat interval in ticks")
 	f.Uint64Var(&o.snapshotEntries, "snapshot-entries", 10000, "applied entries between snapshots")
+	f.Uint64Var(&o.catchupEntries, "snapshot-catchup-entries", 5000, "entries kept in memory behind a snapshot for slow followers; one further behind gets the snapshot")
 	f.Var(&o.walSegmentSize, "wal-segment-size", "WAL segment size (bytes; KiB/MiB suffixes allowed)")
 	f.StringVar(&o.walCompression, "wal-compression", "zstd", "WAL frame compression: zstd, s2 or none")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -156,6 +158,7 @@ func runServer(o *serverOptions) error {
 		ElectionTicks:   o.electionTicks,
 		HeartbeatTicks:  o.heartbeatTicks,
 		SnapshotEntries: o.snapshotEntries,
+		LogEntriesKept:  o.catchupEntries,
 		WALSegmentSize:  int64(o.walSegmentSize),
 		WALCompression:  comp,
 		Logger:          logger,

@@ -46,6 +46,7 @@ type server struct {
 	dataDir string
 	addr    string // host:port of the HTTP API
 	log     *os.File
+	logPath string
 	exited  chan struct{}
 	args    []string
 }
@@ -83,7 +84,7 @@ func launch(t *testing.T, dataDir, addr string, args []string) *server {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, dataDir: dataDir, addr: addr, log: lf, exited: make(chan struct{}), args: args}
+	s := &server{t: t, cmd: cmd, dataDir: dataDir, addr: addr, log: lf, logPath: logPath, exited: make(chan struct{}), args: args}
 	go func() { cmd.Wait(); close(s.exited) }()
 	t.Cleanup(func() {
 		select {
@@ -186,4 +187,14 @@ func run(t *testing.T, args ...string) (string, error) {
 		return out.String(), fmt.Errorf("%v: %s", err, errb.String())
 	}
 	return out.String(), nil
+}
+
+// readLog returns what the server has logged so far.
+func readLog(t *testing.T, s *server) string {
+	t.Helper()
+	b, err := os.ReadFile(s.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
