@@ -187,7 +187,7 @@ func runServer(o *serverOptions) error {
 		ClusterID: clusterID(o.clusterToken),
 		Listen:    o.peerAddr,
 		Handler:   relay,
-		Logger:    logger.With("component", "transport"),
+		Logger:    logger,
 	})
 	if err != nil {
 		return fmt.Errorf("peer listener on %s: %w", o.peerAddr, err)
