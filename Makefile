@@ -7,7 +7,7 @@ build:
 	$(GO) build -o bin/distkv ./cmd/distkv
 
 run:
-	$(GO) run ./cmd/distkv server
+	$(GO) run ./cmd/distkv dev
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
