@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
+
 	"github.com/distkv/distkv/internal/kv"
 )
 
@@ -343,4 +345,40 @@ func TestStatusShowsHealthAndAddresses(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("leader never reported %s as unreachable and lagging: %+v", down, c.nodes[leader].Status().Members)
+}
+
+// TestLostReadIndexIsRetried loses every ReadIndex request and answer for a
+// while: a linearizable read on a follower must still be answered soon after
+// the network recovers, without a leader change to shake it loose.
+func TestLostReadIndexIsRetried(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	f := c.nodes[c.follower(leader)]
+	if _, err := put(context.Background(), c.nodes[leader], "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool {
+		return m.Type == raftpb.MsgReadIndex || m.Type == raftpb.MsgReadIndexResp
+	}
+	c.nw.mu.Unlock()
+	time.AfterFunc(300*time.Millisecond, func() {
+		c.nw.mu.Lock()
+		c.nw.lose = nil
+		c.nw.mu.Unlock()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	got, ok, err := f.Get(ctx, []byte("k"), true)
+	if err != nil || !ok || string(got.Value) != "v" {
+		t.Fatalf("read after lost ReadIndex: %+v %v %v", got, ok, err)
+	}
+	// Lost for 300ms; retried every election timeout (100ms).
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Fatalf("read took %v", d)
+	}
+	if l := c.nodes[leader].Status().Leader; l != leader {
+		t.Fatalf("leader changed to %s: the test proves nothing", l)
+	}
 }

@@ -23,7 +23,9 @@ type memNet struct {
 	drop  float64 // probability of losing a message
 	dup   float64 // probability of delivering it twice
 	delay time.Duration
-	rng   *rand.Rand
+	// lose, if set, drops the messages it returns true for.
+	lose func(m raftpb.Message) bool
+	rng  *rand.Rand
 }
 
 func newMemNet(seed int64) *memNet {
@@ -59,7 +61,7 @@ func (nw *memNet) isolate(id uint64) {
 func (nw *memNet) heal() {
 	nw.mu.Lock()
 	nw.cut = map[[2]uint64]bool{}
-	nw.drop, nw.dup, nw.delay = 0, 0, 0
+	nw.drop, nw.dup, nw.delay, nw.lose = 0, 0, 0, nil
 	nw.mu.Unlock()
 }
 
@@ -90,7 +92,7 @@ func (t *memTransport) Send(shard uint64, msgs []raftpb.Message) {
 			continue
 		}
 		t.nw.mu.Lock()
-		lost := t.nw.rng.Float64() < t.nw.drop
+		lost := t.nw.rng.Float64() < t.nw.drop || (t.nw.lose != nil && t.nw.lose(m))
 		twice := t.nw.rng.Float64() < t.nw.dup
 		delay := t.nw.delay
 		t.nw.mu.Unlock()

@@ -550,6 +550,7 @@ func (n *Node) run() {
 		select {
 		case <-ticker.C:
 			n.rn.Tick()
+			n.reads.tick(uint64(n.cfg.ElectionTicks))
 			n.publishProgress()
 		case p := <-n.propc:
 			n.propose(p)

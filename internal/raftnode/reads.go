@@ -14,8 +14,9 @@ type readRequest struct {
 }
 
 type readBatch struct {
-	reqs  []*readRequest
-	index uint64 // the read index Raft confirmed
+	reqs   []*readRequest
+	index  uint64 // the read index Raft confirmed
+	issued uint64 // the tick at which it was handed to Raft
 }
 
 // readQueue batches linearizable reads: all reads that arrive while the loop is
@@ -25,6 +26,7 @@ type readQueue struct {
 	inflight map[uint64]*readBatch // handed to Raft, awaiting its ReadState
 	waiting  []*readBatch          // confirmed; awaiting apply up to index
 	next     uint64
+	ticks    uint64 // loop ticks so far
 }
 
 func (q *readQueue) add(r *readRequest) { q.pending = append(q.pending, r) }
@@ -38,7 +40,7 @@ func (q *readQueue) issue(rn *raft.RawNode) {
 		q.inflight = map[uint64]*readBatch{}
 	}
 	q.next++
-	q.inflight[q.next] = &readBatch{reqs: q.pending}
+	q.inflight[q.next] = &readBatch{reqs: q.pending, issued: q.ticks}
 	q.pending = nil
 	var ctx [8]byte
 	binary.BigEndian.PutUint64(ctx[:], q.next)
@@ -84,6 +86,19 @@ func (q *readQueue) reissueAll() {
 	for id, b := range q.inflight {
 		q.pending = append(q.pending, b.reqs...)
 		delete(q.inflight, id)
+	}
+}
+
+// tick counts a loop tick and sends again the reads that have waited longer
+// than timeout ticks for Raft's answer: a ReadIndex request or its answer can
+// be lost on the network without any change of leader.
+func (q *readQueue) tick(timeout uint64) {
+	q.ticks++
+	for id, b := range q.inflight {
+		if q.ticks-b.issued >= timeout {
+			q.pending = append(q.pending, b.reqs...)
+			delete(q.inflight, id)
+		}
 	}
 }
 

@@ -68,6 +68,10 @@ func (n *Node) finishSnapshot(res snapResult) error {
 		return nil
 	}
 	idx := res.meta.Index
+	if idx <= n.snapIndex {
+		// A newer snapshot from the leader was installed meanwhile.
+		return nil
+	}
 	marker := n.snapshotMarker(res.meta)
 	if err := n.wal.Append([]wal.Record{marker}, true); err != nil {
 		return fmt.Errorf("wal append snapshot marker: %w", err)
