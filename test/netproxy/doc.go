@@ -28,26 +28,26 @@
 //
 // # Mesh
 //
-// A distkv node is configured with one peer address per member. A Mesh holds
-// one Proxy per ordered pair of nodes (i, j), so that "i reaches j" and "k
-// reaches j" are different links. Each node therefore gets its own view of the
-// cluster: node i is started with its own real peer address for itself and
-// Mesh.PeerAddr(i, j) for every other node j (Mesh.View(i)). With three nodes:
+// A distkv cluster records one peer address per member, the same for every
+// node. A Mesh holds one Proxy per ordered pair of nodes (i, j), so that "i
+// reaches j" and "k reaches j" are different links, and each node gets its own
+// view of the cluster: node i is started with the shared --cluster string of
+// real addresses and, with --dial-override, told to dial every other node j at
+// Mesh.PeerAddr(i, j). The override wins over the recorded address wherever it
+// comes from (bootstrap, a membership change, a snapshot), so the view holds
+// for the life of the process. With three nodes:
 //
-//	m, err := netproxy.NewMesh([]string{peer0, peer1, peer2}) // real listen addresses
-//	// node 0: --peer peer0, members n0=peer0, n1=m.PeerAddr(0, 1), n2=m.PeerAddr(0, 2)
-//	// node 1: --peer peer1, members n0=m.PeerAddr(1, 0), n1=peer1, n2=m.PeerAddr(1, 2)
-//	// node 2: --peer peer2, members n0=m.PeerAddr(2, 0), n1=m.PeerAddr(2, 1), n2=peer2
-//	m.Partition([]int{0}, []int{1, 2}) // 0 alone; 1 and 2 still talk
-//	m.CutOneWay(1, 2)                  // then also: 1's messages to 2 vanish
+//	m, err := netproxy.NewMesh([]string{peer1, peer2, peer3}) // real listen addresses
+//	// every node: --cluster n1=peer1,n2=peer2,n3=peer3
+//	// node n1:    --peer peer1 --dial-override n2=m.PeerAddr(0, 1),n3=m.PeerAddr(0, 2)
+//	// node n2:    --peer peer2 --dial-override n1=m.PeerAddr(1, 0),n3=m.PeerAddr(1, 2)
+//	// node n3:    --peer peer3 --dial-override n1=m.PeerAddr(2, 0),n2=m.PeerAddr(2, 1)
+//	m.Partition([]int{0}, []int{1, 2}) // n1 alone; n2 and n3 still talk
+//	m.CutOneWay(1, 2)                  // then also: n2's bytes to n3 vanish
 //	m.HealAll()
 //
-// This needs distkv to dial peers at the addresses of the local configuration.
-// Addresses that reach a node through replicated state (a member added by a
-// membership change, the membership inside a snapshot from the leader) are the
-// proposer's view and bypass or misroute the per-node proxies; a test using
-// Mesh must keep to the bootstrap membership unless distkv lets the local
-// configuration override peer addresses.
+// A node started without the override, or a member added later without one,
+// dials real addresses and bypasses the mesh.
 //
 // The package uses only the standard library and has no knowledge of distkv's
 // protocol; it moves bytes.

@@ -178,7 +178,9 @@ func (p *Proxy) update(f func(*faults)) {
 // Blackhole silently discards all bytes in direction(s) d from now on, on
 // existing and new connections, in addition to directions already blackholed.
 // Connections stay open and nothing is delivered, like a partition where
-// packets vanish.
+// packets vanish. New connections are still established (the proxy completes
+// the handshakes itself) and then carry nothing, where in a real partition the
+// connect would time out.
 //
 // The proxy keeps reading a blackholed direction and throws the bytes away, so
 // the sender's socket buffer does not fill and its writes keep succeeding: the
@@ -230,9 +232,11 @@ func (p *Proxy) Delay(d Direction, latency, jitter time.Duration) {
 }
 
 // RefuseNew, while on, makes the proxy close every new connection as soon as it
-// is accepted, with a TCP reset: the dialer's connect succeeds (the kernel
-// accepts it) but its first read fails, the closest a listening socket gets to
-// "connection refused". Existing connections are not affected.
+// is accepted, with a TCP reset: the dialer's connect usually succeeds (the
+// kernel accepts it) and its first read fails; on loopback the reset can also
+// overtake the handshake, so that connect itself fails with "connection reset
+// by peer". That is the closest a listening socket gets to "connection
+// refused". Existing connections are not affected.
 func (p *Proxy) RefuseNew(on bool) {
 	p.update(func(f *faults) { f.refuseNew = on })
 }
@@ -257,13 +261,12 @@ func (p *Proxy) Heal() {
 // Faults are unchanged and new connections are accepted normally.
 func (p *Proxy) Reset() {
 	p.mu.Lock()
-	links := p.takeAll()
+	closers := p.takeAll()
 	p.mu.Unlock()
-	n := len(links)
-	for _, c := range links {
+	for _, c := range closers {
 		c()
 	}
-	p.logger.Debug("reset connections", "count", n)
+	p.logger.Debug("reset connections", "count", len(closers))
 }
 
 // takeAll empties pending and links and returns functions that close them.
