@@ -32,8 +32,11 @@ type Handler interface {
 	// goroutine of its own. r yields the stream's bytes and returns io.EOF at
 	// its end, or an error wrapping ErrAborted if the sender aborted or the
 	// connection broke: a stream is never silently truncated. Returning nil
-	// tells the sender the snapshot was installed; an error's text is reported
-	// to the sender. r must not be used after HandleSnapshot returns.
+	// tells the sender the snapshot was installed, provided nothing but the
+	// end of the stream was left unread (the transport checks, waiting for the
+	// end marker if need be; unread data turns success into an error). An
+	// error's text is reported to the sender. r must not be used after
+	// HandleSnapshot returns.
 	HandleSnapshot(from, shard uint64, r io.Reader) error
 
 	// PeerUnreachable is called when messages to peer `to` could not be
@@ -50,7 +53,9 @@ type Config struct {
 	// ID is this node's Raft id. Required, non-zero.
 	ID uint64
 	// ClusterID identifies the cluster: connections between nodes of
-	// different clusters are refused in the handshake.
+	// different clusters are refused in the handshake. It guards against
+	// misconfiguration, not attackers: it is no secret. Use TLS with client
+	// certificates to keep strangers out.
 	ClusterID uint64
 	// Listen is the host:port to accept peer connections on; port 0 picks a
 	// free port (see Transport.Addr). Required.

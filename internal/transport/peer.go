@@ -145,13 +145,13 @@ func (p *peer) run() {
 	failures := 0
 	everConnected := false
 	for {
-		p.mu.Lock()
-		addr := p.addr
-		p.mu.Unlock()
 		select {
 		case <-p.kick: // this dial uses the latest address
 		default:
 		}
+		p.mu.Lock()
+		addr := p.addr
+		p.mu.Unlock()
 		p.dials.Add(1)
 		c, err := t.dial(p.ctx, addr, p)
 		if p.ctx.Err() != nil {
@@ -183,12 +183,14 @@ func (p *peer) run() {
 		p.lastContact.Store(time.Now().UnixNano())
 		t.log.Info("connected to peer", "peer", fmt.Sprintf("%x", p.id), "addr", addr, "after_failures", failures)
 		p.setConn(c, false)
-		// A stop between dial and setConn would not have seen c.
+		// A stop or an address change between dial and setConn did not see c.
 		p.mu.Lock()
-		stopErr := p.stopErr
+		stopErr, moved := p.stopErr, p.addr != addr
 		p.mu.Unlock()
 		if stopErr != nil {
 			c.close(stopErr)
+		} else if moved {
+			c.close(fmt.Errorf("%w: peer address changed", ErrConnLost))
 		}
 		c.start()
 		began := time.Now()

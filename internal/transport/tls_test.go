@@ -78,9 +78,11 @@ func TestTLS(t *testing.T) {
 	}
 	cfgA, cfgB := testConfig(1, ra), testConfig(2, rb)
 	cfgA.TLS, cfgB.TLS = tlsCfg, tlsCfg
+	cfgA.QueueSize = 1 << 16 // all of it may be queued at once: nothing is dropped
 	a, b := start(t, cfgA), start(t, cfgB)
 	mesh(a, b)
 	waitConnected(t, a, 2)
+	waitConnected(t, b, 1)
 
 	const n = 2000
 	for shard := uint64(1); shard <= 3; shard++ {
