@@ -47,10 +47,10 @@ type Status struct {
 // sees it. MatchIndex and Lag are reported by the leader only.
 type Member struct {
 	ID          string  `json:"id"`
-	Peer        string  `json:"peer"`           // address of the peer (Raft) listener
-	HTTP        string  `json:"http"`           // address of the HTTP API
-	Role        string  `json:"role,omitempty"` // "voter" or "learner"
-	Reachable   *bool   `json:"reachable,omitempty"` // absent when this node cannot know
+	Peer        string  `json:"peer"`                   // address of the peer (Raft) listener
+	HTTP        string  `json:"http"`                   // address of the HTTP API
+	Role        string  `json:"role,omitempty"`         // "voter" or "learner"
+	Reachable   *bool   `json:"reachable,omitempty"`    // absent when this node cannot know
 	LastContact string  `json:"last_contact,omitempty"` // RFC 3339
 	MatchIndex  *uint64 `json:"match_index,omitempty"`
 	Lag         *uint64 `json:"lag,omitempty"`
