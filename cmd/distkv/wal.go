@@ -106,6 +106,8 @@ func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
 					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s%s}\n", e.Index, pyString(cmd.Key), pyString(cmd.Value), condFields(cmd.Cond))
 				case kv.OpDelete:
 					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null%s}\n", e.Index, pyString(cmd.Key), condFields(cmd.Cond))
+				case kv.OpTxn:
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"TXN\"%s}\n", e.Index, txnFields(cmd.Txn))
 				}
 				return nil
 			}
@@ -147,6 +149,52 @@ func condFields(c kv.Cond) string {
 	}
 	if c.PrevRevision != nil {
 		fmt.Fprintf(&b, ", \"prev_revision\": %d", *c.PrevRevision)
+	}
+	return b.String()
+}
+
+// txnFields renders a transaction's compares and branches. Which branch ran
+// depends on the state when it was applied, which the log does not hold.
+func txnFields(t *kv.Txn) string {
+	if t == nil {
+		return ", \"compare\": [], \"success\": [], \"failure\": []"
+	}
+	var b strings.Builder
+	b.WriteString(", \"compare\": [")
+	for i, c := range t.Compares {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "{\"key\": %s, \"target\": %q, \"op\": %q, ", pyString(c.Key), c.Target.String(), c.Op.String())
+		switch c.Target {
+		case kv.TargetValue:
+			fmt.Fprintf(&b, "\"value\": %s}", pyString(c.Value))
+		case kv.TargetExists:
+			fmt.Fprintf(&b, "\"exists\": %t}", c.Exists)
+		default:
+			fmt.Fprintf(&b, "%q: %d}", c.Target.String(), c.Number)
+		}
+	}
+	b.WriteString("]")
+	for _, br := range []struct {
+		name string
+		ops  []kv.TxnOp
+	}{{"success", t.Success}, {"failure", t.Failure}} {
+		fmt.Fprintf(&b, ", %q: [", br.name)
+		for i, op := range br.ops {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			switch op.Type {
+			case kv.TxnPut:
+				fmt.Fprintf(&b, "{\"operation\": \"SET\", \"key\": %s, \"value\": %s}", pyString(op.Key), pyString(op.Value))
+			case kv.TxnDelete:
+				fmt.Fprintf(&b, "{\"operation\": \"DELETE\", \"key\": %s, \"value\": null}", pyString(op.Key))
+			default:
+				fmt.Fprintf(&b, "{\"operation\": \"GET\", \"key\": %s}", pyString(op.Key))
+			}
+		}
+		b.WriteString("]")
 	}
 	return b.String()
 }

@@ -113,6 +113,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if methodGet(w, r) {
 			h.scan(w, r)
 		}
+	case txnPath:
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, allowTxn)
+			return
+		}
+		h.txn(w, r)
 	case "/cluster/status":
 		if methodGet(w, r) {
 			h.status(w)

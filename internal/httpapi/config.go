@@ -13,6 +13,7 @@ const (
 	DefaultRequestTimeout   = 5 * time.Second
 	DefaultMaxScanLimit     = 10000
 	DefaultDefaultScanLimit = 1000
+	DefaultMaxTxnOps        = 128
 
 	// maxValueSizeCeiling bounds MaxValueSize so that the derived request body
 	// limit (see bodyLimit) cannot overflow and stays a sane amount of memory.
@@ -37,6 +38,9 @@ type Config struct {
 	// DefaultScanLimit is the page size of GET /keys without a limit parameter
 	// (default 1000, or MaxScanLimit if that is smaller).
 	DefaultScanLimit int
+	// MaxTxnOps is the largest number of compares, and of operations in each
+	// branch, of a POST /txn (default 128). More get 413.
+	MaxTxnOps int
 	// Logger receives debug records about failed backend calls (default: discard).
 	Logger *slog.Logger
 }
@@ -59,6 +63,9 @@ func (c *Config) Validate() error {
 	if c.DefaultScanLimit == 0 {
 		c.DefaultScanLimit = min(DefaultDefaultScanLimit, c.MaxScanLimit)
 	}
+	if c.MaxTxnOps == 0 {
+		c.MaxTxnOps = DefaultMaxTxnOps
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -73,6 +80,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("httpapi: MaxScanLimit is %d; it must be positive", c.MaxScanLimit)
 	case c.DefaultScanLimit < 0 || c.DefaultScanLimit > c.MaxScanLimit:
 		return fmt.Errorf("httpapi: DefaultScanLimit is %d; it must be from 1 to MaxScanLimit (%d)", c.DefaultScanLimit, c.MaxScanLimit)
+	case c.MaxTxnOps < 0:
+		return fmt.Errorf("httpapi: MaxTxnOps is %d; it must be positive", c.MaxTxnOps)
 	}
 	return nil
 }

@@ -21,6 +21,8 @@
 //	                             409     as for PUT
 //	GET    /keys                 200     {"kvs":[{"key":..,"value":..,"version":..,"revision":..},...],
 //	                                      "count":n,"more":b[,"continue":"<token>"]}
+//	POST   /txn                  200     {"succeeded":b,"revision":n,"responses":[...]} (see Transactions),
+//	                                     also when the compares failed
 //	GET    /cluster/status       200     Status as JSON
 //	GET    /healthz              200     {"status":"ok"}
 //	GET    /readyz               200     {"status":"ready"}
@@ -35,12 +37,16 @@
 //	413  key longer than Config.MaxKeySize, value longer than Config.MaxValueSize
 //	     (both in bytes after decoding; the detail names the limit), or a request
 //	     body longer than 6*MaxValueSize + 64 KiB, the longest JSON encoding a
-//	     maximal value can need plus room for the other fields
+//	     maximal value can need plus room for the other fields; in a
+//	     transaction, also more than Config.MaxTxnOps compares, or operations
+//	     in a branch
 //	422  a body that is empty, not JSON, not a JSON object, without "value", or
 //	     whose "value" is not a string; a condition of the wrong type or negative;
 //	     a condition given in body and query with different values; create_only on
 //	     DELETE; a malformed query string or a repeated parameter; a bad
-//	     consistency, limit or continue parameter
+//	     consistency, limit or continue parameter; a transaction that does not
+//	     follow the format below (the detail names the entry, as in
+//	     "compare[2].op must be ...")
 //	503  the Backend failed: its error as detail, or, when Config.RequestTimeout
 //	     passed, "request timed out after 5s; a write may still have been applied"
 //	     (writes) or "request timed out after 5s" (reads). When the client has
@@ -67,6 +73,55 @@
 // ?prev_version=3&prev_revision=17&create_only=true. A write whose condition
 // fails changes nothing and gets 409 with the key's current version and
 // revision (0 and 0 if it does not exist).
+//
+// # Transactions
+//
+// POST /txn applies an atomic transaction in the style of etcd's Txn: if all
+// compares hold, the "success" operations run, otherwise the "failure" ones.
+// It is proposed as one command, so one Raft log entry: it is applied whole
+// on every replica or not at all, and nothing sees a state between two of its
+// operations. The body:
+//
+//	{"compare": [{"key":"a","target":"value","op":"==","value":"x"},
+//	             {"key":"b","target":"version","op":">","version":2},
+//	             {"key":"c","target":"revision","op":"<","revision":100},
+//	             {"key":"e","target":"create_revision","op":"!=","create_revision":7},
+//	             {"key":"d","target":"exists","exists":false}],
+//	 "success": [{"put":{"key":"a","value":"y"}}, {"delete":{"key":"b"}}, {"get":{"key":"c"}}],
+//	 "failure": [{"get":{"key":"a"}}]}
+//
+// All three fields are optional (absent, null or [] is an empty list; {} is a
+// transaction that succeeds and does nothing). A compare has "key", "target"
+// (value, version, revision, create_revision or exists), "op" (==, !=, <, >,
+// <=, >=; for exists only == and !=, and it may be left out to mean ==) and the
+// operand in the field named by its target: a string for value (compared
+// byte-wise), a non-negative integer for version, revision (of the key's last
+// change, etcd's mod revision) and create_revision, a boolean for exists. A
+// missing key has version, revision and create_revision 0, and (as in etcd) a
+// value compare on it is false whatever the op. An operation is exactly one of
+// {"put":{"key":k,"value":v}}, {"delete":{"key":k}} and {"get":{"key":k}}.
+// Keys must not be empty. Unlike a PUT body, the format is strict: an unknown
+// or repeated field is refused with 422 rather than ignored, and so is a branch
+// that puts or deletes one key twice (as etcd refuses it). Limits: at most
+// Config.MaxTxnOps (default 128) compares and as many operations per branch,
+// keys and values (operands of value compares too) within MaxKeySize and
+// MaxValueSize, the whole body within the limit of a PUT body.
+//
+// The answer is 200 whichever branch ran:
+//
+//	{"succeeded":true,"revision":16,"responses":[
+//	  {"put":{"revision":16}},
+//	  {"delete":{"deleted":1}},
+//	  {"get":{"key":"c","value":"cv","version":1,"revision":15,"create_revision":15}}]}
+//
+// "succeeded" says which branch ran and "responses" has one entry per
+// operation of that branch, in order. "revision" is the log index at which the
+// transaction was applied, even if it wrote nothing; every put in it gets that
+// revision and, as any put, version+1. The operations run in order, so a
+// get after a put of the same key in the branch sees the put. A delete reports
+// "deleted":0 for a missing key, and a get of a missing key is {"get":null}.
+// Backend errors are answered as for PUT (503; on a timeout the transaction
+// may still have been applied).
 //
 // # Reads
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 
@@ -11,7 +12,8 @@ import (
 )
 
 // fakeBackend is an in-memory Backend: a sorted map that implements the write
-// conditions, and a record of every call.
+// conditions, and a record of every call. Transactions are applied by a real
+// kv.Store loaded with the map's contents.
 type fakeBackend struct {
 	mu    sync.Mutex
 	data  map[string]kv.KeyValue
@@ -74,6 +76,9 @@ func (f *fakeBackend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, e
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if cmd.Op == kv.OpTxn {
+		return f.applyTxn(cmd)
+	}
 	cur, exists := f.data[string(cmd.Key)]
 	c := cmd.Cond
 	if (c.CreateOnly && exists) ||
@@ -99,6 +104,39 @@ func (f *fakeBackend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, e
 		return kv.Result{Status: kv.StatusOK, Revision: f.rev}, nil
 	}
 	return kv.Result{}, errors.New("fake: unknown op")
+}
+
+// applyTxn applies cmd (an OpTxn) at revision f.rev+1 with kv.Store's
+// semantics: the store is loaded with f.data, and f.data is replaced by the
+// store's state afterwards. f.mu must be held.
+func (f *fakeBackend) applyTxn(cmd kv.Command) (kv.Result, error) {
+	s := kv.NewStore()
+	keys := slices.Sorted(maps.Keys(f.data))
+	err := s.Restore(uint64(f.rev), func(yield func(kv.KeyValue, error) bool) {
+		for _, k := range keys {
+			if !yield(f.data[k], nil) {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return kv.Result{}, err
+	}
+	// As in the Raft layer, the command goes through its encoding.
+	dec, err := kv.UnmarshalCommand(cmd.Marshal())
+	if err != nil {
+		return kv.Result{}, err
+	}
+	f.rev++
+	res, err := s.Apply(uint64(f.rev), dec)
+	if err != nil {
+		return kv.Result{}, err
+	}
+	clear(f.data)
+	for p := range s.Snapshot().All() {
+		f.data[string(p.Key)] = p
+	}
+	return res, nil
 }
 
 func (f *fakeBackend) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyValue, bool, error) {

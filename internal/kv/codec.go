@@ -26,7 +26,16 @@ const (
 // Result flags (byte 2 of an encoded Result).
 const (
 	resCurrent    = 1 << 0
-	resKnownFlags = resCurrent
+	resTxn        = 1 << 1
+	resKnownFlags = resCurrent | resTxn
+)
+
+// The fewest bytes an encoded element of a Txn or TxnResult can take. A decoder
+// refuses a count that the bytes left cannot hold before it allocates.
+const (
+	minCompareSize     = 4 // target, op, key length, operand (exists byte or varint or value length)
+	minTxnOpSize       = 2 // type, key length
+	minTxnResponseSize = 1 // type (of a put)
 )
 
 // Marshal returns the binary encoding of c:
@@ -39,12 +48,26 @@ const (
 //	prev_ver   zigzag varint (if flagged)
 //	prev_rev   zigzag varint (if flagged)
 //
+// An OpTxn has flags 0 and, instead of key, value and conditions, its Txn
+// (Key, Value and Cond are not encoded; a nil Txn is encoded as the empty one):
+//
+//	compares   uvarint count, then per compare: target 1 byte, op 1 byte,
+//	           key (uvarint length, bytes), then the operand: value (uvarint
+//	           length, bytes) for TargetValue, 1 byte 0 or 1 for TargetExists,
+//	           a zigzag varint for the other targets
+//	success    uvarint count, then per op: type 1 byte, key (uvarint length,
+//	           bytes), value (uvarint length, bytes; TxnPut only)
+//	failure    as success
+//
 // Varints are minimal, so every Command has exactly one encoding.
 func (c Command) Marshal() []byte {
 	return c.AppendMarshal(make([]byte, 0, c.size()))
 }
 
 func (c Command) size() int {
+	if c.Op == OpTxn {
+		return 3 + c.Txn.size()
+	}
 	n := 3 + uvarintLen(uint64(len(c.Key))) + len(c.Key)
 	if c.Op == OpPut {
 		n += uvarintLen(uint64(len(c.Value))) + len(c.Value)
@@ -60,6 +83,10 @@ func (c Command) size() int {
 
 // AppendMarshal appends the encoding of c (see Marshal) to dst.
 func (c Command) AppendMarshal(dst []byte) []byte {
+	if c.Op == OpTxn {
+		dst = append(dst, codecVersion, byte(c.Op), 0)
+		return c.Txn.appendMarshal(dst)
+	}
 	var flags byte
 	if c.Cond.CreateOnly {
 		flags |= cmdCreateOnly
@@ -85,10 +112,13 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 }
 
 // UnmarshalCommand decodes a Command encoded by Marshal. It rejects anything else
-// (unknown version, op or flags, truncation, non-minimal varints, trailing bytes)
-// with an error wrapping ErrMalformed, and never panics.
+// (unknown version, op or flags, truncation, non-minimal varints, trailing bytes,
+// in a txn an unknown compare target or op or op type, or an exists operand
+// other than 0 and 1) with an error wrapping ErrMalformed, and never panics. The
+// Txn of a decoded OpTxn is never nil; it may still fail Txn.Validate (a key
+// written twice in a branch), which Store.Apply does not require.
 //
-// The Key and Value of the result alias b (no copy is made): b must not be modified
+// The keys and values of the result (of its Txn too) alias b (no copy is made): b must not be modified
 // while the Command is in use. Store.Apply copies what it keeps, so a log entry's
 // buffer may be reused once Apply returns.
 func UnmarshalCommand(b []byte) (Command, error) {
@@ -98,12 +128,22 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown version %d", v)
 	}
 	c.Op = Op(d.u8("op"))
-	if d.err == nil && c.Op != OpPut && c.Op != OpDelete {
+	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn {
 		return Command{}, d.fail("unknown op %d", c.Op)
 	}
 	flags := d.u8("flags")
 	if d.err == nil && flags&^cmdKnownFlags != 0 {
 		return Command{}, d.fail("unknown flags %#x", flags)
+	}
+	if c.Op == OpTxn {
+		if d.err == nil && flags != 0 {
+			return Command{}, d.fail("flags %#x on a txn", flags)
+		}
+		c.Txn = d.txn()
+		if err := d.finish(); err != nil {
+			return Command{}, err
+		}
+		return c, nil
 	}
 	c.Cond.CreateOnly = flags&cmdCreateOnly != 0
 	c.Key = d.bytes("key")
@@ -133,7 +173,16 @@ func UnmarshalCommand(b []byte) (Command, error) {
 //	current    (if flagged) key and value as uvarint length + bytes, then
 //	           version, revision, create_revision as zigzag varints
 //
-// Current is omitted when it is the zero KeyValue (empty key and value).
+// Current is omitted when it is the zero KeyValue (empty key and value). When
+// Txn is not nil, flag 2 is set and it follows:
+//
+//	succeeded  1 byte, 0 or 1
+//	responses  uvarint count, then per response: type 1 byte, then for a
+//	           TxnDelete deleted as a zigzag varint, for a TxnGet found as 1
+//	           byte 0 or 1 and, if found, the pair encoded as current is
+//
+// The KV of a get that found nothing is not encoded (it decodes as zero), nor
+// are the fields that do not belong to a response's type.
 func (r Result) Marshal() []byte {
 	return r.AppendMarshal(make([]byte, 0, r.size()))
 }
@@ -149,6 +198,9 @@ func (r Result) size() int {
 		n += uvarintLen(uint64(len(c.Key))) + len(c.Key) + uvarintLen(uint64(len(c.Value))) + len(c.Value) +
 			varintLen(c.Version) + varintLen(c.Revision) + varintLen(c.CreateRevision)
 	}
+	if r.Txn != nil {
+		n += r.Txn.size()
+	}
 	return n
 }
 
@@ -158,6 +210,9 @@ func (r Result) AppendMarshal(dst []byte) []byte {
 	var flags byte
 	if has {
 		flags |= resCurrent
+	}
+	if r.Txn != nil {
+		flags |= resTxn
 	}
 	dst = append(dst, codecVersion, byte(r.Status), flags)
 	dst = binary.AppendVarint(dst, r.Revision)
@@ -169,11 +224,14 @@ func (r Result) AppendMarshal(dst []byte) []byte {
 		dst = binary.AppendVarint(dst, c.Revision)
 		dst = binary.AppendVarint(dst, c.CreateRevision)
 	}
+	if r.Txn != nil {
+		dst = r.Txn.appendMarshal(dst)
+	}
 	return dst
 }
 
 // UnmarshalResult decodes a Result encoded by Marshal, with the same strictness as
-// UnmarshalCommand. Current's Key and Value alias b.
+// UnmarshalCommand. The keys and values of Current and of Txn's responses alias b.
 func UnmarshalResult(b []byte) (Result, error) {
 	d := decoder{b: b, what: "result"}
 	var r Result
@@ -199,6 +257,9 @@ func UnmarshalResult(b []byte) (Result, error) {
 		if d.err == nil && !r.hasCurrent() {
 			return Result{}, d.fail("zero current encoded")
 		}
+	}
+	if flags&resTxn != 0 {
+		r.Txn = d.txnResult()
 	}
 	if err := d.finish(); err != nil {
 		return Result{}, err
@@ -303,4 +364,239 @@ func (d *decoder) finish() error {
 		d.fail("%d trailing bytes", len(d.b)-d.off)
 	}
 	return d.err
+}
+
+func bytesLen(b []byte) int { return uvarintLen(uint64(len(b))) + len(b) }
+
+func (t *Txn) size() int {
+	if t == nil {
+		return 3
+	}
+	n := uvarintLen(uint64(len(t.Compares))) + uvarintLen(uint64(len(t.Success))) + uvarintLen(uint64(len(t.Failure)))
+	for i := range t.Compares {
+		c := &t.Compares[i]
+		n += 2 + bytesLen(c.Key)
+		switch c.Target {
+		case TargetValue:
+			n += bytesLen(c.Value)
+		case TargetExists:
+			n++
+		default:
+			n += varintLen(c.Number)
+		}
+	}
+	return n + txnOpsSize(t.Success) + txnOpsSize(t.Failure)
+}
+
+func txnOpsSize(ops []TxnOp) int {
+	n := 0
+	for i := range ops {
+		n += 1 + bytesLen(ops[i].Key)
+		if ops[i].Type == TxnPut {
+			n += bytesLen(ops[i].Value)
+		}
+	}
+	return n
+}
+
+func (t *Txn) appendMarshal(dst []byte) []byte {
+	if t == nil {
+		return append(dst, 0, 0, 0)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(t.Compares)))
+	for i := range t.Compares {
+		c := &t.Compares[i]
+		dst = append(dst, byte(c.Target), byte(c.Op))
+		dst = appendBytes(dst, c.Key)
+		switch c.Target {
+		case TargetValue:
+			dst = appendBytes(dst, c.Value)
+		case TargetExists:
+			dst = append(dst, boolByte(c.Exists))
+		default:
+			dst = binary.AppendVarint(dst, c.Number)
+		}
+	}
+	dst = appendTxnOps(dst, t.Success)
+	return appendTxnOps(dst, t.Failure)
+}
+
+func appendTxnOps(dst []byte, ops []TxnOp) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(ops)))
+	for i := range ops {
+		dst = append(dst, byte(ops[i].Type))
+		dst = appendBytes(dst, ops[i].Key)
+		if ops[i].Type == TxnPut {
+			dst = appendBytes(dst, ops[i].Value)
+		}
+	}
+	return dst
+}
+
+func (t *TxnResult) size() int {
+	n := 1 + uvarintLen(uint64(len(t.Responses)))
+	for i := range t.Responses {
+		r := &t.Responses[i]
+		n++
+		switch r.Type {
+		case TxnDelete:
+			n += varintLen(r.Deleted)
+		case TxnGet:
+			n++
+			if r.Found {
+				kv := &r.KV
+				n += bytesLen(kv.Key) + bytesLen(kv.Value) +
+					varintLen(kv.Version) + varintLen(kv.Revision) + varintLen(kv.CreateRevision)
+			}
+		}
+	}
+	return n
+}
+
+func (t *TxnResult) appendMarshal(dst []byte) []byte {
+	dst = append(dst, boolByte(t.Succeeded))
+	dst = binary.AppendUvarint(dst, uint64(len(t.Responses)))
+	for i := range t.Responses {
+		r := &t.Responses[i]
+		dst = append(dst, byte(r.Type))
+		switch r.Type {
+		case TxnDelete:
+			dst = binary.AppendVarint(dst, r.Deleted)
+		case TxnGet:
+			dst = append(dst, boolByte(r.Found))
+			if r.Found {
+				kv := &r.KV
+				dst = appendBytes(dst, kv.Key)
+				dst = appendBytes(dst, kv.Value)
+				dst = binary.AppendVarint(dst, kv.Version)
+				dst = binary.AppendVarint(dst, kv.Revision)
+				dst = binary.AppendVarint(dst, kv.CreateRevision)
+			}
+		}
+	}
+	return dst
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// txn decodes the body of an OpTxn.
+func (d *decoder) txn() *Txn {
+	t := &Txn{}
+	if n := d.count("compare count", minCompareSize); n > 0 {
+		t.Compares = make([]Compare, n)
+		for i := range t.Compares {
+			c := &t.Compares[i]
+			c.Target = CompareTarget(d.u8("compare target"))
+			c.Op = CompareOp(d.u8("compare op"))
+			if d.err == nil && !validCompare(c.Target, c.Op) {
+				d.fail("compare %d: unknown op %d on target %d", i, c.Op, c.Target)
+				return nil
+			}
+			c.Key = d.bytes("compare key")
+			switch c.Target {
+			case TargetValue:
+				c.Value = d.bytes("compare value")
+			case TargetExists:
+				c.Exists = d.bool("compare exists")
+			default:
+				c.Number = d.varint("compare number")
+			}
+		}
+	}
+	t.Success = d.txnOps("success")
+	t.Failure = d.txnOps("failure")
+	if d.err != nil {
+		return nil
+	}
+	return t
+}
+
+func (d *decoder) txnOps(branch string) []TxnOp {
+	n := d.count(branch+" count", minTxnOpSize)
+	if n == 0 {
+		return nil
+	}
+	ops := make([]TxnOp, n)
+	for i := range ops {
+		op := &ops[i]
+		op.Type = TxnOpType(d.u8(branch + " op type"))
+		if d.err == nil && (op.Type < TxnPut || op.Type > TxnGet) {
+			d.fail("%s op %d: unknown type %d", branch, i, op.Type)
+			return nil
+		}
+		op.Key = d.bytes(branch + " key")
+		if op.Type == TxnPut {
+			op.Value = d.bytes(branch + " value")
+		}
+	}
+	return ops
+}
+
+// txnResult decodes the TxnResult of a Result.
+func (d *decoder) txnResult() *TxnResult {
+	t := &TxnResult{Succeeded: d.bool("txn succeeded")}
+	n := d.count("txn response count", minTxnResponseSize)
+	if n == 0 {
+		if d.err != nil {
+			return nil
+		}
+		return t
+	}
+	t.Responses = make([]TxnResponse, n)
+	for i := range t.Responses {
+		r := &t.Responses[i]
+		r.Type = TxnOpType(d.u8("txn response type"))
+		switch {
+		case d.err != nil:
+			return nil
+		case r.Type == TxnDelete:
+			r.Deleted = d.varint("txn response deleted")
+		case r.Type == TxnGet:
+			r.Found = d.bool("txn response found")
+			if r.Found {
+				kv := &r.KV
+				kv.Key = d.bytes("txn response key")
+				kv.Value = d.bytes("txn response value")
+				kv.Version = d.varint("txn response version")
+				kv.Revision = d.varint("txn response revision")
+				kv.CreateRevision = d.varint("txn response create_revision")
+			}
+		case r.Type != TxnPut:
+			d.fail("txn response %d: unknown type %d", i, r.Type)
+			return nil
+		}
+	}
+	if d.err != nil {
+		return nil
+	}
+	return t
+}
+
+// count reads an element count and refuses one that the bytes left cannot
+// hold at minSize bytes per element, so that a corrupt count cannot make the
+// decoder allocate more than len(b) elements.
+func (d *decoder) count(field string, minSize int) int {
+	n := d.uvarint(field)
+	if d.err != nil {
+		return 0
+	}
+	if left := uint64(len(d.b) - d.off); n > left/uint64(minSize) {
+		d.fail("%s %d exceeds what the %d bytes left can hold", field, n, left)
+		return 0
+	}
+	return int(n)
+}
+
+// bool reads a byte that must be 0 or 1.
+func (d *decoder) bool(field string) bool {
+	v := d.u8(field)
+	if d.err == nil && v > 1 {
+		d.fail("%s is %d, not 0 or 1", field, v)
+	}
+	return v == 1
 }

@@ -18,7 +18,8 @@ func equalPtr(a, b *int64) bool {
 func equalCommand(a, b Command) bool {
 	return a.Op == b.Op && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) &&
 		a.Cond.CreateOnly == b.Cond.CreateOnly &&
-		equalPtr(a.Cond.PrevVersion, b.Cond.PrevVersion) && equalPtr(a.Cond.PrevRevision, b.Cond.PrevRevision)
+		equalPtr(a.Cond.PrevVersion, b.Cond.PrevVersion) && equalPtr(a.Cond.PrevRevision, b.Cond.PrevRevision) &&
+		(a.Op != OpTxn || equalTxn(a.Txn, b.Txn))
 }
 
 // sampleCommands are round-tripped by the tests and seed the fuzzer.
@@ -91,7 +92,7 @@ func TestUnmarshalCommandRejects(t *testing.T) {
 		{"empty", nil, "truncated version"},
 		{"unknown version", []byte{2, 1, 0, 0, 0}, "unknown version 2"},
 		{"version 0", []byte{0, 1, 0, 0, 0}, "unknown version 0"},
-		{"unknown op", []byte{1, 3, 0, 0}, "unknown op 3"},
+		{"unknown op", []byte{1, 9, 0, 0}, "unknown op 9"},
 		{"op 0", []byte{1, 0, 0, 0}, "unknown op 0"},
 		{"unknown flag", []byte{1, 2, 8, 0}, "unknown flags 0x8"},
 		{"key longer than input", []byte{1, 2, 0, 5, 'a'}, "truncated key: length 5 exceeds the 1 bytes left"},
@@ -155,7 +156,7 @@ func TestUnmarshalResultRejects(t *testing.T) {
 		{1},
 		{2, 0, 0, 0},
 		{1, 3, 0, 0},
-		{1, 0, 2, 0},
+		{1, 0, 4, 0},
 		{1, 0, 0, 0, 0},
 		{1, 1, resCurrent, 0, 0, 0, 0, 0, 0}, // a zero Current must be omitted
 		{1, 0, 0, 0x80, 0x00},
@@ -172,7 +173,7 @@ func TestUnmarshalResultRejects(t *testing.T) {
 }
 
 func FuzzUnmarshalCommand(f *testing.F) {
-	for _, c := range sampleCommands() {
+	for _, c := range append(sampleCommands(), sampleTxns()...) {
 		f.Add(c.Marshal())
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -198,13 +199,22 @@ func FuzzUnmarshalCommand(f *testing.F) {
 func FuzzUnmarshalResult(f *testing.F) {
 	f.Add(Result{Status: StatusOK, Revision: 5}.Marshal())
 	f.Add(Result{Status: StatusConflict, Current: kvOf("k", "v", 3, 99, 7)}.Marshal())
+	for _, r := range sampleTxnResults() {
+		f.Add(r.Marshal())
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := UnmarshalResult(b)
 		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
 			return
 		}
 		if re := r.Marshal(); !bytes.Equal(re, b) {
 			t.Fatalf("re-encoding differs:\n in % x\nout % x", b, re)
+		}
+		if r2, err := UnmarshalResult(r.Marshal()); err != nil || !equalResult(r, r2) {
+			t.Fatalf("re-decoding: %s, %v; want %s", fmtResult(r2), err, fmtResult(r))
 		}
 	})
 }

@@ -9,6 +9,19 @@
 //     change) and its CreateRevision.
 //   - Conditional writes. A Command whose Cond does not hold changes nothing and
 //     reports StatusConflict with the key's current state.
+//   - Transactions. An OpTxn Command carries a Txn in the style of etcd's: a list
+//     of Compares on keys' value, version, revision, create revision or
+//     existence, and two branches of put, delete and get operations. If every
+//     compare holds the Success branch runs, otherwise the Failure branch; the
+//     outcome (which branch, one TxnResponse per operation) is in Result.Txn.
+//     A transaction is one log entry, so it is atomic and isolated by
+//     construction: Apply runs it under one hold of the write lock, no reader
+//     sees part of it, and every replica applies all of it at the same index.
+//     All its writes have that index as their revision; its operations run in
+//     order, so a get sees the branch's earlier writes. A missing key has
+//     version, revision and create revision 0, and (as in etcd) a value
+//     compare on it never holds. Txn.Validate refuses a branch that writes a
+//     key twice, as etcd does; Apply itself only requires known types.
 //   - Cheap, consistent snapshots. The state is a copy-on-write B-tree
 //     (github.com/tidwall/btree): Store.Snapshot clones it in O(1) without stopping
 //     writes, and the View never sees later writes. Package snap streams a View to
@@ -21,5 +34,8 @@
 //     unchanged forever (and must be treated as read-only).
 //   - A stable wire format. Command and Result have a compact binary encoding with
 //     a leading version byte; the decoders reject every malformed input with an
-//     error wrapping ErrMalformed and never panic (they are fuzzed).
+//     error wrapping ErrMalformed and never panic (they are fuzzed). Each value
+//     has exactly one encoding. Transactions kept version 1: a txn is op 3 and
+//     a Result's txn outcome is flag 2, both of which a decoder that predates
+//     them rejects as malformed rather than misreads.
 package kv

@@ -40,9 +40,10 @@ const btreeDegree = 32
 // concurrently with them.
 //
 // Ownership: the store copies what it keeps of a Command, so the caller may reuse
-// its buffers once Apply returns. KeyValues handed out by Get, Range, Result.Current
-// and a View share memory with the store and are never modified by it afterwards;
-// callers must treat their Key and Value as read-only.
+// its buffers once Apply returns. KeyValues handed out by Get, Range, Result.Current,
+// the get responses of Result.Txn and a View share memory with the store and are
+// never modified by it afterwards; callers must treat their Key and Value as
+// read-only.
 type Store struct {
 	mu sync.RWMutex
 	// tree holds the live state. Its items are never modified in place: an update
@@ -103,9 +104,21 @@ func newTree() *btree.BTreeG[item] {
 // NotFound. A non-nil error (ErrBadIndex, ErrUnknownOp) means the command could not
 // be applied at all and the store is unchanged: the caller must stop.
 //
-// Apply copies cmd.Key and cmd.Value if it keeps them; the caller may reuse them.
+// An OpTxn always gives Status OK, Revision index and its outcome in
+// Result.Txn; see Txn for its semantics. The KeyValues of its get responses
+// share memory with the store (see Store). A Txn with a compare target or op,
+// or an op type, that this version does not know gives ErrUnknownOp.
+//
+// Apply copies cmd.Key and cmd.Value (and the keys and values of cmd.Txn) if it
+// keeps them; the caller may reuse them.
 func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
-	if cmd.Op != OpPut && cmd.Op != OpDelete {
+	switch cmd.Op {
+	case OpPut, OpDelete:
+	case OpTxn:
+		if err := cmd.Txn.checkTypes(); err != nil {
+			return Result{}, fmt.Errorf("apply index %d: %w: %w", index, ErrUnknownOp, err)
+		}
+	default:
 		return Result{}, fmt.Errorf("apply index %d: %w: %v", index, ErrUnknownOp, cmd.Op)
 	}
 	if index > math.MaxInt64 {
@@ -120,6 +133,9 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 	}
 	s.applied = index
 
+	if cmd.Op == OpTxn {
+		return s.applyTxn(rev, cmd.Txn), nil
+	}
 	probe := keyItem(cmd.Key)
 	it, exists := s.tree.GetHint(probe, &s.hint)
 	cur := it.kv
@@ -128,29 +144,7 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 	}
 	switch cmd.Op {
 	case OpPut:
-		var kv KeyValue
-		if exists {
-			// The stored key is immutable and equal: share it, copy only the value.
-			kv = KeyValue{
-				Key:            cur.Key,
-				Value:          bytes.Clone(cmd.Value),
-				Version:        cur.Version + 1,
-				Revision:       rev,
-				CreateRevision: cur.CreateRevision,
-			}
-			if kv.Value == nil {
-				kv.Value = []byte{}
-			}
-		} else {
-			// One allocation for key and value; the caps stop an append to the Key
-			// from running into the Value.
-			k := len(cmd.Key)
-			buf := make([]byte, k+len(cmd.Value))
-			copy(buf, cmd.Key)
-			copy(buf[k:], cmd.Value)
-			kv = KeyValue{Key: buf[:k:k], Value: buf[k:], Version: 1, Revision: rev, CreateRevision: rev}
-		}
-		s.tree.SetHint(item{pfx: probe.pfx, kv: kv}, &s.hint)
+		s.put(probe, cur, exists, cmd.Value, rev)
 	case OpDelete:
 		if !exists {
 			return Result{Status: StatusNotFound}, nil
@@ -159,6 +153,36 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 	}
 	s.view = nil
 	return Result{Status: StatusOK, Revision: rev}, nil
+}
+
+// put stores value under probe's key as a write at rev; cur is the key's
+// current state and exists whether it has one. s.mu must be held for writing;
+// the caller resets s.view.
+func (s *Store) put(probe item, cur KeyValue, exists bool, value []byte, rev int64) {
+	var kv KeyValue
+	if exists {
+		// The stored key is immutable and equal: share it, copy only the value.
+		kv = KeyValue{
+			Key:            cur.Key,
+			Value:          bytes.Clone(value),
+			Version:        cur.Version + 1,
+			Revision:       rev,
+			CreateRevision: cur.CreateRevision,
+		}
+		if kv.Value == nil {
+			kv.Value = []byte{}
+		}
+	} else {
+		// One allocation for key and value; the caps stop an append to the Key
+		// from running into the Value.
+		key := probe.kv.Key
+		k := len(key)
+		buf := make([]byte, k+len(value))
+		copy(buf, key)
+		copy(buf[k:], value)
+		kv = KeyValue{Key: buf[:k:k], Value: buf[k:], Version: 1, Revision: rev, CreateRevision: rev}
+	}
+	s.tree.SetHint(item{pfx: probe.pfx, kv: kv}, &s.hint)
 }
 
 // condHolds reports whether c holds for cur, the key's state (zero if absent).

@@ -45,7 +45,7 @@ func equalKV(a, b KeyValue) bool {
 }
 
 func equalResult(a, b Result) bool {
-	return a.Status == b.Status && a.Revision == b.Revision && equalKV(a.Current, b.Current)
+	return a.Status == b.Status && a.Revision == b.Revision && equalKV(a.Current, b.Current) && equalTxnResult(a.Txn, b.Txn)
 }
 
 func fmtKV(kv KeyValue) string {
@@ -53,6 +53,9 @@ func fmtKV(kv KeyValue) string {
 }
 
 func fmtResult(r Result) string {
+	if r.Txn != nil {
+		return fmt.Sprintf("{%v rev=%d current=%s txn=%s}", r.Err(), r.Revision, fmtKV(r.Current), fmtTxnResult(r.Txn))
+	}
 	return fmt.Sprintf("{%v rev=%d current=%s}", r.Err(), r.Revision, fmtKV(r.Current))
 }
 

@@ -19,6 +19,9 @@ type Op uint8
 const (
 	OpPut    Op = 1
 	OpDelete Op = 2
+	// OpTxn is a transaction (Command.Txn): compares, then the ops of one of
+	// two branches, all applied as one log entry. See Txn.
+	OpTxn Op = 3
 )
 
 func (o Op) String() string {
@@ -27,6 +30,8 @@ func (o Op) String() string {
 		return "put"
 	case OpDelete:
 		return "delete"
+	case OpTxn:
+		return "txn"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -48,9 +53,12 @@ type Cond struct {
 // Command is one write, as proposed to Raft and stored in the log.
 type Command struct {
 	Op    Op
-	Key   []byte
+	Key   []byte // OpPut and OpDelete only
 	Value []byte // OpPut only
-	Cond  Cond
+	Cond  Cond   // OpPut and OpDelete only
+	// Txn is the transaction of an OpTxn (nil means the empty transaction);
+	// other ops ignore it.
+	Txn *Txn
 }
 
 // KeyValue is a key with its value and metadata.
@@ -84,6 +92,9 @@ type Result struct {
 	// Current is the key's state when Status is Conflict; Version 0 means the key
 	// does not exist.
 	Current KeyValue
+	// Txn is the outcome of an OpTxn (whose Status is always OK and Revision
+	// its log index); nil for other ops.
+	Txn *TxnResult
 }
 
 // Err returns nil, ErrConflict or ErrKeyNotFound according to r.Status.

@@ -374,6 +374,11 @@ func (n *Node) KV() *kv.Store { return n.kv }
 // Propose replicates cmd and returns its result once it is committed, durable
 // and applied.
 func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
+	// A command that every replica would fail to decode must never reach the
+	// log: it would stop them all.
+	if err := cmd.Validate(); err != nil {
+		return kv.Result{}, err
+	}
 	id := n.nextID.Add(1)
 	enc := cmd.Marshal()
 	data := make([]byte, 8, 8+len(enc))
