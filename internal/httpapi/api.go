@@ -223,10 +223,16 @@ func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *ht
 	}
 	h.log.Debug("backend call failed", "op", op, "err", err)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// A backend may say why (no leader, no quorum) by wrapping the
+		// deadline error as "<reason>: context deadline exceeded".
+		why := ""
+		if reason, ok := strings.CutSuffix(err.Error(), ": "+context.DeadlineExceeded.Error()); ok && reason != "" {
+			why = " (" + reason + ")"
+		}
 		if write {
-			writeError(w, http.StatusServiceUnavailable, h.writeTimedOut)
+			writeError(w, http.StatusServiceUnavailable, h.readTimedOut+why+h.writeTimedOut[len(h.readTimedOut):])
 		} else {
-			writeError(w, http.StatusServiceUnavailable, h.readTimedOut)
+			writeError(w, http.StatusServiceUnavailable, h.readTimedOut+why)
 		}
 		return
 	}

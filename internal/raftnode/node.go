@@ -399,7 +399,7 @@ func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
 		n.mu.Lock()
 		delete(n.waiters, id)
 		n.mu.Unlock()
-		return kv.Result{}, ctx.Err()
+		return kv.Result{}, n.whyTimedOut(ctx.Err())
 	case <-n.donec:
 		// The loop may have answered just before it exited.
 		select {
@@ -409,6 +409,29 @@ func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
 			return kv.Result{}, n.stoppedErr()
 		}
 	}
+}
+
+// whyTimedOut wraps a context error with what this node knows of why the
+// request could not be served in time.
+func (n *Node) whyTimedOut(err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	lead := n.leader.Load()
+	switch {
+	case lead == raft.None:
+		return fmt.Errorf("no leader: the cluster has no quorum or is electing one: %w", err)
+	case lead == n.raftID:
+		reachable := 0
+		st := n.Status()
+		for _, m := range st.Members {
+			if m.Reachable && !m.Learner {
+				reachable++
+			}
+		}
+		return fmt.Errorf("this node leads but reaches %d of %d members: no quorum?: %w", reachable, len(st.Members), err)
+	}
+	return fmt.Errorf("leader %s did not answer in time: %w", n.memberName(lead), err)
 }
 
 func (n *Node) stoppedErr() error {

@@ -135,7 +135,7 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		return n.whyTimedOut(ctx.Err())
 	case <-n.donec:
 		select {
 		case err := <-r.done:

@@ -68,11 +68,12 @@ func TestMinorityPartition(t *testing.T) {
 		}
 	}
 	// The isolated node cannot commit or confirm leadership.
-	if code, body := do(t, http.MethodPut, c.url(leader, "/key/minority"), `{"value":"x"}`); code != 503 {
-		t.Fatalf("write on the minority side: %d %s, want 503", code, body)
+	// The 503 says why.
+	if code, body := do(t, http.MethodPut, c.url(leader, "/key/minority"), `{"value":"x"}`); code != 503 || !strings.Contains(body, "quorum") {
+		t.Fatalf("write on the minority side: %d %s, want 503 naming the missing quorum", code, body)
 	}
-	if code, body := do(t, http.MethodGet, c.url(leader, "/key/minority"), ""); code != 503 {
-		t.Fatalf("linearizable read on the minority side: %d %s, want 503", code, body)
+	if code, body := do(t, http.MethodGet, c.url(leader, "/key/minority"), ""); code != 503 || !strings.Contains(body, "quorum") {
+		t.Fatalf("linearizable read on the minority side: %d %s, want 503 naming the missing quorum", code, body)
 	}
 	newLeader := c.leader(10*time.Second, majority...)
 	deadline := time.Now().Add(10 * time.Second)
