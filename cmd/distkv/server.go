@@ -258,6 +258,10 @@ func runServer(o *serverOptions) error {
 	case <-node.Done():
 		srv.Close()
 		err := node.Err()
+		if errors.Is(err, raftnode.ErrRemoved) {
+			logger.Info("removed from the cluster: exiting; its data directory can be deleted")
+			return nil
+		}
 		if err == nil {
 			err = errors.New("node stopped")
 		}

@@ -224,8 +224,18 @@ func TestMembershipAddPromoteRemove(t *testing.T) {
 	if err := c.nodes[leader].PromoteMember(ctx, "n4"); err != nil {
 		t.Fatalf("promote: %v", err)
 	}
-	if err := c.nodes[leader].RemoveMember(ctx, c.follower(leader)); err != nil && !errors.Is(err, ErrStopped) {
+	gone := c.follower(leader)
+	if err := c.nodes[leader].RemoveMember(ctx, gone); err != nil && !errors.Is(err, ErrStopped) {
 		t.Fatalf("remove: %v", err)
+	}
+	// The removed member learns it and stops itself.
+	select {
+	case <-c.nodes[gone].Done():
+		if err := c.nodes[gone].Err(); !errors.Is(err, ErrRemoved) {
+			t.Fatalf("removed member stopped with %v, want ErrRemoved", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("removed member is still running")
 	}
 	if _, err := put(ctx, c.nodes[leader], "after", "membership"); err != nil {
 		t.Fatalf("write after membership changes: %v", err)

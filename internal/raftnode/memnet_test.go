@@ -233,3 +233,11 @@ func (c *cluster) follower(leader string) string {
 	c.t.Fatal("no follower")
 	return ""
 }
+
+func (t *memTransport) Call(ctx context.Context, to, shard uint64, method uint8, payload []byte) ([]byte, error) {
+	dst, ok := t.nw.route(t.id, to)
+	if !ok {
+		return nil, fmt.Errorf("peer %x unreachable", to)
+	}
+	return dst.HandleCall(ctx, t.id, shard, method, payload)
+}

@@ -71,6 +71,7 @@ type Node struct {
 	waiters map[uint64]*proposal
 	members map[uint64]Member
 	err     error // the fatal error that stopped the loop, if any
+	removed bool  // this node was removed from the group; the loop stops
 	// contact is when a message from each peer last arrived.
 	contact      map[uint64]time.Time
 	learnersPub  []uint64
@@ -635,8 +636,17 @@ func (n *Node) run() {
 			n.reads.issue(n.rn)
 			err = n.processReady()
 		}
+		n.mu.Lock()
+		removed := n.removed
+		n.mu.Unlock()
+		if err == nil && removed {
+			n.logger.Info("this node was removed from the cluster; stopping")
+			err = ErrRemoved
+		}
 	}
-	n.logger.Error("node stopped by a fatal error", "err", err)
+	if !errors.Is(err, ErrRemoved) {
+		n.logger.Error("node stopped by a fatal error", "err", err)
+	}
 	n.shutdown(err)
 }
 
@@ -839,8 +849,11 @@ func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte)
 		}
 	case raftpb.ConfChangeRemoveNode:
 		delete(n.members, id)
+		if id == n.raftID {
+			n.removed = true
+		}
 		if id != n.raftID && n.cfg.Transport != nil {
-			n.cfg.Transport.RemovePeer(id)
+			go n.tellRemoved(id)
 		}
 	}
 }

@@ -25,10 +25,20 @@ type Transport interface {
 	// SendSnapshot streams r to peer to and returns once the peer installed it
 	// (nil) or failed to.
 	SendSnapshot(ctx context.Context, to, shard uint64, r io.Reader) error
+	// Call sends a request to peer to and returns its answer.
+	Call(ctx context.Context, to, shard uint64, method uint8, payload []byte) ([]byte, error)
 	// AddPeer makes peer id reachable at addr; RemovePeer forgets it.
 	AddPeer(id uint64, addr string)
 	RemovePeer(id uint64)
 }
+
+// Methods of Transport.Call between nodes.
+const (
+	// methodRemoved tells a node that the cluster removed it. A removed node
+	// may never see the log entry that removes it (the others stop sending to
+	// it once they apply it), so they tell it directly.
+	methodRemoved uint8 = 1
+)
 
 // snapshotTimeout bounds one snapshot transfer.
 const snapshotTimeout = 10 * time.Minute
@@ -73,7 +83,47 @@ func (n *Node) PeerUnreachable(to uint64) {
 // HandleCall serves requests from peers. No method is defined yet: proposals
 // reach the leader as Raft MsgProp messages.
 func (n *Node) HandleCall(ctx context.Context, from, shard uint64, method uint8, payload []byte) ([]byte, error) {
+	if shard != n.cfg.Shard {
+		return nil, fmt.Errorf("shard %d is not served here", shard)
+	}
+	switch method {
+	case methodRemoved:
+		n.mu.Lock()
+		_, member := n.members[from]
+		if member {
+			n.removed = true
+		}
+		n.mu.Unlock()
+		if !member {
+			return nil, errors.New("only a member can say who was removed")
+		}
+		// Wake the loop so that it notices.
+		select {
+		case n.funcc <- func() {}:
+		case <-n.donec:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}
 	return nil, fmt.Errorf("unknown method %d", method)
+}
+
+// tellRemoved lets a removed member know, then forgets it.
+func (n *Node) tellRemoved(id uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if _, err := n.cfg.Transport.Call(ctx, id, n.cfg.Shard, methodRemoved, nil); err == nil {
+			break
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		case <-n.donec:
+			cancel()
+		}
+	}
+	n.cfg.Transport.RemovePeer(id)
 }
 
 // HandleSnapshot receives a snapshot stream from the leader: a Raft MsgSnap

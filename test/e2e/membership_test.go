@@ -38,6 +38,15 @@ func TestJoinPromoteRemove(t *testing.T) {
 	if out, err := run(t, "member", "remove", "n1", "--endpoints", c.http["n2"]); err != nil {
 		t.Fatalf("remove n1: %v %s", err, out)
 	}
+	// The removed member learns it and exits cleanly.
+	select {
+	case <-c.servers["n1"].exited:
+		if code := c.servers["n1"].cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("removed n1 exited with %d", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("removed n1 is still running after 10s")
+	}
 	// The cluster of n2, n3, n4 serves; n4 has all data, old and new.
 	leader := c.leader(10*time.Second, "n2", "n3", "n4")
 	if code, body := do(t, http.MethodPut, c.url("n4", "/key/after"), `{"value":"membership changes"}`); code != 200 {
