@@ -392,3 +392,77 @@ func TestLostReadIndexIsRetried(t *testing.T) {
 		t.Fatalf("leader changed to %s: the test proves nothing", l)
 	}
 }
+
+// TestStaleReadIndexAnswerIsIgnored delivers to a restarted follower a
+// ReadIndex answer meant for its previous incarnation. It must not release a
+// new read: that read would miss writes committed after the old answer.
+func TestStaleReadIndexAnswerIsIgnored(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	name := c.follower(leader)
+	id := RaftID(name)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := put(ctx, c.nodes[leader], "k", "old"); err != nil {
+		t.Fatal(err)
+	}
+	// Capture the leader's answer to one read of the follower.
+	var captured []raftpb.Message
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool {
+		if m.Type == raftpb.MsgReadIndexResp && m.To == id {
+			captured = append(captured, m)
+			return true
+		}
+		return false
+	}
+	c.nw.mu.Unlock()
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	c.nodes[name].Get(short, []byte("k"), true)
+	cancelShort()
+	c.nw.heal()
+	c.nw.mu.Lock()
+	old := append([]raftpb.Message(nil), captured...)
+	c.nw.mu.Unlock()
+	if len(old) == 0 {
+		t.Fatal("no ReadIndex answer captured")
+	}
+
+	c.stop(name)
+	n := c.start(name)
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Cut everything to the follower, commit a new value on the majority,
+	// and read on the follower while only the stale answer reaches it.
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool { return m.To == id }
+	c.nw.mu.Unlock()
+	if _, err := put(ctx, c.nodes[leader], "k", "new"); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		v   string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		kvp, _, err := n.Get(ctx, []byte("k"), true)
+		done <- result{string(kvp.Value), err}
+	}()
+	for i := 0; i < 5; i++ {
+		time.Sleep(5 * time.Millisecond)
+		n.HandleRaft(1, old)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("read released by a stale answer: got %q (%v) while the committed value is \"new\"", r.v, r.err)
+	case <-time.After(30 * time.Millisecond):
+	}
+	c.nw.heal()
+	r := <-done
+	if r.err != nil || r.v != "new" {
+		t.Fatalf("read after heal = %q, %v; want \"new\"", r.v, r.err)
+	}
+}

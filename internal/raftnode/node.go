@@ -133,6 +133,10 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("seed request ids: %w", err)
 	}
 	n.nextID.Store(binary.LittleEndian.Uint64(seed[:]))
+	if _, err := rand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("seed read contexts: %w", err)
+	}
+	n.reads.nonce = binary.LittleEndian.Uint64(seed[:])
 
 	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)

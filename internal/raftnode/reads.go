@@ -26,6 +26,7 @@ type readQueue struct {
 	inflight map[uint64]*readBatch // handed to Raft, awaiting its ReadState
 	waiting  []*readBatch          // confirmed; awaiting apply up to index
 	next     uint64
+	nonce    uint64 // random per Node: makes request contexts unique
 	ticks    uint64 // loop ticks so far
 }
 
@@ -42,18 +43,22 @@ func (q *readQueue) issue(rn *raft.RawNode) {
 	q.next++
 	q.inflight[q.next] = &readBatch{reqs: q.pending, issued: q.ticks}
 	q.pending = nil
-	var ctx [8]byte
-	binary.BigEndian.PutUint64(ctx[:], q.next)
+	// The context names the batch uniquely across nodes and restarts: the
+	// leader keys pending reads by it, and an answer meant for another node,
+	// or for this node before a restart, must never release these reads.
+	var ctx [16]byte
+	binary.BigEndian.PutUint64(ctx[:8], q.nonce)
+	binary.BigEndian.PutUint64(ctx[8:], q.next)
 	rn.ReadIndex(ctx[:])
 }
 
 // observe records the read indexes Raft confirmed.
 func (q *readQueue) observe(states []raft.ReadState) {
 	for _, rs := range states {
-		if len(rs.RequestCtx) != 8 {
+		if len(rs.RequestCtx) != 16 || binary.BigEndian.Uint64(rs.RequestCtx) != q.nonce {
 			continue
 		}
-		id := binary.BigEndian.Uint64(rs.RequestCtx)
+		id := binary.BigEndian.Uint64(rs.RequestCtx[8:])
 		b, ok := q.inflight[id]
 		if !ok {
 			continue
@@ -149,7 +154,7 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 // Get returns key's value. If linearizable, the read reflects every write
 // acknowledged before the call; otherwise it is served from local state at once.
 func (n *Node) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyValue, bool, error) {
-	if linearizable && false { // CHAOS EXPERIMENT: serve local state
+	if linearizable {
 		if err := n.ReadBarrier(ctx); err != nil {
 			return kv.KeyValue{}, false, err
 		}
