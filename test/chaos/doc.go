@@ -1,0 +1,35 @@
+// Package chaos runs randomized fault rounds against a real distkv cluster and
+// checks what the clients saw for linearizability.
+//
+// TestChaos builds the distkv binary, starts three nodes whose every peer link
+// passes through a netproxy.Mesh, and runs concurrent clients (each with one
+// request in flight) against a small key set while a nemesis injects one fault
+// at a time: kill -9 of a random node or of the leader followed by a restart,
+// SIGSTOP/SIGCONT, isolating the leader, a majority/minority partition, and a
+// one-way cut. Every operation is recorded with its call and return time; a
+// write whose outcome is unknown (client timeout, broken connection, or a 503
+// saying it may still have been applied) is kept with an open end, as
+// porcupine intends; a refused connection, a 503 refusing a write before it
+// was proposed (no leader) and a failed read are dropped. When the
+// faults are healed, every key is read linearizably on every node: the nodes
+// must agree, the values must be ones a client wrote, and these final reads are
+// part of the checked history, so an acknowledged write that was lost shows up
+// as a linearizability violation.
+//
+// The history is checked with github.com/anishathalye/porcupine against a
+// model of one key (exists, value, version); the model is partitioned by key.
+// On a violation the test writes porcupine's HTML visualization into its log
+// directory and fails with its path; the directory, with every node's log, is
+// kept when the test fails.
+//
+// The seed of the fault schedule and of the clients' choices is printed and
+// reproduces them with -chaos.seed (timing on a real machine still varies):
+//
+//	go test ./test/chaos                                        # 20 s round
+//	go test ./test/chaos -run TestChaos -chaos.duration=10m -v  # long round
+//	go test ./test/chaos -run TestChaos -chaos.seed=42 -v       # replay a seed
+//
+// -chaos.bin=PATH tests a prebuilt binary instead of building ../../cmd/distkv,
+// for trying a deliberately broken build from a copy of the tree. -short
+// skips the round.
+package chaos
