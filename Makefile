@@ -1,7 +1,7 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: build run test unit fuzz bench vet
+.PHONY: build run test unit fuzz bench vet chaos
 
 build:
 	$(GO) build -o bin/distkv ./cmd/distkv
@@ -23,3 +23,7 @@ test: vet unit fuzz
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./internal/...
+
+# A long randomized fault round with linearizability checking (issue 4).
+chaos:
+	$(GO) test -count=1 -timeout 0 ./test/chaos -run TestChaos -v -chaos.duration=$${CHAOS_DURATION:-5m}
