@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// httpTarget speaks distkv's HTTP API (also served by serve-null).
+type httpTarget struct {
+	client *http.Client
+	bases  []string // "http://host:port"
+	route  string
+}
+
+func newHTTPTarget(c *config) *httpTarget {
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        c.clients * 2,
+		MaxIdleConnsPerHost: c.clients + 16, // every worker keeps its connection
+		MaxConnsPerHost:     0,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+	t := &httpTarget{client: &http.Client{Transport: tr}, route: c.route}
+	for _, e := range c.endpoints {
+		t.bases = append(t.bases, "http://"+e)
+	}
+	return t
+}
+
+func (t *httpTarget) base(ctx context.Context) string {
+	if t.route == "one" || len(t.bases) == 1 {
+		return t.bases[0]
+	}
+	return t.bases[workerOf(ctx)%len(t.bases)]
+}
+
+func (t *httpTarget) Put(ctx context.Context, key string, value []byte) error {
+	body := make([]byte, 0, len(value)+16)
+	body = append(body, `{"value":"`...)
+	body = append(body, value...) // values are alphanumeric: no JSON escaping needed
+	body = append(body, `"}`...)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, t.base(ctx)+"/key/"+key, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return t.do(req)
+}
+
+func (t *httpTarget) Get(ctx context.Context, key string, stale bool) error {
+	url := t.base(ctx) + "/key/" + key
+	if stale {
+		url += "?consistency=stale"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	return t.do(req)
+}
+
+func (t *httpTarget) do(req *http.Request) error {
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(b))
+	}
+	// Drain so the connection is reused.
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err
+}
+
+func (t *httpTarget) Close() error {
+	t.client.CloseIdleConnections()
+	return nil
+}

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every workload against the do-nothing server: exactly -ops operations, no
+// errors, latencies recorded.
+func TestRunAgainstNull(t *testing.T) {
+	srv := httptest.NewServer(nullHandler(64))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	for _, w := range []string{"write", "read", "stale", "mixed50", "mixed95"} {
+		for _, dist := range []string{"uniform", "zipf"} {
+			c := config{target: "null", clients: 8, ops: 300, workload: w, keys: 50,
+				valueSize: 64, dist: dist, zipfS: 1.1, preload: true, timeout: 5 * time.Second,
+				route: "rr", quiet: true, conns: 1}
+			if err := c.validate(addr + "," + addr); err != nil {
+				t.Fatal(err)
+			}
+			tg, err := newTarget(context.Background(), &c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := run(context.Background(), tg, &c)
+			tg.Close()
+			if err != nil {
+				t.Fatalf("%s/%s: %v", w, dist, err)
+			}
+			if res.ops != 300 || res.errors != 0 || res.hist.TotalCount() != 300 {
+				t.Fatalf("%s/%s: ops %d errors %d (%s) recorded %d; want 300, 0, 300",
+					w, dist, res.ops, res.errors, res.lastErr, res.hist.TotalCount())
+			}
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	bad := []config{
+		{target: "distkv", clients: 0, valueSize: 256, keys: 1, workload: "write", dist: "uniform", route: "rr", duration: time.Second},
+		{target: "distkv", clients: 1025, valueSize: 256, keys: 1, workload: "write", dist: "uniform", route: "rr", duration: time.Second},
+		{target: "distkv", clients: 1, valueSize: 15, keys: 1, workload: "write", dist: "uniform", route: "rr", duration: time.Second},
+		{target: "distkv", clients: 1, valueSize: 65537, keys: 1, workload: "write", dist: "uniform", route: "rr", duration: time.Second},
+		{target: "distkv", clients: 1, valueSize: 256, keys: 1, workload: "scan", dist: "uniform", route: "rr", duration: time.Second},
+		{target: "nope", clients: 1, valueSize: 256, keys: 1, workload: "write", dist: "uniform", route: "rr", duration: time.Second},
+	}
+	for i, c := range bad {
+		if err := c.validate(""); err == nil {
+			t.Errorf("case %d: want an error", i)
+		}
+	}
+}

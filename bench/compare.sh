@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# compare.sh: the same closed-loop workloads against a 3-node distkv, a 3-node
+# etcd, a Redis with appendfsync always and kvbench's do-nothing HTTP server,
+# one system at a time, all on this machine; prints one table with distkv's
+# ratio to each. See bench/README.md.
+#
+#   bench/compare.sh [--duration 10s] [--clients 64] [--value-size 256]
+#                    [--keys 1000] [--targets "null distkv etcd redis"]
+#                    [--tmp DIR] [--keep-logs]
+set -euo pipefail
+
+DURATION=10s
+CLIENTS=64
+VALUE_SIZE=256
+KEYS=1000
+TARGETS="null distkv etcd redis"
+TMP_PARENT=${TMPDIR:-/var/tmp}
+KEEP_LOGS=0
+
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--duration) DURATION=$2; shift 2 ;;
+	--clients) CLIENTS=$2; shift 2 ;;
+	--value-size) VALUE_SIZE=$2; shift 2 ;;
+	--keys) KEYS=$2; shift 2 ;;
+	--targets) TARGETS=$2; shift 2 ;;
+	--tmp) TMP_PARENT=$2; shift 2 ;;
+	--keep-logs) KEEP_LOGS=1; shift ;;
+	-h | --help) usage 0 ;;
+	*) echo "compare.sh: unknown argument $1" >&2; usage 2 ;;
+	esac
+done
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+
+# Ports, away from distkv dev's defaults so a running dev cluster is not hit.
+NULL_ADDR=127.0.0.1:18100
+DISTKV_HTTP=18000 # 18000-18002
+DISTKV_PEER=19000 # 19000-19002
+ETCD_CLIENT=12379 # 12379, 12389, 12399
+ETCD_PEER=12380   # 12380, 12390, 12400
+REDIS_PORT=16379
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# --- install what is missing -------------------------------------------------
+need_pkgs=()
+case " $TARGETS " in *" etcd "*) command -v etcd >/dev/null || need_pkgs+=(etcd-server) ;; esac
+case " $TARGETS " in *" redis "*) command -v redis-server >/dev/null || need_pkgs+=(redis-server) ;; esac
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	SUDO=
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	log "installing ${need_pkgs[*]}"
+	$SUDO apt-get update -q >&2
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_pkgs[@]}" >&2
+fi
+command -v go >/dev/null || { echo "compare.sh: needs Go" >&2; exit 1; }
+
+# --- temp dir, cleanup -------------------------------------------------------
+mkdir -p "$TMP_PARENT"
+TMP=$(mktemp -d "$TMP_PARENT/distkv-bench.XXXXXX")
+PIDS=()
+cleanup() {
+	local rc=$?
+	stop_all
+	if [ "$KEEP_LOGS" = 1 ] || [ $rc -ne 0 ]; then
+		rm -rf "$TMP/data"
+		log "logs kept in $TMP"
+	else
+		rm -rf "$TMP"
+	fi
+	exit $rc
+}
+BENCH_PID=
+stop_all() {
+	local p
+	if [ -n "$BENCH_PID" ]; then
+		kill -TERM "$BENCH_PID" 2>/dev/null || true
+		wait "$BENCH_PID" 2>/dev/null || true
+		BENCH_PID=
+	fi
+	for p in "${PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${PIDS[@]}"; do
+		# wait up to ~10 s, then SIGKILL the process (and its group, for distkv dev)
+		for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		if kill -0 "$p" 2>/dev/null; then
+			kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
+		fi
+		wait "$p" 2>/dev/null || true
+	done
+	PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD...: runs CMD in its own process group, logging to $TMP/NAME.log
+start() {
+	local name=$1; shift
+	setsid "$@" >"$TMP/$name.log" 2>&1 &
+	PIDS+=($!)
+}
+
+# --- build -------------------------------------------------------------------
+log "building kvbench and distkv in $TMP"
+(cd "$HERE" && go build -o "$TMP/kvbench" ./cmd/kvbench)
+(cd "$ROOT" && go build -o "$TMP/distkv" ./cmd/distkv)
+KVBENCH=$TMP/kvbench
+RESULTS=$TMP/results.txt
+: >"$RESULTS"
+
+# wait_ready TARGET ENDPOINTS: one successful write through every endpoint.
+wait_ready() {
+	local target=$1 endpoints=$2 ep
+	for ep in ${endpoints//,/ }; do
+		for i in $(seq 120); do
+			if "$KVBENCH" -target "$target" -endpoints "$ep" -clients 1 -ops 1 \
+				-workload write -quiet -timeout 2s >/dev/null 2>&1; then
+				continue 2
+			fi
+			[ "$i" -eq 120 ] && { echo "compare.sh: $target at $ep not ready; see $TMP/*.log" >&2; exit 1; }
+			sleep 0.5
+		done
+	done
+	# Then until one second of light writes through all endpoints has no
+	# error, so a leader election just after start-up is not measured.
+	for i in $(seq 20); do
+		if "$KVBENCH" -target "$target" -endpoints "$endpoints" -clients 3 -duration 1s \
+			-workload write -quiet -timeout 2s 2>/dev/null | grep -q '^RESULT.* errors=0 '; then
+			return 0
+		fi
+		sleep 0.5
+	done
+	echo "compare.sh: $target keeps failing writes after start-up; see $TMP/*.log" >&2
+	exit 1
+}
+
+# bench TARGET ENDPOINTS: the workloads, one after the other.
+bench() {
+	local target=$1 endpoints=$2
+	local -a common=(-target "$target" -endpoints "$endpoints" -duration "$DURATION"
+		-keys "$KEYS" -value-size "$VALUE_SIZE" -conns 4)
+	run_kvbench "$target" "${common[@]}" -workload write -clients "$CLIENTS"
+	run_kvbench "$target" "${common[@]}" -workload read -clients "$CLIENTS"
+	run_kvbench "$target" "${common[@]}" -workload write -clients 1
+	grep -h 'last error' "$TMP/$target.out" | sed "s/^ */== $target: /" >&2 || true
+}
+
+# run_kvbench TARGET ARGS...: one run, output to $TMP/TARGET.out, progress on
+# stderr. In the background + wait so that a signal stops the script at once.
+run_kvbench() {
+	local target=$1; shift
+	"$KVBENCH" "$@" >>"$TMP/$target.out" &
+	BENCH_PID=$!
+	wait "$BENCH_PID"
+	BENCH_PID=
+	grep '^RESULT' "$TMP/$target.out" | tail -1 >>"$RESULTS"
+}
+
+mkdir -p "$TMP/data"
+for target in $TARGETS; do
+	case $target in
+	null)
+		log "null: kvbench serve-null on $NULL_ADDR"
+		start null "$KVBENCH" serve-null --addr "$NULL_ADDR" --value-size "$VALUE_SIZE"
+		eps=$NULL_ADDR
+		;;
+	distkv)
+		log "distkv: 3 nodes, HTTP $DISTKV_HTTP-$((DISTKV_HTTP + 2))"
+		start distkv "$TMP/distkv" dev --data-dir "$TMP/data/distkv" \
+			--http-port "$DISTKV_HTTP" --peer-port "$DISTKV_PEER" -- --log-level warn
+		eps=127.0.0.1:$DISTKV_HTTP,127.0.0.1:$((DISTKV_HTTP + 1)),127.0.0.1:$((DISTKV_HTTP + 2))
+		;;
+	etcd)
+		log "etcd: 3 nodes, clients $ETCD_CLIENT,$((ETCD_CLIENT + 10)),$((ETCD_CLIENT + 20))"
+		cluster=
+		for i in 1 2 3; do
+			cluster+="${cluster:+,}e$i=http://127.0.0.1:$((ETCD_PEER + 10 * (i - 1)))"
+		done
+		eps=
+		for i in 1 2 3; do
+			c=$((ETCD_CLIENT + 10 * (i - 1)))
+			p=$((ETCD_PEER + 10 * (i - 1)))
+			eps+="${eps:+,}127.0.0.1:$c"
+			start "etcd$i" etcd --name "e$i" --data-dir "$TMP/data/etcd$i" \
+				--listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
+				--listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+				--initial-cluster "$cluster" --initial-cluster-state new \
+				--initial-cluster-token distkv-bench --logger zap --log-level warn
+		done
+		;;
+	redis)
+		log "redis: 127.0.0.1:$REDIS_PORT, appendonly yes, appendfsync always"
+		mkdir -p "$TMP/data/redis"
+		start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/data/redis" \
+			--appendonly yes --appendfsync always --save "" --daemonize no --protected-mode no
+		eps=127.0.0.1:$REDIS_PORT
+		;;
+	*) echo "compare.sh: unknown target $target" >&2; exit 2 ;;
+	esac
+	wait_ready "$target" "$eps"
+	bench "$target" "$eps"
+	stop_all
+done
+
+# --- the table ----------------------------------------------------------------
+log "machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
+echo
+echo "distkv vs etcd, Redis and the do-nothing server: $VALUE_SIZE-byte values, $KEYS keys, $DURATION per run"
+echo
+awk -v targets="$TARGETS" '
+function kv(s,   a, i, n, p) { n = split(s, a, " "); for (i = 2; i <= n; i++) { split(a[i], p, "="); f[p[1]] = p[2] } }
+/^RESULT/ {
+	delete f; kv($0)
+	w = (f["workload"] == "read" ? "linearizable reads" : "writes") ", " f["clients"] " client" (f["clients"] == 1 ? "" : "s")
+	if (!(w in seen)) { seen[w] = 1; order[++nw] = w }
+	ops[w, f["label"]] = f["ops_s"]; p50[w, f["label"]] = f["p50_ms"]; p99[w, f["label"]] = f["p99_ms"]; err[w, f["label"]] = f["errors"]
+}
+END {
+	nt = split(targets, t, " ")
+	print "| workload | target | ops/s | p50 ms | p99 ms | errors | distkv ops/s ÷ target | distkv p50 ÷ target |"
+	print "|---|---|---:|---:|---:|---:|---:|---:|"
+	for (i = 1; i <= nw; i++) {
+		w = order[i]
+		for (j = 1; j <= nt; j++) {
+			x = t[j]
+			if (!((w, x) in ops)) continue
+			r1 = r2 = "—"
+			if (x != "distkv" && (w, "distkv") in ops) {
+				if (ops[w, x] > 0) r1 = sprintf("%.2fx", ops[w, "distkv"] / ops[w, x])
+				if (p50[w, x] > 0) r2 = sprintf("%.2fx", p50[w, "distkv"] / p50[w, x])
+			}
+			printf "| %s | %s | %d | %.2f | %.2f | %d | %s | %s |\n", w, x, ops[w, x], p50[w, x], p99[w, x], err[w, x], r1, r2
+		}
+	}
+}' "$RESULTS"
