@@ -44,6 +44,7 @@ type Node struct {
 	keptSnaps    []uint64 // indexes of the snapshots on disk that the WAL backs, oldest first
 	snapshotting bool
 	reads        readQueue
+	durable      raftpb.HardState // the last hard state written to the WAL
 
 	kv *kv.Store
 
@@ -300,6 +301,7 @@ func (n *Node) recover() error {
 		if err := n.storage.SetHardState(hs); err != nil {
 			return err
 		}
+		n.durable = hs
 	}
 	if err := n.storage.Append(ents); err != nil {
 		return fmt.Errorf("load log: %w", err)
@@ -685,11 +687,27 @@ func (n *Node) processReady() error {
 				return err
 			}
 		}
+		// A leader sends its appends before its own fsync, so that it writes
+		// to disk in parallel with the followers (Raft thesis 10.2.1): its
+		// entries count towards a quorum only once durable here, and what a
+		// follower acknowledges is durable there. Only when its term and vote
+		// are unchanged: those must be on disk before anyone hears of them.
+		// Everyone else's messages (votes, acknowledgements) promise what they
+		// say is durable, so they go out after it is.
+		early := n.leader.Load() == n.raftID && rd.SoftState == nil &&
+			(raft.IsEmptyHardState(rd.HardState) || (rd.HardState.Term == n.durable.Term && rd.HardState.Vote == n.durable.Vote))
+		if early {
+			n.send(rd.Messages)
+		}
 		if err := n.persist(rd); err != nil {
 			return err
 		}
-		// Messages go out only after what they promise is durable.
-		n.send(rd.Messages)
+		if !raft.IsEmptyHardState(rd.HardState) {
+			n.durable = rd.HardState
+		}
+		if !early {
+			n.send(rd.Messages)
+		}
 		if rd.SoftState != nil {
 			n.leader.Store(rd.SoftState.Lead)
 			// A new leader does not answer its predecessor's ReadIndex requests.
