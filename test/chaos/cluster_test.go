@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distkv/distkv/test/distkvbin"
 	"github.com/distkv/distkv/test/netproxy"
 )
 
@@ -33,20 +34,14 @@ func TestMain(m *testing.M) {
 		binary = *chaosBin
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "distkv-chaos-bin")
+	bin, cleanup, err := distkvbin.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "distkv")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/distkv")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build distkv:", err)
-		os.Exit(1)
-	}
+	binary = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

@@ -16,26 +16,22 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/distkv/distkv/test/distkvbin"
 )
 
 // binary is the distkv executable built once for the whole package.
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "distkv-e2e-bin")
+	bin, cleanup, err := distkvbin.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "distkv")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/distkv")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build distkv:", err)
-		os.Exit(1)
-	}
+	binary = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
