@@ -168,7 +168,10 @@ func (c *frameCodec) close() {
 func (c *frameCodec) encoder() (*zstd.Encoder, error) {
 	if c.enc == nil {
 		enc, err := zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(zstd.SpeedDefault),
+			// The fastest level: under a 64-client write load the default
+			// level was 12% of the leader's CPU and this one 2.5%, for WAL
+			// files 3% larger on JSON-like values.
+			zstd.WithEncoderLevel(zstd.SpeedFastest),
 			zstd.WithEncoderConcurrency(1),
 			// The frame carries its own CRC32C.
 			zstd.WithEncoderCRC(false))
