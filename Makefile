@@ -4,7 +4,7 @@ GO ?= go
 .PHONY: build run test unit fuzz bench vet chaos
 
 build:
-	$(GO) build -o bin/distkv ./cmd/distkv
+	CGO_ENABLED=0 $(GO) build -o bin/distkv ./cmd/distkv
 
 run:
 	$(GO) run ./cmd/distkv dev
