@@ -20,6 +20,9 @@
 //     before delivery; order is kept and throughput is not limited to one chunk
 //     per latency (each direction has a reader and a writer goroutine with a
 //     bounded queue of due-stamped chunks between them).
+//   - Lossy(d, f): each chunk in direction d is lost with probability f
+//     (seeded by SetSeed); a stream cannot have a hole, so the loss resets
+//     that connection, as a link whose losses TCP could not mask.
 //   - Reset: every current connection is closed with a TCP reset on both sides.
 //   - RefuseNew(true), DropConnections(f): new connections (all, or each with
 //     probability f, seeded by SetSeed) are reset right after accept.

@@ -64,6 +64,7 @@ type faults struct {
 	jitter    [2]time.Duration
 	refuseNew bool
 	dropFrac  float64
+	lossFrac  [2]float64
 }
 
 // DirectionStats counts the bytes of one direction of all connections.
@@ -71,7 +72,7 @@ type DirectionStats struct {
 	// Forwarded is bytes written to the receiving side.
 	Forwarded uint64
 	// Discarded is bytes read and thrown away because the direction was
-	// blackholed.
+	// blackholed or the chunk was lost (Lossy).
 	Discarded uint64
 }
 
@@ -85,6 +86,8 @@ type Stats struct {
 	// DialFailures is accepted connections closed because the target could not
 	// be dialed.
 	DialFailures uint64
+	// Lost is connections reset by Lossy because a chunk was lost.
+	Lost uint64
 	// Active is connections currently proxied (target dialed, not yet closed).
 	Active int
 	// Forward is client → target, Backward is target → client.
@@ -119,8 +122,8 @@ type Proxy struct {
 
 	wg sync.WaitGroup
 
-	accepted, rejected, dialFailures atomic.Uint64
-	forwarded, discarded             [2]atomic.Uint64
+	accepted, rejected, dialFailures, lost atomic.Uint64
+	forwarded, discarded                   [2]atomic.Uint64
 }
 
 // New listens on listen (for example "127.0.0.1:0") and forwards every
@@ -251,7 +254,27 @@ func (p *Proxy) DropConnections(fraction float64) {
 	p.update(func(f *faults) { f.dropFrac = fraction })
 }
 
-// Heal removes every fault: blackholes, delays, RefuseNew and DropConnections.
+// Lossy makes each chunk read in direction(s) d lost with probability
+// fraction. The proxy carries a TCP stream, which cannot have a hole in it, so
+// a lost chunk ends its connection: the proxy resets both sides at once, and
+// the chunk, any chunk still held by Delay and everything after it are never
+// delivered; what was delivered before is intact. To the endpoints this is a
+// link whose losses TCP could not mask: messages in flight vanish and the
+// connection must be dialed again (add DropConnections to make redialing
+// flaky too). fraction is clamped to [0, 1]; the choice is seeded by SetSeed.
+func (p *Proxy) Lossy(d Direction, fraction float64) {
+	fraction = min(max(fraction, 0), 1)
+	p.update(func(f *faults) {
+		for i := range 2 {
+			if d.has(i) {
+				f.lossFrac[i] = fraction
+			}
+		}
+	})
+}
+
+// Heal removes every fault: blackholes, delays, losses, RefuseNew and
+// DropConnections.
 func (p *Proxy) Heal() {
 	p.update(func(f *faults) { *f = faults{} })
 }
@@ -293,6 +316,7 @@ func (p *Proxy) Stats() Stats {
 		Accepted:     p.accepted.Load(),
 		Rejected:     p.rejected.Load(),
 		DialFailures: p.dialFailures.Load(),
+		Lost:         p.lost.Load(),
 		Active:       active,
 		Forward:      DirectionStats{Forwarded: p.forwarded[fwd].Load(), Discarded: p.discarded[fwd].Load()},
 		Backward:     DirectionStats{Forwarded: p.forwarded[bwd].Load(), Discarded: p.discarded[bwd].Load()},
@@ -374,7 +398,8 @@ func (p *Proxy) acceptLoop() {
 	}
 }
 
-// drop decides whether a new connection is dropped by DropConnections.
+// drop is true with probability frac: a connection dropped by
+// DropConnections, a chunk lost by Lossy.
 func (p *Proxy) drop(frac float64) bool {
 	switch {
 	case frac <= 0:
@@ -505,6 +530,11 @@ func (l *link) read(i int) {
 			f := l.p.faults.Load()
 			if f.blackhole[i] {
 				l.p.discarded[i].Add(uint64(n))
+			} else if l.p.drop(f.lossFrac[i]) {
+				l.p.discarded[i].Add(uint64(n))
+				l.p.lost.Add(1)
+				l.shutdown(true)
+				return
 			} else {
 				// The queue is FIFO and its writer waits for each chunk in
 				// turn, so no jitter lets a chunk overtake an earlier one.

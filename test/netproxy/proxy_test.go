@@ -3,6 +3,7 @@ package netproxy
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -444,4 +445,88 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	// Faults on a closed proxy are harmless.
 	p.Reset()
 	p.Heal()
+}
+
+func TestLossy(t *testing.T) {
+	echo := echoServer(t)
+	// sent reports whether one message made the round trip on a new
+	// connection; false means the proxy reset it.
+	sent := func(t *testing.T, p *Proxy) bool {
+		t.Helper()
+		c := dial(t, p.Addr())
+		defer c.Close()
+		write(t, c, "ping\n")
+		c.SetReadDeadline(time.Now().Add(waitTimeout))
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("neither delivered nor reset after %v", waitTimeout)
+			}
+			return false
+		}
+		if string(buf) != "ping\n" {
+			t.Fatalf("read %q, want the message intact", buf)
+		}
+		return true
+	}
+	const n = 20
+	for _, tc := range []struct {
+		d        Direction
+		fraction float64
+		lost     int
+	}{
+		{Forward, 1, n},
+		{Backward, 1, n},
+		{Both, 0, 0},
+	} {
+		t.Run(fmt.Sprintf("%v-%v", tc.d, tc.fraction), func(t *testing.T) {
+			p := newProxy(t, echo)
+			p.Lossy(tc.d, tc.fraction)
+			lost := 0
+			for range n {
+				if !sent(t, p) {
+					lost++
+				}
+			}
+			if lost != tc.lost {
+				t.Fatalf("Lossy(%v, %v): %d of %d round trips lost, want %d", tc.d, tc.fraction, lost, n, tc.lost)
+			}
+			if st := p.Stats(); st.Lost != uint64(tc.lost) {
+				t.Fatalf("stats %+v, want %d lost", st, tc.lost)
+			}
+		})
+	}
+
+	t.Run("seeded", func(t *testing.T) {
+		seed := testSeed(t)
+		var runs [2][]bool
+		for i := range runs {
+			p := newProxy(t, echo)
+			p.SetSeed(seed)
+			p.Lossy(Forward, 0.5)
+			for range n {
+				runs[i] = append(runs[i], sent(t, p))
+			}
+		}
+		if fmt.Sprint(runs[0]) != fmt.Sprint(runs[1]) {
+			t.Fatalf("same seed, different losses:\n%v\n%v", runs[0], runs[1])
+		}
+		// All or nothing has probability 2^-19 with a working generator.
+		if d := count(runs[0]); d == 0 || d == n {
+			t.Fatalf("Lossy(0.5) delivered %d of %d: %v", d, n, runs[0])
+		}
+	})
+
+	t.Run("heal", func(t *testing.T) {
+		p := newProxy(t, echo)
+		p.Lossy(Both, 1)
+		if sent(t, p) {
+			t.Fatal("a round trip survived Lossy(Both, 1)")
+		}
+		p.Heal()
+		if !sent(t, p) {
+			t.Fatal("round trip lost after Heal")
+		}
+	})
 }
