@@ -11,12 +11,19 @@
 //     made durable by the next synced Append.
 //   - A frame is atomic: after a crash, Open replays all of its records or
 //     none of them.
-//   - Any write, sync, preallocate or close error makes the WAL fail: that
-//     Append and every later one return an error wrapping ErrFailed. After a
-//     failed fsync the kernel may have dropped the dirty pages and cleared the
+//   - A full disk is not fatal: ENOSPC while preallocating, writing a frame or
+//     creating the next segment fails that Append with ErrNoSpace. A partly
+//     written frame is truncated away (and the truncation fsynced) first, and
+//     a segment that could not be created leaves no file behind, so the log
+//     holds exactly the frames whose Append succeeded and takes appends again
+//     as soon as space is freed.
+//   - Any other write, sync, preallocate or close error makes the WAL fail:
+//     that Append and every later one return an error wrapping ErrFailed. After
+//     a failed fsync the kernel may have dropped the dirty pages and cleared the
 //     error (PostgreSQL's "fsyncgate"), so retrying could report success for
 //     data that is gone; the only safe reaction is to stop, restart, and let
-//     Open read what really is on disk.
+//     Open read what really is on disk. A failed fsync is fatal even when it
+//     reports ENOSPC.
 //   - Open never silently skips damage. The only damage it repairs is a torn
 //     final frame of the last segment, which it truncates with a warning.
 //     Anything else is reported as ErrCorrupt with file and byte offset.
@@ -83,8 +90,8 @@
 //
 // A bad frame followed by non-zero bytes cannot come from an interrupted
 // append that wrote its bytes in order (nothing is ever written after an
-// unfinished frame: the WAL fails instead), so Open refuses to start and names
-// file and offset. It could also be a lost or misdirected write in the middle
+// unfinished frame: the WAL durably removes it first, or fails), so Open
+// refuses to start and names file and offset. It could also be a lost or misdirected write in the middle
 // of acknowledged data, and truncating there would silently drop acknowledged
 // records. The price of refusing: after a power loss, a disk that persisted
 // the unsynced tail out of order (a later page of the last frame, or a later

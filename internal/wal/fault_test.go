@@ -22,18 +22,17 @@ type faultCase struct {
 	dropPages  bool // for OpSync: the failed fsync also loses the unsynced bytes
 }
 
+// faultCases are the failures that make the WAL fail for good. A full disk
+// is not among them (see noSpaceCases), except where it comes from fsync.
 var faultCases = []faultCase{
 	{"fsync", vfs.OpSync, ".wal", vfs.ErrInjected, 0, false},
 	{"fsync loses dirty pages", vfs.OpSync, ".wal", vfs.ErrInjected, 0, true},
-	{"enospc mid-header", vfs.OpWrite, ".wal", vfs.ErrNoSpace, 7, false},
-	{"enospc mid-payload", vfs.OpWrite, ".wal", vfs.ErrNoSpace, 60, false},
-	{"enospc nothing written", vfs.OpWrite, ".wal", vfs.ErrNoSpace, 0, false},
-	{"preallocate", vfs.OpPreallocate, ".wal", vfs.ErrNoSpace, 0, false},
+	{"fsync enospc", vfs.OpSync, ".wal", vfs.ErrNoSpace, 0, false},
+	{"write eio mid-payload", vfs.OpWrite, ".wal", vfs.ErrInjected, 60, false},
+	{"preallocate eio", vfs.OpPreallocate, ".wal", vfs.ErrInjected, 0, false},
 	{"cut: truncate old segment", vfs.OpTruncate, ".wal", vfs.ErrInjected, 0, false},
 	{"cut: close old segment", vfs.OpClose, ".wal", vfs.ErrInjected, 0, false},
-	{"cut: create", vfs.OpCreate, ".tmp", vfs.ErrNoSpace, 0, false},
-	{"cut: preallocate", vfs.OpPreallocate, ".tmp", vfs.ErrNoSpace, 0, false},
-	{"cut: short write", vfs.OpWrite, ".tmp", vfs.ErrNoSpace, 10, false},
+	{"cut: create eio", vfs.OpCreate, ".tmp", vfs.ErrInjected, 0, false},
 	{"cut: fsync", vfs.OpSync, ".tmp", vfs.ErrInjected, 0, false},
 	{"cut: rename", vfs.OpRename, ".wal", vfs.ErrInjected, 0, false},
 	{"cut: fsync dir", vfs.OpSyncDir, "", vfs.ErrInjected, 0, false},
@@ -56,7 +55,7 @@ func numbered(i int) Record {
 }
 
 // TestInjectedFailure: after an injected write, fsync, preallocate or
-// segment-cut failure, that Append and every later one fail with ErrFailed,
+// segment-cut failure other than a full disk, that Append and every later one fail with ErrFailed,
 // and a reopen on a healthy disk recovers every acknowledged record.
 func TestInjectedFailure(t *testing.T) {
 	for _, fc := range faultCases {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/distkv/distkv/internal/vfs"
 )
@@ -147,7 +148,23 @@ var (
 	ErrFailed = errors.New("wal: failed")
 	// ErrClosed is returned by calls on a closed WAL.
 	ErrClosed = errors.New("wal: closed")
+	// ErrNoSpace reports that an Append found the disk full (ENOSPC) before
+	// its frame was complete. Unlike ErrFailed it is not sticky: nothing of
+	// the frame is left in the log, the WAL stays usable, and the same
+	// records may be appended again once space is freed. The cause (wrapping
+	// syscall.ENOSPC) is wrapped alongside.
+	ErrNoSpace = errors.New("wal: out of disk space")
 )
+
+// noSpace marks err, which happened before anything of a frame remained in
+// the log, as recoverable if it is a full disk; any other error is returned
+// as it is (and becomes sticky).
+func noSpace(err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
 
 // CorruptError locates damage. errors.Is(err, ErrCorrupt) holds for it.
 type CorruptError struct {
@@ -407,8 +424,13 @@ func (w *WAL) track(seg *segment, r Record) {
 // return. With sync=false the fsync may be skipped unless a coalesced call
 // needs it; Append(nil, true) fsyncs everything written before.
 //
-// Any write, sync or close error is sticky: this and every later Append
-// return an error wrapping ErrFailed and the cause. The caller must stop.
+// A full disk (ENOSPC from preallocating, writing or cutting a segment) fails
+// only this Append, and the ones coalesced with it, with an error wrapping
+// ErrNoSpace: no byte of their frame is left in the log, and the same records
+// may be appended again later. Any other write, sync or close error (and an
+// ENOSPC whose partial frame cannot be removed) is sticky: this and every
+// later Append return an error wrapping ErrFailed and the cause. The caller
+// must stop.
 // Records whose Append returned nil (with sync=true, or followed by a
 // successful synced Append) are recovered by Open even after a power loss.
 // recs may be reused once Append returns.
@@ -473,7 +495,7 @@ func (w *WAL) flusher() {
 		w.mu.Unlock()
 
 		if err == nil {
-			if err = w.writeBatch(batch); err != nil {
+			if err = w.writeBatch(batch); err != nil && !errors.Is(err, ErrNoSpace) {
 				err = fmt.Errorf("%w: %w", ErrFailed, err)
 				w.mu.Lock()
 				w.failed = err
@@ -546,16 +568,21 @@ func (w *WAL) writeBatch(batch []*request) error {
 	return nil
 }
 
-// write appends b to the active segment, reserving disk ahead of it.
+// write appends b to the active segment, reserving disk ahead of it. On a
+// full disk it leaves the segment as it was and returns an error wrapping
+// ErrNoSpace.
 func (w *WAL) write(b []byte) error {
 	if need := w.off + int64(len(b)); need > w.allocated {
 		step := w.cfg.PreallocSize
 		target := (need + step - 1) / step * step
 		if err := w.f.Preallocate(target); err != nil {
-			return fmt.Errorf("preallocate %s: %w", w.f.Name(), err)
+			// Nothing was written; a partial reservation beyond the data is
+			// harmless (KEEP_SIZE) and released by the next truncation.
+			return noSpace(fmt.Errorf("preallocate %s: %w", w.f.Name(), err))
 		}
 		w.allocated = target
 	}
+	start := w.off
 	n, err := w.f.Write(b)
 	w.off += int64(n)
 	w.unsynced = w.unsynced || n > 0
@@ -563,14 +590,52 @@ func (w *WAL) write(b []byte) error {
 	w.segs[len(w.segs)-1].size = w.off
 	w.total += int64(n)
 	w.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("write %s: %w", w.f.Name(), err)
+	if err == nil {
+		return nil
 	}
+	err = fmt.Errorf("write %s: %w", w.f.Name(), err)
+	if !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	if rerr := w.rewind(start); rerr != nil {
+		// The partial frame stays: the next frame would follow garbage, which
+		// Open rightly calls corruption. Fail for good.
+		return fmt.Errorf("%w; removing the partial frame: %w", err, rerr)
+	}
+	return noSpace(err)
+}
+
+// rewind cuts the active segment back to off, the start of a frame that was
+// only partly written, and makes that durable: a crash must not leave the
+// partial frame's bytes behind a shorter frame written later at off (Open
+// would take them for corruption).
+func (w *WAL) rewind(off int64) error {
+	if w.off > off {
+		if err := w.f.Truncate(off); err != nil {
+			return fmt.Errorf("truncate %s: %w", w.f.Name(), err)
+		}
+	}
+	// Truncating released the reservation past off, and the file may be
+	// reserved only partly if preallocation was cut short.
+	w.allocated = off
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", w.f.Name(), err)
+	}
+	w.unsynced = false
+	if _, err := w.f.Seek(off, io.SeekStart); err != nil {
+		return fmt.Errorf("seek %s: %w", w.f.Name(), err)
+	}
+	w.mu.Lock()
+	w.total -= w.off - off
+	w.segs[len(w.segs)-1].size = off
+	w.mu.Unlock()
+	w.off = off
 	return nil
 }
 
-// cut closes the active segment, durable and trimmed to its data, and starts
-// the next one.
+// cut makes the active segment durable and trimmed to its data, then starts
+// the next one. If the next one cannot be created for lack of space, the
+// active segment stays active (and the next append tries again).
 func (w *WAL) cut() error {
 	old := w.f
 	// The old segment must be complete on disk before a successor exists:
@@ -578,18 +643,21 @@ func (w *WAL) cut() error {
 	if err := old.Truncate(w.off); err != nil { // gives back the preallocated tail
 		return fmt.Errorf("truncate %s: %w", old.Name(), err)
 	}
+	w.allocated = w.off
 	if err := old.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", old.Name(), err)
 	}
 	w.unsynced = false
-	w.f = nil
-	if err := old.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", old.Name(), err)
-	}
 	w.mu.Lock()
 	seq := w.segs[len(w.segs)-1].seq + 1
 	w.mu.Unlock()
-	return w.startSegment(seq)
+	if err := w.startSegment(seq); err != nil {
+		return err
+	}
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", old.Name(), err)
+	}
+	return nil
 }
 
 // carryOver returns the latest hard state and snapshot record of every shard,
@@ -618,7 +686,9 @@ func hasRecord(m map[uint64]Record, k uint64) bool { _, ok := m[k]; return ok }
 
 // startSegment creates segment seq atomically: header and carry-over frame are
 // written to a temporary file, fsynced, renamed into place, and the directory
-// is fsynced. It then becomes the active segment.
+// is fsynced. It then becomes the active segment; the caller closes the
+// previous one. A full disk before the rename leaves no trace (the temporary
+// file is removed) and returns an error wrapping ErrNoSpace.
 func (w *WAL) startSegment(seq uint64) error {
 	path := filepath.Join(w.cfg.Dir, segmentName(seq))
 	tmp := path + ".tmp"
@@ -640,7 +710,9 @@ func (w *WAL) startSegment(seq uint64) error {
 
 	f, err := w.fs.Create(tmp)
 	if err != nil {
-		return fmt.Errorf("create segment: %w", err)
+		// Create may have made an empty file before failing.
+		w.fs.Remove(tmp)
+		return noSpace(fmt.Errorf("create segment: %w", err))
 	}
 	fail := func(err error) error {
 		f.Close()
@@ -648,10 +720,10 @@ func (w *WAL) startSegment(seq uint64) error {
 		return err
 	}
 	if err := f.Preallocate(alloc); err != nil {
-		return fail(fmt.Errorf("preallocate %s: %w", tmp, err))
+		return fail(noSpace(fmt.Errorf("preallocate %s: %w", tmp, err)))
 	}
 	if _, err := f.Write(buf); err != nil {
-		return fail(fmt.Errorf("write %s: %w", tmp, err))
+		return fail(noSpace(fmt.Errorf("write %s: %w", tmp, err)))
 	}
 	if err := f.Sync(); err != nil {
 		return fail(fmt.Errorf("sync %s: %w", tmp, err))
@@ -662,7 +734,7 @@ func (w *WAL) startSegment(seq uint64) error {
 	}
 	if err := w.fs.Rename(tmp, path); err != nil {
 		w.fs.Remove(tmp)
-		return fmt.Errorf("rename %s: %w", tmp, err)
+		return noSpace(fmt.Errorf("rename %s: %w", tmp, err))
 	}
 	if err := w.fs.SyncDir(w.cfg.Dir); err != nil {
 		return fmt.Errorf("sync dir %s: %w", w.cfg.Dir, err)

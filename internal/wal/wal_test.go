@@ -936,10 +936,13 @@ func TestSegmentCutOrder(t *testing.T) {
 	defer mu.Unlock()
 	old, next := segmentName(1), segmentName(2)
 	want := []string{
-		"truncate " + old, "sync " + old, "close " + old,
+		"truncate " + old, "sync " + old,
 		"create " + next + ".tmp", "preallocate " + next + ".tmp", "write " + next + ".tmp",
 		"sync " + next + ".tmp", "close " + next + ".tmp", "rename " + next,
-		"syncdir " + filepath.Base(cfg.Dir), "open " + next, "write " + next,
+		"syncdir " + filepath.Base(cfg.Dir), "open " + next,
+		// The old segment stays open until its successor is in place, so that
+		// a full disk while creating that leaves a usable active segment.
+		"close " + old, "write " + next,
 	}
 	if len(ops) < len(want) || !slices.Equal(ops[:len(want)], want) {
 		t.Fatalf("cut performed\n  %s\nwant\n  %s", strings.Join(ops, "\n  "), strings.Join(want, "\n  "))
