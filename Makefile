@@ -15,6 +15,7 @@ vet:
 
 unit:
 	$(GO) test -count=1 -timeout 10m ./...
+	cd bench && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 fuzz:
 	scripts/fuzz.sh $${FUZZTIME:-5}

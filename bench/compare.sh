@@ -6,7 +6,8 @@
 #
 #   bench/compare.sh [--duration 10s] [--clients 64] [--value-size 256]
 #                    [--keys 1000] [--targets "null distkv etcd redis"]
-#                    [--tmp DIR] [--keep-logs]
+#                    [--workloads "write read stale mixed95 write1"]
+#                    [--memory-keys 1000000] [--tmp DIR] [--keep-logs]
 set -euo pipefail
 
 DURATION=10s
@@ -14,10 +15,12 @@ CLIENTS=64
 VALUE_SIZE=256
 KEYS=1000
 TARGETS="null distkv etcd redis"
+WORKLOADS="write read stale mixed95 write1"
+MEMORY_KEYS=1000000
 TMP_PARENT=${TMPDIR:-/var/tmp}
 KEEP_LOGS=0
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--duration) DURATION=$2; shift 2 ;;
@@ -25,6 +28,8 @@ while [ $# -gt 0 ]; do
 	--value-size) VALUE_SIZE=$2; shift 2 ;;
 	--keys) KEYS=$2; shift 2 ;;
 	--targets) TARGETS=$2; shift 2 ;;
+	--workloads) WORKLOADS=$2; shift 2 ;;
+	--memory-keys) MEMORY_KEYS=$2; shift 2 ;;
 	--tmp) TMP_PARENT=$2; shift 2 ;;
 	--keep-logs) KEEP_LOGS=1; shift ;;
 	-h | --help) usage 0 ;;
@@ -139,14 +144,18 @@ wait_ready() {
 	exit 1
 }
 
-# bench TARGET ENDPOINTS: the workloads, one after the other.
+# bench TARGET ENDPOINTS: the workloads, one after the other. write1 is
+# writes with a single client; the others use --clients clients.
 bench() {
-	local target=$1 endpoints=$2
+	local target=$1 endpoints=$2 w
 	local -a common=(-target "$target" -endpoints "$endpoints" -duration "$DURATION"
 		-keys "$KEYS" -value-size "$VALUE_SIZE" -conns 4)
-	run_kvbench "$target" "${common[@]}" -workload write -clients "$CLIENTS"
-	run_kvbench "$target" "${common[@]}" -workload read -clients "$CLIENTS"
-	run_kvbench "$target" "${common[@]}" -workload write -clients 1
+	for w in $WORKLOADS; do
+		case $w in
+		write1) run_kvbench "$target" "${common[@]}" -workload write -clients 1 ;;
+		*) run_kvbench "$target" "${common[@]}" -workload "$w" -clients "$CLIENTS" ;;
+		esac
+	done
 	grep -h 'last error' "$TMP/$target.out" | sed "s/^ */== $target: /" >&2 || true
 }
 
@@ -161,8 +170,11 @@ run_kvbench() {
 	grep '^RESULT' "$TMP/$target.out" | tail -1 >>"$RESULTS"
 }
 
-mkdir -p "$TMP/data"
-for target in $TARGETS; do
+# start_target TARGET DATADIR: starts TARGET with its data under DATADIR and
+# sets eps to its endpoints.
+start_target() {
+	local target=$1 data=$2
+	mkdir -p "$data"
 	case $target in
 	null)
 		log "null: kvbench serve-null on $NULL_ADDR"
@@ -171,7 +183,7 @@ for target in $TARGETS; do
 		;;
 	distkv)
 		log "distkv: 3 nodes, HTTP $DISTKV_HTTP-$((DISTKV_HTTP + 2))"
-		start distkv "$TMP/distkv" dev --data-dir "$TMP/data/distkv" \
+		start distkv "$TMP/distkv" dev --data-dir "$data/distkv" \
 			--http-port "$DISTKV_HTTP" --peer-port "$DISTKV_PEER" -- --log-level warn
 		eps=127.0.0.1:$DISTKV_HTTP,127.0.0.1:$((DISTKV_HTTP + 1)),127.0.0.1:$((DISTKV_HTTP + 2))
 		;;
@@ -186,7 +198,7 @@ for target in $TARGETS; do
 			c=$((ETCD_CLIENT + 10 * (i - 1)))
 			p=$((ETCD_PEER + 10 * (i - 1)))
 			eps+="${eps:+,}127.0.0.1:$c"
-			start "etcd$i" etcd --name "e$i" --data-dir "$TMP/data/etcd$i" \
+			start "etcd$i" etcd --name "e$i" --data-dir "$data/etcd$i" \
 				--listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
 				--listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
 				--initial-cluster "$cluster" --initial-cluster-state new \
@@ -195,17 +207,62 @@ for target in $TARGETS; do
 		;;
 	redis)
 		log "redis: 127.0.0.1:$REDIS_PORT, appendonly yes, appendfsync always"
-		mkdir -p "$TMP/data/redis"
-		start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$TMP/data/redis" \
+		mkdir -p "$data/redis"
+		start redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$data/redis" \
 			--appendonly yes --appendfsync always --save "" --daemonize no --protected-mode no
 		eps=127.0.0.1:$REDIS_PORT
 		;;
 	*) echo "compare.sh: unknown target $target" >&2; exit 2 ;;
 	esac
+}
+
+# server_pids TARGET: the server processes started so far (for distkv, the
+# nodes that distkv dev started rather than dev itself).
+server_pids() {
+	local p
+	for p in "${PIDS[@]}"; do
+		if [ "$1" = distkv ]; then pgrep -P "$p"; else echo "$p"; fi
+	done
+}
+
+# rss_kib PID: resident set size in KiB.
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+mkdir -p "$TMP/data"
+for target in $TARGETS; do
+	start_target "$target" "$TMP/data"
 	wait_ready "$target" "$eps"
 	bench "$target" "$eps"
 	stop_all
 done
+
+# --- resident memory with --memory-keys keys ----------------------------------
+# Each system fresh (no history from the runs above), loaded with every key
+# once (16-byte keys, --value-size values), then left 5 s to settle.
+MEMORY=$TMP/memory.txt
+: >"$MEMORY"
+if [ "$MEMORY_KEYS" -gt 0 ]; then
+	for target in $TARGETS; do
+		[ "$target" = null ] && continue
+		start_target "$target" "$TMP/mem"
+		wait_ready "$target" "$eps"
+		log "$target: loading $MEMORY_KEYS keys"
+		"$KVBENCH" -target "$target" -endpoints "$eps" -workload load -keys "$MEMORY_KEYS" \
+			-value-size "$VALUE_SIZE" -clients 128 -conns 4 -quiet >>"$TMP/$target.load.out"
+		sleep 5
+		max=0 sum=0 n=0
+		for p in $(server_pids "$target"); do
+			r=$(rss_kib "$p")
+			sum=$((sum + r)); n=$((n + 1))
+			[ "$r" -gt "$max" ] && max=$r
+		done
+		disk=$(du -sk "$TMP/mem" | cut -f1)
+		load=$(grep '^RESULT' "$TMP/$target.load.out" | tail -1 | sed 's/.*ops_s=\([0-9]*\).*/\1/')
+		echo "MEM label=$target keys=$MEMORY_KEYS procs=$n max_rss_kib=$max sum_rss_kib=$sum disk_kib=$disk load_ops_s=$load" | tee -a "$MEMORY" >&2
+		stop_all
+		rm -rf "$TMP/mem"
+	done
+fi
 
 # --- the table ----------------------------------------------------------------
 log "machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
@@ -213,10 +270,14 @@ echo
 echo "distkv vs etcd, Redis and the do-nothing server: $VALUE_SIZE-byte values, $KEYS keys, $DURATION per run"
 echo
 awk -v targets="$TARGETS" '
+BEGIN {
+	name["write"] = "writes"; name["read"] = "linearizable reads"; name["stale"] = "stale reads"
+	name["mixed95"] = "95% lin. reads + 5% writes"; name["mixed50"] = "50% lin. reads + 50% writes"
+}
 function kv(s,   a, i, n, p) { n = split(s, a, " "); for (i = 2; i <= n; i++) { split(a[i], p, "="); f[p[1]] = p[2] } }
 /^RESULT/ {
 	delete f; kv($0)
-	w = (f["workload"] == "read" ? "linearizable reads" : "writes") ", " f["clients"] " client" (f["clients"] == 1 ? "" : "s")
+	w = name[f["workload"]] ", " f["clients"] " client" (f["clients"] == 1 ? "" : "s")
 	if (!(w in seen)) { seen[w] = 1; order[++nw] = w }
 	ops[w, f["label"]] = f["ops_s"]; p50[w, f["label"]] = f["p50_ms"]; p99[w, f["label"]] = f["p99_ms"]; err[w, f["label"]] = f["errors"]
 }
@@ -238,3 +299,21 @@ END {
 		}
 	}
 }' "$RESULTS"
+
+if [ -s "$MEMORY" ]; then
+	echo
+	echo "Resident memory after loading $MEMORY_KEYS keys (16 B) with $VALUE_SIZE-byte values into a fresh system"
+	echo
+	awk '
+function kv(s,   a, i, n, p) { n = split(s, a, " "); for (i = 2; i <= n; i++) { split(a[i], p, "="); f[p[1]] = p[2] } }
+/^MEM/ { delete f; kv($0); t[++n] = f["label"]; mx[f["label"]] = f["max_rss_kib"]; sm[f["label"]] = f["sum_rss_kib"]; pr[f["label"]] = f["procs"]; dk[f["label"]] = f["disk_kib"]; ld[f["label"]] = f["load_ops_s"] }
+END {
+	print "| target | processes | RSS per process, max MiB | RSS all processes MiB | data on disk MiB | load writes/s | distkv max RSS ÷ target |"
+	print "|---|---:|---:|---:|---:|---:|---:|"
+	for (i = 1; i <= n; i++) {
+		x = t[i]; r = "—"
+		if (x != "distkv" && ("distkv" in mx) && mx[x] > 0) r = sprintf("%.2fx", mx["distkv"] / mx[x])
+		printf "| %s | %d | %.0f | %.0f | %.0f | %d | %s |\n", x, pr[x], mx[x] / 1024, sm[x] / 1024, dk[x] / 1024, ld[x], r
+	}
+}' "$MEMORY"
+fi

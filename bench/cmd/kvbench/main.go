@@ -73,7 +73,7 @@ func main() {
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with one request in flight (1..1024)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to run (ignored if -ops > 0)")
 	fs.Int64Var(&c.ops, "ops", 0, "stop after this many operations in total (0: use -duration)")
-	fs.StringVar(&c.workload, "workload", "write", "write, read (linearizable), stale, mixed50 or mixed95 (95% linearizable reads)")
+	fs.StringVar(&c.workload, "workload", "write", "write, read (linearizable), stale, mixed50, mixed95 (95% linearizable reads), or load (write every key once, in order, then stop)")
 	fs.IntVar(&c.keys, "keys", 10000, "key space size")
 	fs.IntVar(&c.valueSize, "value-size", 256, "value size in bytes (16..65536)")
 	fs.StringVar(&c.dist, "dist", "uniform", "key distribution: uniform or zipf")
@@ -116,7 +116,7 @@ func (c *config) validate(endpoints string) error {
 		return fmt.Errorf("-keys must be at least 1")
 	}
 	switch c.workload {
-	case "write", "read", "stale", "mixed50", "mixed95":
+	case "write", "read", "stale", "mixed50", "mixed95", "load":
 	default:
 		return fmt.Errorf("unknown -workload %q", c.workload)
 	}
@@ -173,7 +173,8 @@ func newTarget(ctx context.Context, c *config) (Target, error) {
 	return nil, fmt.Errorf("unknown -target %q", c.target)
 }
 
-func keyName(i int) string { return fmt.Sprintf("bench-%08d", i) }
+// keyName is key i: 16 bytes for i below 10^10.
+func keyName(i int) string { return fmt.Sprintf("bench-%010d", i) }
 
 // readFraction is the share of operations that are reads, in percent.
 func (c *config) readPercent() int {
@@ -243,6 +244,10 @@ func makeValue(n int, seed uint64) []byte {
 }
 
 func run(ctx context.Context, t Target, c *config) (*result, error) {
+	if c.workload == "load" {
+		// Every key once: the run is over when the key space is.
+		c.ops = int64(c.keys)
+	}
 	if c.preload && c.readPercent() > 0 {
 		if err := preload(ctx, t, c); err != nil {
 			return nil, err
@@ -279,11 +284,16 @@ func run(ctx context.Context, t Target, c *config) (*result, error) {
 			val := makeValue(c.valueSize, uint64(w)+1000)
 			wctx := withWorker(runCtx, w)
 			for runCtx.Err() == nil {
-				if c.ops > 0 && issued.Add(1) > c.ops {
-					return // budget spent; the others finish their request in flight
+				var seq int64 // 1-based number of this operation, with -ops
+				if c.ops > 0 {
+					if seq = issued.Add(1); seq > c.ops {
+						return // budget spent; the others finish their request in flight
+					}
 				}
 				var k int
-				if zipf != nil {
+				if c.workload == "load" {
+					k = int(seq - 1) // the budget is the key space
+				} else if zipf != nil {
 					k = int(zipf.Uint64())
 				} else {
 					k = r.IntN(c.keys)

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -51,6 +53,47 @@ func TestValidate(t *testing.T) {
 	for i, c := range bad {
 		if err := c.validate(""); err == nil {
 			t.Errorf("case %d: want an error", i)
+		}
+	}
+}
+
+// The load workload writes every key exactly once, all 16 bytes long.
+func TestLoadWritesEveryKeyOnce(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			mu.Lock()
+			seen[strings.TrimPrefix(r.URL.Path, "/key/")]++
+			mu.Unlock()
+		}
+		nullHandler(64).ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	c := config{target: "null", clients: 16, duration: time.Hour, workload: "load", keys: 1000,
+		valueSize: 64, dist: "uniform", timeout: 5 * time.Second, route: "rr", quiet: true, conns: 1}
+	if err := c.validate(strings.TrimPrefix(srv.URL, "http://")); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := newTarget(context.Background(), &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	res, err := run(context.Background(), tg, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ops != 1000 || res.errors != 0 {
+		t.Fatalf("ops %d errors %d; want 1000, 0", res.ops, res.errors)
+	}
+	if len(seen) != 1000 {
+		t.Fatalf("%d distinct keys written; want 1000", len(seen))
+	}
+	for i := 0; i < 1000; i++ {
+		k := keyName(i)
+		if len(k) != 16 || seen[k] != 1 {
+			t.Fatalf("key %q (%d bytes) written %d times; want 16 bytes, once", k, len(k), seen[k])
 		}
 	}
 }
