@@ -53,25 +53,58 @@ const (
 	clientTimeout  = 3 * time.Second
 )
 
-// node is one member, started and restarted with the same arguments. Its log
-// is appended to across restarts.
-type node struct {
-	name    string
-	http    string // host:port of the HTTP API
-	args    []string
-	logPath string
+// Snapshot settings of every node: small, so that the log is compacted often
+// and a follower cut off for a few seconds needs a snapshot to catch up.
+var (
+	snapshotEntries = flag.Int("chaos.snapshot-entries", 300, "--snapshot-entries of every node")
+	catchupEntries  = flag.Int("chaos.snapshot-catchup-entries", 100, "--snapshot-catchup-entries of every node")
+)
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
-	down   bool // killed on purpose and not restarted yet
-	paused bool
+// maxGenerations bounds how often one slot's member can be replaced: every
+// node is told where to dial each future member name up front (see
+// memberName), since --dial-override is fixed for the life of a process.
+const maxGenerations = 64
+
+// memberName is the Raft member name of slot i's generation gen: n1, then
+// n1r1, n1r2, ... after each replacement. A replaced member never comes back
+// under its old name, as an operator would do it.
+func memberName(i, gen int) string {
+	if gen == 0 {
+		return fmt.Sprintf("n%d", i+1)
+	}
+	return fmt.Sprintf("n%dr%d", i+1, gen)
+}
+
+// node is one slot of the cluster: an HTTP and a peer address that stay the
+// same while the member behind them is restarted or replaced. Its log is
+// appended to across restarts and replacements.
+type node struct {
+	name    string // the slot, n1..n3; for messages only
+	idx     int
+	http    string // host:port of the HTTP API
+	peer    string // real peer listen address; the mesh forwards here
+	dataDir string
+	logPath string
+	// common are the flags every generation of the slot gets.
+	common []string
+
+	mu      sync.Mutex
+	gen     int
+	member  string   // Raft member name of the current generation
+	args    []string // of the current generation
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	down    bool // killed or stopped on purpose and not restarted yet
+	paused  bool
+	removed bool // removed from the cluster and wiped; heal adds it back
 }
 
 // cluster is three nodes whose peer links all pass through mesh.
 type cluster struct {
 	nodes []*node
 	mesh  *netproxy.Mesh
+	// logf, if set, is told about membership changes as they happen.
+	logf func(format string, args ...any)
 }
 
 func freePort(t *testing.T) string {
@@ -92,7 +125,7 @@ func startCluster(t *testing.T, n int, logDir string, seed int64) *cluster {
 	for i := 0; i < n; i++ {
 		real = append(real, freePort(t))
 		httpAddrs = append(httpAddrs, freePort(t))
-		parts = append(parts, fmt.Sprintf("n%d=%s", i+1, real[i]))
+		parts = append(parts, fmt.Sprintf("%s=%s", memberName(i, 0), real[i]))
 	}
 	mesh, err := netproxy.NewMesh(real)
 	if err != nil {
@@ -107,22 +140,31 @@ func startCluster(t *testing.T, n int, logDir string, seed int64) *cluster {
 		mesh.Close()
 	})
 	for i := 0; i < n; i++ {
-		name := fmt.Sprintf("n%d", i+1)
 		var over []string
 		for j := 0; j < n; j++ {
-			if j != i {
-				over = append(over, fmt.Sprintf("n%d=%s", j+1, mesh.PeerAddr(i, j)))
+			if j == i {
+				continue
+			}
+			for g := 0; g < maxGenerations; g++ {
+				over = append(over, fmt.Sprintf("%s=%s", memberName(j, g), mesh.PeerAddr(i, j)))
 			}
 		}
 		nd := &node{
-			name:    name,
+			name:    memberName(i, 0),
+			idx:     i,
 			http:    httpAddrs[i],
-			logPath: filepath.Join(logDir, name+".log"),
-			args: []string{"server", "--id", name, "--data-dir", filepath.Join(logDir, "data", name),
-				"--http", httpAddrs[i], "--peer", real[i], "--cluster", strings.Join(parts, ","),
+			peer:    real[i],
+			dataDir: filepath.Join(logDir, "data", memberName(i, 0)),
+			logPath: filepath.Join(logDir, memberName(i, 0)+".log"),
+			common: []string{"--data-dir", filepath.Join(logDir, "data", memberName(i, 0)),
+				"--http", httpAddrs[i], "--peer", real[i],
 				"--tick", tick.String(), "--request-timeout", requestTimeout.String(),
+				"--snapshot-entries", fmt.Sprint(*snapshotEntries),
+				"--snapshot-catchup-entries", fmt.Sprint(*catchupEntries),
 				"--dial-override", strings.Join(over, ",")},
 		}
+		nd.member = memberName(i, 0)
+		nd.args = append([]string{"server", "--id", nd.member, "--cluster", strings.Join(parts, ",")}, nd.common...)
 		if err := nd.start(); err != nil {
 			t.Fatal(err)
 		}
@@ -143,8 +185,11 @@ func (nd *node) start() error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(lf, "=== chaos: start %s at %s\n", nd.name, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(binary, nd.args...)
+	nd.mu.Lock()
+	args, member := nd.args, nd.member
+	nd.mu.Unlock()
+	fmt.Fprintf(lf, "=== chaos: start %s (member %s) at %s\n", nd.name, member, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()
@@ -153,7 +198,7 @@ func (nd *node) start() error {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); lf.Close(); close(exited) }()
 	nd.mu.Lock()
-	nd.cmd, nd.exited, nd.down, nd.paused = cmd, exited, false, false
+	nd.cmd, nd.exited, nd.down, nd.paused, nd.removed = cmd, exited, false, false, false
 	nd.mu.Unlock()
 	return nil
 }
@@ -234,6 +279,7 @@ type status struct {
 	ID      string `json:"id"`
 	Leader  string `json:"leader"`
 	Term    uint64 `json:"term"`
+	Commit  uint64 `json:"commit_index"`
 	Applied uint64 `json:"applied_index"`
 }
 
@@ -284,19 +330,63 @@ func (c *cluster) leader(timeout time.Duration) (int, error) {
 	return -1, fmt.Errorf("no agreed leader after %v: %v", timeout, seen)
 }
 
-// heal removes every network fault, resumes paused nodes and restarts killed
-// ones, and waits until every node is ready.
+// memberName is the Raft member name of the slot's current generation.
+func (nd *node) memberName() string {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.member
+}
+
+// pid is the process id of the running member, 0 when it is not running.
+func (nd *node) pid() int {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd == nil || nd.down || nd.removed {
+		return 0
+	}
+	select {
+	case <-nd.exited:
+		return 0
+	default:
+	}
+	return nd.cmd.Process.Pid
+}
+
+// logSize is the length of the slot's log now, so that a caller can later
+// read only what was logged after this point (logSince).
+func (nd *node) logSize() int64 {
+	fi, err := os.Stat(nd.logPath)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// logSince returns what the slot logged from offset on.
+func (nd *node) logSince(offset int64) string {
+	b, err := os.ReadFile(nd.logPath)
+	if err != nil || int64(len(b)) < offset {
+		return ""
+	}
+	return string(b[offset:])
+}
+
+// heal removes every network fault, resumes paused nodes, restarts killed
+// ones and adds removed ones back as new members, and waits until every node
+// is ready.
 func (c *cluster) heal() error {
 	c.mesh.HealAll()
 	var errs []error
 	for _, nd := range c.nodes {
 		nd.mu.Lock()
-		down, paused := nd.down, nd.paused
+		down, paused, removed := nd.down, nd.paused, nd.removed
 		nd.mu.Unlock()
-		if paused {
+		switch {
+		case paused:
 			errs = append(errs, nd.signal(syscall.SIGCONT))
-		}
-		if down {
+		case removed:
+			errs = append(errs, c.rejoin(nd))
+		case down:
 			errs = append(errs, nd.start())
 		}
 	}
@@ -304,4 +394,175 @@ func (c *cluster) heal() error {
 		errs = append(errs, nd.waitReady(20*time.Second))
 	}
 	return errors.Join(errs...)
+}
+
+// admin sends an administrative request (membership, leadership) to the
+// running nodes in turn, starting with the one at index first, until one
+// answers with a status in ok or timeout passes. It returns the status and
+// body of the last answer.
+func (c *cluster) admin(method, path, body string, first int, timeout time.Duration, ok ...int) (int, string, error) {
+	cli := &http.Client{Timeout: 2 * requestTimeout}
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for try := 0; ; try++ {
+		nd := c.nodes[(first+try)%len(c.nodes)]
+		if nd.pid() != 0 {
+			req, err := http.NewRequest(method, nd.url(path), strings.NewReader(body))
+			if err != nil {
+				return 0, "", err
+			}
+			if body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			resp, err := cli.Do(req)
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				for _, code := range ok {
+					if resp.StatusCode == code {
+						return resp.StatusCode, string(b), nil
+					}
+				}
+				last = fmt.Sprintf("%s: %d %s", nd.name, resp.StatusCode, strings.TrimSpace(string(b)))
+				if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusInternalServerError {
+					return resp.StatusCode, string(b), fmt.Errorf("%s %s: %s", method, path, last)
+				}
+			} else {
+				last = fmt.Sprintf("%s: %v", nd.name, err)
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0, "", fmt.Errorf("%s %s: no success after %v; last: %s", method, path, timeout, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// remove takes slot nd's member out of the cluster as an operator would: it
+// asks another member to remove it, waits for the removed process to stop
+// (it is told and exits by itself; it is killed if it has not after a while),
+// and wipes its data directory. heal then adds the slot back as a new member.
+func (c *cluster) remove(nd *node) (string, error) {
+	member := nd.memberName()
+	nd.mu.Lock()
+	nd.down = true // it exits on purpose from now on
+	exited := nd.exited
+	nd.mu.Unlock()
+	_, _, err := c.admin(http.MethodDelete, "/cluster/members/"+member, "", nd.idx+1, 20*time.Second, 200, 404)
+	if err != nil {
+		nd.mu.Lock()
+		nd.down = false
+		nd.mu.Unlock()
+		return "", err
+	}
+	how := "exited by itself"
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		how = "did not exit within 10s of its removal; killed"
+		nd.kill()
+	}
+	if err := os.RemoveAll(nd.dataDir); err != nil {
+		return "", err
+	}
+	nd.mu.Lock()
+	nd.down, nd.removed = true, true
+	nd.mu.Unlock()
+	return fmt.Sprintf("removed member %s from slot %s (%s), data wiped", member, nd.name, how), nil
+}
+
+// rejoin starts slot nd, wiped by remove, as the next generation's member with
+// --join through another member, waits until the learner has caught up with
+// the leader's commit index, and promotes it to voter.
+func (c *cluster) rejoin(nd *node) error {
+	nd.mu.Lock()
+	if nd.gen+1 >= maxGenerations {
+		nd.mu.Unlock()
+		return fmt.Errorf("slot %s was replaced %d times: no dial override for another", nd.name, nd.gen)
+	}
+	nd.gen++
+	nd.member = memberName(nd.idx, nd.gen)
+	via := c.nodes[(nd.idx+1)%len(c.nodes)]
+	nd.args = append([]string{"server", "--id", nd.member, "--join", "http://" + via.http}, nd.common...)
+	member := nd.member
+	nd.mu.Unlock()
+	if err := nd.start(); err != nil {
+		return err
+	}
+	if err := nd.waitReady(30 * time.Second); err != nil {
+		return fmt.Errorf("new member %s: %w", member, err)
+	}
+	var commit uint64
+	if l, err := c.leader(10 * time.Second); err == nil {
+		if st, err := c.nodes[l].status(); err == nil {
+			commit = st.Commit
+		}
+	}
+	started := time.Now()
+	caughtUp := false
+	for time.Since(started) < 30*time.Second {
+		st, err := nd.status()
+		if err == nil && st.Applied >= commit {
+			caughtUp = true
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// An operator promotes a learner once it has caught up; one that has not
+	// after 30s is promoted anyway, and the voters' check says if it took.
+	if c.logf != nil {
+		c.logf("new member %s in slot %s: caught up with commit index %d: %v after %v", member, nd.name, commit,
+			caughtUp, time.Since(started).Round(time.Millisecond))
+	}
+	_, _, err := c.admin(http.MethodPost, "/cluster/members/"+member+"/promote", "", nd.idx+1, 30*time.Second, 200)
+	return err
+}
+
+// member is one entry of GET /cluster/members.
+type member struct {
+	ID   string `json:"id"`
+	Role string `json:"role"`
+}
+
+// checkVoters polls until the leader lists exactly the slots' current members,
+// all voters, or fails after timeout with what it saw.
+func (c *cluster) checkVoters(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	want := map[string]bool{}
+	for _, nd := range c.nodes {
+		want[nd.memberName()] = true
+	}
+	cli := &http.Client{Timeout: 2 * time.Second}
+	var seen string
+	for time.Now().Before(deadline) {
+		l, err := c.leader(5 * time.Second)
+		if err != nil {
+			seen = err.Error()
+			continue
+		}
+		var list struct {
+			Members []member `json:"members"`
+		}
+		resp, err := cli.Get(c.nodes[l].url("/cluster/members"))
+		if err == nil {
+			err = json.NewDecoder(resp.Body).Decode(&list)
+			resp.Body.Close()
+		}
+		if err == nil {
+			voters := 0
+			for _, m := range list.Members {
+				if want[m.ID] && m.Role == "voter" {
+					voters++
+				}
+			}
+			if voters == len(want) && len(list.Members) == len(want) {
+				return nil
+			}
+			seen = fmt.Sprintf("%+v", list.Members)
+		} else {
+			seen = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("want voters %v, leader lists %s", want, seen)
 }

@@ -1,0 +1,258 @@
+package chaos
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ledger counts acknowledged writes lost, explicitly, beside the
+// linearizability check: its writers put unique values on a few keys of their
+// own, one request in flight each, and record every put with its call and
+// return time. At the end, with all faults healed, every acknowledged put must
+// be on every node, or the value there must be one that could have been written
+// after it (an acknowledged or unknown put whose return is after the
+// acknowledged put's call). A value no writer sent, or a key missing, is a
+// lost write too.
+type ledger struct {
+	c     *cluster
+	start time.Time
+	keys  []string
+
+	mu     sync.Mutex
+	writes map[string][]ledgerWrite // by key
+	byVal  map[string]ledgerWrite
+	sent   int
+}
+
+// ledgerWrite is one put. ret is math.MaxInt64 when its outcome is unknown.
+type ledgerWrite struct {
+	key, value string
+	call, ret  int64
+	acked      bool
+}
+
+const ledgerKeys = 4
+
+func newLedger(c *cluster) *ledger {
+	l := &ledger{c: c, start: time.Now(), writes: map[string][]ledgerWrite{}, byVal: map[string]ledgerWrite{}}
+	for i := 0; i < ledgerKeys; i++ {
+		l.keys = append(l.keys, fmt.Sprintf("ledger-%d", i))
+	}
+	return l
+}
+
+func (l *ledger) now() int64 { return int64(time.Since(l.start)) }
+
+// run writes until stop is closed, as writer w.
+func (l *ledger) run(w int, seed int64, stop <-chan struct{}) {
+	rng := rand.New(rand.NewSource(seed))
+	cli := &http.Client{Timeout: clientTimeout, Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
+	defer cli.CloseIdleConnections()
+	for seq := 0; ; seq++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		key := l.keys[rng.Intn(len(l.keys))]
+		nd := l.c.nodes[rng.Intn(len(l.c.nodes))]
+		wr := ledgerWrite{key: key, value: fmt.Sprintf("L%d-%d", w, seq), call: l.now()}
+		applied := l.put(cli, nd, wr.key, wr.value)
+		wr.ret = l.now()
+		switch applied {
+		case "no":
+			time.Sleep(20 * time.Millisecond)
+			continue
+		case "unknown":
+			wr.ret = math.MaxInt64
+			time.Sleep(20 * time.Millisecond)
+		case "yes":
+			wr.acked = true
+		}
+		l.mu.Lock()
+		l.writes[key] = append(l.writes[key], wr)
+		l.byVal[wr.value] = wr
+		l.sent++
+		l.mu.Unlock()
+	}
+}
+
+// count is the number of puts recorded so far.
+func (l *ledger) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sent
+}
+
+// put sends one PUT and says whether it was applied: "yes" (200), "no"
+// (never sent, or refused before it was proposed) or "unknown".
+func (l *ledger) put(cli *http.Client, nd *node, key, value string) string {
+	req, err := http.NewRequest(http.MethodPut, nd.url("/key/"+key), strings.NewReader(fmt.Sprintf(`{"value":%q}`, value)))
+	if err != nil {
+		panic(err)
+	}
+	resp, err := cli.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return "no"
+		}
+		return "unknown"
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == 200:
+		return "yes"
+	case resp.StatusCode == 503 && !strings.Contains(string(b), "may still have been applied"):
+		return "no"
+	}
+	return "unknown"
+}
+
+// check reads every ledger key on every node, linearizably, and returns how
+// many writes were acknowledged and which of them were lost, described.
+func (l *ledger) check() (acked int, lost []string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cli := &http.Client{Timeout: clientTimeout}
+	finals := map[string]map[string]ledgerRead{} // node -> key -> final read
+	for _, nd := range l.c.nodes {
+		finals[nd.name] = map[string]ledgerRead{}
+		for _, k := range l.keys {
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				out, rerr := l.read(cli, nd, k)
+				if rerr == nil {
+					finals[nd.name][k] = out
+					break
+				}
+				if time.Now().After(deadline) {
+					return 0, nil, fmt.Errorf("final read of %s on %s: %w", k, nd.name, rerr)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}
+	for _, k := range l.keys {
+		for _, w := range l.writes[k] {
+			if !w.acked {
+				continue
+			}
+			acked++
+			var where []string
+			for _, nd := range l.c.nodes {
+				out := finals[nd.name][k]
+				if out.found && out.value == w.value {
+					continue
+				}
+				if out.found {
+					if f, ok := l.byVal[out.value]; ok && f.key == k && f.ret > w.call {
+						continue // f may have overwritten w
+					}
+				}
+				where = append(where, fmt.Sprintf("%s has %s", nd.name, out))
+			}
+			if len(where) > 0 {
+				lost = append(lost, fmt.Sprintf("put(%s, %s) acknowledged at %.3fs: %s", k, w.value,
+					time.Duration(w.ret).Seconds(), strings.Join(where, ", ")))
+			}
+		}
+	}
+	return acked, lost, nil
+}
+
+// ledgerRead is a key as a final read found it.
+type ledgerRead struct {
+	found bool
+	value string
+}
+
+func (r ledgerRead) String() string {
+	if !r.found {
+		return "no value"
+	}
+	return fmt.Sprintf("%q", r.value)
+}
+
+// read is a linearizable GET of key on nd: a value, no value (404), or an
+// error for any other answer.
+func (l *ledger) read(cli *http.Client, nd *node, key string) (ledgerRead, error) {
+	resp, err := cli.Get(nd.url("/key/" + key))
+	if err != nil {
+		return ledgerRead{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return ledgerRead{}, err
+	}
+	switch resp.StatusCode {
+	case 200:
+		var got struct {
+			Value string `json:"value"`
+		}
+		if err := json.Unmarshal(b, &got); err != nil {
+			return ledgerRead{}, fmt.Errorf("200 with %q: %w", b, err)
+		}
+		return ledgerRead{found: true, value: got.Value}, nil
+	case 404:
+		return ledgerRead{}, nil
+	}
+	return ledgerRead{}, fmt.Errorf("%d %s", resp.StatusCode, b)
+}
+
+// roundResult is what one round found, for the summary.
+type roundResult struct {
+	round    int
+	seed     int64
+	duration time.Duration
+	ops      int
+	opCounts string
+	faults   map[string]int
+	verdict  string
+	acked    int // acknowledged ledger writes checked
+	lost     int // of them, lost
+	failed   bool
+	logDir   string
+}
+
+// printSummary logs the totals over rounds and one line per round.
+func printSummary(t *testing.T, results []roundResult) {
+	t.Helper()
+	ops, acked, lost, failed := 0, 0, 0, 0
+	faults := map[string]int{}
+	for _, r := range results {
+		ops += r.ops
+		acked += r.acked
+		lost += r.lost
+		for k, v := range r.faults {
+			faults[k] += v
+		}
+		if r.failed {
+			failed++
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "chaos summary: rounds=%d failed=%d operations=%d acknowledged-writes-checked=%d acknowledged-writes-lost=%d\n",
+		len(results), failed, ops, acked, lost)
+	fmt.Fprintf(&b, "  faults: %s\n", formatCounts(faults))
+	for _, r := range results {
+		verdict := "PASS"
+		if r.failed {
+			verdict = "FAIL (logs in " + r.logDir + ")"
+		}
+		fmt.Fprintf(&b, "  round %d seed=%d duration=%v ops=%d linearizable=%s lost=%d/%d %s\n",
+			r.round, r.seed, r.duration, r.ops, r.verdict, r.lost, r.acked, verdict)
+	}
+	t.Log(b.String())
+}
