@@ -19,6 +19,11 @@
 //   - A failed WAL write or fsync stops the node (Err reports why). Nothing is
 //     acknowledged after it; callers waiting get ErrStopped. Restarting recovers
 //     exactly what the WAL holds: every acknowledged write.
+//   - A full disk does not stop the node: the Ready that could not be written
+//     is kept, not advanced, and retried with backoff while Raft is neither
+//     ticked nor stepped; new writes (and linearizable reads that need the
+//     loop) get ErrNoSpace at once, Ready reports it, and everything carries on
+//     by itself once space is freed (see Node.stalled).
 //   - Linearizable reads use Raft's ReadIndex: a read is answered from local state
 //     only after this node has applied up to the commit index the leader confirmed
 //     with a quorum after the read arrived. Concurrent reads share one ReadIndex.

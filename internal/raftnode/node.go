@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -45,6 +46,14 @@ type Node struct {
 	snapshotting bool
 	reads        readQueue
 	durable      raftpb.HardState // the last hard state written to the WAL
+	// stall is the Ready whose persisting found the disk full; while it is
+	// set the loop only retries it (see stalled) and Raft is neither ticked
+	// nor stepped. Invariant: stall != nil iff diskFull.
+	stall *pendingReady
+	// snapStatusLater holds snapshot transfer results that arrived while
+	// stalled, reported to Raft once the stall is over.
+	snapStatusLater []snapStatus
+	diskFull        atomic.Bool // published copy of stall != nil
 
 	kv *kv.Store
 
@@ -84,6 +93,43 @@ type Node struct {
 	commit  atomic.Uint64
 	term    atomic.Uint64
 	leader  atomic.Uint64
+}
+
+// ErrNoSpace is returned at once for writes, and for linearizable reads that
+// need the Raft loop, while this node's disk is full: its log cannot take the
+// next entries, so nothing new is proposed. The node keeps running and retries;
+// writes resume by themselves once space is freed. errors.Is(ErrNoSpace,
+// syscall.ENOSPC) holds.
+var ErrNoSpace error = noSpaceError{}
+
+type noSpaceError struct{}
+
+func (noSpaceError) Error() string {
+	return "no space left on device: this node cannot write its log; writes resume when space is freed"
+}
+
+func (noSpaceError) Is(target error) bool { return target == syscall.ENOSPC }
+
+// Retry delays of a Ready stalled on a full disk.
+const (
+	stallRetryMin = 100 * time.Millisecond
+	stallRetryMax = 500 * time.Millisecond
+)
+
+// pendingReady is a Ready being handled. Handling it may stop at a full disk
+// and be resumed later; the flags say which steps are done.
+type pendingReady struct {
+	rd raft.Ready
+	// snapFile is the received snapshot file of rd.Snapshot once it is
+	// installed (only its WAL marker and the rest may remain to be done).
+	snapFile *snap.Meta
+	snapDone bool
+	// decided: early was computed (and, if true, rd.Messages sent).
+	decided bool
+	early   bool
+
+	since   time.Time // when persisting first failed
+	retries int
 }
 
 type proposal struct {
@@ -386,6 +432,9 @@ func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
 	if err := cmd.Validate(); err != nil {
 		return kv.Result{}, err
 	}
+	if n.diskFull.Load() {
+		return kv.Result{}, ErrNoSpace
+	}
 	id := n.nextID.Add(1)
 	enc := cmd.Marshal()
 	data := make([]byte, 8, 8+len(enc))
@@ -423,6 +472,11 @@ func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
 func (n *Node) whyTimedOut(err error) error {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	if n.diskFull.Load() {
+		// A write already handed to Raft may still commit once space is
+		// freed: its outcome is unknown, so this is a timeout, not ErrNoSpace.
+		return fmt.Errorf("this node's disk is full (no space left on device) and its log is stalled until space is freed: %w", err)
 	}
 	lead := n.leader.Load()
 	switch {
@@ -557,6 +611,9 @@ func (n *Node) Ready() error {
 		return n.stoppedErr()
 	default:
 	}
+	if n.diskFull.Load() {
+		return ErrNoSpace
+	}
 	if n.leader.Load() == raft.None {
 		return ErrNoLeader
 	}
@@ -576,12 +633,19 @@ func (n *Node) run() {
 	// committed before a restart) so that the membership is known.
 	err := n.processReady()
 	// A single-voter group needs no election timeout to elect itself.
-	if err == nil && len(n.confState.Voters) == 1 && n.confState.Voters[0] == n.raftID {
+	if err == nil && n.stall == nil && len(n.confState.Voters) == 1 && n.confState.Voters[0] == n.raftID {
 		if err = n.rn.Campaign(); err == nil {
 			err = n.processReady()
 		}
 	}
 	for err == nil {
+		if n.stall != nil {
+			if err = n.stalled(); errors.Is(err, errStopRequested) {
+				n.shutdown(nil)
+				return
+			}
+			continue
+		}
 		select {
 		case <-ticker.C:
 			n.rn.Tick()
@@ -627,18 +691,14 @@ func (n *Node) run() {
 		case d := <-n.snapRecvc:
 			err = n.receiveSnapshot(d)
 		case st := <-n.snapStatusc:
-			status := raft.SnapshotFinish
-			if st.err != nil {
-				status = raft.SnapshotFailure
-			}
-			n.rn.ReportSnapshot(st.to, status)
+			n.reportSnapshot(st)
 		case res := <-n.snapDone:
 			err = n.finishSnapshot(res)
 		case <-n.stopc:
 			n.shutdown(nil)
 			return
 		}
-		if err == nil {
+		if err == nil && n.stall == nil {
 			n.reads.issue(n.rn)
 			err = n.processReady()
 		}
@@ -678,15 +738,36 @@ func (n *Node) deliver(id uint64, r proposalResult) {
 	}
 }
 
-// processReady handles every pending Ready. A returned error is fatal.
+// processReady handles every pending Ready. A returned error is fatal. A
+// Ready that cannot be persisted because the disk is full is kept in n.stall
+// (not advanced) and processReady returns nil; the loop then retries it.
 func (n *Node) processReady() error {
-	for n.rn.HasReady() {
-		rd := n.rn.Ready()
-		if !raft.IsEmptySnap(rd.Snapshot) {
-			if err := n.installSnapshot(rd.Snapshot); err != nil {
-				return err
+	for n.stall == nil && n.rn.HasReady() {
+		p := &pendingReady{rd: n.rn.Ready()}
+		if err := n.handleReady(p); err != nil {
+			if errors.Is(err, wal.ErrNoSpace) {
+				n.startStall(p, err)
+				return nil
 			}
+			return err
 		}
+	}
+	return nil
+}
+
+// handleReady persists, sends, applies and advances p.rd, skipping the steps a
+// previous attempt completed. It may be called again for the same p after it
+// returned an error wrapping wal.ErrNoSpace, which it returns only before
+// anything that depends on the Ready being durable has been done.
+func (n *Node) handleReady(p *pendingReady) error {
+	rd := p.rd
+	if !raft.IsEmptySnap(rd.Snapshot) && !p.snapDone {
+		if err := n.installSnapshot(rd.Snapshot, p); err != nil {
+			return err
+		}
+		p.snapDone = true
+	}
+	if !p.decided {
 		// A leader sends its appends before its own fsync, so that it writes
 		// to disk in parallel with the followers (Raft thesis 10.2.1): its
 		// entries count towards a quorum only once durable here, and what a
@@ -694,38 +775,141 @@ func (n *Node) processReady() error {
 		// are unchanged: those must be on disk before anyone hears of them.
 		// Everyone else's messages (votes, acknowledgements) promise what they
 		// say is durable, so they go out after it is.
-		early := n.leader.Load() == n.raftID && rd.SoftState == nil &&
+		//
+		// This stays correct when the leader's own persist then stalls on a
+		// full disk: raft (v3, synchronous storage) counts the leader's own
+		// copy through a self-addressed MsgAppResp that RawNode steps only in
+		// Advance, and a stalled Ready is not advanced. Until it is, the
+		// entries count only where followers made them durable, and a
+		// quorum of such followers is exactly Raft's commit rule; the stalled
+		// leader steps nothing meanwhile, so it commits and applies nothing
+		// either, and a new leader elected by the followers carries on.
+		p.early = n.leader.Load() == n.raftID && rd.SoftState == nil &&
 			(raft.IsEmptyHardState(rd.HardState) || (rd.HardState.Term == n.durable.Term && rd.HardState.Vote == n.durable.Vote))
-		if early {
+		p.decided = true
+		if p.early {
 			n.send(rd.Messages)
 		}
-		if err := n.persist(rd); err != nil {
-			return err
-		}
-		if !raft.IsEmptyHardState(rd.HardState) {
-			n.durable = rd.HardState
-		}
-		if !early {
-			n.send(rd.Messages)
-		}
-		if rd.SoftState != nil {
-			n.leader.Store(rd.SoftState.Lead)
-			// A new leader does not answer its predecessor's ReadIndex requests.
-			n.reads.reissueAll()
-		}
-		if !raft.IsEmptyHardState(rd.HardState) {
-			n.term.Store(rd.HardState.Term)
-			n.commit.Store(rd.HardState.Commit)
-		}
-		n.reads.observe(rd.ReadStates)
-		if err := n.apply(rd.CommittedEntries); err != nil {
-			return err
-		}
-		n.reads.release(n.applied.Load())
-		n.rn.Advance(rd)
-		n.maybeSnapshot()
 	}
+	if err := n.persist(rd); err != nil {
+		return err
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		n.durable = rd.HardState
+	}
+	if !p.early {
+		n.send(rd.Messages)
+	}
+	if rd.SoftState != nil {
+		n.leader.Store(rd.SoftState.Lead)
+		// A new leader does not answer its predecessor's ReadIndex requests.
+		n.reads.reissueAll()
+	}
+	if !raft.IsEmptyHardState(rd.HardState) {
+		n.term.Store(rd.HardState.Term)
+		n.commit.Store(rd.HardState.Commit)
+	}
+	n.reads.observe(rd.ReadStates)
+	if err := n.apply(rd.CommittedEntries); err != nil {
+		return err
+	}
+	n.reads.release(n.applied.Load())
+	n.rn.Advance(rd)
+	n.maybeSnapshot()
 	return nil
+}
+
+// errStopRequested is how stalled reports that Stop was called.
+var errStopRequested = errors.New("stop requested")
+
+// startStall parks p, whose persisting found the disk full.
+func (n *Node) startStall(p *pendingReady, cause error) {
+	p.since = time.Now()
+	n.stall = p
+	n.diskFull.Store(true)
+	// Reads already handed to Raft would wait for answers that the stalled
+	// loop drops; a read has no effect, so failing it is always safe.
+	n.reads.failAll(ErrNoSpace)
+	n.logger.Warn("disk full: the log cannot be written; refusing writes until space is freed, retrying",
+		"err", cause, "entries", len(p.rd.Entries))
+}
+
+// stalled runs the loop while n.stall waits for disk space. Raft is neither
+// ticked nor stepped: the Ready it handed out is not yet advanced, and every
+// message it would send or answer depends on that Ready being durable.
+// Incoming messages are dropped (Raft retransmits); a stalled leader stops
+// heartbeating, so its followers elect a new one and the cluster goes on
+// writing without it. New proposals get ErrNoSpace at once: they never reach
+// Raft, so they certainly were not written. Proposals already in the stalled
+// Ready stay pending; they are answered once it is persisted and committed,
+// or time out with their outcome unknown.
+//
+// stalled returns nil once the Ready is persisted and handled,
+// errStopRequested on Stop, or a fatal error.
+func (n *Node) stalled() error {
+	delay := stallRetryMin
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			err := n.handleReady(n.stall)
+			if err == nil {
+				n.logger.Info("disk space available again: log written, writes resumed",
+					"stalled_for", time.Since(n.stall.since).Round(time.Millisecond), "retries", n.stall.retries+1)
+				n.stall = nil
+				n.diskFull.Store(false)
+				for _, st := range n.snapStatusLater {
+					n.reportSnapshot(st)
+				}
+				n.snapStatusLater = nil
+				return n.processReady()
+			}
+			if !errors.Is(err, wal.ErrNoSpace) {
+				return err
+			}
+			n.stall.retries++
+			delay = min(2*delay, stallRetryMax)
+			timer.Reset(delay)
+		case p := <-n.propc:
+			p.done <- proposalResult{err: ErrNoSpace}
+		case r := <-n.readc:
+			r.done <- n.stalledRead()
+		case <-n.recvc:
+			n.dropped.Add(1)
+		case <-n.unreachc:
+		case d := <-n.snapRecvc:
+			d.rec.Discard()
+			d.done <- fmt.Errorf("snapshot not taken: %w", ErrNoSpace)
+		case st := <-n.snapStatusc:
+			n.snapStatusLater = append(n.snapStatusLater, st)
+		case <-n.stopc:
+			return errStopRequested
+		}
+	}
+}
+
+// stalledRead answers a linearizable read that arrives while the disk is full.
+// The only leader that needs no round trip (which the stalled loop cannot
+// make) is the sole voter of its group: nobody else can have committed or
+// acknowledged anything, every write acknowledged so far is applied here, and
+// the writes in the stalled Ready have been acknowledged to no one and are
+// visible to no one, so a read of local state now is linearizable.
+func (n *Node) stalledRead() error {
+	cs := n.confState
+	if n.leader.Load() == n.raftID && len(cs.Voters) == 1 && cs.Voters[0] == n.raftID && len(cs.VotersOutgoing) == 0 {
+		return nil
+	}
+	return ErrNoSpace
+}
+
+// reportSnapshot tells Raft how sending a snapshot to a follower ended.
+func (n *Node) reportSnapshot(st snapStatus) {
+	status := raft.SnapshotFinish
+	if st.err != nil {
+		status = raft.SnapshotFailure
+	}
+	n.rn.ReportSnapshot(st.to, status)
 }
 
 // persist makes rd's entries and hard state durable in the WAL, then gives them

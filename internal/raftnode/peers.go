@@ -260,17 +260,24 @@ func (n *Node) receiveSnapshot(d *snapDelivery) error {
 
 // installSnapshot runs in persist when a Ready carries a snapshot from the
 // leader: the file goes into place first, then the WAL records it, then the
-// in-memory log and the state machine take it.
-func (n *Node) installSnapshot(s raftpb.Snapshot) error {
-	rec := n.pendingSnap
-	if rec == nil || rec.Meta.Index != s.Metadata.Index {
-		return fmt.Errorf("raft produced snapshot %d but no such file was received", s.Metadata.Index)
+// in-memory log and the state machine take it. If the WAL is out of space it
+// returns an error wrapping wal.ErrNoSpace and may be called again with the
+// same p, which remembers that the file is in place.
+func (n *Node) installSnapshot(s raftpb.Snapshot, p *pendingReady) error {
+	if p.snapFile == nil {
+		rec := n.pendingSnap
+		if rec == nil || rec.Meta.Index != s.Metadata.Index {
+			return fmt.Errorf("raft produced snapshot %d but no such file was received", s.Metadata.Index)
+		}
+		n.pendingSnap = nil
+		if err := rec.Install(); err != nil {
+			return err
+		}
+		p.snapFile = &rec.Meta
 	}
-	n.pendingSnap = nil
-	if err := rec.Install(); err != nil {
-		return err
-	}
-	marker := n.snapshotMarker(rec.Meta)
+	// A crash before the marker is durable is harmless: recovery loads the
+	// newest snapshot file whether or not the WAL mentions it.
+	marker := n.snapshotMarker(*p.snapFile)
 	if err := n.wal.Append([]wal.Record{marker}, true); err != nil {
 		return fmt.Errorf("wal append snapshot marker: %w", err)
 	}
