@@ -236,7 +236,24 @@ func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *ht
 		}
 		return
 	}
+	var full insufficientStorage
+	if errors.As(err, &full) && full.InsufficientStorage() {
+		detail := err.Error()
+		if !write {
+			detail += "; a stale read (?consistency=stale) is still answered from local state"
+		}
+		writeError(w, http.StatusInsufficientStorage, detail)
+		return
+	}
 	writeError(w, http.StatusServiceUnavailable, err.Error())
+}
+
+// insufficientStorage is implemented by a Backend error that refuses a request
+// because the node's disk is full (raftnode.ErrNoSpace). It is answered 507
+// Insufficient Storage: the request never reached the log, so a write was
+// certainly not made, and the same request succeeds once space is freed.
+type insufficientStorage interface {
+	InsufficientStorage() bool
 }
 
 // Response buffers are pooled; they are copied by the ResponseWriter, so they

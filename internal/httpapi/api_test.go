@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -648,6 +649,48 @@ func TestBackendErrors(t *testing.T) {
 			if rec.Code != 503 || rec.Body.String() != tc.want {
 				t.Errorf("%s %s = %d %s, want 503 %s", tc.method, tc.target, rec.Code, rec.Body, tc.want)
 			}
+		})
+	}
+}
+
+// diskFullErr stands for raftnode.ErrNoSpace.
+type diskFullErr struct{}
+
+func (diskFullErr) Error() string {
+	return "no space left on device: this node cannot write its log; writes resume when space is freed"
+}
+func (diskFullErr) InsufficientStorage() bool { return true }
+
+// A node whose disk is full refuses requests with 507 and says why; an error
+// that merely mentions ENOSPC (a node stopped by a failed fsync) stays 503.
+func TestDiskFullIs507(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, target, body string
+		err                        error
+		code                       int
+		want                       string
+	}{
+		{"put", "PUT", "/key/k", `{"value":"v"}`, diskFullErr{}, 507,
+			`{"detail":"no space left on device: this node cannot write its log; writes resume when space is freed"}`},
+		{"delete", "DELETE", "/key/k", "", fmt.Errorf("propose: %w", diskFullErr{}), 507,
+			`{"detail":"propose: no space left on device: this node cannot write its log; writes resume when space is freed"}`},
+		{"txn", "POST", "/txn", `{"success":[{"put":{"key":"a","value":"b"}}]}`, diskFullErr{}, 507,
+			`{"detail":"no space left on device: this node cannot write its log; writes resume when space is freed"}`},
+		{"linearizable get", "GET", "/key/k", "", diskFullErr{}, 507,
+			`{"detail":"no space left on device: this node cannot write its log; writes resume when space is freed; a stale read (?consistency=stale) is still answered from local state"}`},
+		{"scan", "GET", "/keys", "", diskFullErr{}, 507,
+			`{"detail":"no space left on device: this node cannot write its log; writes resume when space is freed; a stale read (?consistency=stale) is still answered from local state"}`},
+		{"stopped by fsync ENOSPC", "PUT", "/key/k", `{"value":"v"}`, fmt.Errorf("node stopped: sync: %w", syscall.ENOSPC), 503,
+			`{"detail":"node stopped: sync: no space left on device"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, f := newTestAPI(t, Config{})
+			f.err = tc.err
+			rec := serveString(h, tc.method, tc.target, tc.body)
+			if rec.Code != tc.code || rec.Body.String() != tc.want {
+				t.Errorf("%s %s = %d %s, want %d %s", tc.method, tc.target, rec.Code, rec.Body, tc.code, tc.want)
+			}
+			checkJSONHeaders(t, rec)
 		})
 	}
 }

@@ -110,6 +110,11 @@ func (noSpaceError) Error() string {
 
 func (noSpaceError) Is(target error) bool { return target == syscall.ENOSPC }
 
+// InsufficientStorage tells an API layer that the request was refused for lack
+// of disk space before it reached the log (HTTP 507), unlike other errors that
+// merely wrap an ENOSPC.
+func (noSpaceError) InsufficientStorage() bool { return true }
+
 // Retry delays of a Ready stalled on a full disk.
 const (
 	stallRetryMin = 100 * time.Millisecond
