@@ -1,11 +1,7 @@
 package chaos
 
 import (
-	"encoding/json"
 	"flag"
-	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,8 +17,6 @@ var (
 	chaosClients  = flag.Int("chaos.clients", 5, "concurrent clients, each with one request in flight")
 	chaosCheck    = flag.Duration("chaos.check-timeout", time.Minute, "give up the linearizability check after this long (verdict Unknown)")
 )
-
-const numKeys = 5
 
 // TestChaos runs clients against a three-node cluster while the nemesis
 // injects faults, then heals everything, reads every key on every node, and
@@ -57,17 +51,13 @@ func TestChaos(t *testing.T) {
 	if _, err := c.leader(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	var keys []string
-	for i := 0; i < numKeys; i++ {
-		keys = append(keys, fmt.Sprintf("k%d", i))
-	}
 	h := newHistory()
 	nem := newNemesis(c, seed, h, nlog)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := 0; i < *chaosClients; i++ {
-		cl := newClient(i, seed+1+int64(i), h, c.nodes, keys)
+		cl := newClient(i, seed+1+int64(i), h, c.nodes)
 		wg.Add(1)
 		go func() { defer wg.Done(); cl.run(stop) }()
 	}
@@ -88,8 +78,9 @@ func TestChaos(t *testing.T) {
 		t.Fatalf("final heal: %v", err)
 	}
 
-	finalReads(t, c, h, keys)
+	finalReads(t, c, h)
 	resolved := h.resolveObserved()
+	staleReads(t, h)
 
 	verdict, info := porcupine.CheckOperationsVerbose(kvModel, h.ops, *chaosCheck)
 	info.AddAnnotations(nem.events)
@@ -110,76 +101,11 @@ func TestChaos(t *testing.T) {
 		}
 		for _, part := range kvModel.Partition(h.ops) {
 			if porcupine.CheckOperationsTimeout(kvModel, part, *chaosCheck) == porcupine.Illegal {
-				t.Errorf("key %s: its %d operations are not linearizable", part[0].Input.(kvInput).Key, len(part))
+				t.Errorf("group %s: its %d operations are not linearizable", groupPrefix(part[0].Input.(kvInput).Group), len(part))
 			}
 		}
 		t.Errorf("history is not linearizable (seed %d); visualization: %s", seed, path)
 	case porcupine.Unknown:
 		t.Logf("linearizability check gave up after %v; raise -chaos.check-timeout", *chaosCheck)
 	}
-}
-
-// finalReads reads every key linearizably on every node once the cluster is
-// healed, adds the reads to the history (so an acknowledged write missing at
-// the end is a violation), and checks that the nodes agree and that every
-// value is one a client wrote.
-func finalReads(t *testing.T, c *cluster, h *history, keys []string) {
-	t.Helper()
-	cli := &http.Client{Timeout: clientTimeout}
-	for _, k := range keys {
-		var first *kvOutput
-		firstNode := ""
-		for _, nd := range c.nodes {
-			pid := h.newClient()
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				call := h.now()
-				out, err := readKey(cli, nd, k)
-				ret := h.now()
-				if err == nil {
-					h.add(porcupine.Operation{ClientId: pid, Input: kvInput{Kind: opGet, Key: k}, Call: call, Output: out, Return: ret}, "final")
-					if out.Status == 200 && !h.written[out.Value] {
-						t.Errorf("%s: %s = %q, a value no client wrote", nd.name, k, out.Value)
-					}
-					if first == nil {
-						first, firstNode = &out, nd.name
-					} else if out != *first {
-						t.Errorf("%s: nodes disagree: %s has %+v, %s has %+v", k, firstNode, *first, nd.name, out)
-					}
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("final read of %s on %s: %v", k, nd.name, err)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}
-}
-
-// readKey is a linearizable GET: 200 or 404, or an error for anything else.
-func readKey(cli *http.Client, nd *node, key string) (kvOutput, error) {
-	resp, err := cli.Get(nd.url("/key/" + key))
-	if err != nil {
-		return kvOutput{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return kvOutput{}, err
-	}
-	switch resp.StatusCode {
-	case 200:
-		var got struct {
-			Value   string `json:"value"`
-			Version int64  `json:"version"`
-		}
-		if err := json.Unmarshal(b, &got); err != nil {
-			return kvOutput{}, fmt.Errorf("200 with %q: %w", b, err)
-		}
-		return kvOutput{Status: 200, Value: got.Value, Version: got.Version}, nil
-	case 404:
-		return kvOutput{Status: 404}, nil
-	}
-	return kvOutput{}, fmt.Errorf("%d %s", resp.StatusCode, b)
 }
