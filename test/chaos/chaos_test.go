@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,30 +13,56 @@ import (
 )
 
 var (
-	chaosDuration = flag.Duration("chaos.duration", 20*time.Second, "how long clients and faults run")
-	chaosSeed     = flag.Int64("chaos.seed", 0, "seed of the fault schedule and the clients' choices (0: from the clock)")
+	chaosRounds   = flag.Int("chaos.rounds", 2, "rounds, each on a new cluster with its own seed")
+	chaosDuration = flag.Duration("chaos.duration", 35*time.Second, "how long clients and faults run in each round")
+	chaosSeed     = flag.Int64("chaos.seed", 0, "seed of the first round's fault schedule and clients' choices; round r uses seed+r-1 (0: from the clock)")
 	chaosClients  = flag.Int("chaos.clients", 5, "concurrent clients, each with one request in flight")
 	chaosCheck    = flag.Duration("chaos.check-timeout", time.Minute, "give up the linearizability check after this long (verdict Unknown)")
+	chaosKeep     = flag.Bool("chaos.keep", false, "keep the logs and data of rounds that pass too")
 )
 
-// TestChaos runs clients against a three-node cluster while the nemesis
-// injects faults, then heals everything, reads every key on every node, and
-// checks the whole history for linearizability.
+// TestChaos runs -chaos.rounds rounds, each on a new three-node cluster: clients
+// run against it while the nemesis injects faults, then everything is healed,
+// every key is read on every node, the whole history is checked for
+// linearizability and the ledger's acknowledged writes are looked up on every
+// node. It ends with a summary of all rounds.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos round skipped in -short mode")
 	}
-	seed := *chaosSeed
-	if seed == 0 {
-		seed = time.Now().UnixNano()
+	base := *chaosSeed
+	if base == 0 {
+		base = time.Now().UnixNano()
 	}
-	t.Logf("seed %d (reproduce the schedule with -chaos.seed=%d)", seed, seed)
+	var results []roundResult
+	for r := 1; r <= *chaosRounds; r++ {
+		seed := base + int64(r-1)
+		t.Run(fmt.Sprintf("round%d", r), func(t *testing.T) {
+			t.Logf("round %d of %d: seed %d (reproduce with -chaos.seed=%d -chaos.rounds=1)", r, *chaosRounds, seed, seed)
+			res := roundResult{round: r, seed: seed, duration: *chaosDuration, verdict: "not checked"}
+			defer func() {
+				res.failed = t.Failed()
+				results = append(results, res)
+			}()
+			runRound(t, &res, nil)
+		})
+	}
+	printSummary(t, results)
+}
+
+// runRound starts a cluster, runs clients, ledger writers and the nemesis
+// against it for res.duration, heals it and checks what the clients saw,
+// filling in res as it goes. watch, if not nil, is started once the cluster
+// is up and stopped (by calling what it returns) when the round ends.
+func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir string) (stop func())) {
+	seed := res.seed
 	logDir, err := os.MkdirTemp("", "distkv-chaos-")
 	if err != nil {
 		t.Fatal(err)
 	}
+	res.logDir = logDir
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || *chaosKeep || res.keep {
 			t.Logf("logs, data and history kept in %s (seed %d)", logDir, seed)
 			return
 		}
@@ -51,8 +78,14 @@ func TestChaos(t *testing.T) {
 	if _, err := c.leader(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+	if watch != nil {
+		stopWatch := watch(c, logDir)
+		defer stopWatch()
+	}
 	h := newHistory()
 	nem := newNemesis(c, seed, h, nlog)
+	nem.progress = t.Logf
+	led := newLedger(c)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -61,13 +94,31 @@ func TestChaos(t *testing.T) {
 		wg.Add(1)
 		go func() { defer wg.Done(); cl.run(stop) }()
 	}
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); led.run(w, seed+1000+int64(w), stop) }()
+	}
 	nemErr := make(chan error, 1)
 	go func() { nemErr <- nem.run(stop) }()
-	time.Sleep(*chaosDuration)
+	ticker := time.NewTicker(5 * time.Second)
+	end := time.After(res.duration)
+wait:
+	for {
+		select {
+		case <-ticker.C:
+			t.Logf("%7.1fs ops=%d ledger-writes=%d faults so far: %s", time.Since(h.start).Seconds(), nem.ops(), led.count(), nem.summary())
+		case <-end:
+			break wait
+		}
+	}
+	ticker.Stop()
 	close(stop)
 	wg.Wait()
-	if err := <-nemErr; err != nil {
-		t.Fatalf("nemesis: %v (logs in %s)", err, logDir)
+	nerr := <-nemErr
+	res.faults = nem.countsByKind()
+	res.ops = nem.ops()
+	if nerr != nil {
+		t.Fatalf("nemesis: %v (logs in %s)", nerr, logDir)
 	}
 	for _, nd := range c.nodes {
 		if nd.crashed() {
@@ -77,15 +128,32 @@ func TestChaos(t *testing.T) {
 	if err := c.heal(); err != nil {
 		t.Fatalf("final heal: %v", err)
 	}
+	if err := c.checkVoters(30 * time.Second); err != nil {
+		t.Errorf("after the final heal: %v", err)
+	}
 
+	acked, lost, err := led.check()
+	if err != nil {
+		t.Fatalf("ledger: %v", err)
+	}
+	res.acked, res.lost = acked, len(lost)
+	for i, s := range lost {
+		if i == 10 {
+			t.Errorf("... and %d more acknowledged writes lost", len(lost)-10)
+			break
+		}
+		t.Errorf("acknowledged write lost: %s", s)
+	}
 	finalReads(t, c, h)
 	resolved := h.resolveObserved()
 	staleReads(t, h)
 
+	res.ops = len(h.ops)
 	verdict, info := porcupine.CheckOperationsVerbose(kvModel, h.ops, *chaosCheck)
+	res.verdict = string(verdict)
 	info.AddAnnotations(nem.events)
-	t.Logf("chaos summary: seed=%d duration=%v ops=%d [%s] unknown-resolved-by-reads=%d faults: [%s] linearizable=%s",
-		seed, *chaosDuration, len(h.ops), h.summary(), resolved, nem.summary(), verdict)
+	t.Logf("round summary: seed=%d duration=%v ops=%d [%s] unknown-resolved-by-reads=%d faults: [%s] linearizable=%s acknowledged-writes-lost=%d/%d",
+		seed, res.duration, len(h.ops), h.summary(), resolved, nem.summary(), verdict, len(lost), acked)
 	for i, s := range h.odd {
 		if i == 10 {
 			t.Errorf("... and %d more unexpected answers", len(h.odd)-10)

@@ -224,6 +224,7 @@ type roundResult struct {
 	lost     int // of them, lost
 	failed   bool
 	logDir   string
+	keep     bool // keep logDir even if the round passes
 }
 
 // printSummary logs the totals over rounds and one line per round.
