@@ -799,6 +799,9 @@ func (n *Node) handleReady(p *pendingReady) error {
 	if err := n.persist(rd); err != nil {
 		return err
 	}
+	if brokenEarlyAck {
+		n.ackEarly(rd.Entries)
+	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.durable = rd.HardState
 	}

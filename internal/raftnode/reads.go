@@ -128,6 +128,9 @@ func (q *readQueue) failAll(err error) {
 // was committed before ReadBarrier was called (Raft ReadIndex), so that a read
 // of local state after it is linearizable.
 func (n *Node) ReadBarrier(ctx context.Context) error {
+	if brokenLocalReads {
+		return nil
+	}
 	r := &readRequest{done: make(chan error, 1)}
 	select {
 	case n.readc <- r:

@@ -149,7 +149,7 @@ wait:
 	staleReads(t, h)
 
 	res.ops = len(h.ops)
-	verdict, info := porcupine.CheckOperationsVerbose(kvModel, h.ops, *chaosCheck)
+	verdict, info, found := checkLinearizable(h.ops, *chaosCheck)
 	res.verdict = string(verdict)
 	info.AddAnnotations(nem.events)
 	t.Logf("round summary: seed=%d duration=%v ops=%d [%s] unknown-resolved-by-reads=%d faults: [%s] linearizable=%s acknowledged-writes-lost=%d/%d",
@@ -167,13 +167,9 @@ wait:
 		if err := porcupine.VisualizePath(kvModel, info, path); err != nil {
 			t.Errorf("writing the visualization: %v", err)
 		}
-		for _, part := range kvModel.Partition(h.ops) {
-			if porcupine.CheckOperationsTimeout(kvModel, part, *chaosCheck) == porcupine.Illegal {
-				t.Errorf("group %s: its %d operations are not linearizable", groupPrefix(part[0].Input.(kvInput).Group), len(part))
-			}
-		}
+		t.Errorf("%s", found)
 		t.Errorf("history is not linearizable (seed %d); visualization: %s", seed, path)
 	case porcupine.Unknown:
-		t.Logf("linearizability check gave up after %v; raise -chaos.check-timeout", *chaosCheck)
+		t.Logf("linearizability check gave up (%s); raise -chaos.check-timeout", found)
 	}
 }

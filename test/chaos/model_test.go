@@ -3,7 +3,6 @@ package chaos
 import (
 	"fmt"
 	"hash/maphash"
-	"sort"
 	"strings"
 
 	"github.com/anishathalye/porcupine"
@@ -499,14 +498,4 @@ func describeTxn(g int, tx *txnInput) string {
 		return strings.Join(parts, ", ")
 	}
 	return fmt.Sprintf("txn(if %s then %s else %s)", strings.Join(cmps, " && "), branch(tx.Success), branch(tx.Failure))
-}
-
-// sortedKinds lists kinds in their declaration order, for summaries.
-func sortedKinds(m map[opKind]int) []opKind {
-	var ks []opKind
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
-	return ks
 }

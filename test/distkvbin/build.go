@@ -10,9 +10,15 @@ import (
 	"runtime"
 )
 
+// TagsEnv names the environment variable whose value, if set, Build passes to
+// go build as -tags: DISTKV_TAGS=broken_earlyack go test ./test/chaos tests
+// a deliberately broken build (see internal/raftnode/broken.go).
+const TagsEnv = "DISTKV_TAGS"
+
 // Build compiles ./cmd/distkv of this repository into a temporary directory
 // and returns the binary's path and a function that removes it. Compiler
-// output goes to stderr.
+// output goes to stderr. The build tags in $DISTKV_TAGS, if any, are used
+// and announced on stderr.
 func Build() (path string, cleanup func(), err error) {
 	_, here, _, ok := runtime.Caller(0)
 	if !ok {
@@ -24,7 +30,12 @@ func Build() (path string, cleanup func(), err error) {
 		return "", nil, err
 	}
 	path = filepath.Join(dir, "distkv")
-	build := exec.Command("go", "build", "-o", path, "./cmd/distkv")
+	args := []string{"build", "-o", path}
+	if tags := os.Getenv(TagsEnv); tags != "" {
+		fmt.Fprintf(os.Stderr, "distkvbin: building distkv with -tags %s\n", tags)
+		args = append(args, "-tags", tags)
+	}
+	build := exec.Command("go", append(args, "./cmd/distkv")...)
 	build.Dir = root
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

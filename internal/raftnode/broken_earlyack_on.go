@@ -1,0 +1,6 @@
+//go:build broken_earlyack
+
+package raftnode
+
+// brokenEarlyAck is set by the broken_earlyack build tag; see broken.go.
+const brokenEarlyAck = true
