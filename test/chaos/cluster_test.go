@@ -492,30 +492,57 @@ func (c *cluster) rejoin(nd *node) error {
 	if err := nd.waitReady(30 * time.Second); err != nil {
 		return fmt.Errorf("new member %s: %w", member, err)
 	}
-	var commit uint64
-	if l, err := c.leader(10 * time.Second); err == nil {
-		if st, err := c.nodes[l].status(); err == nil {
-			commit = st.Commit
-		}
+	commit, err := c.leaderCommit(nd, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("new member %s: %w", member, err)
 	}
 	started := time.Now()
-	caughtUp := false
-	for time.Since(started) < 30*time.Second {
-		st, err := nd.status()
+	var st status
+	for {
+		st, err = nd.status()
 		if err == nil && st.Applied >= commit {
-			caughtUp = true
 			break
+		}
+		if time.Since(started) > learnerCatchUp {
+			// An operator would not promote it: the cluster is not
+			// healthy, and the log says why.
+			return fmt.Errorf("new member %s (learner) applied %d of commit index %d after %v (%v); its log has %d \"not in the ConfState\" snapshot rejections; see %s",
+				member, st.Applied, commit, learnerCatchUp, err, strings.Count(nd.logSince(0), "is not in the ConfState"), nd.logPath)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// An operator promotes a learner once it has caught up; one that has not
-	// after 30s is promoted anyway, and the voters' check says if it took.
 	if c.logf != nil {
-		c.logf("new member %s in slot %s: caught up with commit index %d: %v after %v", member, nd.name, commit,
-			caughtUp, time.Since(started).Round(time.Millisecond))
+		c.logf("new member %s in slot %s caught up with commit index %d after %v", member, nd.name, commit,
+			time.Since(started).Round(time.Millisecond))
 	}
-	_, _, err := c.admin(http.MethodPost, "/cluster/members/"+member+"/promote", "", nd.idx+1, 30*time.Second, 200)
+	_, _, err = c.admin(http.MethodPost, "/cluster/members/"+member+"/promote", "", nd.idx+1, 30*time.Second, 200)
 	return err
+}
+
+// learnerCatchUp is how long a new member may take to catch up before it is
+// promoted; longer fails the heal.
+const learnerCatchUp = 90 * time.Second
+
+// leaderCommit returns the commit index of the node, other than except, that
+// says it is the leader.
+func (c *cluster) leaderCommit(except *node, timeout time.Duration) (uint64, error) {
+	deadline := time.Now().Add(timeout)
+	var seen []string
+	for time.Now().Before(deadline) {
+		seen = seen[:0]
+		for _, nd := range c.nodes {
+			if nd == except || nd.pid() == 0 {
+				continue
+			}
+			st, err := nd.status()
+			if err == nil && st.Leader != "" && st.Leader == st.ID {
+				return st.Commit, nil
+			}
+			seen = append(seen, fmt.Sprintf("%s:%q/%v", nd.name, st.Leader, err))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("no leader after %v: %v", timeout, seen)
 }
 
 // member is one entry of GET /cluster/members.
