@@ -378,3 +378,69 @@ func TestDiskFullLeader(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskFullAtStart: a node restarted on a disk that is already full starts
+// (no crash loop), refuses writes at once, never answers a read without an
+// acknowledged write, and takes writes once space is freed.
+func TestDiskFullAtStart(t *testing.T) {
+	disk := newFullDisk()
+	cfg := testConfig(t.TempDir())
+	cfg.FS = disk
+	n := openNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	acked := map[string]string{}
+	for i := range 50 {
+		k, v := fmt.Sprintf("k%03d", i), fmt.Sprintf("v%d", i)
+		if _, err := put(ctx, n, k, v); err != nil {
+			t.Fatal(err)
+		}
+		acked[k] = v
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	disk.full.Store(true)
+	n, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("open on a full disk: %v", err)
+	}
+	defer func() { n.Stop() }()
+	waitUntil(t, 10*time.Second, "node reports the full disk", func() bool { return errors.Is(n.Ready(), ErrNoSpace) },
+		func() string { return fmt.Sprint(n.Ready()) })
+	wantNoSpaceFast(t, n, "refused")
+	for k, v := range acked {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		got, ok, err := n.Get(rctx, []byte(k), true)
+		rcancel()
+		if err != nil && !errors.Is(err, ErrNoSpace) {
+			t.Fatalf("linearizable get %s on a full disk: %v, want a value or ErrNoSpace", k, err)
+		}
+		if err == nil && (!ok || string(got.Value) != v) {
+			t.Fatalf("linearizable get %s on a full disk = %q, %v: an acknowledged write is missing", k, got.Value, ok)
+		}
+	}
+	time.Sleep(time.Second)
+	select {
+	case <-n.Done():
+		t.Fatalf("node stopped on a full disk: %v", n.Err())
+	default:
+	}
+
+	disk.full.Store(false)
+	waitUntil(t, 10*time.Second, "node ready after space was freed", func() bool { return n.Ready() == nil },
+		func() string { return fmt.Sprint(n.Ready()) })
+	if _, err := put(ctx, n, "after", "x"); err != nil {
+		t.Fatalf("write after space was freed: %v", err)
+	}
+	acked["after"] = "x"
+	for k, v := range acked {
+		if got, ok := mustGet(t, n, k); !ok || got != v {
+			t.Fatalf("%s = %q, %v, want %q", k, got, ok, v)
+		}
+	}
+	if got, ok := mustGet(t, n, "refused"); ok {
+		t.Fatalf("the refused write is there: %q", got)
+	}
+}

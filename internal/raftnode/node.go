@@ -54,6 +54,9 @@ type Node struct {
 	// stalled, reported to Raft once the stall is over.
 	snapStatusLater []snapStatus
 	diskFull        atomic.Bool // published copy of stall != nil
+	// recoveredLast is the last log index found on disk at Open: any entry up
+	// to it may have been acknowledged before a restart.
+	recoveredLast uint64
 
 	kv *kv.Store
 
@@ -357,6 +360,7 @@ func (n *Node) recover() error {
 	if err := n.storage.Append(ents); err != nil {
 		return fmt.Errorf("load log: %w", err)
 	}
+	n.recoveredLast = lastIndex(ents, n.snapIndex)
 
 	rc := &raft.Config{
 		ID:                        n.raftID,
@@ -899,13 +903,17 @@ func (n *Node) stalled() error {
 
 // stalledRead answers a linearizable read that arrives while the disk is full.
 // The only leader that needs no round trip (which the stalled loop cannot
-// make) is the sole voter of its group: nobody else can have committed or
-// acknowledged anything, every write acknowledged so far is applied here, and
-// the writes in the stalled Ready have been acknowledged to no one and are
-// visible to no one, so a read of local state now is linearizable.
+// make) is the sole voter of its group: nobody else can commit or
+// acknowledge anything. A write is acknowledged only once applied, so once
+// this node has applied every entry that was on disk when it started (any of
+// which may have been acknowledged before a restart), every acknowledged
+// write is in local state, and the entries not yet applied (the stalled
+// Ready's among them) have been acknowledged to no one and are visible to no
+// one: a read of local state now is linearizable.
 func (n *Node) stalledRead() error {
 	cs := n.confState
-	if n.leader.Load() == n.raftID && len(cs.Voters) == 1 && cs.Voters[0] == n.raftID && len(cs.VotersOutgoing) == 0 {
+	if n.leader.Load() == n.raftID && len(cs.Voters) == 1 && cs.Voters[0] == n.raftID && len(cs.VotersOutgoing) == 0 &&
+		n.applied.Load() >= n.recoveredLast {
 		return nil
 	}
 	return ErrNoSpace
