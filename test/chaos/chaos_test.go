@@ -147,6 +147,7 @@ wait:
 	finalReads(t, c, h)
 	resolved := h.resolveObserved()
 	staleReads(t, h)
+	revisionReuse(t, h)
 
 	res.ops = len(h.ops)
 	verdict, info, found := checkLinearizable(h.ops, *chaosCheck)

@@ -1,0 +1,91 @@
+package chaos
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// TestCheckStale runs the stale-read checks on small histories whose verdict
+// is known: each violation kind is found, and what is allowed is not flagged.
+func TestCheckStale(t *testing.T) {
+	p1, p2 := &exec.Cmd{}, &exec.Cmd{} // two processes of node n1
+	// g0/a: put x at r5 (acknowledged by n1 at 1), put y at r7 (by n2 at 3).
+	writes := []porcupine.Operation{
+		{Input: put(ka, "x"), Output: ok(5), Call: 0, Return: 1},
+		{Input: put(ka, "y"), Output: ok(7), Call: 2, Return: 3},
+	}
+	ack := func(node int, proc *exec.Cmd, rev, ret int64) observation {
+		return observation{node: node, proc: proc, kind: opPut, call: ret - 1, ret: ret, applied: rev}
+	}
+	stale := func(node int, proc *exec.Cmd, call, ret int64, r kvRead) observation {
+		return observation{node: node, proc: proc, kind: opStaleGet, call: call, ret: ret,
+			reads: []keyRead{{Key: ka, kvRead: r}}, applied: r.Revision}
+	}
+	x, y := kvr("x", 1, 5), kvr("y", 2, 7)
+	tests := []struct {
+		name    string
+		obs     []observation
+		want    string // substring of the one violation expected; "" for none
+		restart int
+	}{
+		{"old value before the node applied the new one", []observation{ack(0, p1, 5, 1), stale(0, p1, 4, 5, x)}, "", 0},
+		{"new value", []observation{ack(1, p1, 7, 3), stale(1, p1, 4, 5, y)}, "", 0},
+		{"other node may lag", []observation{ack(1, p1, 7, 3), stale(0, p2, 4, 5, x)}, "", 0},
+		{"back in time on one node", []observation{ack(1, p1, 7, 3), stale(1, p1, 4, 5, x)}, "went back in time", 0},
+		{"concurrent with the answer", []observation{ack(1, p1, 7, 3), stale(1, p1, 2, 5, x)}, "", 0},
+		{"missing after a put it had applied", []observation{ack(1, p1, 7, 3), stale(1, p1, 4, 5, kvRead{})}, "missing", 0},
+		{"back in time across a restart", []observation{ack(1, p1, 7, 3), stale(1, p2, 4, 5, x)}, "", 1},
+		{"value nobody wrote", []observation{stale(0, p1, 4, 5, kvr("z", 1, 9))}, "no client wrote", 0},
+		{"value before its write", []observation{stale(0, p1, 0, 1, y)}, "written only at", 0},
+		{"value with another revision", []observation{stale(0, p1, 4, 5, kvr("y", 2, 8)), stale(1, p2, 6, 7, y)}, "showed it as", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &history{ops: writes, obs: tt.obs, written: map[string]int64{"x": 0, "y": 2}}
+			rep := checkStale(h)
+			switch {
+			case tt.want == "" && len(rep.violations) > 0:
+				t.Errorf("violations %q, want none", rep.violations)
+			case tt.want != "" && (len(rep.violations) != 1 || !strings.Contains(rep.violations[0], tt.want)):
+				t.Errorf("violations %q, want one with %q", rep.violations, tt.want)
+			}
+			if rep.acrossRestart != tt.restart {
+				t.Errorf("%d across a restart, want %d", rep.acrossRestart, tt.restart)
+			}
+		})
+	}
+}
+
+// TestCheckRevisions checks that a log index claimed by two writes is found.
+func TestCheckRevisions(t *testing.T) {
+	tests := []struct {
+		name string
+		ops  []porcupine.Operation
+		obs  []observation
+		want int
+	}{
+		{"distinct revisions", []porcupine.Operation{
+			{Input: put(ka, "x"), Output: ok(5)}, {Input: put(kb, "y"), Output: ok(6)},
+		}, nil, 0},
+		{"a transaction's puts share one", []porcupine.Operation{
+			{Input: txn(nil, []txnOp{{Kind: txnPut, Key: ka, Value: "x"}, {Kind: txnPut, Key: kb, Value: "y"}}, nil), Output: txnOut(true, 5, none, none)},
+		}, []observation{{kind: opScan, reads: []keyRead{{ka, kvr("x", 1, 5)}, {kb, kvr("y", 1, 5)}}}}, 0},
+		{"two acknowledged at one", []porcupine.Operation{
+			{Input: put(ka, "x"), Output: ok(5)}, {Input: put(kb, "y"), Output: ok(5)},
+		}, nil, 1},
+		{"acknowledged, then another read at its revision", []porcupine.Operation{
+			{Input: put(ka, "x"), Output: ok(5)}, {Input: put(ka, "y"), Output: unknown},
+		}, []observation{{kind: opGet, reads: []keyRead{{ka, kvr("y", 1, 5)}}}}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := checkRevisions(&history{ops: tt.ops, obs: tt.obs})
+			if len(got) != tt.want {
+				t.Errorf("found %q, want %d", got, tt.want)
+			}
+		})
+	}
+}
