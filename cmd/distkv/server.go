@@ -323,6 +323,7 @@ func (b backend) Status() httpapi.Status {
 		Term:         s.Term,
 		CommitIndex:  s.CommitIndex,
 		AppliedIndex: s.AppliedIndex,
+		DiskFull:     s.DiskFull,
 		Members:      make([]httpapi.Member, 0, len(s.Members)),
 	}
 	for _, m := range s.Members {

@@ -35,12 +35,15 @@ type Backend interface {
 
 // Status is the body of GET /cluster/status.
 type Status struct {
-	ID           string   `json:"id"`
-	Leader       string   `json:"leader"` // "" when unknown
-	Term         uint64   `json:"term"`
-	CommitIndex  uint64   `json:"commit_index"`
-	AppliedIndex uint64   `json:"applied_index"`
-	Members      []Member `json:"members"`
+	ID           string `json:"id"`
+	Leader       string `json:"leader"` // "" when unknown
+	Term         uint64 `json:"term"`
+	CommitIndex  uint64 `json:"commit_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	// DiskFull: this node's disk is full; it refuses writes (507) until space
+	// is freed, and resumes by itself.
+	DiskFull bool     `json:"disk_full,omitempty"`
+	Members  []Member `json:"members"`
 }
 
 // Member is one node of the cluster, with its health as the answering node

@@ -693,6 +693,11 @@ func TestDiskFullIs507(t *testing.T) {
 			checkJSONHeaders(t, rec)
 		})
 	}
+	h, f := newTestAPI(t, Config{})
+	f.status = Status{ID: "n1", DiskFull: true}
+	if rec := serveString(h, "GET", "/cluster/status", ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"disk_full":true`) {
+		t.Errorf("GET /cluster/status of a node with a full disk = %d %s, want disk_full true", rec.Code, rec.Body)
+	}
 }
 
 // A client that went away gets nothing written.

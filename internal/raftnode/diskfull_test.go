@@ -130,6 +130,9 @@ func TestDiskFullSingleNode(t *testing.T) {
 	waitUntil(t, 10*time.Second, "node reports the full disk", func() bool { return errors.Is(n.Ready(), ErrNoSpace) },
 		func() string { return fmt.Sprint(n.Ready()) })
 
+	if !n.Status().DiskFull {
+		t.Error("Status does not report the full disk")
+	}
 	var refused []string
 	for i := range 20 {
 		k := fmt.Sprintf("refused-%02d", i)
@@ -166,6 +169,9 @@ func TestDiskFullSingleNode(t *testing.T) {
 		acked["in-flight"] = "x"
 	case <-time.After(10 * time.Second):
 		t.Fatal("the write stalled with the disk was never answered")
+	}
+	if n.Status().DiskFull {
+		t.Error("Status still reports a full disk after space was freed")
 	}
 	for i := range 100 {
 		k, v := fmt.Sprintf("after-%03d", i), fmt.Sprintf("v%d", i)

@@ -518,7 +518,10 @@ type Status struct {
 	Term         uint64
 	CommitIndex  uint64
 	AppliedIndex uint64
-	Members      []MemberStatus
+	// DiskFull: the log cannot be written for lack of space; writes are
+	// refused with ErrNoSpace until space is freed.
+	DiskFull bool
+	Members  []MemberStatus
 }
 
 // MemberStatus is one member as this node sees it. Match and Lag are known
@@ -549,6 +552,7 @@ func (n *Node) Status() Status {
 		Term:         n.term.Load(),
 		CommitIndex:  n.commit.Load(),
 		AppliedIndex: n.applied.Load(),
+		DiskFull:     n.diskFull.Load(),
 	}
 	lead := n.leader.Load()
 	now := time.Now()

@@ -180,6 +180,9 @@ func TestDiskFullSingleNode(t *testing.T) {
 	if code != 503 || !strings.Contains(body, "no space left on device") {
 		t.Errorf("/readyz on a full disk: %d %s, want 503 saying the disk is full", code, body)
 	}
+	if code, body := do(t, http.MethodGet, "http://"+addr+"/cluster/status", ""); code != 200 || !strings.Contains(body, `"disk_full":true`) {
+		t.Errorf("/cluster/status on a full disk: %d %s, want disk_full true", code, body)
+	}
 	time.Sleep(2 * time.Second) // several retries while still full
 	if !s.running() {
 		t.Fatalf("server exited on a full disk: %v", s.cmd.ProcessState)
