@@ -89,3 +89,35 @@ func TestCheckRevisions(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckFreshness checks that a linearizable read that misses a write
+// acknowledged before it was invoked is named, on any node.
+func TestCheckFreshness(t *testing.T) {
+	writes := []porcupine.Operation{
+		{Input: put(ka, "x"), Output: ok(5), Call: 0, Return: 1},
+		{Input: put(ka, "y"), Output: ok(7), Call: 2, Return: 3},
+	}
+	ack := observation{node: 1, proc: &exec.Cmd{}, kind: opPut, call: 2, ret: 3, applied: 7}
+	read := func(call int64, r kvRead) observation {
+		return observation{node: 0, proc: &exec.Cmd{}, kind: opGet, call: call, ret: call + 1,
+			reads: []keyRead{{Key: ka, kvRead: r}}, applied: r.Revision}
+	}
+	tests := []struct {
+		name string
+		read observation
+		want int
+	}{
+		{"sees the acknowledged write", read(4, kvr("y", 2, 7)), 0},
+		{"concurrent with the write", read(2, kvr("x", 1, 5)), 0},
+		{"misses the acknowledged write", read(4, kvr("x", 1, 5)), 1},
+		{"misses the key", read(4, kvRead{}), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &history{ops: writes, obs: []observation{ack, tt.read}, written: map[string]int64{"x": 0, "y": 2}}
+			if got := checkStale(h).missed; len(got) != tt.want {
+				t.Errorf("missed %q, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -24,6 +24,9 @@ import (
 //     not be one whose last write at or below L was a put that no later delete
 //     (acknowledged at a greater revision, or of unknown outcome) removed.
 //
+// checkStale also checks, for linearizable reads, that each reflects every
+// write acknowledged by any node before it was invoked (missed).
+//
 // A restarted node recovers from its snapshot and WAL and serves stale reads
 // while it replays the committed entries, so across a restart the index can
 // legitimately go back: the check holds per process, and what it finds across
@@ -32,6 +35,9 @@ type staleReport struct {
 	checked       int      // stale reads checked
 	violations    []string // within one process of a node, or of origin
 	acrossRestart int      // going back across a restart of the node
+	// missed lists linearizable reads that missed a write acknowledged
+	// before they were invoked.
+	missed []string
 }
 
 // keyWrite is a write of one key at a known revision.
@@ -190,6 +196,38 @@ func checkStale(h *history) staleReport {
 			rep.checked++
 		}
 	}
+
+	// A linearizable read reflects every write acknowledged, by any node,
+	// before it was invoked: porcupine checks that too, but this names the
+	// read and does not give up on a long history.
+	var acks, lin []observation
+	for _, o := range h.obs {
+		if o.kind.write() && o.applied > 0 {
+			acks = append(acks, o)
+		}
+		if (o.kind == opGet || o.kind == opScan || o.kind == opTxn) && len(o.reads) > 0 {
+			lin = append(lin, o)
+		}
+	}
+	sort.Slice(acks, func(i, j int) bool { return acks[i].ret < acks[j].ret })
+	sort.Slice(lin, func(i, j int) bool { return lin[i].call < lin[j].call })
+	var acked int64
+	var from string
+	j := 0
+	for _, o := range lin {
+		for ; j < len(acks) && acks[j].ret < o.call; j++ {
+			if acks[j].applied > acked {
+				acked = acks[j].applied
+				from = fmt.Sprintf("%s acknowledged by n%d at %.3fs", acks[j].kind, acks[j].node+1, seconds(acks[j].ret))
+			}
+		}
+		for _, r := range o.reads {
+			if why := behind(r, acked); why != "" {
+				rep.missed = append(rep.missed, fmt.Sprintf("%s on n%d at %.3f-%.3fs is stale: it returned %s; r%d was acknowledged before (%s)",
+					o.kind, o.node+1, seconds(o.call), seconds(o.ret), why, acked, from))
+			}
+		}
+	}
 	return rep
 }
 
@@ -209,5 +247,12 @@ func staleReads(t *testing.T, h *history) {
 			break
 		}
 		t.Errorf("stale read: %s", v)
+	}
+	for i, v := range rep.missed {
+		if i == 10 {
+			t.Errorf("... and %d more linearizable reads that missed an acknowledged write", len(rep.missed)-10)
+			break
+		}
+		t.Errorf("linearizable read: %s", v)
 	}
 }
