@@ -3,21 +3,31 @@
 //
 // TestChaos builds the distkv binary, starts three nodes whose every peer link
 // passes through a netproxy.Mesh, and runs concurrent clients (each with one
-// request in flight) against a small key set while a nemesis injects one fault
+// request in flight, each to a random node) against nine keys in three groups
+// (g0/a .. g2/c) while a nemesis injects one fault
 // at a time: kill -9 of a random node or of the leader followed by a restart,
 // SIGSTOP/SIGCONT, isolating the leader, a majority/minority partition, and a
-// one-way cut. Every operation is recorded with its call and return time; a
+// one-way cut. The clients send linearizable and stale gets, linearizable and
+// stale scans of a group's prefix (one page: limit 10), puts with unique
+// values, puts conditional on prev_version, prev_revision or create_only,
+// deletes (also on prev_version) and transactions comparing and writing keys
+// of one group. Every operation is recorded with its call and return time; a
 // write whose outcome is unknown (client timeout, broken connection, or a 503
 // saying it may still have been applied) is kept with an open end, as
 // porcupine intends; a refused connection, a 503 refusing a write before it
 // was proposed (no leader) and a failed read are dropped. When the
-// faults are healed, every key is read linearizably on every node: the nodes
+// faults are healed, every group is scanned linearizably on every node: the nodes
 // must agree, the values must be ones a client wrote, and these final reads are
 // part of the checked history, so an acknowledged write that was lost shows up
 // as a linearizability violation.
 //
 // The history is checked with github.com/anishathalye/porcupine against a
-// model of one key (exists, value, version); the model is partitioned by key.
+// model of one group (each key's value, version and revision; revisions grow
+// in log order); the model is partitioned by group (model_test.go). Stale
+// reads are checked for what they promise (stale_test.go): a value some write
+// carried, and never going back in time on one node process. A log index
+// claimed by two writes names a lost write (revisions_test.go), and a
+// linearizable read that misses a write acknowledged before it is named.
 // On a violation the test writes porcupine's HTML visualization into its log
 // directory and fails with its path; the directory, with every node's log, is
 // kept when the test fails.
@@ -29,7 +39,12 @@
 //	go test ./test/chaos -run TestChaos -chaos.duration=10m -v  # long round
 //	go test ./test/chaos -run TestChaos -chaos.seed=42 -v       # replay a seed
 //
-// -chaos.bin=PATH tests a prebuilt binary instead of building ../../cmd/distkv,
-// for trying a deliberately broken build from a copy of the tree. -short
-// skips the round.
+// -chaos.bin=PATH tests a prebuilt binary instead of building ../../cmd/distkv.
+// DISTKV_TAGS builds it with build tags, for the deliberately broken builds
+// of internal/raftnode/broken.go, which the round must fail:
+//
+//	DISTKV_TAGS=broken_localreads go test ./test/chaos -run TestChaos -chaos.rounds=1 -chaos.duration=30s -chaos.faults=isolate-leader -v
+//	DISTKV_TAGS=broken_earlyack go test ./test/chaos -run TestChaos -chaos.rounds=1 -chaos.duration=30s -chaos.faults=isolate-leader -v
+//
+// -short skips the round.
 package chaos
