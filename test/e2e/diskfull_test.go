@@ -237,11 +237,10 @@ func TestDiskFullSingleNode(t *testing.T) {
 	t.Logf("%d acknowledged writes present after restart; %d refused with 507 absent; %d unknown outcomes", len(acked), len(refused), len(unknown))
 }
 
-// TestDiskFullFollower fills the disk of one follower of a three-node
-// cluster: the cluster keeps writing through the leader, the full follower
-// answers writes with 507 and reports not ready, and once its ballast is
-// removed it catches up and holds every acknowledged write.
-func TestDiskFullFollower(t *testing.T) {
+// startClusterOnTmpfs starts three nodes, each with its data directory on a
+// tmpfs of its own, and returns the cluster and each node's mount point.
+func startClusterOnTmpfs(t *testing.T) (*testCluster, map[string]string) {
+	t.Helper()
 	c := &testCluster{t: t, http: map[string]string{}, peer: map[string]string{}, dirs: map[string]string{},
 		servers: map[string]*server{}, extra: []string{"--request-timeout", "3s"}}
 	disks := map[string]string{}
@@ -261,6 +260,15 @@ func TestDiskFullFollower(t *testing.T) {
 	for _, name := range c.names {
 		c.servers[name].waitReady()
 	}
+	return c, disks
+}
+
+// TestDiskFullFollower fills the disk of one follower of a three-node
+// cluster: the cluster keeps writing through the leader, the full follower
+// answers writes with 507 and reports not ready, and once its ballast is
+// removed it catches up and holds every acknowledged write.
+func TestDiskFullFollower(t *testing.T) {
+	c, disks := startClusterOnTmpfs(t)
 	leader := c.leader(10 * time.Second)
 	f := c.names[0]
 	if f == leader {
@@ -319,4 +327,81 @@ func TestDiskFullFollower(t *testing.T) {
 			t.Fatalf("%s: the write refused with 507 is there: %d %s", n, code, body)
 		}
 	}
+}
+
+// TestDiskFullLeader fills the leader's disk. The leader stops heartbeating
+// (its log is stalled), the other two elect a new leader and go on taking
+// writes; the old leader answers 507; once its ballast is removed it rejoins
+// as a follower and holds every acknowledged write.
+func TestDiskFullLeader(t *testing.T) {
+	c, disks := startClusterOnTmpfs(t)
+	old := c.leader(10 * time.Second)
+	var others []string
+	for _, n := range c.names {
+		if n != old {
+			others = append(others, n)
+		}
+	}
+	acked := map[string]string{}
+	var unknown []string
+	for i := range 20 {
+		k, v := fmt.Sprintf("before-%03d", i), randomValue(t, 1<<10)
+		if r := putValue(c.url(old, "/key/"+k), v); r.code != 200 {
+			t.Fatalf("PUT %s: %d %s %v", k, r.code, r.body, r.err)
+		}
+		acked[k] = v
+	}
+
+	ballast := fillDisk(t, disks[old])
+	// Write through the leader until its reserved WAL space is used up.
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; ; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("leader %s never answered 507 after its disk filled", old)
+		}
+		k, v := fmt.Sprintf("filling-%04d", i), randomValue(t, 64<<10)
+		r := putValue(c.url(old, "/key/"+k), v)
+		if r.code == 507 {
+			break
+		}
+		switch r.code {
+		case 200:
+			acked[k] = v
+		case 503:
+			unknown = append(unknown, k)
+		default:
+			t.Fatalf("PUT %s to the filling leader: %d %s %v", k, r.code, r.body, r.err)
+		}
+	}
+	next := c.leader(15*time.Second, others...)
+	t.Logf("leader %s's disk is full; %s leads now", old, next)
+	for i := range 30 {
+		k, v := fmt.Sprintf("during-%03d", i), randomValue(t, 1<<10)
+		if r := putValue(c.url(next, "/key/"+k), v); r.code != 200 {
+			t.Fatalf("PUT %s to the new leader %s: %d %s %v", k, next, r.code, r.body, r.err)
+		}
+		acked[k] = v
+	}
+	if r := putValue(c.url(old, "/key/refused"), "x"); r.code != 507 || r.took > 2*time.Second {
+		t.Fatalf("PUT to the old leader with a full disk: %d %s in %v, want 507 at once", r.code, r.body, r.took)
+	}
+	if !c.servers[old].running() {
+		t.Fatalf("old leader %s exited on a full disk", old)
+	}
+
+	if err := os.Remove(ballast); err != nil {
+		t.Fatal(err)
+	}
+	c.servers[old].waitReady()
+	if r := putValue(c.url(old, "/key/via-old-leader"), "y"); r.code != 200 {
+		t.Fatalf("PUT via the freed old leader: %d %s %v", r.code, r.body, r.err)
+	}
+	acked["via-old-leader"] = "y"
+	checkEverywhere(t, c, acked)
+	for _, n := range c.names {
+		if code, body := do(t, http.MethodGet, c.url(n, "/key/refused?consistency=stale"), ""); code != 404 {
+			t.Fatalf("%s: the write refused with 507 is there: %d %s", n, code, body)
+		}
+	}
+	t.Logf("%d acknowledged writes on all nodes; %d unknown outcomes", len(acked), len(unknown))
 }
