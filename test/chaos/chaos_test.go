@@ -98,8 +98,11 @@ func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir stri
 		wg.Add(1)
 		go func() { defer wg.Done(); led.run(w, seed+1000+int64(w), stop) }()
 	}
+	// The nemesis stops first, so that its last heal (a new member catching
+	// up, a follower installing a snapshot) happens under load too.
+	nemStop := make(chan struct{})
 	nemErr := make(chan error, 1)
-	go func() { nemErr <- nem.run(stop) }()
+	go func() { nemErr <- nem.run(nemStop) }()
 	ticker := time.NewTicker(5 * time.Second)
 	end := time.After(res.duration)
 wait:
@@ -112,9 +115,10 @@ wait:
 		}
 	}
 	ticker.Stop()
+	close(nemStop)
+	nerr := <-nemErr
 	close(stop)
 	wg.Wait()
-	nerr := <-nemErr
 	res.faults = nem.countsByKind()
 	res.ops = nem.ops()
 	if nerr != nil {

@@ -103,8 +103,10 @@ type node struct {
 type cluster struct {
 	nodes []*node
 	mesh  *netproxy.Mesh
-	// logf, if set, is told about membership changes as they happen.
+	// logf, if set, is told about membership changes as they happen; note,
+	// if set, counts what they ran into (see rejoin).
 	logf func(format string, args ...any)
+	note func(kind string)
 }
 
 func freePort(t *testing.T) string {
@@ -320,7 +322,7 @@ func (c *cluster) leader(timeout time.Duration) (int, error) {
 		}
 		if agree {
 			for i, nd := range c.nodes {
-				if nd.name == leader {
+				if nd.memberName() == leader {
 					return i, nil
 				}
 			}
@@ -486,6 +488,7 @@ func (c *cluster) rejoin(nd *node) error {
 	nd.args = append([]string{"server", "--id", nd.member, "--join", "http://" + via.http}, nd.common...)
 	member := nd.member
 	nd.mu.Unlock()
+	offset := nd.logSize()
 	if err := nd.start(); err != nil {
 		return err
 	}
@@ -506,18 +509,29 @@ func (c *cluster) rejoin(nd *node) error {
 		if time.Since(started) > learnerCatchUp {
 			// An operator would not promote it: the cluster is not
 			// healthy, and the log says why.
-			return fmt.Errorf("new member %s (learner) applied %d of commit index %d after %v (%v); its log has %d \"not in the ConfState\" snapshot rejections; see %s",
-				member, st.Applied, commit, learnerCatchUp, err, strings.Count(nd.logSince(0), "is not in the ConfState"), nd.logPath)
+			return fmt.Errorf("new member %s (learner) applied %d of commit index %d after %v (%v); its log has %d %q snapshot rejections; see %s",
+				member, st.Applied, commit, learnerCatchUp, err, strings.Count(nd.logSince(offset), notInConfState), notInConfState, nd.logPath)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// A learner that joins after the leader compacted its log is sent the
+	// leader's latest snapshot, which may predate the learner's addition;
+	// Raft then refuses it, and the learner waits for the next snapshot.
+	rejected := strings.Count(nd.logSince(offset), notInConfState)
+	if rejected > 0 && c.note != nil {
+		c.note("learner-snapshot-refused")
+	}
 	if c.logf != nil {
-		c.logf("new member %s in slot %s caught up with commit index %d after %v", member, nd.name, commit,
-			time.Since(started).Round(time.Millisecond))
+		c.logf("new member %s in slot %s caught up with commit index %d after %v (snapshots it refused as %q: %d)",
+			member, nd.name, commit, time.Since(started).Round(time.Millisecond), notInConfState, rejected)
 	}
 	_, _, err = c.admin(http.MethodPost, "/cluster/members/"+member+"/promote", "", nd.idx+1, 30*time.Second, 200)
 	return err
 }
+
+// notInConfState is what Raft logs when it refuses a snapshot whose
+// membership does not include the node.
+const notInConfState = "is not in the ConfState"
 
 // learnerCatchUp is how long a new member may take to catch up before it is
 // promoted; longer fails the heal.

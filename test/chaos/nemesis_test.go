@@ -60,7 +60,7 @@ type nemesis struct {
 
 func newNemesis(c *cluster, seed int64, h *history, log *os.File) *nemesis {
 	n := &nemesis{c: c, rng: rand.New(rand.NewSource(seed)), h: h, log: log, counts: map[string]int{}}
-	c.logf = n.logf
+	c.logf, c.note = n.logf, n.note
 	return n
 }
 
