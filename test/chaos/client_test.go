@@ -177,6 +177,8 @@ type client struct {
 	// revisions the checked history shows.
 	known [numGroups * groupSize]kvRead
 	seq   int
+	// page is the next page of a paged scan under way, if any.
+	page *kvInput
 }
 
 func newClient(id int, seed int64, h *history, nodes []*node) *client {
@@ -199,8 +201,10 @@ func (c *client) next() kvInput {
 		in.Kind = opGet
 	case p < 26:
 		in.Kind = opStaleGet
-	case p < 33:
+	case p < 30:
 		in.Kind = opScan
+	case p < 33:
+		in.Kind, in.Key, in.Prev = opScanPage, 0, int64(1+c.rng.Intn(2))
 	case p < 37:
 		in.Kind = opStaleScan
 	case p < 50:
@@ -299,6 +303,9 @@ func (c *client) run(stop <-chan struct{}) {
 		default:
 		}
 		in := c.next()
+		if c.page != nil {
+			in, c.page = *c.page, nil
+		}
 		ni := c.rng.Intn(len(c.nodes))
 		op, outcome := c.do(pid, ni, in)
 		if op.Input != nil {
@@ -330,6 +337,11 @@ func request(in kvInput, nd *node) (*http.Request, error) {
 		method, path = http.MethodGet, "/keys?limit=10&prefix="+url.QueryEscape(groupPrefix(in.Group))
 		if in.Kind == opStaleScan {
 			path += "&consistency=stale"
+		}
+	case opScanPage:
+		method, path = http.MethodGet, fmt.Sprintf("/keys?limit=%d&prefix=%s", in.Prev, url.QueryEscape(groupPrefix(in.Group)))
+		if in.Token != "" {
+			path += "&continue=" + url.QueryEscape(in.Token)
 		}
 	case opPut:
 		method, path, body = http.MethodPut, key, map[string]any{"value": in.Value}
@@ -414,6 +426,7 @@ type wireAnswer struct {
 	ID        int64    `json:"id"`
 	KVs       []wireKV `json:"kvs"`
 	More      bool     `json:"more"`
+	Continue  string   `json:"continue"`
 	Succeeded bool     `json:"succeeded"`
 	Responses []struct {
 		Put    *struct{ Revision int64 } `json:"put"`
@@ -436,10 +449,14 @@ func decode(in kvInput, b []byte) (kvOutput, bool) {
 			return out, false
 		}
 		out.Read = a.wireKV.read()
-	case opScan, opStaleScan:
-		if a.More {
+	case opScan, opStaleScan, opScanPage:
+		if a.More && in.Kind != opScanPage {
 			return out, false // limit=10 covers a group of 3 in one page
 		}
+		if a.More != (a.Continue != "") {
+			return out, false
+		}
+		out.More, out.Continue = a.More, a.Continue
 		out.Scan = make([]kvRead, groupSize)
 		last := ""
 		for _, kv := range a.KVs {
@@ -573,6 +590,16 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 	if in.Kind == opTxn && !out.Succeeded {
 		outcome = "failed-compare"
 	}
+	if in.Kind == opScanPage && out.More {
+		// The next page starts after this one's last key.
+		next := kvInput{Kind: opScanPage, Group: in.Group, Prev: in.Prev, Token: out.Continue}
+		for k, r := range out.Scan {
+			if r.Found {
+				next.Key = k + 1
+			}
+		}
+		c.page = &next
+	}
 	c.learn(in, out)
 	if o := observe(in, out); o.reads != nil || o.applied != 0 {
 		o.node, o.proc, o.kind, o.call, o.ret = ni, proc, in.Kind, op.Call, op.Return
@@ -618,6 +645,20 @@ func observe(in kvInput, out kvOutput) observation {
 		for k, r := range out.Scan {
 			add(k, r)
 		}
+	case opScanPage:
+		// What the page covers: from its first key to its last, or to
+		// the end of the group if it is the last page.
+		end := groupSize
+		if out.More {
+			for k, r := range out.Scan {
+				if r.Found {
+					end = k + 1
+				}
+			}
+		}
+		for k := in.Key; k < end; k++ {
+			add(k, out.Scan[k])
+		}
 	case opTxn:
 		br := in.Txn.Failure
 		if out.Succeeded {
@@ -643,6 +684,12 @@ func (c *client) learn(in kvInput, out kvOutput) {
 		c.known[base+in.Key] = out.Read
 	case opScan:
 		copy(c.known[base:base+groupSize], out.Scan)
+	case opScanPage:
+		for k, r := range out.Scan {
+			if r.Found {
+				c.known[base+k] = r
+			}
+		}
 	case opPut, opCAS, opCreate, opCASRev:
 		switch out.Status {
 		case 200:

@@ -38,10 +38,11 @@ const (
 	opScan                    // linearizable GET /keys?prefix=<group>
 	opStaleGet                // GET /key?consistency=stale; not in the linearizability check
 	opStaleScan               // GET /keys?consistency=stale; not in the linearizability check
+	opScanPage                // one page of a linearizable GET /keys?prefix=<group>&limit=<Prev>, from key Key on
 )
 
 var opNames = [...]string{opGet: "get", opPut: "put", opCAS: "cas", opCreate: "create", opCASRev: "cas-rev",
-	opDel: "delete", opDelIf: "delete-if", opTxn: "txn", opScan: "scan", opStaleGet: "stale-get", opStaleScan: "stale-scan"}
+	opDel: "delete", opDelIf: "delete-if", opTxn: "txn", opScan: "scan", opStaleGet: "stale-get", opStaleScan: "stale-scan", opScanPage: "scan-page"}
 
 func (k opKind) String() string { return opNames[k] }
 
@@ -55,8 +56,11 @@ func (k opKind) write() bool {
 }
 
 // kvInput is one request on group Group. Key is the index of the key in the
-// group (unused by txn and scan); Value is the unique value of a put; Prev is
-// the prev_version of cas and delete-if, the prev_revision of cas-rev.
+// group (unused by txn and scan; for scan-page the first key the page may
+// return: 0 on the first page, then the one after the previous page's last);
+// Value is the unique value of a put; Prev is the prev_version of cas and
+// delete-if, the prev_revision of cas-rev, the limit of scan-page. Token is
+// the continuation token a scan-page sends (not part of the model).
 type kvInput struct {
 	Kind  opKind
 	Group int
@@ -64,6 +68,7 @@ type kvInput struct {
 	Value string
 	Prev  int64
 	Txn   *txnInput
+	Token string
 }
 
 // Compare targets of a transaction.
@@ -124,7 +129,9 @@ type kvRead struct {
 // revision ("id") of an acknowledged write or of a transaction. A txn's
 // Succeeded says which branch ran and Responses has one entry per operation
 // of it (a delete's Found: deleted 1). A scan's Scan holds the group's keys
-// by index, Found false for those it did not return.
+// by index, Found false for those it did not return; a scan-page's More says
+// the range holds more keys than it returned and Continue is the token to
+// send for the next page (not part of the model).
 type kvOutput struct {
 	Status    int
 	Read      kvRead
@@ -132,6 +139,8 @@ type kvOutput struct {
 	Succeeded bool
 	Responses []kvRead
 	Scan      []kvRead
+	More      bool
+	Continue  string
 }
 
 // keyState is one key in the model. Invariant: Version == 0 iff !Exists, and
@@ -310,6 +319,27 @@ func step(s groupState, in kvInput, out kvOutput) (bool, groupState) {
 			}
 		}
 		return true, s
+	case opScanPage:
+		// One page is one linearizable read: the first Prev keys from Key on
+		// that exist, and More iff any exists after them.
+		if len(out.Scan) != groupSize {
+			return false, s
+		}
+		n, more := int64(0), false
+		for i, r := range out.Scan {
+			switch {
+			case i < in.Key || n == in.Prev:
+				if r.Found {
+					return false, s
+				}
+				more = more || (i >= in.Key && s.Keys[i].Exists)
+			case !s.read(i, r):
+				return false, s
+			case r.Found:
+				n++
+			}
+		}
+		return out.More == more, s
 	case opPut, opCAS, opCreate, opCASRev:
 		var holds bool
 		switch in.Kind {
@@ -431,6 +461,8 @@ func describeOp(input, output any) string {
 		call = fmt.Sprintf("delete(%s, prev_version=%d)", key, in.Prev)
 	case opScan, opStaleScan:
 		call = fmt.Sprintf("%s(%s)", in.Kind, groupPrefix(in.Group))
+	case opScanPage:
+		call = fmt.Sprintf("scan-page(%s, from %c, limit %d)", groupPrefix(in.Group), 'a'+in.Key, in.Prev)
 	case opTxn:
 		call = describeTxn(in.Group, in.Txn)
 	}
@@ -445,12 +477,15 @@ func describeOp(input, output any) string {
 	switch in.Kind {
 	case opGet, opStaleGet:
 		return call + " -> " + describeRead(out.Read)
-	case opScan, opStaleScan:
+	case opScan, opStaleScan, opScanPage:
 		var parts []string
 		for i, r := range out.Scan {
 			if r.Found {
 				parts = append(parts, fmt.Sprintf("%c=%s", 'a'+i, describeRead(r)))
 			}
+		}
+		if out.More {
+			parts = append(parts, "more")
 		}
 		return fmt.Sprintf("%s -> [%s]", call, strings.Join(parts, ", "))
 	case opTxn:

@@ -47,7 +47,11 @@ func val(v string, ver, rev int64) kvOutput {
 func conflict(ver, rev int64) kvOutput {
 	return kvOutput{Status: 409, Read: kvRead{Found: ver != 0, Version: ver, Revision: rev}}
 }
-func scanned(a, b, c kvRead) kvOutput { return kvOutput{Status: 200, Scan: []kvRead{a, b, c}} }
+func scanned(a, b, c kvRead) kvOutput    { return kvOutput{Status: 200, Scan: []kvRead{a, b, c}} }
+func page(from int, limit int64) kvInput { return kvInput{Kind: opScanPage, Key: from, Prev: limit} }
+func paged(more bool, a, b, c kvRead) kvOutput {
+	return kvOutput{Status: 200, Scan: []kvRead{a, b, c}, More: more}
+}
 func kvr(v string, ver, rev int64) kvRead {
 	return kvRead{Found: true, Value: v, Version: ver, Revision: rev}
 }
@@ -154,6 +158,23 @@ func TestModel(t *testing.T) {
 			{0, put(ka, "x2"), ok(6), 3, 4},
 			{0, put(kb, "y"), ok(7), 5, 6},
 		}, false},
+		// scan pages
+		{"first page", []mop{{0, put(ka, "x"), ok(5), 0, 1}, {0, put(kc, "z"), ok(6), 2, 3}, {1, page(0, 1), paged(true, kvr("x", 1, 5), none, none), 4, 5}}, true},
+		{"first page skips a key", []mop{{0, put(ka, "x"), ok(5), 0, 1}, {0, put(kc, "z"), ok(6), 2, 3}, {1, page(0, 1), paged(true, none, none, kvr("z", 1, 6)), 4, 5}}, false},
+		{"page says no more when there are", []mop{{0, put(ka, "x"), ok(5), 0, 1}, {0, put(kc, "z"), ok(6), 2, 3}, {1, page(0, 1), paged(false, kvr("x", 1, 5), none, none), 4, 5}}, false},
+		{"page says more when there are none", []mop{{0, put(ka, "x"), ok(5), 0, 1}, {1, page(0, 1), paged(true, kvr("x", 1, 5), none, none), 4, 5}}, false},
+		{"next page", []mop{{0, put(ka, "x"), ok(5), 0, 1}, {0, put(kc, "z"), ok(6), 2, 3}, {1, page(1, 2), paged(false, none, none, kvr("z", 1, 6)), 4, 5}}, true},
+		{"next page returns a key before it", []mop{{0, put(ka, "x"), ok(5), 0, 1}, {0, put(kc, "z"), ok(6), 2, 3}, {1, page(1, 2), paged(false, kvr("x", 1, 5), none, kvr("z", 1, 6)), 4, 5}}, false},
+		// Two pages are two reads: a write between them may show in the
+		// second and not the first.
+		{"pages are separate reads", []mop{
+			{0, put(kb, "y"), ok(4), 0, 1},
+			{0, put(kc, "z1"), ok(5), 0, 1},
+			{1, page(0, 1), paged(true, none, kvr("y", 1, 4), none), 2, 3},
+			{0, put(ka, "x"), ok(6), 4, 5},
+			{0, put(kc, "z2"), ok(7), 6, 7},
+			{1, page(2, 1), paged(false, none, none, kvr("z2", 2, 7)), 8, 9},
+		}, true},
 		// txn
 		{"txn succeeds and writes atomically", []mop{
 			{0, txn([]txnCompare{exists(ka, false)}, []txnOp{tput(ka, "x"), tput(kb, "y"), tget(ka)}, nil), txnOut(true, 5, none, none, kvr("x", 1, 5)), 0, 1},

@@ -205,7 +205,7 @@ func checkStale(h *history) staleReport {
 		if o.kind.write() && o.applied > 0 {
 			acks = append(acks, o)
 		}
-		if (o.kind == opGet || o.kind == opScan || o.kind == opTxn) && len(o.reads) > 0 {
+		if (o.kind == opGet || o.kind == opScan || o.kind == opScanPage || o.kind == opTxn) && len(o.reads) > 0 {
 			lin = append(lin, o)
 		}
 	}
