@@ -156,7 +156,7 @@ bench() {
 		*) run_kvbench "$target" "${common[@]}" -workload "$w" -clients "$CLIENTS" ;;
 		esac
 	done
-	grep -h 'last error' "$TMP/$target.out" | sed "s/^ */== $target: /" >&2 || true
+	grep -hs 'last error' "$TMP/$target.out" | sed "s/^ */== $target: /" >&2 || true
 }
 
 # run_kvbench TARGET ARGS...: one run, output to $TMP/TARGET.out, progress on

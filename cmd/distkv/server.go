@@ -132,6 +132,10 @@ func runServer(o *serverOptions) error {
 	if o.dataDir == "" {
 		o.dataDir = filepath.Join("data", o.id)
 	}
+	// Before the node opens: restoring a large snapshot is when the heap grows.
+	gcCtx, stopGC := context.WithCancel(context.Background())
+	defer stopGC()
+	go tuneGC(gcCtx, logger)
 	comp, err := parseCompression(o.walCompression)
 	if err != nil {
 		return err

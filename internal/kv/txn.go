@@ -308,7 +308,7 @@ func (s *Store) applyTxn(rev int64, t *Txn) Result {
 	for i := range t.Compares {
 		c := &t.Compares[i]
 		it, exists := s.tree.GetHint(keyItem(c.Key), &s.hint)
-		if !c.holds(it.kv, exists) {
+		if !c.holds(it.kv(), exists) {
 			res.Succeeded = false
 			break
 		}
@@ -328,7 +328,7 @@ func (s *Store) applyTxn(rev int64, t *Txn) Result {
 		r.Type = op.Type
 		switch op.Type {
 		case TxnPut:
-			s.put(probe, it.kv, exists, op.Value, rev)
+			s.put(probe, it.kv(), exists, op.Value, rev)
 			changed = true
 		case TxnDelete:
 			if exists {
@@ -338,7 +338,7 @@ func (s *Store) applyTxn(rev int64, t *Txn) Result {
 			}
 		case TxnGet:
 			r.Found = exists
-			r.KV = it.kv
+			r.KV = it.kv()
 		}
 	}
 	if changed {
