@@ -1,9 +1,11 @@
 package chaos
 
 import (
+	"math"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -119,5 +121,36 @@ func TestCheckFreshness(t *testing.T) {
 				t.Errorf("missed %q, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestPrefix checks the cut of a history that checkLinearizable falls back
+// to: later calls are left out, a write still open at the cut becomes
+// unknown, a read still open is left out; and a violation before the cut is
+// found in the prefix.
+func TestPrefix(t *testing.T) {
+	ops := toHistory([]mop{
+		{0, put(ka, "x"), ok(5), 0, 1},
+		{1, get(ka), notFound, 2, 3}, // misses the acknowledged put
+		{0, put(ka, "y"), ok(6), 4, 10},
+		{1, get(ka), val("y", 2, 6), 5, 11},
+		{2, put(kb, "z"), ok(7), 12, 13},
+	})
+	pre := prefix(ops, 6)
+	if len(pre) != 3 {
+		t.Fatalf("prefix has %d operations, want 3: %v", len(pre), pre)
+	}
+	if out := pre[2].Output.(kvOutput); out.Status != statusUnknown || pre[2].Return != math.MaxInt64 {
+		t.Errorf("the open put is %+v, want an unknown outcome", pre[2])
+	}
+	if got := porcupine.CheckOperations(kvModel, pre); got {
+		t.Errorf("the prefix is linearizable; its get misses an acknowledged put")
+	}
+	if got := porcupine.CheckOperations(kvModel, prefix(ops, 2)); !got {
+		t.Errorf("the prefix before the bad get is not linearizable")
+	}
+	verdict, _, found := checkLinearizable(ops, time.Second)
+	if verdict != porcupine.Illegal || !strings.Contains(found, "g0/") {
+		t.Errorf("checkLinearizable = %v (%s), want Illegal in g0/", verdict, found)
 	}
 }
