@@ -197,15 +197,21 @@ func TestNoSpaceConcurrent(t *testing.T) {
 		period := int64(3 + rng.IntN(10))
 		t.Run(fc.name, func(t *testing.T) {
 			var calls atomic.Int64
-			efs := vfs.NewErrorFS(vfs.Default, func(op vfs.Op, path string) vfs.Fault {
-				// Every period-th matching call finds the disk full.
-				if op == fc.op && strings.HasSuffix(path, fc.suffix) && calls.Add(1)%period == 0 {
+			efs := vfs.NewErrorFS(vfs.Default, nil)
+			cfg := Config{Dir: t.TempDir(), FS: efs, SegmentSize: 2000, PreallocSize: 1024, Compression: CompressionNone}
+			w, _ := openAll(t, cfg)
+			efs.SetInjector(func(op vfs.Op, path string) vfs.Fault {
+				// Every period-th matching call finds the disk full, and the
+				// one after it too for preallocation, which falls back to a
+				// smaller reservation once.
+				if op != fc.op || !strings.HasSuffix(path, fc.suffix) {
+					return vfs.Fault{}
+				}
+				if n := calls.Add(1); n%period == 0 || (op == vfs.OpPreallocate && n%period == 1) {
 					return vfs.Fault{Err: fc.err, ShortWrite: fc.shortWrite}
 				}
 				return vfs.Fault{}
 			})
-			cfg := Config{Dir: t.TempDir(), FS: efs, SegmentSize: 2000, PreallocSize: 1024, Compression: CompressionNone}
-			w, _ := openAll(t, cfg)
 			const writers, perWriter = 8, 150
 			var failures atomic.Int64
 			var wg sync.WaitGroup
@@ -411,4 +417,54 @@ func TestNoSpaceKeepsUnsyncedFrames(t *testing.T) {
 	copyDir(t, cfg.Dir, img)
 	mustClose(t, w)
 	checkRecords(t, replayAll(t, Config{Dir: img}), want)
+}
+
+// quotaFS fails Preallocate beyond limit bytes per file with ENOSPC, as a
+// disk with little space left does.
+type quotaFS struct {
+	vfs.FS
+	limit int64
+}
+
+type quotaFile struct {
+	vfs.File
+	limit int64
+}
+
+func (q quotaFS) OpenReadWrite(name string) (vfs.File, error) {
+	f, err := q.FS.OpenReadWrite(name)
+	if err != nil {
+		return nil, err
+	}
+	return quotaFile{File: f, limit: q.limit}, nil
+}
+
+func (f quotaFile) Preallocate(size int64) error {
+	if size > f.limit {
+		return &os.PathError{Op: "fallocate", Path: f.Name(), Err: syscall.ENOSPC}
+	}
+	return f.File.Preallocate(size)
+}
+
+// TestNoSpaceUsesTheLastBytes: when a whole preallocation step no longer
+// fits, frames that do fit are still written; only a frame that does not fit
+// fails, with ErrNoSpace.
+func TestNoSpaceUsesTheLastBytes(t *testing.T) {
+	const limit = 3000
+	cfg := Config{Dir: t.TempDir(), FS: quotaFS{FS: vfs.Default, limit: limit}, PreallocSize: 64 << 10, Compression: CompressionNone}
+	w, _ := openAll(t, cfg)
+	var acked []Record
+	var err error
+	for i := 0; err == nil; i++ {
+		r := Record{Shard: 1, Type: RecordEntry, Index: uint64(i + 1), Data: []byte(strings.Repeat("x", 100))}
+		if err = w.Append([]Record{r}, true); err == nil {
+			acked = append(acked, r)
+		}
+	}
+	wantNoSpace(t, err)
+	if w.Size() < limit-200 {
+		t.Fatalf("the first ErrNoSpace came at %d bytes of %d available", w.Size(), limit)
+	}
+	mustClose(t, w)
+	checkRecords(t, replayAll(t, Config{Dir: cfg.Dir}), acked)
 }

@@ -575,7 +575,14 @@ func (w *WAL) write(b []byte) error {
 	if need := w.off + int64(len(b)); need > w.allocated {
 		step := w.cfg.PreallocSize
 		target := (need + step - 1) / step * step
-		if err := w.f.Preallocate(target); err != nil {
+		err := w.f.Preallocate(target)
+		if errors.Is(err, syscall.ENOSPC) && target > need {
+			// The disk may still hold this frame, if not a whole step more:
+			// use the last of it rather than refuse writes early.
+			target = need
+			err = w.f.Preallocate(target)
+		}
+		if err != nil {
 			// Nothing was written; a partial reservation beyond the data is
 			// harmless (KEEP_SIZE) and released by the next truncation.
 			return noSpace(fmt.Errorf("preallocate %s: %w", w.f.Name(), err))
