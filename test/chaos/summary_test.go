@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -143,24 +144,46 @@ func (l *ledger) check() (acked int, lost []string, err error) {
 			}
 		}
 	}
-	for _, k := range l.keys {
-		for _, w := range l.writes[k] {
+	lost = lostWrites(l.keys, l.writes, l.byVal, finals)
+	for _, ws := range l.writes {
+		for _, w := range ws {
+			if w.acked {
+				acked++
+			}
+		}
+	}
+	return acked, lost, nil
+}
+
+// lostWrites returns, described, every acknowledged write of writes (by key)
+// that some node's final read (finals: node -> key -> read) neither shows nor
+// can explain by a write that may have come after it: one whose value the
+// node shows and whose return (open if unknown) is after the acknowledged
+// write's call. byVal finds a write by its unique value.
+func lostWrites(keys []string, writes map[string][]ledgerWrite, byVal map[string]ledgerWrite, finals map[string]map[string]ledgerRead) []string {
+	nodes := make([]string, 0, len(finals))
+	for n := range finals {
+		nodes = append(nodes, n)
+	}
+	sort.Strings(nodes)
+	var lost []string
+	for _, k := range keys {
+		for _, w := range writes[k] {
 			if !w.acked {
 				continue
 			}
-			acked++
 			var where []string
-			for _, nd := range l.c.nodes {
-				out := finals[nd.name][k]
+			for _, n := range nodes {
+				out := finals[n][k]
 				if out.found && out.value == w.value {
 					continue
 				}
 				if out.found {
-					if f, ok := l.byVal[out.value]; ok && f.key == k && f.ret > w.call {
+					if f, ok := byVal[out.value]; ok && f.key == k && f.ret > w.call {
 						continue // f may have overwritten w
 					}
 				}
-				where = append(where, fmt.Sprintf("%s has %s", nd.name, out))
+				where = append(where, fmt.Sprintf("%s has %s", n, out))
 			}
 			if len(where) > 0 {
 				lost = append(lost, fmt.Sprintf("put(%s, %s) acknowledged at %.3fs: %s", k, w.value,
@@ -168,7 +191,7 @@ func (l *ledger) check() (acked int, lost []string, err error) {
 			}
 		}
 	}
-	return acked, lost, nil
+	return lost
 }
 
 // ledgerRead is a key as a final read found it.
@@ -256,4 +279,42 @@ func printSummary(t *testing.T, results []roundResult) {
 			r.round, r.seed, r.duration, r.ops, r.verdict, r.lost, r.acked, verdict)
 	}
 	t.Log(b.String())
+}
+
+// TestLostWrites checks the ledger's verdict on made-up histories.
+func TestLostWrites(t *testing.T) {
+	const open = math.MaxInt64
+	w := func(value string, call, ret int64, acked bool) ledgerWrite {
+		return ledgerWrite{key: "k", value: value, call: call, ret: ret, acked: acked}
+	}
+	got := func(v string) ledgerRead { return ledgerRead{found: true, value: v} }
+	for _, tc := range []struct {
+		name   string
+		writes []ledgerWrite
+		final  []ledgerRead // per node
+		lost   int
+	}{
+		{"present everywhere", []ledgerWrite{w("a", 1, 2, true)}, []ledgerRead{got("a"), got("a")}, 0},
+		{"missing on one node", []ledgerWrite{w("a", 1, 2, true)}, []ledgerRead{got("a"), {}}, 1},
+		{"overwritten by a later ack", []ledgerWrite{w("a", 1, 2, true), w("b", 3, 4, true)}, []ledgerRead{got("b"), got("b")}, 0},
+		{"overwritten by a concurrent unknown", []ledgerWrite{w("a", 1, 5, true), w("b", 3, open, false)}, []ledgerRead{got("b")}, 0},
+		{"older value came back", []ledgerWrite{w("b", 1, 2, true), w("a", 3, 4, true)}, []ledgerRead{got("b")}, 1},
+		{"value nobody wrote", []ledgerWrite{w("a", 1, 2, true)}, []ledgerRead{got("zz")}, 1},
+		{"both acks lost to an old value", []ledgerWrite{w("x", 0, 1, true), w("a", 2, 3, true), w("b", 4, 5, true)}, []ledgerRead{got("x")}, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			writes := map[string][]ledgerWrite{"k": tc.writes}
+			byVal := map[string]ledgerWrite{}
+			for _, x := range tc.writes {
+				byVal[x.value] = x
+			}
+			finals := map[string]map[string]ledgerRead{}
+			for i, r := range tc.final {
+				finals[fmt.Sprintf("n%d", i+1)] = map[string]ledgerRead{"k": r}
+			}
+			if lost := lostWrites([]string{"k"}, writes, byVal, finals); len(lost) != tc.lost {
+				t.Fatalf("lost %d (%q), want %d", len(lost), lost, tc.lost)
+			}
+		})
+	}
 }
