@@ -431,12 +431,16 @@ type quotaFile struct {
 	limit int64
 }
 
-func (q quotaFS) OpenReadWrite(name string) (vfs.File, error) {
-	f, err := q.FS.OpenReadWrite(name)
+func (q quotaFS) wrap(f vfs.File, err error) (vfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
 	return quotaFile{File: f, limit: q.limit}, nil
+}
+
+func (q quotaFS) Create(name string) (vfs.File, error) { return q.wrap(q.FS.Create(name)) }
+func (q quotaFS) OpenReadWrite(name string) (vfs.File, error) {
+	return q.wrap(q.FS.OpenReadWrite(name))
 }
 
 func (f quotaFile) Preallocate(size int64) error {
@@ -462,7 +466,7 @@ func TestNoSpaceUsesTheLastBytes(t *testing.T) {
 		}
 	}
 	wantNoSpace(t, err)
-	if w.Size() < limit-200 {
+	if w.Size() < limit-200 || w.Size() > limit {
 		t.Fatalf("the first ErrNoSpace came at %d bytes of %d available", w.Size(), limit)
 	}
 	mustClose(t, w)

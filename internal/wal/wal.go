@@ -726,7 +726,12 @@ func (w *WAL) startSegment(seq uint64) error {
 		w.fs.Remove(tmp)
 		return err
 	}
-	if err := f.Preallocate(alloc); err != nil {
+	err = f.Preallocate(alloc)
+	if errors.Is(err, syscall.ENOSPC) && alloc > size {
+		alloc = size // as in write: use the last of the disk
+		err = f.Preallocate(alloc)
+	}
+	if err != nil {
 		return fail(noSpace(fmt.Errorf("preallocate %s: %w", tmp, err)))
 	}
 	if _, err := f.Write(buf); err != nil {
