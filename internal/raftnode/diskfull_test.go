@@ -527,3 +527,49 @@ func TestDiskFullAtSnapshotMarker(t *testing.T) {
 		}
 	}
 }
+
+// TestStopWhileDiskFull: Stop during a stall returns promptly without an
+// error, the write stalled with the disk gets ErrStopped, and a restart with
+// space recovers every acknowledged write.
+func TestStopWhileDiskFull(t *testing.T) {
+	disk := newFullDisk()
+	cfg := testConfig(t.TempDir())
+	cfg.FS = disk
+	n := openNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if _, err := put(ctx, n, fmt.Sprintf("k%02d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	disk.full.Store(true)
+	stalled := make(chan error, 1)
+	go func() {
+		_, err := put(ctx, n, "stalled", "x")
+		stalled <- err
+	}()
+	waitUntil(t, 10*time.Second, "node reports the full disk", func() bool { return errors.Is(n.Ready(), ErrNoSpace) },
+		func() string { return fmt.Sprint(n.Ready()) })
+	done := make(chan error, 1)
+	go func() { done <- n.Stop() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Stop on a full disk = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop on a full disk did not return")
+	}
+	if err := <-stalled; !errors.Is(err, ErrStopped) {
+		t.Fatalf("the stalled write = %v, want ErrStopped", err)
+	}
+	cfg.FS = vfs.Default
+	n = openNode(t, cfg)
+	defer n.Stop()
+	for i := range 20 {
+		if v, ok := mustGet(t, n, fmt.Sprintf("k%02d", i)); !ok || v != "v" {
+			t.Fatalf("k%02d = %q, %v after restart", i, v, ok)
+		}
+	}
+}
