@@ -152,6 +152,9 @@ wait:
 	resolved := h.resolveObserved()
 	staleReads(t, h)
 	revisionReuse(t, h)
+	if err := h.save(filepath.Join(logDir, "history.txt")); err != nil {
+		t.Errorf("saving the history: %v", err)
+	}
 
 	res.ops = len(h.ops)
 	verdict, info, found := checkLinearizable(h.ops, *chaosCheck)

@@ -10,6 +10,7 @@ import (
 	"math/rand"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"sort"
 	"strings"
@@ -729,4 +730,43 @@ func process(nd *node) *exec.Cmd {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	return nd.cmd
+}
+
+// save writes the history to path, one operation a line in call order: the
+// checked operations (with porcupine's client id) and the stale reads, for
+// reading next to the nodes' logs when a round fails.
+func (h *history) save(path string) error {
+	type line struct {
+		call int64
+		text string
+	}
+	var lines []line
+	at := func(t int64) string {
+		if t == math.MaxInt64 {
+			return "open"
+		}
+		return fmt.Sprintf("%.6fs", seconds(t))
+	}
+	for _, op := range h.ops {
+		lines = append(lines, line{op.Call, fmt.Sprintf("%s %s client %d: %s",
+			at(op.Call), at(op.Return), op.ClientId, describeOp(op.Input, op.Output))})
+	}
+	for _, o := range h.obs {
+		if o.kind != opStaleGet && o.kind != opStaleScan {
+			continue
+		}
+		var parts []string
+		for _, r := range o.reads {
+			parts = append(parts, fmt.Sprintf("%s=%s", keyOf(r.Key), describeRead(r.kvRead)))
+		}
+		lines = append(lines, line{o.call, fmt.Sprintf("%s %s n%d: %s -> [%s]",
+			at(o.call), at(o.ret), o.node+1, o.kind, strings.Join(parts, ", "))})
+	}
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].call < lines[j].call })
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(l.text)
+		b.WriteByte('\n')
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

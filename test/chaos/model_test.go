@@ -489,9 +489,22 @@ func describeOp(input, output any) string {
 		}
 		return fmt.Sprintf("%s -> [%s]", call, strings.Join(parts, ", "))
 	case opTxn:
+		br := in.Txn.Failure
+		if out.Succeeded {
+			br = in.Txn.Success
+		}
 		var parts []string
-		for _, r := range out.Responses {
-			parts = append(parts, describeRead(r))
+		for i, r := range out.Responses {
+			switch {
+			case i >= len(br) || br[i].Kind == txnGet:
+				parts = append(parts, describeRead(r))
+			case br[i].Kind == txnPut:
+				parts = append(parts, "put")
+			case r.Found:
+				parts = append(parts, "deleted 1")
+			default:
+				parts = append(parts, "deleted 0")
+			}
 		}
 		return fmt.Sprintf("%s -> succeeded=%v r%d [%s]", call, out.Succeeded, out.Revision, strings.Join(parts, "; "))
 	}
