@@ -132,9 +132,10 @@ type pendingReady struct {
 	// installed (only its WAL marker and the rest may remain to be done).
 	snapFile *snap.Meta
 	snapDone bool
-	// decided: early was computed (and, if true, rd.Messages sent).
+	// decided: rd.Messages were split, the early ones sent and the rest
+	// kept in late, to go out once rd is durable.
 	decided bool
-	early   bool
+	late    []raftpb.Message
 
 	since   time.Time // when persisting first failed
 	retries int
@@ -781,28 +782,29 @@ func (n *Node) handleReady(p *pendingReady) error {
 		p.snapDone = true
 	}
 	if !p.decided {
-		// A leader sends its appends before its own fsync, so that it writes
-		// to disk in parallel with the followers (Raft thesis 10.2.1): its
-		// entries count towards a quorum only once durable here, and what a
-		// follower acknowledges is durable there. Only when its term and vote
-		// are unchanged: those must be on disk before anyone hears of them.
-		// Everyone else's messages (votes, acknowledgements) promise what they
-		// say is durable, so they go out after it is.
+		// Messages go out before the Ready is durable unless they vouch for
+		// it: acknowledgements of appends and votes (MsgAppResp, MsgVoteResp,
+		// MsgPreVoteResp) wait until persist returns. This is the rule etcd's
+		// raft applies with asynchronous storage writes. So a leader's appends
+		// reach the followers while it writes them itself (Raft thesis
+		// 10.2.1), and a follower forwards proposals and read requests, and
+		// answers heartbeats, without waiting for its own disk. A leader's
+		// entries count towards a commit only once durable here: raft (v3,
+		// synchronous storage) counts its own copy through a self-addressed
+		// MsgAppResp that RawNode steps only in Advance. A candidate counts
+		// its own vote the same way, so a leader's term and vote are on disk
+		// before it sends anything as leader.
 		//
 		// This stays correct when the leader's own persist then stalls on a
-		// full disk: raft (v3, synchronous storage) counts the leader's own
-		// copy through a self-addressed MsgAppResp that RawNode steps only in
-		// Advance, and a stalled Ready is not advanced. Until it is, the
+		// full disk: a stalled Ready is not advanced, so until it is the
 		// entries count only where followers made them durable, and a
 		// quorum of such followers is exactly Raft's commit rule; the stalled
 		// leader steps nothing meanwhile, so it commits and applies nothing
 		// either, and a new leader elected by the followers carries on.
-		p.early = n.leader.Load() == n.raftID && rd.SoftState == nil &&
-			(raft.IsEmptyHardState(rd.HardState) || (rd.HardState.Term == n.durable.Term && rd.HardState.Vote == n.durable.Vote))
+		var early []raftpb.Message
+		early, p.late = splitMessages(rd.Messages)
 		p.decided = true
-		if p.early {
-			n.send(rd.Messages)
-		}
+		n.send(early)
 	}
 	if err := n.persist(rd); err != nil {
 		return err
@@ -813,9 +815,7 @@ func (n *Node) handleReady(p *pendingReady) error {
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.durable = rd.HardState
 	}
-	if !p.early {
-		n.send(rd.Messages)
-	}
+	n.send(p.late)
 	if rd.SoftState != nil {
 		n.leader.Store(rd.SoftState.Lead)
 		// A new leader does not answer its predecessor's ReadIndex requests.
@@ -930,6 +930,22 @@ func (n *Node) reportSnapshot(st snapStatus) {
 		status = raft.SnapshotFailure
 	}
 	n.rn.ReportSnapshot(st.to, status)
+}
+
+// splitMessages splits msgs, keeping their order, into those that may be
+// sent before the Ready they came with is durable and those that must wait for
+// it (see handleReady). early reuses msgs' memory.
+func splitMessages(msgs []raftpb.Message) (early, late []raftpb.Message) {
+	early = msgs[:0]
+	for _, m := range msgs {
+		switch m.Type {
+		case raftpb.MsgAppResp, raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
+			late = append(late, m)
+		default:
+			early = append(early, m)
+		}
+	}
+	return early, late
 }
 
 // persist makes rd's entries and hard state durable in the WAL, then gives them
