@@ -826,6 +826,8 @@ func (n *Node) handleReady(p *pendingReady) error {
 		n.commit.Store(rd.HardState.Commit)
 	}
 	n.reads.observe(rd.ReadStates)
+	// The batch just answered may have held back the next one.
+	n.reads.issue(n.rn)
 	if err := n.apply(rd.CommittedEntries); err != nil {
 		return err
 	}

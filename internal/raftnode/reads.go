@@ -19,8 +19,11 @@ type readBatch struct {
 	issued uint64 // the tick at which it was handed to Raft
 }
 
-// readQueue batches linearizable reads: all reads that arrive while the loop is
-// busy share one ReadIndex round trip. It is owned by the loop goroutine.
+// readQueue batches linearizable reads. One ReadIndex request is in flight at
+// a time: the reads that arrive meanwhile share the next one, so under load a
+// round trip to the leader (and the leader's heartbeat round to confirm it
+// still leads) serves many reads instead of a few, and a lone read still goes
+// out at once. It is owned by the loop goroutine.
 type readQueue struct {
 	pending  []*readRequest        // not yet handed to Raft
 	inflight map[uint64]*readBatch // handed to Raft, awaiting its ReadState
@@ -32,9 +35,10 @@ type readQueue struct {
 
 func (q *readQueue) add(r *readRequest) { q.pending = append(q.pending, r) }
 
-// issue hands the pending reads to Raft as one ReadIndex request.
+// issue hands the pending reads to Raft as one ReadIndex request, unless one
+// is still awaiting Raft's answer.
 func (q *readQueue) issue(rn *raft.RawNode) {
-	if len(q.pending) == 0 {
+	if len(q.pending) == 0 || len(q.inflight) > 0 {
 		return
 	}
 	if q.inflight == nil {
