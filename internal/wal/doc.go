@@ -102,24 +102,26 @@
 //
 // # Group commit
 //
-// Appends do not write. Each enqueues a request (its records and whether it
-// needs sync) and waits. A single flusher goroutine takes every queued
-// request at once, encodes all their records into one payload, compresses
-// it, writes one frame, fsyncs once if any request asked for it, and then
-// completes the requests in queue order. While it writes and fsyncs, new
-// Appends queue behind it, so under load every fsync carries the records of
-// all callers that arrived during the previous one: with 64 concurrent
-// appenders a frame holds up to 64 Appends, and throughput grows with the
-// number of callers instead of being bounded by fsync latency. After
-// completing a batch of several callers the flusher yields once before taking
-// the next: the callers it woke usually append again at once, and without the
-// yield the callers split into two groups whose frames alternate, each fsync
-// carrying only half of them. A lone caller pays one goroutine hand-off
-// (microseconds) on top of its fsync. A single writer also keeps the file
-// offset, segment cuts and the sticky error simple: no two goroutines ever
-// write to a segment.
+// Each Append enqueues a request (its records and whether it needs sync).
+// One Append at a time holds the writer's turn: the first to find no write in
+// progress takes it at once and writes its own frame on its own goroutine, so
+// a lone caller (a Raft loop) pays no goroutine hand-off on top of its fsync.
+// Appends that arrive meanwhile wait. When the writer is done it completes
+// them or, if some are still queued, hands the turn to the oldest, which
+// takes every queued request at once, encodes all their records into one
+// payload, compresses it, writes one frame, fsyncs once if any request asked
+// for it, and completes the requests in queue order. So under load every
+// fsync carries the records of all callers that arrived during the previous
+// one: with 64 concurrent appenders a frame holds tens of Appends, and
+// throughput grows with the number of callers instead of being bounded by
+// fsync latency. A new turn yields once before taking the queue: the callers
+// just completed usually append again at once, and without the yield they
+// split into two groups whose frames alternate, each fsync carrying only
+// half of them. Only the turn's holder touches the file, so the offset,
+// segment cuts and the sticky error stay simple: no two goroutines ever write
+// to a segment.
 //
-// Compression runs in the flusher, outside the queue lock, so appenders keep
+// Compression runs in the turn's holder, outside the queue lock, so appenders keep
 // queueing while a frame is compressed.
 //
 // # Compaction

@@ -191,7 +191,7 @@ type segment struct {
 	maxEntry map[uint64]uint64
 }
 
-// request is one Append waiting for the flusher.
+// request is one Append waiting for its frame.
 type request struct {
 	recs []Record
 	size int // encoded size of recs
@@ -208,10 +208,13 @@ type WAL struct {
 	compactMu sync.Mutex // serializes Compact
 
 	mu   sync.Mutex
-	cond sync.Cond // on mu: the queue became non-empty, or closing was set
-	// queue holds Appends not yet taken by the flusher, in arrival order.
-	queue   []*request
-	closing bool
+	cond sync.Cond // on mu: flushing became false
+	// queue holds Appends not yet written, in arrival order.
+	// Invariant: queue is empty unless flushing.
+	queue []*request
+	// flushing: an Append holds the writer's turn (see Append).
+	flushing bool
+	closing  bool
 	// failed, once set, is returned by every later Append. It wraps ErrFailed.
 	failed error
 	// segs are the live segments in sequence order.
@@ -222,9 +225,8 @@ type WAL struct {
 	covered map[uint64]uint64
 	total   int64 // sum of segs[i].size
 
-	flusherDone chan struct{}
-
-	// Owned by the flusher goroutine (by Open before it starts, Close after it stops).
+	// Owned by the Append holding the writer's turn (by Open before the first
+	// Append, by Close after the last).
 	f         vfs.File // active segment, positioned at off
 	off       int64    // data length of the active segment
 	segStart  int64    // off right after the active segment's header and carry-over frame
@@ -302,13 +304,12 @@ func Open(cfg Config, replay func(Record) error) (*WAL, error) {
 		return nil, err
 	}
 	w := &WAL{
-		cfg:         cfg,
-		fs:          cfg.FS,
-		log:         cfg.Logger,
-		covered:     map[uint64]uint64{},
-		hardState:   map[uint64]Record{},
-		snapshot:    map[uint64]Record{},
-		flusherDone: make(chan struct{}),
+		cfg:       cfg,
+		fs:        cfg.FS,
+		log:       cfg.Logger,
+		covered:   map[uint64]uint64{},
+		hardState: map[uint64]Record{},
+		snapshot:  map[uint64]Record{},
 	}
 	w.cond.L = &w.mu
 	if err := w.recover(replay); err != nil {
@@ -323,7 +324,6 @@ func Open(cfg Config, replay func(Record) error) (*WAL, error) {
 		w.codec.dec.Close()
 		w.codec.dec = nil
 	}
-	go w.flusher()
 	return w, nil
 }
 
@@ -460,60 +460,67 @@ func (w *WAL) Append(recs []Record, sync bool) error {
 	}
 	req := &request{recs: recs, size: size, sync: sync, done: make(chan error, 1)}
 	w.queue = append(w.queue, req)
-	if len(w.queue) == 1 {
-		w.cond.Signal()
+	if w.flushing {
+		// Another Append is writing. It, or one after it, writes req's frame
+		// or hands req the turn to write it.
+		w.mu.Unlock()
+		if err := <-req.done; err != errYourTurn {
+			return err
+		}
+		// The callers completed just before usually append again at once;
+		// let them queue so that this frame carries them too. Otherwise
+		// the callers split into two groups whose frames alternate.
+		runtime.Gosched()
+	} else {
+		w.flushing = true
+		w.mu.Unlock()
 	}
-	w.mu.Unlock()
-	return <-req.done
+	return w.flush(req)
 }
 
-// flusher is the single goroutine that writes frames. While it writes and
-// fsyncs one batch, Appends queue up; it then takes all of them at once.
-func (w *WAL) flusher() {
-	defer close(w.flusherDone)
-	var batch []*request
-	for {
-		w.mu.Lock()
-		for len(w.queue) == 0 && !w.closing {
-			w.cond.Wait()
-		}
-		if len(w.queue) == 0 {
-			w.mu.Unlock()
-			return
-		}
-		// Take as many queued requests as fit in one frame.
-		size, n := 0, 0
-		for n < len(w.queue) && (n == 0 || size+w.queue[n].size <= maxPayloadSize) {
-			size += w.queue[n].size
-			n++
-		}
-		batch = append(batch[:0], w.queue[:n]...)
-		rest := copy(w.queue, w.queue[n:])
-		clear(w.queue[rest:])
-		w.queue = w.queue[:rest]
-		err := w.failed
-		w.mu.Unlock()
+// errYourTurn tells a queued Append that it now holds the writer's turn.
+var errYourTurn = errors.New("wal: your turn to write")
 
-		if err == nil {
-			if err = w.writeBatch(batch); err != nil && !errors.Is(err, ErrNoSpace) {
-				err = fmt.Errorf("%w: %w", ErrFailed, err)
-				w.mu.Lock()
-				w.failed = err
-				w.mu.Unlock()
-			}
-		}
-		for _, req := range batch {
-			req.done <- err
-		}
-		// The callers just woken typically come straight back (a Raft loop
-		// appends again at once). Let them queue before taking the next batch;
-		// otherwise batches alternate between n and (callers - n) and each
-		// fsync carries half as much. A lone caller pays nothing for this.
-		if len(batch) > 1 {
-			runtime.Gosched()
-		}
-		clear(batch)
+// flush writes one frame for the queue, which begins with req: as many queued
+// requests as fit. It completes the others and returns req's result, after
+// handing the writer's turn to the oldest request still queued, if any.
+func (w *WAL) flush(req *request) error {
+	w.mu.Lock()
+	size, n := 0, 0
+	for n < len(w.queue) && (n == 0 || size+w.queue[n].size <= maxPayloadSize) {
+		size += w.queue[n].size
+		n++
 	}
+	batch := make([]*request, n)
+	copy(batch, w.queue)
+	rest := copy(w.queue, w.queue[n:])
+	clear(w.queue[rest:])
+	w.queue = w.queue[:rest]
+	err := w.failed
+	w.mu.Unlock()
+
+	if err == nil {
+		if err = w.writeBatch(batch); err != nil && !errors.Is(err, ErrNoSpace) {
+			err = fmt.Errorf("%w: %w", ErrFailed, err)
+			w.mu.Lock()
+			w.failed = err
+			w.mu.Unlock()
+		}
+	}
+	for _, r := range batch[1:] {
+		r.done <- err
+	}
+	w.mu.Lock()
+	if len(w.queue) > 0 {
+		next := w.queue[0]
+		w.mu.Unlock()
+		next.done <- errYourTurn
+	} else {
+		w.flushing = false
+		w.cond.Broadcast()
+		w.mu.Unlock()
+	}
+	return err
 }
 
 // writeBatch writes the records of batch as one frame, cutting a new segment
@@ -841,11 +848,10 @@ func (w *WAL) Close() error {
 		return ErrClosed
 	}
 	w.closing = true
-	w.cond.Broadcast()
-	w.mu.Unlock()
-	<-w.flusherDone
-
-	w.mu.Lock()
+	// Appends queued before Close are written by the turn in progress.
+	for w.flushing {
+		w.cond.Wait()
+	}
 	err := w.failed
 	w.mu.Unlock()
 	if w.f != nil {
