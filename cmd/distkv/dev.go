@@ -2,8 +2,12 @@ package main
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -14,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/distkv/distkv/internal/vfs"
 )
 
 func newDevCommand() *cobra.Command {
@@ -60,6 +66,10 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 	if err != nil {
 		return err
 	}
+	token, err := devClusterToken(dataDir)
+	if err != nil {
+		return err
+	}
 	var cluster []string
 	for i := 0; i < n; i++ {
 		cluster = append(cluster, fmt.Sprintf("n%d=%s:%d", i+1, host, peerBase+i))
@@ -96,8 +106,9 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 			"--data-dir", filepath.Join(dataDir, name),
 			"--http", fmt.Sprintf("%s:%d", host, httpBase+i),
 			"--peer", fmt.Sprintf("%s:%d", host, peerBase+i),
-			"--cluster", strings.Join(cluster, ",")}
-		args = append(args, extra...)
+			"--cluster", strings.Join(cluster, ","),
+			"--cluster-token", token}
+		args = append(args, extra...) // a --cluster-token here wins: the last one counts
 		c := exec.Command(self, args...)
 		// Own process group: the terminal's Ctrl-C reaches only dev, which
 		// stops the nodes in order. Pdeathsig: if dev dies, so do they.
@@ -139,4 +150,36 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 			}
 		}
 	}
+}
+
+// devClusterToken returns the cluster token of the dev cluster in dataDir,
+// made up at random on its first start and kept in dataDir/cluster-token.
+// Two dev clusters that are started one after the other on the same ports
+// then refuse each other's nodes: a node of the old one that is still
+// shutting down cannot reach into the new one.
+func devClusterToken(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "cluster-token")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("%s is empty; delete it to make a new token", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	tok := "dev-" + hex.EncodeToString(r[:])
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return "", err
+	}
+	if err := vfs.WriteFileAtomic(vfs.Default, path, []byte(tok+"\n")); err != nil {
+		return "", err
+	}
+	return tok, nil
 }
