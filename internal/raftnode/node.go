@@ -57,6 +57,13 @@ type Node struct {
 	// recoveredLast is the last log index found on disk at Open: any entry up
 	// to it may have been acknowledged before a restart.
 	recoveredLast uint64
+	// replayTo is the commit index found on disk at Open. Until the state
+	// machine has applied it, it is older than what this node may have served
+	// before the restart, so stale reads wait (see waitReplayed); replayed is
+	// closed once it has. replayedSet is owned by the loop.
+	replayTo    uint64
+	replayed    chan struct{}
+	replayedSet bool
 
 	kv *kv.Store
 
@@ -180,6 +187,7 @@ func Open(cfg Config) (*Node, error) {
 		funcc:       make(chan func()),
 		stopc:       make(chan struct{}),
 		donec:       make(chan struct{}),
+		replayed:    make(chan struct{}),
 		waiters:     map[uint64]*proposal{},
 		members:     map[uint64]Member{},
 		contact:     map[uint64]time.Time{},
@@ -382,6 +390,8 @@ func (n *Node) recover() error {
 	}
 	n.rn = rn
 	n.applied.Store(n.snapIndex)
+	n.replayTo = max(n.durable.Commit, n.snapIndex)
+	n.noteReplayed()
 	fresh := !found && len(ents) == 0 && raft.IsEmptyHardState(hs)
 	if fresh && n.cfg.Join {
 		n.logger.Info("joining an existing cluster: waiting for the leader to send the log", "id", n.cfg.Self.Name)
@@ -833,8 +843,37 @@ func (n *Node) handleReady(p *pendingReady) error {
 	}
 	n.reads.release(n.applied.Load())
 	n.rn.Advance(rd)
+	n.noteReplayed()
 	n.maybeSnapshot()
 	return nil
+}
+
+// noteReplayed closes replayed once the state machine has caught up with the
+// commit index found on disk at Open.
+func (n *Node) noteReplayed() {
+	if !n.replayedSet && n.applied.Load() >= n.replayTo {
+		n.replayedSet = true
+		close(n.replayed)
+	}
+}
+
+// waitReplayed returns once the state machine has applied every entry known
+// committed when the node opened, so that a stale read after a restart never
+// shows an older state than the node could have shown before it.
+func (n *Node) waitReplayed(ctx context.Context) error {
+	select {
+	case <-n.replayed:
+		return nil
+	default:
+	}
+	select {
+	case <-n.replayed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w (this node is still applying its log after a restart)", ctx.Err())
+	case <-n.donec:
+		return n.stoppedErr()
+	}
 }
 
 // errStopRequested is how stalled reports that Stop was called.

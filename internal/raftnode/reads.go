@@ -159,12 +159,16 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 }
 
 // Get returns key's value. If linearizable, the read reflects every write
-// acknowledged before the call; otherwise it is served from local state at once.
+// acknowledged before the call; otherwise it is served from local state at
+// once, except just after a restart, until the state machine has applied
+// every entry known committed on disk (see waitReplayed).
 func (n *Node) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyValue, bool, error) {
 	if linearizable {
 		if err := n.ReadBarrier(ctx); err != nil {
 			return kv.KeyValue{}, false, err
 		}
+	} else if err := n.waitReplayed(ctx); err != nil {
+		return kv.KeyValue{}, false, err
 	}
 	v, ok := n.kv.Get(key)
 	return v, ok, nil
@@ -177,6 +181,8 @@ func (n *Node) Range(ctx context.Context, start, end []byte, limit int, lineariz
 		if err := n.ReadBarrier(ctx); err != nil {
 			return nil, false, err
 		}
+	} else if err := n.waitReplayed(ctx); err != nil {
+		return nil, false, err
 	}
 	kvs, more := n.kv.Range(start, end, limit)
 	return kvs, more, nil
