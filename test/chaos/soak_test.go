@@ -17,6 +17,8 @@ import (
 var (
 	soakDuration = flag.Duration("chaos.soak", 0, "run TestSoak for this long (0: skip it)")
 	soakSample   = flag.Duration("chaos.soak-sample", 5*time.Second, "how often TestSoak samples each node's RSS and open files")
+	soakCheckOps = flag.Int("chaos.soak-check-ops", 100000, "TestSoak checks linearizability only of a history of at most this many operations (porcupine's verbose check of a 30-minute history runs out of memory)")
+	soakCSV      = flag.String("chaos.soak-csv", "", "TestSoakCSV judges this resources.csv of an earlier soak")
 )
 
 // soakFaults weighs the faults of a soak: those that restart a process (kill,
@@ -59,7 +61,7 @@ func TestSoak(t *testing.T) {
 		seed = time.Now().UnixNano()
 	}
 	t.Logf("soak: seed %d, %v, sampling every %v (reproduce the schedule with -chaos.seed=%d)", seed, *soakDuration, *soakSample, seed)
-	res := roundResult{round: 1, seed: seed, duration: *soakDuration, verdict: "not checked", keep: true}
+	res := roundResult{round: 1, seed: seed, duration: *soakDuration, verdict: "not checked", keep: true, maxCheckOps: *soakCheckOps}
 	var s *sampler
 	runRound(t, &res, func(c *cluster, logDir string) func() {
 		var err error
@@ -79,6 +81,59 @@ func TestSoak(t *testing.T) {
 	for _, p := range problems {
 		t.Errorf("soak: %s", p)
 	}
+}
+
+// TestSoakCSV judges the samples of an earlier soak again, for example of one
+// whose process was stopped before it printed its verdict:
+//
+//	go test ./test/chaos -run TestSoakCSV -v -chaos.soak-csv=/tmp/distkv-chaos-.../resources.csv
+func TestSoakCSV(t *testing.T) {
+	if *soakCSV == "" {
+		t.Skip("needs -chaos.soak-csv=PATH")
+	}
+	samples, err := readSamples(*soakCSV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(samples) == 0 {
+		t.Fatalf("%s: no samples", *soakCSV)
+	}
+	report, problems := soakVerdict(samples, samples[len(samples)-1].at)
+	t.Logf("soak resources (samples in %s):\n%s", *soakCSV, report)
+	for _, p := range problems {
+		t.Errorf("soak: %s", p)
+	}
+}
+
+// readSamples parses a resources.csv written by the sampler.
+func readSamples(path string) ([]sample, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []sample
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		if line == 1 {
+			continue // header
+		}
+		fs := strings.Split(sc.Text(), ",")
+		if len(fs) != 6 {
+			return nil, fmt.Errorf("%s:%d: %d fields, want 6", path, line, len(fs))
+		}
+		secs, err1 := strconv.ParseFloat(fs[0], 64)
+		pid, err2 := strconv.Atoi(fs[3])
+		rss, err3 := strconv.ParseInt(fs[4], 10, 64)
+		fds, err4 := strconv.Atoi(fs[5])
+		for _, err := range []error{err1, err2, err3, err4} {
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+			}
+		}
+		out = append(out, sample{at: time.Duration(secs * float64(time.Second)), slot: fs[1], member: fs[2], pid: pid, rssKB: rss, fds: fds})
+	}
+	return out, sc.Err()
 }
 
 // sample is one reading of one process.

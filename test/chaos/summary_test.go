@@ -248,6 +248,9 @@ type roundResult struct {
 	failed   bool
 	logDir   string
 	keep     bool // keep logDir even if the round passes
+	// maxCheckOps, if not 0, skips the linearizability check of a longer
+	// history (the other checks still run).
+	maxCheckOps int
 }
 
 // printSummary logs the totals over rounds and one line per round.
