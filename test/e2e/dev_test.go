@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"regexp"
@@ -12,27 +11,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/distkv/distkv/test/testport"
 )
 
 // freePortRange finds n consecutive free ports.
 func freePortRange(t *testing.T, n int) int {
 	t.Helper()
-	for base := 20000 + int(time.Now().UnixNano()%20000); base < 60000; base += n {
-		ok := true
-		for i := 0; i < n && ok; i++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-		}
-		if ok {
-			return base
-		}
+	base, err := testport.Range(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port range")
-	return 0
+	return base
 }
 
 // TestDev starts `distkv dev`, runs the prototype's walkthrough across its

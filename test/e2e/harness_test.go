@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/distkv/distkv/test/distkvbin"
+	"github.com/distkv/distkv/test/testport"
 )
 
 // binary is the distkv executable built once for the whole package.
@@ -47,14 +47,15 @@ type server struct {
 	args    []string
 }
 
+// freePort returns a loopback address for a server that is started later, in
+// another process (see package testport for why not 127.0.0.1:0).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // startServer starts distkv server on dataDir and waits until it is ready.
