@@ -239,6 +239,11 @@ func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *ht
 		}
 		return
 	}
+	var unknown outcomeUnknown
+	if write && errors.As(err, &unknown) && unknown.OutcomeUnknown() {
+		writeError(w, http.StatusServiceUnavailable, err.Error()+"; a write may still have been applied")
+		return
+	}
 	var full insufficientStorage
 	if errors.As(err, &full) && full.InsufficientStorage() {
 		detail := err.Error()
@@ -249,6 +254,13 @@ func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *ht
 		return
 	}
 	writeError(w, http.StatusServiceUnavailable, err.Error())
+}
+
+// outcomeUnknown is implemented by a Backend error for a write that had
+// reached the log when it failed (the node stopped meanwhile): it may still be
+// applied. The answer says so, as for a timeout.
+type outcomeUnknown interface {
+	OutcomeUnknown() bool
 }
 
 // insufficientStorage is implemented by a Backend error that refuses a request

@@ -641,6 +641,9 @@ func TestBackendErrors(t *testing.T) {
 		{"no leader", "PUT", "/key/k", `{"value":"v"}`, false, errors.New("no leader"), `{"detail":"no leader"}`},
 		{"stopped", "GET", "/key/k", "", false, errors.New(`node "n1" stopped`), `{"detail":"node \"n1\" stopped"}`},
 		{"range error", "GET", "/keys", "", false, errors.New("boom"), `{"detail":"boom"}`},
+		{"write in the log when the node stopped", "PUT", "/key/k", `{"value":"v"}`, false, stoppedAfterLog{}, `{"detail":"node stopped: removed from the cluster; a write may still have been applied"}`},
+		{"delete in the log when the node stopped", "DELETE", "/key/k", "", false, stoppedAfterLog{}, `{"detail":"node stopped: removed from the cluster; a write may still have been applied"}`},
+		{"txn in the log when the node stopped", "POST", "/txn", `{"success":[{"put":{"key":"a","value":"b"}}]}`, false, stoppedAfterLog{}, `{"detail":"node stopped: removed from the cluster; a write may still have been applied"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, f := newTestAPI(t, Config{RequestTimeout: 20 * time.Millisecond})
@@ -652,6 +655,13 @@ func TestBackendErrors(t *testing.T) {
 		})
 	}
 }
+
+// stoppedAfterLog stands for the error raftnode gives a proposal that was
+// handed to Raft before the node stopped.
+type stoppedAfterLog struct{}
+
+func (stoppedAfterLog) Error() string        { return "node stopped: removed from the cluster" }
+func (stoppedAfterLog) OutcomeUnknown() bool { return true }
 
 // diskFullErr stands for raftnode.ErrNoSpace.
 type diskFullErr struct{}

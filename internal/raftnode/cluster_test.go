@@ -466,3 +466,30 @@ func TestStaleReadIndexAnswerIsIgnored(t *testing.T) {
 		t.Fatalf("read after heal = %q, %v; want \"new\"", r.v, r.err)
 	}
 }
+
+// A write that reached Raft when its node stopped may still be committed by
+// the others: the caller is told its outcome is unknown, not that it failed.
+func TestStopWithProposalInFlightSaysOutcomeUnknown(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	c.nw.isolate(RaftID(leader)) // the entry gets into its log but cannot commit
+	n := c.nodes[leader]
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := put(ctx, n, "in-flight", "x")
+		errc <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // let the proposal reach Raft
+	c.stop(leader)
+	err := <-errc
+	var unknown interface{ OutcomeUnknown() bool }
+	if err == nil || !errors.As(err, &unknown) || !unknown.OutcomeUnknown() {
+		t.Fatalf("proposal in flight when its node stopped: %v (%T); want an outcome-unknown error", err, err)
+	}
+	// A write that never reached Raft is refused for certain.
+	if _, err := put(context.Background(), n, "after-stop", "x"); err == nil || errors.As(err, &unknown) {
+		t.Fatalf("write after stop: %v; want a definite error", err)
+	}
+}

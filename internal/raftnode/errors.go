@@ -12,3 +12,16 @@ var ErrNoLeader = errors.New("no leader: the cluster has no quorum or is electin
 // ErrRemoved is what Err reports once this node was removed from the cluster
 // and stopped itself.
 var ErrRemoved = errors.New("removed from the cluster")
+
+// outcomeUnknownError is what a proposal gets when the node stops after the
+// proposal was handed to Raft: the entry may be in the log (this node's or,
+// forwarded, the leader's) and be committed and applied by the others.
+// errors.Is(err, ErrStopped) and friends still hold through Unwrap.
+type outcomeUnknownError struct{ err error }
+
+func (e outcomeUnknownError) Error() string { return e.err.Error() }
+func (e outcomeUnknownError) Unwrap() error { return e.err }
+
+// OutcomeUnknown tells an API layer that the write may or may not have
+// happened, so that the client neither counts on it nor retries it blindly.
+func (e outcomeUnknownError) OutcomeUnknown() bool { return true }

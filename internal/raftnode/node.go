@@ -1157,8 +1157,9 @@ func (n *Node) shutdown(cause error) {
 	n.waiters = map[uint64]*proposal{}
 	n.mu.Unlock()
 	stopped := n.stoppedErr()
+	// These were handed to Raft: whether they commit is up to the others.
 	for _, p := range waiters {
-		p.done <- proposalResult{err: stopped}
+		p.done <- proposalResult{err: outcomeUnknownError{stopped}}
 	}
 	n.reads.failAll(stopped)
 	// Drain queued requests that never reached the loop.
