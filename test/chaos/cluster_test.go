@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/distkv/distkv/test/distkvbin"
 	"github.com/distkv/distkv/test/netproxy"
+	"github.com/distkv/distkv/test/testport"
 )
 
 // binary is the distkv executable built once for the package.
@@ -109,14 +109,15 @@ type cluster struct {
 	note func(kind string)
 }
 
+// freePort returns a loopback address for a node started later (see package
+// testport for why not 127.0.0.1:0).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Addr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 // startCluster starts n nodes with logs in logDir and waits until each is
