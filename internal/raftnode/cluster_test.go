@@ -493,3 +493,46 @@ func TestStopWithProposalInFlightSaysOutcomeUnknown(t *testing.T) {
 		t.Fatalf("write after stop: %v; want a definite error", err)
 	}
 }
+
+// A member added after the newest snapshot, to a cluster whose log was
+// compacted, is refused that snapshot by its own Raft (it is not in the
+// snapshot's configuration). The leader takes a new one at once, without
+// waiting for SnapshotEntries more writes, and the learner catches up on an
+// otherwise idle cluster.
+func TestNewMemberCatchesUpWhenNewestSnapshotPredatesIt(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.SnapshotEntries = 50
+		cfg.LogEntriesKept = 5
+	})
+	leader := c.waitLeader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < 120; i++ { // two snapshots, log compacted behind them
+		if _, err := put(ctx, c.nodes[leader], fmt.Sprintf("k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n4 := Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"}
+	if err := c.nodes[leader].AddMember(ctx, n4, true); err != nil {
+		t.Fatalf("add learner: %v", err)
+	}
+	c.members = append(c.members, n4)
+	c.dirs["n4"] = t.TempDir()
+	prev := c.tweak
+	c.tweak = func(cfg *Config) {
+		if cfg.Self.Name == "n4" {
+			cfg.Join = true
+		}
+		if prev != nil {
+			prev(cfg)
+		}
+	}
+	n := c.start("n4")
+	// No more writes: only a snapshot taken for n4 can bring it up to date.
+	for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, ok := n.KV().Get([]byte("k119")); !ok || string(got.Value) != "v" {
+		t.Fatalf("learner did not catch up: applied %d, leader %d", n.Status().AppliedIndex, c.nodes[leader].Status().AppliedIndex)
+	}
+}

@@ -44,6 +44,9 @@ type Node struct {
 	snapRetryAt  uint64   // after a failed snapshot, the applied index to retry at
 	keptSnaps    []uint64 // indexes of the snapshots on disk that the WAL backs, oldest first
 	snapshotting bool
+	// snapshotSoon asks for a snapshot before SnapshotEntries more entries
+	// are applied: the newest one predates a member that needs one.
+	snapshotSoon bool
 	reads        readQueue
 	durable      raftpb.HardState // the last hard state written to the WAL
 	// stall is the Ready whose persisting found the disk full; while it is

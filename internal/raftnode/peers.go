@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -180,6 +181,19 @@ func (n *Node) send(msgs []raftpb.Message) {
 	}
 	out := msgs[:0:0]
 	for _, m := range msgs {
+		if m.Type == raftpb.MsgSnap && !inConfState(m.Snapshot.Metadata.ConfState, m.To) {
+			// The newest snapshot predates the peer's addition, and its Raft
+			// would refuse it. Take a new one at once; Raft sends that one
+			// when it retries after the failure reported here.
+			if !n.snapshotSoon {
+				n.logger.Info("newest snapshot predates the member; taking a new one",
+					"to", n.memberName(m.To), "snapshot_index", m.Snapshot.Metadata.Index)
+			}
+			n.snapshotSoon = true
+			n.snapsSending.Add(1)
+			go n.reportSnapshotStatus(m.To, errSnapshotPredatesMember)
+			continue
+		}
 		if m.Type == raftpb.MsgSnap {
 			n.snapsSending.Add(1)
 			go n.sendSnapshot(m)
@@ -189,6 +203,29 @@ func (n *Node) send(msgs []raftpb.Message) {
 	}
 	if len(out) > 0 {
 		n.cfg.Transport.Send(n.cfg.Shard, out)
+	}
+}
+
+// errSnapshotPredatesMember fails a snapshot transfer to a member that the
+// snapshot's configuration does not have yet.
+var errSnapshotPredatesMember = errors.New("the newest snapshot predates this member")
+
+// inConfState reports whether id is a voter or learner in cs.
+func inConfState(cs raftpb.ConfState, id uint64) bool {
+	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
+		if slices.Contains(ids, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// reportSnapshotStatus tells the loop how a snapshot transfer to a peer ended.
+func (n *Node) reportSnapshotStatus(to uint64, err error) {
+	defer n.snapsSending.Add(-1)
+	select {
+	case n.snapStatusc <- snapStatus{to: to, err: err}:
+	case <-n.donec:
 	}
 }
 

@@ -27,9 +27,11 @@ type snapResult struct {
 // the file is written by another goroutine while the loop goes on.
 func (n *Node) maybeSnapshot() {
 	applied := n.applied.Load()
-	if n.snapshotting || applied < n.snapIndex+n.cfg.SnapshotEntries || applied < n.snapRetryAt {
+	due := applied >= n.snapIndex+n.cfg.SnapshotEntries || (n.snapshotSoon && applied > n.snapIndex)
+	if n.snapshotting || !due || applied < n.snapRetryAt {
 		return
 	}
+	n.snapshotSoon = false
 	term, err := n.storage.Term(applied)
 	if err != nil {
 		n.logger.Warn("snapshot skipped: term of applied entry unknown", "index", applied, "err", err)
