@@ -47,6 +47,9 @@ type Node struct {
 	// snapshotSoon asks for a snapshot before SnapshotEntries more entries
 	// are applied: the newest one predates a member that needs one.
 	snapshotSoon bool
+	// inConfig: this node is in the configuration it has applied (a joining
+	// node is not until the leader's log or snapshot reaches it).
+	inConfig atomic.Bool
 	reads        readQueue
 	durable      raftpb.HardState // the last hard state written to the WAL
 	// stall is the Ready whose persisting found the disk full; while it is
@@ -644,6 +647,9 @@ func (n *Node) Ready() error {
 	if n.leader.Load() == raft.None {
 		return ErrNoLeader
 	}
+	if !n.inConfig.Load() {
+		return errors.New("joining: waiting for the leader's log or snapshot, which makes this node a member")
+	}
 	if a, c := n.applied.Load(), n.commit.Load(); a < c {
 		return fmt.Errorf("catching up: applied %d of %d committed entries", a, c)
 	}
@@ -1056,6 +1062,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 				return fmt.Errorf("entry %d: decode conf change: %w", e.Index, err)
 			}
 			n.confState = *n.rn.ApplyConfChange(cc)
+			n.inConfig.Store(inConfState(n.confState, n.raftID))
 			n.applyMemberChange(cc.Type, cc.NodeID, cc.Context)
 			n.deliver(cc.ID, proposalResult{})
 		case raftpb.EntryConfChangeV2:
@@ -1064,6 +1071,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 				return fmt.Errorf("entry %d: decode conf change: %w", e.Index, err)
 			}
 			n.confState = *n.rn.ApplyConfChange(cc)
+			n.inConfig.Store(inConfState(n.confState, n.raftID))
 			for _, c := range cc.Changes {
 				n.applyMemberChange(c.Type, c.NodeID, cc.Context)
 			}
@@ -1088,6 +1096,7 @@ func (n *Node) adoptMembers(extra []byte) error {
 		return fmt.Errorf("decode snapshot membership: %w", err)
 	}
 	n.confState = ms.ConfState
+	n.inConfig.Store(inConfState(n.confState, n.raftID))
 	n.mu.Lock()
 	old := n.members
 	n.members = map[uint64]Member{}
