@@ -69,8 +69,9 @@ func checkRevisions(h *history) []string {
 	return out
 }
 
-// revisionReuse reports checkRevisions' findings as test errors.
-func revisionReuse(t *testing.T, h *history) {
+// revisionReuse reports checkRevisions' findings as test errors and returns
+// how many revisions were claimed twice (each is at least one lost write).
+func revisionReuse(t *testing.T, h *history) int {
 	t.Helper()
 	found := checkRevisions(h)
 	for i, s := range found {
@@ -80,4 +81,5 @@ func revisionReuse(t *testing.T, h *history) {
 		}
 		t.Errorf("lost write: %s", s)
 	}
+	return len(found)
 }
