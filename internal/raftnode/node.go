@@ -50,8 +50,8 @@ type Node struct {
 	// inConfig: this node is in the configuration it has applied (a joining
 	// node is not until the leader's log or snapshot reaches it).
 	inConfig atomic.Bool
-	reads        readQueue
-	durable      raftpb.HardState // the last hard state written to the WAL
+	reads    readQueue
+	durable  raftpb.HardState // the last hard state written to the WAL
 	// stall is the Ready whose persisting found the disk full; while it is
 	// set the loop only retries it (see stalled) and Raft is neither ticked
 	// nor stepped. Invariant: stall != nil iff diskFull.
