@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# ab.sh: interleaved A/B of two distkv binaries on this machine. For each
+# round and each binary: a fresh 3-node `distkv dev` cluster, every key
+# written once, then each workload; prints ops/s, p50 and the CPU time
+# (user+sys) the three node processes spent per operation, which is far
+# less noisy than throughput on a shared machine.
+#
+#   bench/ab.sh BIN_A BIN_B ROUNDS "workload clients seconds" ...
+#   bench/ab.sh /tmp/distkv-old bin/distkv 2 "write 64 5" "read 64 5" "write 1 4"
+set -euo pipefail
+[ $# -ge 4 ] || { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+A=$1 B=$2 ROUNDS=$3; shift 3
+SPECS=("$@")
+HERE=$(cd "$(dirname "$0")" && pwd)
+TMP=$(mktemp -d "${TMPDIR:-/var/tmp}/distkv-ab.XXXXXX")
+KVBENCH=$TMP/kvbench
+(cd "$HERE" && go build -o "$KVBENCH" ./cmd/kvbench)
+EP=127.0.0.1:18000,127.0.0.1:18001,127.0.0.1:18002
+DEV=
+cleanup() {
+	if [ -n "$DEV" ]; then kill -TERM "$DEV" 2>/dev/null || true; wait "$DEV" 2>/dev/null || true; fi
+	rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+cpu_ticks() { # total utime+stime clock ticks of the given pids
+	local t=0 p
+	for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+	echo "$t"
+}
+
+hz=$(getconf CLK_TCK)
+for round in $(seq "$ROUNDS"); do
+	for v in A B; do
+		bin=$A; [ "$v" = B ] && bin=$B
+		rm -rf "$TMP/data"
+		"$bin" dev --nodes 3 --data-dir "$TMP/data" --http-port 18000 --peer-port 19000 -- --log-level warn >"$TMP/dev.log" 2>&1 &
+		DEV=$!
+		for _ in $(seq 60); do
+			"$KVBENCH" -target distkv -endpoints "$EP" -clients 3 -ops 30 -quiet -timeout 1s 2>/dev/null | grep -q ' errors=0 ' && break
+			sleep 0.5
+		done
+		"$KVBENCH" -target distkv -endpoints "$EP" -workload load -keys 1000 -clients 16 -quiet >/dev/null
+		pids=$(pgrep -P "$DEV")
+		for spec in "${SPECS[@]}"; do
+			read -r w c s <<<"$spec"
+			t0=$(cpu_ticks $pids)
+			r=$("$KVBENCH" -target distkv -endpoints "$EP" -workload "$w" -clients "$c" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
+			t1=$(cpu_ticks $pids)
+			ops=$(sed 's/.* ops=\([0-9]*\).*/\1/' <<<"$r")
+			echo "round $round $v $w clients=$c $(grep -o 'ops_s=[0-9]*' <<<"$r") $(grep -o 'p50_ms=[0-9.]*' <<<"$r") $(grep -o 'errors=[0-9]*' <<<"$r") cpu_us_per_op=$(( (t1 - t0) * 1000000 / hz / (ops + 1) ))"
+		done
+		kill -TERM "$DEV"; wait "$DEV" 2>/dev/null || true; DEV=
+	done
+done
