@@ -35,9 +35,18 @@
 // The seed of the fault schedule and of the clients' choices is printed and
 // reproduces them with -chaos.seed (timing on a real machine still varies):
 //
-//	go test ./test/chaos                                        # 20 s round
-//	go test ./test/chaos -run TestChaos -chaos.duration=10m -v  # long round
-//	go test ./test/chaos -run TestChaos -chaos.seed=42 -v       # replay a seed
+//	go test ./test/chaos                                        # 2 rounds of 35 s (CI)
+//	CHAOS_ROUNDS=5 CHAOS_DURATION=60s make chaos                # the same, longer
+//	go test ./test/chaos -run 'TestChaos$' -chaos.rounds=1 -chaos.seed=42 -v  # replay a seed
+//	go test ./test/chaos -run 'TestChaos$' -chaos.faults=kill,partition -v    # some fault kinds
+//	SOAK_DURATION=30m make soak                                 # resources over time
+//
+// The nemesis also injects delay and loss on peer links, a partition held
+// until the others' logs are compacted past the isolated follower (forcing a
+// snapshot transfer), member replacement (remove, wipe, re-join under a new
+// name, promote) and leadership transfer; see nemesis_test.go. The soak
+// (soak_test.go) samples each node's RSS and open files into resources.csv
+// and fails if they grow; it skips porcupine above -chaos.soak-check-ops.
 //
 // -chaos.bin=PATH tests a prebuilt binary instead of building ../../cmd/distkv.
 // DISTKV_TAGS builds it with build tags, for the deliberately broken builds
