@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -199,22 +200,7 @@ func TestMembershipAddPromoteRemove(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		put(ctx, c.nodes[leader], fmt.Sprintf("k%d", i), "v")
 	}
-	n4 := Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"}
-	if err := c.nodes[c.follower(leader)].AddMember(ctx, n4, true); err != nil {
-		t.Fatalf("add learner: %v", err)
-	}
-	c.members = append(c.members, n4)
-	c.dirs["n4"] = t.TempDir()
-	prev := c.tweak
-	c.tweak = func(cfg *Config) {
-		if cfg.Self.Name == "n4" {
-			cfg.Join = true
-		}
-		if prev != nil {
-			prev(cfg)
-		}
-	}
-	n := c.start("n4")
+	n := c.join(ctx, c.follower(leader), Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"})
 	for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -512,27 +498,53 @@ func TestNewMemberCatchesUpWhenNewestSnapshotPredatesIt(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n4 := Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"}
-	if err := c.nodes[leader].AddMember(ctx, n4, true); err != nil {
-		t.Fatalf("add learner: %v", err)
-	}
-	c.members = append(c.members, n4)
-	c.dirs["n4"] = t.TempDir()
-	prev := c.tweak
-	c.tweak = func(cfg *Config) {
-		if cfg.Self.Name == "n4" {
-			cfg.Join = true
-		}
-		if prev != nil {
-			prev(cfg)
-		}
-	}
-	n := c.start("n4")
+	n := c.join(ctx, leader, Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"})
 	// No more writes: only a snapshot taken for n4 can bring it up to date.
 	for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if got, ok := n.KV().Get([]byte("k119")); !ok || string(got.Value) != "v" {
 		t.Fatalf("learner did not catch up: applied %d, leader %d", n.Status().AppliedIndex, c.nodes[leader].Status().AppliedIndex)
+	}
+}
+
+// A joining node hears the leader's heartbeats (so it knows the leader, and a
+// commit index of 0) before the log reaches it; it must not say it is ready
+// until it has the log and is in the configuration it applied.
+func TestJoiningNodeIsNotReadyBeforeItHasTheLog(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for i := 0; i < 10; i++ {
+		if _, err := put(ctx, c.nodes[leader], fmt.Sprintf("k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n4id := RaftID("n4")
+	var blocked atomic.Bool
+	blocked.Store(true)
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool { return blocked.Load() && m.To == n4id && m.Type == raftpb.MsgApp }
+	c.nw.mu.Unlock()
+	n := c.join(ctx, leader, Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"})
+	// Until it hears a heartbeat it has no leader; then the only thing it
+	// lacks is the log.
+	err := n.Ready()
+	for ctx.Err() == nil && errors.Is(err, ErrNoLeader) {
+		time.Sleep(10 * time.Millisecond)
+		err = n.Ready()
+	}
+	if errors.Is(err, ErrNoLeader) {
+		t.Fatal("the joining node never heard of the leader")
+	}
+	time.Sleep(200 * time.Millisecond) // several heartbeats
+	if err := n.Ready(); err == nil {
+		t.Fatalf("joining node without the log (applied %d) says it is ready", n.Status().AppliedIndex)
+	}
+	blocked.Store(false)
+	waitReady(t, n)
+	if got, ok := n.KV().Get([]byte("k9")); !ok || string(got.Value) != "v" {
+		t.Fatal("ready, but the log has not arrived")
 	}
 }

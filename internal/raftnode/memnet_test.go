@@ -182,6 +182,27 @@ func (c *cluster) start(name string) *Node {
 	return n
 }
 
+// join adds a new member as a learner through the node via and starts it as
+// a joining node (Config.Join) with an empty data directory.
+func (c *cluster) join(ctx context.Context, via string, m Member) *Node {
+	c.t.Helper()
+	if err := c.nodes[via].AddMember(ctx, m, true); err != nil {
+		c.t.Fatalf("add learner %s: %v", m.Name, err)
+	}
+	c.members = append(c.members, m)
+	c.dirs[m.Name] = c.t.TempDir()
+	prev := c.tweak
+	c.tweak = func(cfg *Config) {
+		if cfg.Self.Name == m.Name {
+			cfg.Join = true
+		}
+		if prev != nil {
+			prev(cfg)
+		}
+	}
+	return c.start(m.Name)
+}
+
 func (c *cluster) stop(name string) {
 	n := c.nodes[name]
 	if n == nil {
