@@ -269,21 +269,7 @@ func TestDiskFullFollower(t *testing.T) {
 	}
 	acked["via-follower"] = "y"
 
-	c.stopAll()
-	for _, name := range []string{"n1", "n2", "n3"} {
-		c.start(name)
-	}
-	c.waitLeader(10 * time.Second)
-	for name, n := range c.nodes {
-		for k, v := range acked {
-			if got, ok := mustGet(t, n, k); !ok || got != v {
-				t.Fatalf("after restart, %s: %s = %q, %v, want %q", name, k, got, ok, v)
-			}
-		}
-		if _, ok := mustGet(t, n, "refused-on-follower"); ok {
-			t.Fatalf("after restart, %s: the refused write is there", name)
-		}
-	}
+	restartAndCheck(t, c, acked, "refused-on-follower")
 }
 
 // TestDiskFullLeader: the leader's disk fills after it has sent appends
@@ -370,21 +356,7 @@ func TestDiskFullLeader(t *testing.T) {
 	}
 	acked["via-old-leader"] = "z"
 
-	c.stopAll()
-	for _, name := range []string{"n1", "n2", "n3"} {
-		c.start(name)
-	}
-	c.waitLeader(10 * time.Second)
-	for name, n := range c.nodes {
-		for k, v := range acked {
-			if got, ok := mustGet(t, n, k); !ok || got != v {
-				t.Fatalf("after restart, %s: %s = %q, %v, want %q", name, k, got, ok, v)
-			}
-		}
-		if _, ok := mustGet(t, n, "refused-on-old-leader"); ok {
-			t.Fatalf("after restart, %s: the refused write is there", name)
-		}
-	}
+	restartAndCheck(t, c, acked, "refused-on-old-leader")
 }
 
 // TestDiskFullAtStart: a node restarted on a disk that is already full starts
@@ -570,6 +542,27 @@ func TestStopWhileDiskFull(t *testing.T) {
 	for i := range 20 {
 		if v, ok := mustGet(t, n, fmt.Sprintf("k%02d", i)); !ok || v != "v" {
 			t.Fatalf("k%02d = %q, %v after restart", i, v, ok)
+		}
+	}
+}
+
+// restartAndCheck restarts the whole cluster and checks that every node has
+// every acknowledged write and not the refused one.
+func restartAndCheck(t *testing.T, c *cluster, acked map[string]string, refused string) {
+	t.Helper()
+	c.stopAll()
+	for _, name := range []string{"n1", "n2", "n3"} {
+		c.start(name)
+	}
+	c.waitLeader(10 * time.Second)
+	for name, n := range c.nodes {
+		for k, v := range acked {
+			if got, ok := mustGet(t, n, k); !ok || got != v {
+				t.Fatalf("after restart, %s: %s = %q, %v, want %q", name, k, got, ok, v)
+			}
+		}
+		if _, ok := mustGet(t, n, refused); ok {
+			t.Fatalf("after restart, %s: the refused write %q is there", name, refused)
 		}
 	}
 }
