@@ -51,12 +51,16 @@ type Fault struct {
 	// Err, if not nil, fails the call.
 	Err error
 	// ShortWrite, for OpWrite with Err set, writes only this many bytes of the
-	// buffer before failing, as a crash or a full disk mid-write does.
+	// buffer before failing, as a crash or a full disk mid-write does. For
+	// OpPreallocate it grows the file by this many zero bytes (at most to the
+	// size asked for) before failing, as a full disk while writing the zeros
+	// does.
 	ShortWrite int
-	// DropUnsynced, for OpSync with Err set, also cuts the file back to its size
-	// at its last successful Sync: after a failed fsync the kernel may drop the
-	// dirty pages and report success to a later fsync ("fsyncgate"), so a caller
-	// that acknowledged unsynced data loses it.
+	// DropUnsynced, for OpSync with Err set, also loses what was written since
+	// the last successful sync: the file is cut back to its size then and
+	// bytes overwritten inside it read as they did then. After a failed fsync
+	// the kernel may drop the dirty pages and report success to a later fsync
+	// ("fsyncgate"), so a caller that acknowledged unsynced data loses it.
 	DropUnsynced bool
 }
 
@@ -181,7 +185,16 @@ type errorFile struct {
 	e *ErrorFS
 
 	mu     sync.Mutex
-	synced int64 // size at the last successful Sync (or at open)
+	synced int64 // size at the last successful sync (or at open)
+	// undo holds, oldest first, the bytes below synced that writes since the
+	// last successful sync overwrote, so that DropUnsynced can restore them.
+	undo []undoRecord
+}
+
+// undoRecord is what the file held at off before a write.
+type undoRecord struct {
+	off int64
+	old []byte
 }
 
 var _ File = (*errorFile)(nil)
@@ -211,38 +224,89 @@ func (f *errorFile) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (f *errorFile) Write(p []byte) (int, error) {
-	if flt := f.e.check(OpWrite, f.Name()); flt.Err != nil {
-		n := 0
-		if flt.ShortWrite > 0 {
-			k := min(flt.ShortWrite, len(p))
-			n, _ = f.f.Write(p[:k])
-		}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	flt := f.e.check(OpWrite, f.Name())
+	if flt.Err != nil {
+		p = p[:min(flt.ShortWrite, len(p))]
+	}
+	if err := f.saveOld(int64(len(p))); err != nil {
+		return 0, err
+	}
+	n, err := f.f.Write(p)
+	if flt.Err != nil {
 		return n, wrap(OpWrite, f.Name(), flt.Err)
 	}
-	return f.f.Write(p)
+	return n, err
+}
+
+// saveOld remembers the bytes below the synced size that a write of n bytes
+// at the current offset will overwrite.
+func (f *errorFile) saveOld(n int64) error {
+	off, err := f.f.Seek(0, io.SeekCurrent)
+	if err != nil || off >= f.synced || n == 0 {
+		return err
+	}
+	old := make([]byte, min(n, f.synced-off))
+	k, err := f.f.ReadAt(old, off)
+	if k < len(old) {
+		if err == nil || err == io.EOF {
+			// The file is shorter than at the last sync (truncated since).
+			old = old[:k]
+		} else {
+			return err
+		}
+	}
+	f.undo = append(f.undo, undoRecord{off: off, old: old})
+	return nil
+}
+
+// dropUnsynced makes the file read as it did at the last successful sync, as
+// far as the wrapped file allows.
+func (f *errorFile) dropUnsynced() {
+	if st, err := f.f.Stat(); err == nil && st.Size() > f.synced {
+		f.f.Truncate(f.synced)
+	}
+	pos, err := f.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return
+	}
+	for i := len(f.undo) - 1; i >= 0; i-- {
+		u := f.undo[i]
+		if _, err := f.f.Seek(u.off, io.SeekStart); err == nil {
+			f.f.Write(u.old)
+		}
+	}
+	f.undo = nil
+	f.f.Seek(pos, io.SeekStart)
 }
 
 func (f *errorFile) Seek(offset int64, whence int) (int64, error) {
 	return f.f.Seek(offset, whence)
 }
 
-func (f *errorFile) Sync() error {
+func (f *errorFile) Sync() error { return f.sync(f.f.Sync) }
+
+// SyncData is failed by the injector as OpSync: to the caller it is an fsync
+// like any other, and one rule breaks both.
+func (f *errorFile) SyncData() error { return f.sync(f.f.SyncData) }
+
+func (f *errorFile) sync(flush func() error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if flt := f.e.check(OpSync, f.Name()); flt.Err != nil {
 		if flt.DropUnsynced {
-			if st, err := f.f.Stat(); err == nil && st.Size() > f.synced {
-				f.f.Truncate(f.synced)
-			}
+			f.dropUnsynced()
 		}
 		return wrap(OpSync, f.Name(), flt.Err)
 	}
-	if err := f.f.Sync(); err != nil {
+	if err := flush(); err != nil {
 		return err
 	}
 	if st, err := f.f.Stat(); err == nil {
 		f.synced = st.Size()
 	}
+	f.undo = nil
 	return nil
 }
 
@@ -254,9 +318,18 @@ func (f *errorFile) Truncate(size int64) error {
 }
 
 func (f *errorFile) Preallocate(size int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if flt := f.e.check(OpPreallocate, f.Name()); flt.Err != nil {
+		if flt.ShortWrite > 0 {
+			if st, err := f.f.Stat(); err == nil {
+				f.f.Preallocate(min(size, st.Size()+int64(flt.ShortWrite)))
+			}
+		}
 		return wrap(OpPreallocate, f.Name(), flt.Err)
 	}
+	// Preallocate writes only past the end: a drop truncates that away, so
+	// there is nothing to undo.
 	return f.f.Preallocate(size)
 }
 

@@ -21,15 +21,29 @@ type File interface {
 	io.Writer
 	io.Seeker
 	io.Closer
-	// Sync flushes the file's data and metadata to stable storage. An error means
-	// the durability of everything written since the last successful Sync is
-	// unknown; callers must treat it as fatal (see package wal).
+	// Sync flushes the file's data and all its metadata to stable storage. An
+	// error means the durability of everything written since the last
+	// successful Sync or SyncData is unknown; callers must treat it as fatal
+	// (see package wal).
 	Sync() error
+	// SyncData flushes the file's data and the metadata needed to read it back
+	// (its size and block allocation) to stable storage, but not, for
+	// example, its modification time: fdatasync(2) on Linux, Sync elsewhere.
+	// Overwriting bytes inside the file and then calling SyncData writes no
+	// inode. It makes a file's contents durable exactly as Sync does; the
+	// file's name is made durable only by SyncDir. Errors are fatal as for
+	// Sync.
+	SyncData() error
 	// Truncate changes the file's size.
 	Truncate(size int64) error
-	// Preallocate reserves size bytes of disk for the file without changing what
-	// reads return beyond the current data. Implementations may fall back to
-	// writing zeros.
+	// Preallocate makes the file at least size bytes long by writing zeros
+	// after its current end (fallocate's unwritten extents would make the
+	// first write to each block change metadata again). Bytes before the
+	// current end and the file offset are not changed; a file already size
+	// bytes long is left alone. Later writes below size overwrite written,
+	// allocated blocks, so neither they nor a SyncData after them change the
+	// file's size or allocation. On error (ENOSPC) the file may have grown
+	// partly, with zeros.
 	Preallocate(size int64) error
 	// Stat returns the file's metadata.
 	Stat() (os.FileInfo, error)
@@ -132,7 +146,28 @@ type osFile struct{ *os.File }
 
 var _ File = osFile{}
 
-func (f osFile) Preallocate(size int64) error { return preallocate(f.File, size) }
+// zeroChunk is how many zeros Preallocate writes per call.
+const zeroChunk = 256 << 10
+
+func (f osFile) Preallocate(size int64) error {
+	st, err := f.File.Stat()
+	if err != nil {
+		return err
+	}
+	off := st.Size()
+	if off >= size {
+		return nil
+	}
+	zeros := make([]byte, min(size-off, zeroChunk))
+	for off < size {
+		n, err := f.WriteAt(zeros[:min(size-off, int64(len(zeros)))], off)
+		off += int64(n)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // WriteFileAtomic writes data to path so that a crash leaves either the old file or
 // the complete new one: write to a temporary file, fsync it, rename it over path,

@@ -1,9 +1,13 @@
 package vfs
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -69,8 +73,11 @@ func TestErrorFSShortWrite(t *testing.T) {
 	}
 }
 
-func TestPreallocateKeepsSize(t *testing.T) {
-	f, err := Default.Create(filepath.Join(t.TempDir(), "f"))
+// TestPreallocateWritesZeros: Preallocate grows the file with zeros that take
+// real blocks, leaves the data and the file offset alone, and never shrinks.
+func TestPreallocateWritesZeros(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	f, err := Default.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,41 +85,148 @@ func TestPreallocateKeepsSize(t *testing.T) {
 	if _, err := f.Write([]byte("xy")); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Preallocate(1 << 20); err != nil {
+	const size = 1<<20 + 5 // not a multiple of the chunk size
+	if err := f.Preallocate(size); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := f.Stat()
-	if st.Size() != 2 {
-		t.Fatalf("size after preallocate = %d, want 2", st.Size())
+	if err := f.Preallocate(10); err != nil {
+		t.Fatal(err)
+	}
+	// Overwrites in place at the offset where the data ends.
+	if _, err := f.Write([]byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != size {
+		t.Fatalf("size after Preallocate(%d) and a write inside = %d", size, st.Size())
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Blocks*512 < size {
+		t.Fatalf("%d bytes allocated for %d bytes reserved", sys.Blocks*512, size)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte("xyz"), make([]byte, size-3)...)
+	if !bytes.Equal(got, want) {
+		i := 0
+		for i < len(got) && i < len(want) && got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("file differs from data plus zeros at byte %d (length %d)", i, len(got))
 	}
 }
 
-func TestErrorFSFailedSyncDropsUnsynced(t *testing.T) {
+// TestSyncData: SyncData succeeds on a real file (fdatasync on Linux), and an
+// ErrorFS fails it like Sync, through OpSync, so that a rule written for
+// fsync failures covers both.
+func TestSyncData(t *testing.T) {
 	dir := t.TempDir()
-	fail := false
+	f, err := Default.Create(filepath.Join(dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncData(); err != nil {
+		t.Fatalf("SyncData: %v", err)
+	}
+	f.Close()
+	var ops []Op
 	efs := NewErrorFS(Default, func(op Op, path string) Fault {
-		if op == OpSync && fail {
-			return Fault{Err: ErrInjected, DropUnsynced: true}
+		ops = append(ops, op)
+		if op == OpSync {
+			return Fault{Err: ErrInjected}
 		}
 		return Fault{}
 	})
-	f, err := efs.Create(filepath.Join(dir, "f"))
+	ef, err := efs.OpenReadWrite(filepath.Join(dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	if err := ef.SyncData(); !errors.Is(err, ErrInjected) {
+		t.Fatalf("SyncData = %v, want the injected failure", err)
+	}
+	if len(ops) != 2 || ops[1] != OpSync {
+		t.Fatalf("injector saw %v, want [open sync]", ops)
+	}
+}
+
+// TestErrorFSPreallocateShortWrite: a full disk while writing the zeros grows
+// the file partly.
+func TestErrorFSPreallocateShortWrite(t *testing.T) {
+	efs := NewErrorFS(Default, func(op Op, path string) Fault {
+		if op == OpPreallocate {
+			return Fault{Err: ErrNoSpace, ShortWrite: 100}
+		}
+		return Fault{}
+	})
+	f, err := efs.Create(filepath.Join(t.TempDir(), "f"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	f.Write([]byte("durable"))
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
+	f.Write([]byte("abc"))
+	if err := f.Preallocate(4096); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Preallocate = %v, want ENOSPC", err)
 	}
-	f.Write([]byte("-lost"))
-	fail = true
-	if err := f.Sync(); !errors.Is(err, ErrInjected) {
-		t.Fatalf("sync = %v, want injected failure", err)
+	if st, _ := f.Stat(); st.Size() != 103 {
+		t.Fatalf("size %d after a short Preallocate, want 103", st.Size())
 	}
-	got, _ := os.ReadFile(filepath.Join(dir, "f"))
-	if string(got) != "durable" {
-		t.Fatalf("file holds %q after failed sync, want only the synced part", got)
+}
+
+// TestErrorFSFailedSyncDropsUnsynced: a failed sync with DropUnsynced loses
+// what was written since the last successful sync, both the bytes appended
+// and the bytes overwritten in place, with Sync as with SyncData.
+func TestErrorFSFailedSyncDropsUnsynced(t *testing.T) {
+	for _, dataOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dataOnly=%v", dataOnly), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "f")
+			fail := false
+			efs := NewErrorFS(Default, func(op Op, path string) Fault {
+				if op == OpSync && fail {
+					return Fault{Err: ErrInjected, DropUnsynced: true}
+				}
+				return Fault{}
+			})
+			f, err := efs.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			sync := f.Sync
+			if dataOnly {
+				sync = f.SyncData
+			}
+			f.Write([]byte("durable"))
+			if err := f.Preallocate(12); err != nil {
+				t.Fatal(err)
+			}
+			if err := sync(); err != nil {
+				t.Fatal(err)
+			}
+			f.Write([]byte("-lo"))  // in place, over synced zeros
+			f.Write([]byte("st!!")) // in place and past the end
+			f.Seek(2, io.SeekStart)
+			f.Write([]byte("R")) // over synced data
+			fail = true
+			if err := sync(); !errors.Is(err, ErrInjected) {
+				t.Fatalf("sync = %v, want injected failure", err)
+			}
+			got, _ := os.ReadFile(path)
+			if want := "durable\x00\x00\x00\x00\x00"; string(got) != want {
+				t.Fatalf("file holds %q after failed sync, want only the synced bytes %q", got, want)
+			}
+			// The offset is kept: the next write goes where it would have.
+			if pos, _ := f.Seek(0, io.SeekCurrent); pos != 3 {
+				t.Fatalf("offset %d after the drop, want 3", pos)
+			}
+		})
 	}
 }
 

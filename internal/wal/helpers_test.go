@@ -38,7 +38,8 @@ type noSyncFS struct{ vfs.FS }
 
 type noSyncFile struct{ vfs.File }
 
-func (noSyncFile) Sync() error { return nil }
+func (noSyncFile) Sync() error     { return nil }
+func (noSyncFile) SyncData() error { return nil }
 
 func (f noSyncFS) SyncDir(string) error { return nil }
 
@@ -456,9 +457,18 @@ func (f *memFile) Stat() (os.FileInfo, error) {
 	return memInfo{name: filepath.Base(f.name), size: int64(len(f.d.b))}, nil
 }
 
-func (f *memFile) Sync() error             { return nil }
-func (f *memFile) Preallocate(int64) error { return nil }
-func (f *memFile) Close() error            { return nil }
+func (f *memFile) Sync() error     { return nil }
+func (f *memFile) SyncData() error { return nil }
+func (f *memFile) Close() error    { return nil }
+
+func (f *memFile) Preallocate(size int64) error {
+	f.d.mu.Lock()
+	defer f.d.mu.Unlock()
+	if n := int64(len(f.d.b)); size > n {
+		f.d.b = append(f.d.b, make([]byte, size-n)...)
+	}
+	return nil
+}
 
 type memInfo struct {
 	name string

@@ -310,8 +310,13 @@ func (f *lostTruncateFile) Truncate(size int64) error {
 	return f.File.Truncate(size)
 }
 
-func (f *lostTruncateFile) Sync() error {
-	if err := f.File.Sync(); err != nil {
+func (f *lostTruncateFile) Sync() error     { return f.synced(f.File.Sync()) }
+func (f *lostTruncateFile) SyncData() error { return f.synced(f.File.SyncData()) }
+
+// synced forgets the pending truncation once a sync made it durable (a
+// data sync covers a change of size).
+func (f *lostTruncateFile) synced(err error) error {
+	if err != nil {
 		return err
 	}
 	f.fs.mu.Lock()

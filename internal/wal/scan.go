@@ -11,9 +11,11 @@ import (
 
 // scanResult describes one scanned segment.
 type scanResult struct {
-	size    int64 // file length
-	end     int64 // end of the last whole frame; size unless torn
-	torn    bool  // final segment only: bytes after end are a torn frame
+	size int64 // file length
+	// end is the end of the last whole frame: size, unless the final
+	// segment ends in a torn frame or in the zero reserve.
+	end     int64
+	torn    bool // final segment only: bytes after end are a torn frame
 	frames  int
 	records int
 }
@@ -21,6 +23,11 @@ type scanResult struct {
 // scanSegment reads segment seq from f, checks every frame, and calls fn for
 // each record of each good frame, with the frame's offset. Record Data stays
 // valid after fn returns (every frame has its own buffer).
+//
+// In the final segment, zeros from a frame boundary to the end of the file
+// are the reserve the WAL writes ahead of its frames: the clean end of the
+// log (res.end at the boundary, not torn). In a non-final segment they are
+// damage.
 //
 // Damage is classified as follows. In a non-final segment, any damage is
 // corruption. In the final segment, a damaged frame is a torn tail (res.torn,
@@ -72,12 +79,23 @@ func scanSegment(f vfs.File, path string, seq uint64, final bool, c *frameCodec,
 			}
 			return res, corrupt(off, "%v in a non-final segment", damage)
 		}
-		if left < frameHeaderSize {
-			return torn(errShortHeader, res.size)
-		}
-		h := hdr[:frameHeaderSize]
+		h := hdr[:min(left, frameHeaderSize)]
 		if err := readFull(f, h, off); err != nil {
 			return res, fmt.Errorf("wal: read %s: %w", path, err)
+		}
+		if final && isZero(h) {
+			// No frame starts with a zero header (its checksum would not
+			// match), so zeros from here to the end are the reserve.
+			zero, err := allZero(f, off+int64(len(h)), res.size)
+			if err != nil {
+				return res, fmt.Errorf("wal: read %s: %w", path, err)
+			}
+			if zero {
+				break
+			}
+		}
+		if left < frameHeaderSize {
+			return torn(errShortHeader, res.size)
 		}
 		fh, err := parseFrameHeader(h)
 		if errors.Is(err, errHeaderChecksum) {
@@ -137,6 +155,15 @@ func readFull(f vfs.File, b []byte, off int64) error {
 	return err
 }
 
+func isZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // allZero reports whether bytes [from, to) of f are all zero.
 func allZero(f vfs.File, from, to int64) (bool, error) {
 	buf := make([]byte, min(to-from, 64<<10))
@@ -145,10 +172,8 @@ func allZero(f vfs.File, from, to int64) (bool, error) {
 		if err := readFull(f, b, off); err != nil {
 			return false, err
 		}
-		for _, x := range b {
-			if x != 0 {
-				return false, nil
-			}
+		if !isZero(b) {
+			return false, nil
 		}
 		off += int64(len(b))
 	}
@@ -177,6 +202,10 @@ type Report struct {
 	TornSegment string
 	TornOffset  int64
 	TornBytes   int64
+	// Reserved counts the zero bytes after the last frame of the final
+	// segment: disk the WAL reserved ahead of its frames, not damage. Open
+	// keeps them and appends over them.
+	Reserved int64
 }
 
 // Verify checks every frame of every segment in dir without modifying
@@ -220,6 +249,8 @@ func scanDir(fs vfs.FS, dir string, fn func(segment string, offset int64, r Reco
 		rep.Bytes += res.end
 		if res.torn {
 			rep.TornSegment, rep.TornOffset, rep.TornBytes = seg.path, res.end, res.size-res.end
+		} else {
+			rep.Reserved = res.size - res.end
 		}
 	}
 	return rep, nil

@@ -93,8 +93,8 @@ type Config struct {
 	// SegmentSize: once the active segment holds this many bytes, the next
 	// append starts a new segment. Default 64 MiB.
 	SegmentSize int64
-	// PreallocSize: disk is reserved ahead of the write offset in steps of this
-	// many bytes. Default 4 MiB.
+	// PreallocSize: disk is reserved ahead of the write offset, by writing
+	// zeros, in steps of this many bytes. Default 4 MiB.
 	PreallocSize int64
 	// Compression is the payload codec. Default CompressionZstd.
 	Compression Compression
@@ -227,11 +227,15 @@ type WAL struct {
 
 	// Owned by the Append holding the writer's turn (by Open before the first
 	// Append, by Close after the last).
-	f         vfs.File // active segment, positioned at off
-	off       int64    // data length of the active segment
-	segStart  int64    // off right after the active segment's header and carry-over frame
-	allocated int64    // bytes reserved by Preallocate in the active segment
-	unsynced  bool     // bytes written since the last Sync of f
+	f        vfs.File // active segment, positioned at off
+	off      int64    // data length of the active segment
+	segStart int64    // off right after the active segment's header and carry-over frame
+	// reserved: the active segment's file holds zeros from off up to at
+	// least reserved (written by Preallocate), so frames below reserved
+	// overwrite blocks in place and fdatasync need not write the inode.
+	// Invariant: off <= reserved <= file length.
+	reserved  int64
+	unsynced  bool // bytes written since the last sync of f
 	codec     frameCodec
 	raw       []byte            // scratch: encoded records
 	frame     []byte            // scratch: frame
@@ -376,15 +380,19 @@ func (w *WAL) recover(replay func(Record) error) error {
 			continue
 		}
 		w.f = f
+		// Zeros after the last frame are the reserve of the crashed
+		// process: kept, and the next frame overwrites them.
+		w.reserved = res.size
 		if res.torn {
 			w.log.Warn("wal: truncating torn final frame",
 				"file", seg.path, "offset", res.end, "dropped_bytes", res.size-res.end)
 			if err := f.Truncate(res.end); err != nil {
 				return fmt.Errorf("wal: truncate torn tail of %s: %w", seg.path, err)
 			}
-			if err := f.Sync(); err != nil {
+			if err := f.SyncData(); err != nil {
 				return fmt.Errorf("wal: sync %s: %w", seg.path, err)
 			}
+			w.reserved = res.end
 		}
 		if _, err := f.Seek(res.end, io.SeekStart); err != nil {
 			return fmt.Errorf("wal: seek %s: %w", seg.path, err)
@@ -424,7 +432,7 @@ func (w *WAL) track(seg *segment, r Record) {
 // return. With sync=false the fsync may be skipped unless a coalesced call
 // needs it; Append(nil, true) fsyncs everything written before.
 //
-// A full disk (ENOSPC from preallocating, writing or cutting a segment) fails
+// A full disk (ENOSPC from reserving, writing or cutting a segment) fails
 // only this Append, and the ones coalesced with it, with an error wrapping
 // ErrNoSpace: no byte of their frame is left in the log, and the same records
 // may be appended again later. Any other write, sync or close error (and an
@@ -556,7 +564,9 @@ func (w *WAL) writeBatch(batch []*request) error {
 		w.nRecords.Add(int64(nrec))
 	}
 	if needSync && w.unsynced {
-		if err := w.f.Sync(); err != nil {
+		// A data sync: below the reserve the frame overwrote zeros in
+		// place, so the size and the allocation are already durable.
+		if err := w.f.SyncData(); err != nil {
 			return fmt.Errorf("sync %s: %w", w.f.Name(), err)
 		}
 		w.unsynced = false
@@ -575,13 +585,12 @@ func (w *WAL) writeBatch(batch []*request) error {
 	return nil
 }
 
-// write appends b to the active segment, reserving disk ahead of it. On a
-// full disk it leaves the segment as it was and returns an error wrapping
-// ErrNoSpace.
+// write appends b to the active segment at off, first extending the zero
+// reserve if b does not fit in it. On a full disk it leaves the segment's
+// frames as they were and returns an error wrapping ErrNoSpace.
 func (w *WAL) write(b []byte) error {
-	if need := w.off + int64(len(b)); need > w.allocated {
-		step := w.cfg.PreallocSize
-		target := (need + step - 1) / step * step
+	if need := w.off + int64(len(b)); need > w.reserved {
+		target := w.reserveEnd(need)
 		err := w.f.Preallocate(target)
 		if errors.Is(err, syscall.ENOSPC) && target > need {
 			// The disk may still hold this frame, if not a whole step more:
@@ -590,11 +599,12 @@ func (w *WAL) write(b []byte) error {
 			err = w.f.Preallocate(target)
 		}
 		if err != nil {
-			// Nothing was written; a partial reservation beyond the data is
-			// harmless (KEEP_SIZE) and released by the next truncation.
+			// No frame byte was written. Zeros written before the disk
+			// filled stay: after the last frame they read as the clean end
+			// of the log, and the next Preallocate starts after them.
 			return noSpace(fmt.Errorf("preallocate %s: %w", w.f.Name(), err))
 		}
-		w.allocated = target
+		w.reserved = target
 	}
 	start := w.off
 	n, err := w.f.Write(b)
@@ -619,20 +629,28 @@ func (w *WAL) write(b []byte) error {
 	return noSpace(err)
 }
 
+// reserveEnd returns the length to reserve a segment to for data ending at
+// need: the next multiple of PreallocSize, but not past SegmentSize, where
+// the segment is cut; only the frame that crosses it writes beyond.
+func (w *WAL) reserveEnd(need int64) int64 {
+	step := w.cfg.PreallocSize
+	return max(need, min((need+step-1)/step*step, w.cfg.SegmentSize))
+}
+
 // rewind cuts the active segment back to off, the start of a frame that was
 // only partly written, and makes that durable: a crash must not leave the
 // partial frame's bytes behind a shorter frame written later at off (Open
-// would take them for corruption).
+// would take them for corruption). Truncating rather than overwriting with
+// zeros needs no space, which a full disk may not have.
 func (w *WAL) rewind(off int64) error {
 	if w.off > off {
 		if err := w.f.Truncate(off); err != nil {
 			return fmt.Errorf("truncate %s: %w", w.f.Name(), err)
 		}
+		// The reserve went with the partial frame.
+		w.reserved = off
 	}
-	// Truncating released the reservation past off, and the file may be
-	// reserved only partly if preallocation was cut short.
-	w.allocated = off
-	if err := w.f.Sync(); err != nil {
+	if err := w.f.SyncData(); err != nil {
 		return fmt.Errorf("sync %s: %w", w.f.Name(), err)
 	}
 	w.unsynced = false
@@ -654,11 +672,11 @@ func (w *WAL) cut() error {
 	old := w.f
 	// The old segment must be complete on disk before a successor exists:
 	// recovery treats damage in a non-final segment as corruption.
-	if err := old.Truncate(w.off); err != nil { // gives back the preallocated tail
+	if err := old.Truncate(w.off); err != nil { // gives back the zero reserve
 		return fmt.Errorf("truncate %s: %w", old.Name(), err)
 	}
-	w.allocated = w.off
-	if err := old.Sync(); err != nil {
+	w.reserved = w.off
+	if err := old.SyncData(); err != nil {
 		return fmt.Errorf("sync %s: %w", old.Name(), err)
 	}
 	w.unsynced = false
@@ -720,7 +738,7 @@ func (w *WAL) startSegment(seq uint64) error {
 	}
 	w.frame = buf
 	size := int64(len(buf))
-	alloc := (size + w.cfg.PreallocSize - 1) / w.cfg.PreallocSize * w.cfg.PreallocSize
+	alloc := w.reserveEnd(size)
 
 	f, err := w.fs.Create(tmp)
 	if err != nil {
@@ -733,6 +751,8 @@ func (w *WAL) startSegment(seq uint64) error {
 		w.fs.Remove(tmp)
 		return err
 	}
+	// The reserve is written and synced with the new segment, so that the
+	// first appends to it do not pay for it.
 	err = f.Preallocate(alloc)
 	if errors.Is(err, syscall.ENOSPC) && alloc > size {
 		alloc = size // as in write: use the last of the disk
@@ -744,7 +764,7 @@ func (w *WAL) startSegment(seq uint64) error {
 	if _, err := f.Write(buf); err != nil {
 		return fail(noSpace(fmt.Errorf("write %s: %w", tmp, err)))
 	}
-	if err := f.Sync(); err != nil {
+	if err := f.SyncData(); err != nil {
 		return fail(fmt.Errorf("sync %s: %w", tmp, err))
 	}
 	if err := f.Close(); err != nil {
@@ -765,7 +785,7 @@ func (w *WAL) startSegment(seq uint64) error {
 		f.Close()
 		return fmt.Errorf("seek %s: %w", path, err)
 	}
-	w.f, w.off, w.segStart, w.allocated, w.unsynced = f, size, size, alloc, false
+	w.f, w.off, w.segStart, w.reserved, w.unsynced = f, size, size, alloc, false
 	w.mu.Lock()
 	w.segs = append(w.segs, &segment{seq: seq, path: path, size: size, maxEntry: map[uint64]uint64{}})
 	w.total += size
@@ -831,15 +851,16 @@ func (w *WAL) isCoveredLocked(seg *segment) bool {
 	return true
 }
 
-// Size returns the bytes of segment data on disk (the sum of segment lengths).
+// Size returns the bytes of segment data on disk: the sum of the segments'
+// data lengths, without the zero reserve of the active segment.
 func (w *WAL) Size() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.total
 }
 
-// Close waits for queued Appends, then syncs, trims the preallocated space of
-// and closes the active segment. Later calls return ErrClosed. If the WAL had
+// Close waits for queued Appends, then trims the zero reserve of the active
+// segment, syncs and closes it. Later calls return ErrClosed. If the WAL had
 // failed, Close returns that error.
 func (w *WAL) Close() error {
 	w.mu.Lock()
@@ -858,7 +879,7 @@ func (w *WAL) Close() error {
 		if err == nil {
 			if terr := w.f.Truncate(w.off); terr != nil {
 				err = fmt.Errorf("%w: truncate %s: %w", ErrFailed, w.f.Name(), terr)
-			} else if serr := w.f.Sync(); serr != nil {
+			} else if serr := w.f.SyncData(); serr != nil {
 				err = fmt.Errorf("%w: sync %s: %w", ErrFailed, w.f.Name(), serr)
 			}
 		}

@@ -310,11 +310,21 @@ func TestTornFinalFrame(t *testing.T) {
 						t.Fatalf("cut at %d: Open: %v", k, err)
 					}
 					checkRecords(t, got, want)
-					if dropped := int64(len(img)) - last; dropped > 0 {
+					// Nothing but zeros after the last whole frame is the
+					// clean end of the log, as the WAL's own reserve is.
+					if slices.ContainsFunc(img[last:], func(b byte) bool { return b != 0 }) {
+						dropped := int64(len(img)) - last
 						for _, s := range []string{"torn", filepath.Base(seg), fmt.Sprintf("offset=%d", last), fmt.Sprintf("dropped_bytes=%d", dropped)} {
 							if !strings.Contains(logs.String(), s) {
 								t.Fatalf("cut at %d: warning %q lacks %q", k, logs.String(), s)
 							}
+						}
+					} else {
+						if logs.String() != "" {
+							t.Fatalf("cut at %d: zeros after the last frame logged %q", k, logs.String())
+						}
+						if st, err := os.Stat(filepath.Join(dir, filepath.Base(seg))); err != nil || st.Size() != int64(len(img)) {
+							t.Fatalf("cut at %d: zeros after the last frame were not kept (stat %v, %v)", k, st, err)
 						}
 					}
 					if w.Size() != last {
@@ -440,9 +450,10 @@ func TestBitFlipNonFinalSegment(t *testing.T) {
 	}
 }
 
-// TestBadFrameFollowedByData: in the final segment, a damaged last-but-one
+// TestFinalSegmentGarbage: in the final segment, a damaged last-but-one
 // frame is corruption even if it is followed only by a little garbage, and so
-// is garbage after a torn-looking tail.
+// is garbage after a torn-looking tail. Zeros after the last frame are the
+// clean end of the log.
 func TestFinalSegmentGarbage(t *testing.T) {
 	base := Config{Dir: filepath.Join(t.TempDir(), "orig"), FS: fastFS, Compression: CompressionNone}
 	seg, offs := buildFrames(t, base, testBatches(3))
@@ -451,7 +462,7 @@ func TestFinalSegmentGarbage(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		image   func() []byte
-		torn    bool
+		clean   bool
 		corrupt int64
 	}{
 		{"zeros after the end", func() []byte { return append(slices.Clone(orig), make([]byte, 100)...) }, true, 0},
@@ -480,20 +491,27 @@ func TestFinalSegmentGarbage(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, filepath.Base(seg)), tc.image(), 0o644); err != nil {
+			img := tc.image()
+			path := filepath.Join(dir, filepath.Base(seg))
+			if err := os.WriteFile(path, img, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			rep, verr := Verify(vfs.Default, dir)
+			var logs logBuffer
 			cfg := base
-			cfg.Dir = dir
+			cfg.Dir, cfg.Logger = dir, logs.logger()
 			w, _, err := tryOpen(cfg)
-			if tc.torn {
+			if tc.clean {
 				if err != nil || verr != nil {
-					t.Fatalf("Open = %v, Verify = %v; want a truncated torn tail", err, verr)
+					t.Fatalf("Open = %v, Verify = %v; want the clean end of the log", err, verr)
 				}
-				w.Close()
-				if rep.TornOffset != int64(len(orig)) {
-					t.Fatalf("Verify reports torn offset %d, want %d", rep.TornOffset, len(orig))
+				defer w.Close()
+				reserve := int64(len(img) - len(orig))
+				if rep.TornSegment != "" || rep.Reserved != reserve || rep.Bytes != int64(len(orig)) {
+					t.Fatalf("Verify report %+v; want no torn tail, %d bytes, %d reserved", rep, len(orig), reserve)
+				}
+				if st, err := os.Stat(path); err != nil || st.Size() != int64(len(img)) || logs.String() != "" {
+					t.Fatalf("Open changed the zero tail (stat %v, %v) or logged %q", st, err, logs.String())
 				}
 				return
 			}
@@ -596,20 +614,28 @@ func TestCompressionJSON(t *testing.T) {
 	}
 }
 
-func TestPreallocationKeepsSizeAndIsReleased(t *testing.T) {
+// TestReserveIsZerosAndIsReleased: while the WAL is open, the active segment
+// is PreallocSize bytes of data and zeros, really allocated; Close trims it
+// to the data.
+func TestReserveIsZerosAndIsReleased(t *testing.T) {
 	cfg := Config{Dir: t.TempDir(), PreallocSize: 1 << 20}
 	w, _ := openAll(t, cfg)
 	mustAppend(t, w, []Record{{Shard: 1, Type: RecordEntry, Index: 1, Data: []byte("hello")}}, true)
 	size, alloc := diskUsage(t, cfg.Dir)
-	if size != w.Size() {
-		t.Fatalf("file size %d, Size() %d", size, w.Size())
+	if size != 1<<20 || alloc < 1<<20 {
+		t.Fatalf("file of %d bytes, %d allocated; want %d of each", size, alloc, 1<<20)
 	}
-	if alloc < 1<<20 {
-		t.Skipf("file system did not preallocate (%d bytes allocated)", alloc)
+	b, err := os.ReadFile(segmentFiles(t, cfg.Dir)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(b[w.Size():], func(x byte) bool { return x != 0 }); i >= 0 {
+		t.Fatalf("byte %d after the data is %#x, want zero", w.Size()+int64(i), b[w.Size()+int64(i)])
 	}
 	mustClose(t, w)
-	if _, alloc := diskUsage(t, cfg.Dir); alloc >= 1<<20 {
-		t.Fatalf("%d bytes still allocated after Close", alloc)
+	size, alloc = diskUsage(t, cfg.Dir)
+	if size != w.Size() || alloc >= 1<<20 {
+		t.Fatalf("after Close: file of %d bytes, %d allocated; want the %d bytes of data", size, alloc, w.Size())
 	}
 }
 
@@ -678,8 +704,12 @@ func TestCompact(t *testing.T) {
 			t.Fatalf("active segment %s gone (last is %s)", last, got)
 		}
 		size, _ := diskUsage(t, cfg.Dir)
-		if w.Size() != size {
-			t.Fatalf("Size() = %d, files hold %d", w.Size(), size)
+		rep, err := Verify(vfs.Default, cfg.Dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.Size() != size-rep.Reserved || rep.Reserved == 0 {
+			t.Fatalf("Size() = %d, files hold %d with a reserve of %d", w.Size(), size, rep.Reserved)
 		}
 	}
 
