@@ -21,8 +21,10 @@ var noSpaceCases = []faultCase{
 	{"write: mid-header", vfs.OpWrite, ".wal", vfs.ErrNoSpace, 7, false},
 	{"write: mid-payload", vfs.OpWrite, ".wal", vfs.ErrNoSpace, 60, false},
 	{"preallocate", vfs.OpPreallocate, ".wal", vfs.ErrNoSpace, 0, false},
+	{"preallocate: some zeros written", vfs.OpPreallocate, ".wal", vfs.ErrNoSpace, 100, false},
 	{"cut: create", vfs.OpCreate, ".tmp", vfs.ErrNoSpace, 0, false},
 	{"cut: preallocate", vfs.OpPreallocate, ".tmp", vfs.ErrNoSpace, 0, false},
+	{"cut: preallocate, some zeros written", vfs.OpPreallocate, ".tmp", vfs.ErrNoSpace, 100, false},
 	{"cut: short write", vfs.OpWrite, ".tmp", vfs.ErrNoSpace, 10, false},
 	{"cut: rename", vfs.OpRename, ".wal", vfs.ErrNoSpace, 0, false},
 }
