@@ -637,6 +637,15 @@ func TestReserveIsZerosAndIsReleased(t *testing.T) {
 	if size != w.Size() || alloc >= 1<<20 {
 		t.Fatalf("after Close: file of %d bytes, %d allocated; want the %d bytes of data", size, alloc, w.Size())
 	}
+
+	// Segments are cut at SegmentSize: no zeros are written past it.
+	cfg = Config{Dir: t.TempDir(), SegmentSize: 4096, PreallocSize: 1 << 20}
+	w, _ = openAll(t, cfg)
+	defer w.Close()
+	mustAppend(t, w, []Record{{Shard: 1, Type: RecordEntry, Index: 1, Data: []byte("hello")}}, true)
+	if size, _ := diskUsage(t, cfg.Dir); size != cfg.SegmentSize {
+		t.Fatalf("file of %d bytes with SegmentSize %d, want the reserve to stop there", size, cfg.SegmentSize)
+	}
 }
 
 func TestCompact(t *testing.T) {
