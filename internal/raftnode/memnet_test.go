@@ -82,6 +82,8 @@ type memTransport struct {
 
 var _ Transport = (*memTransport)(nil)
 
+func (t *memTransport) SendNow(shard uint64, msgs []raftpb.Message) { t.Send(shard, msgs) }
+
 func (t *memTransport) Send(shard uint64, msgs []raftpb.Message) {
 	for _, m := range msgs {
 		dst, ok := t.nw.route(t.id, m.To)

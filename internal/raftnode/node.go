@@ -814,6 +814,13 @@ func (n *Node) handleReady(p *pendingReady) error {
 		// its own vote the same way, so a leader's term and vote are on disk
 		// before it sends anything as leader.
 		//
+		// The early messages are queued for the connections' writer
+		// goroutines, which write them while this one waits for its fsync.
+		// A Ready with nothing to fsync has no such wait to overlap: all its
+		// messages go out after it is applied (so a leader answers the
+		// clients whose writes it just committed before it spends time on
+		// the network), written by this goroutine at once.
+		//
 		// This stays correct when the leader's own persist then stalls on a
 		// full disk: a stalled Ready is not advanced, so until it is the
 		// entries count only where followers made them durable, and a
@@ -821,9 +828,13 @@ func (n *Node) handleReady(p *pendingReady) error {
 		// leader steps nothing meanwhile, so it commits and applies nothing
 		// either, and a new leader elected by the followers carries on.
 		var early []raftpb.Message
-		early, p.late = splitMessages(rd.Messages)
+		if rd.MustSync {
+			early, p.late = splitMessages(rd.Messages)
+		} else {
+			p.late = rd.Messages
+		}
 		p.decided = true
-		n.send(early)
+		n.send(early, false)
 	}
 	if err := n.persist(rd); err != nil {
 		return err
@@ -834,7 +845,9 @@ func (n *Node) handleReady(p *pendingReady) error {
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.durable = rd.HardState
 	}
-	n.send(p.late)
+	if rd.MustSync {
+		n.send(p.late, true)
+	}
 	if rd.SoftState != nil {
 		n.leader.Store(rd.SoftState.Lead)
 		// A new leader does not answer its predecessor's ReadIndex requests.
@@ -851,6 +864,9 @@ func (n *Node) handleReady(p *pendingReady) error {
 		return err
 	}
 	n.reads.release(n.applied.Load())
+	if !rd.MustSync {
+		n.send(p.late, true)
+	}
 	n.rn.Advance(rd)
 	n.noteReplayed()
 	n.maybeSnapshot()

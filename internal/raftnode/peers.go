@@ -23,6 +23,10 @@ type Transport interface {
 	// Send queues msgs for delivery; it never blocks and may drop (Raft
 	// retransmits).
 	Send(shard uint64, msgs []raftpb.Message)
+	// SendNow is Send for a caller with nothing else to do meanwhile: it
+	// may spend the caller's time writing to an idle connection itself
+	// (never blocking on the network), which delivers sooner.
+	SendNow(shard uint64, msgs []raftpb.Message)
 	// SendSnapshot streams r to peer to and returns once the peer installed it
 	// (nil) or failed to.
 	SendSnapshot(ctx context.Context, to, shard uint64, r io.Reader) error
@@ -175,7 +179,7 @@ func (n *Node) HandleSnapshot(from, shard uint64, r io.Reader) error {
 }
 
 // send hands messages to the transport; snapshots go out on their own stream.
-func (n *Node) send(msgs []raftpb.Message) {
+func (n *Node) send(msgs []raftpb.Message, now bool) {
 	if len(msgs) == 0 || n.cfg.Transport == nil {
 		return
 	}
@@ -201,7 +205,11 @@ func (n *Node) send(msgs []raftpb.Message) {
 		}
 		out = append(out, m)
 	}
-	if len(out) > 0 {
+	switch {
+	case len(out) == 0:
+	case now:
+		n.cfg.Transport.SendNow(n.cfg.Shard, out)
+	default:
 		n.cfg.Transport.Send(n.cfg.Shard, out)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -34,9 +35,19 @@ const (
 // dialed (inbound, p nil) is the mirror image. Each has a reader and a writer
 // goroutine. The writer drains everything queued in one go into one buffer
 // and one write, so a burst of messages costs one system call.
+//
+// One goroutine at a time holds the writer's turn (busy) and writes to the
+// socket. Raft messages sent with SendNow while nobody holds it and nothing
+// else is queued are written by the sending goroutine itself with a
+// non-blocking write (see enqueueRaft): a Raft loop answering an idle peer
+// then costs no wake-up of the writer goroutine. What the socket does not
+// take at once is left to the writer goroutine.
 type conn struct {
-	t      *Transport
-	nc     net.Conn
+	t  *Transport
+	nc net.Conn
+	// raw gives the socket for non-blocking inline writes; nil when nc is
+	// not a plain TCP connection (TLS), which is written by the writer only.
+	raw    syscall.RawConn
 	fr     *frameReader
 	peerID uint64
 	p      *peer // outbound only
@@ -56,6 +67,11 @@ type conn struct {
 
 	mu     sync.Mutex
 	closed bool
+	// busy: a goroutine holds the writer's turn.
+	busy bool
+	// leftover holds bytes an inline write could not finish; they go out
+	// before anything else.
+	leftover []byte
 	// Invariant: len(raftQ) <= cfg.QueueSize.
 	raftQ  []queuedMsg
 	ctrl   [][]byte     // encoded frames, written in order before anything else
@@ -65,6 +81,11 @@ type conn struct {
 	nextID  uint64
 	calls   map[uint64]chan callResult
 	streams map[uint64]*outStream
+
+	// Owned by the holder of the writer's turn.
+	r     round
+	buf   []byte
+	spill []byte // what an inline write left unwritten, published as leftover
 
 	// Inbound only.
 	serving    map[uint64]context.CancelFunc
@@ -88,6 +109,11 @@ func newConn(t *Transport, nc net.Conn, fr *frameReader, peerID uint64, p *peer)
 		cancel:     cancel,
 	}
 	c.lastRecv.Store(time.Now().UnixNano())
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
 	if p != nil {
 		c.calls = map[uint64]chan callResult{}
 		c.streams = map[uint64]*outStream{}
@@ -148,8 +174,11 @@ func (c *conn) signal() {
 	}
 }
 
-// enqueueRaft queues as many of msgs as fit and returns how many.
-func (c *conn) enqueueRaft(shard uint64, msgs []raftpb.Message) int {
+// enqueueRaft queues as many of msgs as fit and returns how many. If now is
+// set, nobody holds the writer's turn and nothing else waits, the caller
+// takes the turn and writes the queue itself (writeInline) instead of waking
+// the writer.
+func (c *conn) enqueueRaft(shard uint64, msgs []raftpb.Message, now bool) int {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -159,11 +188,81 @@ func (c *conn) enqueueRaft(shard uint64, msgs []raftpb.Message) int {
 	for i := range n {
 		c.raftQ = append(c.raftQ, queuedMsg{shard: shard, msg: msgs[i]})
 	}
+	inline := now && n > 0 && c.raw != nil && !c.busy && c.leftover == nil && len(c.ctrl) == 0 && len(c.active) == 0
+	if inline {
+		c.busy = true
+		c.takeLocked(&c.r)
+	}
 	c.mu.Unlock()
-	if n > 0 {
+	switch {
+	case inline:
+		c.writeInline()
+	case n > 0:
 		c.signal()
 	}
 	return n
+}
+
+// writeInline writes c.r, taken by a caller that holds the writer's turn,
+// without blocking: what the socket does not take now becomes leftover for
+// the writer goroutine. It then gives up the turn and wakes the writer if
+// anything is left or was queued meanwhile.
+func (c *conn) writeInline() {
+	var err error
+	c.buf, err = c.writeRound(c.buf[:0], &c.r, c.tryWrite)
+	c.resetRound()
+	if err != nil {
+		c.close(fmt.Errorf("%w: write: %w", ErrConnLost, err))
+		return
+	}
+	c.mu.Lock()
+	if c.spill != nil {
+		c.leftover, c.spill = c.spill, nil
+	}
+	c.busy = false
+	more := c.leftover != nil || len(c.raftQ)+len(c.ctrl)+len(c.active) > 0
+	c.mu.Unlock()
+	if more {
+		c.signal()
+	}
+}
+
+// tryWrite writes b to the socket as far as it takes it without blocking and
+// keeps the rest in c.spill; once something is spilled, later bytes are
+// appended to it so that order holds.
+func (c *conn) tryWrite(b []byte) error {
+	if c.spill != nil {
+		c.spill = append(c.spill, b...)
+		return nil
+	}
+	if c.p != nil {
+		c.p.writes.Add(1)
+	}
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true // never wait for the socket: that is the writer's job
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return err
+	case werr == syscall.EAGAIN:
+		n = 0
+	case werr != nil:
+		return werr
+	}
+	if n < len(b) {
+		c.spill = append([]byte(nil), b[n:]...)
+		if c.p != nil {
+			c.p.spills.Add(1)
+		}
+	}
+	return nil
 }
 
 // enqueueCtrl queues an encoded frame; it reports false if the connection
@@ -189,13 +288,13 @@ type round struct {
 
 func (r *round) empty() bool { return len(r.raft)+len(r.ctrl)+len(r.items) == 0 }
 
-// take moves everything queued into r, except that it takes at most one data
+// takeLocked moves everything queued into r, except that it takes at most one data
 // chunk per snapshot stream, so that a snapshot delays other traffic by at
 // most one chunk per round. r's slices must be empty; they are swapped in as
 // the new queues, so steady traffic allocates nothing.
-func (c *conn) take(r *round) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+//
+// c.mu must be held.
+func (c *conn) takeLocked(r *round) {
 	r.raft, c.raftQ = c.raftQ, r.raft
 	r.ctrl, c.ctrl = c.ctrl, r.ctrl
 	keep := c.active[:0]
@@ -219,10 +318,11 @@ func (c *conn) take(r *round) {
 	c.active = keep
 }
 
+// writeLoop writes whatever is queued whenever it is woken and nobody else
+// holds the writer's turn; an inline writer that gives up the turn with
+// something left wakes it again.
 func (c *conn) writeLoop() {
 	defer c.t.wg.Done()
-	var r round
-	var buf []byte
 	for {
 		select {
 		case <-c.wake:
@@ -230,34 +330,58 @@ func (c *conn) writeLoop() {
 			return
 		}
 		for {
-			c.take(&r)
-			if r.empty() {
+			c.mu.Lock()
+			if c.busy || c.closed {
+				c.mu.Unlock()
 				break
 			}
-			var err error
-			buf, err = c.writeRound(buf[:0], &r)
-			if cap(buf) > maxWriteBuf {
-				buf = nil
+			left := c.leftover
+			c.leftover = nil
+			c.takeLocked(&c.r)
+			if left == nil && c.r.empty() {
+				c.mu.Unlock()
+				break
 			}
-			clear(r.raft)
-			clear(r.ctrl)
-			clear(r.items)
-			r.raft, r.ctrl, r.items = r.raft[:0], r.ctrl[:0], r.items[:0]
+			c.busy = true
+			c.mu.Unlock()
+			var err error
+			if left != nil {
+				err = c.write(left)
+			}
+			if err == nil {
+				c.buf, err = c.writeRound(c.buf[:0], &c.r, c.write)
+			}
+			c.resetRound()
 			if err != nil {
 				c.close(fmt.Errorf("%w: write: %w", ErrConnLost, err))
 				return
 			}
+			c.mu.Lock()
+			c.busy = false
+			c.mu.Unlock()
 		}
 	}
 }
 
-// writeRound encodes r into buf and writes it, in pieces of about
+// resetRound empties c.r and drops an overgrown c.buf after a round.
+func (c *conn) resetRound() {
+	if cap(c.buf) > maxWriteBuf {
+		c.buf = nil
+	}
+	r := &c.r
+	clear(r.raft)
+	clear(r.ctrl)
+	clear(r.items)
+	r.raft, r.ctrl, r.items = r.raft[:0], r.ctrl[:0], r.items[:0]
+}
+
+// writeRound encodes r into buf and hands it to write, in pieces of about
 // maxWriteBuf if it is large.
-func (c *conn) writeRound(buf []byte, r *round) ([]byte, error) {
+func (c *conn) writeRound(buf []byte, r *round, write func([]byte) error) ([]byte, error) {
 	var err error
 	flush := func(force bool) {
 		if err == nil && len(buf) > 0 && (force || len(buf) >= maxWriteBuf) {
-			err = c.write(buf)
+			err = write(buf)
 			buf = buf[:0]
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,8 +53,8 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestSendInOrder has three nodes send each other batches of messages of
-// several shards; everything arrives, in order per sender and shard, and
-// large batches share writes.
+// several shards, half with Send and half with SendNow; everything arrives,
+// in order per sender and shard, and large batches share writes.
 func TestSendInOrder(t *testing.T) {
 	const (
 		nodes   = 3
@@ -93,7 +94,11 @@ func TestSendInOrder(t *testing.T) {
 					msgs = append(msgs, app(a.cfg.ID, to, seq[k], payload))
 					seq[k]++
 				}
-				a.Send(shard, msgs)
+				if shard%2 == 0 {
+					a.Send(shard, msgs)
+				} else {
+					a.SendNow(shard, msgs)
+				}
 			}
 		}
 	}
@@ -479,4 +484,52 @@ func TestClose(t *testing.T) {
 	waitFor(t, 5*time.Second, "B notices", func() (bool, string) {
 		return !b.Stats()[1].Connected, ""
 	})
+}
+
+// TestInlineWritesSpillInOrder fills the socket to a peer whose handler is
+// stuck, so that the sender's inline writes cannot finish and leave the rest
+// to the writer goroutine while more messages keep coming; once the peer
+// reads again everything arrives, in order, with nothing dropped.
+func TestInlineWritesSpillInOrder(t *testing.T) {
+	const (
+		sends = 200
+		batch = 50
+	)
+	unblock := make(chan struct{})
+	var once sync.Once
+	recA, recB := newRecorder(), newRecorder()
+	recB.onRaft = func(uint64, []raftpb.Message) { <-unblock }
+	cfgA := testConfig(1, recA)
+	cfgA.QueueSize = sends * batch
+	a := start(t, cfgA)
+	b := start(t, testConfig(2, recB))
+	defer once.Do(func() { close(unblock) })
+	mesh(a, b)
+	waitConnected(t, a, 2)
+
+	payload := make([]byte, 8<<10) // 200 x 50 x 8 KiB = 80 MiB, far more than socket buffers hold
+	seq := uint64(0)
+	for range sends {
+		msgs := make([]raftpb.Message, batch)
+		for i := range msgs {
+			msgs[i] = app(1, 2, seq, payload)
+			seq++
+		}
+		a.SendNow(1, msgs)
+	}
+	a.mu.RLock()
+	p := a.peers[2]
+	a.mu.RUnlock()
+	if p.spills.Load() == 0 {
+		t.Fatalf("no inline write was cut short (writes %d): the test did not fill the socket", p.writes.Load())
+	}
+	once.Do(func() { close(unblock) })
+	waitFor(t, 60*time.Second, "all messages delivered", func() (bool, string) {
+		return recB.received() == int(seq), fmt.Sprintf("%d of %d; stats %v", recB.received(), seq, a.Stats())
+	})
+	checkInOrder(t, recB.flow(1, 1), int(seq), "1→2")
+	if s := a.Stats()[2]; s.Dropped != 0 || s.Reconnects != 0 || s.Sent != seq {
+		t.Errorf("stats %+v, want %d sent, none dropped, no reconnects", s, seq)
+	}
+	t.Logf("%d messages, %d writes, %d inline writes spilled", seq, p.writes.Load(), p.spills.Load())
 }
