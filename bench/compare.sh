@@ -145,14 +145,16 @@ wait_ready() {
 }
 
 # bench TARGET ENDPOINTS: the workloads, one after the other. write1 is
-# writes with a single client; the others use --clients clients.
+# writes with a single client whose requests take the endpoints in turn (as
+# etcd's client balancer does, so the leader serves a third of them either
+# way); the others use --clients clients.
 bench() {
 	local target=$1 endpoints=$2 w
 	local -a common=(-target "$target" -endpoints "$endpoints" -duration "$DURATION"
 		-keys "$KEYS" -value-size "$VALUE_SIZE" -conns 4)
 	for w in $WORKLOADS; do
 		case $w in
-		write1) run_kvbench "$target" "${common[@]}" -workload write -clients 1 ;;
+		write1) run_kvbench "$target" "${common[@]}" -workload write -clients 1 -route each ;;
 		*) run_kvbench "$target" "${common[@]}" -workload "$w" -clients "$CLIENTS" ;;
 		esac
 	done

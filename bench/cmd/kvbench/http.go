@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,6 +16,7 @@ type httpTarget struct {
 	client *http.Client
 	bases  []string // "http://host:port"
 	route  string
+	next   atomic.Uint64 // route "each": requests so far
 }
 
 func newHTTPTarget(c *config) *httpTarget {
@@ -36,8 +38,11 @@ func newHTTPTarget(c *config) *httpTarget {
 }
 
 func (t *httpTarget) base(ctx context.Context) string {
-	if t.route == "one" || len(t.bases) == 1 {
+	switch {
+	case t.route == "one" || len(t.bases) == 1:
 		return t.bases[0]
+	case t.route == "each":
+		return t.bases[(t.next.Add(1)-1)%uint64(len(t.bases))]
 	}
 	return t.bases[workerOf(ctx)%len(t.bases)]
 }

@@ -69,7 +69,7 @@ func main() {
 	}
 	fs.StringVar(&c.target, "target", "distkv", "system under test: distkv, etcd, redis or null (null speaks distkv's HTTP API)")
 	fs.StringVar(&endpoints, "endpoints", "", "comma-separated endpoints (host:port); default per target: distkv 127.0.0.1:8000,8001,8002; etcd 127.0.0.1:2379; redis 127.0.0.1:6379; null 127.0.0.1:8100")
-	fs.StringVar(&c.route, "route", "rr", "HTTP targets: rr (each worker sticks to endpoint i%n, spreading workers round-robin) or one (every worker uses the first endpoint)")
+	fs.StringVar(&c.route, "route", "rr", "HTTP targets: rr (each worker sticks to endpoint i%n, spreading workers round-robin), each (every request goes to the next endpoint in turn, as etcd's client balancer does) or one (every worker uses the first endpoint)")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with one request in flight (1..1024)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to run (ignored if -ops > 0)")
 	fs.Int64Var(&c.ops, "ops", 0, "stop after this many operations in total (0: use -duration)")
@@ -129,7 +129,7 @@ func (c *config) validate(endpoints string) error {
 		return fmt.Errorf("-zipf-s must be > 1")
 	}
 	switch c.route {
-	case "rr", "one":
+	case "rr", "one", "each":
 	default:
 		return fmt.Errorf("unknown -route %q", c.route)
 	}

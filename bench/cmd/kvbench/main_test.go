@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -94,6 +95,46 @@ func TestLoadWritesEveryKeyOnce(t *testing.T) {
 		k := keyName(i)
 		if len(k) != 16 || seen[k] != 1 {
 			t.Fatalf("key %q (%d bytes) written %d times; want 16 bytes, once", k, len(k), seen[k])
+		}
+	}
+}
+
+// Route "each" sends one worker's requests to every endpoint in turn; "rr"
+// keeps a worker on one endpoint.
+func TestRoutes(t *testing.T) {
+	for _, tc := range []struct {
+		route string
+		want  [3]int
+	}{{"each", [3]int{10, 10, 10}}, {"rr", [3]int{30, 0, 0}}} {
+		var counts [3]atomic.Int64
+		var eps []string
+		for i := range counts {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodPut {
+					counts[i].Add(1)
+				}
+				nullHandler(64).ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			eps = append(eps, strings.TrimPrefix(srv.URL, "http://"))
+		}
+		c := config{target: "distkv", clients: 1, ops: 30, workload: "write", keys: 10,
+			valueSize: 64, dist: "uniform", timeout: 5 * time.Second, route: tc.route, quiet: true, conns: 1}
+		if err := c.validate(strings.Join(eps, ",")); err != nil {
+			t.Fatal(err)
+		}
+		tg, err := newTarget(context.Background(), &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := run(context.Background(), tg, &c)
+		tg.Close()
+		if err != nil || res.errors != 0 {
+			t.Fatalf("route %s: err %v, %d errors", tc.route, err, res.errors)
+		}
+		got := [3]int{int(counts[0].Load()), int(counts[1].Load()), int(counts[2].Load())}
+		if got != tc.want {
+			t.Errorf("route %s: puts per endpoint %v, want %v", tc.route, got, tc.want)
 		}
 	}
 }
