@@ -8,11 +8,13 @@
 #   bench/ab.sh BIN_A BIN_B ROUNDS "workload clients seconds" ...
 #   bench/ab.sh /tmp/distkv-old bin/distkv 2 "write 64 5" "read 64 5" "write 1 4"
 #
-# ARGS_A and ARGS_B in the environment add server flags for each side, so one
-# binary can be compared with itself under two settings:
+# ARGS_A and ARGS_B in the environment add server flags for each side, and
+# ENV_A and ENV_B environment variables (NAME=value ...), so one binary can be
+# compared with itself under two settings:
 #   ARGS_B="--wal-compression s2" bench/ab.sh bin/distkv bin/distkv 3 "write 64 8"
+#   ENV_B="GOMAXPROCS=1" bench/ab.sh bin/distkv bin/distkv 3 "read 64 8"
 set -euo pipefail
-[ $# -ge 4 ] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 A=$1 B=$2 ROUNDS=$3; shift 3
 SPECS=("$@")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -36,10 +38,10 @@ cpu_ticks() { # total utime+stime clock ticks of the given pids
 hz=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
 	for v in A B; do
-		bin=$A args=${ARGS_A:-}
-		[ "$v" = B ] && bin=$B args=${ARGS_B:-}
+		bin=$A args=${ARGS_A:-} envs=${ENV_A:-}
+		[ "$v" = B ] && bin=$B args=${ARGS_B:-} envs=${ENV_B:-}
 		rm -rf "$TMP/data"
-		"$bin" dev --nodes 3 --data-dir "$TMP/data" --http-port 18000 --peer-port 19000 -- --log-level warn $args >"$TMP/dev.log" 2>&1 &
+		env $envs "$bin" dev --nodes 3 --data-dir "$TMP/data" --http-port 18000 --peer-port 19000 -- --log-level warn $args >"$TMP/dev.log" 2>&1 &
 		DEV=$!
 		for _ in $(seq 60); do
 			"$KVBENCH" -target distkv -endpoints "$EP" -clients 3 -ops 30 -quiet -timeout 1s 2>/dev/null | grep -q ' errors=0 ' && break
