@@ -90,10 +90,11 @@ stop_all() {
 		kill -TERM "$p" 2>/dev/null || true
 	done
 	for p in "${PIDS[@]}"; do
-		# wait up to ~10 s, then SIGKILL the process (and its group, for distkv dev)
+		# wait up to ~10 s, then SIGKILL the process (and its children, for distkv dev)
 		for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 		if kill -0 "$p" 2>/dev/null; then
-			kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null || true
+			pkill -KILL -P "$p" 2>/dev/null || true
+			kill -KILL "$p" 2>/dev/null || true
 		fi
 		wait "$p" 2>/dev/null || true
 	done
@@ -103,10 +104,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# start NAME CMD...: runs CMD in its own process group, logging to $TMP/NAME.log
+# start NAME CMD...: runs CMD in the background, logging to $TMP/NAME.log. Not
+# in a session of its own: with the kernel's autogroup scheduling (on by
+# default), a new session is a scheduling group that gets no more CPU than
+# kvbench's, however many processes it holds, which would cap a 3-process
+# cluster at half the machine while a 1-process server is not capped at all.
 start() {
 	local name=$1; shift
-	setsid "$@" >"$TMP/$name.log" 2>&1 &
+	"$@" >"$TMP/$name.log" 2>&1 &
 	PIDS+=($!)
 }
 
