@@ -23,8 +23,8 @@ func newHTTPTarget(c *config) *httpTarget {
 	tr := &http.Transport{
 		Proxy:               nil,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        c.clients * 2,
-		MaxIdleConnsPerHost: c.clients + 16, // every worker keeps its connection
+		MaxIdleConns:        (c.clients + 16) * len(c.endpoints), // -route each: a worker keeps one per endpoint
+		MaxIdleConnsPerHost: c.clients + 16,                      // every worker keeps its connection
 		MaxConnsPerHost:     0,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,

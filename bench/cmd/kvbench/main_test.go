@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -99,22 +100,28 @@ func TestLoadWritesEveryKeyOnce(t *testing.T) {
 	}
 }
 
-// Route "each" sends one worker's requests to every endpoint in turn; "rr"
-// keeps a worker on one endpoint.
+// Route "each" sends one worker's requests to every endpoint in turn, over
+// one kept-alive connection per endpoint; "rr" keeps a worker on one endpoint.
 func TestRoutes(t *testing.T) {
 	for _, tc := range []struct {
 		route string
 		want  [3]int
 	}{{"each", [3]int{10, 10, 10}}, {"rr", [3]int{30, 0, 0}}} {
-		var counts [3]atomic.Int64
+		var counts, conns [3]atomic.Int64
 		var eps []string
 		for i := range counts {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Method == http.MethodPut {
 					counts[i].Add(1)
 				}
 				nullHandler(64).ServeHTTP(w, r)
 			}))
+			srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+				if st == http.StateNew {
+					conns[i].Add(1)
+				}
+			}
+			srv.Start()
 			defer srv.Close()
 			eps = append(eps, strings.TrimPrefix(srv.URL, "http://"))
 		}
@@ -135,6 +142,11 @@ func TestRoutes(t *testing.T) {
 		got := [3]int{int(counts[0].Load()), int(counts[1].Load()), int(counts[2].Load())}
 		if got != tc.want {
 			t.Errorf("route %s: puts per endpoint %v, want %v", tc.route, got, tc.want)
+		}
+		for i := range conns {
+			if n := conns[i].Load(); n > 1 {
+				t.Errorf("route %s: endpoint %d saw %d connections for %d puts; want one kept alive", tc.route, i, n, got[i])
+			}
 		}
 	}
 }
