@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,8 +37,10 @@ func newDevCommand() *cobra.Command {
 		Long: `Run a local cluster of --nodes members, each its own OS process (so kill -9
 of one shows fail-over): node i (from 1) serves HTTP on 127.0.0.1:(8000+i-1) and
 Raft on 127.0.0.1:(9000+i-1), with data in <data-dir>/n<i>. Flags after -- go to
-every server. Ctrl-C (or SIGTERM) stops them all; a node that exits is reported
-with the command that restarts it.`,
+every server. The nodes share the machine, so each gets an equal share of its
+CPUs (GOMAXPROCS = CPUs / nodes, at least 1) unless GOMAXPROCS is set. Ctrl-C
+(or SIGTERM) stops them all; a node that exits is reported with the command
+that restarts it.`,
 		RunE: func(cmd *cobra.Command, extra []string) error {
 			if nodes < 1 || nodes > 99 {
 				return fmt.Errorf("--nodes must be 1..99, got %d", nodes)
@@ -61,6 +64,13 @@ type devNode struct {
 	done chan struct{}
 }
 
+// nodeProcs is the GOMAXPROCS of each of nodes processes sharing cpus CPUs:
+// more would only have their Go schedulers spin and hand work between
+// threads that compete for the same cores.
+func nodeProcs(cpus, nodes int) int {
+	return max(1, cpus/nodes)
+}
+
 func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, extra []string) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -69,6 +79,11 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 	token, err := devClusterToken(dataDir)
 	if err != nil {
 		return err
+	}
+	env, envNote := os.Environ(), ""
+	if os.Getenv("GOMAXPROCS") == "" {
+		envNote = fmt.Sprintf("GOMAXPROCS=%d ", nodeProcs(runtime.NumCPU(), n))
+		env = append(env, strings.TrimSpace(envNote))
 	}
 	var cluster []string
 	for i := 0; i < n; i++ {
@@ -110,6 +125,7 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 			"--cluster-token", token}
 		args = append(args, extra...) // a --cluster-token here wins: the last one counts
 		c := exec.Command(self, args...)
+		c.Env = env
 		// Own process group: the terminal's Ctrl-C reaches only dev, which
 		// stops the nodes in order. Pdeathsig: if dev dies, so do they.
 		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -144,7 +160,7 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 			return nil
 		case d := <-exited:
 			alive--
-			logf("distkv dev: %s exited (%v); restart it with:\n  %s %s", d.name, d.cmd.ProcessState, self, strings.Join(d.args, " "))
+			logf("distkv dev: %s exited (%v); restart it with:\n  %s%s %s", d.name, d.cmd.ProcessState, envNote, self, strings.Join(d.args, " "))
 			if alive == 0 {
 				return fmt.Errorf("every node has exited")
 			}

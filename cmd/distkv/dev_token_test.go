@@ -39,3 +39,14 @@ func TestDevClusterToken(t *testing.T) {
 		t.Fatal("empty token file: want an error")
 	}
 }
+
+// Nodes of a dev cluster split the machine's CPUs between them.
+func TestNodeProcs(t *testing.T) {
+	for _, tc := range []struct{ cpus, nodes, want int }{
+		{2, 3, 1}, {1, 3, 1}, {8, 3, 2}, {8, 1, 8}, {64, 5, 12}, {4, 4, 1},
+	} {
+		if got := nodeProcs(tc.cpus, tc.nodes); got != tc.want {
+			t.Errorf("nodeProcs(%d cpus, %d nodes) = %d, want %d", tc.cpus, tc.nodes, got, tc.want)
+		}
+	}
+}
