@@ -378,13 +378,20 @@ func (n *Node) recover() error {
 	n.recoveredLast = lastIndex(ents, n.snapIndex)
 
 	rc := &raft.Config{
-		ID:                        n.raftID,
-		ElectionTick:              n.cfg.ElectionTicks,
-		HeartbeatTick:             n.cfg.HeartbeatTicks,
-		Storage:                   n.storage,
-		Applied:                   n.snapIndex,
-		MaxSizePerMsg:             1 << 20,
-		MaxInflightMsgs:           256,
+		ID:            n.raftID,
+		ElectionTick:  n.cfg.ElectionTicks,
+		HeartbeatTick: n.cfg.HeartbeatTicks,
+		Storage:       n.storage,
+		Applied:       n.snapIndex,
+		MaxSizePerMsg: 1 << 20,
+		// Few appends in flight per follower: while they are, the entries
+		// proposed meanwhile gather into the next one, so under load a
+		// round carries many entries at the cost of one message, one
+		// follower fsync and one acknowledgement, instead of one round per
+		// loop iteration. A follower that is behind still gets 4 MiB per
+		// round trip. Interleaved A/B, 64-client writes on 2 cores: CPU per
+		// write 115-123 us with 1, 2 or 4, 136-144 us with 256.
+		MaxInflightMsgs:           4,
 		MaxUncommittedEntriesSize: 1 << 30,
 		CheckQuorum:               true,
 		PreVote:                   true,
