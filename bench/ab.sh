@@ -48,7 +48,7 @@ for round in $(seq "$ROUNDS"); do
 			sleep 0.5
 		done
 		"$KVBENCH" -target distkv -endpoints "$EP" -workload load -keys 1000 -clients 16 -quiet >/dev/null
-		pids=$(pgrep -P "$DEV")
+		pids=$(pgrep -P "$DEV") || { echo "ab.sh: $bin dev is not running (ports 18000-18002/19000-19002 taken?):" >&2; cat "$TMP/dev.log" >&2; exit 1; }
 		for spec in "${SPECS[@]}"; do
 			read -r w c s <<<"$spec"
 			t0=$(cpu_ticks $pids)
