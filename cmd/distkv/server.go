@@ -90,7 +90,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.Uint64Var(&o.snapshotEntries, "snapshot-entries", 10000, "applied entries between snapshots")
 	f.Uint64Var(&o.catchupEntries, "snapshot-catchup-entries", 5000, "entries kept in memory behind a snapshot for slow followers; one further behind gets the snapshot")
 	f.Var(&o.walSegmentSize, "wal-segment-size", "WAL segment size (bytes; KiB/MiB suffixes allowed)")
-	f.StringVar(&o.walCompression, "wal-compression", "zstd", "WAL frame compression: zstd, s2 or none")
+	f.StringVar(&o.walCompression, "wal-compression", "s2", "WAL frame compression: s2 (cheap on the write path), zstd (smaller) or none")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
