@@ -74,7 +74,6 @@ type Node struct {
 	kv *kv.Store
 
 	propc       chan *proposal
-	readc       chan *readRequest
 	snapDone    chan snapResult
 	recvc       chan raftpb.Message
 	unreachc    chan uint64
@@ -184,7 +183,6 @@ func Open(cfg Config) (*Node, error) {
 		storage:     raft.NewMemoryStorage(),
 		kv:          kv.NewStore(),
 		propc:       make(chan *proposal, 4096),
-		readc:       make(chan *readRequest, 4096),
 		snapDone:    make(chan snapResult, 1),
 		recvc:       make(chan raftpb.Message, 8192),
 		unreachc:    make(chan uint64, 64),
@@ -207,6 +205,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("seed read contexts: %w", err)
 	}
 	n.reads.nonce = binary.LittleEndian.Uint64(seed[:])
+	n.reads.wake = make(chan struct{}, 1)
 
 	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
@@ -702,17 +701,8 @@ func (n *Node) run() {
 				}
 				break
 			}
-		case r := <-n.readc:
-			n.reads.add(r)
-			for i := 1; i < n.cfg.MaxProposalBatch; i++ {
-				select {
-				case r := <-n.readc:
-					n.reads.add(r)
-					continue
-				default:
-				}
-				break
-			}
+		case <-n.reads.wake:
+			// issue, below, takes the round the read opened.
 		case m := <-n.recvc:
 			n.step(m)
 			for i := 1; i < 4096; i++ {
@@ -962,8 +952,10 @@ func (n *Node) stalled() error {
 			timer.Reset(delay)
 		case p := <-n.propc:
 			p.done <- proposalResult{err: ErrNoSpace}
-		case r := <-n.readc:
-			r.done <- n.stalledRead()
+		case <-n.reads.wake:
+			if r := n.reads.takeOpen(); r != nil {
+				r.answer(n.stalledRead())
+			}
 		case <-n.recvc:
 			n.dropped.Add(1)
 		case <-n.unreachc:
@@ -1202,9 +1194,6 @@ func (n *Node) shutdown(cause error) {
 		select {
 		case p := <-n.propc:
 			p.done <- proposalResult{err: stopped}
-			continue
-		case r := <-n.readc:
-			r.done <- stopped
 			continue
 		default:
 		}

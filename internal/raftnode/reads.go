@@ -3,53 +3,105 @@ package raftnode
 import (
 	"context"
 	"encoding/binary"
+	"sync"
 
 	"go.etcd.io/raft/v3"
 
 	"github.com/distkv/distkv/internal/kv"
 )
 
-type readRequest struct {
-	done chan error // buffered, 1
-}
-
-type readBatch struct {
-	reqs   []*readRequest
+// readRound is one ReadIndex round. Every read that joined it before the
+// loop handed it to Raft is answered once the read index Raft confirmed for
+// it is applied: that index is at least the commit index when each of those
+// reads arrived.
+type readRound struct {
+	done   chan struct{} // closed when answered; err is set before
+	err    error
 	index  uint64 // the read index Raft confirmed
-	issued uint64 // the tick at which it was handed to Raft
+	issued uint64 // the tick at which it was last handed to Raft
 }
 
-// readQueue batches linearizable reads. One ReadIndex request is in flight at
-// a time: the reads that arrive meanwhile share the next one, so under load a
-// round trip to the leader (and the leader's heartbeat round to confirm it
-// still leads) serves many reads instead of a few, and a lone read still goes
-// out at once. It is owned by the loop goroutine.
+func (r *readRound) answer(err error) {
+	r.err = err
+	close(r.done)
+}
+
+// readQueue batches linearizable reads. Readers join the open round (join);
+// the first to join wakes the loop, which closes the round to newcomers and
+// hands it to Raft as one ReadIndex request, unless one is still awaiting
+// Raft's answer: the reads that arrive meanwhile share the next round. So
+// under load a round trip to the leader (and the leader's heartbeat round to
+// confirm it still leads) serves many reads, a read costs the loop nothing
+// of its own (no message to the loop, no channel of its own), and a lone read
+// still goes out at once. Apart from join and the open round, it is owned by
+// the loop goroutine.
 type readQueue struct {
-	pending  []*readRequest        // not yet handed to Raft
-	inflight map[uint64]*readBatch // handed to Raft, awaiting its ReadState
-	waiting  []*readBatch          // confirmed; awaiting apply up to index
+	mu   sync.Mutex
+	open *readRound // the round new reads join; nil until one does
+
+	wake chan struct{} // cap 1: a read opened a round
+
+	pending  []*readRound            // closed to newcomers, not yet handed to Raft
+	inflight map[uint64][]*readRound // handed to Raft, awaiting its ReadState
+	waiting  []*readRound            // confirmed; awaiting apply up to index
 	next     uint64
 	nonce    uint64 // random per Node: makes request contexts unique
 	ticks    uint64 // loop ticks so far
 }
 
-func (q *readQueue) add(r *readRequest) { q.pending = append(q.pending, r) }
+// join returns the round a read arriving now is answered by.
+func (q *readQueue) join() *readRound {
+	q.mu.Lock()
+	r := q.open
+	if r == nil {
+		r = &readRound{done: make(chan struct{})}
+		q.open = r
+		q.mu.Unlock()
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+		return r
+	}
+	q.mu.Unlock()
+	return r
+}
 
-// issue hands the pending reads to Raft as one ReadIndex request, unless one
-// is still awaiting Raft's answer.
+// takeOpen closes the open round to newcomers and returns it (nil if no read
+// opened one).
+func (q *readQueue) takeOpen() *readRound {
+	q.mu.Lock()
+	r := q.open
+	q.open = nil
+	q.mu.Unlock()
+	return r
+}
+
+// issue hands the pending rounds and the open one to Raft as one ReadIndex
+// request, unless one is still awaiting Raft's answer.
 func (q *readQueue) issue(rn *raft.RawNode) {
-	if len(q.pending) == 0 || len(q.inflight) > 0 {
+	if len(q.inflight) > 0 {
+		return
+	}
+	if r := q.takeOpen(); r != nil {
+		q.pending = append(q.pending, r)
+	}
+	if len(q.pending) == 0 {
 		return
 	}
 	if q.inflight == nil {
-		q.inflight = map[uint64]*readBatch{}
+		q.inflight = map[uint64][]*readRound{}
 	}
 	q.next++
-	q.inflight[q.next] = &readBatch{reqs: q.pending, issued: q.ticks}
+	for _, r := range q.pending {
+		r.issued = q.ticks
+	}
+	q.inflight[q.next] = q.pending
 	q.pending = nil
-	// The context names the batch uniquely across nodes and restarts: the
-	// leader keys pending reads by it, and an answer meant for another node,
-	// or for this node before a restart, must never release these reads.
+	// The context names the request uniquely across nodes and restarts:
+	// the leader keys pending reads by it, and an answer meant for another
+	// node, or for this node before a restart, must never release these
+	// reads.
 	var ctx [16]byte
 	binary.BigEndian.PutUint64(ctx[:8], q.nonce)
 	binary.BigEndian.PutUint64(ctx[8:], q.next)
@@ -63,67 +115,69 @@ func (q *readQueue) observe(states []raft.ReadState) {
 			continue
 		}
 		id := binary.BigEndian.Uint64(rs.RequestCtx[8:])
-		b, ok := q.inflight[id]
+		rounds, ok := q.inflight[id]
 		if !ok {
 			continue
 		}
 		delete(q.inflight, id)
-		b.index = rs.Index
-		q.waiting = append(q.waiting, b)
+		for _, r := range rounds {
+			r.index = rs.Index
+		}
+		q.waiting = append(q.waiting, rounds...)
 	}
 }
 
-// release answers the reads whose read index has been applied.
+// release answers the rounds whose read index has been applied.
 func (q *readQueue) release(applied uint64) {
 	kept := q.waiting[:0]
-	for _, b := range q.waiting {
-		if b.index > applied {
-			kept = append(kept, b)
+	for _, r := range q.waiting {
+		if r.index > applied {
+			kept = append(kept, r)
 			continue
 		}
-		for _, r := range b.reqs {
-			r.done <- nil
-		}
+		r.answer(nil)
 	}
 	clear(q.waiting[len(kept):])
 	q.waiting = kept
 }
 
-// reissueAll sends the reads still awaiting a ReadState again: after a leader
-// change the old leader's answers will never come.
+// reissueAll hands the rounds still awaiting a ReadState to Raft again:
+// after a leader change the old leader's answers will never come.
 func (q *readQueue) reissueAll() {
-	for id, b := range q.inflight {
-		q.pending = append(q.pending, b.reqs...)
+	for id, rounds := range q.inflight {
+		q.pending = append(q.pending, rounds...)
 		delete(q.inflight, id)
 	}
 }
 
-// tick counts a loop tick and sends again the reads that have waited longer
+// tick counts a loop tick and sends again the rounds that have waited longer
 // than timeout ticks for Raft's answer: a ReadIndex request or its answer can
 // be lost on the network without any change of leader.
 func (q *readQueue) tick(timeout uint64) {
 	q.ticks++
-	for id, b := range q.inflight {
-		if q.ticks-b.issued >= timeout {
-			q.pending = append(q.pending, b.reqs...)
+	for id, rounds := range q.inflight {
+		if q.ticks-rounds[0].issued >= timeout {
+			q.pending = append(q.pending, rounds...)
 			delete(q.inflight, id)
 		}
 	}
 }
 
+// failAll answers every round, the open one included, with err.
 func (q *readQueue) failAll(err error) {
+	if r := q.takeOpen(); r != nil {
+		r.answer(err)
+	}
 	for _, r := range q.pending {
-		r.done <- err
+		r.answer(err)
 	}
-	for _, b := range q.inflight {
-		for _, r := range b.reqs {
-			r.done <- err
+	for _, rounds := range q.inflight {
+		for _, r := range rounds {
+			r.answer(err)
 		}
 	}
-	for _, b := range q.waiting {
-		for _, r := range b.reqs {
-			r.done <- err
-		}
+	for _, r := range q.waiting {
+		r.answer(err)
 	}
 	q.pending, q.inflight, q.waiting = nil, nil, nil
 }
@@ -135,23 +189,21 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	if brokenLocalReads {
 		return nil
 	}
-	r := &readRequest{done: make(chan error, 1)}
 	select {
-	case n.readc <- r:
-	case <-ctx.Done():
-		return ctx.Err()
 	case <-n.donec:
 		return n.stoppedErr()
+	default:
 	}
+	r := n.reads.join()
 	select {
-	case err := <-r.done:
-		return err
+	case <-r.done:
+		return r.err
 	case <-ctx.Done():
 		return n.whyTimedOut(ctx.Err())
 	case <-n.donec:
 		select {
-		case err := <-r.done:
-			return err
+		case <-r.done:
+			return r.err
 		default:
 			return n.stoppedErr()
 		}
