@@ -225,6 +225,12 @@ func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *ht
 		return
 	}
 	h.log.Debug("backend call failed", "op", op, "err", err)
+	var refused notMade
+	if errors.As(err, &refused) && refused.NotMade() {
+		// Certainly not made, even if the request's deadline passed.
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		// A backend may say why (no leader, no quorum) by wrapping the
 		// deadline error as "<reason>: context deadline exceeded".
@@ -261,6 +267,13 @@ func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *ht
 // applied. The answer says so, as for a timeout.
 type outcomeUnknown interface {
 	OutcomeUnknown() bool
+}
+
+// notMade is implemented by a Backend error for a write that was refused
+// before it reached the log, though the request waited until its deadline
+// (for a leader to be elected, say): unlike a timeout, its outcome is known.
+type notMade interface {
+	NotMade() bool
 }
 
 // insufficientStorage is implemented by a Backend error that refuses a request

@@ -25,3 +25,14 @@ func (e outcomeUnknownError) Unwrap() error { return e.err }
 // OutcomeUnknown tells an API layer that the write may or may not have
 // happened, so that the client neither counts on it nor retries it blindly.
 func (e outcomeUnknownError) OutcomeUnknown() bool { return true }
+
+// notMadeError is what a write gets when its request gave up before Raft took
+// it (no leader was known all along): the write certainly was not made.
+type notMadeError struct{ err error }
+
+func (e notMadeError) Error() string { return e.err.Error() }
+func (e notMadeError) Unwrap() error { return e.err }
+
+// NotMade tells an API layer that the write was refused before it could reach
+// the log, so the client may retry it as a new write.
+func (e notMadeError) NotMade() bool { return true }

@@ -91,6 +91,11 @@ type Node struct {
 	stopOnce       sync.Once
 
 	nextID atomic.Uint64
+	// parked holds proposals that Raft dropped because no leader was known
+	// (or leadership was being transferred). They never reached the log, so
+	// proposing them again is safe: they are retried once a leader is known,
+	// until their request gives up. Owned by the loop.
+	parked []*proposal
 
 	mu      sync.Mutex
 	waiters map[uint64]*proposal
@@ -157,6 +162,10 @@ type proposal struct {
 	id   uint64
 	data []byte
 	done chan proposalResult // buffered, 1
+	// handed: the proposal may have reached Raft's log (this node's or,
+	// forwarded, the leader's). Until then a request that gives up knows the
+	// write was not made. Guarded by Node.mu.
+	handed bool
 }
 
 type proposalResult struct {
@@ -486,7 +495,18 @@ func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
 	case <-ctx.Done():
 		n.mu.Lock()
 		delete(n.waiters, id)
+		handed := p.handed
 		n.mu.Unlock()
+		select {
+		case r := <-p.done:
+			return r.res, r.err
+		default:
+		}
+		if !handed {
+			// Parked, and now it never will be proposed (the loop proposes
+			// only what is still in waiters).
+			return kv.Result{}, n.whyNotProposed(ctx.Err())
+		}
 		return kv.Result{}, n.whyTimedOut(ctx.Err())
 	case <-n.donec:
 		// The loop may have answered just before it exited.
@@ -525,6 +545,15 @@ func (n *Node) whyTimedOut(err error) error {
 		return fmt.Errorf("this node leads but reaches %d of %d members: no quorum?: %w", reachable, len(st.Members), err)
 	}
 	return fmt.Errorf("leader %s did not answer in time: %w", n.memberName(lead), err)
+}
+
+// whyNotProposed explains a write that gave up while parked: Raft would not
+// take it for as long as the request waited.
+func (n *Node) whyNotProposed(err error) error {
+	if n.leader.Load() == raft.None {
+		return notMadeError{fmt.Errorf("%w (none known for as long as the request could wait: %v)", ErrNoLeader, err)}
+	}
+	return notMadeError{fmt.Errorf("leader %s did not take the write while a leadership transfer was under way (%v)", n.memberName(n.leader.Load()), err)}
 }
 
 func (n *Node) stoppedErr() error {
@@ -690,6 +719,9 @@ func (n *Node) run() {
 			n.rn.Tick()
 			n.reads.tick(uint64(n.cfg.ElectionTicks))
 			n.publishProgress()
+			if len(n.parked) > 0 {
+				n.pruneParked()
+			}
 		case p := <-n.propc:
 			n.propose(p)
 			for i := 1; i < n.cfg.MaxProposalBatch; i++ {
@@ -731,6 +763,10 @@ func (n *Node) run() {
 		if err == nil && n.stall == nil {
 			n.reads.issue(n.rn)
 			err = n.processReady()
+			if err == nil && n.stall == nil && len(n.parked) > 0 && n.leader.Load() != raft.None {
+				n.proposeParked()
+				err = n.processReady()
+			}
 		}
 		n.mu.Lock()
 		removed := n.removed
@@ -749,13 +785,68 @@ func (n *Node) run() {
 func (n *Node) propose(p *proposal) {
 	n.mu.Lock()
 	n.waiters[p.id] = p
+	p.handed = true
 	n.mu.Unlock()
-	if err := n.rn.Propose(p.data); err != nil {
-		if errors.Is(err, raft.ErrProposalDropped) {
-			err = ErrNoLeader
+	n.proposeOnce(p)
+}
+
+// proposeOnce hands p to Raft. A proposal Raft drops (no leader known, or a
+// leadership transfer under way) is parked and retried when a leader is
+// known, as a client of etcd sees a write wait out an election rather than
+// fail at once; its request's deadline bounds the wait.
+func (n *Node) proposeOnce(p *proposal) {
+	err := n.rn.Propose(p.data)
+	if err == nil {
+		return
+	}
+	if errors.Is(err, raft.ErrProposalDropped) {
+		n.mu.Lock()
+		p.handed = false
+		n.mu.Unlock()
+		n.parked = append(n.parked, p)
+		return
+	}
+	n.deliver(p.id, proposalResult{err: err})
+}
+
+// proposeParked proposes again the parked proposals whose requests still wait.
+func (n *Node) proposeParked() {
+	parked := n.parked
+	n.parked = nil
+	for i, p := range parked {
+		parked[i] = nil
+		n.mu.Lock()
+		_, waiting := n.waiters[p.id]
+		p.handed = waiting
+		n.mu.Unlock()
+		if waiting {
+			n.proposeOnce(p)
 		}
+	}
+}
+
+// pruneParked forgets parked proposals whose requests have given up, so that
+// a long spell without a leader does not hold every refused write.
+func (n *Node) pruneParked() {
+	kept := n.parked[:0]
+	n.mu.Lock()
+	for _, p := range n.parked {
+		if _, waiting := n.waiters[p.id]; waiting {
+			kept = append(kept, p)
+		}
+	}
+	n.mu.Unlock()
+	clear(n.parked[len(kept):])
+	n.parked = kept
+}
+
+// failParked answers every parked proposal with err: they never reached the
+// log, so err is definite.
+func (n *Node) failParked(err error) {
+	for _, p := range n.parked {
 		n.deliver(p.id, proposalResult{err: err})
 	}
+	n.parked = nil
 }
 
 func (n *Node) deliver(id uint64, r proposalResult) {
@@ -906,6 +997,8 @@ func (n *Node) startStall(p *pendingReady, cause error) {
 	p.since = time.Now()
 	n.stall = p
 	n.diskFull.Store(true)
+	// Parked proposals never reached the log: refused like new ones.
+	n.failParked(ErrNoSpace)
 	// Reads already handed to Raft would wait for answers that the stalled
 	// loop drops; a read has no effect, so failing it is always safe.
 	n.reads.failAll(ErrNoSpace)
@@ -936,13 +1029,20 @@ func (n *Node) stalled() error {
 			if err == nil {
 				n.logger.Info("disk space available again: log written, writes resumed",
 					"stalled_for", time.Since(n.stall.since).Round(time.Millisecond), "retries", n.stall.retries+1)
+				stalledFor := time.Since(n.stall.since)
 				n.stall = nil
-				n.diskFull.Store(false)
+				n.catchUpTicks(stalledFor)
 				for _, st := range n.snapStatusLater {
 					n.reportSnapshot(st)
 				}
 				n.snapStatusLater = nil
-				return n.processReady()
+				err := n.processReady()
+				if n.stall == nil {
+					// After processReady, so that a leader that stepped down
+					// in catchUpTicks is never seen ready as leader.
+					n.diskFull.Store(false)
+				}
+				return err
 			}
 			if !errors.Is(err, wal.ErrNoSpace) {
 				return err
@@ -967,6 +1067,26 @@ func (n *Node) stalled() error {
 		case <-n.stopc:
 			return errStopRequested
 		}
+	}
+}
+
+// catchUpTicks gives a leader the ticks its Raft missed while the loop was
+// stalled. A stall longer than the election timeout means it sent no
+// heartbeats meanwhile: its followers have stopped following it, so it must
+// not go on believing it leads (and reporting itself ready) until a message
+// from the new leader happens to arrive. Raft's quorum check, run by these
+// ticks, makes it step down as it would have had it been ticked all along.
+// A follower needs none: it hears from its leader within a heartbeat.
+func (n *Node) catchUpTicks(stalledFor time.Duration) {
+	if n.rn.BasicStatus().RaftState != raft.StateLeader {
+		return
+	}
+	missed := int(stalledFor / n.cfg.TickInterval)
+	// Two quorum checks: the first clears what was heard before the stall,
+	// the second sees that nothing was heard since.
+	missed = min(missed, 2*n.cfg.ElectionTicks+1)
+	for range missed {
+		n.rn.Tick()
 	}
 }
 
@@ -1180,6 +1300,10 @@ func (n *Node) shutdown(cause error) {
 	}
 	n.mu.Lock()
 	n.err = cause
+	n.mu.Unlock()
+	// Parked proposals never reached the log: they certainly were not made.
+	n.failParked(n.stoppedErr())
+	n.mu.Lock()
 	waiters := n.waiters
 	n.waiters = map[uint64]*proposal{}
 	n.mu.Unlock()
