@@ -656,6 +656,36 @@ func TestBackendErrors(t *testing.T) {
 	}
 }
 
+// TestWriteNotMadeAtDeadline: a write the backend refused before it reached
+// the log is answered as such (no "may still have been applied"), even when
+// the refusal comes as the request's deadline passes.
+func TestWriteNotMadeAtDeadline(t *testing.T) {
+	for _, tc := range []struct{ name, method, target, body string }{
+		{"put", "PUT", "/key/k", `{"value":"v"}`},
+		{"delete", "DELETE", "/key/k", ""},
+		{"txn", "POST", "/txn", `{"success":[{"put":{"key":"a","value":"b"}}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, f := newTestAPI(t, Config{RequestTimeout: 20 * time.Millisecond})
+			f.block, f.atDeadline = true, notMadeErr{}
+			rec := serveString(h, tc.method, tc.target, tc.body)
+			want := `{"detail":"` + notMadeErr{}.Error() + `"}`
+			if rec.Code != 503 || rec.Body.String() != want {
+				t.Errorf("%s %s = %d %s, want 503 %s", tc.method, tc.target, rec.Code, rec.Body, want)
+			}
+		})
+	}
+}
+
+// notMadeErr stands for the error raftnode gives a write that waited for a
+// leader until its deadline and never reached the log.
+type notMadeErr struct{}
+
+func (notMadeErr) Error() string {
+	return "no leader: the cluster has no quorum or is electing one (none known for as long as the request could wait)"
+}
+func (notMadeErr) NotMade() bool { return true }
+
 // stoppedAfterLog stands for the error raftnode gives a proposal that was
 // handed to Raft before the node stopped.
 type stoppedAfterLog struct{}

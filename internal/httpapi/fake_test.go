@@ -24,6 +24,9 @@ type fakeBackend struct {
 	err error
 	// block makes Propose, Get and Range wait for their context to end.
 	block bool
+	// atDeadline, if set, is what a blocked call returns when its context
+	// ends (the context's error otherwise).
+	atDeadline error
 	// notReady is returned by Ready.
 	notReady error
 	status   Status
@@ -57,6 +60,9 @@ func (f *fakeBackend) wait(ctx context.Context) error {
 		return nil
 	}
 	<-ctx.Done()
+	if f.atDeadline != nil {
+		return f.atDeadline
+	}
 	return ctx.Err()
 }
 
