@@ -1,27 +1,38 @@
 // Package raftnode runs the Raft groups of one distkv node on go.etcd.io/raft/v3.
 //
-// One goroutine (the loop) owns the RawNode: it ticks, hands proposals and read
-// requests to Raft, and for every Ready it
+// One goroutine (the loop) owns the RawNode, which runs with asynchronous
+// storage writes: the loop ticks, hands proposals and read requests to Raft,
+// and for every Ready it
 //
-//  1. appends the new entries and hard state to the WAL as one frame and, when
-//     Raft says so (Ready.MustSync), fsyncs it;
-//  2. appends them to the in-memory Raft log (raft.MemoryStorage);
-//  3. sends messages (to peers, once there are peers);
-//  4. applies committed entries to the state machine (package kv) and answers
-//     the callers waiting on them;
-//  5. calls Advance.
+//  1. sends the messages to peers (Raft holds back those that vouch for
+//     something not yet durable here);
+//  2. hands the append (new entries and hard state) to the appender, a
+//     goroutine that writes everything queued as one WAL frame with one
+//     fsync, gives it to the in-memory Raft log (raft.MemoryStorage), and then
+//     delivers the append's responses (acknowledgements to peers, and to this
+//     node's Raft through the loop);
+//  3. applies committed entries to the state machine (package kv), once the
+//     hard state that commits them is written, and answers the callers
+//     waiting on them.
+//
+// So the loop goes on stepping messages and proposals, and applying, while
+// the log is synced; the proposals that arrive meanwhile share the next frame.
 //
 // Guarantees:
 //
 //   - A write is acknowledged only after its entry is committed (by a quorum) and
-//     applied, and the entry is durable: step 1 completes before step 4 for the
-//     same Ready, and a committed entry was fsynced in an earlier or the same Ready.
+//     applied, and the entry is durable here: Raft hands out for applying only
+//     committed entries that the appender has reported durable.
+//   - A stale read never shows an older state after a restart than before it:
+//     entries are applied only once the hard state that commits them is written,
+//     and a restart replays the WAL up to that commit index before stale reads
+//     are served.
 //   - A failed WAL write or fsync stops the node (Err reports why). Nothing is
 //     acknowledged after it; callers waiting get ErrStopped. Restarting recovers
 //     exactly what the WAL holds: every acknowledged write.
-//   - A full disk does not stop the node: the Ready that could not be written
-//     is kept, not advanced, and retried with backoff while Raft is neither
-//     ticked nor stepped; new writes (and linearizable reads that need the
+//   - A full disk does not stop the node: the append that could not be written
+//     is kept and retried with backoff while Raft is neither ticked nor
+//     stepped; new writes (and linearizable reads that need the
 //     loop) get ErrNoSpace at once, Ready reports it, and everything carries on
 //     by itself once space is freed (see Node.stalled).
 //   - Linearizable reads use Raft's ReadIndex: a read is answered from local state

@@ -51,11 +51,26 @@ type Node struct {
 	// node is not until the leader's log or snapshot reaches it).
 	inConfig atomic.Bool
 	reads    readQueue
-	durable  raftpb.HardState // the last hard state written to the WAL
-	// stall is the Ready whose persisting found the disk full; while it is
-	// set the loop only retries it (see stalled) and Raft is neither ticked
-	// nor stepped. Invariant: stall != nil iff diskFull.
-	stall *pendingReady
+	durable  raftpb.HardState // the last hard state in the WAL at Open
+	// app writes the log; appending counts the appends handed to it and not
+	// yet reported durable.
+	app       *appender
+	appending int
+	// appendSeq numbers the appends handed out (the appender's and the
+	// loop's own); writtenSeq is the newest one written to the WAL. held
+	// are MsgStorageApply messages waiting for the append of their Ready
+	// (which carries the commit index that covers them) to be written.
+	appendSeq  uint64
+	writtenSeq uint64
+	held       []heldApply
+	// stalledLocal are responses of appends made durable during a stall, to
+	// be stepped once it is over.
+	stalledLocal []raftpb.Message
+	// stall is set while the log cannot be written for lack of space: the
+	// appender retries its write, or the loop retries the append it does
+	// itself (one that installs a snapshot). Meanwhile the loop neither ticks
+	// nor steps Raft (see stalled). Invariant: stall != nil iff diskFull.
+	stall *pendingAppend
 	// snapStatusLater holds snapshot transfer results that arrived while
 	// stalled, reported to Raft once the stall is over.
 	snapStatusLater []snapStatus
@@ -111,8 +126,10 @@ type Node struct {
 	// Published by the loop for Status and readers.
 	applied atomic.Uint64
 	commit  atomic.Uint64
-	term    atomic.Uint64
-	leader  atomic.Uint64
+	// commitTickAgo is commit as of the last tick (see Ready).
+	commitTickAgo atomic.Uint64
+	term          atomic.Uint64
+	leader        atomic.Uint64
 }
 
 // ErrNoSpace is returned at once for writes, and for linearizable reads that
@@ -141,21 +158,27 @@ const (
 	stallRetryMax = 500 * time.Millisecond
 )
 
-// pendingReady is a Ready being handled. Handling it may stop at a full disk
-// and be resumed later; the flags say which steps are done.
-type pendingReady struct {
-	rd raft.Ready
-	// snapFile is the received snapshot file of rd.Snapshot once it is
+// pendingAppend is a log append stalled on a full disk. Either the appender
+// holds it (byAppender) and retries by itself, or the loop does: an append
+// that installs a snapshot (msg), which may stop at a full disk and be
+// resumed; the fields say which steps are done.
+type pendingAppend struct {
+	byAppender bool
+	seq        uint64 // of msg
+
+	msg raftpb.Message // a MsgStorageAppend with a snapshot
+	// snapFile is the received snapshot file of msg.Snapshot once it is
 	// installed (only its WAL marker and the rest may remain to be done).
 	snapFile *snap.Meta
 	snapDone bool
-	// decided: rd.Messages were split, the early ones sent and the rest
-	// kept in late, to go out once rd is durable.
-	decided bool
-	late    []raftpb.Message
 
 	since   time.Time // when persisting first failed
 	retries int
+}
+
+type heldApply struct {
+	seq uint64
+	m   raftpb.Message
 }
 
 type proposal struct {
@@ -246,6 +269,7 @@ func Open(cfg Config) (*Node, error) {
 			}
 		}
 	}
+	n.app.start()
 	go n.run()
 	go n.publishSelf()
 	return n, nil
@@ -403,15 +427,19 @@ func (n *Node) recover() error {
 		MaxUncommittedEntriesSize: 1 << 30,
 		CheckQuorum:               true,
 		PreVote:                   true,
-		Logger:                    raftLogger{n.logger},
+		// The log is written by the appender while the loop goes on.
+		AsyncStorageWrites: true,
+		Logger:             raftLogger{n.logger},
 	}
 	rn, err := raft.NewRawNode(rc)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.rn = rn
+	n.app = newAppender(n, n.durable)
 	n.applied.Store(n.snapIndex)
 	n.replayTo = max(n.durable.Commit, n.snapIndex)
+	n.commitTickAgo.Store(n.replayTo)
 	n.noteReplayed()
 	fresh := !found && len(ents) == 0 && raft.IsEmptyHardState(hs)
 	if fresh && n.cfg.Join {
@@ -685,8 +713,10 @@ func (n *Node) Ready() error {
 	if !n.inConfig.Load() {
 		return errors.New("joining: waiting for the leader's log or snapshot, which makes this node a member")
 	}
-	if a, c := n.applied.Load(), n.commit.Load(); a < c {
-		return fmt.Errorf("catching up: applied %d of %d committed entries", a, c)
+	// Against the commit index of a tick ago: under load the newest commits
+	// are always a moment from being applied, which is not catching up.
+	if a, c := n.applied.Load(), n.commitTickAgo.Load(); a < c {
+		return fmt.Errorf("catching up: applied %d of %d committed entries", a, n.commit.Load())
 	}
 	return nil
 }
@@ -699,7 +729,7 @@ func (n *Node) run() {
 
 	// Apply what the log already holds (bootstrap membership, or entries
 	// committed before a restart) so that the membership is known.
-	err := n.processReady()
+	err := n.settle()
 	// A single-voter group needs no election timeout to elect itself.
 	if err == nil && n.stall == nil && len(n.confState.Voters) == 1 && n.confState.Voters[0] == n.raftID {
 		if err = n.rn.Campaign(); err == nil {
@@ -708,14 +738,12 @@ func (n *Node) run() {
 	}
 	for err == nil {
 		if n.stall != nil {
-			if err = n.stalled(); errors.Is(err, errStopRequested) {
-				n.shutdown(nil)
-				return
-			}
+			err = n.stalled()
 			continue
 		}
 		select {
 		case <-ticker.C:
+			n.commitTickAgo.Store(n.commit.Load())
 			n.rn.Tick()
 			n.reads.tick(uint64(n.cfg.ElectionTicks))
 			n.publishProgress()
@@ -756,6 +784,8 @@ func (n *Node) run() {
 			n.reportSnapshot(st)
 		case res := <-n.snapDone:
 			err = n.finishSnapshot(res)
+		case ev := <-n.app.events:
+			err = n.appended(ev)
 		case <-n.stopc:
 			n.shutdown(nil)
 			return
@@ -775,6 +805,10 @@ func (n *Node) run() {
 			n.logger.Info("this node was removed from the cluster; stopping")
 			err = ErrRemoved
 		}
+	}
+	if errors.Is(err, errStopRequested) {
+		n.shutdown(nil)
+		return
 	}
 	if !errors.Is(err, ErrRemoved) {
 		n.logger.Error("node stopped by a fatal error", "err", err)
@@ -859,83 +893,53 @@ func (n *Node) deliver(id uint64, r proposalResult) {
 	}
 }
 
-// processReady handles every pending Ready. A returned error is fatal. A
-// Ready that cannot be persisted because the disk is full is kept in n.stall
-// (not advanced) and processReady returns nil; the loop then retries it.
+// processReady handles every pending Ready. A returned error is fatal. While
+// the log cannot be written for lack of space (n.stall), Readys wait.
 func (n *Node) processReady() error {
 	for n.stall == nil && n.rn.HasReady() {
-		p := &pendingReady{rd: n.rn.Ready()}
-		if err := n.handleReady(p); err != nil {
-			if errors.Is(err, wal.ErrNoSpace) {
-				n.startStall(p, err)
-				return nil
-			}
+		if err := n.handleReady(n.rn.Ready()); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// handleReady persists, sends, applies and advances p.rd, skipping the steps a
-// previous attempt completed. It may be called again for the same p after it
-// returned an error wrapping wal.ErrNoSpace, which it returns only before
-// anything that depends on the Ready being durable has been done.
-func (n *Node) handleReady(p *pendingReady) error {
-	rd := p.rd
-	if !raft.IsEmptySnap(rd.Snapshot) && !p.snapDone {
-		if err := n.installSnapshot(rd.Snapshot, p); err != nil {
+// settle handles Readys until nothing is left to append or apply: at start, so
+// that the membership in the log is known before the loop begins.
+func (n *Node) settle() error {
+	for {
+		if err := n.processReady(); err != nil || n.stall != nil || n.appending == 0 {
 			return err
 		}
-		p.snapDone = true
-	}
-	if !p.decided {
-		// Messages go out before the Ready is durable unless they vouch for
-		// it: acknowledgements of appends and votes (MsgAppResp, MsgVoteResp,
-		// MsgPreVoteResp) wait until persist returns. This is the rule etcd's
-		// raft applies with asynchronous storage writes. So a leader's appends
-		// reach the followers while it writes them itself (Raft thesis
-		// 10.2.1), and a follower forwards proposals and read requests, and
-		// answers heartbeats, without waiting for its own disk. A leader's
-		// entries count towards a commit only once durable here: raft (v3,
-		// synchronous storage) counts its own copy through a self-addressed
-		// MsgAppResp that RawNode steps only in Advance. A candidate counts
-		// its own vote the same way, so a leader's term and vote are on disk
-		// before it sends anything as leader.
-		//
-		// The early messages are queued for the connections' writer
-		// goroutines, which write them while this one waits for its fsync.
-		// A Ready with nothing to fsync has no such wait to overlap: all its
-		// messages go out after it is applied (so a leader answers the
-		// clients whose writes it just committed before it spends time on
-		// the network), written by this goroutine at once.
-		//
-		// This stays correct when the leader's own persist then stalls on a
-		// full disk: a stalled Ready is not advanced, so until it is the
-		// entries count only where followers made them durable, and a
-		// quorum of such followers is exactly Raft's commit rule; the stalled
-		// leader steps nothing meanwhile, so it commits and applies nothing
-		// either, and a new leader elected by the followers carries on.
-		var early []raftpb.Message
-		if rd.MustSync {
-			early, p.late = splitMessages(rd.Messages)
-		} else {
-			p.late = rd.Messages
+		if err := n.waitAppended(); err != nil {
+			return err
 		}
-		p.decided = true
-		n.send(early, false)
 	}
-	if err := n.persist(rd); err != nil {
-		return err
-	}
-	if brokenEarlyAck {
-		n.ackEarly(rd.Entries)
-	}
-	if !raft.IsEmptyHardState(rd.HardState) {
-		n.durable = rd.HardState
-	}
-	if rd.MustSync {
-		n.send(p.late, true)
-	}
+}
+
+// handleReady handles rd (Raft runs with asynchronous storage writes). Its
+// messages to other nodes go out at once: Raft holds back those that vouch
+// for something this node has yet to make durable (MsgAppResp, MsgVoteResp,
+// MsgPreVoteResp) and hands them out as responses of the append they wait
+// for, which the appender sends once it is durable. So a leader's appends
+// reach the followers while it writes them itself (Raft thesis 10.2.1), and a
+// follower forwards proposals and read requests, and answers heartbeats,
+// without waiting for its own disk. A leader's entries count towards a commit
+// only once durable here (its own MsgAppResp is a response of its append),
+// and a candidate counts its own vote the same way, so a leader's term and
+// vote are on disk before it sends anything as leader.
+//
+// Appends go to the appender, in order. Committed entries are applied here,
+// on the loop; Raft hands out only entries already durable in this node's
+// log. An append that installs a snapshot is done here too, once the appender
+// has written everything before it.
+//
+// This stays correct when an append stalls on a full disk: entries count only
+// where they are durable, and a quorum of such nodes is exactly Raft's commit
+// rule; the stalled node steps nothing meanwhile (see stalled), so it commits
+// and applies nothing either, and if it led, the followers elect a new leader
+// and carry on.
+func (n *Node) handleReady(rd raft.Ready) error {
 	if rd.SoftState != nil {
 		n.leader.Store(rd.SoftState.Lead)
 		// A new leader does not answer its predecessor's ReadIndex requests.
@@ -945,19 +949,173 @@ func (n *Node) handleReady(p *pendingReady) error {
 		n.term.Store(rd.HardState.Term)
 		n.commit.Store(rd.HardState.Commit)
 	}
+	var remote, applies []raftpb.Message
+	var snapAppend *raftpb.Message
+	for i := range rd.Messages {
+		m := &rd.Messages[i]
+		switch {
+		case m.To == raft.LocalAppendThread && m.Snapshot != nil:
+			snapAppend = m
+		case m.To == raft.LocalAppendThread:
+			if snapAppend != nil {
+				return fmt.Errorf("raft asked for an append after one that installs a snapshot in the same Ready")
+			}
+			n.appendSeq++
+			n.app.enqueue(*m, n.appendSeq)
+			n.appending++
+		case m.To == raft.LocalApplyThread:
+			applies = append(applies, *m)
+		default:
+			remote = append(remote, *m)
+		}
+	}
+	n.send(remote, true)
 	n.reads.observe(rd.ReadStates)
 	// The batch just answered may have held back the next one.
 	n.reads.issue(n.rn)
-	if err := n.apply(rd.CommittedEntries); err != nil {
+	// Reads whose index is applied already.
+	n.reads.release(n.applied.Load())
+	if snapAppend != nil {
+		// Whatever was committed before the snapshot is applied before it.
+		if err := n.applyAll(applies); err != nil {
+			return err
+		}
+		applies = nil
+		if err := n.waitAppended(); err != nil {
+			return err
+		}
+		if len(n.held) > 0 {
+			return fmt.Errorf("%d committed entries still held after every append was written", len(n.held))
+		}
+		p := &pendingAppend{msg: *snapAppend}
+		err := n.appendOnLoop(p)
+		if errors.Is(err, wal.ErrNoSpace) {
+			n.startStall(p, err)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := n.applyAll(applies); err != nil {
 		return err
 	}
-	n.reads.release(n.applied.Load())
-	if !rd.MustSync {
-		n.send(p.late, true)
+	n.maybeSnapshot()
+	return nil
+}
+
+// applyAll applies the committed entries of MsgStorageApply messages, which
+// came with the latest append handed out, and steps their responses. Entries
+// are applied only once the hard state whose commit index covers them is
+// written, so that a restart replays at least as far as this node applied
+// before (stale reads never go back in time); until then they are held.
+func (n *Node) applyAll(applies []raftpb.Message) error {
+	for _, m := range applies {
+		n.held = append(n.held, heldApply{seq: n.appendSeq, m: m})
 	}
-	n.rn.Advance(rd)
+	return n.applyHeld()
+}
+
+// applyHeld applies the held messages whose append is written.
+func (n *Node) applyHeld() error {
+	done := 0
+	for _, h := range n.held {
+		if h.seq > n.writtenSeq {
+			break
+		}
+		if err := n.apply(h.m.Entries); err != nil {
+			return err
+		}
+		for _, r := range h.m.Responses {
+			n.step(r)
+		}
+		done++
+	}
+	if done == 0 {
+		return nil
+	}
+	rest := copy(n.held, n.held[done:])
+	clear(n.held[rest:])
+	n.held = n.held[:rest]
+	n.reads.release(n.applied.Load())
 	n.noteReplayed()
 	n.maybeSnapshot()
+	return nil
+}
+
+// appended takes an appender's report: steps the responses of what is now
+// durable, or enters the stall it reports.
+func (n *Node) appended(ev appendEvent) error {
+	switch {
+	case ev.err != nil:
+		return ev.err
+	case ev.stalled != nil:
+		n.startStall(&pendingAppend{byAppender: true}, ev.stalled)
+		return nil
+	case ev.written != 0:
+		n.writtenSeq = ev.written
+		if n.stall != nil {
+			return nil // applied once the stall is over
+		}
+		return n.applyHeld()
+	}
+	n.appending -= ev.n
+	for _, m := range ev.local {
+		n.step(m)
+	}
+	return nil
+}
+
+// waitAppended waits until the appender has written everything handed to it.
+// While it is stalled on a full disk, so is this wait (the node refuses writes
+// meanwhile); Stop ends it.
+func (n *Node) waitAppended() error {
+	for n.appending > 0 {
+		select {
+		case ev := <-n.app.events:
+			if ev.stalled != nil {
+				n.diskFull.Store(true)
+				n.logger.Warn("disk full: the log cannot be written; refusing writes until space is freed, retrying", "err", ev.stalled)
+				continue
+			}
+			if ev.resumed {
+				n.diskFull.Store(false)
+				n.logger.Info("disk space available again: log written, writes resumed",
+					"stalled_for", time.Since(ev.since).Round(time.Millisecond))
+			}
+			if err := n.appended(ev); err != nil {
+				return err
+			}
+		case <-n.stopc:
+			return errStopRequested
+		}
+	}
+	return nil
+}
+
+// appendOnLoop makes p.msg, an append with a snapshot, durable on the loop,
+// skipping the steps a previous attempt completed, and delivers its
+// responses. It returns an error wrapping wal.ErrNoSpace, and may be called
+// again for the same p, only before the append is durable.
+func (n *Node) appendOnLoop(p *pendingAppend) error {
+	if !p.snapDone {
+		if err := n.installSnapshot(*p.msg.Snapshot, p); err != nil {
+			return err
+		}
+		p.snapDone = true
+	}
+	batch := []raftpb.Message{p.msg}
+	if p.seq == 0 {
+		n.appendSeq++
+		p.seq = n.appendSeq
+	}
+	if err := n.app.persistNow(batch); err != nil {
+		return err
+	}
+	n.writtenSeq = p.seq
+	for _, m := range n.app.deliver(batch, nil) {
+		n.step(m)
+	}
 	return nil
 }
 
@@ -992,8 +1150,8 @@ func (n *Node) waitReplayed(ctx context.Context) error {
 // errStopRequested is how stalled reports that Stop was called.
 var errStopRequested = errors.New("stop requested")
 
-// startStall parks p, whose persisting found the disk full.
-func (n *Node) startStall(p *pendingReady, cause error) {
+// startStall enters the stall of p, an append that found the disk full.
+func (n *Node) startStall(p *pendingAppend, cause error) {
 	p.since = time.Now()
 	n.stall = p
 	n.diskFull.Store(true)
@@ -1002,21 +1160,19 @@ func (n *Node) startStall(p *pendingReady, cause error) {
 	// Reads already handed to Raft would wait for answers that the stalled
 	// loop drops; a read has no effect, so failing it is always safe.
 	n.reads.failAll(ErrNoSpace)
-	n.logger.Warn("disk full: the log cannot be written; refusing writes until space is freed, retrying",
-		"err", cause, "entries", len(p.rd.Entries))
+	n.logger.Warn("disk full: the log cannot be written; refusing writes until space is freed, retrying", "err", cause)
 }
 
 // stalled runs the loop while n.stall waits for disk space. Raft is neither
-// ticked nor stepped: the Ready it handed out is not yet advanced, and every
-// message it would send or answer depends on that Ready being durable.
+// ticked nor stepped: what it would do next may depend on the stalled append.
 // Incoming messages are dropped (Raft retransmits); a stalled leader stops
 // heartbeating, so its followers elect a new one and the cluster goes on
 // writing without it. New proposals get ErrNoSpace at once: they never reach
-// Raft, so they certainly were not written. Proposals already in the stalled
-// Ready stay pending; they are answered once it is persisted and committed,
-// or time out with their outcome unknown.
+// Raft, so they certainly were not written. Proposals already in Raft's log
+// stay pending; they are answered once written and committed, or time out
+// with their outcome unknown.
 //
-// stalled returns nil once the Ready is persisted and handled,
+// stalled returns nil once the append is durable and the loop may go on,
 // errStopRequested on Stop, or a fatal error.
 func (n *Node) stalled() error {
 	delay := stallRetryMin
@@ -1025,24 +1181,18 @@ func (n *Node) stalled() error {
 	for {
 		select {
 		case <-timer.C:
-			err := n.handleReady(n.stall)
+			if n.stall.byAppender {
+				break // the appender retries by itself
+			}
+			err := n.appendOnLoop(n.stall)
 			if err == nil {
+				p := n.stall
 				n.logger.Info("disk space available again: log written, writes resumed",
-					"stalled_for", time.Since(n.stall.since).Round(time.Millisecond), "retries", n.stall.retries+1)
-				stalledFor := time.Since(n.stall.since)
-				n.stall = nil
-				n.catchUpTicks(stalledFor)
-				for _, st := range n.snapStatusLater {
-					n.reportSnapshot(st)
+					"stalled_for", time.Since(p.since).Round(time.Millisecond), "retries", p.retries+1)
+				if err := n.endStall(time.Since(p.since)); err != nil {
+					return err
 				}
-				n.snapStatusLater = nil
-				err := n.processReady()
-				if n.stall == nil {
-					// After processReady, so that a leader that stepped down
-					// in catchUpTicks is never seen ready as leader.
-					n.diskFull.Store(false)
-				}
-				return err
+				return n.resume()
 			}
 			if !errors.Is(err, wal.ErrNoSpace) {
 				return err
@@ -1050,6 +1200,33 @@ func (n *Node) stalled() error {
 			n.stall.retries++
 			delay = min(2*delay, stallRetryMax)
 			timer.Reset(delay)
+		case ev := <-n.app.events:
+			if ev.err != nil {
+				return ev.err
+			}
+			if !ev.resumed {
+				if ev.written != 0 {
+					n.writtenSeq = ev.written
+				}
+				// Appends made durable before the stall are stepped once it
+				// is over.
+				n.appending -= ev.n
+				n.stalledLocal = append(n.stalledLocal, ev.local...)
+				continue
+			}
+			n.logger.Info("disk space available again: log written, writes resumed",
+				"stalled_for", time.Since(ev.since).Round(time.Millisecond))
+			if err := n.endStall(time.Since(ev.since)); err != nil {
+				return err
+			}
+			if err := n.appended(ev); err != nil {
+				return err
+			}
+			for _, m := range n.stalledLocal {
+				n.step(m)
+			}
+			n.stalledLocal = nil
+			return n.resume()
 		case p := <-n.propc:
 			p.done <- proposalResult{err: ErrNoSpace}
 		case <-n.reads.wake:
@@ -1068,6 +1245,32 @@ func (n *Node) stalled() error {
 			return errStopRequested
 		}
 	}
+}
+
+// endStall leaves the stall: Raft gets the ticks it missed and the snapshot
+// transfer results that arrived meanwhile.
+func (n *Node) endStall(stalledFor time.Duration) error {
+	n.stall = nil
+	n.catchUpTicks(stalledFor)
+	for _, st := range n.snapStatusLater {
+		n.reportSnapshot(st)
+	}
+	n.snapStatusLater = nil
+	return nil
+}
+
+// resume handles what Raft has after a stall and then takes writes again.
+func (n *Node) resume() error {
+	err := n.applyHeld()
+	if err == nil {
+		err = n.processReady()
+	}
+	if n.stall == nil {
+		// After processReady, so that a leader that stepped down in
+		// catchUpTicks is never seen ready as leader.
+		n.diskFull.Store(false)
+	}
+	return err
 }
 
 // catchUpTicks gives a leader the ticks its Raft missed while the loop was
@@ -1115,59 +1318,6 @@ func (n *Node) reportSnapshot(st snapStatus) {
 		status = raft.SnapshotFailure
 	}
 	n.rn.ReportSnapshot(st.to, status)
-}
-
-// splitMessages splits msgs, keeping their order, into those that may be
-// sent before the Ready they came with is durable and those that must wait for
-// it (see handleReady). early reuses msgs' memory.
-func splitMessages(msgs []raftpb.Message) (early, late []raftpb.Message) {
-	early = msgs[:0]
-	for _, m := range msgs {
-		switch m.Type {
-		case raftpb.MsgAppResp, raftpb.MsgVoteResp, raftpb.MsgPreVoteResp:
-			late = append(late, m)
-		default:
-			early = append(early, m)
-		}
-	}
-	return early, late
-}
-
-// persist makes rd's entries and hard state durable in the WAL, then gives them
-// to the in-memory log.
-func (n *Node) persist(rd raft.Ready) error {
-	recs := make([]wal.Record, 0, len(rd.Entries)+1)
-	for i := range rd.Entries {
-		e := &rd.Entries[i]
-		data, err := e.Marshal()
-		if err != nil {
-			return err
-		}
-		recs = append(recs, wal.Record{Shard: n.cfg.Shard, Type: wal.RecordEntry, Index: e.Index, Data: data})
-	}
-	if !raft.IsEmptyHardState(rd.HardState) {
-		data, err := rd.HardState.Marshal()
-		if err != nil {
-			return err
-		}
-		recs = append(recs, wal.Record{Shard: n.cfg.Shard, Type: wal.RecordHardState, Data: data})
-	}
-	if len(recs) > 0 {
-		if err := n.wal.Append(recs, rd.MustSync); err != nil {
-			return fmt.Errorf("wal append: %w", err)
-		}
-	}
-	if !raft.IsEmptyHardState(rd.HardState) {
-		if err := n.storage.SetHardState(rd.HardState); err != nil {
-			return err
-		}
-	}
-	if len(rd.Entries) > 0 {
-		if err := n.storage.Append(rd.Entries); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (n *Node) apply(ents []raftpb.Entry) error {
@@ -1290,6 +1440,9 @@ func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte)
 
 // shutdown runs on the loop goroutine as it exits.
 func (n *Node) shutdown(cause error) {
+	// Appends not yet written are dropped: nothing depending on them was
+	// sent or answered.
+	n.app.close()
 	if n.snapshotting {
 		// The snapshot writer holds no lock of ours; wait so that it does not
 		// race the WAL's close.

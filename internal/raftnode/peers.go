@@ -284,7 +284,8 @@ func (n *Node) memberName(id uint64) string {
 }
 
 // receiveSnapshot steps a received MsgSnap into Raft on the loop. If Raft
-// accepts it, the next Ready carries the snapshot and persist installs the file.
+// accepts it, the next Ready carries the snapshot, which the loop installs
+// itself (appendOnLoop) before it goes on.
 func (n *Node) receiveSnapshot(d *snapDelivery) error {
 	idx := d.msg.Snapshot.Metadata.Index
 	n.pendingSnap = d.rec
@@ -303,12 +304,12 @@ func (n *Node) receiveSnapshot(d *snapDelivery) error {
 	return err
 }
 
-// installSnapshot runs in persist when a Ready carries a snapshot from the
+// installSnapshot runs in appendOnLoop when a Ready carries a snapshot from the
 // leader: the file goes into place first, then the WAL records it, then the
 // in-memory log and the state machine take it. If the WAL is out of space it
 // returns an error wrapping wal.ErrNoSpace and may be called again with the
 // same p, which remembers that the file is in place.
-func (n *Node) installSnapshot(s raftpb.Snapshot, p *pendingReady) error {
+func (n *Node) installSnapshot(s raftpb.Snapshot, p *pendingAppend) error {
 	if p.snapFile == nil {
 		rec := n.pendingSnap
 		if rec == nil || rec.Meta.Index != s.Metadata.Index {

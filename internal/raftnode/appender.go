@@ -1,0 +1,336 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/wal"
+)
+
+// appender writes the log on goroutines of its own, so that the loop goes on
+// stepping messages, proposals and reads, and applying what is committed,
+// while the log is written and synced (Raft's asynchronous storage writes; the
+// Raft thesis, 10.2.1). It takes the MsgStorageAppend messages of every Ready
+// in order. Its writer writes all those queued since its last write as one
+// WAL frame and tells the loop they are written; its syncer then makes them
+// durable with one fsync (together with whatever else was written meanwhile),
+// gives their entries and hard state to the in-memory log, and delivers their
+// responses: acknowledgements to other nodes go out on the transport from
+// there, responses to this node's Raft go back to the loop (appendEvent),
+// which steps them. A response is delivered only once what it answers is
+// durable. The writer does not wait for the syncer, so the next frame is
+// written while the previous one is being synced.
+//
+// A full disk does not fail the node: the writer reports the stall, keeps the
+// messages and retries until space is freed or the node stops; the loop
+// meanwhile refuses writes (see Node.stalled).
+type appender struct {
+	n *Node
+
+	mu    sync.Mutex
+	queue []raftpb.Message
+	last  uint64        // sequence number of the newest message queued
+	wake  chan struct{} // cap 1: queue is not empty
+
+	toSync chan written // writer to syncer, in order
+	// syncing is held by the syncer during an fsync. The writer takes its
+	// next batch only when no fsync is under way: the appends that arrive
+	// during one gather into one frame (fewer, larger frames compress better
+	// and cost fewer writes), written while the syncer delivers.
+	syncing sync.Mutex
+	stop    chan struct{}
+	done    sync.WaitGroup
+
+	events chan appendEvent
+
+	// Owned by the writer.
+	durable raftpb.HardState // the last hard state written
+	recs    []wal.Record
+}
+
+// written is a batch of appends whose frame is written, for the syncer.
+type written struct {
+	batch []raftpb.Message
+	sync  bool // the batch needs an fsync (entries, or a new term or vote)
+}
+
+// appendEvent reports to the loop.
+type appendEvent struct {
+	// written: the appends up to this sequence number are written (not yet
+	// synced).
+	written uint64
+	n       int              // appends made durable
+	local   []raftpb.Message // their responses addressed to this node's Raft
+	stalled error            // the disk is full: retrying
+	since   time.Time        // with resumed: when the stall began
+	resumed bool             // the first write after a stall
+	err     error            // fatal: the appender has stopped
+}
+
+func newAppender(n *Node, durable raftpb.HardState) *appender {
+	return &appender{
+		n:       n,
+		wake:    make(chan struct{}, 1),
+		toSync:  make(chan written, 64),
+		stop:    make(chan struct{}),
+		events:  make(chan appendEvent, 64),
+		durable: durable,
+	}
+}
+
+func (a *appender) start() {
+	a.done.Add(2)
+	go a.writer()
+	go a.syncer()
+}
+
+// enqueue hands m (a MsgStorageAppend without a snapshot), whose sequence
+// number is seq, to the appender. Sequence numbers rise by one per append.
+func (a *appender) enqueue(m raftpb.Message, seq uint64) {
+	a.mu.Lock()
+	a.queue = append(a.queue, m)
+	a.last = seq
+	a.mu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close stops the appender after the write and sync under way, if any, and
+// waits for it. Appends not yet durable are dropped: nothing that depends on
+// them has been sent.
+func (a *appender) close() {
+	select {
+	case <-a.stop:
+	default:
+		close(a.stop)
+	}
+	a.done.Wait()
+}
+
+func (a *appender) writer() {
+	defer a.done.Done()
+	var batch []raftpb.Message
+	for {
+		select {
+		case <-a.wake:
+		case <-a.stop:
+			return
+		}
+		a.syncing.Lock()
+		a.syncing.Unlock() //nolint:staticcheck // waits for the fsync under way
+		a.mu.Lock()
+		batch, a.queue = a.queue, nil
+		seq := a.last
+		a.mu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		needSync, err := a.write(batch, seq)
+		if err != nil {
+			a.report(appendEvent{err: err})
+			return
+		}
+		select {
+		case a.toSync <- written{batch: batch, sync: needSync}:
+		case <-a.stop:
+			return
+		}
+	}
+}
+
+// write writes batch, retrying on a full disk, and tells the loop it is
+// written.
+func (a *appender) write(batch []raftpb.Message, seq uint64) (needSync bool, err error) {
+	needSync, err = a.writeFrame(batch)
+	if errors.Is(err, wal.ErrNoSpace) {
+		since := time.Now()
+		if !a.report(appendEvent{stalled: err}) {
+			return false, ErrStopped
+		}
+		delay := stallRetryMin
+		for errors.Is(err, wal.ErrNoSpace) {
+			timer := time.NewTimer(delay)
+			select {
+			case <-timer.C:
+			case <-a.stop:
+				timer.Stop()
+				return false, ErrStopped
+			}
+			delay = min(2*delay, stallRetryMax)
+			needSync, err = a.writeFrame(batch)
+		}
+		if err == nil && !a.report(appendEvent{written: seq, resumed: true, since: since}) {
+			return false, ErrStopped
+		}
+		return needSync, err
+	}
+	if err == nil && !a.report(appendEvent{written: seq}) {
+		return false, ErrStopped
+	}
+	return needSync, err
+}
+
+func (a *appender) syncer() {
+	defer a.done.Done()
+	var ws []written
+	for {
+		select {
+		case w := <-a.toSync:
+			ws = append(ws[:0], w)
+		case <-a.stop:
+			return
+		}
+		// Everything written meanwhile shares the fsync.
+	more:
+		for {
+			select {
+			case w := <-a.toSync:
+				ws = append(ws, w)
+			default:
+				break more
+			}
+		}
+		ev := appendEvent{}
+		if err := a.syncAndStore(ws); err != nil {
+			a.report(appendEvent{err: err})
+			return
+		}
+		for _, w := range ws {
+			ev.n += len(w.batch)
+			ev.local = a.deliver(w.batch, ev.local)
+		}
+		clear(ws)
+		if !a.report(ev) {
+			return
+		}
+	}
+}
+
+// report sends ev to the loop; false if the node is stopping.
+func (a *appender) report(ev appendEvent) bool {
+	select {
+	case a.events <- ev:
+		return true
+	case <-a.stop:
+		return false
+	}
+}
+
+// writeFrame writes the entries and hard states of batch as one WAL frame (not
+// synced) and says whether they need an fsync.
+//
+// The loop applies committed entries only once the hard state that commits
+// them is written (see Node.applyAll): a process that crashes and restarts
+// then replays at least as far as it had applied, so a stale read never
+// shows an older state after a restart than before.
+func (a *appender) writeFrame(batch []raftpb.Message) (needSync bool, err error) {
+	recs := a.recs[:0]
+	defer func() { clear(recs); a.recs = recs[:0] }()
+	shard := a.n.cfg.Shard
+	hs := a.durable
+	for i := range batch {
+		m := &batch[i]
+		for j := range m.Entries {
+			e := &m.Entries[j]
+			data, err := e.Marshal()
+			if err != nil {
+				return false, err
+			}
+			recs = append(recs, wal.Record{Shard: shard, Type: wal.RecordEntry, Index: e.Index, Data: data})
+			needSync = true
+		}
+		if mhs := hardState(m); !raft.IsEmptyHardState(mhs) {
+			needSync = needSync || mhs.Term != hs.Term || mhs.Vote != hs.Vote
+			hs = mhs
+			data, err := hs.Marshal()
+			if err != nil {
+				return false, err
+			}
+			recs = append(recs, wal.Record{Shard: shard, Type: wal.RecordHardState, Data: data})
+		}
+		if m.Snapshot != nil {
+			needSync = true
+		}
+	}
+	if len(recs) > 0 {
+		if err := a.n.wal.Append(recs, false); err != nil {
+			return false, fmt.Errorf("wal append: %w", err)
+		}
+	}
+	a.durable = hs
+	return needSync, nil
+}
+
+// syncAndStore makes the written batches durable and gives them to the
+// in-memory log, in order.
+func (a *appender) syncAndStore(ws []written) error {
+	for _, w := range ws {
+		if w.sync {
+			a.syncing.Lock()
+			err := a.n.wal.Append(nil, true)
+			a.syncing.Unlock()
+			if err != nil {
+				return fmt.Errorf("wal sync: %w", err)
+			}
+			break
+		}
+	}
+	for _, w := range ws {
+		for i := range w.batch {
+			m := &w.batch[i]
+			if mhs := hardState(m); !raft.IsEmptyHardState(mhs) {
+				if err := a.n.storage.SetHardState(mhs); err != nil {
+					return err
+				}
+			}
+			if len(m.Entries) > 0 {
+				if err := a.n.storage.Append(m.Entries); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// persistNow writes, syncs and stores batch on the caller's goroutine, for the
+// loop while the appender is idle (an append that installs a snapshot).
+func (a *appender) persistNow(batch []raftpb.Message) error {
+	needSync, err := a.writeFrame(batch)
+	if err != nil {
+		return err
+	}
+	return a.syncAndStore([]written{{batch: batch, sync: needSync}})
+}
+
+// deliver sends the responses of a durable batch to other nodes on the
+// transport and appends those to this node's Raft to local.
+func (a *appender) deliver(batch []raftpb.Message, local []raftpb.Message) []raftpb.Message {
+	var remote []raftpb.Message
+	for i := range batch {
+		if brokenEarlyAck {
+			a.n.ackEarly(batch[i].Entries)
+		}
+		for _, r := range batch[i].Responses {
+			if r.To == a.n.raftID {
+				local = append(local, r)
+			} else {
+				remote = append(remote, r)
+			}
+		}
+	}
+	a.n.send(remote, true)
+	return local
+}
+
+// hardState is the hard state a MsgStorageAppend carries; empty if none.
+func hardState(m *raftpb.Message) raftpb.HardState {
+	return raftpb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
+}

@@ -1,0 +1,102 @@
+package raftnode
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/distkv/distkv/internal/vfs"
+)
+
+// syncGate is a file system whose fsyncs block, once armed, until released.
+type syncGate struct {
+	*vfs.ErrorFS
+	armed   atomic.Bool
+	entered chan struct{} // closed when a sync blocks
+	release chan struct{}
+	once    sync.Once
+	freed   sync.Once
+}
+
+// free releases blocked syncs and disarms the gate.
+func (g *syncGate) free() {
+	g.armed.Store(false)
+	g.freed.Do(func() { close(g.release) })
+}
+
+func newSyncGate() *syncGate {
+	g := &syncGate{entered: make(chan struct{}), release: make(chan struct{})}
+	g.ErrorFS = vfs.NewErrorFS(vfs.Default, func(op vfs.Op, path string) vfs.Fault {
+		if op == vfs.OpSync && g.armed.Load() {
+			g.once.Do(func() { close(g.entered) })
+			<-g.release
+		}
+		return vfs.Fault{}
+	})
+	return g
+}
+
+// TestLeaderServesWhileItsLogSyncs: the leader's Raft loop does not wait for
+// its own disk. While an fsync of its log is stuck, it still answers a
+// linearizable read (which needs a quorum's heartbeat answers, not its disk)
+// and keeps taking proposals, and the write stuck behind the fsync completes
+// once it returns.
+func TestLeaderServesWhileItsLogSyncs(t *testing.T) {
+	gates := map[string]*syncGate{}
+	for _, name := range []string{"n1", "n2", "n3"} {
+		gates[name] = newSyncGate()
+	}
+	c := newCluster(t, 3, func(cfg *Config) { cfg.FS = gates[cfg.Self.Name] })
+	// Registered after the cluster's cleanup, so it runs first: a stuck
+	// fsync would keep the nodes from stopping.
+	t.Cleanup(func() {
+		for _, g := range gates {
+			g.free()
+		}
+	})
+	leader := c.waitLeader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := put(ctx, c.nodes[leader], "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	g := gates[leader]
+	g.armed.Store(true)
+	stuck := make(chan error, 1)
+	go func() {
+		_, err := put(ctx, c.nodes[leader], "k2", "stuck")
+		stuck <- err
+	}()
+	select {
+	case <-g.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the leader never synced its log")
+	}
+	start := time.Now()
+	rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+	got, ok, err := c.nodes[leader].Get(rctx, []byte("k"), true)
+	rcancel()
+	if err != nil || !ok || string(got.Value) != "before" {
+		t.Fatalf("linearizable read on the leader while its fsync is stuck: %q %v %v after %v", got.Value, ok, err, time.Since(start))
+	}
+	took := time.Since(start)
+	// Another write is taken (it reaches the followers) meanwhile.
+	second := make(chan error, 1)
+	go func() {
+		_, err := put(ctx, c.nodes[leader], "k3", "also")
+		second <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	g.free()
+	for _, ch := range []chan error{stuck, second} {
+		if err := <-ch; err != nil {
+			t.Fatalf("write stuck behind the fsync: %v", err)
+		}
+	}
+	if v, ok := mustGet(t, c.nodes[c.follower(leader)], "k3"); !ok || v != "also" {
+		t.Fatalf("k3 = %q %v", v, ok)
+	}
+	t.Logf("linearizable read answered in %v while the leader's fsync was stuck", took)
+}
