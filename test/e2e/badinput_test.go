@@ -389,6 +389,21 @@ func serverFDs(s *server) int {
 	return len(ents)
 }
 
+// settledFDs is serverFDs once it stops falling (connections of earlier steps
+// may still be closing), waiting at most 3 s.
+func settledFDs(s *server) int {
+	n := serverFDs(s)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		m := serverFDs(s)
+		if m >= n {
+			return n
+		}
+		n = m
+	}
+	return n
+}
+
 func TestSlowAndIdleClients(t *testing.T) {
 	s := startServer(t, filepath.Join(t.TempDir(), "n1"), freePort(t))
 	addr := s.addr
@@ -519,7 +534,7 @@ func TestSlowAndIdleClients(t *testing.T) {
 		if n < 100 {
 			t.Skipf("RLIMIT_NOFILE %d too low", rl.Cur)
 		}
-		base := serverFDs(s)
+		base := settledFDs(s)
 		conns := make([]net.Conn, n)
 		var wg sync.WaitGroup
 		var mu sync.Mutex
