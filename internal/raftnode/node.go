@@ -968,7 +968,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		}
 	}
 	n.send(remote, true)
-	n.reads.observe(rd.ReadStates)
+	n.send(n.reads.observe(rd.ReadStates, n.raftID, n.term.Load()), true)
 	// The batch just answered may have held back the next one.
 	n.reads.issue(n.rn)
 	// Reads whose index is applied already.
@@ -1395,6 +1395,11 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 // step hands a peer's message to Raft. Errors are for local messages or from
 // unknown peers and are dropped like a lost packet.
 func (n *Node) step(m raftpb.Message) {
+	if m.Type == raftpb.MsgReadIndex && m.From != n.raftID && len(m.Entries) == 1 && n.leader.Load() == n.raftID {
+		// A follower's read: it joins this leader's next read round.
+		n.reads.joinRemote(m.From, m.Entries[0].Data)
+		return
+	}
 	if err := n.rn.Step(m); err != nil {
 		n.logger.Debug("dropped message", "type", m.Type, "from", m.From, "err", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"go.etcd.io/raft/v3"
+	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/distkv/distkv/internal/kv"
 )
@@ -19,6 +20,15 @@ type readRound struct {
 	err    error
 	index  uint64 // the read index Raft confirmed
 	issued uint64 // the tick at which it was last handed to Raft
+	// remote are followers' ReadIndex requests that joined the round on the
+	// leader (see joinRemote). Owned by the loop.
+	remote []remoteRead
+}
+
+// remoteRead is a follower's ReadIndex request (a MsgReadIndex).
+type remoteRead struct {
+	from uint64
+	ctx  []byte
 }
 
 func (r *readRound) answer(err error) {
@@ -67,6 +77,26 @@ func (q *readQueue) join() *readRound {
 	return r
 }
 
+// joinRemote adds a follower's ReadIndex request (from, ctx), arriving now at
+// this node, the leader, to the open round, and returns whether the round was
+// opened by it. Called on the loop. The follower is answered with the round's
+// read index as soon as Raft confirms it (observe), so that one heartbeat
+// round of the leader serves its own reads and every follower's request that
+// arrived before the round was handed to Raft, instead of one heartbeat round
+// per request. Joining only a round not yet handed to Raft keeps the read
+// linearizable: its quorum check and commit index are taken after the
+// request arrived.
+func (q *readQueue) joinRemote(from uint64, ctx []byte) {
+	q.mu.Lock()
+	r := q.open
+	if r == nil {
+		r = &readRound{done: make(chan struct{})}
+		q.open = r
+	}
+	r.remote = append(r.remote, remoteRead{from: from, ctx: ctx})
+	q.mu.Unlock()
+}
+
 // takeOpen closes the open round to newcomers and returns it (nil if no read
 // opened one).
 func (q *readQueue) takeOpen() *readRound {
@@ -108,8 +138,11 @@ func (q *readQueue) issue(rn *raft.RawNode) {
 	rn.ReadIndex(ctx[:])
 }
 
-// observe records the read indexes Raft confirmed.
-func (q *readQueue) observe(states []raft.ReadState) {
+// observe records the read indexes Raft confirmed, and returns the answers to
+// the followers' requests that joined the rounds (MsgReadIndexResp from self
+// at term).
+func (q *readQueue) observe(states []raft.ReadState, self, term uint64) []raftpb.Message {
+	var out []raftpb.Message
 	for _, rs := range states {
 		if len(rs.RequestCtx) != 16 || binary.BigEndian.Uint64(rs.RequestCtx) != q.nonce {
 			continue
@@ -122,9 +155,15 @@ func (q *readQueue) observe(states []raft.ReadState) {
 		delete(q.inflight, id)
 		for _, r := range rounds {
 			r.index = rs.Index
+			for _, rr := range r.remote {
+				out = append(out, raftpb.Message{Type: raftpb.MsgReadIndexResp, To: rr.from, From: self, Term: term,
+					Index: rs.Index, Entries: []raftpb.Entry{{Data: rr.ctx}}})
+			}
+			r.remote = nil
 		}
 		q.waiting = append(q.waiting, rounds...)
 	}
+	return out
 }
 
 // release answers the rounds whose read index has been applied.

@@ -29,6 +29,8 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 	if a != b {
 		t.Fatal("two reads before any round was issued got different rounds")
 	}
+	// Followers' requests reaching this node as leader join rounds the same way.
+	q.joinRemote(2, []byte("early"))
 	q.issue(rn)
 	if len(q.inflight) != 1 {
 		t.Fatalf("%d rounds in flight after issue, want 1", len(q.inflight))
@@ -37,6 +39,7 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 	if late == a {
 		t.Fatal("a read that arrived after its round was handed to Raft joined that round")
 	}
+	q.joinRemote(3, []byte("late"))
 	q.issue(rn) // one round in flight: the late read waits for the next
 	if len(q.inflight) != 1 {
 		t.Fatalf("%d rounds in flight, want 1", len(q.inflight))
@@ -49,7 +52,11 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 		binary.BigEndian.PutUint64(b[8:], id)
 		return b
 	}
-	q.observe([]raft.ReadState{{Index: 5, RequestCtx: ctx(1)}})
+	out := q.observe([]raft.ReadState{{Index: 5, RequestCtx: ctx(1)}}, 1, 9)
+	if len(out) != 1 || out[0].Type != raftpb.MsgReadIndexResp || out[0].To != 2 || out[0].Index != 5 || out[0].Term != 9 ||
+		len(out[0].Entries) != 1 || string(out[0].Entries[0].Data) != "early" {
+		t.Fatalf("answers to followers after the first round = %+v, want the early request's only, at index 5", out)
+	}
 	q.release(4)
 	select {
 	case <-a.done:
@@ -69,5 +76,9 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 	q.issue(rn)
 	if _, ok := q.inflight[2]; !ok || len(q.inflight[2]) != 1 || q.inflight[2][0] != late {
 		t.Fatalf("the late read's round was not issued next: %v", q.inflight)
+	}
+	out = q.observe([]raft.ReadState{{Index: 8, RequestCtx: ctx(2)}}, 1, 9)
+	if len(out) != 1 || out[0].To != 3 || out[0].Index != 8 || string(out[0].Entries[0].Data) != "late" {
+		t.Fatalf("answers after the second round = %+v, want the late request's, at index 8", out)
 	}
 }
