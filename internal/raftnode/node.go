@@ -949,7 +949,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.term.Store(rd.HardState.Term)
 		n.commit.Store(rd.HardState.Commit)
 	}
-	var remote, applies, appends []raftpb.Message
+	var remote, applies []raftpb.Message
 	var snapAppend *raftpb.Message
 	for i := range rd.Messages {
 		m := &rd.Messages[i]
@@ -960,7 +960,9 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			if snapAppend != nil {
 				return fmt.Errorf("raft asked for an append after one that installs a snapshot in the same Ready")
 			}
-			appends = append(appends, *m)
+			n.appendSeq++
+			n.app.enqueue(*m, n.appendSeq)
+			n.appending++
 		case m.To == raft.LocalApplyThread:
 			applies = append(applies, *m)
 		default:
@@ -973,20 +975,6 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	n.reads.issue(n.rn)
 	// Reads whose index is applied already.
 	n.reads.release(n.applied.Load())
-	if len(appends) == 1 && n.appending == 0 && n.appendInline(&appends[0]) {
-		p := &pendingAppend{msg: appends[0]}
-		appends = nil
-		if err := n.appendOnLoop(p); errors.Is(err, wal.ErrNoSpace) {
-			n.startStall(p, err)
-		} else if err != nil {
-			return err
-		}
-	}
-	for _, m := range appends {
-		n.appendSeq++
-		n.app.enqueue(m, n.appendSeq)
-		n.appending++
-	}
 	if snapAppend != nil {
 		// Whatever was committed before the snapshot is applied before it.
 		if err := n.applyAll(applies); err != nil {
@@ -1105,26 +1093,12 @@ func (n *Node) waitAppended() error {
 	return nil
 }
 
-// appendInline says whether the loop should make m durable itself rather than
-// hand it to the idle appender: when it needs no fsync (a new commit index
-// only: one WAL write that no sync holds up, since the appender is idle). The
-// hand-off to the appender and back costs two goroutine wake-ups, which with
-// few requests in flight are a good part of a write's latency on a small
-// machine, and the entries it commits are applied once it is written. An
-// append that needs an fsync always goes to the appender, so that a slow disk
-// never stops the loop (heartbeats, reads).
-func (n *Node) appendInline(m *raftpb.Message) bool {
-	hs := hardState(m)
-	return len(m.Entries) == 0 && m.Snapshot == nil &&
-		(raft.IsEmptyHardState(hs) || (hs.Term == n.app.durable.Term && hs.Vote == n.app.durable.Vote))
-}
-
 // appendOnLoop makes p.msg, an append with a snapshot, durable on the loop,
 // skipping the steps a previous attempt completed, and delivers its
 // responses. It returns an error wrapping wal.ErrNoSpace, and may be called
 // again for the same p, only before the append is durable.
 func (n *Node) appendOnLoop(p *pendingAppend) error {
-	if p.msg.Snapshot != nil && !p.snapDone {
+	if !p.snapDone {
 		if err := n.installSnapshot(*p.msg.Snapshot, p); err != nil {
 			return err
 		}
