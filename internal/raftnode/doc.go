@@ -6,11 +6,12 @@
 //
 //  1. sends the messages to peers (Raft holds back those that vouch for
 //     something not yet durable here);
-//  2. hands the append (new entries and hard state) to the appender, a
-//     goroutine that writes everything queued as one WAL frame with one
-//     fsync, gives it to the in-memory Raft log (raft.MemoryStorage), and then
-//     delivers the append's responses (acknowledgements to peers, and to this
-//     node's Raft through the loop);
+//  2. hands the append (new entries and hard state) to the appender, whose
+//     writer writes everything queued as one WAL frame once no fsync is under
+//     way, and whose syncer then fsyncs what is written, gives it to the
+//     in-memory Raft log (raft.MemoryStorage), and delivers the appends'
+//     responses (acknowledgements to peers, and to this node's Raft through
+//     the loop);
 //  3. applies committed entries to the state machine (package kv), once the
 //     hard state that commits them is written, and answers the callers
 //     waiting on them.
