@@ -189,6 +189,9 @@ type proposal struct {
 	// forwarded, the leader's). Until then a request that gives up knows the
 	// write was not made. Guarded by Node.mu.
 	handed bool
+	// parkedAt is when Raft first dropped it (see pruneParked). Owned by
+	// the loop.
+	parkedAt time.Time
 }
 
 type proposalResult struct {
@@ -837,6 +840,9 @@ func (n *Node) proposeOnce(p *proposal) {
 		n.mu.Lock()
 		p.handed = false
 		n.mu.Unlock()
+		if p.parkedAt.IsZero() {
+			p.parkedAt = time.Now()
+		}
 		n.parked = append(n.parked, p)
 		return
 	}
@@ -861,17 +867,39 @@ func (n *Node) proposeParked() {
 
 // pruneParked forgets parked proposals whose requests have given up, so that
 // a long spell without a leader does not hold every refused write.
+//
+// A proposal parked for longer than leaderWait is refused: an election takes
+// one to two election timeouts, so a node that has known no leader for longer
+// is most likely cut off from the majority, and its client had better try
+// another node (as the distkv CLI does on this answer) than wait out its
+// whole deadline.
 func (n *Node) pruneParked() {
 	kept := n.parked[:0]
+	var expired []*proposal
+	wait := n.leaderWait()
 	n.mu.Lock()
 	for _, p := range n.parked {
-		if _, waiting := n.waiters[p.id]; waiting {
-			kept = append(kept, p)
+		if _, waiting := n.waiters[p.id]; !waiting {
+			continue
 		}
+		if time.Since(p.parkedAt) >= wait {
+			expired = append(expired, p)
+			continue
+		}
+		kept = append(kept, p)
 	}
 	n.mu.Unlock()
 	clear(n.parked[len(kept):])
 	n.parked = kept
+	for _, p := range expired {
+		n.deliver(p.id, proposalResult{err: notMadeError{fmt.Errorf("%w (none for %v)", ErrNoLeader, wait)}})
+	}
+}
+
+// leaderWait is how long a write waits for a leader to be known: three
+// election timeouts.
+func (n *Node) leaderWait() time.Duration {
+	return 3 * time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
 }
 
 // failParked answers every parked proposal with err: they never reached the

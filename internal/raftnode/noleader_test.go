@@ -39,27 +39,41 @@ func TestWriteWithoutLeaderGivesUpNotMade(t *testing.T) {
 		return c.nodes[cut].Status().Leader == ""
 	}, func() string { return fmt.Sprintf("%+v", c.nodes[cut].Status()) })
 
+	// Writes whose deadline comes first give up at their deadline; the
+	// others are refused once no leader was known for leaderWait. Either way
+	// the write certainly was not made.
 	const writes = 20
 	var wg sync.WaitGroup
 	errs := make([]error, writes)
-	start := time.Now()
+	took := make([]time.Duration, writes)
+	wait := c.nodes[cut].leaderWait()
 	for i := range writes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			deadline := 5 * time.Second
+			if i%2 == 0 {
+				deadline = wait / 2
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
 			defer cancel()
+			start := time.Now()
 			_, errs[i] = put(ctx, c.nodes[cut], fmt.Sprintf("cut-%d", i), "x")
+			took[i] = time.Since(start)
 		}()
 	}
 	wg.Wait()
-	if took := time.Since(start); took < 250*time.Millisecond {
-		t.Fatalf("writes without a leader gave up after %v, before their deadline", took)
-	}
 	for i, err := range errs {
 		var nm notMadeError
 		if !errors.As(err, &nm) || !errors.Is(err, ErrNoLeader) {
 			t.Fatalf("write %d without a leader = %v, want a not-made ErrNoLeader", i, err)
+		}
+		lo, hi := wait/2-wait/10, wait/2+wait/2
+		if i%2 == 1 {
+			lo, hi = wait, wait+time.Second
+		}
+		if took[i] < lo || took[i] > hi {
+			t.Fatalf("write %d without a leader ended after %v, want between %v and %v (leader wait %v)", i, took[i], lo, hi, wait)
 		}
 	}
 	if n := c.parkedLen(cut); n != 0 {
