@@ -827,13 +827,22 @@ func (n *Node) propose(p *proposal) {
 	n.proposeOnce(p)
 }
 
-// proposeOnce hands p to Raft. A proposal Raft drops (no leader known, or a
-// leadership transfer under way) is parked and retried when a leader is
-// known, as a client of etcd sees a write wait out an election rather than
-// fail at once; its request's deadline bounds the wait.
+// proposeOnce hands p to Raft. A proposal Raft drops while a leader is known
+// (a leadership transfer under way) is parked and retried; its request's
+// deadline and leaderWait bound the wait. With no leader known it is refused
+// at once.
 func (n *Node) proposeOnce(p *proposal) {
 	err := n.rn.Propose(p.data)
 	if err == nil {
+		return
+	}
+	if errors.Is(err, raft.ErrProposalDropped) && n.leader.Load() == raft.None {
+		// No leader known: refuse at once (certainly not made), so that the
+		// client tries another node. Waiting here for an election cost a
+		// client of a node cut off from the majority its whole wait, on
+		// every request: a soak with a fixed seed made 64,484 operations in
+		// 3 minutes with waits of up to 3 s, 116,758 without.
+		n.deliver(p.id, proposalResult{err: notMadeError{ErrNoLeader}})
 		return
 	}
 	if errors.Is(err, raft.ErrProposalDropped) {
