@@ -51,7 +51,12 @@ type Node struct {
 	// node is not until the leader's log or snapshot reaches it).
 	inConfig atomic.Bool
 	reads    readQueue
-	durable  raftpb.HardState // the last hard state in the WAL at Open
+	// termStart is the index of the first entry this node appended as leader
+	// of term termStartTerm (Raft's empty entry that opens a term): once the
+	// commit index reaches it, an entry of that term is committed. Owned by
+	// the loop.
+	termStart, termStartTerm uint64
+	durable                  raftpb.HardState // the last hard state in the WAL at Open
 	// app writes the log; appending counts the appends handed to it and not
 	// yet reported durable.
 	app       *appender
@@ -994,6 +999,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		case m.To == raft.LocalAppendThread && m.Snapshot != nil:
 			snapAppend = m
 		case m.To == raft.LocalAppendThread:
+			n.noteTermStart(m.Entries)
 			if snapAppend != nil {
 				return fmt.Errorf("raft asked for an append after one that installs a snapshot in the same Ready")
 			}
@@ -1407,7 +1413,13 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 // unknown peers and are dropped like a lost packet.
 func (n *Node) step(m raftpb.Message) {
 	if m.Type == raftpb.MsgReadIndex && m.From != n.raftID && len(m.Entries) == 1 && n.leader.Load() == n.raftID {
-		// A follower's read: it joins this leader's next read round.
+		// A follower's read: answered at once where its request is
+		// enough, otherwise it joins this leader's next read round.
+		if index, term, ok := n.readIndexAtOnce(m.From); ok {
+			n.send([]raftpb.Message{{Type: raftpb.MsgReadIndexResp, To: m.From, From: n.raftID,
+				Term: term, Index: index, Entries: m.Entries}}, true)
+			return
+		}
 		n.reads.joinRemote(m.From, m.Entries[0].Data)
 		return
 	}

@@ -3,6 +3,7 @@ package raftnode
 import (
 	"context"
 	"encoding/binary"
+	"slices"
 	"sync"
 
 	"go.etcd.io/raft/v3"
@@ -277,4 +278,59 @@ func (n *Node) Range(ctx context.Context, start, end []byte, limit int, lineariz
 	}
 	kvs, more := n.kv.Range(start, end, limit)
 	return kvs, more, nil
+}
+
+// readIndexAtOnce returns the read index (and this leader's term) with which a
+// follower's ReadIndex request, from from and arriving now, can be answered
+// without a heartbeat round, or false if it cannot.
+//
+// A read index is safe if, after the reads it answers arrived, a quorum of
+// voters was not yet in any term above the leader's, and the leader still
+// leads: then no other leader can have been elected before those reads
+// arrived, so every write acknowledged before them was committed in this
+// leader's term or earlier, and its commit index covers them once it has
+// committed an entry of its own term (Raft's leader completeness). The
+// heartbeat round Raft's ReadIndex runs finds such a quorum. But the
+// follower's request is itself evidence of one member: the follower sent it
+// after its reads arrived, to this node as the leader of the follower's term
+// at that moment, so the follower was then in no term above this leader's
+// current one. With this leader, that is a quorum of a configuration of at
+// most three voters (two of three, or both of two): a leader of a later term
+// would need the vote of one of the two, and this node still leads, while the
+// follower was in an earlier term when it sent the request. So there the
+// answer is this leader's commit index, at once; elsewhere (more voters, a
+// joint configuration, a learner, no entry of this term committed yet) the
+// request joins the next heartbeat round.
+//
+// Called on the loop.
+func (n *Node) readIndexAtOnce(from uint64) (index, term uint64, ok bool) {
+	st := n.rn.BasicStatus()
+	if st.RaftState != raft.StateLeader {
+		return 0, 0, false
+	}
+	cs := &n.confState
+	if len(cs.VotersOutgoing) > 0 || len(cs.Voters) > 3 ||
+		!slices.Contains(cs.Voters, n.raftID) || !slices.Contains(cs.Voters, from) {
+		return 0, 0, false
+	}
+	if n.termStartTerm != st.Term || st.Commit < n.termStart {
+		return 0, 0, false // no entry of this term committed yet
+	}
+	return st.Commit, st.Term, true
+}
+
+// noteTermStart records the first entry of ents this node appends as the
+// leader of its current term (see readIndexAtOnce). Called on the loop with
+// each append handed out.
+func (n *Node) noteTermStart(ents []raftpb.Entry) {
+	term := n.term.Load()
+	if n.termStartTerm == term || n.leader.Load() != n.raftID {
+		return
+	}
+	for _, e := range ents {
+		if e.Term == term {
+			n.termStart, n.termStartTerm = e.Index, term
+			return
+		}
+	}
 }

@@ -1,8 +1,11 @@
 package raftnode
 
 import (
+	"context"
 	"encoding/binary"
+	"fmt"
 	"testing"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -80,5 +83,165 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 	out = q.observe([]raft.ReadState{{Index: 8, RequestCtx: ctx(2)}}, 1, 9)
 	if len(out) != 1 || out[0].To != 3 || out[0].Index != 8 || string(out[0].Entries[0].Data) != "late" {
 		t.Fatalf("answers after the second round = %+v, want the late request's, at index 8", out)
+	}
+}
+
+// readRoundsDuring counts the leader's heartbeats that carry a read context
+// (ReadIndex rounds) while fn runs.
+func readRoundsDuring(c *cluster, leader string, fn func()) int {
+	id := RaftID(leader)
+	var rounds int
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool {
+		if m.From == id && m.Type == raftpb.MsgHeartbeat && len(m.Context) > 0 {
+			rounds++
+		}
+		return false
+	}
+	c.nw.mu.Unlock()
+	fn()
+	c.nw.mu.Lock()
+	c.nw.lose = nil
+	n := rounds
+	c.nw.mu.Unlock()
+	return n
+}
+
+// TestFollowerReadWithoutRoundInThreeVoters: with three voters a follower's
+// ReadIndex request and the leader make a quorum, so the leader answers it at
+// once, with no heartbeat round; the read still sees the write just
+// acknowledged through another node. With five voters, or from a learner, the
+// request is not enough and a round must run.
+func TestFollowerReadWithoutRoundInThreeVoters(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	read := func(t *testing.T, n *Node, want string) {
+		t.Helper()
+		got, ok, err := n.Get(ctx, []byte("k"), true)
+		if err != nil || !ok || string(got.Value) != want {
+			t.Fatalf("linearizable read on %s = %q %v %v, want %q", n.cfg.Self.Name, got.Value, ok, err, want)
+		}
+	}
+	others := func(c *cluster, leader string) (a, b string) {
+		for name := range c.nodes {
+			if name == leader {
+				continue
+			}
+			if a == "" {
+				a = name
+			} else {
+				b = name
+			}
+		}
+		return a, b
+	}
+
+	t.Run("three voters", func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		leader := c.waitLeader(5 * time.Second)
+		f, g := others(c, leader)
+		for i := range 20 {
+			v := fmt.Sprintf("v%d", i)
+			if _, err := put(ctx, c.nodes[g], "k", v); err != nil {
+				t.Fatal(err)
+			}
+			if r := readRoundsDuring(c, leader, func() { read(t, c.nodes[f], v) }); r != 0 {
+				t.Fatalf("follower read %d ran %d heartbeat rounds on the leader, want 0", i, r)
+			}
+		}
+	})
+
+	t.Run("five voters", func(t *testing.T) {
+		c := newCluster(t, 5, nil)
+		leader := c.waitLeader(5 * time.Second)
+		f := c.follower(leader)
+		if _, err := put(ctx, c.nodes[leader], "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+		if r := readRoundsDuring(c, leader, func() { read(t, c.nodes[f], "v") }); r == 0 {
+			t.Fatal("a follower read among five voters ran no heartbeat round on the leader")
+		}
+	})
+
+	t.Run("learner", func(t *testing.T) {
+		c := newCluster(t, 3, nil)
+		leader := c.waitLeader(5 * time.Second)
+		if _, err := put(ctx, c.nodes[leader], "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+		n := c.join(ctx, leader, Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"})
+		for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if r := readRoundsDuring(c, leader, func() { read(t, n, "v") }); r == 0 {
+			t.Fatal("a learner's read ran no heartbeat round on the leader")
+		}
+	})
+}
+
+// TestNewLeaderAnswersNoReadBeforeItCommits: a new leader may not yet know
+// that its predecessor committed an entry, so its commit index is no read
+// index until it has committed an entry of its own term. Here the old leader
+// o commits "new" with l alone, l never hears of the commit, o stops and l
+// is elected; while l cannot commit in its term, a linearizable read on
+// follower f must not be answered with "old".
+func TestNewLeaderAnswersNoReadBeforeItCommits(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	o := c.waitLeader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := put(ctx, c.nodes[o], "k", "old"); err != nil {
+		t.Fatal(err)
+	}
+	var l, f string
+	for name := range c.nodes {
+		switch {
+		case name == o:
+		case l == "":
+			l = name
+		default:
+			f = name
+		}
+	}
+	for ctx.Err() == nil && c.nodes[f].Status().AppliedIndex < c.nodes[o].Status().CommitIndex {
+		time.Sleep(time.Millisecond)
+	}
+	oid, lid, fid := RaftID(o), RaftID(l), RaftID(f)
+	base := c.nodes[o].Status().CommitIndex
+	c.nw.mu.Lock()
+	c.nw.cut[[2]uint64{oid, fid}] = true
+	c.nw.cut[[2]uint64{fid, oid}] = true
+	// l stores "new" and acknowledges it, but never learns it is committed.
+	c.nw.lose = func(m raftpb.Message) bool { return m.From == oid && m.To == lid && m.Commit > base }
+	c.nw.mu.Unlock()
+	if _, err := put(ctx, c.nodes[o], "k", "new"); err != nil {
+		t.Fatal(err)
+	}
+	// l leads next (f's log lacks "new", so f cannot win), but its appends
+	// to f are lost: its own term's first entry cannot commit.
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool { return m.From == lid && m.To == fid && m.Type == raftpb.MsgApp }
+	c.nw.mu.Unlock()
+	c.stop(o)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.nodes[f].Status().Leader != l || c.nodes[l].Status().Leader != l {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not elected: %+v / %+v", l, c.nodes[l].Status(), c.nodes[f].Status())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := c.nodes[l].Status().CommitIndex; got > base {
+		t.Fatalf("new leader's commit index %d is past %d: the test proves nothing", got, base)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
+	got, _, err := c.nodes[f].Get(short, []byte("k"), true)
+	cancelShort()
+	if err == nil {
+		t.Fatalf("linearizable read on %s answered %q before the new leader committed in its term (the acknowledged value is \"new\")", f, got.Value)
+	}
+	c.nw.heal()
+	got, _, err = c.nodes[f].Get(ctx, []byte("k"), true)
+	if err != nil || string(got.Value) != "new" {
+		t.Fatalf("read after heal = %q, %v; want \"new\"", got.Value, err)
 	}
 }
