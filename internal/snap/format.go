@@ -10,6 +10,7 @@ import (
 	"io"
 	"iter"
 	"math"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -94,10 +95,7 @@ func Encode(w io.Writer, meta Meta, pairs iter.Seq[kv.KeyValue]) error {
 	}
 
 	chunks := &chunkWriter{w: cw}
-	zw, err := zstd.NewWriter(chunks,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
-		zstd.WithWindowSize(encoderWindow),
-		zstd.WithEncoderConcurrency(1))
+	zw, err := getEncoder(chunks)
 	if err != nil {
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
@@ -109,6 +107,7 @@ func Encode(w io.Writer, meta Meta, pairs iter.Seq[kv.KeyValue]) error {
 	if err := zw.Close(); err != nil {
 		return fmt.Errorf("encode snapshot: %w", err)
 	}
+	putEncoder(zw)
 	if err := chunks.close(); err != nil {
 		return err
 	}
@@ -123,6 +122,29 @@ func Encode(w io.Writer, meta Meta, pairs iter.Seq[kv.KeyValue]) error {
 		return err
 	}
 	return bw.Flush()
+}
+
+// encoders keeps zstd encoders between snapshots: a new one allocates
+// several MiB of tables, which a node taking a snapshot every few seconds
+// under load would otherwise allocate and collect each time.
+var encoders sync.Pool
+
+// getEncoder returns an encoder writing a new stream to w.
+func getEncoder(w io.Writer) (*zstd.Encoder, error) {
+	if zw, ok := encoders.Get().(*zstd.Encoder); ok {
+		zw.Reset(w)
+		return zw, nil
+	}
+	return zstd.NewWriter(w,
+		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithWindowSize(encoderWindow),
+		zstd.WithEncoderConcurrency(1))
+}
+
+// putEncoder keeps zw, whose stream was closed without error, for reuse.
+func putEncoder(zw *zstd.Encoder) {
+	zw.Reset(nil)
+	encoders.Put(zw)
 }
 
 func appendHeader(b []byte, meta Meta) []byte {
