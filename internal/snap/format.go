@@ -124,14 +124,22 @@ func Encode(w io.Writer, meta Meta, pairs iter.Seq[kv.KeyValue]) error {
 	return bw.Flush()
 }
 
-// encoders keeps zstd encoders between snapshots: a new one allocates
+// idleEncoder keeps one zstd encoder between snapshots: a new one allocates
 // several MiB of tables, which a node taking a snapshot every few seconds
-// under load would otherwise allocate and collect each time.
-var encoders sync.Pool
+// under load would otherwise allocate and collect each time. (A sync.Pool
+// would not do: it is emptied by the collections in between.)
+var idleEncoder struct {
+	sync.Mutex
+	zw *zstd.Encoder
+}
 
 // getEncoder returns an encoder writing a new stream to w.
 func getEncoder(w io.Writer) (*zstd.Encoder, error) {
-	if zw, ok := encoders.Get().(*zstd.Encoder); ok {
+	idleEncoder.Lock()
+	zw := idleEncoder.zw
+	idleEncoder.zw = nil
+	idleEncoder.Unlock()
+	if zw != nil {
 		zw.Reset(w)
 		return zw, nil
 	}
@@ -141,10 +149,13 @@ func getEncoder(w io.Writer) (*zstd.Encoder, error) {
 		zstd.WithEncoderConcurrency(1))
 }
 
-// putEncoder keeps zw, whose stream was closed without error, for reuse.
+// putEncoder keeps zw, whose stream was closed without error, for the next
+// snapshot.
 func putEncoder(zw *zstd.Encoder) {
 	zw.Reset(nil)
-	encoders.Put(zw)
+	idleEncoder.Lock()
+	idleEncoder.zw = zw
+	idleEncoder.Unlock()
 }
 
 func appendHeader(b []byte, meta Meta) []byte {
