@@ -51,6 +51,8 @@ type appender struct {
 	// Owned by the writer.
 	durable raftpb.HardState // the last hard state written
 	recs    []wal.Record
+	// Owned by the syncer: responses to other nodes, reused.
+	remote []raftpb.Message
 }
 
 // written is a batch of appends whose frame is written, for the syncer.
@@ -313,7 +315,7 @@ func (a *appender) persistNow(batch []raftpb.Message) error {
 // deliver sends the responses of a durable batch to other nodes on the
 // transport and appends those to this node's Raft to local.
 func (a *appender) deliver(batch []raftpb.Message, local []raftpb.Message) []raftpb.Message {
-	var remote []raftpb.Message
+	remote := a.remote[:0]
 	for i := range batch {
 		if brokenEarlyAck {
 			a.n.ackEarly(batch[i].Entries)
@@ -327,6 +329,8 @@ func (a *appender) deliver(batch []raftpb.Message, local []raftpb.Message) []raf
 		}
 	}
 	a.n.send(remote, true)
+	clear(remote)
+	a.remote = remote[:0]
 	return local
 }
 

@@ -67,7 +67,9 @@ type Node struct {
 	// (which carries the commit index that covers them) to be written.
 	appendSeq  uint64
 	writtenSeq uint64
-	held       []heldApply
+	// remoteBuf holds a Ready's messages to other nodes; reused.
+	remoteBuf []raftpb.Message
+	held      []heldApply
 	// stalledLocal are responses of appends made durable during a stall, to
 	// be stepped once it is over.
 	stalledLocal []raftpb.Message
@@ -991,7 +993,8 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.term.Store(rd.HardState.Term)
 		n.commit.Store(rd.HardState.Commit)
 	}
-	var remote, applies []raftpb.Message
+	remote := n.remoteBuf[:0]
+	var applies []raftpb.Message
 	var snapAppend *raftpb.Message
 	for i := range rd.Messages {
 		m := &rd.Messages[i]
@@ -1013,6 +1016,8 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		}
 	}
 	n.send(remote, true)
+	clear(remote)
+	n.remoteBuf = remote[:0]
 	n.send(n.reads.observe(rd.ReadStates, n.raftID, n.term.Load()), true)
 	// The batch just answered may have held back the next one.
 	n.reads.issue(n.rn)

@@ -21,7 +21,8 @@ import (
 // package transport (TCP) and, in tests, by an in-memory network.
 type Transport interface {
 	// Send queues msgs for delivery; it never blocks and may drop (Raft
-	// retransmits).
+	// retransmits). It keeps no reference to the slice msgs, which the
+	// caller reuses.
 	Send(shard uint64, msgs []raftpb.Message)
 	// SendNow is Send for a caller with nothing else to do meanwhile: it
 	// may spend the caller's time writing to an idle connection itself
@@ -183,6 +184,22 @@ func (n *Node) send(msgs []raftpb.Message, now bool) {
 	if len(msgs) == 0 || n.cfg.Transport == nil {
 		return
 	}
+	out := msgs
+	if slices.ContainsFunc(msgs, func(m raftpb.Message) bool { return m.Type == raftpb.MsgSnap }) {
+		out = n.sendSnapshots(msgs)
+	}
+	switch {
+	case len(out) == 0:
+	case now:
+		n.cfg.Transport.SendNow(n.cfg.Shard, out)
+	default:
+		n.cfg.Transport.Send(n.cfg.Shard, out)
+	}
+}
+
+// sendSnapshots starts the transfers of the MsgSnap messages of msgs and
+// returns the other messages.
+func (n *Node) sendSnapshots(msgs []raftpb.Message) []raftpb.Message {
 	out := msgs[:0:0]
 	for _, m := range msgs {
 		if m.Type == raftpb.MsgSnap && !inConfState(m.Snapshot.Metadata.ConfState, m.To) {
@@ -205,13 +222,7 @@ func (n *Node) send(msgs []raftpb.Message, now bool) {
 		}
 		out = append(out, m)
 	}
-	switch {
-	case len(out) == 0:
-	case now:
-		n.cfg.Transport.SendNow(n.cfg.Shard, out)
-	default:
-		n.cfg.Transport.Send(n.cfg.Shard, out)
-	}
+	return out
 }
 
 // errSnapshotPredatesMember fails a snapshot transfer to a member that the
