@@ -39,6 +39,10 @@
 //   - Linearizable reads use Raft's ReadIndex: a read is answered from local state
 //     only after this node has applied up to the commit index the leader confirmed
 //     with a quorum after the read arrived. Concurrent reads share one ReadIndex.
+//     With at most three voters, a follower's ReadIndex request is itself the
+//     second member of that quorum: the leader answers it without a heartbeat
+//     round, provided it has committed an entry of its own term (see
+//     Node.readIndexAtOnce).
 //   - Every SnapshotEntries applied entries the state machine is cloned (O(1), a
 //     copy-on-write B-tree) and written to a snapshot file by another goroutine
 //     while writes go on; then the WAL is compacted behind the oldest snapshot
