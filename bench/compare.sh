@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # compare.sh: the same closed-loop workloads against a 3-node distkv, a 3-node
 # etcd, a Redis with appendfsync always and kvbench's do-nothing HTTP server,
-# one system at a time, all on this machine; prints one table with distkv's
-# ratio to each. See bench/README.md.
+# all on this machine and running at once, loaded one at a time, each workload
+# on every system back to back; prints one table with distkv's ratio to each.
+# See bench/README.md.
 #
 #   bench/compare.sh [--duration 10s] [--clients 64] [--value-size 256]
 #                    [--keys 1000] [--targets "null distkv etcd redis"]
 #                    [--workloads "write read stale mixed95 write1"]
-#                    [--memory-keys 1000000] [--tmp DIR] [--keep-logs]
+#                    [--rounds 1] [--memory-keys 1000000] [--tmp DIR]
+#                    [--keep-logs]
 set -euo pipefail
 
 DURATION=10s
@@ -17,10 +19,11 @@ KEYS=1000
 TARGETS="null distkv etcd redis"
 WORKLOADS="write read stale mixed95 write1"
 MEMORY_KEYS=1000000
+ROUNDS=1
 TMP_PARENT=${TMPDIR:-/var/tmp}
 KEEP_LOGS=0
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--duration) DURATION=$2; shift 2 ;;
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
 	--targets) TARGETS=$2; shift 2 ;;
 	--workloads) WORKLOADS=$2; shift 2 ;;
 	--memory-keys) MEMORY_KEYS=$2; shift 2 ;;
+	--rounds) ROUNDS=$2; shift 2 ;;
 	--tmp) TMP_PARENT=$2; shift 2 ;;
 	--keep-logs) KEEP_LOGS=1; shift ;;
 	-h | --help) usage 0 ;;
@@ -149,21 +153,18 @@ wait_ready() {
 	exit 1
 }
 
-# bench TARGET ENDPOINTS: the workloads, one after the other. write1 is
-# writes with a single client whose requests take the endpoints in turn (as
-# etcd's client balancer does, so the leader serves a third of them either
-# way); the others use --clients clients.
+# bench TARGET ENDPOINTS WORKLOAD: one run of WORKLOAD. write1 is writes with
+# a single client whose requests take the endpoints in turn (as etcd's client
+# balancer does, so the leader serves a third of them either way); the others
+# use --clients clients.
 bench() {
-	local target=$1 endpoints=$2 w
+	local target=$1 endpoints=$2 w=$3
 	local -a common=(-target "$target" -endpoints "$endpoints" -duration "$DURATION"
 		-keys "$KEYS" -value-size "$VALUE_SIZE" -conns 4)
-	for w in $WORKLOADS; do
-		case $w in
-		write1) run_kvbench "$target" "${common[@]}" -workload write -clients 1 -route each ;;
-		*) run_kvbench "$target" "${common[@]}" -workload "$w" -clients "$CLIENTS" ;;
-		esac
-	done
-	grep -hs 'last error' "$TMP/$target.out" | sed "s/^ */== $target: /" >&2 || true
+	case $w in
+	write1) run_kvbench "$target" "${common[@]}" -workload write -clients 1 -route each ;;
+	*) run_kvbench "$target" "${common[@]}" -workload "$w" -clients "$CLIENTS" ;;
+	esac
 }
 
 # run_kvbench TARGET ARGS...: one run, output to $TMP/TARGET.out, progress on
@@ -235,13 +236,35 @@ server_pids() {
 # rss_kib PID: resident set size in KiB.
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
+# Every system runs for the whole comparison (idle ones cost little: their
+# heartbeats), and each workload runs on each system in turn, so the runs a
+# ratio compares are seconds apart, not minutes: on a shared machine whose
+# load drifts, that matters more than anything else here. With --rounds N,
+# the whole sequence runs N times, each round starting one system later, and
+# the table shows medians.
 mkdir -p "$TMP/data"
+declare -A EPS
 for target in $TARGETS; do
 	start_target "$target" "$TMP/data"
-	wait_ready "$target" "$eps"
-	bench "$target" "$eps"
-	stop_all
+	EPS[$target]=$eps
 done
+for target in $TARGETS; do
+	wait_ready "$target" "${EPS[$target]}"
+done
+read -r -a TLIST <<<"$TARGETS"
+for round in $(seq "$ROUNDS"); do
+	for w in $WORKLOADS; do
+		for i in "${!TLIST[@]}"; do
+			target=${TLIST[$(((i + round - 1) % ${#TLIST[@]}))]}
+			log "round $round/$ROUNDS: $w on $target"
+			bench "$target" "${EPS[$target]}" "$w"
+		done
+	done
+done
+for target in $TARGETS; do
+	grep -hs 'last error' "$TMP/$target.out" | sed "s/^ */== $target: /" >&2 || true
+done
+stop_all
 
 # --- resident memory with --memory-keys keys ----------------------------------
 # Each system fresh (no history from the runs above), loaded with every key
@@ -274,7 +297,9 @@ fi
 # --- the table ----------------------------------------------------------------
 log "machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 echo
-echo "distkv vs etcd, Redis and the do-nothing server: $VALUE_SIZE-byte values, $KEYS keys, $DURATION per run"
+rounds_note=
+[ "$ROUNDS" -gt 1 ] && rounds_note=", medians of $ROUNDS rounds"
+echo "distkv vs etcd, Redis and the do-nothing server: $VALUE_SIZE-byte values, $KEYS keys, $DURATION per run$rounds_note"
 echo
 awk -v targets="$TARGETS" '
 BEGIN {
@@ -282,13 +307,22 @@ BEGIN {
 	name["mixed95"] = "95% lin. reads + 5% writes"; name["mixed50"] = "50% lin. reads + 50% writes"
 }
 function kv(s,   a, i, n, p) { n = split(s, a, " "); for (i = 2; i <= n; i++) { split(a[i], p, "="); f[p[1]] = p[2] } }
+# median of the values "v1 v2 ..." in s
+function median(s,   a, n, i, j, x) {
+	n = split(s, a, " ")
+	for (i = 2; i <= n; i++) { x = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+	return n % 2 ? a[(n + 1) / 2] + 0 : (a[n / 2] + a[n / 2 + 1]) / 2
+}
 /^RESULT/ {
 	delete f; kv($0)
 	w = name[f["workload"]] ", " f["clients"] " client" (f["clients"] == 1 ? "" : "s")
 	if (!(w in seen)) { seen[w] = 1; order[++nw] = w }
-	ops[w, f["label"]] = f["ops_s"]; p50[w, f["label"]] = f["p50_ms"]; p99[w, f["label"]] = f["p99_ms"]; err[w, f["label"]] = f["errors"]
+	k = w SUBSEP f["label"]
+	ops_l[k] = ops_l[k] " " f["ops_s"]; p50_l[k] = p50_l[k] " " f["p50_ms"]; p99_l[k] = p99_l[k] " " f["p99_ms"]
+	err[k] += f["errors"]
 }
 END {
+	for (k in ops_l) { ops[k] = median(ops_l[k]); p50[k] = median(p50_l[k]); p99[k] = median(p99_l[k]) }
 	nt = split(targets, t, " ")
 	print "| workload | target | ops/s | p50 ms | p99 ms | errors | distkv ops/s ÷ target | distkv p50 ÷ target |"
 	print "|---|---|---:|---:|---:|---:|---:|---:|"
