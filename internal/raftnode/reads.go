@@ -296,8 +296,8 @@ func (n *Node) Range(ctx context.Context, start, end []byte, limit int, lineariz
 // at that moment, so the follower was then in no term above this leader's
 // current one. With this leader, that is a quorum of a configuration of at
 // most three voters (two of three, or both of two): a leader of a later term
-// would need the vote of one of the two, and this node still leads, while the
-// follower was in an earlier term when it sent the request. So there the
+// would need the vote of one of the two, but this node still leads, and the
+// follower had voted in no later term when it sent the request. So there the
 // answer is this leader's commit index, at once; elsewhere (more voters, a
 // joint configuration, a learner, no entry of this term committed yet) the
 // request joins the next heartbeat round.

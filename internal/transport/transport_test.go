@@ -533,3 +533,43 @@ func TestInlineWritesSpillInOrder(t *testing.T) {
 	}
 	t.Logf("%d messages, %d writes, %d inline writes spilled", seq, p.writes.Load(), p.spills.Load())
 }
+
+// TestSendKeepsNoReferenceToTheSlice: the Raft loop reuses the slice it hands
+// to Send and SendNow as soon as they return, so what goes out must not change
+// when the caller overwrites it, whether the message was written at once or
+// queued behind a busy connection.
+func TestSendKeepsNoReferenceToTheSlice(t *testing.T) {
+	recA, recB := newRecorder(), newRecorder()
+	a, b := start(t, testConfig(1, recA)), start(t, testConfig(2, recB))
+	mesh(a, b)
+	waitConnected(t, a, 2)
+	const rounds = 200
+	msgs := make([]raftpb.Message, 4)
+	for i := range rounds {
+		for j := range msgs {
+			msgs[j] = heartbeat(1, 2, uint64(i*len(msgs)+j))
+		}
+		if i%2 == 0 {
+			a.SendNow(1, msgs)
+		} else {
+			a.Send(1, msgs)
+		}
+		for j := range msgs { // the caller reuses its slice at once
+			msgs[j] = heartbeat(1, 2, 1<<40)
+		}
+	}
+	want := rounds * len(msgs)
+	waitFor(t, 5*time.Second, "all messages delivered", func() (bool, string) {
+		n := len(recB.flow(1, 1))
+		return n >= want, fmt.Sprintf("%d of %d", n, want)
+	})
+	got := recB.flow(1, 1)
+	if len(got) != want {
+		t.Fatalf("got %d messages, want %d", len(got), want)
+	}
+	for i, m := range got {
+		if m.Commit != uint64(i) {
+			t.Fatalf("message %d carries %d, want %d: the transport did not send what the slice held when Send returned", i, m.Commit, i)
+		}
+	}
+}
