@@ -182,6 +182,11 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 	if cmd.Op == OpTxn {
 		return s.applyTxn(rev, cmd.Txn), nil
 	}
+	if cmd.Op == OpPut && cmd.Cond == (Cond{}) {
+		s.putBlind(cmd.Key, cmd.Value, rev)
+		s.view = nil
+		return Result{Status: StatusOK, Revision: rev}, nil
+	}
 	probe := keyItem(cmd.Key)
 	it, exists := s.tree.GetHint(probe, &s.hint)
 	cur := it.kv()
@@ -211,6 +216,24 @@ func (s *Store) put(probe item, cur KeyValue, exists bool, value []byte, rev int
 		return
 	}
 	s.tree.SetHint(newItem(probe.key(), value, 1, rev, rev), &s.hint)
+}
+
+// putBlind stores value under key as an unconditional write at rev in one
+// pass over the tree: the record goes in as the key's first version, and if
+// it replaced one, its version and create revision are then set from the one
+// it replaced. The record is not yet visible to anyone else: readers and
+// Views take s.mu, which the caller holds for writing (it also resets
+// s.view).
+func (s *Store) putBlind(key, value []byte, rev int64) {
+	it := newItem(key, value, 1, rev, rev)
+	prev, replaced := s.tree.SetHint(it, &s.hint)
+	if !replaced {
+		return
+	}
+	p := prev.kv()
+	meta := it.rec[len(it.rec)-recMetaSize:]
+	binary.LittleEndian.PutUint64(meta, uint64(p.Version+1))
+	binary.LittleEndian.PutUint64(meta[16:], uint64(p.CreateRevision))
 }
 
 // condHolds reports whether c holds for cur, the key's state (zero if absent).
