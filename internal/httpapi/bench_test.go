@@ -4,12 +4,22 @@ import (
 	"bytes"
 	"io"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
 func BenchmarkPut(b *testing.B) {
+	benchPut(b, []byte(`{"value": "myvalue"}`))
+}
+
+// BenchmarkPut256 sends the body of the side-by-side benchmarks (bench/): a
+// 256-byte value.
+func BenchmarkPut256(b *testing.B) {
+	benchPut(b, []byte(`{"value":"`+strings.Repeat("v", 256)+`"}`))
+}
+
+func benchPut(b *testing.B, body []byte) {
 	h, _ := newTestAPI(b, Config{})
-	body := []byte(`{"value": "myvalue"}`)
 	rd := bytes.NewReader(body)
 	req := httptest.NewRequest("PUT", "/key/key6", rd)
 	b.ReportAllocs()
