@@ -43,6 +43,14 @@
 //     second member of that quorum: the leader answers it without a heartbeat
 //     round, provided it has committed an entry of its own term (see
 //     Node.readIndexAtOnce).
+//   - With at most three voters a follower may take an entry as committed
+//     before the leader does: the leader tells the followers (a durable
+//     notice) how far its own log is durable, and an entry of the leader's
+//     term that is durable both there and here is on a majority (see
+//     durable.go). So a write forwarded by a follower is acknowledged one
+//     round trip sooner. Because a write can then be acknowledged before the
+//     leader has heard it is committed, the leader's read index is never below
+//     the highest index it sent a notice for (Node.noticed).
 //   - Every SnapshotEntries applied entries the state machine is cloned (O(1), a
 //     copy-on-write B-tree) and written to a snapshot file by another goroutine
 //     while writes go on; then the WAL is compacted behind the oldest snapshot

@@ -69,7 +69,17 @@ type Node struct {
 	writtenSeq uint64
 	// remoteBuf holds a Ready's messages to other nodes; reused.
 	remoteBuf []raftpb.Message
-	held      []heldApply
+	// notice is the newest durable notice from the leader not yet acted on;
+	// noticeBuf holds the notices this node sends as the leader (see
+	// durable.go). Owned by the loop.
+	notice    durableNotice
+	noticeBuf []raftpb.Message
+	// noticed is the highest index this node has sent a durable notice for
+	// as the leader of its current term (0 once it is not). A follower may
+	// acknowledge a write up to it before this leader has heard that it is
+	// committed, so a read index is never below it. Owned by the loop.
+	noticed uint64
+	held    []heldApply
 	// stalledLocal are responses of appends made durable during a stall, to
 	// be stepped once it is over.
 	stalledLocal []raftpb.Message
@@ -988,6 +998,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.leader.Store(rd.SoftState.Lead)
 		// A new leader does not answer its predecessor's ReadIndex requests.
 		n.reads.reissueAll()
+		n.noticed = 0
 	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.term.Store(rd.HardState.Term)
@@ -1018,7 +1029,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	n.send(remote, true)
 	clear(remote)
 	n.remoteBuf = remote[:0]
-	n.send(n.reads.observe(rd.ReadStates, n.raftID, n.term.Load()), true)
+	n.send(n.reads.observe(rd.ReadStates, n.raftID, n.term.Load(), n.noticed), true)
 	// The batch just answered may have held back the next one.
 	n.reads.issue(n.rn)
 	// Reads whose index is applied already.
@@ -1417,6 +1428,10 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 // step hands a peer's message to Raft. Errors are for local messages or from
 // unknown peers and are dropped like a lost packet.
 func (n *Node) step(m raftpb.Message) {
+	if nt, ok := decodeNotice(&m); ok && m.From != n.raftID {
+		n.takeNotice(nt)
+		return
+	}
 	if m.Type == raftpb.MsgReadIndex && m.From != n.raftID && len(m.Entries) == 1 && n.leader.Load() == n.raftID {
 		// A follower's read: answered at once where its request is
 		// enough, otherwise it joins this leader's next read round.
@@ -1430,6 +1445,13 @@ func (n *Node) step(m raftpb.Message) {
 	}
 	if err := n.rn.Step(m); err != nil {
 		n.logger.Debug("dropped message", "type", m.Type, "from", m.From, "err", err)
+		return
+	}
+	if m.Type == raftpb.MsgStorageAppendResp && m.Index > 0 && m.Snapshot == nil {
+		// An append of this node is durable: as the leader, say so; as a
+		// follower, it may complete what a notice lacked.
+		n.noticeDurable(m.Index, m.LogTerm)
+		n.commitNoticed()
 	}
 }
 

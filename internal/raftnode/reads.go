@@ -139,10 +139,10 @@ func (q *readQueue) issue(rn *raft.RawNode) {
 	rn.ReadIndex(ctx[:])
 }
 
-// observe records the read indexes Raft confirmed, and returns the answers to
-// the followers' requests that joined the rounds (MsgReadIndexResp from self
-// at term).
-func (q *readQueue) observe(states []raft.ReadState, self, term uint64) []raftpb.Message {
+// observe records the read indexes Raft confirmed, raised to floor (see
+// Node.noticed), and returns the answers to the followers' requests that
+// joined the rounds (MsgReadIndexResp from self at term).
+func (q *readQueue) observe(states []raft.ReadState, self, term, floor uint64) []raftpb.Message {
 	var out []raftpb.Message
 	for _, rs := range states {
 		if len(rs.RequestCtx) != 16 || binary.BigEndian.Uint64(rs.RequestCtx) != q.nonce {
@@ -154,11 +154,12 @@ func (q *readQueue) observe(states []raft.ReadState, self, term uint64) []raftpb
 			continue
 		}
 		delete(q.inflight, id)
+		index := max(rs.Index, floor)
 		for _, r := range rounds {
-			r.index = rs.Index
+			r.index = index
 			for _, rr := range r.remote {
 				out = append(out, raftpb.Message{Type: raftpb.MsgReadIndexResp, To: rr.from, From: self, Term: term,
-					Index: rs.Index, Entries: []raftpb.Entry{{Data: rr.ctx}}})
+					Index: index, Entries: []raftpb.Entry{{Data: rr.ctx}}})
 			}
 			r.remote = nil
 		}
@@ -316,7 +317,7 @@ func (n *Node) readIndexAtOnce(from uint64) (index, term uint64, ok bool) {
 	if n.termStartTerm != st.Term || st.Commit < n.termStart {
 		return 0, 0, false // no entry of this term committed yet
 	}
-	return st.Commit, st.Term, true
+	return max(st.Commit, n.noticed), st.Term, true
 }
 
 // noteTermStart records the first entry of ents this node appends as the

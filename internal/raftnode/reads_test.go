@@ -55,7 +55,7 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 		binary.BigEndian.PutUint64(b[8:], id)
 		return b
 	}
-	out := q.observe([]raft.ReadState{{Index: 5, RequestCtx: ctx(1)}}, 1, 9)
+	out := q.observe([]raft.ReadState{{Index: 5, RequestCtx: ctx(1)}}, 1, 9, 0)
 	if len(out) != 1 || out[0].Type != raftpb.MsgReadIndexResp || out[0].To != 2 || out[0].Index != 5 || out[0].Term != 9 ||
 		len(out[0].Entries) != 1 || string(out[0].Entries[0].Data) != "early" {
 		t.Fatalf("answers to followers after the first round = %+v, want the early request's only, at index 5", out)
@@ -80,7 +80,7 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 	if _, ok := q.inflight[2]; !ok || len(q.inflight[2]) != 1 || q.inflight[2][0] != late {
 		t.Fatalf("the late read's round was not issued next: %v", q.inflight)
 	}
-	out = q.observe([]raft.ReadState{{Index: 8, RequestCtx: ctx(2)}}, 1, 9)
+	out = q.observe([]raft.ReadState{{Index: 8, RequestCtx: ctx(2)}}, 1, 9, 0)
 	if len(out) != 1 || out[0].To != 3 || out[0].Index != 8 || string(out[0].Entries[0].Data) != "late" {
 		t.Fatalf("answers after the second round = %+v, want the late request's, at index 8", out)
 	}
@@ -211,8 +211,12 @@ func TestNewLeaderAnswersNoReadBeforeItCommits(t *testing.T) {
 	c.nw.mu.Lock()
 	c.nw.cut[[2]uint64{oid, fid}] = true
 	c.nw.cut[[2]uint64{fid, oid}] = true
-	// l stores "new" and acknowledges it, but never learns it is committed.
-	c.nw.lose = func(m raftpb.Message) bool { return m.From == oid && m.To == lid && m.Commit > base }
+	// l stores "new" and acknowledges it, but never learns it is committed
+	// (neither from the commit index nor from o's durable notice).
+	c.nw.lose = func(m raftpb.Message) bool {
+		_, notice := decodeNotice(&m)
+		return m.From == oid && m.To == lid && (m.Commit > base || notice)
+	}
 	c.nw.mu.Unlock()
 	if _, err := put(ctx, c.nodes[o], "k", "new"); err != nil {
 		t.Fatal(err)
