@@ -78,10 +78,28 @@ func smallConfig(cs *raftpb.ConfState, a, b uint64) bool {
 		slices.Contains(cs.Voters, a) && slices.Contains(cs.Voters, b)
 }
 
+// noteForwarded records, as the leader, that ents, an append it hands out,
+// hold the proposals the followers in n.forwarders forwarded since the last
+// one. Called on the loop with each append handed out.
+func (n *Node) noteForwarded(ents []raftpb.Entry) {
+	if len(n.forwarders) == 0 || len(ents) == 0 {
+		return
+	}
+	if n.forwarded == nil {
+		n.forwarded = map[uint64]uint64{}
+	}
+	for _, id := range n.forwarders {
+		n.forwarded[id] = ents[len(ents)-1].Index
+	}
+	n.forwarders = n.forwarders[:0]
+}
+
 // noticeDurable sends, as the leader, a durable notice for the entry at index
-// of term logTerm, which its own append has just made durable, to the other
-// voters, unless the commit index already covers it. Called on the loop
-// after that append's response is stepped.
+// of term logTerm, which its own append has just made durable, to the
+// followers that wait for a write they forwarded (the entries holding it are
+// not known committed yet), unless the commit index already covers it: a
+// notice to any other follower would only wake it. Called on the loop after
+// that append's response is stepped.
 func (n *Node) noticeDurable(index, logTerm uint64) {
 	st := n.rn.BasicStatus()
 	if st.RaftState != raft.StateLeader || st.Term != logTerm || st.Commit >= index ||
@@ -91,9 +109,16 @@ func (n *Node) noticeDurable(index, logTerm uint64) {
 	ctx := encodeNotice(index, logTerm)
 	msgs := n.noticeBuf[:0]
 	for _, id := range n.confState.Voters {
-		if id != n.raftID {
+		if fwd, ok := n.forwarded[id]; ok && id != n.raftID {
+			if fwd <= st.Commit {
+				delete(n.forwarded, id)
+				continue
+			}
 			msgs = append(msgs, raftpb.Message{Type: raftpb.MsgHeartbeat, To: id, From: n.raftID, Term: st.Term, Context: ctx})
 		}
+	}
+	if len(msgs) == 0 {
+		return
 	}
 	n.noticed = max(n.noticed, index)
 	n.send(msgs, true)

@@ -79,6 +79,12 @@ type Node struct {
 	// acknowledge a write up to it before this leader has heard that it is
 	// committed, so a read index is never below it. Owned by the loop.
 	noticed uint64
+	// forwarders are the followers whose proposals this leader has taken
+	// since its last append; forwarded is, per follower, the last index of
+	// an append that holds some of its proposals (see noticeDurable). Owned
+	// by the loop.
+	forwarders []uint64
+	forwarded  map[uint64]uint64
 	held    []heldApply
 	// stalledLocal are responses of appends made durable during a stall, to
 	// be stepped once it is over.
@@ -1014,6 +1020,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			snapAppend = m
 		case m.To == raft.LocalAppendThread:
 			n.noteTermStart(m.Entries)
+			n.noteForwarded(m.Entries)
 			if snapAppend != nil {
 				return fmt.Errorf("raft asked for an append after one that installs a snapshot in the same Ready")
 			}
@@ -1446,6 +1453,9 @@ func (n *Node) step(m raftpb.Message) {
 	if err := n.rn.Step(m); err != nil {
 		n.logger.Debug("dropped message", "type", m.Type, "from", m.From, "err", err)
 		return
+	}
+	if m.Type == raftpb.MsgProp && m.From != n.raftID && m.From != raft.None && !slices.Contains(n.forwarders, m.From) {
+		n.forwarders = append(n.forwarders, m.From)
 	}
 	if m.Type == raftpb.MsgStorageAppendResp && m.Index > 0 && m.Snapshot == nil {
 		// An append of this node is durable: as the leader, say so; as a
