@@ -85,7 +85,7 @@ type Node struct {
 	// by the loop.
 	forwarders []uint64
 	forwarded  map[uint64]uint64
-	held    []heldApply
+	held       []heldApply
 	// stalledLocal are responses of appends made durable during a stall, to
 	// be stepped once it is over.
 	stalledLocal []raftpb.Message
