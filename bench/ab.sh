@@ -13,8 +13,17 @@
 # compared with itself under two settings:
 #   ARGS_B="--wal-compression s2" bench/ab.sh bin/distkv bin/distkv 3 "write 64 8"
 #   ENV_B="GOMAXPROCS=1" bench/ab.sh bin/distkv bin/distkv 3 "read 64 8"
+#
+# Rounds alternate which binary runs first (A B, B A, A B, ...): on a shared
+# machine whose load drifts, series that always ran A first gave the opposite
+# answer, for the same two builds within the hour, from series that
+# alternated, on 1-client latency. ROUTE sets kvbench's
+# -route (rr, the default; each: every request to the next node in turn, as
+# bench/compare.sh's 1-client run does; one):
+#   ROUTE=each bench/ab.sh /tmp/distkv-old bin/distkv 8 "write 1 4"
 set -euo pipefail
-[ $# -ge 4 ] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+ROUTE=${ROUTE:-rr}
 A=$1 B=$2 ROUNDS=$3; shift 3
 SPECS=("$@")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -37,7 +46,9 @@ cpu_ticks() { # total utime+stime clock ticks of the given pids
 
 hz=$(getconf CLK_TCK)
 for round in $(seq "$ROUNDS"); do
-	for v in A B; do
+	order="A B"
+	[ $((round % 2)) = 0 ] && order="B A"
+	for v in $order; do
 		bin=$A args=${ARGS_A:-} envs=${ENV_A:-}
 		[ "$v" = B ] && bin=$B args=${ARGS_B:-} envs=${ENV_B:-}
 		rm -rf "$TMP/data"
@@ -52,7 +63,7 @@ for round in $(seq "$ROUNDS"); do
 		for spec in "${SPECS[@]}"; do
 			read -r w c s <<<"$spec"
 			t0=$(cpu_ticks $pids)
-			r=$("$KVBENCH" -target distkv -endpoints "$EP" -workload "$w" -clients "$c" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
+			r=$("$KVBENCH" -target distkv -endpoints "$EP" -workload "$w" -clients "$c" -route "$ROUTE" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
 			t1=$(cpu_ticks $pids)
 			ops=$(sed 's/.* ops=\([0-9]*\).*/\1/' <<<"$r")
 			echo "round $round $v $w clients=$c $(grep -o 'ops_s=[0-9]*' <<<"$r") $(grep -o 'p50_ms=[0-9.]*' <<<"$r") $(grep -o 'errors=[0-9]*' <<<"$r") cpu_us_per_op=$(( (t1 - t0) * 1000000 / hz / (ops + 1) ))"
