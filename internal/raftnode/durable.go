@@ -106,13 +106,16 @@ func (n *Node) noticeDurable(index, logTerm uint64) {
 		!smallConfig(&n.confState, n.raftID, n.raftID) {
 		return
 	}
-	ctx := encodeNotice(index, logTerm)
+	var ctx []byte
 	msgs := n.noticeBuf[:0]
 	for _, id := range n.confState.Voters {
 		if fwd, ok := n.forwarded[id]; ok && id != n.raftID {
 			if fwd <= st.Commit {
 				delete(n.forwarded, id)
 				continue
+			}
+			if ctx == nil {
+				ctx = encodeNotice(index, logTerm)
 			}
 			msgs = append(msgs, raftpb.Message{Type: raftpb.MsgHeartbeat, To: id, From: n.raftID, Term: st.Term, Context: ctx})
 		}
