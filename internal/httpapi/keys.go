@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/lattrace"
 )
 
 // serveKey serves /key/{key}; escKey is the escaped path after "/key/".
@@ -83,6 +84,7 @@ func appendKeyValue(b, key []byte, kvp kv.KeyValue) []byte {
 }
 
 func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
+	lattrace.Mark(lattrace.HTTPPut, 0, 0)
 	q, aerr := parseQuery(r)
 	if aerr != nil {
 		writeAPIError(w, aerr)
@@ -164,6 +166,7 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd kv.Command
 		*buf = strconv.AppendInt(*buf, res.Revision, 10)
 		*buf = append(*buf, '}')
 		writeJSON(w, http.StatusOK, *buf)
+		lattrace.Mark(lattrace.HTTPAnswered, 0, 0)
 		putBuf(buf)
 	case kv.StatusNotFound:
 		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)

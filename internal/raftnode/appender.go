@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/distkv/distkv/internal/lattrace"
 	"github.com/distkv/distkv/internal/wal"
 )
 
@@ -173,6 +174,9 @@ func (a *appender) write(batch []raftpb.Message, seq uint64) (needSync bool, err
 		}
 		return needSync, err
 	}
+	if err == nil && lattrace.Enabled() {
+		lattrace.Mark(lattrace.Written, lastEntryIndex(batch), 0)
+	}
 	if err == nil && !a.report(appendEvent{written: seq}) {
 		return false, ErrStopped
 	}
@@ -203,6 +207,9 @@ func (a *appender) syncer() {
 		if err := a.syncAndStore(ws); err != nil {
 			a.report(appendEvent{err: err})
 			return
+		}
+		if lattrace.Enabled() {
+			lattrace.Mark(lattrace.Synced, lastEntryIndex(ws[len(ws)-1].batch), 0)
 		}
 		for _, w := range ws {
 			ev.n += len(w.batch)
@@ -332,6 +339,16 @@ func (a *appender) deliver(batch []raftpb.Message, local []raftpb.Message) []raf
 	clear(remote)
 	a.remote = remote[:0]
 	return local
+}
+
+// lastEntryIndex is the index of the last entry of batch, 0 if it has none.
+func lastEntryIndex(batch []raftpb.Message) uint64 {
+	for i := len(batch) - 1; i >= 0; i-- {
+		if es := batch[i].Entries; len(es) > 0 {
+			return es[len(es)-1].Index
+		}
+	}
+	return 0
 }
 
 // hardState is the hard state a MsgStorageAppend carries; empty if none.

@@ -6,6 +6,8 @@ import (
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/lattrace"
 )
 
 // A leader's durable notice tells the followers how far its own log is
@@ -124,6 +126,7 @@ func (n *Node) noticeDurable(index, logTerm uint64) {
 		return
 	}
 	n.noticed = max(n.noticed, index)
+	lattrace.Mark(lattrace.NoticeSent, index, 0)
 	n.send(msgs, true)
 	clear(msgs)
 	n.noticeBuf = msgs[:0]
@@ -136,6 +139,7 @@ func (n *Node) takeNotice(nt durableNotice) {
 		return
 	}
 	n.notice = nt
+	lattrace.Mark(lattrace.NoticeTaken, nt.index, 0)
 	n.commitNoticed()
 }
 

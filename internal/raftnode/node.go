@@ -22,6 +22,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/lattrace"
 	"github.com/distkv/distkv/internal/snap"
 	"github.com/distkv/distkv/internal/wal"
 )
@@ -536,6 +537,10 @@ func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
 	binary.BigEndian.PutUint64(data, id)
 	data = append(data, enc...)
 	p := &proposal{id: id, data: data, done: make(chan proposalResult, 1)}
+	if lattrace.Enabled() {
+		lattrace.Mark(lattrace.Propose, id, 0)
+		defer lattrace.Mark(lattrace.Answered, id, 0)
+	}
 	select {
 	case n.propc <- p:
 	case <-ctx.Done():
@@ -847,6 +852,7 @@ func (n *Node) propose(p *proposal) {
 	n.waiters[p.id] = p
 	p.handed = true
 	n.mu.Unlock()
+	lattrace.Mark(lattrace.Proposed, p.id, 0)
 	n.proposeOnce(p)
 }
 
@@ -1009,6 +1015,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.term.Store(rd.HardState.Term)
 		n.commit.Store(rd.HardState.Commit)
+		lattrace.Mark(lattrace.Commit, rd.HardState.Commit, 0)
 	}
 	remote := n.remoteBuf[:0]
 	var applies []raftpb.Message
@@ -1025,11 +1032,15 @@ func (n *Node) handleReady(rd raft.Ready) error {
 				return fmt.Errorf("raft asked for an append after one that installs a snapshot in the same Ready")
 			}
 			n.appendSeq++
+			if len(m.Entries) > 0 {
+				lattrace.Mark(lattrace.Append, m.Entries[len(m.Entries)-1].Index, uint64(len(m.Entries)))
+			}
 			n.app.enqueue(*m, n.appendSeq)
 			n.appending++
 		case m.To == raft.LocalApplyThread:
 			applies = append(applies, *m)
 		default:
+			lattrace.Mark(lattrace.Sent, m.Index+uint64(len(m.Entries)), uint64(m.Type))
 			remote = append(remote, *m)
 		}
 	}
@@ -1403,6 +1414,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 				return fmt.Errorf("entry %d: %w", e.Index, err)
 			}
 			res, err := n.kv.Apply(e.Index, cmd)
+			lattrace.Mark(lattrace.Applied, e.Index, id)
 			if err != nil {
 				return fmt.Errorf("apply entry %d: %w", e.Index, err)
 			}
@@ -1435,6 +1447,9 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 // step hands a peer's message to Raft. Errors are for local messages or from
 // unknown peers and are dropped like a lost packet.
 func (n *Node) step(m raftpb.Message) {
+	if m.From != n.raftID {
+		lattrace.Mark(lattrace.Received, m.Index+uint64(len(m.Entries)), uint64(m.Type))
+	}
 	if nt, ok := decodeNotice(&m); ok && m.From != n.raftID {
 		n.takeNotice(nt)
 		return
