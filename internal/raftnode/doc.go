@@ -42,7 +42,13 @@
 //     With at most three voters, a follower's ReadIndex request is itself the
 //     second member of that quorum: the leader answers it without a heartbeat
 //     round, provided it has committed an entry of its own term (see
-//     Node.readIndexAtOnce).
+//     Node.readIndexAtOnce). The leader answers its own reads without a round
+//     while it holds a lease: for one tick less than the election timeout
+//     (nine tenths of it) after a round that a quorum confirmed was handed to
+//     Raft, no voter that confirmed it votes for anyone else (CheckQuorum),
+//     unless it restarts, and a node grants no vote for an election timeout
+//     after it starts; a leadership transfer or a configuration change ends
+//     the lease (see lease.go, and its assumption about clocks).
 //   - With at most three voters a follower may take an entry as committed
 //     before the leader does: the leader tells the followers (a durable
 //     notice) how far its own log is durable, and an entry of the leader's

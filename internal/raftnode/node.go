@@ -130,6 +130,11 @@ type Node struct {
 	stopOnce       sync.Once
 
 	nextID atomic.Uint64
+	// The leader's lease (see lease.go), owned by the loop: its own
+	// linearizable reads are answered without a round until leaseUntil.
+	leaseUntil time.Time
+	leaseTerm  uint64
+	startedAt  time.Time // this node grants no vote for an election timeout after
 	// parked holds proposals that Raft dropped because no leader was known
 	// (or leadership was being transferred). They never reached the log, so
 	// proposing them again is safe: they are retried once a leader is known,
@@ -236,6 +241,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
+		startedAt:   time.Now(),
 		cfg:         cfg,
 		logger:      cfg.Logger.With("shard", cfg.Shard),
 		raftID:      RaftID(cfg.Self.Name),
@@ -822,7 +828,7 @@ func (n *Node) run() {
 			return
 		}
 		if err == nil && n.stall == nil {
-			n.reads.issue(n.rn)
+			n.issueReads()
 			err = n.processReady()
 			if err == nil && n.stall == nil && len(n.parked) > 0 && n.leader.Load() != raft.None {
 				n.proposeParked()
@@ -1011,6 +1017,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		// A new leader does not answer its predecessor's ReadIndex requests.
 		n.reads.reissueAll()
 		n.noticed = 0
+		n.endLease()
 	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		n.term.Store(rd.HardState.Term)
@@ -1041,15 +1048,20 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			applies = append(applies, *m)
 		default:
 			lattrace.Mark(lattrace.Sent, m.Index+uint64(len(m.Entries)), uint64(m.Type))
+			if m.Type == raftpb.MsgTimeoutNow {
+				n.endLease() // the target's campaign is granted even within a lease
+			}
 			remote = append(remote, *m)
 		}
 	}
 	n.send(remote, true)
 	clear(remote)
 	n.remoteBuf = remote[:0]
-	n.send(n.reads.observe(rd.ReadStates, n.raftID, n.term.Load(), n.noticed), true)
+	answers, confirmed := n.reads.observe(rd.ReadStates, n.raftID, n.term.Load(), n.noticed)
+	n.send(answers, true)
+	n.extendLease(confirmed.at, confirmed.term)
 	// The batch just answered may have held back the next one.
-	n.reads.issue(n.rn)
+	n.issueReads()
 	// Reads whose index is applied already.
 	n.reads.release(n.applied.Load())
 	if snapAppend != nil {
@@ -1426,6 +1438,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			}
 			n.confState = *n.rn.ApplyConfChange(cc)
 			n.inConfig.Store(inConfState(n.confState, n.raftID))
+			n.endLease()
 			n.applyMemberChange(cc.Type, cc.NodeID, cc.Context)
 			n.deliver(cc.ID, proposalResult{})
 		case raftpb.EntryConfChangeV2:
@@ -1435,6 +1448,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			}
 			n.confState = *n.rn.ApplyConfChange(cc)
 			n.inConfig.Store(inConfState(n.confState, n.raftID))
+			n.endLease()
 			for _, c := range cc.Changes {
 				n.applyMemberChange(c.Type, c.NodeID, cc.Context)
 			}
@@ -1447,6 +1461,10 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 // step hands a peer's message to Raft. Errors are for local messages or from
 // unknown peers and are dropped like a lost packet.
 func (n *Node) step(m raftpb.Message) {
+	if n.holdsVotes(&m) {
+		n.logger.Debug("vote request dropped: this node started less than an election timeout ago", "type", m.Type, "from", m.From)
+		return
+	}
 	if m.From != n.raftID {
 		lattrace.Mark(lattrace.Received, m.Index+uint64(len(m.Entries)), uint64(m.Type))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"sync"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -58,6 +59,19 @@ type readQueue struct {
 	next     uint64
 	nonce    uint64 // random per Node: makes request contexts unique
 	ticks    uint64 // loop ticks so far
+
+	// issued records, per request handed to Raft as the leader, when and in
+	// which term (see Node.extendLease); issuedAsLeader and issueTerm say
+	// what the node is when it calls issue.
+	issued         map[uint64]leaderIssue
+	issuedAsLeader bool
+	issueTerm      uint64
+}
+
+// leaderIssue is when, and in which term, a leader handed a round to Raft.
+type leaderIssue struct {
+	at   time.Time
+	term uint64
 }
 
 // join returns the round a read arriving now is answered by.
@@ -110,7 +124,7 @@ func (q *readQueue) takeOpen() *readRound {
 
 // issue hands the pending rounds and the open one to Raft as one ReadIndex
 // request, unless one is still awaiting Raft's answer.
-func (q *readQueue) issue(rn *raft.RawNode) {
+func (q *readQueue) issue(rn *raft.RawNode, now time.Time) {
 	if len(q.inflight) > 0 {
 		return
 	}
@@ -129,6 +143,12 @@ func (q *readQueue) issue(rn *raft.RawNode) {
 	}
 	q.inflight[q.next] = q.pending
 	q.pending = nil
+	if q.issuedAsLeader {
+		if q.issued == nil {
+			q.issued = map[uint64]leaderIssue{}
+		}
+		q.issued[q.next] = leaderIssue{at: now, term: q.issueTerm}
+	}
 	// The context names the request uniquely across nodes and restarts:
 	// the leader keys pending reads by it, and an answer meant for another
 	// node, or for this node before a restart, must never release these
@@ -141,9 +161,9 @@ func (q *readQueue) issue(rn *raft.RawNode) {
 
 // observe records the read indexes Raft confirmed, raised to floor (see
 // Node.noticed), and returns the answers to the followers' requests that
-// joined the rounds (MsgReadIndexResp from self at term).
-func (q *readQueue) observe(states []raft.ReadState, self, term, floor uint64) []raftpb.Message {
-	var out []raftpb.Message
+// joined the rounds (MsgReadIndexResp from self at term), and the latest of
+// the confirmed rounds that were handed to Raft as the leader (zero if none).
+func (q *readQueue) observe(states []raft.ReadState, self, term, floor uint64) (out []raftpb.Message, confirmed leaderIssue) {
 	for _, rs := range states {
 		if len(rs.RequestCtx) != 16 || binary.BigEndian.Uint64(rs.RequestCtx) != q.nonce {
 			continue
@@ -154,6 +174,12 @@ func (q *readQueue) observe(states []raft.ReadState, self, term, floor uint64) [
 			continue
 		}
 		delete(q.inflight, id)
+		if li, ok := q.issued[id]; ok {
+			delete(q.issued, id)
+			if li.at.After(confirmed.at) {
+				confirmed = li
+			}
+		}
 		index := max(rs.Index, floor)
 		for _, r := range rounds {
 			r.index = index
@@ -165,7 +191,39 @@ func (q *readQueue) observe(states []raft.ReadState, self, term, floor uint64) [
 		}
 		q.waiting = append(q.waiting, rounds...)
 	}
+	return out, confirmed
+}
+
+// answerNow gives the open round and the pending ones read index index at
+// once (the leader's lease holds; see Node.issueReads) and returns the
+// answers to the followers' requests that joined them.
+func (q *readQueue) answerNow(index, self, term uint64) []raftpb.Message {
+	if r := q.takeOpen(); r != nil {
+		q.pending = append(q.pending, r)
+	}
+	var out []raftpb.Message
+	for _, r := range q.pending {
+		r.index = index
+		for _, rr := range r.remote {
+			out = append(out, raftpb.Message{Type: raftpb.MsgReadIndexResp, To: rr.from, From: self, Term: term,
+				Index: index, Entries: []raftpb.Entry{{Data: rr.ctx}}})
+		}
+		r.remote = nil
+	}
+	q.waiting = append(q.waiting, q.pending...)
+	clear(q.pending)
+	q.pending = q.pending[:0]
 	return out
+}
+
+// renew hands Raft a read round of no reads, unless one is in flight, so
+// that its confirmation extends the lease.
+func (q *readQueue) renew(rn *raft.RawNode, now time.Time) {
+	if len(q.inflight) > 0 {
+		return
+	}
+	q.pending = append(q.pending, &readRound{done: make(chan struct{})})
+	q.issue(rn, now)
 }
 
 // release answers the rounds whose read index has been applied.
@@ -189,6 +247,7 @@ func (q *readQueue) reissueAll() {
 		q.pending = append(q.pending, rounds...)
 		delete(q.inflight, id)
 	}
+	clear(q.issued)
 }
 
 // tick counts a loop tick and sends again the rounds that have waited longer
@@ -200,6 +259,7 @@ func (q *readQueue) tick(timeout uint64) {
 		if q.ticks-rounds[0].issued >= timeout {
 			q.pending = append(q.pending, rounds...)
 			delete(q.inflight, id)
+			delete(q.issued, id)
 		}
 	}
 }
@@ -221,6 +281,7 @@ func (q *readQueue) failAll(err error) {
 		r.answer(err)
 	}
 	q.pending, q.inflight, q.waiting = nil, nil, nil
+	clear(q.issued)
 }
 
 // ReadBarrier returns once this node's state machine reflects every write that

@@ -34,7 +34,7 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 	}
 	// Followers' requests reaching this node as leader join rounds the same way.
 	q.joinRemote(2, []byte("early"))
-	q.issue(rn)
+	q.issue(rn, time.Now())
 	if len(q.inflight) != 1 {
 		t.Fatalf("%d rounds in flight after issue, want 1", len(q.inflight))
 	}
@@ -43,7 +43,7 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 		t.Fatal("a read that arrived after its round was handed to Raft joined that round")
 	}
 	q.joinRemote(3, []byte("late"))
-	q.issue(rn) // one round in flight: the late read waits for the next
+	q.issue(rn, time.Now()) // one round in flight: the late read waits for the next
 	if len(q.inflight) != 1 {
 		t.Fatalf("%d rounds in flight, want 1", len(q.inflight))
 	}
@@ -55,7 +55,7 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 		binary.BigEndian.PutUint64(b[8:], id)
 		return b
 	}
-	out := q.observe([]raft.ReadState{{Index: 5, RequestCtx: ctx(1)}}, 1, 9, 0)
+	out, _ := q.observe([]raft.ReadState{{Index: 5, RequestCtx: ctx(1)}}, 1, 9, 0)
 	if len(out) != 1 || out[0].Type != raftpb.MsgReadIndexResp || out[0].To != 2 || out[0].Index != 5 || out[0].Term != 9 ||
 		len(out[0].Entries) != 1 || string(out[0].Entries[0].Data) != "early" {
 		t.Fatalf("answers to followers after the first round = %+v, want the early request's only, at index 5", out)
@@ -76,11 +76,11 @@ func TestReadJoinsOnlyARoundNotYetIssued(t *testing.T) {
 		t.Fatal("the late read was answered with the earlier round's read index")
 	default:
 	}
-	q.issue(rn)
+	q.issue(rn, time.Now())
 	if _, ok := q.inflight[2]; !ok || len(q.inflight[2]) != 1 || q.inflight[2][0] != late {
 		t.Fatalf("the late read's round was not issued next: %v", q.inflight)
 	}
-	out = q.observe([]raft.ReadState{{Index: 8, RequestCtx: ctx(2)}}, 1, 9, 0)
+	out, _ = q.observe([]raft.ReadState{{Index: 8, RequestCtx: ctx(2)}}, 1, 9, 0)
 	if len(out) != 1 || out[0].To != 3 || out[0].Index != 8 || string(out[0].Entries[0].Data) != "late" {
 		t.Fatalf("answers after the second round = %+v, want the late request's, at index 8", out)
 	}

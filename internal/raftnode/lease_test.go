@@ -1,0 +1,212 @@
+package raftnode
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// onLoop runs f on n's loop and waits for it.
+func onLoop(t *testing.T, n *Node, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	select {
+	case n.funcc <- func() { f(); close(done) }:
+	case <-time.After(5 * time.Second):
+		t.Fatal("loop busy")
+	}
+	<-done
+}
+
+// TestLeaderReadsOnLeaseTakeNoRound: once a read round has confirmed the
+// lease, the leader answers its linearizable reads without heartbeat rounds,
+// renewing the lease about twice per lease length; the reads still see every
+// write acknowledged before them.
+func TestLeaderReadsOnLeaseTakeNoRound(t *testing.T) {
+	var rounds atomic.Int64
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	lid := RaftID(leader)
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool {
+		if m.From == lid && m.Type == raftpb.MsgHeartbeat && len(m.Context) == 16 {
+			rounds.Add(1) // a read round's heartbeat, per follower
+		}
+		return false
+	}
+	c.nw.mu.Unlock()
+	n := c.nodes[leader]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const reads = 300
+	start := time.Now()
+	for i := range reads {
+		v := string(rune('a' + i%26))
+		if _, err := put(ctx, c.nodes[c.follower(leader)], "k", v); err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := n.Get(ctx, []byte("k"), true)
+		if err != nil || !ok || string(got.Value) != v {
+			t.Fatalf("read %d on the leader: %q, %v, %v; want %q", i, got.Value, ok, err, v)
+		}
+	}
+	elapsed := time.Since(start)
+	if n.leaseLength() <= 0 {
+		t.Fatal("no lease with the default election timeout")
+	}
+	// Each round is a heartbeat to each of the two followers.
+	perRound := rounds.Load() / 2
+	renewals := int64(elapsed/(n.leaseLength()/2)) + 3
+	t.Logf("%d reads in %v: %d rounds (lease %v)", reads, elapsed.Round(time.Millisecond), perRound, n.leaseLength())
+	if perRound > renewals {
+		t.Fatalf("%d read rounds for %d reads in %v; with the lease at most %d", perRound, reads, elapsed, renewals)
+	}
+}
+
+// TestRestartedVoterCannotElectWithinLease: the follower that confirmed the
+// leader's lease restarts, forgetting the leader, and the other follower,
+// cut off from the leader, campaigns at once. If the restarted node voted, a
+// new leader could commit a write that the old one, within its lease, would
+// not see; so a node grants no vote for an election timeout after it starts.
+func TestRestartedVoterCannotElectWithinLease(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.TickInterval = 100 * time.Millisecond // lease 720 ms, vote hold 1 s
+	})
+	leader := c.waitLeader(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var acker, other string
+	for name := range c.nodes {
+		if name != leader {
+			if acker == "" {
+				acker = name
+			} else {
+				other = name
+			}
+		}
+	}
+	if _, err := put(ctx, c.nodes[leader], "k", "old"); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, c.nodes[other], c.nodes[leader].applied.Load())
+	// other no longer hears the leader: only acker confirms its rounds.
+	c.nw.mu.Lock()
+	c.nw.cut[[2]uint64{RaftID(leader), RaftID(other)}] = true
+	c.nw.cut[[2]uint64{RaftID(other), RaftID(leader)}] = true
+	c.nw.mu.Unlock()
+	time.Sleep(200 * time.Millisecond)
+	if v, _ := mustGet(t, c.nodes[leader], "k"); v != "old" {
+		t.Fatalf("leader reads %q", v)
+	}
+	leaseEnd := time.Now().Add(c.nodes[leader].leaseLength() - 50*time.Millisecond)
+	// Cut the leader off entirely, restart acker, and let other campaign.
+	c.nw.isolate(RaftID(leader))
+	c.stop(acker)
+	c.start(acker)
+	c.nw.isolate(RaftID(leader)) // the restarted node's links too
+	onLoop(t, c.nodes[other], func() { c.nodes[other].rn.Campaign() })
+	short, cancel2 := context.WithDeadline(ctx, leaseEnd)
+	defer cancel2()
+	acked := false
+	for short.Err() == nil {
+		actx, acancel := context.WithTimeout(short, 50*time.Millisecond)
+		_, err := put(actx, c.nodes[other], "k", "new")
+		acancel()
+		if err == nil {
+			acked = true
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !acked {
+		t.Logf("no write acknowledged by another leader before the lease ended (as expected)")
+		return
+	}
+	got, ok, err := c.nodes[leader].Get(ctx, []byte("k"), true)
+	if err == nil && ok && string(got.Value) == "old" {
+		t.Fatalf("the old leader read %q within its lease after %q was acknowledged by a new leader", got.Value, "new")
+	}
+	t.Logf("a write was acknowledged; the old leader's read: %q, %v", got.Value, err)
+}
+
+// waitApplied waits until n has applied index.
+func waitApplied(t *testing.T, n *Node, index uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n.applied.Load() < index {
+		if time.Now().After(deadline) {
+			t.Fatalf("applied %d, want %d", n.applied.Load(), index)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestTransferEndsLease: a leader that hands leadership over (MsgTimeoutNow)
+// lets its target be elected at once, lease or not, so its lease ends there:
+// cut off from what follows, it must not answer a read from the lease after
+// the new leader acknowledged a write.
+func TestTransferEndsLease(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.TickInterval = 100 * time.Millisecond // lease 720 ms
+	})
+	leader := c.waitLeader(10 * time.Second)
+	target := c.follower(leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := put(ctx, c.nodes[leader], "k", "old"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := mustGet(t, c.nodes[leader], "k"); v != "old" {
+		t.Fatalf("leader reads %q", v)
+	}
+	// Raft hands leadership only to a target it knows is up to date.
+	waitApplied(t, c.nodes[target], c.nodes[leader].applied.Load())
+	time.Sleep(50 * time.Millisecond)
+	if v, _ := mustGet(t, c.nodes[leader], "k"); v != "old" {
+		t.Fatalf("leader reads %q", v)
+	}
+	leaseEnd := time.Now().Add(c.nodes[leader].leaseLength() - 50*time.Millisecond)
+	// The leader still sends but hears nobody.
+	c.nw.mu.Lock()
+	for name := range c.nodes {
+		if name != leader {
+			c.nw.cut[[2]uint64{RaftID(name), RaftID(leader)}] = true
+		}
+	}
+	c.nw.mu.Unlock()
+	go func() {
+		tctx, tcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer tcancel()
+		c.nodes[leader].TransferLeader(tctx, target)
+	}()
+	short, cancel2 := context.WithDeadline(ctx, leaseEnd)
+	defer cancel2()
+	acked := false
+	for short.Err() == nil {
+		// Short attempts: one forwarded to the old leader is lost.
+		actx, acancel := context.WithTimeout(short, 50*time.Millisecond)
+		_, err := put(actx, c.nodes[target], "k", "new")
+		acancel()
+		if err == nil {
+			acked = true
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !acked {
+		for name, n := range c.nodes {
+			st := n.Status()
+			t.Logf("%s: leader %q term %d commit %d since start %v", name, st.Leader, n.term.Load(), n.commit.Load(), time.Since(n.startedAt))
+		}
+		t.Fatal("the transfer target did not acknowledge a write within the old leader's lease: the test proves nothing")
+	}
+	rctx, cancel3 := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel3()
+	got, ok, err := c.nodes[leader].Get(rctx, []byte("k"), true)
+	if err == nil && ok && string(got.Value) == "old" {
+		t.Fatalf("the old leader read %q from its lease after handing over leadership and %q being acknowledged", got.Value, "new")
+	}
+}
