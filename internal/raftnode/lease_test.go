@@ -108,20 +108,7 @@ func TestRestartedVoterCannotElectWithinLease(t *testing.T) {
 	c.start(acker)
 	c.nw.isolate(RaftID(leader)) // the restarted node's links too
 	onLoop(t, c.nodes[other], func() { c.nodes[other].rn.Campaign() })
-	short, cancel2 := context.WithDeadline(ctx, leaseEnd)
-	defer cancel2()
-	acked := false
-	for short.Err() == nil {
-		actx, acancel := context.WithTimeout(short, 50*time.Millisecond)
-		_, err := put(actx, c.nodes[other], "k", "new")
-		acancel()
-		if err == nil {
-			acked = true
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if !acked {
+	if !putBefore(ctx, leaseEnd, c.nodes[other], "k", "new") {
 		t.Logf("no write acknowledged by another leader before the lease ended (as expected)")
 		return
 	}
@@ -182,21 +169,7 @@ func TestTransferEndsLease(t *testing.T) {
 		defer tcancel()
 		c.nodes[leader].TransferLeader(tctx, target)
 	}()
-	short, cancel2 := context.WithDeadline(ctx, leaseEnd)
-	defer cancel2()
-	acked := false
-	for short.Err() == nil {
-		// Short attempts: one forwarded to the old leader is lost.
-		actx, acancel := context.WithTimeout(short, 50*time.Millisecond)
-		_, err := put(actx, c.nodes[target], "k", "new")
-		acancel()
-		if err == nil {
-			acked = true
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if !acked {
+	if !putBefore(ctx, leaseEnd, c.nodes[target], "k", "new") {
 		for name, n := range c.nodes {
 			st := n.Status()
 			t.Logf("%s: leader %q term %d commit %d since start %v", name, st.Leader, n.term.Load(), n.commit.Load(), time.Since(n.startedAt))
@@ -209,4 +182,22 @@ func TestTransferEndsLease(t *testing.T) {
 	if err == nil && ok && string(got.Value) == "old" {
 		t.Fatalf("the old leader read %q from its lease after handing over leadership and %q being acknowledged", got.Value, "new")
 	}
+}
+
+// putBefore tries to write k=v through n until deadline, in short attempts
+// (one forwarded to a leader that is cut off is lost), and reports whether a
+// write was acknowledged.
+func putBefore(ctx context.Context, deadline time.Time, n *Node, k, v string) bool {
+	short, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	for short.Err() == nil {
+		actx, acancel := context.WithTimeout(short, 50*time.Millisecond)
+		_, err := put(actx, n, k, v)
+		acancel()
+		if err == nil {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
 }
