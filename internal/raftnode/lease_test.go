@@ -201,3 +201,32 @@ func putBefore(ctx context.Context, deadline time.Time, n *Node, k, v string) bo
 	}
 	return false
 }
+
+// TestConfChangeEndsLease: the voters that confirmed a lease may not make a
+// majority of the next configuration, so applying a configuration change ends
+// it; the next read takes a round again.
+func TestConfChangeEndsLease(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.TickInterval = 100 * time.Millisecond // lease 720 ms
+	})
+	leader := c.waitLeader(10 * time.Second)
+	n := c.nodes[leader]
+	if _, err := put(context.Background(), n, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, n, "k")
+	var until time.Time
+	onLoop(t, n, func() { until = n.leaseUntil })
+	if !time.Now().Before(until) {
+		t.Fatalf("no lease after a confirmed read round (until %v)", until)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.AddMember(ctx, Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"}, true); err != nil {
+		t.Fatal(err)
+	}
+	onLoop(t, n, func() { until = n.leaseUntil })
+	if !until.IsZero() {
+		t.Fatalf("lease still held until %v after a configuration change was applied", until)
+	}
+}

@@ -367,18 +367,28 @@ func (n *Node) Range(ctx context.Context, start, end []byte, limit int, lineariz
 // Called on the loop.
 func (n *Node) readIndexAtOnce(from uint64) (index, term uint64, ok bool) {
 	st := n.rn.BasicStatus()
+	index, ok = n.pairReadIndex(&st, from)
+	return index, st.Term, ok
+}
+
+// pairReadIndex returns this node's read index if, as the leader in st, it
+// and voter with make a quorum (at most three voters, not joint) and it has
+// committed an entry of its term, or false: the conditions shared by a
+// follower's request answered at once and the leader's lease. The index is
+// the commit index, raised to the durable-notice floor (Node.noticed).
+func (n *Node) pairReadIndex(st *raft.BasicStatus, with uint64) (uint64, bool) {
 	if st.RaftState != raft.StateLeader {
-		return 0, 0, false
+		return 0, false
 	}
 	cs := &n.confState
 	if len(cs.VotersOutgoing) > 0 || len(cs.Voters) > 3 ||
-		!slices.Contains(cs.Voters, n.raftID) || !slices.Contains(cs.Voters, from) {
-		return 0, 0, false
+		!slices.Contains(cs.Voters, n.raftID) || !slices.Contains(cs.Voters, with) {
+		return 0, false
 	}
 	if n.termStartTerm != st.Term || st.Commit < n.termStart {
-		return 0, 0, false // no entry of this term committed yet
+		return 0, false // no entry of this term committed yet
 	}
-	return max(st.Commit, n.noticed), st.Term, true
+	return max(st.Commit, n.noticed), true
 }
 
 // noteTermStart records the first entry of ents this node appends as the
