@@ -3,6 +3,7 @@
 //
 //	kvbench [flags]                 run a benchmark
 //	kvbench serve-null --addr A     run the do-nothing server
+//	kvbench serve-floor -role R ... run the replication floor (floor.go)
 //
 // Each of -clients workers keeps exactly one request in flight; latencies go
 // into one HDR histogram per worker, merged at the end.
@@ -60,11 +61,18 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "serve-floor" {
+		if err := serveFloor(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "kvbench serve-floor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var c config
 	var endpoints string
 	fs := flag.NewFlagSet("kvbench", flag.ExitOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: kvbench [flags]\n       kvbench serve-null --addr 127.0.0.1:8100\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: kvbench [flags]\n       kvbench serve-null --addr 127.0.0.1:8100\n       kvbench serve-floor -role replica -listen 127.0.0.1:8301 -dir DIR\n       kvbench serve-floor -role primary -addr 127.0.0.1:8200 -dir DIR -replicas 127.0.0.1:8301,127.0.0.1:8302 -acks 1\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.target, "target", "distkv", "system under test: distkv, etcd, redis or null (null speaks distkv's HTTP API)")
