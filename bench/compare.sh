@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # compare.sh: the same closed-loop workloads against a 3-node distkv, a 3-node
-# etcd, a Redis with appendfsync always and kvbench's do-nothing HTTP server,
-# all on this machine and running at once, loaded one at a time, each workload
-# on every system back to back; prints one table with distkv's ratio to each.
-# See bench/README.md.
+# etcd, a Redis with appendfsync always, kvbench's do-nothing HTTP server and
+# kvbench's replication floor (the least work a write durable on two of three
+# processes takes; writes only), all on this machine and running at once,
+# loaded one at a time, each workload on every system back to back; prints one
+# table with distkv's ratio to each. See bench/README.md.
 #
 #   bench/compare.sh [--duration 10s] [--clients 64] [--value-size 256]
-#                    [--keys 1000] [--targets "null distkv etcd redis"]
+#                    [--keys 1000] [--targets "null floor distkv etcd redis"]
 #                    [--workloads "write read stale mixed95 write1"]
 #                    [--rounds 1] [--memory-keys 1000000] [--tmp DIR]
 #                    [--keep-logs]
@@ -16,7 +17,7 @@ DURATION=10s
 CLIENTS=64
 VALUE_SIZE=256
 KEYS=1000
-TARGETS="null distkv etcd redis"
+TARGETS="null floor distkv etcd redis"
 WORKLOADS="write read stale mixed95 write1"
 MEMORY_KEYS=1000000
 ROUNDS=1
@@ -46,6 +47,8 @@ ROOT=$(cd "$HERE/.." && pwd)
 
 # Ports, away from distkv dev's defaults so a running dev cluster is not hit.
 NULL_ADDR=127.0.0.1:18100
+FLOOR_ADDR=127.0.0.1:18200
+FLOOR_REPLICA=18301 # 18301, 18302
 DISTKV_HTTP=18000 # 18000-18002
 DISTKV_PEER=19000 # 19000-19002
 ETCD_CLIENT=12379 # 12379, 12389, 12399
@@ -127,12 +130,16 @@ KVBENCH=$TMP/kvbench
 RESULTS=$TMP/results.txt
 : >"$RESULTS"
 
+# client_of TARGET: kvbench's -target for TARGET (the floor speaks distkv's
+# HTTP API, as the do-nothing server does).
+client_of() { if [ "$1" = floor ]; then echo null; else echo "$1"; fi; }
+
 # wait_ready TARGET ENDPOINTS: one successful write through every endpoint.
 wait_ready() {
 	local target=$1 endpoints=$2 ep
 	for ep in ${endpoints//,/ }; do
 		for i in $(seq 120); do
-			if "$KVBENCH" -target "$target" -endpoints "$ep" -clients 1 -ops 1 \
+			if "$KVBENCH" -target "$(client_of "$target")" -endpoints "$ep" -clients 1 -ops 1 \
 				-workload write -quiet -timeout 2s >/dev/null 2>&1; then
 				continue 2
 			fi
@@ -143,7 +150,7 @@ wait_ready() {
 	# Then until one second of light writes through all endpoints has no
 	# error, so a leader election just after start-up is not measured.
 	for i in $(seq 20); do
-		if "$KVBENCH" -target "$target" -endpoints "$endpoints" -clients 3 -duration 1s \
+		if "$KVBENCH" -target "$(client_of "$target")" -endpoints "$endpoints" -clients 3 -duration 1s \
 			-workload write -quiet -timeout 2s 2>/dev/null | grep -q '^RESULT.* errors=0 '; then
 			return 0
 		fi
@@ -159,7 +166,7 @@ wait_ready() {
 # use --clients clients.
 bench() {
 	local target=$1 endpoints=$2 w=$3
-	local -a common=(-target "$target" -endpoints "$endpoints" -duration "$DURATION"
+	local -a common=(-target "$(client_of "$target")" -label "$target" -endpoints "$endpoints" -duration "$DURATION"
 		-keys "$KEYS" -value-size "$VALUE_SIZE" -conns 4)
 	case $w in
 	write1) run_kvbench "$target" "${common[@]}" -workload write -clients 1 -route each ;;
@@ -175,7 +182,7 @@ run_kvbench() {
 	BENCH_PID=$!
 	wait "$BENCH_PID"
 	BENCH_PID=
-	grep '^RESULT' "$TMP/$target.out" | tail -1 >>"$RESULTS"
+	grep '^RESULT' "$TMP/$target.out" | tail -1 | sed "s/\$/ round=${round:-1}/" >>"$RESULTS"
 }
 
 # start_target TARGET DATADIR: starts TARGET with its data under DATADIR and
@@ -188,6 +195,14 @@ start_target() {
 		log "null: kvbench serve-null on $NULL_ADDR"
 		start null "$KVBENCH" serve-null --addr "$NULL_ADDR" --value-size "$VALUE_SIZE"
 		eps=$NULL_ADDR
+		;;
+	floor)
+		log "floor: kvbench serve-floor, primary on $FLOOR_ADDR, replicas on $FLOOR_REPLICA-$((FLOOR_REPLICA + 1)), 1 ack"
+		start floor-r1 "$KVBENCH" serve-floor -role replica -listen "127.0.0.1:$FLOOR_REPLICA" -dir "$data/floor/r1"
+		start floor-r2 "$KVBENCH" serve-floor -role replica -listen "127.0.0.1:$((FLOOR_REPLICA + 1))" -dir "$data/floor/r2"
+		start floor "$KVBENCH" serve-floor -role primary -addr "$FLOOR_ADDR" -dir "$data/floor/p" -acks 1 \
+			-replicas "127.0.0.1:$FLOOR_REPLICA,127.0.0.1:$((FLOOR_REPLICA + 1))"
+		eps=$FLOOR_ADDR
 		;;
 	distkv)
 		log "distkv: 3 nodes, HTTP $DISTKV_HTTP-$((DISTKV_HTTP + 2))"
@@ -256,6 +271,8 @@ for round in $(seq "$ROUNDS"); do
 	for w in $WORKLOADS; do
 		for i in "${!TLIST[@]}"; do
 			target=${TLIST[$(((i + round - 1) % ${#TLIST[@]}))]}
+			# The floor measures replicated writes; its reads are a map lookup.
+			[ "$target" = floor ] && [ "$w" != write ] && [ "$w" != write1 ] && continue
 			log "round $round/$ROUNDS: $w on $target"
 			bench "$target" "${EPS[$target]}" "$w"
 		done
@@ -273,7 +290,7 @@ MEMORY=$TMP/memory.txt
 : >"$MEMORY"
 if [ "$MEMORY_KEYS" -gt 0 ]; then
 	for target in $TARGETS; do
-		[ "$target" = null ] && continue
+		[ "$target" = null ] || [ "$target" = floor ] && continue
 		start_target "$target" "$TMP/mem"
 		wait_ready "$target" "$eps"
 		log "$target: loading $MEMORY_KEYS keys"
@@ -299,7 +316,7 @@ log "machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p'
 echo
 rounds_note=
 [ "$ROUNDS" -gt 1 ] && rounds_note=", medians of $ROUNDS rounds"
-echo "distkv vs etcd, Redis and the do-nothing server: $VALUE_SIZE-byte values, $KEYS keys, $DURATION per run$rounds_note"
+echo "distkv vs etcd, Redis, the do-nothing server and the replication floor: $VALUE_SIZE-byte values, $KEYS keys, $DURATION per run$rounds_note"
 echo
 awk -v targets="$TARGETS" '
 BEGIN {
@@ -340,6 +357,47 @@ END {
 		}
 	}
 }' "$RESULTS"
+
+# Each round runs a workload on every system seconds apart, so a round's own
+# ratios are the fairest single comparisons; the medians above hide how far
+# they spread, which is what tells a target met from one at the edge.
+if [ "$ROUNDS" -gt 1 ]; then
+	echo
+	echo "distkv's ops/s ratio to each system in each round (round 1, 2, ...); with 1 client, its p50 ratio (distkv p50 ÷ target p50)"
+	echo
+	awk -v targets="$TARGETS" '
+BEGIN {
+	name["write"] = "writes"; name["read"] = "linearizable reads"; name["stale"] = "stale reads"
+	name["mixed95"] = "95% lin. reads + 5% writes"; name["mixed50"] = "50% lin. reads + 50% writes"
+}
+function kv(s,   a, i, n, p) { n = split(s, a, " "); for (i = 2; i <= n; i++) { split(a[i], p, "="); f[p[1]] = p[2] } }
+/^RESULT/ {
+	delete f; kv($0)
+	w = name[f["workload"]] ", " f["clients"] " client" (f["clients"] == 1 ? "" : "s")
+	if (!(w in seen)) { seen[w] = 1; order[++nw] = w }
+	# One client: the target is on latency, so the ratio is of p50s.
+	ops[w, f["label"], f["round"]] = f["clients"] == 1 ? f["p50_ms"] : f["ops_s"]
+	if (f["round"] > nr) nr = f["round"]
+}
+END {
+	nt = split(targets, t, " ")
+	printf "| workload |"; for (j = 1; j <= nt; j++) if (t[j] != "distkv") printf " distkv ÷ %s |", t[j]; print ""
+	printf "|---|"; for (j = 1; j <= nt; j++) if (t[j] != "distkv") printf "---|"; print ""
+	for (i = 1; i <= nw; i++) {
+		w = order[i]; printf "| %s |", w
+		for (j = 1; j <= nt; j++) {
+			x = t[j]; if (x == "distkv") continue
+			cell = ""
+			for (r = 1; r <= nr; r++) {
+				if (!((w, x, r) in ops) || !((w, "distkv", r) in ops) || ops[w, x, r] <= 0) continue
+				cell = cell (cell == "" ? "" : ", ") sprintf("%.2f", ops[w, "distkv", r] / ops[w, x, r])
+			}
+			printf " %s |", (cell == "" ? "—" : cell)
+		}
+		print ""
+	}
+}' "$RESULTS"
+fi
 
 if [ -s "$MEMORY" ]; then
 	echo
