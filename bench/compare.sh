@@ -312,18 +312,22 @@ if [ "$MEMORY_KEYS" -gt 0 ]; then
 fi
 
 # --- the table ----------------------------------------------------------------
+# RESULT_AWK: what both tables' awk programs share: workload names, and kv,
+# which splits a RESULT line's key=value fields into f.
+RESULT_AWK='
+BEGIN {
+	name["write"] = "writes"; name["read"] = "linearizable reads"; name["stale"] = "stale reads"
+	name["mixed95"] = "95% lin. reads + 5% writes"; name["mixed50"] = "50% lin. reads + 50% writes"
+}
+function kv(s,   a, i, n, p) { n = split(s, a, " "); for (i = 2; i <= n; i++) { split(a[i], p, "="); f[p[1]] = p[2] } }
+'
 log "machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)"
 echo
 rounds_note=
 [ "$ROUNDS" -gt 1 ] && rounds_note=", medians of $ROUNDS rounds"
 echo "distkv vs etcd, Redis, the do-nothing server and the replication floor: $VALUE_SIZE-byte values, $KEYS keys, $DURATION per run$rounds_note"
 echo
-awk -v targets="$TARGETS" '
-BEGIN {
-	name["write"] = "writes"; name["read"] = "linearizable reads"; name["stale"] = "stale reads"
-	name["mixed95"] = "95% lin. reads + 5% writes"; name["mixed50"] = "50% lin. reads + 50% writes"
-}
-function kv(s,   a, i, n, p) { n = split(s, a, " "); for (i = 2; i <= n; i++) { split(a[i], p, "="); f[p[1]] = p[2] } }
+awk -v targets="$TARGETS" "$RESULT_AWK"'
 # median of the values "v1 v2 ..." in s
 function median(s,   a, n, i, j, x) {
 	n = split(s, a, " ")
@@ -365,12 +369,7 @@ if [ "$ROUNDS" -gt 1 ]; then
 	echo
 	echo "distkv's ops/s ratio to each system in each round (round 1, 2, ...); with 1 client, its p50 ratio (distkv p50 ÷ target p50)"
 	echo
-	awk -v targets="$TARGETS" '
-BEGIN {
-	name["write"] = "writes"; name["read"] = "linearizable reads"; name["stale"] = "stale reads"
-	name["mixed95"] = "95% lin. reads + 5% writes"; name["mixed50"] = "50% lin. reads + 50% writes"
-}
-function kv(s,   a, i, n, p) { n = split(s, a, " "); for (i = 2; i <= n; i++) { split(a[i], p, "="); f[p[1]] = p[2] } }
+	awk -v targets="$TARGETS" "$RESULT_AWK"'
 /^RESULT/ {
 	delete f; kv($0)
 	w = name[f["workload"]] ", " f["clients"] " client" (f["clients"] == 1 ? "" : "s")
