@@ -22,6 +22,7 @@ import (
 	"github.com/distkv/distkv/internal/httpapi"
 	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/raftnode"
+	"github.com/distkv/distkv/internal/vfs"
 	"github.com/distkv/distkv/internal/transport"
 	"github.com/distkv/distkv/internal/wal"
 )
@@ -252,7 +253,8 @@ func runServer(o *serverOptions) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("distkv node serving", "id", o.id, "http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid())
+	logger.Info("distkv node serving", "id", o.id, "http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid(),
+		"wal_sync", vfs.SyncMethod())
 
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
