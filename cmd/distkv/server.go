@@ -22,8 +22,8 @@ import (
 	"github.com/distkv/distkv/internal/httpapi"
 	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/raftnode"
-	"github.com/distkv/distkv/internal/vfs"
 	"github.com/distkv/distkv/internal/transport"
+	"github.com/distkv/distkv/internal/vfs"
 	"github.com/distkv/distkv/internal/wal"
 )
 
