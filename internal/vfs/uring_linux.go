@@ -98,7 +98,9 @@ func getRing() *uring {
 	}
 	r, err := newURing()
 	if err != nil {
-		// The kernel or a seccomp profile says no; it will say no again.
+		// Refused: no io_uring in this kernel, switched off by sysctl,
+		// forbidden by seccomp, or no memory for a ring. The blocking call
+		// serves from here on rather than a setup attempt on every sync.
 		rings.disabled, rings.reason = true, err
 		return nil
 	}

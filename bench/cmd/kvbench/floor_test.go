@@ -396,3 +396,44 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+// The log is written inside a reserve of zeros, as distkv's WAL is, so that
+// an fdatasync writes no inode: the file is a whole number of reserve steps,
+// grows by steps, and its frames still read back.
+func TestFloorLogReserve(t *testing.T) {
+	dir := t.TempDir()
+	l, err := openLog(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	size := func() int64 {
+		fi, err := os.Stat(l.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	if got := size(); got != reserveStep {
+		t.Fatalf("fresh log is %d bytes, want the %d-byte reserve", got, reserveStep)
+	}
+	rec := appendRecord(make([]byte, headerLen), "k", make([]byte, 100<<10))
+	var want int
+	for seq := uint64(1); l.end <= reserveStep; seq++ {
+		frame := append([]byte(nil), rec...)
+		sealFrame(frame, seq)
+		if err := l.write(frame); err != nil {
+			t.Fatal(err)
+		}
+		want++
+	}
+	if err := l.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := size(); got != 2*reserveStep {
+		t.Fatalf("after %d bytes of frames the log is %d bytes, want %d", l.end, got, 2*reserveStep)
+	}
+	if _, n, err := readLog(l.Name()); err != nil || n != want {
+		t.Fatalf("read back %d records (%v), want %d", n, err, want)
+	}
+}
