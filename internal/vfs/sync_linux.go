@@ -16,25 +16,25 @@ import (
 // blocks, with no inode write. It goes through an io_uring where one is
 // available (see uring_linux.go), else it is the blocking system call.
 func (f osFile) SyncData() error {
+	if err := fdatasync(int(f.Fd())); err != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+	}
+	runtime.KeepAlive(f.File) // its descriptor is in use until here
+	return nil
+}
+
+func fdatasync(fd int) error {
 	if r := getRing(); r != nil {
-		broken, err := r.fdatasync(int(f.Fd()))
-		runtime.KeepAlive(f.File) // its descriptor is in use until here
+		broken, err := r.fdatasync(fd)
 		putRing(r, broken)
 		if !errors.Is(err, errNotSubmitted) {
-			if err != nil {
-				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
-			}
-			return nil
+			return err
 		}
 		// Not submitted, so nothing ran: the blocking call takes its place.
 	}
 	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
-			if err != nil {
-				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
-			}
-			return nil
+		if err := unix.Fdatasync(fd); err != unix.EINTR {
+			return err
 		}
 	}
 }
