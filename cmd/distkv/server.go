@@ -51,6 +51,9 @@ type serverOptions struct {
 	walCompression  string
 	logLevel        string
 	logFormat       string
+	// reexecErr is why this process could not restart itself with the
+	// GODEBUG setting of sysmon.go (nil if it runs with it or the user's own).
+	reexecErr error
 }
 
 func newServerCommand() *cobra.Command {
@@ -65,6 +68,9 @@ example DISTKV_DATA_DIR) or in a TOML file given with --config (keys are flag
 names). Precedence: flag, environment, file, default.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Returns only if this process already runs with the setting
+			// or cannot be restarted with it (see sysmon.go).
+			o.reexecErr = reexecWithSysmon()
 			if err := applyConfigSources(cmd.Flags(), o.config); err != nil {
 				return err
 			}
@@ -254,7 +260,7 @@ func runServer(o *serverOptions) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("distkv node serving", "id", o.id, "http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid(),
-		"wal_sync", vfs.SyncMethod())
+		"wal_sync", vfs.SyncMethod(), "go_sysmon", sysmonMode(o.reexecErr))
 
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)
