@@ -55,6 +55,12 @@ ETCD_CLIENT=12379 # 12379, 12389, 12399
 ETCD_PEER=12380   # 12380, 12390, 12400
 REDIS_PORT=16379
 
+# The do-nothing server and the floor are Go servers too: they run with the
+# GODEBUG setting distkv's servers give themselves (cmd/distkv/sysmon.go), so
+# that a runtime setting any Go server could use does not count as distkv's
+# own gain. BASELINE_GODEBUG= (empty) in the environment runs them without it.
+BASELINE_GODEBUG=${BASELINE_GODEBUG-schedtrace=2147483647}
+
 log() { printf '== %s\n' "$*" >&2; }
 
 # --- install what is missing -------------------------------------------------
@@ -192,15 +198,15 @@ start_target() {
 	mkdir -p "$data"
 	case $target in
 	null)
-		log "null: kvbench serve-null on $NULL_ADDR"
-		start null "$KVBENCH" serve-null --addr "$NULL_ADDR" --value-size "$VALUE_SIZE"
+		log "null: kvbench serve-null on $NULL_ADDR (GODEBUG=$BASELINE_GODEBUG)"
+		start null env GODEBUG="$BASELINE_GODEBUG" "$KVBENCH" serve-null --addr "$NULL_ADDR" --value-size "$VALUE_SIZE"
 		eps=$NULL_ADDR
 		;;
 	floor)
-		log "floor: kvbench serve-floor, primary on $FLOOR_ADDR, replicas on $FLOOR_REPLICA-$((FLOOR_REPLICA + 1)), 1 ack"
-		start floor-r1 "$KVBENCH" serve-floor -role replica -listen "127.0.0.1:$FLOOR_REPLICA" -dir "$data/floor/r1"
-		start floor-r2 "$KVBENCH" serve-floor -role replica -listen "127.0.0.1:$((FLOOR_REPLICA + 1))" -dir "$data/floor/r2"
-		start floor "$KVBENCH" serve-floor -role primary -addr "$FLOOR_ADDR" -dir "$data/floor/p" -acks 1 \
+		log "floor: kvbench serve-floor, primary on $FLOOR_ADDR, replicas on $FLOOR_REPLICA-$((FLOOR_REPLICA + 1)), 1 ack (GODEBUG=$BASELINE_GODEBUG)"
+		start floor-r1 env GODEBUG="$BASELINE_GODEBUG" "$KVBENCH" serve-floor -role replica -listen "127.0.0.1:$FLOOR_REPLICA" -dir "$data/floor/r1"
+		start floor-r2 env GODEBUG="$BASELINE_GODEBUG" "$KVBENCH" serve-floor -role replica -listen "127.0.0.1:$((FLOOR_REPLICA + 1))" -dir "$data/floor/r2"
+		start floor env GODEBUG="$BASELINE_GODEBUG" "$KVBENCH" serve-floor -role primary -addr "$FLOOR_ADDR" -dir "$data/floor/p" -acks 1 \
 			-replicas "127.0.0.1:$FLOOR_REPLICA,127.0.0.1:$((FLOOR_REPLICA + 1))"
 		eps=$FLOOR_ADDR
 		;;
