@@ -23,14 +23,14 @@ import (
 // wakes it, its period grows to 10 ms and stays there: 19-26 futex calls
 // and 394 nanosleeps per node in the same 4 s, CPU per write 69-73 -> 60-63
 // us and 64-client writes 15.9-17.2k -> 18.5-19.6k/s in interleaved runs
-// (bench/README.md, "Sysmon").
+// (bench/README.md, "Go's sysmon thread").
 //
 // The cost: an idle node's sysmon wakes every 10 ms instead of sleeping
 // until the next timer (an idle dev node, 5 s: 494 nanosleeps and 647
 // context switches, against 362 and 620 without; its Raft ticks wake it
-// anyway); a
-// goroutine that blocks over and over in system calls of milliseconds (none
-// on the write path: the WAL's fdatasync goes through io_uring) keeps a
+// anyway); a goroutine that blocks over and over in system calls of
+// milliseconds (none on the write path: the WAL's fdatasync goes through
+// io_uring) keeps a
 // GOMAXPROCS=1 node's P longer before another thread takes it over (a test
 // program with 5 ms blocking calls 1 ms apart: another goroutine's lateness
 // p99 0.30 -> 0.84 ms, max 0.5 -> 2.9 ms; a lone 20 ms call delays it up to
