@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -48,6 +49,10 @@ type appender struct {
 	done    sync.WaitGroup
 
 	events chan appendEvent
+	// writtenAt is the sequence number of the newest append written: the
+	// loop reads it to apply without waiting for the written event (see
+	// Node.handleReady).
+	writtenAt atomic.Uint64
 
 	// Owned by the writer.
 	durable raftpb.HardState // the last hard state written
@@ -176,6 +181,9 @@ func (a *appender) write(batch []raftpb.Message, seq uint64) (needSync bool, err
 	}
 	if err == nil && lattrace.Enabled() {
 		lattrace.Mark(lattrace.Written, lastEntryIndex(batch), 0)
+	}
+	if err == nil {
+		a.writtenAt.Store(seq)
 	}
 	if err == nil && !a.report(appendEvent{written: seq}) {
 		return false, ErrStopped

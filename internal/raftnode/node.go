@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -1027,6 +1028,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	remote := n.remoteBuf[:0]
 	var applies []raftpb.Message
 	var snapAppend *raftpb.Message
+	enqueued := false
 	for i := range rd.Messages {
 		m := &rd.Messages[i]
 		switch {
@@ -1044,6 +1046,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			}
 			n.app.enqueue(*m, n.appendSeq)
 			n.appending++
+			enqueued = true
 		case m.To == raft.LocalApplyThread:
 			applies = append(applies, *m)
 		default:
@@ -1053,6 +1056,28 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			}
 			remote = append(remote, *m)
 		}
+	}
+	if enqueued {
+		// The appender's goroutines take their turn before the sends: with
+		// one P (distkv dev gives each node GOMAXPROCS=1) they would run
+		// only once the loop blocks, and each send below, a loopback write
+		// that runs the receiver's TCP input, takes 10-20 us, so the frame
+		// was written and its fdatasync begun tens of microseconds later.
+		runtime.Gosched()
+	}
+	if snapAppend == nil && len(applies) > 0 && !holdsConfChange(applies) {
+		// Committed entries are applied, and their proposers answered,
+		// before the commit index goes out to the followers: the Gosched
+		// above has let the appender write the hard state that commits
+		// them, which is all their apply waits for, and a write proposed
+		// here waits on nothing these messages bring. A member change is
+		// applied after the sends, so that a removed member still hears of
+		// the commit that removes it.
+		if err := n.applyAll(applies); err != nil {
+			return err
+		}
+		applies = nil
+		runtime.Gosched() // the answered requests' handlers write first
 	}
 	n.send(remote, true)
 	clear(remote)
@@ -1107,6 +1132,10 @@ func (n *Node) applyAll(applies []raftpb.Message) error {
 
 // applyHeld applies the held messages whose append is written.
 func (n *Node) applyHeld() error {
+	// The appender stores how far it has written before it reports it, so
+	// an append written since the loop last looked counts without waiting
+	// for the event.
+	n.writtenSeq = max(n.writtenSeq, n.app.writtenAt.Load())
 	done := 0
 	for _, h := range n.held {
 		if h.seq > n.writtenSeq {
@@ -1142,7 +1171,7 @@ func (n *Node) appended(ev appendEvent) error {
 		n.startStall(&pendingAppend{byAppender: true}, ev.stalled)
 		return nil
 	case ev.written != 0:
-		n.writtenSeq = ev.written
+		n.writtenSeq = max(n.writtenSeq, ev.written)
 		if n.stall != nil {
 			return nil // applied once the stall is over
 		}
@@ -1295,7 +1324,7 @@ func (n *Node) stalled() error {
 			}
 			if !ev.resumed {
 				if ev.written != 0 {
-					n.writtenSeq = ev.written
+					n.writtenSeq = max(n.writtenSeq, ev.written)
 				}
 				// Appends made durable before the stall are stepped once it
 				// is over.
@@ -1606,4 +1635,17 @@ func (n *Node) shutdown(cause error) {
 		n.mu.Unlock()
 	}
 	n.lock.Close()
+}
+
+// holdsConfChange reports whether applies, MsgStorageApply messages, carry a
+// member change.
+func holdsConfChange(applies []raftpb.Message) bool {
+	for _, m := range applies {
+		for _, e := range m.Entries {
+			if e.Type == raftpb.EntryConfChange || e.Type == raftpb.EntryConfChangeV2 {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -213,18 +213,23 @@ func TestNewLeaderAnswersNoReadBeforeItCommits(t *testing.T) {
 	c.nw.cut[[2]uint64{fid, oid}] = true
 	// l stores "new" and acknowledges it, but never learns it is committed
 	// (neither from the commit index nor from o's durable notice).
-	c.nw.lose = func(m raftpb.Message) bool {
+	oldCommit := func(m raftpb.Message) bool {
 		_, notice := decodeNotice(&m)
 		return m.From == oid && m.To == lid && (m.Commit > base || notice)
 	}
+	c.nw.lose = oldCommit
 	c.nw.mu.Unlock()
 	if _, err := put(ctx, c.nodes[o], "k", "new"); err != nil {
 		t.Fatal(err)
 	}
 	// l leads next (f's log lacks "new", so f cannot win), but its appends
-	// to f are lost: its own term's first entry cannot commit.
+	// to f are lost: its own term's first entry cannot commit. o's commit
+	// index may still be on its way (o answers before it sends it): it
+	// stays lost.
 	c.nw.mu.Lock()
-	c.nw.lose = func(m raftpb.Message) bool { return m.From == lid && m.To == fid && m.Type == raftpb.MsgApp }
+	c.nw.lose = func(m raftpb.Message) bool {
+		return oldCommit(m) || m.From == lid && m.To == fid && m.Type == raftpb.MsgApp
+	}
 	c.nw.mu.Unlock()
 	c.stop(o)
 	deadline := time.Now().Add(5 * time.Second)
