@@ -3,6 +3,7 @@ package raftnode
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,5 +145,120 @@ func TestLeaderAnswersBeforeItSendsTheCommit(t *testing.T) {
 	}
 	if answered == 0 {
 		t.Fatal("the leader answered no write while its sends of the commit index were held: it answers only after sending them")
+	}
+}
+
+// TestOriginsFirst: the leader's messages to the followers whose proposals it
+// appends go out before the others, each peer's messages in their order.
+func TestOriginsFirst(t *testing.T) {
+	msgs := []raftpb.Message{
+		{To: 2, Type: raftpb.MsgApp, Index: 10},
+		{To: 2, Type: raftpb.MsgHeartbeat},
+		{To: 3, Type: raftpb.MsgApp, Index: 11},
+		{To: 3, Type: raftpb.MsgHeartbeat},
+		{To: 4, Type: raftpb.MsgApp, Index: 12},
+	}
+	type sent struct {
+		to uint64
+		t  raftpb.MessageType
+	}
+	order := func(ms []raftpb.Message) []sent {
+		var out []sent
+		for _, m := range ms {
+			out = append(out, sent{m.To, m.Type})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		origins []uint64
+		want    []sent
+	}{
+		{nil, []sent{{2, raftpb.MsgApp}, {2, raftpb.MsgHeartbeat}, {3, raftpb.MsgApp}, {3, raftpb.MsgHeartbeat}, {4, raftpb.MsgApp}}},
+		{[]uint64{3}, []sent{{3, raftpb.MsgApp}, {3, raftpb.MsgHeartbeat}, {2, raftpb.MsgApp}, {2, raftpb.MsgHeartbeat}, {4, raftpb.MsgApp}}},
+		{[]uint64{4, 3}, []sent{{3, raftpb.MsgApp}, {3, raftpb.MsgHeartbeat}, {4, raftpb.MsgApp}, {2, raftpb.MsgApp}, {2, raftpb.MsgHeartbeat}}},
+		{[]uint64{2}, []sent{{2, raftpb.MsgApp}, {2, raftpb.MsgHeartbeat}, {3, raftpb.MsgApp}, {3, raftpb.MsgHeartbeat}, {4, raftpb.MsgApp}}},
+	} {
+		ms := slices.Clone(msgs)
+		originsFirst(ms, tc.origins)
+		if got := order(ms); !slices.Equal(got, tc.want) {
+			t.Errorf("originsFirst(origins %v) sends %v, want %v", tc.origins, got, tc.want)
+		}
+	}
+}
+
+// recorder is a Transport that records the messages of each send.
+type recorder struct {
+	Transport
+	mu    sync.Mutex
+	sends [][]raftpb.Message
+}
+
+func (r *recorder) record(msgs []raftpb.Message) {
+	r.mu.Lock()
+	r.sends = append(r.sends, slices.Clone(msgs))
+	r.mu.Unlock()
+}
+
+func (r *recorder) Send(shard uint64, msgs []raftpb.Message) {
+	r.record(msgs)
+	r.Transport.Send(shard, msgs)
+}
+
+func (r *recorder) SendNow(shard uint64, msgs []raftpb.Message) {
+	r.record(msgs)
+	r.Transport.SendNow(shard, msgs)
+}
+
+// TestLeaderSendsToTheOriginFirst: a write forwarded by the follower that
+// Raft would send to last reaches that follower first.
+func TestLeaderSendsToTheOriginFirst(t *testing.T) {
+	recs := map[uint64]*recorder{}
+	var mu sync.Mutex
+	c := newCluster(t, 3, func(cfg *Config) {
+		mu.Lock()
+		defer mu.Unlock()
+		r := &recorder{Transport: cfg.Transport}
+		recs[RaftID(cfg.Self.Name)] = r
+		cfg.Transport = r
+	})
+	l := c.waitLeader(5 * time.Second)
+	origin := ""
+	for name := range c.nodes {
+		if name != l && (origin == "" || RaftID(name) > RaftID(origin)) {
+			origin = name
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := put(ctx, c.nodes[origin], "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+		if c.nodes[l].Status().Leader != l {
+			t.Skip("leader changed")
+		}
+		index := c.nodes[origin].Status().AppliedIndex
+		mu.Lock()
+		r := recs[RaftID(l)]
+		mu.Unlock()
+		r.mu.Lock()
+		var first []uint64
+		for _, msgs := range r.sends {
+			for _, m := range msgs {
+				if m.Type == raftpb.MsgApp && len(m.Entries) > 0 && m.Entries[len(m.Entries)-1].Index == index {
+					first = append(first, m.To)
+				}
+			}
+			if len(first) > 0 {
+				break
+			}
+		}
+		r.mu.Unlock()
+		if len(first) == 0 {
+			t.Fatalf("write %d: no MsgApp from the leader carries index %d", i, index)
+		}
+		if first[0] != RaftID(origin) {
+			t.Fatalf("write %d (index %d) forwarded by %s (%x): the leader's appends went to %x in that order; want the origin first", i, index, origin, RaftID(origin), first)
+		}
 	}
 }
