@@ -74,6 +74,7 @@ type appendEvent struct {
 	written uint64
 	n       int              // appends made durable
 	local   []raftpb.Message // their responses addressed to this node's Raft
+	remote  []raftpb.Message // their responses to other nodes, for the loop to send
 	stalled error            // the disk is full: retrying
 	since   time.Time        // with resumed: when the stall began
 	resumed bool             // the first write after a stall
@@ -219,9 +220,23 @@ func (a *appender) syncer() {
 		if lattrace.Enabled() {
 			lattrace.Mark(lattrace.Synced, lastEntryIndex(ws[len(ws)-1].batch), 0)
 		}
+		// A node with requests waiting on their writes (the origin of
+		// proposals) leaves its responses to other nodes to the loop, which
+		// sends them at the end of its turn (Node.flushAcks): its client's
+		// write, committed once this append is durable and the leader's
+		// durable notice or commit index is here, is then applied and
+		// answered first, not after one loopback write (10-20 us) per
+		// response. The leader counts these acknowledgements that much
+		// later; when every node has requests waiting (under load), all of
+		// them wait for the end of the loop's turn.
+		toLoop := a.n.hasWaiters()
 		for _, w := range ws {
 			ev.n += len(w.batch)
-			ev.local = a.deliver(w.batch, ev.local)
+			if toLoop {
+				ev.local, ev.remote = a.responses(w.batch, ev.local, ev.remote)
+			} else {
+				ev.local = a.deliver(w.batch, ev.local)
+			}
 		}
 		clear(ws)
 		if !a.report(ev) {
@@ -330,7 +345,16 @@ func (a *appender) persistNow(batch []raftpb.Message) error {
 // deliver sends the responses of a durable batch to other nodes on the
 // transport and appends those to this node's Raft to local.
 func (a *appender) deliver(batch []raftpb.Message, local []raftpb.Message) []raftpb.Message {
-	remote := a.remote[:0]
+	local, remote := a.responses(batch, local, a.remote[:0])
+	a.n.send(remote, true)
+	clear(remote)
+	a.remote = remote[:0]
+	return local
+}
+
+// responses appends the responses of a durable batch to this node's Raft to
+// local, and those to other nodes to remote.
+func (a *appender) responses(batch, local, remote []raftpb.Message) ([]raftpb.Message, []raftpb.Message) {
 	for i := range batch {
 		if brokenEarlyAck {
 			a.n.ackEarly(batch[i].Entries)
@@ -343,10 +367,7 @@ func (a *appender) deliver(batch []raftpb.Message, local []raftpb.Message) []raf
 			}
 		}
 	}
-	a.n.send(remote, true)
-	clear(remote)
-	a.remote = remote[:0]
-	return local
+	return local, remote
 }
 
 // lastEntryIndex is the index of the last entry of batch, 0 if it has none.

@@ -90,7 +90,10 @@ type Node struct {
 	forwarded  map[uint64]uint64
 	// origins: the forwarders of the proposals in the Ready being handled.
 	origins []uint64
-	held    []heldApply
+	// laterAcks are responses of durable appends to other nodes that the
+	// appender left to the loop, sent at the end of its turn (flushAcks).
+	laterAcks []raftpb.Message
+	held      []heldApply
 	// stalledLocal are responses of appends made durable during a stall, to
 	// be stepped once it is over.
 	stalledLocal []raftpb.Message
@@ -839,6 +842,7 @@ func (n *Node) run() {
 				err = n.processReady()
 			}
 		}
+		n.flushAcks()
 		n.mu.Lock()
 		removed := n.removed
 		n.mu.Unlock()
@@ -1187,6 +1191,7 @@ func (n *Node) appended(ev appendEvent) error {
 	for _, m := range ev.local {
 		n.step(m)
 	}
+	n.laterAcks = append(n.laterAcks, ev.remote...)
 	return nil
 }
 
@@ -1210,6 +1215,7 @@ func (n *Node) waitAppended() error {
 			if err := n.appended(ev); err != nil {
 				return err
 			}
+			n.flushAcks()
 		case <-n.stopc:
 			return errStopRequested
 		}
@@ -1336,6 +1342,7 @@ func (n *Node) stalled() error {
 				// is over.
 				n.appending -= ev.n
 				n.stalledLocal = append(n.stalledLocal, ev.local...)
+				n.send(ev.remote, true)
 				continue
 			}
 			n.logger.Info("disk space available again: log written, writes resumed",
@@ -1346,6 +1353,7 @@ func (n *Node) stalled() error {
 			if err := n.appended(ev); err != nil {
 				return err
 			}
+			n.flushAcks()
 			for _, m := range n.stalledLocal {
 				n.step(m)
 			}
@@ -1673,4 +1681,22 @@ func originsFirst(msgs []raftpb.Message, origins []uint64) {
 		return 1
 	}
 	slices.SortStableFunc(msgs, func(a, b raftpb.Message) int { return cmp.Compare(rank(&a), rank(&b)) })
+}
+
+// hasWaiters reports whether requests wait for proposals of this node. Called
+// by the appender.
+func (n *Node) hasWaiters() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.waiters) > 0
+}
+
+// flushAcks sends the responses the appender left to the loop.
+func (n *Node) flushAcks() {
+	if len(n.laterAcks) == 0 {
+		return
+	}
+	n.send(n.laterAcks, true)
+	clear(n.laterAcks)
+	n.laterAcks = n.laterAcks[:0]
 }

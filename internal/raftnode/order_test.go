@@ -14,24 +14,24 @@ import (
 	"github.com/distkv/distkv/internal/vfs"
 )
 
-// commitGate is a Transport whose sends of the commit index block, once
-// armed: a MsgApp from the node from whose commit index is at least commit
-// waits in Send until the gate opens. The sending loop waits with it.
-type commitGate struct {
+// sendGate is a Transport that, once armed, holds each send with a message
+// match accepts: until the gate is disarmed, or for hold if it is not zero.
+// The sending goroutine waits with it.
+type sendGate struct {
 	Transport
-	mu     sync.Mutex
-	from   uint64
-	commit uint64
-	open   chan struct{} // nil: disarmed
+	mu    sync.Mutex
+	match func(m raftpb.Message) bool
+	hold  time.Duration
+	open  chan struct{} // nil: disarmed
 }
 
-func (g *commitGate) arm(from, commit uint64) {
+func (g *sendGate) arm(match func(m raftpb.Message) bool, hold time.Duration) {
 	g.mu.Lock()
-	g.from, g.commit, g.open = from, commit, make(chan struct{})
+	g.match, g.hold, g.open = match, hold, make(chan struct{})
 	g.mu.Unlock()
 }
 
-func (g *commitGate) disarm() {
+func (g *sendGate) disarm() {
 	g.mu.Lock()
 	if g.open != nil {
 		close(g.open)
@@ -40,29 +40,84 @@ func (g *commitGate) disarm() {
 	g.mu.Unlock()
 }
 
-func (g *commitGate) wait(msgs []raftpb.Message) {
+func (g *sendGate) wait(msgs []raftpb.Message) {
 	g.mu.Lock()
-	open, from, commit := g.open, g.from, g.commit
+	open, match, hold := g.open, g.match, g.hold
 	g.mu.Unlock()
-	if open == nil {
+	if open == nil || !slices.ContainsFunc(msgs, match) {
 		return
 	}
-	for _, m := range msgs {
-		if m.From == from && m.Type == raftpb.MsgApp && m.Commit >= commit {
-			<-open
-			return
-		}
+	if hold == 0 {
+		<-open
+		return
+	}
+	select {
+	case <-open:
+	case <-time.After(hold):
 	}
 }
 
-func (g *commitGate) Send(shard uint64, msgs []raftpb.Message) {
+func (g *sendGate) Send(shard uint64, msgs []raftpb.Message) {
 	g.wait(msgs)
 	g.Transport.Send(shard, msgs)
 }
 
-func (g *commitGate) SendNow(shard uint64, msgs []raftpb.Message) {
+func (g *sendGate) SendNow(shard uint64, msgs []raftpb.Message) {
 	g.wait(msgs)
 	g.Transport.SendNow(shard, msgs)
+}
+
+// gatedCluster is a cluster whose nodes send through sendGates and whose
+// fsyncs take 30 ms more while slow is set for the node.
+func gatedCluster(t *testing.T) (c *cluster, gates map[uint64]*sendGate, slow map[uint64]*atomic.Bool) {
+	gates = map[uint64]*sendGate{}
+	slow = map[uint64]*atomic.Bool{}
+	var mu sync.Mutex
+	c = newCluster(t, 3, func(cfg *Config) {
+		mu.Lock()
+		defer mu.Unlock()
+		id := RaftID(cfg.Self.Name)
+		if gates[id] == nil {
+			gates[id] = &sendGate{}
+			slow[id] = new(atomic.Bool)
+		}
+		gates[id].Transport = cfg.Transport
+		cfg.Transport = gates[id]
+		s := slow[id]
+		cfg.FS = vfs.NewErrorFS(vfs.Default, func(op vfs.Op, path string) vfs.Fault {
+			if op == vfs.OpSync && s.Load() {
+				time.Sleep(30 * time.Millisecond)
+			}
+			return vfs.Fault{}
+		})
+	})
+	t.Cleanup(func() {
+		for _, g := range gates {
+			g.disarm()
+		}
+	})
+	return c, gates, slow
+}
+
+// settled puts a value through the leader l and waits until every node has
+// applied it; it returns the commit index.
+func settled(t *testing.T, c *cluster, l string) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := put(ctx, c.nodes[l], "warm", "x"); err != nil {
+		t.Fatal(err)
+	}
+	commit := c.nodes[l].Status().CommitIndex
+	for _, n := range c.nodes {
+		for n.Status().AppliedIndex < commit {
+			if ctx.Err() != nil {
+				t.Fatalf("%s applied %d of %d", n.Status().ID, n.Status().AppliedIndex, commit)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return commit
 }
 
 // TestLeaderAnswersBeforeItSendsTheCommit: a write the leader commits is
@@ -83,57 +138,22 @@ func (g *commitGate) SendNow(shard uint64, msgs []raftpb.Message) {
 // state's write waits for, is still under way).
 func TestLeaderAnswersBeforeItSendsTheCommit(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	gates := map[uint64]*commitGate{}
-	slow := map[uint64]*atomic.Bool{}
-	var mu sync.Mutex
-	c := newCluster(t, 3, func(cfg *Config) {
-		mu.Lock()
-		defer mu.Unlock()
-		id := RaftID(cfg.Self.Name)
-		if gates[id] == nil {
-			gates[id] = &commitGate{}
-			slow[id] = new(atomic.Bool)
-		}
-		gates[id].Transport = cfg.Transport
-		cfg.Transport = gates[id]
-		s := slow[id]
-		cfg.FS = vfs.NewErrorFS(vfs.Default, func(op vfs.Op, path string) vfs.Fault {
-			if op == vfs.OpSync && s.Load() {
-				time.Sleep(30 * time.Millisecond)
-			}
-			return vfs.Fault{}
-		})
-	})
-	t.Cleanup(func() {
-		for _, g := range gates {
-			g.disarm()
-		}
-	})
+	c, gates, slow := gatedCluster(t)
 	answered := 0
 	for attempt := 0; attempt < 3 && answered == 0; attempt++ {
 		l := c.waitLeader(5 * time.Second)
-		ln := c.nodes[l]
-		// Everything before is committed and applied everywhere.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if _, err := put(ctx, ln, "warm", "x"); err != nil {
-			cancel()
-			t.Fatal(err)
-		}
-		cancel()
-		commit := ln.Status().CommitIndex
-		for _, n := range c.nodes {
-			for n.Status().AppliedIndex < commit {
-				time.Sleep(time.Millisecond)
-			}
-		}
+		ln, lid := c.nodes[l], RaftID(l)
+		commit := settled(t, c, l)
 		for id, s := range slow {
-			s.Store(id != RaftID(l))
+			s.Store(id != lid)
 		}
-		gates[RaftID(l)].arm(RaftID(l), commit+1)
-		ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
+		gates[lid].arm(func(m raftpb.Message) bool {
+			return m.From == lid && m.Type == raftpb.MsgApp && m.Commit > commit
+		}, 0)
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		_, err := put(ctx, ln, "k", "v")
 		cancel()
-		gates[RaftID(l)].disarm()
+		gates[lid].disarm()
 		for _, s := range slow {
 			s.Store(false)
 		}
@@ -145,6 +165,49 @@ func TestLeaderAnswersBeforeItSendsTheCommit(t *testing.T) {
 	}
 	if answered == 0 {
 		t.Fatal("the leader answered no write while its sends of the commit index were held: it answers only after sending them")
+	}
+}
+
+// TestOriginAnswersBeforeItAcknowledges: a follower whose client waits for a
+// write it forwarded answers once the write is durable here and known
+// committed, before it sends the leader its acknowledgement (each send a
+// loopback write of 10-20 us). Its acknowledgements are held for 300 ms; the
+// write is committed meanwhile by the leader and the other follower, whose
+// commit index reaches it while its own fsync (slowed by 30 ms) is under way,
+// so it can answer in about 30 ms.
+//
+// As in TestLeaderAnswersBeforeItSendsTheCommit, one schedule in 61 lets the
+// loop apply before the hard state that commits the write is written, and the
+// answer waits for the held send; so three tries, and one answer wanted.
+func TestOriginAnswersBeforeItAcknowledges(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const hold = 300 * time.Millisecond
+	c, gates, slow := gatedCluster(t)
+	answered := 0
+	for attempt := 0; attempt < 3 && answered == 0; attempt++ {
+		l := c.waitLeader(5 * time.Second)
+		o := c.follower(l)
+		lid, oid := RaftID(l), RaftID(o)
+		commit := settled(t, c, l)
+		slow[oid].Store(true)
+		gates[oid].arm(func(m raftpb.Message) bool {
+			return m.Type == raftpb.MsgAppResp && m.To == lid && m.Index > commit
+		}, hold)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		start := time.Now()
+		_, err := put(ctx, c.nodes[o], "k", "v")
+		took := time.Since(start)
+		cancel()
+		gates[oid].disarm()
+		slow[oid].Store(false)
+		if err == nil && took < hold/2 {
+			answered++
+		} else {
+			t.Logf("attempt %d: %s answered its write after %v (err %v) with its acknowledgements held for %v", attempt+1, o, took.Round(time.Millisecond), err, hold)
+		}
+	}
+	if answered == 0 {
+		t.Fatalf("the origin of a write answered only after its acknowledgement to the leader, held %v, had gone", hold)
 	}
 }
 
@@ -222,6 +285,7 @@ func TestLeaderSendsToTheOriginFirst(t *testing.T) {
 		cfg.Transport = r
 	})
 	l := c.waitLeader(5 * time.Second)
+	settled(t, c, l) // both followers' progress replicating, none probed
 	origin := ""
 	for name := range c.nodes {
 		if name != l && (origin == "" || RaftID(name) > RaftID(origin)) {
