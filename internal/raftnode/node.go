@@ -93,7 +93,14 @@ type Node struct {
 	// laterAcks are responses of durable appends to other nodes that the
 	// appender left to the loop, sent at the end of its turn (flushAcks).
 	laterAcks []raftpb.Message
-	held      []heldApply
+	// deferred holds, per follower, a leader's append that carries only a
+	// new commit index, sent with the next message to that follower or
+	// when deferTimer fires (see deferCommits). replicating is scratch.
+	deferred    map[uint64]raftpb.Message
+	deferTimer  *time.Timer
+	deferArmed  bool
+	replicating []uint64
+	held        []heldApply
 	// stalledLocal are responses of appends made durable during a stall, to
 	// be stepped once it is over.
 	stalledLocal []raftpb.Message
@@ -830,6 +837,9 @@ func (n *Node) run() {
 			err = n.finishSnapshot(res)
 		case ev := <-n.app.events:
 			err = n.appended(ev)
+		case <-n.deferC():
+			n.deferArmed = false
+			n.flushDeferred()
 		case <-n.stopc:
 			n.shutdown(nil)
 			return
@@ -1020,7 +1030,9 @@ func (n *Node) settle() error {
 // and applies nothing either, and if it led, the followers elect a new leader
 // and carry on.
 func (n *Node) handleReady(rd raft.Ready) error {
+	prevCommit := n.commit.Load()
 	if rd.SoftState != nil {
+		n.flushDeferred()
 		n.leader.Store(rd.SoftState.Lead)
 		// A new leader does not answer its predecessor's ReadIndex requests.
 		n.reads.reissueAll()
@@ -1088,12 +1100,13 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		applies = nil
 		runtime.Gosched() // the answered requests' handlers write first
 	}
+	remote = n.deferCommits(remote, prevCommit)
 	originsFirst(remote, n.origins)
 	n.send(remote, true)
 	clear(remote)
 	n.remoteBuf = remote[:0]
 	answers, confirmed := n.reads.observe(rd.ReadStates, n.raftID, n.term.Load(), n.noticed)
-	n.send(answers, true)
+	n.send(n.withDeferred(answers), true)
 	n.extendLease(confirmed.at, confirmed.term)
 	// The batch just answered may have held back the next one.
 	n.issueReads()
@@ -1519,8 +1532,8 @@ func (n *Node) step(m raftpb.Message) {
 		// A follower's read: answered at once where its request is
 		// enough, otherwise it joins this leader's next read round.
 		if index, term, ok := n.readIndexAtOnce(m.From); ok {
-			n.send([]raftpb.Message{{Type: raftpb.MsgReadIndexResp, To: m.From, From: n.raftID,
-				Term: term, Index: index, Entries: m.Entries}}, true)
+			n.send(n.withDeferred([]raftpb.Message{{Type: raftpb.MsgReadIndexResp, To: m.From, From: n.raftID,
+				Term: term, Index: index, Entries: m.Entries}}), true)
 			return
 		}
 		n.reads.joinRemote(m.From, m.Entries[0].Data)

@@ -1,0 +1,90 @@
+package raftnode
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+)
+
+// TestLeaderDefersCommitOnlyAppends: with writes forwarded one at a time by
+// one follower, the leader sends that follower each new commit index at once
+// (its client waits on it) but holds the other follower's, which the next
+// write's append carries; the last one goes out within commitDeferral.
+func TestLeaderDefersCommitOnlyAppends(t *testing.T) {
+	recs := map[uint64]*recorder{}
+	var mu sync.Mutex
+	c := newCluster(t, 3, func(cfg *Config) {
+		mu.Lock()
+		defer mu.Unlock()
+		r := &recorder{Transport: cfg.Transport}
+		recs[RaftID(cfg.Self.Name)] = r
+		cfg.Transport = r
+		// Heartbeats, which also take a held append along, every 100 ms.
+		cfg.TickInterval = 100 * time.Millisecond
+	})
+	l := c.waitLeader(10 * time.Second)
+	settled(t, c, l)
+	o := c.follower(l)
+	q := ""
+	for name := range c.nodes {
+		if name != l && name != o {
+			q = name
+		}
+	}
+	lid, oid, qid := RaftID(l), RaftID(o), RaftID(q)
+	mu.Lock()
+	r := recs[lid]
+	mu.Unlock()
+	r.mu.Lock()
+	r.sends = nil
+	r.mu.Unlock()
+	const writes = 40
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range writes {
+		if _, err := put(ctx, c.nodes[o], "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := c.nodes[o].Status().AppliedIndex
+	if c.nodes[l].Status().Leader != l {
+		t.Skip("leader changed")
+	}
+	// commitOnly counts the leader's appends without entries to id, and
+	// reports whether one carried commit index last.
+	commitOnly := func(id uint64) (n int, sawLast bool) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for _, msgs := range r.sends {
+			for _, m := range msgs {
+				if m.From == lid && m.To == id && m.Type == raftpb.MsgApp && len(m.Entries) == 0 {
+					n++
+					sawLast = sawLast || m.Commit >= last
+				}
+			}
+		}
+		return n, sawLast
+	}
+	toO, _ := commitOnly(oid)
+	if toO < writes/2 {
+		t.Errorf("the leader sent the follower that forwarded the writes %d appends with only a commit index for %d writes; want one for most (not held)", toO, writes)
+	}
+	// The last commit index goes to q on its own once commitDeferral is
+	// over; 50 ms allows for a busy machine and is half the heartbeat
+	// interval.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	toQ, sawLast := commitOnly(qid)
+	for !sawLast && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Microsecond)
+		toQ, sawLast = commitOnly(qid)
+	}
+	if toQ > writes/2 {
+		t.Errorf("the leader sent the other follower %d appends with only a commit index for %d writes; want few (held, then carried by the next write's append)", toQ, writes)
+	}
+	if !sawLast {
+		t.Errorf("the leader held the other follower's commit index %d for more than %v", last, 50*time.Millisecond)
+	}
+}
