@@ -1105,7 +1105,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	n.send(remote, true)
 	clear(remote)
 	n.remoteBuf = remote[:0]
-	answers, confirmed := n.reads.observe(rd.ReadStates, n.raftID, n.term.Load(), n.noticed)
+	answers, confirmed := n.reads.observe(rd.ReadStates, n.raftID, n.term.Load(), n.readFloor())
 	n.send(n.withDeferred(answers), true)
 	n.extendLease(confirmed.at, confirmed.term)
 	// The batch just answered may have held back the next one.

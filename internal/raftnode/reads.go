@@ -391,6 +391,23 @@ func (n *Node) pairReadIndex(st *raft.BasicStatus, with uint64) (uint64, bool) {
 	return max(st.Commit, n.noticed), true
 }
 
+// readFloor is the least read index this node may answer a read round with:
+// the durable-notice floor (Node.noticed) and, as the leader, the first entry
+// of its term. Raft answers the read rounds of a lone voter at once with its
+// commit index, even before it has committed an entry of its term; after a
+// restart that lost the hard states recording the last commits (written but
+// not yet synced, as in a power failure) that index is behind writes already
+// acknowledged, which the term's first entry, committed once durable here,
+// covers. (With more voters Raft holds the rounds until then itself.) Called
+// on the loop.
+func (n *Node) readFloor() uint64 {
+	floor := n.noticed
+	if n.leader.Load() == n.raftID && n.termStartTerm == n.term.Load() {
+		floor = max(floor, n.termStart)
+	}
+	return floor
+}
+
 // noteTermStart records the first entry of ents this node appends as the
 // leader of its current term (see readIndexAtOnce). Called on the loop with
 // each append handed out.

@@ -4,11 +4,16 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/vfs"
 )
 
 // A read that arrives after its node handed a round to Raft must not be
@@ -252,5 +257,62 @@ func TestNewLeaderAnswersNoReadBeforeItCommits(t *testing.T) {
 	got, _, err = c.nodes[f].Get(ctx, []byte("k"), true)
 	if err != nil || string(got.Value) != "new" {
 		t.Fatalf("read after heal = %q, %v; want \"new\"", got.Value, err)
+	}
+}
+
+// TestLoneVoterReadAfterLostCommitRecord: a lone voter whose hard state
+// recording a commit was written but not synced when the machine failed
+// restarts with an older commit index on disk, and its log holds the
+// acknowledged write beyond it. A linearizable read right after the restart
+// must wait for the leader's first entry of its new term (which commits the
+// write again) and not be answered with the old commit index, as Raft
+// answers a lone voter's read rounds at once.
+func TestLoneVoterReadAfterLostCommitRecord(t *testing.T) {
+	for i := range 5 {
+		dir := t.TempDir()
+		var fail atomic.Bool
+		efs := vfs.NewErrorFS(vfs.Default, func(op vfs.Op, path string) vfs.Fault {
+			if op == vfs.OpSync && fail.Load() && strings.HasSuffix(path, ".wal") {
+				return vfs.Fault{Err: vfs.ErrInjected, DropUnsynced: true}
+			}
+			return vfs.Fault{}
+		})
+		cfg := testConfig(dir)
+		cfg.FS = efs
+		n := openNode(t, cfg)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := put(ctx, n, "k", "acknowledged"); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		// The hard state that commits the write is written, not synced (a
+		// commit index alone needs no fsync); the next write's fsync fails
+		// and loses it, as a power failure would.
+		fail.Store(true)
+		if _, err := put(ctx, n, "other", "x"); err == nil {
+			t.Fatal("write acknowledged after its fsync failed")
+		}
+		cancel()
+		<-n.Done()
+
+		// Restarted with fsyncs slowed by 50 ms, so that the read comes
+		// while the new term's first entry is being made durable.
+		cfg.FS = vfs.NewErrorFS(vfs.Default, func(op vfs.Op, path string) vfs.Fault {
+			if op == vfs.OpSync {
+				time.Sleep(50 * time.Millisecond)
+			}
+			return vfs.Fault{}
+		})
+		n2, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n2.Status().Leader == "" {
+			runtime.Gosched()
+		}
+		if v, ok := mustGet(t, n2, "k"); !ok || v != "acknowledged" {
+			t.Fatalf("try %d: linearizable read after the restart = %q, %v; want the acknowledged write", i, v, ok)
+		}
+		n2.Stop()
 	}
 }
