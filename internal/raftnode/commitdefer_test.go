@@ -2,7 +2,6 @@ package raftnode
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,14 +13,7 @@ import (
 // (its client waits on it) but holds the other follower's, which the next
 // write's append carries; the last one goes out within commitDeferral.
 func TestLeaderDefersCommitOnlyAppends(t *testing.T) {
-	recs := map[uint64]*recorder{}
-	var mu sync.Mutex
-	c := newCluster(t, 3, func(cfg *Config) {
-		mu.Lock()
-		defer mu.Unlock()
-		r := &recorder{Transport: cfg.Transport}
-		recs[RaftID(cfg.Self.Name)] = r
-		cfg.Transport = r
+	c, recorderOf := recordingCluster(t, func(cfg *Config) {
 		// Heartbeats, which also take a held append along, every 100 ms.
 		cfg.TickInterval = 100 * time.Millisecond
 	})
@@ -35,9 +27,7 @@ func TestLeaderDefersCommitOnlyAppends(t *testing.T) {
 		}
 	}
 	lid, oid, qid := RaftID(l), RaftID(o), RaftID(q)
-	mu.Lock()
-	r := recs[lid]
-	mu.Unlock()
+	r := recorderOf(lid)
 	r.mu.Lock()
 	r.sends = nil
 	r.mu.Unlock()

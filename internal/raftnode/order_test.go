@@ -272,18 +272,33 @@ func (r *recorder) SendNow(shard uint64, msgs []raftpb.Message) {
 	r.Transport.SendNow(shard, msgs)
 }
 
-// TestLeaderSendsToTheOriginFirst: a write forwarded by the follower that
-// Raft would send to last reaches that follower first.
-func TestLeaderSendsToTheOriginFirst(t *testing.T) {
+// recordingCluster is a 3-node cluster whose nodes send through recorders;
+// recorderOf returns the recorder of a node's Raft ID. tweak, if not nil,
+// changes each node's configuration further.
+func recordingCluster(t *testing.T, tweak func(*Config)) (c *cluster, recorderOf func(uint64) *recorder) {
 	recs := map[uint64]*recorder{}
 	var mu sync.Mutex
-	c := newCluster(t, 3, func(cfg *Config) {
+	c = newCluster(t, 3, func(cfg *Config) {
 		mu.Lock()
 		defer mu.Unlock()
 		r := &recorder{Transport: cfg.Transport}
 		recs[RaftID(cfg.Self.Name)] = r
 		cfg.Transport = r
+		if tweak != nil {
+			tweak(cfg)
+		}
 	})
+	return c, func(id uint64) *recorder {
+		mu.Lock()
+		defer mu.Unlock()
+		return recs[id]
+	}
+}
+
+// TestLeaderSendsToTheOriginFirst: a write forwarded by the follower that
+// Raft would send to last reaches that follower first.
+func TestLeaderSendsToTheOriginFirst(t *testing.T) {
+	c, recorderOf := recordingCluster(t, nil)
 	l := c.waitLeader(5 * time.Second)
 	settled(t, c, l) // both followers' progress replicating, none probed
 	origin := ""
@@ -302,9 +317,7 @@ func TestLeaderSendsToTheOriginFirst(t *testing.T) {
 			t.Skip("leader changed")
 		}
 		index := c.nodes[origin].Status().AppliedIndex
-		mu.Lock()
-		r := recs[RaftID(l)]
-		mu.Unlock()
+		r := recorderOf(RaftID(l))
 		r.mu.Lock()
 		var first []uint64
 		for _, msgs := range r.sends {
