@@ -29,7 +29,9 @@ import (
 // that much later. Its linearizable reads do not wait on it: the leader's
 // answer to its read request takes the held append along. Holding a message
 // is safe in Raft, which tolerates any delay or loss.
-const commitDeferral = time.Millisecond
+//
+// A variable so that a test can turn holding off (0).
+var commitDeferral = time.Millisecond
 
 // isCommitOnly reports whether m is an append with no entries: from a leader,
 // one that tells a follower a new commit index.
@@ -42,7 +44,7 @@ func isCommitOnly(m *raftpb.Message) bool {
 // and returns the rest with whatever was held for their recipients.
 // prevCommit is the commit index before this Ready. Called on the loop.
 func (n *Node) deferCommits(msgs []raftpb.Message, prevCommit uint64) []raftpb.Message {
-	if n.leader.Load() == n.raftID && slices.ContainsFunc(msgs, func(m raftpb.Message) bool { return isCommitOnly(&m) }) {
+	if commitDeferral > 0 && n.leader.Load() == n.raftID && slices.ContainsFunc(msgs, func(m raftpb.Message) bool { return isCommitOnly(&m) }) {
 		n.replicating = n.replicating[:0]
 		n.rn.WithProgress(func(id uint64, _ raft.ProgressType, pr tracker.Progress) {
 			if pr.State == tracker.StateReplicate {
