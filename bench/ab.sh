@@ -21,8 +21,20 @@
 # -route (rr, the default; each: every request to the next node in turn, as
 # bench/compare.sh's 1-client run does; one):
 #   ROUTE=each bench/ab.sh /tmp/distkv-old bin/distkv 8 "write 1 4"
+#
+# SIDE_BY_SIDE=1 keeps both clusters up for the whole series (A on ports
+# 18000-18002, B on 28000-28002) and loads them in turn, each workload on A
+# and B back to back: a host whose speed drifts within minutes then weighs on
+# both sides of every pair alike. Short windows and many rounds then show
+# differences of about 5% in the 1-client p50 (the same binary on both sides,
+# 12 rounds of 2 s: per-round B/A 0.91-1.14, median 1.03):
+#   SIDE_BY_SIDE=1 ROUTE=each bench/ab.sh /tmp/distkv-old bin/distkv 20 "write 1 2"
+#
+# At the end, per workload: the median p50 and ops/s of each side, the median
+# of the rounds' B/A ratios, and in how many rounds B had the lower p50.
 set -euo pipefail
-[ $# -ge 4 ] || { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+SIDE_BY_SIDE=${SIDE_BY_SIDE:-0}
 ROUTE=${ROUTE:-rr}
 A=$1 B=$2 ROUNDS=$3; shift 3
 SPECS=("$@")
@@ -31,9 +43,11 @@ TMP=$(mktemp -d "${TMPDIR:-/var/tmp}/distkv-ab.XXXXXX")
 KVBENCH=$TMP/kvbench
 (cd "$HERE" && go build -o "$KVBENCH" ./cmd/kvbench)
 EP=127.0.0.1:18000,127.0.0.1:18001,127.0.0.1:18002
-DEV=
+EP_B=127.0.0.1:28000,127.0.0.1:28001,127.0.0.1:28002
+DEV= DEV_A= DEV_B=
 cleanup() {
-	if [ -n "$DEV" ]; then kill -TERM "$DEV" 2>/dev/null || true; wait "$DEV" 2>/dev/null || true; fi
+	local d
+	for d in $DEV $DEV_A $DEV_B; do kill -TERM "$d" 2>/dev/null || true; wait "$d" 2>/dev/null || true; done
 	rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -45,29 +59,93 @@ cpu_ticks() { # total utime+stime clock ticks of the given pids
 }
 
 hz=$(getconf CLK_TCK)
-for round in $(seq "$ROUNDS"); do
-	order="A B"
-	[ $((round % 2)) = 0 ] && order="B A"
-	for v in $order; do
-		bin=$A args=${ARGS_A:-} envs=${ENV_A:-}
-		[ "$v" = B ] && bin=$B args=${ARGS_B:-} envs=${ENV_B:-}
-		rm -rf "$TMP/data"
-		env $envs "$bin" dev --nodes 3 --data-dir "$TMP/data" --http-port 18000 --peer-port 19000 -- --log-level warn $args >"$TMP/dev.log" 2>&1 &
-		DEV=$!
-		for _ in $(seq 60); do
-			"$KVBENCH" -target distkv -endpoints "$EP" -clients 3 -ops 30 -quiet -timeout 1s 2>/dev/null | grep -q ' errors=0 ' && break
-			sleep 0.5
-		done
-		"$KVBENCH" -target distkv -endpoints "$EP" -workload load -keys 1000 -clients 16 -quiet >/dev/null
-		pids=$(pgrep -P "$DEV") || { echo "ab.sh: $bin dev is not running (ports 18000-18002/19000-19002 taken?):" >&2; cat "$TMP/dev.log" >&2; exit 1; }
-		for spec in "${SPECS[@]}"; do
-			read -r w c s <<<"$spec"
-			t0=$(cpu_ticks $pids)
-			r=$("$KVBENCH" -target distkv -endpoints "$EP" -workload "$w" -clients "$c" -route "$ROUTE" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
-			t1=$(cpu_ticks $pids)
-			ops=$(sed 's/.* ops=\([0-9]*\).*/\1/' <<<"$r")
-			echo "round $round $v $w clients=$c $(grep -o 'ops_s=[0-9]*' <<<"$r") $(grep -o 'p50_ms=[0-9.]*' <<<"$r") $(grep -o 'errors=[0-9]*' <<<"$r") cpu_us_per_op=$(( (t1 - t0) * 1000000 / hz / (ops + 1) ))"
-		done
-		kill -TERM "$DEV"; wait "$DEV" 2>/dev/null || true; DEV=
+RESULTS=$TMP/results
+
+# start_cluster SIDE HTTP_PORT PEER_PORT: a fresh cluster of SIDE's binary,
+# every key written once; sets DEV and pids.
+start_cluster() {
+	local v=$1 bin=$A args=${ARGS_A:-} envs=${ENV_A:-} ep=127.0.0.1:$2,127.0.0.1:$(($2 + 1)),127.0.0.1:$(($2 + 2))
+	[ "$v" = B ] && bin=$B args=${ARGS_B:-} envs=${ENV_B:-}
+	rm -rf "$TMP/data-$v"
+	env $envs "$bin" dev --nodes 3 --data-dir "$TMP/data-$v" --http-port "$2" --peer-port "$3" -- --log-level warn $args >"$TMP/dev-$v.log" 2>&1 &
+	DEV=$!
+	for _ in $(seq 60); do
+		"$KVBENCH" -target distkv -endpoints "$ep" -clients 3 -ops 30 -quiet -timeout 1s 2>/dev/null | grep -q ' errors=0 ' && break
+		sleep 0.5
 	done
-done
+	"$KVBENCH" -target distkv -endpoints "$ep" -workload load -keys 1000 -clients 16 -quiet >/dev/null
+	pids=$(pgrep -P "$DEV") || { echo "ab.sh: $bin dev is not running (ports $2-$(($2 + 2))/$3-$(($3 + 2)) taken?):" >&2; cat "$TMP/dev-$v.log" >&2; exit 1; }
+}
+
+# run_spec ROUND SIDE ENDPOINTS PIDS SPEC: one workload, one result line.
+run_spec() {
+	local round=$1 v=$2 ep=$3 pids=$4 w c s r t0 t1 ops
+	read -r w c s <<<"$5"
+	t0=$(cpu_ticks $pids)
+	r=$("$KVBENCH" -target distkv -endpoints "$ep" -workload "$w" -clients "$c" -route "$ROUTE" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
+	t1=$(cpu_ticks $pids)
+	ops=$(sed 's/.* ops=\([0-9]*\).*/\1/' <<<"$r")
+	echo "round $round $v $w clients=$c $(grep -o 'ops_s=[0-9]*' <<<"$r") $(grep -o 'p50_ms=[0-9.]*' <<<"$r") $(grep -o 'errors=[0-9]*' <<<"$r") cpu_us_per_op=$(( (t1 - t0) * 1000000 / hz / (ops + 1) ))" | tee -a "$RESULTS"
+}
+
+if [ "$SIDE_BY_SIDE" = 1 ]; then
+	start_cluster A 18000 19000; DEV_A=$DEV pids_a=$pids DEV=
+	start_cluster B 28000 29000; DEV_B=$DEV pids_b=$pids DEV=
+	for round in $(seq "$ROUNDS"); do
+		order="A B"
+		[ $((round % 2)) = 0 ] && order="B A"
+		for spec in "${SPECS[@]}"; do
+			for v in $order; do
+				if [ "$v" = A ]; then run_spec "$round" A "$EP" "$pids_a" "$spec"; else run_spec "$round" B "$EP_B" "$pids_b" "$spec"; fi
+			done
+		done
+	done
+else
+	for round in $(seq "$ROUNDS"); do
+		order="A B"
+		[ $((round % 2)) = 0 ] && order="B A"
+		for v in $order; do
+			start_cluster "$v" 18000 19000
+			for spec in "${SPECS[@]}"; do
+				run_spec "$round" "$v" "$EP" "$pids" "$spec"
+			done
+			kill -TERM "$DEV"; wait "$DEV" 2>/dev/null || true; DEV=
+		done
+	done
+fi
+
+# Per workload and client count: medians of each side, the median of the
+# rounds' B/A ratios, and the rounds in which B's p50 was lower.
+awk '
+function median(list,    n, a, i, j, t) {
+	n = split(list, a, " ")
+	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+	return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+}
+{
+	key = $4 " " $5; side = $3; r = $2
+	for (i = 6; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+	p50[key, side, r] = f["p50_ms"]; ops[key, side, r] = f["ops_s"]
+	if (!(key in seen)) { seen[key] = 1; keys[++nk] = key }
+	rounds[key] = rounds[key] " " r
+}
+END {
+	print "summary (medians over rounds; B/A: median of the per-round ratios)"
+	for (k = 1; k <= nk; k++) {
+		key = keys[k]; pa = pb = oa = ob = rp = ro = ""; lower = n = 0
+		split(rounds[key], rs, " "); delete done
+		for (i in rs) {
+			r = rs[i]
+			if (r in done || !((key, "A", r) in p50) || !((key, "B", r) in p50)) continue
+			done[r] = 1; n++
+			pa = pa " " p50[key, "A", r]; pb = pb " " p50[key, "B", r]
+			oa = oa " " ops[key, "A", r]; ob = ob " " ops[key, "B", r]
+			if (p50[key, "A", r] > 0) rp = rp " " p50[key, "B", r] / p50[key, "A", r]
+			if (ops[key, "A", r] > 0) ro = ro " " ops[key, "B", r] / ops[key, "A", r]
+			if (p50[key, "B", r] + 0 < p50[key, "A", r] + 0) lower++
+		}
+		if (n == 0) continue
+		printf "%s: p50 A %.3f B %.3f ms (B/A %.3f, B lower in %d of %d); ops/s A %d B %d (B/A %.3f)\n",
+			key, median(pa), median(pb), median(rp), lower, n, median(oa), median(ob), median(ro)
+	}
+}' "$RESULTS"
