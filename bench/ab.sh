@@ -19,7 +19,8 @@
 # answer, for the same two builds within the hour, from series that
 # alternated, on 1-client latency. ROUTE sets kvbench's
 # -route (rr, the default; each: every request to the next node in turn, as
-# bench/compare.sh's 1-client run does; one):
+# bench/compare.sh's 1-client run does; one; leader), ROUTE_A and ROUTE_B one
+# side's:
 #   ROUTE=each bench/ab.sh /tmp/distkv-old bin/distkv 8 "write 1 4"
 #
 # SIDE_BY_SIDE=1 keeps both clusters up for the whole series (A on ports
@@ -33,9 +34,10 @@
 # At the end, per workload: the median p50 and ops/s of each side, the median
 # of the rounds' B/A ratios, and in how many rounds B had the lower p50.
 set -euo pipefail
-[ $# -ge 4 ] || { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 SIDE_BY_SIDE=${SIDE_BY_SIDE:-0}
 ROUTE=${ROUTE:-rr}
+ROUTE_A=${ROUTE_A:-$ROUTE} ROUTE_B=${ROUTE_B:-$ROUTE}
 A=$1 B=$2 ROUNDS=$3; shift 3
 SPECS=("$@")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -79,10 +81,11 @@ start_cluster() {
 
 # run_spec ROUND SIDE ENDPOINTS PIDS SPEC: one workload, one result line.
 run_spec() {
-	local round=$1 v=$2 ep=$3 pids=$4 w c s r t0 t1 ops
+	local round=$1 v=$2 ep=$3 pids=$4 w c s r t0 t1 ops route=$ROUTE_A
 	read -r w c s <<<"$5"
+	[ "$v" = B ] && route=$ROUTE_B
 	t0=$(cpu_ticks $pids)
-	r=$("$KVBENCH" -target distkv -endpoints "$ep" -workload "$w" -clients "$c" -route "$ROUTE" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
+	r=$("$KVBENCH" -target distkv -endpoints "$ep" -workload "$w" -clients "$c" -route "$route" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
 	t1=$(cpu_ticks $pids)
 	ops=$(sed 's/.* ops=\([0-9]*\).*/\1/' <<<"$r")
 	echo "round $round $v $w clients=$c $(grep -o 'ops_s=[0-9]*' <<<"$r") $(grep -o 'p50_ms=[0-9.]*' <<<"$r") $(grep -o 'errors=[0-9]*' <<<"$r") cpu_us_per_op=$(( (t1 - t0) * 1000000 / hz / (ops + 1) ))" | tee -a "$RESULTS"

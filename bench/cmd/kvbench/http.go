@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -35,6 +36,41 @@ func newHTTPTarget(c *config) *httpTarget {
 		t.bases = append(t.bases, "http://"+e)
 	}
 	return t
+}
+
+// leaderBase asks the first endpoint which node leads (GET /cluster/status)
+// and returns that node's HTTP base.
+func (t *httpTarget) leaderBase(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.bases[0]+"/cluster/status", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := t.client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("-route leader: %w", err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Leader  string `json:"leader"`
+		Members []struct {
+			ID   string `json:"id"`
+			HTTP string `json:"http"`
+		} `json:"members"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("-route leader: %s/cluster/status: %s", t.bases[0], resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return "", fmt.Errorf("-route leader: %s/cluster/status: %w", t.bases[0], err)
+	}
+	for _, m := range st.Members {
+		if m.ID == st.Leader && st.Leader != "" && m.HTTP != "" {
+			return "http://" + m.HTTP, nil
+		}
+	}
+	return "", fmt.Errorf("-route leader: %s/cluster/status names no leader with an HTTP address (leader %q)", t.bases[0], st.Leader)
 }
 
 func (t *httpTarget) base(ctx context.Context) string {

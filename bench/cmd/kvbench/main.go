@@ -77,7 +77,7 @@ func main() {
 	}
 	fs.StringVar(&c.target, "target", "distkv", "system under test: distkv, etcd, redis or null (null speaks distkv's HTTP API)")
 	fs.StringVar(&endpoints, "endpoints", "", "comma-separated endpoints (host:port); default per target: distkv 127.0.0.1:8000,8001,8002; etcd 127.0.0.1:2379; redis 127.0.0.1:6379; null 127.0.0.1:8100")
-	fs.StringVar(&c.route, "route", "rr", "HTTP targets: rr (each worker sticks to endpoint i%n, spreading workers round-robin), each (every request goes to the next endpoint in turn, as etcd's client balancer does) or one (every worker uses the first endpoint)")
+	fs.StringVar(&c.route, "route", "rr", "HTTP targets: rr (each worker sticks to endpoint i%n, spreading workers round-robin), each (every request goes to the next endpoint in turn, as etcd's client balancer does) one (every worker uses the first endpoint) or leader (distkv only: every worker uses the leader's HTTP address, as the first endpoint's /cluster/status names it, so that no write is forwarded)")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with one request in flight (1..1024)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to run (ignored if -ops > 0)")
 	fs.Int64Var(&c.ops, "ops", 0, "stop after this many operations in total (0: use -duration)")
@@ -138,6 +138,10 @@ func (c *config) validate(endpoints string) error {
 	}
 	switch c.route {
 	case "rr", "one", "each":
+	case "leader":
+		if c.target != "distkv" {
+			return fmt.Errorf("-route leader is for -target distkv")
+		}
 	default:
 		return fmt.Errorf("unknown -route %q", c.route)
 	}
@@ -172,7 +176,15 @@ func (c *config) validate(endpoints string) error {
 func newTarget(ctx context.Context, c *config) (Target, error) {
 	switch c.target {
 	case "distkv", "null":
-		return newHTTPTarget(c), nil
+		t := newHTTPTarget(c)
+		if c.route == "leader" {
+			base, err := t.leaderBase(ctx)
+			if err != nil {
+				return nil, err
+			}
+			t.bases, t.route = []string{base}, "one"
+		}
+		return t, nil
 	case "etcd":
 		return newEtcdTarget(ctx, c)
 	case "redis":

@@ -150,3 +150,55 @@ func TestRoutes(t *testing.T) {
 		}
 	}
 }
+
+// Route "leader" sends every request to the node the first endpoint's
+// /cluster/status names as leader, and fails when it names none.
+func TestRouteLeader(t *testing.T) {
+	var counts [3]atomic.Int64
+	var eps []string
+	leader := ""
+	for i := range counts {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/cluster/status" {
+				w.Header().Set("Content-Type", "application/json")
+				w.Write([]byte(`{"id":"n1","leader":"` + leader + `","members":[` +
+					`{"id":"n1","http":"` + eps[0] + `"},{"id":"n2","http":"` + eps[1] + `"},{"id":"n3","http":"` + eps[2] + `"}]}`))
+				return
+			}
+			if r.Method == http.MethodPut {
+				counts[i].Add(1)
+			}
+			nullHandler(64).ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		eps = append(eps, strings.TrimPrefix(srv.URL, "http://"))
+	}
+	c := config{target: "distkv", clients: 2, ops: 30, workload: "write", keys: 10,
+		valueSize: 64, dist: "uniform", timeout: 5 * time.Second, route: "leader", quiet: true, conns: 1}
+	if err := c.validate(strings.Join(eps, ",")); err != nil {
+		t.Fatal(err)
+	}
+	leader = "n3"
+	tg, err := newTarget(context.Background(), &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(context.Background(), tg, &c)
+	tg.Close()
+	if err != nil || res.errors != 0 {
+		t.Fatalf("err %v, %d errors", err, res.errors)
+	}
+	if got := [3]int64{counts[0].Load(), counts[1].Load(), counts[2].Load()}; got != [3]int64{0, 0, 30} {
+		t.Errorf("puts per endpoint %v with n3 leading; want all 30 at the third", got)
+	}
+
+	leader = ""
+	if _, err := newTarget(context.Background(), &c); err == nil || !strings.Contains(err.Error(), "no leader") {
+		t.Errorf("no leader known: newTarget err = %v, want one that says so", err)
+	}
+	bad := c
+	bad.target = "null"
+	if err := bad.validate(strings.Join(eps, ",")); err == nil {
+		t.Error("-route leader with -target null: validate accepted it")
+	}
+}
