@@ -31,8 +31,9 @@ import (
 // files, several nodes in one process in tests) take rings from a pool.
 
 const (
-	uringOpFsync       = 3 // IORING_OP_FSYNC
-	uringFsyncDatasync = 1 // IORING_FSYNC_DATASYNC
+	uringOpFsync       = 3  // IORING_OP_FSYNC
+	uringOpWrite       = 23 // IORING_OP_WRITE
+	uringFsyncDatasync = 1  // IORING_FSYNC_DATASYNC
 	uringOffSQRing     = 0
 	uringOffCQRing     = 0x8000000
 	uringOffSQEs       = 0x10000000
@@ -209,13 +210,28 @@ var errNotSubmitted = errors.New("io_uring: fdatasync not submitted")
 // error wrapping errNotSubmitted means it did not run. broken: the ring is no
 // longer in a known state and must not be used again.
 func (r *uring) fdatasync(fd int) (broken bool, err error) {
+	res, broken, err := r.run(func(sqe []byte) {
+		sqe[0] = uringOpFsync
+		binary.LittleEndian.PutUint32(sqe[4:], uint32(fd))
+		binary.LittleEndian.PutUint32(sqe[28:], uringFsyncDatasync)
+	})
+	if err == nil && res < 0 {
+		err = unix.Errno(-res)
+	}
+	return broken, err
+}
+
+// run submits one operation, which fill writes into its zeroed submission
+// entry, and waits for its completion: res is the operation's result (a
+// negative errno on failure). An error wrapping errNotSubmitted means the
+// ring did not take it, so it did not run. broken: the ring is no longer in a
+// known state and must not be used again.
+func (r *uring) run(fill func(sqe []byte)) (res int32, broken bool, err error) {
 	tail := atomic.LoadUint32(r.sqTail)
 	idx := tail & *r.sqMask
 	sqe := r.sqes[int(idx)*uringSQESize : int(idx+1)*uringSQESize]
 	clear(sqe)
-	sqe[0] = uringOpFsync
-	binary.LittleEndian.PutUint32(sqe[4:], uint32(fd))
-	binary.LittleEndian.PutUint32(sqe[28:], uringFsyncDatasync)
+	fill(sqe)
 	*(*uint32)(unsafe.Add(r.sqArray, 4*uintptr(idx))) = idx
 	atomic.StoreUint32(r.sqTail, tail+1)
 	for {
@@ -226,7 +242,7 @@ func (r *uring) fdatasync(fd int) (broken bool, err error) {
 		if errno != 0 || n != 1 {
 			// The entry is still queued in the ring, which is therefore no
 			// longer in a known state: drop it.
-			return true, fmt.Errorf("%w: io_uring_enter: %v", errNotSubmitted, errno)
+			return 0, true, fmt.Errorf("%w: io_uring_enter: %v", errNotSubmitted, errno)
 		}
 		break
 	}
@@ -237,16 +253,13 @@ func (r *uring) fdatasync(fd int) (broken bool, err error) {
 			cqe := unsafe.Add(r.cqes, uintptr(head&*r.cqMask)*uringCQESize)
 			res := *(*int32)(unsafe.Add(cqe, 8))
 			atomic.StoreUint32(r.cqHead, head+1)
-			if res < 0 {
-				return false, unix.Errno(-res)
-			}
-			return false, nil
+			return res, false, nil
 		}
 		// The eventfd's count may be left from an earlier completion that
 		// was found without reading it: then this read returns at once and
 		// the loop looks again.
 		if _, err := r.ev.Read(buf[:]); err != nil {
-			return true, fmt.Errorf("io_uring: waiting for the fdatasync: %w", err)
+			return 0, true, fmt.Errorf("io_uring: waiting for a completion: %w", err)
 		}
 	}
 }
