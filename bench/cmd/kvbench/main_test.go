@@ -125,20 +125,7 @@ func TestRoutes(t *testing.T) {
 			defer srv.Close()
 			eps = append(eps, strings.TrimPrefix(srv.URL, "http://"))
 		}
-		c := config{target: "distkv", clients: 1, ops: 30, workload: "write", keys: 10,
-			valueSize: 64, dist: "uniform", timeout: 5 * time.Second, route: tc.route, quiet: true, conns: 1}
-		if err := c.validate(strings.Join(eps, ",")); err != nil {
-			t.Fatal(err)
-		}
-		tg, err := newTarget(context.Background(), &c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res, err := run(context.Background(), tg, &c)
-		tg.Close()
-		if err != nil || res.errors != 0 {
-			t.Fatalf("route %s: err %v, %d errors", tc.route, err, res.errors)
-		}
+		runPuts(t, eps, tc.route, 1)
 		got := [3]int{int(counts[0].Load()), int(counts[1].Load()), int(counts[2].Load())}
 		if got != tc.want {
 			t.Errorf("route %s: puts per endpoint %v, want %v", tc.route, got, tc.want)
@@ -173,21 +160,8 @@ func TestRouteLeader(t *testing.T) {
 		defer srv.Close()
 		eps = append(eps, strings.TrimPrefix(srv.URL, "http://"))
 	}
-	c := config{target: "distkv", clients: 2, ops: 30, workload: "write", keys: 10,
-		valueSize: 64, dist: "uniform", timeout: 5 * time.Second, route: "leader", quiet: true, conns: 1}
-	if err := c.validate(strings.Join(eps, ",")); err != nil {
-		t.Fatal(err)
-	}
 	leader = "n3"
-	tg, err := newTarget(context.Background(), &c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := run(context.Background(), tg, &c)
-	tg.Close()
-	if err != nil || res.errors != 0 {
-		t.Fatalf("err %v, %d errors", err, res.errors)
-	}
+	c := runPuts(t, eps, "leader", 2)
 	if got := [3]int64{counts[0].Load(), counts[1].Load(), counts[2].Load()}; got != [3]int64{0, 0, 30} {
 		t.Errorf("puts per endpoint %v with n3 leading; want all 30 at the third", got)
 	}
@@ -201,4 +175,25 @@ func TestRouteLeader(t *testing.T) {
 	if err := bad.validate(strings.Join(eps, ",")); err == nil {
 		t.Error("-route leader with -target null: validate accepted it")
 	}
+}
+
+// runPuts makes 30 puts with the given route and clients against eps, and
+// fails the test on any error; it returns the configuration it ran.
+func runPuts(t *testing.T, eps []string, route string, clients int) config {
+	t.Helper()
+	c := config{target: "distkv", clients: clients, ops: 30, workload: "write", keys: 10,
+		valueSize: 64, dist: "uniform", timeout: 5 * time.Second, route: route, quiet: true, conns: 1}
+	if err := c.validate(strings.Join(eps, ",")); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := newTarget(context.Background(), &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(context.Background(), tg, &c)
+	tg.Close()
+	if err != nil || res.errors != 0 {
+		t.Fatalf("route %s: err %v, %d errors", route, err, res.errors)
+	}
+	return c
 }
