@@ -23,15 +23,7 @@ func TestRunAgainstNull(t *testing.T) {
 			c := config{target: "null", clients: 8, ops: 300, workload: w, keys: 50,
 				valueSize: 64, dist: dist, zipfS: 1.1, preload: true, timeout: 5 * time.Second,
 				route: "rr", quiet: true, conns: 1}
-			if err := c.validate(addr + "," + addr); err != nil {
-				t.Fatal(err)
-			}
-			tg, err := newTarget(context.Background(), &c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := run(context.Background(), tg, &c)
-			tg.Close()
+			res, err := runConfig(t, &c, addr+","+addr)
 			if err != nil {
 				t.Fatalf("%s/%s: %v", w, dist, err)
 			}
@@ -183,17 +175,24 @@ func runPuts(t *testing.T, eps []string, route string, clients int) config {
 	t.Helper()
 	c := config{target: "distkv", clients: clients, ops: 30, workload: "write", keys: 10,
 		valueSize: 64, dist: "uniform", timeout: 5 * time.Second, route: route, quiet: true, conns: 1}
-	if err := c.validate(strings.Join(eps, ",")); err != nil {
-		t.Fatal(err)
-	}
-	tg, err := newTarget(context.Background(), &c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := run(context.Background(), tg, &c)
-	tg.Close()
+	res, err := runConfig(t, &c, strings.Join(eps, ","))
 	if err != nil || res.errors != 0 {
 		t.Fatalf("route %s: err %v, %d errors", route, err, res.errors)
 	}
 	return c
+}
+
+// runConfig validates c for endpoints, makes its target (failing the test if
+// either fails) and runs it once.
+func runConfig(t *testing.T, c *config, endpoints string) (*result, error) {
+	t.Helper()
+	if err := c.validate(endpoints); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := newTarget(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	return run(context.Background(), tg, c)
 }
