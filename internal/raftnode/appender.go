@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -19,7 +18,7 @@ import (
 // while the log is written and synced (Raft's asynchronous storage writes; the
 // Raft thesis, 10.2.1). It takes the MsgStorageAppend messages of every Ready
 // in order. Its writer writes all those queued since its last write as one
-// WAL frame and tells the loop they are written; its syncer then makes them
+// WAL frame; its syncer then makes them
 // durable with one fsync (together with whatever else was written meanwhile),
 // gives their entries and hard state to the in-memory log, and delivers their
 // responses: acknowledgements to other nodes go out on the transport from
@@ -49,10 +48,6 @@ type appender struct {
 	done    sync.WaitGroup
 
 	events chan appendEvent
-	// writtenAt is the sequence number of the newest append written: the
-	// loop reads it to apply without waiting for the written event (see
-	// Node.handleReady).
-	writtenAt atomic.Uint64
 
 	// Owned by the writer.
 	durable raftpb.HardState // the last hard state written
@@ -69,8 +64,8 @@ type written struct {
 
 // appendEvent reports to the loop.
 type appendEvent struct {
-	// written: the appends up to this sequence number are written (not yet
-	// synced).
+	// written, with resumed: the appends up to this sequence number are
+	// written (not yet synced).
 	written uint64
 	n       int              // appends made durable
 	local   []raftpb.Message // their responses addressed to this node's Raft
@@ -154,8 +149,8 @@ func (a *appender) writer() {
 	}
 }
 
-// write writes batch, retrying on a full disk, and tells the loop it is
-// written.
+// write writes batch, retrying on a full disk (and tells the loop when
+// a stall is over).
 func (a *appender) write(batch []raftpb.Message, seq uint64) (needSync bool, err error) {
 	needSync, err = a.writeFrame(batch)
 	if errors.Is(err, wal.ErrNoSpace) {
@@ -182,12 +177,6 @@ func (a *appender) write(batch []raftpb.Message, seq uint64) (needSync bool, err
 	}
 	if err == nil && lattrace.Enabled() {
 		lattrace.Mark(lattrace.Written, lastEntryIndex(batch), 0)
-	}
-	if err == nil {
-		a.writtenAt.Store(seq)
-	}
-	if err == nil && !a.report(appendEvent{written: seq}) {
-		return false, ErrStopped
 	}
 	return needSync, err
 }
@@ -257,11 +246,6 @@ func (a *appender) report(ev appendEvent) bool {
 
 // writeFrame writes the entries and hard states of batch as one WAL frame (not
 // synced) and says whether they need an fsync.
-//
-// The loop applies committed entries only once the hard state that commits
-// them is written (see Node.applyAll): a process that crashes and restarts
-// then replays at least as far as it had applied, so a stale read never
-// shows an older state after a restart than before.
 func (a *appender) writeFrame(batch []raftpb.Message) (needSync bool, err error) {
 	recs := a.recs[:0]
 	defer func() { clear(recs); a.recs = recs[:0] }()

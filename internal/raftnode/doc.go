@@ -12,9 +12,9 @@
 //     in-memory Raft log (raft.MemoryStorage), and delivers the appends'
 //     responses (acknowledgements to peers, and to this node's Raft through
 //     the loop);
-//  3. applies committed entries to the state machine (package kv), once the
-//     hard state that commits them is written, and answers the callers
-//     waiting on them.
+//  3. applies committed entries to the state machine (package kv), after
+//     recording in the applied mark how far it applies, and answers the
+//     callers waiting on them.
 //
 // So the loop goes on stepping messages and proposals, and applying, while
 // the log is synced; the proposals that arrive meanwhile share the next frame.
@@ -25,9 +25,10 @@
 //     applied, and the entry is durable here: Raft hands out for applying only
 //     committed entries that the appender has reported durable.
 //   - A stale read never shows an older state after a restart than before it:
-//     entries are applied only once the hard state that commits them is written,
-//     and a restart replays the WAL up to that commit index before stale reads
-//     are served.
+//     before entries are applied, the index of the last one is written to the
+//     applied mark (in place, without an fsync: a process crash keeps it), and a
+//     restart replays the WAL up to that index before stale reads are served
+//     (see appliedmark.go).
 //   - A failed WAL write or fsync stops the node (Err reports why). Nothing is
 //     acknowledged after it; callers waiting get ErrStopped. Restarting recovers
 //     exactly what the WAL holds: every acknowledged write.

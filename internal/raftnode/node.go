@@ -41,6 +41,7 @@ type Node struct {
 	wal       *wal.WAL
 	snaps     *snap.Store
 	lock      io.Closer // the data directory's LOCK, held while the node runs
+	mark      *appliedMark
 	confState raftpb.ConfState
 	// Invariant: snapIndex <= applied <= committed.
 	snapIndex    uint64
@@ -65,11 +66,8 @@ type Node struct {
 	app       *appender
 	appending int
 	// appendSeq numbers the appends handed out (the appender's and the
-	// loop's own); writtenSeq is the newest one written to the WAL. held
-	// are MsgStorageApply messages waiting for the append of their Ready
-	// (which carries the commit index that covers them) to be written.
-	appendSeq  uint64
-	writtenSeq uint64
+	// loop's own).
+	appendSeq uint64
 	// remoteBuf holds a Ready's messages to other nodes; reused.
 	remoteBuf []raftpb.Message
 	// notice is the newest durable notice from the leader not yet acted on;
@@ -100,7 +98,9 @@ type Node struct {
 	deferTimer  *time.Timer
 	deferArmed  bool
 	replicating []uint64
-	held        []heldApply
+	// held are MsgStorageApply messages not yet applied: only while the
+	// loop is stalled on a full disk (see applyHeld).
+	held []raftpb.Message
 	// stalledLocal are responses of appends made durable during a stall, to
 	// be stepped once it is over.
 	stalledLocal []raftpb.Message
@@ -207,7 +207,10 @@ const (
 // resumed; the fields say which steps are done.
 type pendingAppend struct {
 	byAppender bool
-	seq        uint64 // of msg
+	// markOnly: no append is pending, the applied mark could not be
+	// written; the held entries are applied once it is.
+	markOnly bool
+	seq      uint64 // of msg
 
 	msg raftpb.Message // a MsgStorageAppend with a snapshot
 	// snapFile is the received snapshot file of msg.Snapshot once it is
@@ -217,11 +220,6 @@ type pendingAppend struct {
 
 	since   time.Time // when persisting first failed
 	retries int
-}
-
-type heldApply struct {
-	seq uint64
-	m   raftpb.Message
 }
 
 type proposal struct {
@@ -303,6 +301,9 @@ func Open(cfg Config) (*Node, error) {
 	if err := n.recover(); err != nil {
 		if n.wal != nil {
 			n.wal.Close()
+		}
+		if n.mark != nil {
+			n.mark.close()
 		}
 		lock.Close()
 		return nil, err
@@ -442,9 +443,18 @@ func (n *Node) recover() error {
 	if len(ents) > 0 && !found && ents[0].Index != 1 {
 		return fmt.Errorf("wal starts at entry %d and there is no snapshot: entries are missing", ents[0].Index)
 	}
+	if n.mark, err = openAppliedMark(n.cfg.FS, n.cfg.DataDir, n.logger.Warn); err != nil {
+		return err
+	}
 	if !raft.IsEmptyHardState(hs) {
 		if hs.Commit < n.snapIndex {
 			hs.Commit = n.snapIndex
+		}
+		// The node applied up to the mark before it stopped: those entries
+		// were committed and durable here (see appliedmark.go), though the
+		// hard state recording their commit may not have reached the WAL.
+		if c := min(n.mark.index, lastIndex(ents, n.snapIndex)); c > hs.Commit {
+			hs.Commit = c
 		}
 		if err := n.storage.SetHardState(hs); err != nil {
 			return err
@@ -1141,47 +1151,55 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	return nil
 }
 
-// applyAll applies the committed entries of MsgStorageApply messages, which
-// came with the latest append handed out, and steps their responses. Entries
-// are applied only once the hard state whose commit index covers them is
-// written, so that a restart replays at least as far as this node applied
-// before (stale reads never go back in time); until then they are held.
+// applyAll applies the committed entries of MsgStorageApply messages and
+// steps their responses. Raft hands out only entries that are durable here;
+// before they are applied, the applied mark records the last of them, so that
+// a restart replays at least as far as this node applied before (stale reads
+// never go back in time; see appliedmark.go).
 func (n *Node) applyAll(applies []raftpb.Message) error {
-	for _, m := range applies {
-		n.held = append(n.held, heldApply{seq: n.appendSeq, m: m})
-	}
+	n.held = append(n.held, applies...)
 	return n.applyHeld()
 }
 
-// applyHeld applies the held messages whose append is written.
+// applyHeld applies the held messages, unless the loop is stalled on a full
+// disk (they are applied once the stall is over).
 func (n *Node) applyHeld() error {
-	// The appender stores how far it has written before it reports it, so
-	// an append written since the loop last looked counts without waiting
-	// for the event.
-	n.writtenSeq = max(n.writtenSeq, n.app.writtenAt.Load())
-	done := 0
-	for _, h := range n.held {
-		if h.seq > n.writtenSeq {
-			break
-		}
-		if err := n.apply(h.m.Entries); err != nil {
-			return err
-		}
-		for _, r := range h.m.Responses {
-			n.step(r)
-		}
-		done++
-	}
-	if done == 0 {
+	if len(n.held) == 0 || n.stall != nil {
 		return nil
 	}
-	rest := copy(n.held, n.held[done:])
-	clear(n.held[rest:])
-	n.held = n.held[:rest]
+	if err := n.mark.advance(lastHeld(n.held)); errors.Is(err, wal.ErrNoSpace) {
+		// Not on a file system that overwrites in place, but one may not:
+		// like an append that finds the disk full, wait for space.
+		n.startStall(&pendingAppend{markOnly: true}, err)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	for _, m := range n.held {
+		if err := n.apply(m.Entries); err != nil {
+			return err
+		}
+		for _, r := range m.Responses {
+			n.step(r)
+		}
+	}
+	clear(n.held)
+	n.held = n.held[:0]
 	n.reads.release(n.applied.Load())
 	n.noteReplayed()
 	n.maybeSnapshot()
 	return nil
+}
+
+// lastHeld returns the index of the last entry of held, 0 if none.
+func lastHeld(held []raftpb.Message) uint64 {
+	last := uint64(0)
+	for _, m := range held {
+		if k := len(m.Entries); k > 0 {
+			last = max(last, m.Entries[k-1].Index)
+		}
+	}
+	return last
 }
 
 // appended takes an appender's report: steps the responses of what is now
@@ -1193,11 +1211,7 @@ func (n *Node) appended(ev appendEvent) error {
 	case ev.stalled != nil:
 		n.startStall(&pendingAppend{byAppender: true}, ev.stalled)
 		return nil
-	case ev.written != 0:
-		n.writtenSeq = max(n.writtenSeq, ev.written)
-		if n.stall != nil {
-			return nil // applied once the stall is over
-		}
+	case ev.resumed:
 		return n.applyHeld()
 	}
 	n.appending -= ev.n
@@ -1255,7 +1269,6 @@ func (n *Node) appendOnLoop(p *pendingAppend) error {
 	if err := n.app.persistNow(batch); err != nil {
 		return err
 	}
-	n.writtenSeq = p.seq
 	for _, m := range n.app.deliver(batch, nil) {
 		n.step(m)
 	}
@@ -1327,7 +1340,12 @@ func (n *Node) stalled() error {
 			if n.stall.byAppender {
 				break // the appender retries by itself
 			}
-			err := n.appendOnLoop(n.stall)
+			var err error
+			if n.stall.markOnly {
+				err = n.mark.advance(lastHeld(n.held))
+			} else {
+				err = n.appendOnLoop(n.stall)
+			}
 			if err == nil {
 				p := n.stall
 				n.logger.Info("disk space available again: log written, writes resumed",
@@ -1347,10 +1365,13 @@ func (n *Node) stalled() error {
 			if ev.err != nil {
 				return ev.err
 			}
+			if ev.stalled != nil {
+				// The appender found the disk full too: its resumed
+				// report ends the stall.
+				n.stall.byAppender = true
+				continue
+			}
 			if !ev.resumed {
-				if ev.written != 0 {
-					n.writtenSeq = max(n.writtenSeq, ev.written)
-				}
 				// Appends made durable before the stall are stepped once it
 				// is over.
 				n.appending -= ev.n
@@ -1659,6 +1680,11 @@ func (n *Node) shutdown(cause error) {
 	if err := n.wal.Close(); err != nil && cause == nil {
 		n.mu.Lock()
 		n.err = fmt.Errorf("close wal: %w", err)
+		n.mu.Unlock()
+	}
+	if err := n.mark.close(); err != nil && cause == nil {
+		n.mu.Lock()
+		n.err = fmt.Errorf("close applied mark: %w", err)
 		n.mu.Unlock()
 	}
 	n.lock.Close()

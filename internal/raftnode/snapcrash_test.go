@@ -179,10 +179,11 @@ func TestCrashAroundSnapshot(t *testing.T) {
 	t.Logf("restarted from %d crash images: %v", len(images), seen)
 }
 
-// TestAppliedNeverAheadOfWrittenCommit: at any moment, the commit index in the
-// WAL (as a crash would leave it: written, if not synced) covers everything
-// the node has applied, so a restart replays at least as far and a stale read
-// never goes back in time across it. Each WAL write is held a moment, during
+// TestAppliedNeverAheadOfWrittenCommit: at any moment, the commit index a
+// restart would take from the data directory as a process crash leaves it
+// (the WAL's hard state and the applied mark, written if not synced) covers
+// everything the node has applied, so a restart replays at least as far and a
+// stale read never goes back in time across it. Each WAL write is held a moment, during
 // which the loop would apply whatever it does not wait for; then the node's
 // applied index is taken and the data directory copied (the write not yet
 // made), and each copy is opened to see where it would replay to.

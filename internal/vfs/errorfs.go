@@ -230,7 +230,11 @@ func (f *errorFile) Write(p []byte) (int, error) {
 	if flt.Err != nil {
 		p = p[:min(flt.ShortWrite, len(p))]
 	}
-	if err := f.saveOld(int64(len(p))); err != nil {
+	off, err := f.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	if err := f.saveOld(off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	n, err := f.f.Write(p)
@@ -240,12 +244,29 @@ func (f *errorFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// WriteAt is failed by the injector as OpWrite, as Write is.
+func (f *errorFile) WriteAt(p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	flt := f.e.check(OpWrite, f.Name())
+	if flt.Err != nil {
+		p = p[:min(flt.ShortWrite, len(p))]
+	}
+	if err := f.saveOld(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	n, err := f.f.WriteAt(p, off)
+	if flt.Err != nil {
+		return n, wrap(OpWrite, f.Name(), flt.Err)
+	}
+	return n, err
+}
+
 // saveOld remembers the bytes below the synced size that a write of n bytes
-// at the current offset will overwrite.
-func (f *errorFile) saveOld(n int64) error {
-	off, err := f.f.Seek(0, io.SeekCurrent)
-	if err != nil || off >= f.synced || n == 0 {
-		return err
+// at off will overwrite.
+func (f *errorFile) saveOld(off, n int64) error {
+	if off >= f.synced || n == 0 {
+		return nil
 	}
 	old := make([]byte, min(n, f.synced-off))
 	k, err := f.f.ReadAt(old, off)
@@ -301,6 +322,41 @@ func (f *errorFile) sync(flush func() error) error {
 		return wrap(OpSync, f.Name(), flt.Err)
 	}
 	if err := flush(); err != nil {
+		return err
+	}
+	if st, err := f.f.Stat(); err == nil {
+		f.synced = st.Size()
+	}
+	f.undo = nil
+	return nil
+}
+
+// WriteAtSync is failed by the injector first as OpWrite (with ShortWrite,
+// that many bytes of p reach the file, unsynced, as from a torn write), then
+// as OpSync (with DropUnsynced, p and everything written since the last sync
+// are lost; without, p is in the file but not synced). When it succeeds, the
+// whole file counts as synced: the model of a caller that leaves no other
+// bytes unsynced when it makes one (as the WAL does).
+func (f *errorFile) WriteAtSync(p []byte, off int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if flt := f.e.check(OpWrite, f.Name()); flt.Err != nil {
+		q := p[:min(flt.ShortWrite, len(p))]
+		if err := f.saveOld(off, int64(len(q))); err != nil {
+			return err
+		}
+		f.f.WriteAt(q, off)
+		return wrap(OpWrite, f.Name(), flt.Err)
+	}
+	if flt := f.e.check(OpSync, f.Name()); flt.Err != nil {
+		if flt.DropUnsynced {
+			f.dropUnsynced()
+		} else if err := f.saveOld(off, int64(len(p))); err == nil {
+			f.f.WriteAt(p, off)
+		}
+		return wrap(OpSync, f.Name(), flt.Err)
+	}
+	if err := f.f.WriteAtSync(p, off); err != nil {
 		return err
 	}
 	if st, err := f.f.Stat(); err == nil {

@@ -3,9 +3,14 @@
 package vfs
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"runtime"
+	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,5 +41,124 @@ func fdatasync(fd int) error {
 		if err := unix.Fdatasync(fd); err != unix.EINTR {
 			return err
 		}
+	}
+}
+
+// directFile is the O_DIRECT descriptor of an osFile, opened at its first
+// aligned WriteAtSync.
+type directFile struct {
+	mu      sync.Mutex
+	fd      int
+	opened  bool
+	refused bool // no direct writes to this file: WriteAtSync falls back
+}
+
+// get returns the direct descriptor of f, opening it if needed, or -1.
+func (d *directFile) get(f *os.File) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.refused {
+		return -1
+	}
+	if !d.opened {
+		// Through /proc, the descriptor names the very file f is, even if
+		// its path was renamed or replaced since f was opened.
+		fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+		if err != nil {
+			// EINVAL: the file system takes no O_DIRECT (tmpfs before
+			// Linux 6.6, some FUSE file systems); or no /proc.
+			d.refused = true
+			return -1
+		}
+		d.fd, d.opened = fd, true
+	}
+	return d.fd
+}
+
+// refuse stops direct writes to the file.
+func (d *directFile) refuse() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.refused = true
+	d.closeLocked()
+}
+
+func (d *directFile) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closeLocked()
+}
+
+func (d *directFile) closeLocked() {
+	if d.opened {
+		unix.Close(d.fd)
+		d.opened = false
+	}
+}
+
+// WriteAtSync writes an aligned p with one direct write with RWF_DSYNC,
+// through the io_uring where there is one, so the goroutine parks in the
+// poller rather than a thread in the kernel; otherwise, or where the file
+// system refuses it, WriteAt and SyncData.
+func (f osFile) WriteAtSync(p []byte, off int64) error {
+	if directAligned(p, off) {
+		if fd := f.direct.get(f.File); fd >= 0 {
+			err := pwriteDSync(fd, p, off)
+			runtime.KeepAlive(p) // the kernel reads it until here
+			if !errors.Is(err, unix.EINVAL) {
+				if err != nil {
+					return &os.PathError{Op: "direct write", Path: f.Name(), Err: err}
+				}
+				return nil
+			}
+			// EINVAL is the check before any I/O: the device wants a
+			// larger alignment. Nothing was written.
+			f.direct.refuse()
+		}
+	}
+	return f.writeAtSync(p, off)
+}
+
+// Close closes the file and its direct descriptor.
+func (f osFile) Close() error {
+	f.direct.close()
+	return f.File.Close()
+}
+
+// pwriteDSync writes p at off on fd with RWF_DSYNC.
+func pwriteDSync(fd int, p []byte, off int64) error {
+	if r := getRing(); r != nil {
+		res, broken, err := r.run(func(sqe []byte) {
+			sqe[0] = uringOpWrite
+			binary.LittleEndian.PutUint32(sqe[4:], uint32(fd))
+			binary.LittleEndian.PutUint64(sqe[8:], uint64(off))
+			binary.LittleEndian.PutUint64(sqe[16:], uint64(uintptr(unsafe.Pointer(unsafe.SliceData(p)))))
+			binary.LittleEndian.PutUint32(sqe[24:], uint32(len(p)))
+			binary.LittleEndian.PutUint32(sqe[28:], unix.RWF_DSYNC)
+		})
+		putRing(r, broken)
+		if !errors.Is(err, errNotSubmitted) {
+			switch {
+			case err != nil:
+				return err
+			case res < 0:
+				return unix.Errno(-res)
+			case int(res) < len(p):
+				return io.ErrShortWrite
+			}
+			return nil
+		}
+	}
+	for {
+		n, err := unix.Pwritev2(fd, [][]byte{p}, off, unix.RWF_DSYNC)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return err
+		case n < len(p):
+			return io.ErrShortWrite
+		}
+		return nil
 	}
 }

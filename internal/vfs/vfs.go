@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"unsafe"
 )
 
 // File is the subset of *os.File the storage layer needs.
@@ -19,6 +20,7 @@ type File interface {
 	io.Reader
 	io.ReaderAt
 	io.Writer
+	io.WriterAt
 	io.Seeker
 	io.Closer
 	// Sync flushes the file's data and all its metadata to stable storage. An
@@ -34,6 +36,19 @@ type File interface {
 	// file's name is made durable only by SyncDir. Errors are fatal as for
 	// Sync.
 	SyncData() error
+	// WriteAtSync writes p at off and returns once p is durable, as WriteAt
+	// followed by SyncData does for the whole file; bytes written before it
+	// elsewhere and not yet synced need not be durable after it. When p's
+	// address, p's length and off are multiples of DirectAlign (see
+	// AlignedBuffer), on Linux it is one write that bypasses the page cache
+	// (O_DIRECT with RWF_DSYNC, through io_uring where available): no page
+	// is dirtied and written back, no separate flush waits for it. Its bytes
+	// must then not also sit dirty in the page cache (the kernel would
+	// write those back first): write a range either this way or through
+	// Write and SyncData, or sync the buffered writes first. Elsewhere, and
+	// where the file system refuses O_DIRECT, it is WriteAt and SyncData.
+	// Errors are fatal as for Sync: the range's contents are unknown.
+	WriteAtSync(p []byte, off int64) error
 	// Truncate changes the file's size.
 	Truncate(size int64) error
 	// Preallocate makes the file at least size bytes long by writing zeros
@@ -93,7 +108,7 @@ func (osFS) Create(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return osFile{f}, nil
+	return newOSFile(f), nil
 }
 
 func (osFS) Open(name string) (File, error) {
@@ -101,7 +116,7 @@ func (osFS) Open(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return osFile{f}, nil
+	return newOSFile(f), nil
 }
 
 func (osFS) OpenReadWrite(name string) (File, error) {
@@ -109,7 +124,7 @@ func (osFS) OpenReadWrite(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return osFile{f}, nil
+	return newOSFile(f), nil
 }
 
 func (osFS) Remove(name string) error             { return os.Remove(name) }
@@ -142,9 +157,44 @@ func (osFS) SyncDir(dir string) error {
 	return errors.Join(serr, cerr)
 }
 
-type osFile struct{ *os.File }
+type osFile struct {
+	*os.File
+	direct *directFile // see WriteAtSync; per platform
+}
+
+func newOSFile(f *os.File) osFile { return osFile{File: f, direct: &directFile{}} }
 
 var _ File = osFile{}
+
+// DirectAlign is the alignment WriteAtSync needs of its buffer's address,
+// its length and its offset for a direct write: a multiple of the logical
+// block size of every common device.
+const DirectAlign = 4096
+
+// AlignedBuffer returns a zeroed buffer of n bytes whose address is a multiple
+// of DirectAlign.
+func AlignedBuffer(n int) []byte {
+	b := make([]byte, n+DirectAlign)
+	skip := 0
+	if r := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) % DirectAlign); r != 0 {
+		skip = DirectAlign - r
+	}
+	return b[skip : skip+n : skip+n]
+}
+
+// directAligned reports whether p and off meet DirectAlign.
+func directAligned(p []byte, off int64) bool {
+	return len(p) > 0 && len(p)%DirectAlign == 0 && off%DirectAlign == 0 &&
+		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%DirectAlign == 0
+}
+
+// writeAtSync is WriteAtSync without a direct write.
+func (f osFile) writeAtSync(p []byte, off int64) error {
+	if _, err := f.WriteAt(p, off); err != nil {
+		return err
+	}
+	return f.SyncData()
+}
 
 // zeroChunk is how many zeros Preallocate writes per call.
 const zeroChunk = 256 << 10

@@ -246,3 +246,66 @@ func TestLockIsExclusive(t *testing.T) {
 	}
 	l2.Close()
 }
+
+// TestErrorFSWriteAtSync: ErrorFS fails WriteAtSync as a write (a short one
+// leaves part of it, unsynced) and as a sync (with DropUnsynced, the bytes are
+// lost); once it succeeds its bytes survive a later failed sync that drops.
+func TestErrorFSWriteAtSync(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	var fault Fault
+	var failOp Op = -1
+	efs := NewErrorFS(Default, func(op Op, path string) Fault {
+		if op == failOp {
+			return fault
+		}
+		return Fault{}
+	})
+	f, err := efs.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Preallocate(16); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncData(); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(got)
+	}
+	zeros := "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+
+	failOp, fault = OpWrite, Fault{Err: ErrInjected, ShortWrite: 3}
+	if err := f.WriteAtSync([]byte("torn"), 4); !errors.Is(err, ErrInjected) {
+		t.Fatalf("WriteAtSync with a failed write = %v, want the injected failure", err)
+	}
+	if got, want := read(), zeros[:4]+"tor"+zeros[7:]; got != want {
+		t.Fatalf("after a short WriteAtSync the file holds %q, want %q", got, want)
+	}
+	failOp, fault = OpSync, Fault{Err: ErrInjected, DropUnsynced: true}
+	if err := f.WriteAtSync([]byte("lost"), 8); !errors.Is(err, ErrInjected) {
+		t.Fatalf("WriteAtSync with a failed sync = %v, want the injected failure", err)
+	}
+	if got := read(); got != zeros {
+		t.Fatalf("after a WriteAtSync whose sync failed and dropped, the file holds %q, want the synced zeros", got)
+	}
+	failOp = -1
+	if err := f.WriteAtSync([]byte("kept"), 8); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("gone"), 0); err != nil {
+		t.Fatal(err)
+	}
+	failOp = OpSync
+	if err := f.SyncData(); !errors.Is(err, ErrInjected) {
+		t.Fatalf("SyncData = %v, want the injected failure", err)
+	}
+	if got, want := read(), zeros[:8]+"kept"+zeros[12:]; got != want {
+		t.Fatalf("after a dropped sync the file holds %q, want %q (the WriteAtSync bytes kept)", got, want)
+	}
+}

@@ -426,6 +426,24 @@ func (f *memFile) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
+	if !f.writable {
+		return 0, &os.PathError{Op: "write", Path: f.name, Err: os.ErrPermission}
+	}
+	f.d.mu.Lock()
+	defer f.d.mu.Unlock()
+	if end := off + int64(len(p)); end > int64(len(f.d.b)) {
+		f.d.b = append(f.d.b, make([]byte, end-int64(len(f.d.b)))...)
+	}
+	copy(f.d.b[off:], p)
+	return len(p), nil
+}
+
+func (f *memFile) WriteAtSync(p []byte, off int64) error {
+	_, err := f.WriteAt(p, off)
+	return err
+}
+
 func (f *memFile) Seek(offset int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekStart:
