@@ -58,13 +58,22 @@ func numbered(i int) Record {
 // segment-cut failure other than a full disk, that Append and every later one fail with ErrFailed,
 // and a reopen on a healthy disk recovers every acknowledged record.
 func TestInjectedFailure(t *testing.T) {
+	forModes(t, testInjectedFailure)
+}
+
+func testInjectedFailure(t *testing.T, direct bool) {
 	for _, fc := range faultCases {
 		t.Run(fc.name, func(t *testing.T) {
 			var armed atomic.Bool
 			efs := vfs.NewErrorFS(vfs.Default, fc.injector(&armed))
 			// Small segments so that a cut comes within a few appends; frames
 			// are raw so that short writes land where the case says.
-			cfg := Config{Dir: t.TempDir(), FS: efs, SegmentSize: 700, PreallocSize: 512, Compression: CompressionNone}
+			cfg := Config{Dir: t.TempDir(), FS: efs, SegmentSize: 700, PreallocSize: 512, Compression: CompressionNone, Direct: direct}
+			if direct {
+				// A direct write fills its last block, so the reserve grows
+				// by blocks: steps of one block, and room for two.
+				cfg.SegmentSize, cfg.PreallocSize = 2*vfs.DirectAlign+700, vfs.DirectAlign
+			}
 			w, _ := openAll(t, cfg)
 			var attempted []Record
 			for i := range 10 {
@@ -120,13 +129,24 @@ func TestInjectedFailure(t *testing.T) {
 // random point: no acknowledged record may be missing after reopen, and each
 // appender's recovered records are a prefix of what it appended.
 func TestInjectedFailureConcurrent(t *testing.T) {
+	forModes(t, testInjectedFailureConcurrent)
+}
+
+func testInjectedFailureConcurrent(t *testing.T, direct bool) {
 	rng := testRand(t)
 	for _, fc := range faultCases {
 		trigger := int64(5 + rng.IntN(40))
+		if direct {
+			// Segments of more than a block: fewer cuts.
+			trigger = 5 + trigger%25
+		}
 		t.Run(fc.name, func(t *testing.T) {
 			var calls atomic.Int64
 			efs := vfs.NewErrorFS(vfs.Default, nil)
-			cfg := Config{Dir: t.TempDir(), FS: efs, SegmentSize: 2000, PreallocSize: 1024, Compression: CompressionNone}
+			cfg := Config{Dir: t.TempDir(), FS: efs, SegmentSize: 2000, PreallocSize: 1024, Compression: CompressionNone, Direct: direct}
+			if direct {
+				cfg.SegmentSize, cfg.PreallocSize = vfs.DirectAlign+1000, vfs.DirectAlign
+			}
 			w, _ := openAll(t, cfg)
 			// Fail the trigger-th matching call and every one after it.
 			efs.SetInjector(func(op vfs.Op, path string) vfs.Fault {
