@@ -245,13 +245,13 @@ type WAL struct {
 	// least reserved (written by Preallocate), so frames below reserved
 	// overwrite blocks in place and fdatasync need not write the inode.
 	// Invariant: off <= reserved <= file length.
-	reserved  int64
-	unsynced  bool // bytes written since the last sync of f
+	reserved int64
+	unsynced bool // bytes written since the last sync of f
 	// With Config.Direct, tail holds the active segment's bytes from
 	// tailBase (a multiple of vfs.DirectAlign) up to off, followed by zeros;
 	// the file holds at least those below tailBase durably.
-	tail     []byte
-	tailBase int64
+	tail      []byte
+	tailBase  int64
 	codec     frameCodec
 	raw       []byte            // scratch: encoded records
 	frame     []byte            // scratch: frame

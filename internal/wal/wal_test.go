@@ -990,9 +990,9 @@ func testSegmentCutOrder(t *testing.T, direct bool) {
 	}
 	want = append(want,
 		"truncate "+old, "sync "+old,
-		"create " + next + ".tmp", "preallocate " + next + ".tmp", "write " + next + ".tmp",
-		"sync " + next + ".tmp", "close " + next + ".tmp", "rename " + next,
-		"syncdir " + filepath.Base(cfg.Dir), "open " + next,
+		"create "+next+".tmp", "preallocate "+next+".tmp", "write "+next+".tmp",
+		"sync "+next+".tmp", "close "+next+".tmp", "rename "+next,
+		"syncdir "+filepath.Base(cfg.Dir), "open "+next,
 		// The old segment stays open until its successor is in place, so that
 		// a full disk while creating that leaves a usable active segment.
 		"close "+old)
