@@ -49,6 +49,7 @@ type serverOptions struct {
 	catchupEntries  uint64
 	walSegmentSize  byteSize
 	walCompression  string
+	walDirect       bool
 	logLevel        string
 	logFormat       string
 	// reexecErr is why this process could not restart itself with the
@@ -98,6 +99,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.Uint64Var(&o.catchupEntries, "snapshot-catchup-entries", 5000, "entries kept in memory behind a snapshot for slow followers; one further behind gets the snapshot")
 	f.Var(&o.walSegmentSize, "wal-segment-size", "WAL segment size (bytes; KiB/MiB suffixes allowed)")
 	f.StringVar(&o.walCompression, "wal-compression", "s2", "WAL frame compression: s2 (cheap on the write path), zstd (smaller) or none")
+	f.BoolVar(&o.walDirect, "wal-direct", true, "make each WAL sync one O_DIRECT write with RWF_DSYNC of the unsynced blocks (write and fdatasync where the file system refuses O_DIRECT); false: write each frame to the page cache and fdatasync")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
@@ -176,6 +178,7 @@ func runServer(o *serverOptions) error {
 		LogEntriesKept:  o.catchupEntries,
 		WALSegmentSize:  int64(o.walSegmentSize),
 		WALCompression:  comp,
+		WALBuffered:     !o.walDirect,
 		Logger:          logger,
 	}
 	hcfg := httpapi.Config{
@@ -260,7 +263,7 @@ func runServer(o *serverOptions) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("distkv node serving", "id", o.id, "http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid(),
-		"wal_sync", vfs.SyncMethod(), "go_sysmon", sysmonMode(o.reexecErr))
+		"wal_sync", vfs.SyncMethod(), "wal_direct", node.WALDirect(), "go_sysmon", sysmonMode(o.reexecErr))
 
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)

@@ -68,8 +68,12 @@ type Config struct {
 	LogEntriesKept uint64
 
 	// WALSegmentSize and WALCompression tune the WAL (see wal.Config).
+	// WALBuffered writes each WAL frame through the page cache and syncs
+	// with fdatasync, instead of keeping frames in memory until a sync that
+	// writes them directly (wal.Config.Direct, the default).
 	WALSegmentSize int64
 	WALCompression wal.Compression
+	WALBuffered    bool
 
 	// MaxProposalBatch bounds how many queued proposals are handed to Raft in
 	// one loop iteration; default 1024.

@@ -374,6 +374,7 @@ func (n *Node) recover() error {
 		FS:          n.cfg.FS,
 		SegmentSize: n.cfg.WALSegmentSize,
 		Compression: n.cfg.WALCompression,
+		Direct:      !n.cfg.WALBuffered,
 		Logger:      n.cfg.Logger,
 	}, func(r wal.Record) error {
 		if r.Shard != shard {
@@ -756,6 +757,10 @@ func (n *Node) publishProgress() {
 	n.lastIndexPub = last
 	n.mu.Unlock()
 }
+
+// WALDirect reports whether the node's WAL writes directly (see
+// wal.WAL.Direct).
+func (n *Node) WALDirect() bool { return n.wal.Direct() }
 
 // Ready returns nil when the node knows a leader and has applied everything it
 // knows to be committed.

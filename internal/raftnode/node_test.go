@@ -221,13 +221,16 @@ func dirSize(t *testing.T, dir string) int64 {
 // write it acknowledged is there after a restart on a healthy disk.
 func TestStorageFailureLosesNoAcknowledgedWrite(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		fault vfs.Fault
-		op    vfs.Op
+		name     string
+		fault    vfs.Fault
+		op       vfs.Op
+		buffered bool // cfg.WALBuffered
 	}{
-		{"fsync fails and drops unsynced data", vfs.Fault{Err: vfs.ErrInjected, DropUnsynced: true}, vfs.OpSync},
+		{"fsync fails and drops unsynced data", vfs.Fault{Err: vfs.ErrInjected, DropUnsynced: true}, vfs.OpSync, false},
+		{"direct write fails mid-block", vfs.Fault{Err: vfs.ErrInjected, ShortWrite: 100}, vfs.OpWriteAtSync, false},
+		{"buffered: fsync fails and drops unsynced data", vfs.Fault{Err: vfs.ErrInjected, DropUnsynced: true}, vfs.OpSync, true},
 		// A full disk does not stop the node: see diskfull_test.go.
-		{"write fails mid-frame", vfs.Fault{Err: vfs.ErrInjected, ShortWrite: 100}, vfs.OpWrite},
+		{"buffered: write fails mid-frame", vfs.Fault{Err: vfs.ErrInjected, ShortWrite: 100}, vfs.OpWrite, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			seed := time.Now().UnixNano()
@@ -244,6 +247,7 @@ func TestStorageFailureLosesNoAcknowledgedWrite(t *testing.T) {
 			})
 			cfg := testConfig(dir)
 			cfg.FS = efs
+			cfg.WALBuffered = tc.buffered
 			n := openNode(t, cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()

@@ -110,7 +110,7 @@ func TestCrashAroundSnapshot(t *testing.T) {
 		case op == vfs.OpSyncDir && filepath.Base(path) == "snap":
 			// Save syncs the directory right after the rename.
 			snapPlace = true
-		case op == vfs.OpWrite && inWAL && snapPlace:
+		case (op == vfs.OpWrite || op == vfs.OpWriteAtSync) && inWAL && snapPlace:
 			snapPlace = false
 			capture(pointSnapPlaced)
 		case op == vfs.OpRemove && inSnap && strings.HasSuffix(path, ".snap"):
@@ -188,6 +188,14 @@ func TestCrashAroundSnapshot(t *testing.T) {
 // applied index is taken and the data directory copied (the write not yet
 // made), and each copy is opened to see where it would replay to.
 func TestAppliedNeverAheadOfWrittenCommit(t *testing.T) {
+	for _, buffered := range []bool{false, true} {
+		t.Run(fmt.Sprintf("WALBuffered=%v", buffered), func(t *testing.T) {
+			testAppliedNeverAheadOfWrittenCommit(t, buffered)
+		})
+	}
+}
+
+func testAppliedNeverAheadOfWrittenCommit(t *testing.T, buffered bool) {
 	dir := filepath.Join(t.TempDir(), "n1")
 	var (
 		node   atomic.Pointer[Node]
@@ -196,7 +204,7 @@ func TestAppliedNeverAheadOfWrittenCommit(t *testing.T) {
 	)
 	efs := vfs.NewErrorFS(vfs.Default, func(op vfs.Op, path string) vfs.Fault {
 		n := node.Load()
-		if op != vfs.OpWrite || n == nil || !strings.Contains(path, string(filepath.Separator)+"wal"+string(filepath.Separator)) {
+		if (op != vfs.OpWrite && op != vfs.OpWriteAtSync) || n == nil || !strings.Contains(path, string(filepath.Separator)+"wal"+string(filepath.Separator)) {
 			return vfs.Fault{}
 		}
 		mu.Lock()
@@ -217,6 +225,7 @@ func TestAppliedNeverAheadOfWrittenCommit(t *testing.T) {
 	cfg := testConfig(dir)
 	cfg.FS = efs
 	cfg.SnapshotEntries = 1 << 20
+	cfg.WALBuffered = buffered
 	n := openNode(t, cfg)
 	node.Store(n)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -27,10 +27,12 @@ const (
 	OpStat
 	OpSyncDir
 	OpClose
+	// OpWriteAtSync is the write of File.WriteAtSync; its sync is OpSync.
+	OpWriteAtSync
 )
 
 var opNames = [...]string{"create", "open", "read", "write", "sync", "truncate",
-	"preallocate", "remove", "rename", "mkdir", "list", "stat", "syncdir", "close"}
+	"preallocate", "remove", "rename", "mkdir", "list", "stat", "syncdir", "close", "writesync"}
 
 func (o Op) String() string {
 	if int(o) < len(opNames) {
@@ -331,22 +333,22 @@ func (f *errorFile) sync(flush func() error) error {
 	return nil
 }
 
-// WriteAtSync is failed by the injector first as OpWrite (with ShortWrite,
-// that many bytes of p reach the file, unsynced, as from a torn write), then
-// as OpSync (with DropUnsynced, p and everything written since the last sync
+// WriteAtSync is failed by the injector first as OpWriteAtSync (with
+// ShortWrite, that many bytes of p reach the file, unsynced, as from a torn
+// write), then as OpSync (with DropUnsynced, p and everything written since the last sync
 // are lost; without, p is in the file but not synced). When it succeeds, the
 // whole file counts as synced: the model of a caller that leaves no other
 // bytes unsynced when it makes one (as the WAL does).
 func (f *errorFile) WriteAtSync(p []byte, off int64) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if flt := f.e.check(OpWrite, f.Name()); flt.Err != nil {
+	if flt := f.e.check(OpWriteAtSync, f.Name()); flt.Err != nil {
 		q := p[:min(flt.ShortWrite, len(p))]
 		if err := f.saveOld(off, int64(len(q))); err != nil {
 			return err
 		}
 		f.f.WriteAt(q, off)
-		return wrap(OpWrite, f.Name(), flt.Err)
+		return wrap(OpWriteAtSync, f.Name(), flt.Err)
 	}
 	if flt := f.e.check(OpSync, f.Name()); flt.Err != nil {
 		if flt.DropUnsynced {
@@ -365,6 +367,9 @@ func (f *errorFile) WriteAtSync(p []byte, off int64) error {
 	f.undo = nil
 	return nil
 }
+
+// DirectWrites is the wrapped file's.
+func (f *errorFile) DirectWrites() bool { return f.f.DirectWrites() }
 
 func (f *errorFile) Truncate(size int64) error {
 	if flt := f.e.check(OpTruncate, f.Name()); flt.Err != nil {

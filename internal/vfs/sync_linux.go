@@ -63,6 +63,11 @@ func (d *directFile) get(f *os.File) int {
 	if !d.opened {
 		// Through /proc, the descriptor names the very file f is, even if
 		// its path was renamed or replaced since f was opened.
+		var st unix.Statfs_t
+		if err := unix.Fstatfs(int(f.Fd()), &st); err != nil || !overwritesInPlace(st.Type) {
+			d.refused = true
+			return -1
+		}
 		fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
 		if err != nil {
 			// EINVAL: the file system takes no O_DIRECT (tmpfs before
@@ -74,6 +79,23 @@ func (d *directFile) get(f *os.File) int {
 	}
 	return d.fd
 }
+
+// overwritesInPlace reports whether a file system of type magic (statfs(2))
+// writes over a file's allocated blocks in place: then a direct write into
+// space written before cannot find the disk full. Copy-on-write file systems
+// (btrfs, zfs, bcachefs) allocate anew at every write, and many others are
+// unknown here.
+func overwritesInPlace(magic int64) bool {
+	switch magic {
+	case unix.EXT4_SUPER_MAGIC, unix.XFS_SUPER_MAGIC, unix.TMPFS_MAGIC:
+		return true
+	}
+	return false
+}
+
+// DirectWrites opens the direct descriptor if it is not open yet, and says
+// whether there is one.
+func (f osFile) DirectWrites() bool { return f.direct.get(f.File) >= 0 }
 
 // refuse stops direct writes to the file.
 func (d *directFile) refuse() {

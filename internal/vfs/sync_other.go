@@ -15,5 +15,8 @@ type directFile struct{}
 // WriteAtSync is WriteAt followed by SyncData.
 func (f osFile) WriteAtSync(p []byte, off int64) error { return f.writeAtSync(p, off) }
 
+// DirectWrites: never here.
+func (f osFile) DirectWrites() bool { return false }
+
 // Close closes the file.
 func (f osFile) Close() error { return f.File.Close() }

@@ -105,15 +105,7 @@ func TestSyncDataConcurrent(t *testing.T) {
 // With io_uring switched off, SyncData makes the system call, and its errors
 // are reported the same way.
 func TestSyncDataWithoutURing(t *testing.T) {
-	rings.mu.Lock()
-	saved, savedReason, idle := rings.disabled, rings.reason, rings.idle
-	rings.disabled, rings.reason, rings.idle = true, errors.New("test"), nil
-	rings.mu.Unlock()
-	t.Cleanup(func() {
-		rings.mu.Lock()
-		rings.disabled, rings.reason, rings.idle = saved, savedReason, idle
-		rings.mu.Unlock()
-	})
+	withoutURing(t)
 	if on, _ := uringStatus(); on {
 		t.Fatal("io_uring still used while switched off")
 	}

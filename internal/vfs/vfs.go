@@ -49,6 +49,13 @@ type File interface {
 	// where the file system refuses O_DIRECT, it is WriteAt and SyncData.
 	// Errors are fatal as for Sync: the range's contents are unknown.
 	WriteAtSync(p []byte, off int64) error
+	// DirectWrites reports whether an aligned WriteAtSync writes directly,
+	// bypassing the page cache, on a file system that overwrites allocated
+	// blocks in place (so that a direct write into space written before
+	// needs no new space): ext4, xfs or tmpfs on Linux. Elsewhere it is
+	// WriteAt and SyncData (and a copy-on-write file system may find its
+	// disk full at the write).
+	DirectWrites() bool
 	// Truncate changes the file's size.
 	Truncate(size int64) error
 	// Preallocate makes the file at least size bytes long by writing zeros

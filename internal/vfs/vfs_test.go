@@ -280,7 +280,7 @@ func TestErrorFSWriteAtSync(t *testing.T) {
 	}
 	zeros := "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
-	failOp, fault = OpWrite, Fault{Err: ErrInjected, ShortWrite: 3}
+	failOp, fault = OpWriteAtSync, Fault{Err: ErrInjected, ShortWrite: 3}
 	if err := f.WriteAtSync([]byte("torn"), 4); !errors.Is(err, ErrInjected) {
 		t.Fatalf("WriteAtSync with a failed write = %v, want the injected failure", err)
 	}

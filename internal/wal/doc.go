@@ -8,7 +8,9 @@
 //     for sync, fsynced (with fdatasync on Linux, see Files). Such records are replayed by every later Open, in the
 //     order they were appended, even after a power loss. Records appended with
 //     sync=false survive a process crash (they are in the page cache) and are
-//     made durable by the next synced Append.
+//     made durable by the next synced Append; with Config.Direct they wait in
+//     memory for that Append, and a process crash loses them (see Direct
+//     writes).
 //   - A frame is atomic: after a crash, Open replays all of its records or
 //     none of them.
 //   - A full disk is not fatal: ENOSPC while reserving disk, writing a frame
@@ -62,6 +64,27 @@
 // removed after a full disk) truncates the reserve with it. Cutting and
 // closing a segment trim it to its data length, so only the active segment
 // holds a reserve. Directory syncs remain full fsyncs.
+//
+// # Direct writes
+//
+// With Config.Direct, the active segment's frames are copied into a buffer
+// aligned to vfs.DirectAlign that starts at the block holding the first byte
+// not yet synced (Open and a cut load that block's earlier bytes into it). A
+// sync writes the buffer up to the end of its last block, zeros after the
+// data, with one vfs.File.WriteAtSync: on Linux an O_DIRECT write with
+// RWF_DSYNC, through the io_uring. It rewrites the synced bytes of its first
+// block with the same values, as the page cache's write-back of a partial
+// page does. Nothing then goes through the page cache, so nothing is written
+// back and no separate flush waits for the device: with three processes
+// appending on one virtio disk, 167-230 us per synced append against 231-262
+// us for a buffered write and fdatasync. The zeros of a reserve extension are
+// synced at once, so a direct write never meets a dirty page (the kernel
+// would write it back first) and never needs the file's size made durable;
+// a write that ends past the reserve (only the last one before a cut, whose
+// block passes SegmentSize) grows the file with zeros, which RWF_DSYNC makes
+// durable with it. A full disk is then found when the reserve is extended; a
+// failed direct write is fatal like a failed sync. A cut and Close write the
+// buffer first.
 //
 // # Frames
 //

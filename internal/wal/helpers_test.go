@@ -439,6 +439,8 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+func (f *memFile) DirectWrites() bool { return true }
+
 func (f *memFile) WriteAtSync(p []byte, off int64) error {
 	_, err := f.WriteAt(p, off)
 	return err

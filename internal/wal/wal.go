@@ -111,7 +111,9 @@ type Config struct {
 	// Append without sync then leaves nothing in the file until a later sync:
 	// a crashed process loses it, as a power loss does without Direct. A
 	// full disk is found when the zero reserve is extended, as without
-	// Direct; a failed direct write is fatal, like a failed sync.
+	// Direct; a failed direct write is fatal, like a failed sync. On a file
+	// system that refuses direct writes or does not overwrite in place (see
+	// vfs.File.DirectWrites) the WAL writes as without Direct (WAL.Direct).
 	Direct bool
 }
 
@@ -247,7 +249,10 @@ type WAL struct {
 	// Invariant: off <= reserved <= file length.
 	reserved int64
 	unsynced bool // bytes written since the last sync of f
-	// With Config.Direct, tail holds the active segment's bytes from
+	// direct: Config.Direct, on a file system where it works (see
+	// Direct). Set at Open.
+	direct bool
+	// With direct, tail holds the active segment's bytes from
 	// tailBase (a multiple of vfs.DirectAlign) up to off, followed by zeros;
 	// the file holds at least those below tailBase durably.
 	tail      []byte
@@ -415,6 +420,7 @@ func (w *WAL) recover(replay func(Record) error) error {
 		}
 		w.off = res.end
 		w.segStart = segmentHeaderSize
+		w.direct = w.cfg.Direct && f.DirectWrites()
 		if err := w.loadTail(nil); err != nil {
 			return err
 		}
@@ -622,7 +628,7 @@ func (w *WAL) write(b []byte) error {
 			// of the log, and the next Preallocate starts after them.
 			return noSpace(fmt.Errorf("preallocate %s: %w", w.f.Name(), err))
 		}
-		if w.cfg.Direct {
+		if w.direct {
 			// Direct writes must not meet dirty pages (the kernel would
 			// write them back first), and need the new size durable.
 			if err := w.f.SyncData(); err != nil {
@@ -631,7 +637,7 @@ func (w *WAL) write(b []byte) error {
 		}
 		w.reserved = target
 	}
-	if w.cfg.Direct {
+	if w.direct {
 		w.growTail(w.off + int64(len(b)))
 		copy(w.tail[w.off-w.tailBase:], b)
 		w.off += int64(len(b))
@@ -669,7 +675,7 @@ func (w *WAL) write(b []byte) error {
 // Config.Direct, by writing the tail's blocks from tailBase; otherwise by a
 // data sync.
 func (w *WAL) syncData() error {
-	if !w.cfg.Direct {
+	if !w.direct {
 		if err := w.f.SyncData(); err != nil {
 			return fmt.Errorf("sync %s: %w", w.f.Name(), err)
 		}
@@ -713,7 +719,7 @@ func (w *WAL) growTail(end int64) {
 // off in it, which head holds from offset 0 if it is long enough, else the
 // file does.
 func (w *WAL) loadTail(head []byte) error {
-	if !w.cfg.Direct {
+	if !w.direct {
 		return nil
 	}
 	w.tailBase = alignDown(w.off)
@@ -775,7 +781,7 @@ func (w *WAL) cut() error {
 	old := w.f
 	// The old segment must be complete on disk before a successor exists:
 	// recovery treats damage in a non-final segment as corruption.
-	if w.cfg.Direct {
+	if w.direct {
 		if err := w.syncData(); err != nil {
 			return err
 		}
@@ -894,6 +900,9 @@ func (w *WAL) startSegment(seq uint64) error {
 		return fmt.Errorf("seek %s: %w", path, err)
 	}
 	w.f, w.off, w.segStart, w.reserved, w.unsynced = f, size, size, alloc, false
+	if len(w.segs) == 0 {
+		w.direct = w.cfg.Direct && f.DirectWrites()
+	}
 	if err := w.loadTail(buf); err != nil {
 		return err
 	}
@@ -962,6 +971,13 @@ func (w *WAL) isCoveredLocked(seg *segment) bool {
 	return true
 }
 
+// Direct reports whether the WAL writes directly: Config.Direct, on a file
+// system that takes direct writes and overwrites allocated blocks in place
+// (see vfs.File.DirectWrites; elsewhere a direct write might find the disk
+// full at a sync, which would be fatal, where a buffered one finds it at the
+// write, which is not).
+func (w *WAL) Direct() bool { return w.direct }
+
 // Size returns the bytes of segment data on disk: the sum of the segments'
 // data lengths, without the zero reserve of the active segment.
 func (w *WAL) Size() int64 {
@@ -987,7 +1003,7 @@ func (w *WAL) Close() error {
 	err := w.failed
 	w.mu.Unlock()
 	if w.f != nil {
-		if err == nil && w.cfg.Direct {
+		if err == nil && w.direct {
 			if serr := w.syncData(); serr != nil {
 				err = fmt.Errorf("%w: %w", ErrFailed, serr)
 			}

@@ -986,7 +986,7 @@ func testSegmentCutOrder(t *testing.T, direct bool) {
 	if direct {
 		// The frames in memory are written (a WriteAtSync: a write and a
 		// sync to ErrorFS) before anything else.
-		want = append(want, "write "+old, "sync "+old)
+		want = append(want, "writesync "+old, "sync "+old)
 	}
 	want = append(want,
 		"truncate "+old, "sync "+old,
@@ -997,7 +997,7 @@ func testSegmentCutOrder(t *testing.T, direct bool) {
 		// a full disk while creating that leaves a usable active segment.
 		"close "+old)
 	if direct {
-		want = append(want, "write "+next, "sync "+next) // at Close
+		want = append(want, "writesync "+next, "sync "+next) // at Close
 	} else {
 		want = append(want, "write "+next)
 	}
