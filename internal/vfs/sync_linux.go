@@ -147,8 +147,26 @@ func (f osFile) Close() error {
 	return f.File.Close()
 }
 
-// pwriteDSync writes p at off on fd with RWF_DSYNC.
+// pwriteDSync writes p at off on fd with RWF_DSYNC. A direct write may
+// write less than asked (a multiple of the block size); the rest is written
+// after it.
 func pwriteDSync(fd int, p []byte, off int64) error {
+	for len(p) > 0 {
+		n, err := pwriteDSyncOnce(fd, p, off)
+		if err != nil {
+			return err
+		}
+		if n <= 0 || n > len(p) || n%DirectAlign != 0 && n < len(p) {
+			return fmt.Errorf("%w: %d of %d bytes", io.ErrShortWrite, n, len(p))
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
+// pwriteDSyncOnce is one write of pwriteDSync; it returns how many bytes
+// were written.
+func pwriteDSyncOnce(fd int, p []byte, off int64) (int, error) {
 	if r := getRing(); r != nil {
 		res, broken, err := r.run(func(sqe []byte) {
 			sqe[0] = uringOpWrite
@@ -162,25 +180,18 @@ func pwriteDSync(fd int, p []byte, off int64) error {
 		if !errors.Is(err, errNotSubmitted) {
 			switch {
 			case err != nil:
-				return err
+				return 0, err
 			case res < 0:
-				return unix.Errno(-res)
-			case int(res) < len(p):
-				return io.ErrShortWrite
+				return 0, unix.Errno(-res)
 			}
-			return nil
+			return int(res), nil
 		}
 	}
 	for {
 		n, err := unix.Pwritev2(fd, [][]byte{p}, off, unix.RWF_DSYNC)
-		switch {
-		case err == unix.EINTR:
+		if err == unix.EINTR {
 			continue
-		case err != nil:
-			return err
-		case n < len(p):
-			return io.ErrShortWrite
 		}
-		return nil
+		return n, err
 	}
 }
