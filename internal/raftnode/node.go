@@ -1103,10 +1103,8 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	}
 	if snapAppend == nil && len(applies) > 0 && !holdsConfChange(applies) {
 		// Committed entries are applied, and their proposers answered,
-		// before the commit index goes out to the followers: the Gosched
-		// above has let the appender write the hard state that commits
-		// them, which is all their apply waits for, and a write proposed
-		// here waits on nothing these messages bring. A member change is
+		// before the commit index goes out to the followers: a write
+		// proposed here waits on nothing these messages bring. A member change is
 		// applied after the sends, so that a removed member still hears of
 		// the commit that removes it.
 		if err := n.applyAll(applies); err != nil {

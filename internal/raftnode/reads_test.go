@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -285,15 +287,20 @@ func TestLoneVoterReadAfterLostCommitRecord(t *testing.T) {
 			cancel()
 			t.Fatal(err)
 		}
-		// The hard state that commits the write is written, not synced (a
-		// commit index alone needs no fsync); the next write's fsync fails
-		// and loses it, as a power failure would.
+		// The hard state that commits the write is written (or, with the
+		// direct WAL, kept in memory), not synced: a commit index alone
+		// needs no fsync. The next write's fsync fails and loses it, as a
+		// power failure would.
 		fail.Store(true)
 		if _, err := put(ctx, n, "other", "x"); err == nil {
 			t.Fatal("write acknowledged after its fsync failed")
 		}
 		cancel()
 		<-n.Done()
+		// A power failure loses the applied mark too: it is never synced.
+		if err := os.Remove(filepath.Join(dir, appliedMarkName)); err != nil {
+			t.Fatal(err)
+		}
 
 		// Restarted with fsyncs slowed by 50 ms, so that the read comes
 		// while the new term's first entry is being made durable.
