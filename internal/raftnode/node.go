@@ -1368,9 +1368,9 @@ func (n *Node) stalled() error {
 			if ev.err != nil {
 				return ev.err
 			}
-			if ev.stalled != nil {
+			if ev.stalled != nil && n.stall.markOnly {
 				// The appender found the disk full too: its resumed
-				// report ends the stall.
+				// report ends the stall (and the mark is retried then).
 				n.stall.byAppender = true
 				continue
 			}
