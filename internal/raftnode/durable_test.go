@@ -3,6 +3,7 @@ package raftnode
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -27,6 +28,12 @@ func TestFollowerCommitsOnLeadersNotice(t *testing.T) {
 			t.Fatal(err)
 		}
 		lid := RaftID(l)
+		// f may have answered on the leader's notice before the leader heard
+		// f's acknowledgement: wait for the leader to commit "old" too.
+		want := c.nodes[f].Status().CommitIndex
+		waitUntil(t, 5*time.Second, "the leader commits the first write", func() bool {
+			return c.nodes[l].Status().CommitIndex >= want
+		}, func() string { return fmt.Sprintf("leader at %d, follower at %d", c.nodes[l].Status().CommitIndex, want) })
 		base := c.nodes[l].Status().CommitIndex
 		g := ""
 		for name := range c.nodes {
