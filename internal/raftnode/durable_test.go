@@ -33,7 +33,9 @@ func TestFollowerCommitsOnLeadersNotice(t *testing.T) {
 		want := c.nodes[f].Status().CommitIndex
 		waitUntil(t, 5*time.Second, "the leader commits the first write", func() bool {
 			return c.nodes[l].Status().CommitIndex >= want
-		}, func() string { return fmt.Sprintf("leader at %d, follower at %d", c.nodes[l].Status().CommitIndex, want) })
+		}, func() string {
+			return fmt.Sprintf("leader at %d, follower at %d", c.nodes[l].Status().CommitIndex, want)
+		})
 		base := c.nodes[l].Status().CommitIndex
 		g := ""
 		for name := range c.nodes {
