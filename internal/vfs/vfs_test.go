@@ -295,7 +295,15 @@ func TestErrorFSWriteAtSync(t *testing.T) {
 		t.Fatalf("after a WriteAtSync whose sync failed and dropped, the file holds %q, want the synced zeros", got)
 	}
 	failOp = -1
+	// A buffered write, then WriteAtSync over it and past the end: both
+	// count as synced from then on.
+	if _, err := f.WriteAt([]byte("aaaa"), 8); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.WriteAtSync([]byte("kept"), 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteAtSync([]byte("more"), 16); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.WriteAt([]byte("gone"), 0); err != nil {
@@ -305,7 +313,7 @@ func TestErrorFSWriteAtSync(t *testing.T) {
 	if err := f.SyncData(); !errors.Is(err, ErrInjected) {
 		t.Fatalf("SyncData = %v, want the injected failure", err)
 	}
-	if got, want := read(), zeros[:8]+"kept"+zeros[12:]; got != want {
+	if got, want := read(), zeros[:8]+"kept"+zeros[12:]+"more"; got != want {
 		t.Fatalf("after a dropped sync the file holds %q, want %q (the WriteAtSync bytes kept)", got, want)
 	}
 }
