@@ -35,7 +35,6 @@ type appender struct {
 
 	mu    sync.Mutex
 	queue []raftpb.Message
-	last  uint64        // sequence number of the newest message queued
 	wake  chan struct{} // cap 1: queue is not empty
 
 	toSync chan written // writer to syncer, in order
@@ -64,9 +63,6 @@ type written struct {
 
 // appendEvent reports to the loop.
 type appendEvent struct {
-	// written, with resumed: the appends up to this sequence number are
-	// written (not yet synced).
-	written uint64
 	n       int              // appends made durable
 	local   []raftpb.Message // their responses addressed to this node's Raft
 	remote  []raftpb.Message // their responses to other nodes, for the loop to send
@@ -93,12 +89,10 @@ func (a *appender) start() {
 	go a.syncer()
 }
 
-// enqueue hands m (a MsgStorageAppend without a snapshot), whose sequence
-// number is seq, to the appender. Sequence numbers rise by one per append.
-func (a *appender) enqueue(m raftpb.Message, seq uint64) {
+// enqueue hands m (a MsgStorageAppend without a snapshot) to the appender.
+func (a *appender) enqueue(m raftpb.Message) {
 	a.mu.Lock()
 	a.queue = append(a.queue, m)
-	a.last = seq
 	a.mu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
@@ -131,12 +125,11 @@ func (a *appender) writer() {
 		a.syncing.Unlock() //nolint:staticcheck // waits for the fsync under way
 		a.mu.Lock()
 		batch, a.queue = a.queue, nil
-		seq := a.last
 		a.mu.Unlock()
 		if len(batch) == 0 {
 			continue
 		}
-		needSync, err := a.write(batch, seq)
+		needSync, err := a.write(batch)
 		if err != nil {
 			a.report(appendEvent{err: err})
 			return
@@ -151,7 +144,7 @@ func (a *appender) writer() {
 
 // write writes batch, retrying on a full disk (and tells the loop when
 // a stall is over).
-func (a *appender) write(batch []raftpb.Message, seq uint64) (needSync bool, err error) {
+func (a *appender) write(batch []raftpb.Message) (needSync bool, err error) {
 	needSync, err = a.writeFrame(batch)
 	if errors.Is(err, wal.ErrNoSpace) {
 		since := time.Now()
@@ -170,7 +163,7 @@ func (a *appender) write(batch []raftpb.Message, seq uint64) (needSync bool, err
 			delay = min(2*delay, stallRetryMax)
 			needSync, err = a.writeFrame(batch)
 		}
-		if err == nil && !a.report(appendEvent{written: seq, resumed: true, since: since}) {
+		if err == nil && !a.report(appendEvent{resumed: true, since: since}) {
 			return false, ErrStopped
 		}
 		return needSync, err

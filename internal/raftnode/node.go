@@ -65,9 +65,6 @@ type Node struct {
 	// yet reported durable.
 	app       *appender
 	appending int
-	// appendSeq numbers the appends handed out (the appender's and the
-	// loop's own).
-	appendSeq uint64
 	// remoteBuf holds a Ready's messages to other nodes; reused.
 	remoteBuf []raftpb.Message
 	// notice is the newest durable notice from the leader not yet acted on;
@@ -210,7 +207,6 @@ type pendingAppend struct {
 	// markOnly: no append is pending, the applied mark could not be
 	// written; the held entries are applied once it is.
 	markOnly bool
-	seq      uint64 // of msg
 
 	msg raftpb.Message // a MsgStorageAppend with a snapshot
 	// snapFile is the received snapshot file of msg.Snapshot once it is
@@ -1076,11 +1072,10 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			if snapAppend != nil {
 				return fmt.Errorf("raft asked for an append after one that installs a snapshot in the same Ready")
 			}
-			n.appendSeq++
 			if len(m.Entries) > 0 {
 				lattrace.Mark(lattrace.Append, m.Entries[len(m.Entries)-1].Index, uint64(len(m.Entries)))
 			}
-			n.app.enqueue(*m, n.appendSeq)
+			n.app.enqueue(*m)
 			n.appending++
 			enqueued = true
 		case m.To == raft.LocalApplyThread:
@@ -1265,10 +1260,6 @@ func (n *Node) appendOnLoop(p *pendingAppend) error {
 		p.snapDone = true
 	}
 	batch := []raftpb.Message{p.msg}
-	if p.seq == 0 {
-		n.appendSeq++
-		p.seq = n.appendSeq
-	}
 	if err := n.app.persistNow(batch); err != nil {
 		return err
 	}

@@ -640,22 +640,12 @@ func (w *WAL) write(b []byte) error {
 	if w.direct {
 		w.growTail(w.off + int64(len(b)))
 		copy(w.tail[w.off-w.tailBase:], b)
-		w.off += int64(len(b))
-		w.unsynced = true
-		w.mu.Lock()
-		w.segs[len(w.segs)-1].size = w.off
-		w.total += int64(len(b))
-		w.mu.Unlock()
+		w.grew(len(b))
 		return nil
 	}
 	start := w.off
 	n, err := w.f.Write(b)
-	w.off += int64(n)
-	w.unsynced = w.unsynced || n > 0
-	w.mu.Lock()
-	w.segs[len(w.segs)-1].size = w.off
-	w.total += int64(n)
-	w.mu.Unlock()
+	w.grew(n)
 	if err == nil {
 		return nil
 	}
@@ -669,6 +659,19 @@ func (w *WAL) write(b []byte) error {
 		return fmt.Errorf("%w; removing the partial frame: %w", err, rerr)
 	}
 	return noSpace(err)
+}
+
+// grew accounts for n bytes appended to the active segment at off.
+func (w *WAL) grew(n int) {
+	if n == 0 {
+		return
+	}
+	w.off += int64(n)
+	w.unsynced = true
+	w.mu.Lock()
+	w.segs[len(w.segs)-1].size = w.off
+	w.total += int64(n)
+	w.mu.Unlock()
 }
 
 // syncData makes everything written to the active segment durable: with
