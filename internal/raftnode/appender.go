@@ -361,3 +361,82 @@ func lastEntryIndex(batch []raftpb.Message) uint64 {
 func hardState(m *raftpb.Message) raftpb.HardState {
 	return raftpb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
 }
+
+// appended takes an appender's report: steps the responses of what is now
+// durable, or enters the stall it reports.
+func (n *Node) appended(ev appendEvent) error {
+	switch {
+	case ev.err != nil:
+		return ev.err
+	case ev.stalled != nil:
+		n.startStall(&pendingAppend{byAppender: true}, ev.stalled)
+		return nil
+	case ev.resumed:
+		return n.applyHeld()
+	}
+	n.appending -= ev.n
+	for _, m := range ev.local {
+		n.step(m)
+	}
+	n.laterAcks = append(n.laterAcks, ev.remote...)
+	return nil
+}
+
+// waitAppended waits until the appender has written everything handed to it.
+// While it is stalled on a full disk, so is this wait (the node refuses writes
+// meanwhile); Stop ends it.
+func (n *Node) waitAppended() error {
+	for n.appending > 0 {
+		select {
+		case ev := <-n.app.events:
+			if ev.stalled != nil {
+				n.diskFull.Store(true)
+				n.logger.Warn("disk full: the log cannot be written; refusing writes until space is freed, retrying", "err", ev.stalled)
+				continue
+			}
+			if ev.resumed {
+				n.diskFull.Store(false)
+				n.logger.Info("disk space available again: log written, writes resumed",
+					"stalled_for", time.Since(ev.since).Round(time.Millisecond))
+			}
+			if err := n.appended(ev); err != nil {
+				return err
+			}
+			n.flushAcks()
+		case <-n.stopc:
+			return errStopRequested
+		}
+	}
+	return nil
+}
+
+// appendOnLoop makes p.msg, an append with a snapshot, durable on the loop,
+// skipping the steps a previous attempt completed, and delivers its
+// responses. It returns an error wrapping wal.ErrNoSpace, and may be called
+// again for the same p, only before the append is durable.
+func (n *Node) appendOnLoop(p *pendingAppend) error {
+	if !p.snapDone {
+		if err := n.installSnapshot(*p.msg.Snapshot, p); err != nil {
+			return err
+		}
+		p.snapDone = true
+	}
+	batch := []raftpb.Message{p.msg}
+	if err := n.app.persistNow(batch); err != nil {
+		return err
+	}
+	for _, m := range n.app.deliver(batch, nil) {
+		n.step(m)
+	}
+	return nil
+}
+
+// flushAcks sends the responses the appender left to the loop.
+func (n *Node) flushAcks() {
+	if len(n.laterAcks) == 0 {
+		return
+	}
+	n.send(n.laterAcks, true)
+	clear(n.laterAcks)
+	n.laterAcks = n.laterAcks[:0]
+}

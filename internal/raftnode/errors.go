@@ -1,6 +1,9 @@
 package raftnode
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // ErrStopped is returned to callers when the node has stopped (shut down, or a
 // fatal storage error; see Node.Err).
@@ -36,3 +39,23 @@ func (e notMadeError) Unwrap() error { return e.err }
 // NotMade tells an API layer that the write was refused before it could reach
 // the log, so the client may retry it as a new write.
 func (e notMadeError) NotMade() bool { return true }
+
+// ErrNoSpace is returned at once for writes, and for linearizable reads that
+// need the Raft loop, while this node's disk is full: its log cannot take the
+// next entries, so nothing new is proposed. The node keeps running and retries;
+// writes resume by themselves once space is freed. errors.Is(ErrNoSpace,
+// syscall.ENOSPC) holds.
+var ErrNoSpace error = noSpaceError{}
+
+type noSpaceError struct{}
+
+func (noSpaceError) Error() string {
+	return "no space left on device: this node cannot write its log; writes resume when space is freed"
+}
+
+func (noSpaceError) Is(target error) bool { return target == syscall.ENOSPC }
+
+// InsufficientStorage tells an API layer that the request was refused for lack
+// of disk space before it reached the log (HTTP 507), unlike other errors that
+// merely wrap an ENOSPC.
+func (noSpaceError) InsufficientStorage() bool { return true }

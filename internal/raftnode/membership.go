@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -170,6 +171,109 @@ func (n *Node) TransferLeader(ctx context.Context, name string) error {
 		case <-n.donec:
 			return n.stoppedErr()
 		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// memberState is what a snapshot carries besides the key-value pairs.
+type memberState struct {
+	ConfState raftpb.ConfState `json:"conf_state"`
+	Members   []Member         `json:"members"`
+}
+
+// publishSelf makes the cluster's record of this node carry its current peer
+// and HTTP addresses (members bootstrapped from --cluster know only each
+// other's peer addresses; a restarted node may have moved). It retries until
+// the record matches or the node stops.
+func (n *Node) publishSelf() {
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		// Raft takes one membership change at a time and silently drops the
+		// others, so members publishing at once retry at random moments.
+		jitter := time.Duration(mrand.Int64N(int64(delay)))
+		select {
+		case <-n.donec:
+			return
+		case <-time.After(delay/2 + jitter):
+		}
+		m, ok := n.member(n.cfg.Self.Name)
+		if !ok {
+			continue // not (yet) a member: joining, or removed
+		}
+		if m == n.cfg.Self {
+			return
+		}
+		if n.leader.Load() == raft.None {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := n.changeMembers(ctx, raftpb.ConfChangeUpdateNode, n.cfg.Self)
+		cancel()
+		if err != nil {
+			n.logger.Debug("publishing own addresses", "err", err)
+		}
+	}
+}
+
+// adoptMembers takes the membership carried by a snapshot.
+func (n *Node) adoptMembers(extra []byte) error {
+	var ms memberState
+	if err := json.Unmarshal(extra, &ms); err != nil {
+		return fmt.Errorf("decode snapshot membership: %w", err)
+	}
+	n.confState = ms.ConfState
+	n.inConfig.Store(inConfState(n.confState, n.raftID))
+	n.mu.Lock()
+	old := n.members
+	n.members = map[uint64]Member{}
+	for _, m := range ms.Members {
+		n.members[RaftID(m.Name)] = m
+	}
+	cur := n.members
+	n.mu.Unlock()
+	if n.cfg.Transport != nil {
+		for id := range old {
+			if _, ok := cur[id]; !ok && id != n.raftID {
+				n.cfg.Transport.RemovePeer(id)
+			}
+		}
+		for id, m := range cur {
+			if id != n.raftID {
+				n.cfg.Transport.AddPeer(id, m.Peer)
+			}
+		}
+	}
+	return nil
+}
+
+func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch t {
+	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		var m Member
+		if err := json.Unmarshal(ctx, &m); err == nil && m.Name != "" {
+			n.members[id] = m
+			if id != n.raftID && n.cfg.Transport != nil {
+				n.cfg.Transport.AddPeer(id, m.Peer)
+			}
+		}
+	case raftpb.ConfChangeUpdateNode:
+		var m Member
+		if err := json.Unmarshal(ctx, &m); err == nil && m.Name != "" {
+			if _, known := n.members[id]; known {
+				n.members[id] = m
+				if id != n.raftID && n.cfg.Transport != nil {
+					n.cfg.Transport.AddPeer(id, m.Peer)
+				}
+			}
+		}
+	case raftpb.ConfChangeRemoveNode:
+		delete(n.members, id)
+		if id == n.raftID {
+			n.removed = true
+		}
+		if id != n.raftID && n.cfg.Transport != nil {
+			go n.tellRemoved(id)
 		}
 	}
 }

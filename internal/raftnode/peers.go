@@ -355,3 +355,12 @@ func (n *Node) installSnapshot(s raftpb.Snapshot, p *pendingAppend) error {
 	n.logger.Info("installed snapshot from leader", "index", meta.Index, "term", meta.Term)
 	return nil
 }
+
+// reportSnapshot tells Raft how sending a snapshot to a follower ended.
+func (n *Node) reportSnapshot(st snapStatus) {
+	status := raft.SnapshotFinish
+	if st.err != nil {
+		status = raft.SnapshotFailure
+	}
+	n.rn.ReportSnapshot(st.to, status)
+}

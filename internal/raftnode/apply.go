@@ -1,0 +1,142 @@
+package raftnode
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/lattrace"
+	"github.com/distkv/distkv/internal/wal"
+)
+
+// applyAll applies the committed entries of MsgStorageApply messages and
+// steps their responses. Raft hands out only entries that are durable here;
+// before they are applied, the applied mark records the last of them, so that
+// a restart replays at least as far as this node applied before (stale reads
+// never go back in time; see appliedmark.go).
+func (n *Node) applyAll(applies []raftpb.Message) error {
+	n.held = append(n.held, applies...)
+	return n.applyHeld()
+}
+
+// applyHeld applies the held messages, unless the loop is stalled on a full
+// disk (they are applied once the stall is over).
+func (n *Node) applyHeld() error {
+	if len(n.held) == 0 || n.stall != nil {
+		return nil
+	}
+	if err := n.mark.advance(lastHeld(n.held)); errors.Is(err, wal.ErrNoSpace) {
+		// Not on a file system that overwrites in place, but one may not:
+		// like an append that finds the disk full, wait for space.
+		n.startStall(&pendingAppend{markOnly: true}, err)
+		return nil
+	} else if err != nil {
+		return err
+	}
+	for _, m := range n.held {
+		if err := n.apply(m.Entries); err != nil {
+			return err
+		}
+		for _, r := range m.Responses {
+			n.step(r)
+		}
+	}
+	clear(n.held)
+	n.held = n.held[:0]
+	n.reads.release(n.applied.Load())
+	n.noteReplayed()
+	n.maybeSnapshot()
+	return nil
+}
+
+// lastHeld returns the index of the last entry of held, 0 if none.
+func lastHeld(held []raftpb.Message) uint64 {
+	last := uint64(0)
+	for _, m := range held {
+		if k := len(m.Entries); k > 0 {
+			last = max(last, m.Entries[k-1].Index)
+		}
+	}
+	return last
+}
+
+func (n *Node) apply(ents []raftpb.Entry) error {
+	for i := range ents {
+		e := &ents[i]
+		switch e.Type {
+		case raftpb.EntryNormal:
+			if len(e.Data) == 0 {
+				break // a new leader's empty entry
+			}
+			if len(e.Data) < 8 {
+				return fmt.Errorf("entry %d: payload of %d bytes is too short", e.Index, len(e.Data))
+			}
+			id := binary.BigEndian.Uint64(e.Data)
+			cmd, err := kv.UnmarshalCommand(e.Data[8:])
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
+			}
+			res, err := n.kv.Apply(e.Index, cmd)
+			lattrace.Mark(lattrace.Applied, e.Index, id)
+			if err != nil {
+				return fmt.Errorf("apply entry %d: %w", e.Index, err)
+			}
+			n.deliver(id, proposalResult{res: res})
+		case raftpb.EntryConfChange:
+			var cc raftpb.ConfChange
+			if err := cc.Unmarshal(e.Data); err != nil {
+				return fmt.Errorf("entry %d: decode conf change: %w", e.Index, err)
+			}
+			n.confState = *n.rn.ApplyConfChange(cc)
+			n.inConfig.Store(inConfState(n.confState, n.raftID))
+			n.endLease()
+			n.applyMemberChange(cc.Type, cc.NodeID, cc.Context)
+			n.deliver(cc.ID, proposalResult{})
+		case raftpb.EntryConfChangeV2:
+			var cc raftpb.ConfChangeV2
+			if err := cc.Unmarshal(e.Data); err != nil {
+				return fmt.Errorf("entry %d: decode conf change: %w", e.Index, err)
+			}
+			n.confState = *n.rn.ApplyConfChange(cc)
+			n.inConfig.Store(inConfState(n.confState, n.raftID))
+			n.endLease()
+			for _, c := range cc.Changes {
+				n.applyMemberChange(c.Type, c.NodeID, cc.Context)
+			}
+		}
+		n.applied.Store(e.Index)
+	}
+	return nil
+}
+
+// noteReplayed closes replayed once the state machine has caught up with the
+// commit index found on disk at Open.
+func (n *Node) noteReplayed() {
+	if !n.replayedSet && n.applied.Load() >= n.replayTo {
+		n.replayedSet = true
+		close(n.replayed)
+	}
+}
+
+// waitReplayed returns once the state machine has applied every entry known
+// committed when the node opened, so that a stale read after a restart never
+// shows an older state than the node could have shown before it.
+func (n *Node) waitReplayed(ctx context.Context) error {
+	select {
+	case <-n.replayed:
+		return nil
+	default:
+	}
+	select {
+	case <-n.replayed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w (this node is still applying its log after a restart)", ctx.Err())
+	case <-n.donec:
+		return n.stoppedErr()
+	}
+}
