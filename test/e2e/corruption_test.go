@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -49,7 +48,7 @@ func TestDamagedWALRefusesToStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmd := exec.Command(binary, "server", "--id", "n1", "--data-dir", dataDir, "--http", freePort(t))
+	cmd := command(t, "server", "--id", "n1", "--data-dir", dataDir, "--http", freePort(t), "--peer", freePort(t))
 	done := make(chan struct{})
 	var outb []byte
 	go func() { outb, _ = cmd.CombinedOutput(); close(done) }()

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distkv/distkv/test/distkvbin"
 	"github.com/distkv/distkv/test/testport"
 )
 
@@ -30,7 +30,7 @@ func freePortRange(t *testing.T, n int) int {
 func TestDev(t *testing.T) {
 	httpBase := freePortRange(t, 3)
 	peerBase := freePortRange(t, 3)
-	cmd := exec.Command(binary, "dev", "--nodes", "3", "--data-dir", t.TempDir(),
+	cmd := command(t, "dev", "--nodes", "3", "--data-dir", t.TempDir(),
 		"--http-port", strconv.Itoa(httpBase), "--peer-port", strconv.Itoa(peerBase), "--", "--tick", "20ms")
 	out, err := cmd.StderrPipe()
 	if err != nil {
@@ -64,6 +64,12 @@ func TestDev(t *testing.T) {
 	url := func(i int, path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", httpBase+i, path) }
 	for i := 0; i < 3; i++ {
 		waitHTTP(t, url(i, "/readyz"))
+	}
+	// Each node listens on its own two ports and on nothing else.
+	for name, pid := range pids {
+		if err := distkvbin.CheckProcess(pid); err != nil {
+			t.Errorf("node %s: %v", name, err)
+		}
 	}
 	if code, body := do(t, http.MethodPut, url(0, "/key/key6"), `{"value": "myvalue"}`); code != 200 {
 		t.Fatalf("PUT: %d %s", code, body)

@@ -58,6 +58,34 @@ func freePort(t *testing.T) string {
 	return addr
 }
 
+// command returns the command that runs the distkv binary with args; it is
+// the only way the tests of this package run it (TestOnlyCommandRunsDistkv).
+// It fails the test if args would have distkv listen on or talk to an
+// address it does not name, such as the default ports of `distkv dev`, which
+// may be running on the same machine (distkvbin.CheckArgs); and the process
+// gets no DISTKV_ variable that sets a listen address.
+func command(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	if err := distkvbin.CheckArgs(args); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, args...)
+	cmd.Env = distkvbin.Env()
+	return cmd
+}
+
+// TestOnlyCommandRunsDistkv keeps command the one place that starts a
+// process of the distkv binary, so that each gets its command line checked.
+func TestOnlyCommandRunsDistkv(t *testing.T) {
+	calls, err := distkvbin.CommandCalls(".", "command")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range calls {
+		t.Errorf("%s: exec.Command of something other than a string literal; run distkv with command(t, args...)", c)
+	}
+}
+
 // startServer starts distkv server on dataDir and waits until it is ready.
 func startServer(t *testing.T, dataDir, addr string, extra ...string) *server {
 	t.Helper()
@@ -76,7 +104,7 @@ func launch(t *testing.T, dataDir, addr string, args []string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, args...)
+	cmd := command(t, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -120,6 +148,9 @@ func (s *server) waitReady() {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				if err := distkvbin.CheckProcess(s.cmd.Process.Pid); err != nil {
+					s.t.Fatal(err)
+				}
 				return
 			}
 			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
@@ -177,7 +208,7 @@ func do(t *testing.T, method, url, body string) (int, string) {
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	cmd := exec.Command(binary, args...)
+	cmd := command(t, args...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
 	if err != nil {
