@@ -177,8 +177,24 @@ func startCluster(t *testing.T, n int, logDir string, seed int64) *cluster {
 		if err := nd.waitReady(20 * time.Second); err != nil {
 			t.Fatal(err)
 		}
+		// It listens on its --http and --peer and nothing else.
+		if err := distkvbin.CheckProcess(nd.pid()); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return c
+}
+
+// TestOnlyStartRunsDistkv keeps (*node).start the one place that starts a
+// process of the distkv binary, so that each gets its command line checked.
+func TestOnlyStartRunsDistkv(t *testing.T) {
+	calls, err := distkvbin.CommandCalls(".", "start")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range calls {
+		t.Errorf("%s: exec.Command of something other than a string literal; start distkv with (*node).start", c)
+	}
 }
 
 func (nd *node) url(path string) string { return "http://" + nd.http + path }
@@ -191,8 +207,15 @@ func (nd *node) start() error {
 	nd.mu.Lock()
 	args, member := nd.args, nd.member
 	nd.mu.Unlock()
+	// A node must name every address it listens on or talks to: a default
+	// one may belong to a `distkv dev` running on the same machine.
+	if err := distkvbin.CheckArgs(args); err != nil {
+		lf.Close()
+		return err
+	}
 	fmt.Fprintf(lf, "=== chaos: start %s (member %s) at %s\n", nd.name, member, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(binary, args...)
+	cmd.Env = distkvbin.Env()
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		lf.Close()
