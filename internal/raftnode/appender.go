@@ -410,6 +410,25 @@ func (n *Node) waitAppended() error {
 	return nil
 }
 
+// appendSnapshot makes m, an append that installs a snapshot, durable on the
+// loop, once the appender has written everything handed to it before. It
+// reports whether the disk was full: then the stall retries it (see stalled).
+func (n *Node) appendSnapshot(m raftpb.Message) (stalled bool, err error) {
+	if err := n.waitAppended(); err != nil {
+		return false, err
+	}
+	if len(n.held) > 0 {
+		return false, fmt.Errorf("%d committed entries still held after every append was written", len(n.held))
+	}
+	p := &pendingAppend{msg: m}
+	err = n.appendOnLoop(p)
+	if errors.Is(err, wal.ErrNoSpace) {
+		n.startStall(p, err)
+		return true, nil
+	}
+	return false, err
+}
+
 // appendOnLoop makes p.msg, an append with a snapshot, durable on the loop,
 // skipping the steps a previous attempt completed, and delivers its
 // responses. It returns an error wrapping wal.ErrNoSpace, and may be called

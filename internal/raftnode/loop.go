@@ -12,24 +12,17 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/distkv/distkv/internal/lattrace"
-	"github.com/distkv/distkv/internal/wal"
 )
 
-// run is the loop: the only goroutine that touches the RawNode.
+// run is the loop: the only goroutine that touches the RawNode. Each turn it
+// takes one event and then handles what Raft has to do (afterEvent); while the
+// log is stalled on a full disk, stalled runs instead.
 func (n *Node) run() {
 	defer close(n.donec)
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 
-	// Apply what the log already holds (bootstrap membership, or entries
-	// committed before a restart) so that the membership is known.
-	err := n.settle()
-	// A single-voter group needs no election timeout to elect itself.
-	if err == nil && n.stall == nil && len(n.confState.Voters) == 1 && n.confState.Voters[0] == n.raftID {
-		if err = n.rn.Campaign(); err == nil {
-			err = n.processReady()
-		}
-	}
+	err := n.begin()
 	for err == nil {
 		if n.stall != nil {
 			err = n.stalled()
@@ -37,37 +30,13 @@ func (n *Node) run() {
 		}
 		select {
 		case <-ticker.C:
-			n.commitTickAgo.Store(n.commit.Load())
-			n.rn.Tick()
-			n.reads.tick(uint64(n.cfg.ElectionTicks))
-			n.publishProgress()
-			if len(n.parked) > 0 {
-				n.pruneParked()
-			}
+			n.tick()
 		case p := <-n.propc:
-			n.propose(p)
-			for i := 1; i < n.cfg.MaxProposalBatch; i++ {
-				select {
-				case p := <-n.propc:
-					n.propose(p)
-					continue
-				default:
-				}
-				break
-			}
+			n.proposeQueued(p)
 		case <-n.reads.wake:
-			// issue, below, takes the round the read opened.
+			// afterEvent's issueReads takes the round the read opened.
 		case m := <-n.recvc:
-			n.step(m)
-			for i := 1; i < 4096; i++ {
-				select {
-				case m := <-n.recvc:
-					n.step(m)
-					continue
-				default:
-				}
-				break
-			}
+			n.stepQueued(m)
 		case f := <-n.funcc:
 			f()
 		case id := <-n.unreachc:
@@ -88,22 +57,67 @@ func (n *Node) run() {
 			return
 		}
 		if err == nil && n.stall == nil {
-			n.issueReads()
-			err = n.processReady()
-			if err == nil && n.stall == nil && len(n.parked) > 0 && n.leader.Load() != raft.None {
-				n.proposeParked()
-				err = n.processReady()
-			}
+			err = n.afterEvent()
 		}
 		n.flushAcks()
-		n.mu.Lock()
-		removed := n.removed
-		n.mu.Unlock()
-		if err == nil && removed {
+		if err == nil && n.isRemoved() {
 			n.logger.Info("this node was removed from the cluster; stopping")
 			err = ErrRemoved
 		}
 	}
+	n.exit(err)
+}
+
+// begin runs before the loop's first turn.
+func (n *Node) begin() error {
+	// Apply what the log already holds (bootstrap membership, or entries
+	// committed before a restart) so that the membership is known.
+	err := n.settle()
+	// A single-voter group needs no election timeout to elect itself.
+	if err == nil && n.stall == nil && len(n.confState.Voters) == 1 && n.confState.Voters[0] == n.raftID {
+		if err = n.rn.Campaign(); err == nil {
+			err = n.processReady()
+		}
+	}
+	return err
+}
+
+// tick is one tick of the loop's ticker: Raft's clock, the retries of read
+// rounds Raft has not answered (see readQueue.tick), what Status reports about
+// replication, and the expiry of parked proposals.
+func (n *Node) tick() {
+	n.commitTickAgo.Store(n.commit.Load())
+	n.rn.Tick()
+	n.reads.tick(uint64(n.cfg.ElectionTicks))
+	n.publishProgress()
+	if len(n.parked) > 0 {
+		n.pruneParked()
+	}
+}
+
+// afterEvent runs after every event the loop takes, unless it is stalled: it
+// hands Raft the read rounds opened meanwhile and handles its Readys; then,
+// if a leader is known, it proposes the parked proposals again.
+func (n *Node) afterEvent() error {
+	n.issueReads()
+	err := n.processReady()
+	if err == nil && n.stall == nil && len(n.parked) > 0 && n.leader.Load() != raft.None {
+		n.proposeParked()
+		err = n.processReady()
+	}
+	return err
+}
+
+// isRemoved reports whether this node learned that the group removed it.
+func (n *Node) isRemoved() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.removed
+}
+
+// exit ends the loop on err: a Stop, this node's removal, or a fatal error,
+// which is logged.
+func (n *Node) exit(err error) {
 	if errors.Is(err, errStopRequested) {
 		n.shutdown(nil)
 		return
@@ -162,27 +176,73 @@ func (n *Node) settle() error {
 // and carry on.
 func (n *Node) handleReady(rd raft.Ready) error {
 	prevCommit := n.commit.Load()
-	if rd.SoftState != nil {
+	n.publishState(rd.SoftState, rd.HardState)
+	remote, applies, snapAppend, err := n.route(rd.Messages)
+	if err != nil {
+		return err
+	}
+	if snapAppend == nil && len(applies) > 0 && !holdsConfChange(applies) {
+		// Committed entries are applied, and their proposers answered,
+		// before the commit index goes out to the followers: a write
+		// proposed here waits on nothing these messages bring. A member change is
+		// applied after the sends, so that a removed member still hears of
+		// the commit that removes it.
+		if err := n.applyAll(applies); err != nil {
+			return err
+		}
+		applies = nil
+		runtime.Gosched() // the answered requests' handlers write first
+	}
+	n.sendRemote(remote, prevCommit)
+	n.answerReads(rd.ReadStates)
+	if snapAppend != nil {
+		// Whatever was committed before the snapshot is applied before it.
+		if err := n.applyAll(applies); err != nil {
+			return err
+		}
+		applies = nil
+		if stalled, err := n.appendSnapshot(*snapAppend); err != nil || stalled {
+			return err
+		}
+	}
+	if err := n.applyAll(applies); err != nil {
+		return err
+	}
+	n.maybeSnapshot()
+	return nil
+}
+
+// publishState takes a Ready's soft and hard state. When the soft state
+// (leader, role) changed, what belonged to the previous one ends: appends held
+// for followers go out, read rounds are handed to Raft again, and the notice
+// floor and the lease are reset. The term and commit index are published.
+func (n *Node) publishState(ss *raft.SoftState, hs raftpb.HardState) {
+	if ss != nil {
 		n.flushDeferred()
-		n.leader.Store(rd.SoftState.Lead)
+		n.leader.Store(ss.Lead)
 		// A new leader does not answer its predecessor's ReadIndex requests.
 		n.reads.reissueAll()
 		n.noticed = 0
 		n.endLease()
 	}
-	if !raft.IsEmptyHardState(rd.HardState) {
-		n.term.Store(rd.HardState.Term)
-		n.commit.Store(rd.HardState.Commit)
-		lattrace.Mark(lattrace.Commit, rd.HardState.Commit, 0)
+	if !raft.IsEmptyHardState(hs) {
+		n.term.Store(hs.Term)
+		n.commit.Store(hs.Commit)
+		lattrace.Mark(lattrace.Commit, hs.Commit, 0)
 	}
-	remote := n.remoteBuf[:0]
+}
+
+// route sorts a Ready's messages. Appends go to the appender at once, in
+// order; route returns the messages to other nodes, the MsgStorageApply
+// messages (committed entries to apply) and an append that installs a
+// snapshot, which the loop does itself (appendSnapshot).
+func (n *Node) route(msgs []raftpb.Message) (remote, applies []raftpb.Message, snapAppend *raftpb.Message, err error) {
+	remote = n.remoteBuf[:0]
 	// Proposals forwarded since the last append are in this one, if any.
 	n.origins = append(n.origins[:0], n.forwarders...)
-	var applies []raftpb.Message
-	var snapAppend *raftpb.Message
 	enqueued := false
-	for i := range rd.Messages {
-		m := &rd.Messages[i]
+	for i := range msgs {
+		m := &msgs[i]
 		switch {
 		case m.To == raft.LocalAppendThread && m.Snapshot != nil:
 			snapAppend = m
@@ -190,7 +250,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 			n.noteTermStart(m.Entries)
 			n.noteForwarded(m.Entries)
 			if snapAppend != nil {
-				return fmt.Errorf("raft asked for an append after one that installs a snapshot in the same Ready")
+				return nil, nil, nil, fmt.Errorf("raft asked for an append after one that installs a snapshot in the same Ready")
 			}
 			if len(m.Entries) > 0 {
 				lattrace.Mark(lattrace.Append, m.Entries[len(m.Entries)-1].Index, uint64(len(m.Entries)))
@@ -216,57 +276,19 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		// was written and its fdatasync begun tens of microseconds later.
 		runtime.Gosched()
 	}
-	if snapAppend == nil && len(applies) > 0 && !holdsConfChange(applies) {
-		// Committed entries are applied, and their proposers answered,
-		// before the commit index goes out to the followers: a write
-		// proposed here waits on nothing these messages bring. A member change is
-		// applied after the sends, so that a removed member still hears of
-		// the commit that removes it.
-		if err := n.applyAll(applies); err != nil {
-			return err
-		}
-		applies = nil
-		runtime.Gosched() // the answered requests' handlers write first
-	}
+	return remote, applies, snapAppend, nil
+}
+
+// sendRemote sends a Ready's messages to other nodes: a leader's appends that
+// carry only a commit index may wait (deferCommits), and the followers whose
+// proposals the leader appends get theirs first (originsFirst). remote's array
+// is kept for the next Ready.
+func (n *Node) sendRemote(remote []raftpb.Message, prevCommit uint64) {
 	remote = n.deferCommits(remote, prevCommit)
 	originsFirst(remote, n.origins)
 	n.send(remote, true)
 	clear(remote)
 	n.remoteBuf = remote[:0]
-	answers, confirmed := n.reads.observe(rd.ReadStates, n.raftID, n.term.Load(), n.readFloor())
-	n.send(n.withDeferred(answers), true)
-	n.extendLease(confirmed.at, confirmed.term)
-	// The batch just answered may have held back the next one.
-	n.issueReads()
-	// Reads whose index is applied already.
-	n.reads.release(n.applied.Load())
-	if snapAppend != nil {
-		// Whatever was committed before the snapshot is applied before it.
-		if err := n.applyAll(applies); err != nil {
-			return err
-		}
-		applies = nil
-		if err := n.waitAppended(); err != nil {
-			return err
-		}
-		if len(n.held) > 0 {
-			return fmt.Errorf("%d committed entries still held after every append was written", len(n.held))
-		}
-		p := &pendingAppend{msg: *snapAppend}
-		err := n.appendOnLoop(p)
-		if errors.Is(err, wal.ErrNoSpace) {
-			n.startStall(p, err)
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := n.applyAll(applies); err != nil {
-		return err
-	}
-	n.maybeSnapshot()
-	return nil
 }
 
 // step hands a peer's message to Raft. Errors are for local messages or from
@@ -306,6 +328,20 @@ func (n *Node) step(m raftpb.Message) {
 		// follower, it may complete what a notice lacked.
 		n.noticeDurable(m.Index, m.LogTerm)
 		n.commitNoticed()
+	}
+}
+
+// stepQueued steps m and the messages queued behind it, up to 4096 in all.
+func (n *Node) stepQueued(m raftpb.Message) {
+	n.step(m)
+	for i := 1; i < 4096; i++ {
+		select {
+		case m := <-n.recvc:
+			n.step(m)
+			continue
+		default:
+		}
+		break
 	}
 }
 

@@ -126,6 +126,21 @@ func (n *Node) whyNotProposed(err error) error {
 	return notMadeError{fmt.Errorf("leader %s did not take the write while a leadership transfer was under way (%v)", n.memberName(n.leader.Load()), err)}
 }
 
+// proposeQueued proposes p and the proposals queued behind it, up to
+// MaxProposalBatch in all, before the loop handles Raft's next Ready.
+func (n *Node) proposeQueued(p *proposal) {
+	n.propose(p)
+	for i := 1; i < n.cfg.MaxProposalBatch; i++ {
+		select {
+		case p := <-n.propc:
+			n.propose(p)
+			continue
+		default:
+		}
+		break
+	}
+}
+
 func (n *Node) propose(p *proposal) {
 	n.mu.Lock()
 	n.waiters[p.id] = p

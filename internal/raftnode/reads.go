@@ -391,6 +391,19 @@ func (n *Node) pairReadIndex(st *raft.BasicStatus, with uint64) (uint64, bool) {
 	return max(st.Commit, n.noticed), true
 }
 
+// answerReads takes the read indexes a Ready confirmed: it answers the
+// followers' requests that joined those rounds, extends the lease, hands Raft
+// the next round and answers the reads whose index is applied already.
+func (n *Node) answerReads(states []raft.ReadState) {
+	answers, confirmed := n.reads.observe(states, n.raftID, n.term.Load(), n.readFloor())
+	n.send(n.withDeferred(answers), true)
+	n.extendLease(confirmed.at, confirmed.term)
+	// The batch just answered may have held back the next one.
+	n.issueReads()
+	// Reads whose index is applied already.
+	n.reads.release(n.applied.Load())
+}
+
 // readFloor is the least read index this node may answer a read round with:
 // the durable-notice floor (Node.noticed) and, as the leader, the first entry
 // of its term. Raft answers the read rounds of a lone voter at once with its
