@@ -67,4 +67,14 @@
 //
 // Entry payloads are an 8-byte request id (random start, so ids from before a
 // restart do not collide with new ones) followed by a kv.Command.
+//
+// Files, one concern each: node.go the Node, Open (recovery from the data
+// directory) and Stop; loop.go the loop and its handling of a Ready;
+// propose.go proposals and the requests waiting on them; apply.go applying
+// committed entries; appender.go writing the log and the loop's side of it;
+// diskfull.go the stall on a full disk; reads.go and lease.go reads;
+// durable.go the leader's durable notices; commitdefer.go held commit-only
+// appends; appliedmark.go the applied mark; snapshot.go taking snapshots;
+// peers.go the transport side (messages, snapshots sent and received);
+// membership.go member changes; status.go Status and Ready.
 package raftnode
