@@ -164,15 +164,24 @@ func (h *handlerRelay) PeerUnreachable(to uint64) {
 // The membership and leadership endpoints.
 var _ httpapi.ClusterAdmin = backend{}
 
+// adminErr marks raftnode's membership errors with the httpapi error that
+// picks their status code, keeping raftnode's message as the detail (the two
+// say the same thing, so wrapping one in the other said it twice).
 func adminErr(err error) error {
 	if errors.Is(err, raftnode.ErrUnknownMember) {
-		return fmt.Errorf("%w: %w", httpapi.ErrUnknownMember, err)
+		return markedError{mark: httpapi.ErrUnknownMember, err: err}
 	}
 	if errors.Is(err, raftnode.ErrMemberExists) {
-		return fmt.Errorf("%w: %w", httpapi.ErrMemberExists, err)
+		return markedError{mark: httpapi.ErrMemberExists, err: err}
 	}
 	return err
 }
+
+// markedError is err, which errors.Is also matches against mark.
+type markedError struct{ mark, err error }
+
+func (e markedError) Error() string   { return e.err.Error() }
+func (e markedError) Unwrap() []error { return []error{e.mark, e.err} }
 
 func (b backend) AddMember(ctx context.Context, m httpapi.Member, learner bool) error {
 	return adminErr(b.n.AddMember(ctx, raftnode.Member{Name: m.ID, Peer: m.Peer, HTTP: m.HTTP}, learner))

@@ -23,7 +23,8 @@ import (
 // wakes it, its period grows to 10 ms and stays there: 19-26 futex calls
 // and 394 nanosleeps per node in the same 4 s, CPU per write 69-73 -> 60-63
 // us and 64-client writes 15.9-17.2k -> 18.5-19.6k/s in interleaved runs
-// (bench/README.md, "Go's sysmon thread").
+// (docs/performance.md, "Settings that exist for speed"; the runs are in
+// the message of the commit that added this file).
 //
 // The cost: an idle node's sysmon wakes every 10 ms instead of sleeping
 // until the next timer (an idle dev node, 5 s: 494 nanosleeps and 647
