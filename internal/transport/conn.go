@@ -400,7 +400,7 @@ func (c *conn) writeRound(buf []byte, r *round, write func([]byte) error) ([]byt
 		if rec > maxBody {
 			dropped++
 			c.t.log.Error("raft message exceeds the frame size limit; dropped",
-				"peer", fmt.Sprintf("%x", c.peerID), "type", q.msg.Type, "bytes", size, "limit", maxBody)
+				"peer", c.t.peerName(c.peerID), "type", q.msg.Type, "bytes", size, "limit", maxBody)
 			continue
 		}
 		if start >= 0 {
@@ -488,7 +488,7 @@ func (c *conn) readLoop() {
 		}
 		if err != nil {
 			if errors.Is(err, ErrProtocol) && c.ctx.Err() == nil {
-				c.t.log.Warn("closing peer connection: protocol error", "peer", fmt.Sprintf("%x", c.peerID), "err", err)
+				c.t.log.Warn("closing peer connection: protocol error", "peer", c.t.peerName(c.peerID), "err", err)
 			}
 			if errors.Is(err, io.EOF) {
 				err = errors.New("closed by peer")

@@ -6,6 +6,7 @@
 //
 //	New(Config) (*Transport, error)   listens at once; Addr() tells the port
 //	AddPeer(id, addr) / RemovePeer(id)
+//	NamePeer(id, name)                how logs name the peer (peer=n2)
 //	Send(shard, msgs)                 Raft messages, routed by msg.To; never blocks
 //	Call(ctx, to, shard, method, payload) ([]byte, error)
 //	SendSnapshot(ctx, to, shard, r) error

@@ -128,9 +128,10 @@ func judgeHello(h hello, self, cluster uint64) (status byte, reason string) {
 }
 
 // acceptHandshake runs the acceptor's side on rw, whose incoming bytes fr
-// reads (with fr.max set to maxHelloSize). It returns the dialer's node id, or
-// an error wrapping ErrProtocol if the hello was malformed or refused (the
-// refusal is sent to the dialer first).
+// reads (with fr.max set to maxHelloSize). It returns the node id the dialer
+// claims in its hello (0 if none was read), and an error wrapping ErrProtocol
+// if the hello was malformed or refused (the refusal is sent to the dialer
+// first).
 func acceptHandshake(rw io.Writer, fr *frameReader, self, cluster uint64) (uint64, error) {
 	typ, body, err := fr.next()
 	if err != nil {
@@ -143,10 +144,10 @@ func acceptHandshake(rw io.Writer, fr *frameReader, self, cluster uint64) (uint6
 	status, reason := judgeHello(h, self, cluster)
 	a := ack{version: protocolVersion, status: status, cluster: cluster, id: self, reason: reason}
 	if _, err := rw.Write(appendAck(nil, a)); err != nil {
-		return 0, fmt.Errorf("write hello-ack: %w", err)
+		return h.from, fmt.Errorf("write hello-ack: %w", err)
 	}
 	if status != ackOK {
-		return 0, fmt.Errorf("%w: refused node %x: %s", ErrProtocol, h.from, reason)
+		return h.from, fmt.Errorf("%w: refused: %s", ErrProtocol, reason)
 	}
 	return h.from, nil
 }

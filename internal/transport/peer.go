@@ -68,7 +68,7 @@ func (p *peer) setAddr(addr string) {
 	p.addr = addr
 	c := p.conn.Load()
 	p.mu.Unlock()
-	p.t.log.Info("peer address changed", "peer", fmt.Sprintf("%x", p.id), "addr", addr)
+	p.t.log.Info("peer address changed", "peer", p.t.peerName(p.id), "addr", addr)
 	if c != nil {
 		c.close(fmt.Errorf("%w: peer address changed", ErrConnLost))
 	}
@@ -108,7 +108,7 @@ func (p *peer) waitConn(ctx context.Context) (*conn, error) {
 		case c != nil:
 			return c, nil
 		case down:
-			return nil, fmt.Errorf("peer %x: %w", p.id, ErrUnreachable)
+			return nil, fmt.Errorf("peer %s: %w", p.t.peerName(p.id), ErrUnreachable)
 		}
 		select {
 		case <-ch:
@@ -165,7 +165,7 @@ func (p *peer) run() {
 			failures++
 			p.setConn(nil, true)
 			t.reportUnreachable(p.id)
-			args := []any{"peer", fmt.Sprintf("%x", p.id), "addr", addr, "err", err, "failures", failures}
+			args := []any{"peer", t.peerName(p.id), "addr", addr, "err", err, "failures", failures}
 			if failures == 1 {
 				t.log.Warn("cannot connect to peer", args...)
 			} else {
@@ -182,7 +182,7 @@ func (p *peer) run() {
 		}
 		everConnected = true
 		p.lastContact.Store(time.Now().UnixNano())
-		t.log.Info("connected to peer", "peer", fmt.Sprintf("%x", p.id), "addr", addr, "after_failures", failures)
+		t.log.Info("connected to peer", "peer", t.peerName(p.id), "addr", addr, "after_failures", failures)
 		p.setConn(c, false)
 		// A stop or an address change between dial and setConn did not see c.
 		p.mu.Lock()
@@ -200,7 +200,7 @@ func (p *peer) run() {
 		if p.ctx.Err() != nil {
 			return
 		}
-		t.log.Info("connection to peer lost", "peer", fmt.Sprintf("%x", p.id), "err", c.err)
+		t.log.Info("connection to peer lost", "peer", t.peerName(p.id), "err", c.err)
 		t.reportUnreachable(p.id)
 		if time.Since(began) >= t.cfg.MaxBackoff {
 			failures = 0

@@ -33,6 +33,11 @@ type Transport struct {
 	inbound map[uint64]*conn  // accepted connections by the dialer's id
 	unknown map[uint64]uint64 // messages dropped per id that is not a peer
 
+	// names are the peers' member names, for log lines (see NamePeer). Its
+	// own lock: log lines are written under mu and under a peer's lock.
+	namesMu sync.RWMutex
+	names   map[uint64]string
+
 	unreachMu   sync.Mutex
 	unreachable map[uint64]struct{} // peers to report to Handler.PeerUnreachable
 	unreachWake chan struct{}       // cap 1
@@ -119,15 +124,41 @@ func (t *Transport) AddPeer(id uint64, addr string) {
 
 // RemovePeer forgets peer id: its connection is closed and its pending calls
 // and snapshot streams fail with an error wrapping ErrUnknownPeer. A
-// connection the peer itself dialed stays open (the peer decides).
+// connection the peer itself dialed stays open (the peer decides). The name
+// NamePeer gave it stays, so that log lines about that connection still name
+// it.
 func (t *Transport) RemovePeer(id uint64) {
 	t.mu.Lock()
 	p := t.peers[id]
 	delete(t.peers, id)
 	t.mu.Unlock()
 	if p != nil {
-		p.stop(fmt.Errorf("peer %x removed: %w", id, ErrUnknownPeer))
+		p.stop(fmt.Errorf("peer %s removed: %w", t.peerName(id), ErrUnknownPeer))
 	}
+}
+
+// NamePeer records that node id is called name (its member name, e.g. "n2"),
+// so that log lines and errors about it say peer=n2 rather than its id. It may
+// be called before AddPeer, and for a node that dials this one without being
+// a peer. A node that has no name is logged as peer="<unknown id 0x...>".
+func (t *Transport) NamePeer(id uint64, name string) {
+	t.namesMu.Lock()
+	defer t.namesMu.Unlock()
+	if t.names == nil {
+		t.names = map[uint64]string{}
+	}
+	t.names[id] = name
+}
+
+// peerName is how log lines and errors name node id (see NamePeer).
+func (t *Transport) peerName(id uint64) string {
+	t.namesMu.RLock()
+	name, ok := t.names[id]
+	t.namesMu.RUnlock()
+	if ok {
+		return name
+	}
+	return fmt.Sprintf("<unknown id 0x%x>", id)
 }
 
 // Send queues Raft messages of shard for their destinations (msg.To) and
@@ -283,7 +314,7 @@ func (t *Transport) peer(id uint64) (*peer, error) {
 	}
 	p := t.peers[id]
 	if p == nil {
-		return nil, fmt.Errorf("peer %x: %w", id, ErrUnknownPeer)
+		return nil, fmt.Errorf("peer %s: %w", t.peerName(id), ErrUnknownPeer)
 	}
 	return p, nil
 }
@@ -368,7 +399,11 @@ func (t *Transport) accept(nc net.Conn) {
 	from, err := acceptHandshake(nc, fr, t.cfg.ID, t.cfg.ClusterID)
 	if err != nil {
 		if t.ctx.Err() == nil {
-			t.log.Warn("refused peer connection", "remote", remote, "err", err)
+			args := []any{"remote", remote, "err", err}
+			if from != 0 {
+				args = append([]any{"peer", t.peerName(from)}, args...)
+			}
+			t.log.Warn("refused peer connection", args...)
 		}
 		nc.Close()
 		return
@@ -395,7 +430,7 @@ func (t *Transport) accept(nc net.Conn) {
 		prev.close(fmt.Errorf("%w: replaced by a new connection from the peer", ErrConnLost))
 		c.prev = prev
 	}
-	t.log.Info("accepted peer connection", "peer", fmt.Sprintf("%x", from), "remote", remote)
+	t.log.Info("accepted peer connection", "peer", t.peerName(from), "remote", remote)
 	c.start()
 }
 

@@ -462,6 +462,56 @@ func TestWrongNodeRefused(t *testing.T) {
 	}
 }
 
+// TestLogsNamePeers: log lines about a peer name it as NamePeer did (peer=n2),
+// whichever side dialed, and a node that has no name by its id.
+func TestLogsNamePeers(t *testing.T) {
+	var logA, logB logBuffer
+	cfgA := testConfig(1, newRecorder())
+	cfgA.Logger = logA.logger()
+	a := start(t, cfgA)
+	cfgB := testConfig(2, newRecorder())
+	cfgB.Logger = logB.logger()
+	b := start(t, cfgB)
+	a.NamePeer(2, "n2")
+	b.NamePeer(1, "n1")
+	b.NamePeer(4, "n4")
+	a.AddPeer(2, b.Addr().String())
+	waitLogged(t, &logA, "connected to peer", "peer=n2")
+	waitLogged(t, &logB, "accepted peer connection", "peer=n1")
+
+	c := start(t, testConfig(3, newRecorder()))
+	c.AddPeer(2, b.Addr().String())
+	waitLogged(t, &logB, "accepted peer connection", `peer="<unknown id 0x3>"`)
+
+	cfgD := testConfig(4, newRecorder())
+	cfgD.ClusterID = 0xc2
+	d := start(t, cfgD)
+	d.AddPeer(2, b.Addr().String())
+	waitLogged(t, &logB, "refused peer connection", "peer=n4")
+
+	b.Close()
+	waitLogged(t, &logA, "connection to peer lost", "peer=n2")
+	waitLogged(t, &logA, "cannot connect to peer", "peer=n2")
+	if l := logA.String() + logB.String(); strings.Contains(l, "peer=2 ") || strings.Contains(l, "peer=1 ") {
+		t.Fatalf("a peer with a name was logged by its id:\n%s", l)
+	}
+}
+
+// waitLogged waits until logs hold a line with message msg and attribute attr
+// (key=value as the text handler writes it).
+func waitLogged(t testing.TB, logs *logBuffer, msg, attr string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, fmt.Sprintf("%q logged with %s", msg, attr), func() (bool, string) {
+		l := logs.String()
+		for _, line := range strings.Split(l, "\n") {
+			if strings.Contains(line, `msg="`+msg+`"`) && strings.Contains(line+" ", " "+attr+" ") {
+				return true, ""
+			}
+		}
+		return false, l
+	})
+}
+
 func TestClose(t *testing.T) {
 	a := start(t, testConfig(1, newRecorder()))
 	b := start(t, testConfig(2, newRecorder()))
