@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -229,6 +230,29 @@ func TestMembershipAddPromoteRemove(t *testing.T) {
 	st := c.nodes[leader].Status()
 	if len(st.Members) != 3 {
 		t.Fatalf("members after add+remove = %+v, want 3", st.Members)
+	}
+}
+
+// TestTransportNamesMembers: the transport learns every member's name, for
+// its log lines: the initial members' when a node opens, a new member's when
+// its addition is applied.
+func TestTransportNamesMembers(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c.join(ctx, leader, Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"})
+	for _, self := range []string{"n1", "n2", "n3", "n4"} {
+		want := map[uint64]string{}
+		for _, m := range []string{"n1", "n2", "n3", "n4"} {
+			if m != self {
+				want[RaftID(m)] = m
+			}
+		}
+		tr := c.nodes[self].cfg.Transport.(*memTransport)
+		waitUntil(t, 5*time.Second, self+"'s transport names its peers",
+			func() bool { return maps.Equal(tr.namesOf(), want) },
+			func() string { return fmt.Sprintf("names %v, want %v", tr.namesOf(), want) })
 	}
 }
 

@@ -295,7 +295,7 @@ func (n *Node) sendRemote(remote []raftpb.Message, prevCommit uint64) {
 // unknown peers and are dropped like a lost packet.
 func (n *Node) step(m raftpb.Message) {
 	if n.holdsVotes(&m) {
-		n.logger.Debug("vote request dropped: this node started less than an election timeout ago", "type", m.Type, "from", m.From)
+		n.logger.Debug("vote request dropped: this node started less than an election timeout ago", "type", m.Type, "from", n.memberName(m.From))
 		return
 	}
 	if m.From != n.raftID {
@@ -317,7 +317,7 @@ func (n *Node) step(m raftpb.Message) {
 		return
 	}
 	if err := n.rn.Step(m); err != nil {
-		n.logger.Debug("dropped message", "type", m.Type, "from", m.From, "err", err)
+		n.logger.Debug("dropped message", "type", m.Type, "from", n.memberName(m.From), "err", err)
 		return
 	}
 	if m.Type == raftpb.MsgProp && m.From != n.raftID && m.From != raft.None && !slices.Contains(n.forwarders, m.From) {

@@ -238,7 +238,7 @@ func (n *Node) adoptMembers(extra []byte) error {
 		}
 		for id, m := range cur {
 			if id != n.raftID {
-				n.cfg.Transport.AddPeer(id, m.Peer)
+				n.addPeer(id, m)
 			}
 		}
 	}
@@ -254,7 +254,7 @@ func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte)
 		if err := json.Unmarshal(ctx, &m); err == nil && m.Name != "" {
 			n.members[id] = m
 			if id != n.raftID && n.cfg.Transport != nil {
-				n.cfg.Transport.AddPeer(id, m.Peer)
+				n.addPeer(id, m)
 			}
 		}
 	case raftpb.ConfChangeUpdateNode:
@@ -263,7 +263,7 @@ func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte)
 			if _, known := n.members[id]; known {
 				n.members[id] = m
 				if id != n.raftID && n.cfg.Transport != nil {
-					n.cfg.Transport.AddPeer(id, m.Peer)
+					n.addPeer(id, m)
 				}
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand"
 	"path/filepath"
 	"sync"
@@ -78,6 +79,9 @@ func (nw *memNet) route(from, to uint64) (*Node, bool) {
 type memTransport struct {
 	nw *memNet
 	id uint64
+
+	mu    sync.Mutex
+	names map[uint64]string // given by NamePeer
 }
 
 var _ Transport = (*memTransport)(nil)
@@ -123,6 +127,22 @@ func (t *memTransport) SendSnapshot(ctx context.Context, to, shard uint64, r io.
 
 func (t *memTransport) AddPeer(id uint64, addr string) {}
 func (t *memTransport) RemovePeer(id uint64)           {}
+
+func (t *memTransport) NamePeer(id uint64, name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.names == nil {
+		t.names = map[uint64]string{}
+	}
+	t.names[id] = name
+}
+
+// namesOf returns the names NamePeer gave, by id.
+func (t *memTransport) namesOf() map[uint64]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return maps.Clone(t.names)
+}
 
 // cluster is an in-process cluster of nodes on a memNet.
 type cluster struct {

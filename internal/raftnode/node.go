@@ -230,7 +230,7 @@ func Open(cfg Config) (*Node, error) {
 		// the leader before the log has told it who is who.
 		for _, m := range cfg.Members {
 			if id := RaftID(m.Name); id != n.raftID {
-				cfg.Transport.AddPeer(id, m.Peer)
+				n.addPeer(id, m)
 			}
 		}
 	}

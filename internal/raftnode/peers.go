@@ -36,6 +36,9 @@ type Transport interface {
 	// AddPeer makes peer id reachable at addr; RemovePeer forgets it.
 	AddPeer(id uint64, addr string)
 	RemovePeer(id uint64)
+	// NamePeer gives node id its member name, which the transport's log
+	// lines show instead of the id.
+	NamePeer(id uint64, name string)
 }
 
 // Methods of Transport.Call between nodes.
@@ -112,6 +115,13 @@ func (n *Node) HandleCall(ctx context.Context, from, shard uint64, method uint8,
 		return nil, nil
 	}
 	return nil, fmt.Errorf("unknown method %d", method)
+}
+
+// addPeer makes member m, whose Raft id is id, reachable through the
+// transport, which names it m.Name in its log lines.
+func (n *Node) addPeer(id uint64, m Member) {
+	n.cfg.Transport.NamePeer(id, m.Name)
+	n.cfg.Transport.AddPeer(id, m.Peer)
 }
 
 // tellRemoved lets a removed member know, then forgets it.
