@@ -5,9 +5,11 @@ package vfs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"unsafe"
 
@@ -133,6 +135,146 @@ func TestAlignedBuffer(t *testing.T) {
 		addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 		if len(b) != n || cap(b) != n || addr%DirectAlign != 0 {
 			t.Fatalf("AlignedBuffer(%d): len %d cap %d address %#x", n, len(b), cap(b), addr)
+		}
+	}
+}
+
+// openDirect returns a file of 64 KiB whose direct descriptor is open, or
+// skips where the file system refuses O_DIRECT.
+func openDirect(t *testing.T, path string) osFile {
+	t.Helper()
+	f, err := Default.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Preallocate(64 << 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncData(); err != nil {
+		t.Fatal(err)
+	}
+	if !f.DirectWrites() {
+		f.Close()
+		t.Skip("this file system refuses O_DIRECT")
+	}
+	return f.(osFile)
+}
+
+// sameFile reports whether fd is open on the file that st describes.
+func sameFile(fd int, st *unix.Stat_t) bool {
+	var got unix.Stat_t
+	return unix.Fstat(fd, &got) == nil && got.Dev == st.Dev && got.Ino == st.Ino
+}
+
+// Closing a file while a write holds its direct descriptor leaves the
+// descriptor open, for that write only, until the write gives it back.
+func TestDirectDescriptorOutlivesClose(t *testing.T) {
+	f := openDirect(t, filepath.Join(t.TempDir(), "data"))
+	d := f.direct
+	fd := d.get(f.File) // as WriteAtSync holds it during its write
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !sameFile(fd, &st) {
+		t.Fatal("Close closed the direct descriptor under a write holding it")
+	}
+	buf := AlignedBuffer(DirectAlign)
+	copy(buf, "written after Close, by the write that held the descriptor")
+	if err := pwriteDSync(fd, buf, 0); err != nil {
+		t.Fatalf("the write holding the descriptor: %v", err)
+	}
+	if got := d.get(f.File); got >= 0 {
+		t.Fatalf("get after Close = %d, want -1", got)
+	}
+	d.put()
+	if sameFile(fd, &st) {
+		t.Fatal("the direct descriptor is still open after the last write gave it back")
+	}
+	got, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(buf)], buf) {
+		t.Fatal("the file does not hold the write made while Close waited")
+	}
+}
+
+// WriteAtSync and Close at once: each write either lands in its own file or
+// fails with os.ErrClosed, and none lands in a file opened meanwhile, as one
+// would through a descriptor number closed under it and reused. Run with
+// -race.
+func TestWriteAtSyncConcurrentClose(t *testing.T) {
+	dir := t.TempDir()
+	for round := range 50 {
+		f := openDirect(t, filepath.Join(dir, fmt.Sprintf("data%d", round)))
+		const writers = 4
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := AlignedBuffer(DirectAlign)
+				for i := range buf {
+					buf[i] = byte('A' + w)
+				}
+				for {
+					err := f.WriteAtSync(buf, int64(w)*DirectAlign)
+					if errors.Is(err, os.ErrClosed) {
+						return
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		// Files opened while the descriptor is closed take the lowest free
+		// numbers: its own, if it were closed under a write.
+		var others []*os.File
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.Close(); err != nil {
+				errs <- err
+			}
+		}()
+		for i := range 8 {
+			o, err := os.Create(filepath.Join(dir, fmt.Sprintf("other%d-%d", round, i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			others = append(others, o)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for _, o := range others {
+			st, err := o.Stat()
+			o.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Size() != 0 {
+				t.Fatalf("round %d: a direct write landed in %s, opened after Close", round, o.Name())
+			}
+		}
+		got, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for w := range writers {
+			b := got[w*DirectAlign : (w+1)*DirectAlign]
+			if !bytes.Equal(b, make([]byte, DirectAlign)) && !bytes.Equal(b, bytes.Repeat([]byte{byte('A' + w)}, DirectAlign)) {
+				t.Fatalf("round %d: block %d holds neither zeros nor writer %d's bytes", round, w, w)
+			}
 		}
 	}
 }

@@ -49,11 +49,16 @@ func fdatasync(fd int) error {
 type directFile struct {
 	mu      sync.Mutex
 	fd      int
-	opened  bool
-	refused bool // no direct writes to this file: WriteAtSync falls back
+	opened  bool // fd is open
+	refused bool // no direct writes to this file (any more): get returns -1
+	// users counts the writes holding fd: get's callers yet to call put.
+	// Invariant: fd stays open while users > 0, so that its number cannot
+	// name another file under a write; once refused, the last put closes it.
+	users int
 }
 
-// get returns the direct descriptor of f, opening it if needed, or -1.
+// get returns the direct descriptor of f, opening it if needed, or -1. A
+// descriptor returned stays open until the caller gives it back with put.
 func (d *directFile) get(f *os.File) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -77,7 +82,18 @@ func (d *directFile) get(f *os.File) int {
 		}
 		d.fd, d.opened = fd, true
 	}
+	d.users++
 	return d.fd
+}
+
+// put gives back a descriptor that get returned.
+func (d *directFile) put() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.users--
+	if d.refused && d.users == 0 {
+		d.closeLocked()
+	}
 }
 
 // overwritesInPlace reports whether a file system of type magic (statfs(2))
@@ -95,20 +111,23 @@ func overwritesInPlace(magic int64) bool {
 
 // DirectWrites opens the direct descriptor if it is not open yet, and says
 // whether there is one.
-func (f osFile) DirectWrites() bool { return f.direct.get(f.File) >= 0 }
+func (f osFile) DirectWrites() bool {
+	if f.direct.get(f.File) < 0 {
+		return false
+	}
+	f.direct.put()
+	return true
+}
 
-// refuse stops direct writes to the file.
+// refuse stops direct writes to the file: get returns -1 from now on, and
+// the descriptor is closed at once, or by the last put if writes hold it.
 func (d *directFile) refuse() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.refused = true
-	d.closeLocked()
-}
-
-func (d *directFile) close() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.closeLocked()
+	if d.users == 0 {
+		d.closeLocked()
+	}
 }
 
 func (d *directFile) closeLocked() {
@@ -126,6 +145,7 @@ func (f osFile) WriteAtSync(p []byte, off int64) error {
 	if directAligned(p, off) {
 		if fd := f.direct.get(f.File); fd >= 0 {
 			err := pwriteDSync(fd, p, off)
+			f.direct.put()
 			runtime.KeepAlive(p) // the kernel reads it until here
 			if !errors.Is(err, unix.EINVAL) {
 				if err != nil {
@@ -141,9 +161,9 @@ func (f osFile) WriteAtSync(p []byte, off int64) error {
 	return f.writeAtSync(p, off)
 }
 
-// Close closes the file and its direct descriptor.
+// Close closes the file, and its direct descriptor once no write holds it.
 func (f osFile) Close() error {
-	f.direct.close()
+	f.direct.refuse()
 	return f.File.Close()
 }
 
