@@ -52,10 +52,16 @@ type Handler interface {
 type Config struct {
 	// ID is this node's Raft id. Required, non-zero.
 	ID uint64
-	// ClusterID identifies the cluster: connections between nodes of
-	// different clusters are refused in the handshake. It guards against
-	// misconfiguration, not attackers: it is no secret. Use TLS with client
-	// certificates to keep strangers out.
+	// Token is derived from the name the operator gave the cluster
+	// (--cluster-token): connections between nodes with different tokens are
+	// refused in the handshake.
+	Token uint64
+	// ClusterID is the cluster's id, created at random once when the cluster
+	// was bootstrapped; 0 if this node does not know it (yet), or its cluster
+	// predates cluster ids. A connection between two nodes that both know a
+	// cluster id is refused, with both ids logged, if the ids differ. Like
+	// Token it guards against mistakes, not attackers: it is no secret. Use
+	// TLS with client certificates to keep strangers out.
 	ClusterID uint64
 	// Listen is the host:port to accept peer connections on; port 0 picks a
 	// free port (see Transport.Addr). Required.

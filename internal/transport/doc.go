@@ -84,8 +84,8 @@
 //
 // Bodies (uvarint is encoding/binary's unsigned varint):
 //
-//	1 hello        magic "DKVT", version u16, 0 u16, cluster u64, from u64, to u64
-//	2 hello-ack    magic "DKVT", version u16, status u8, cluster u64, id u64, reason
+//	1 hello        magic "DKVT", version u16, flags u16, token u64, cluster u64, from u64, to u64
+//	2 hello-ack    magic "DKVT", version u16, status u8, token u64, cluster u64, id u64, reason
 //	3 raft         { shard uvarint, length uvarint, raftpb.Message } repeated
 //	4 call         id uvarint, shard uvarint, method u8, payload
 //	5 cancel       id uvarint
@@ -103,9 +103,12 @@
 //
 // # Handshake
 //
-// The dialer sends hello with the cluster id, its own node id and the node
-// id it means to reach; the acceptor checks version, cluster id and node id
-// and answers hello-ack with status 0, or with a refusal and its reason,
-// which both sides log. Only then does other traffic flow. With Config.TLS
-// the TLS handshake comes first and everything above runs inside TLS.
+// The dialer sends hello with the cluster token, the cluster id (0 if it
+// knows none), its own node id and the node id it means to reach; the
+// acceptor checks version, token, node id and, when both know one, cluster
+// id, and answers hello-ack with status 0, or with a refusal and its reason
+// (a refusal for another cluster names both ids), which both sides log. Only
+// then does other traffic flow. A hello may instead only ask for the
+// acceptor's cluster id (AskClusterID). With Config.TLS the TLS handshake
+// comes first and everything above runs inside TLS.
 package transport

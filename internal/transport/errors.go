@@ -30,4 +30,8 @@ var (
 	// failed checksum, a frame too large, a refused handshake. The connection
 	// that carried them is closed.
 	ErrProtocol = errors.New("transport protocol error")
+
+	// ErrOtherCluster is a handshake refused because the two nodes belong to
+	// different clusters: both know a cluster id, and the ids differ.
+	ErrOtherCluster = errors.New("peer belongs to another cluster")
 )

@@ -55,7 +55,7 @@ func seedFrames() [][]byte {
 	reserved[6] = 1
 	nested := appendFrame(nil, frameRaft, []byte{1, 4, 0x72, 2, 0x72, 0})
 	return [][]byte{raft, all, all[:len(all)/2], badCRC, huge, reserved, nested,
-		appendHello(nil, hello{version: protocolVersion, cluster: 0xc1, from: 1, to: 2}), nil}
+		appendHello(nil, hello{version: protocolVersion, token: 0xc1, from: 1, to: 2}), nil}
 }
 
 // allocatedBy returns the bytes allocated on the heap while fn runs (by any
@@ -132,7 +132,7 @@ func (fuzzHandler) PeerUnreachable(uint64) {}
 // bareTransport is a Transport without a listener or goroutines, to serve
 // one connection in a fuzz target.
 func bareTransport() *Transport {
-	cfg := Config{ID: 2, ClusterID: 0xc1, Listen: "unused", Handler: fuzzHandler{}, MaxFrameSize: 1 << 20}
+	cfg := Config{ID: 2, Token: 0xc1, Listen: "unused", Handler: fuzzHandler{}, MaxFrameSize: 1 << 20}
 	if err := cfg.Validate(); err != nil {
 		panic(err)
 	}
@@ -203,35 +203,35 @@ func FuzzConn(f *testing.F) {
 // FuzzHandshake feeds arbitrary bytes to both sides of the handshake: no
 // panics, little allocation, and success only for a proper hello or ack.
 func FuzzHandshake(f *testing.F) {
-	const self, peerID, cluster = 2, 1, 0xc1
-	good := hello{version: protocolVersion, cluster: cluster, from: peerID, to: self}
+	const selfID, peerID, token, cluster = 2, 1, 0xc1, 0xd1
+	me := self{id: selfID, token: token, cluster: cluster}
+	good := hello{version: protocolVersion, token: token, cluster: cluster, from: peerID, to: selfID}
 	f.Add(appendHello(nil, good))
-	f.Add(appendHello(nil, hello{version: 9, cluster: cluster, from: peerID, to: self}))
-	f.Add(appendHello(nil, hello{version: protocolVersion, cluster: 7, from: peerID, to: self}))
-	f.Add(appendHello(nil, hello{version: protocolVersion, cluster: cluster, from: self, to: self}))
-	f.Add(appendAck(nil, ack{version: protocolVersion, status: ackOK, cluster: cluster, id: self}))
-	f.Add(appendAck(nil, ack{version: protocolVersion, status: ackWrongCluster, cluster: 7, id: self, reason: "no"}))
+	f.Add(appendHello(nil, hello{version: protocolVersion, token: token, from: peerID, to: selfID}))
+	f.Add(appendHello(nil, hello{version: protocolVersion, flags: flagAskClusterID, token: token, from: peerID, to: selfID}))
+	f.Add(appendHello(nil, hello{version: 9, token: token, cluster: cluster, from: peerID, to: selfID}))
+	f.Add(appendHello(nil, hello{version: protocolVersion, token: 7, cluster: cluster, from: peerID, to: selfID}))
+	f.Add(appendHello(nil, hello{version: protocolVersion, token: token, cluster: 0xd2, from: peerID, to: selfID}))
+	f.Add(appendHello(nil, hello{version: protocolVersion, token: token, cluster: cluster, from: selfID, to: selfID}))
+	f.Add(appendAck(nil, ack{version: protocolVersion, status: ackOK, token: token, cluster: cluster, id: selfID}))
+	f.Add(appendAck(nil, ack{version: protocolVersion, status: ackOK, token: token, cluster: 0xd2, id: selfID}))
+	f.Add(appendAck(nil, ack{version: protocolVersion, status: ackWrongToken, token: 7, id: selfID, reason: "no"}))
+	f.Add(appendAck(nil, ack{version: protocolVersion, status: ackWrongCluster, token: token, cluster: 0xd2, id: selfID, reason: "no"}))
 	f.Add(appendFrame(nil, frameHello, bytes.Repeat([]byte{0xff}, maxHelloSize+1)))
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
-		var from uint64
+		var h hello
+		var got uint64
 		var aerr, derr error
 		checkAlloc(t, fmt.Sprintf("handshake over %d bytes", len(data)), uint64(16<<10+4*len(data)), func() {
 			out.Reset()
-			from, aerr = acceptHandshake(&out, &frameReader{r: bytes.NewReader(data), max: maxHelloSize}, self, cluster)
-			derr = dialHandshake(io.Discard, &frameReader{r: bytes.NewReader(data), max: maxHelloSize}, peerID, cluster, self)
+			h, aerr = acceptHandshake(&out, &frameReader{r: bytes.NewReader(data), max: maxHelloSize}, me)
+			got, derr = dialHandshake(io.Discard, &frameReader{r: bytes.NewReader(data), max: maxHelloSize}, self{id: peerID, token: token, cluster: cluster}, selfID, false)
 		})
 		if aerr == nil {
-			if from != peerID {
-				t.Fatalf("accepted a hello from %d", from)
-			}
-			typ, body, err := (&frameReader{r: bytes.NewReader(data), max: maxHelloSize}).next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if h, err := decodeHello(typ, body); err != nil || h != good {
-				t.Fatalf("accepted hello %+v (%v)", h, err)
+			if h.from != peerID || h.token != token || (h.cluster != cluster && h.cluster != 0) || h.flags&flagAskClusterID != 0 {
+				t.Fatalf("accepted hello %+v", h)
 			}
 		}
 		if out.Len() > 0 {
@@ -240,13 +240,14 @@ func FuzzHandshake(f *testing.F) {
 				t.Fatalf("acceptor wrote a bad ack: %v", err)
 			}
 			a, err := decodeAck(typ, body)
-			if err != nil || (a.status == ackOK) != (aerr == nil) {
+			if err != nil || (a.status == ackOK) != (aerr == nil) || a.cluster != cluster {
 				t.Fatalf("ack %+v (%v) for accept error %v", a, err, aerr)
 			}
 		}
 		if derr == nil {
 			typ, body, _ := (&frameReader{r: bytes.NewReader(data), max: maxHelloSize}).next()
-			if a, err := decodeAck(typ, body); err != nil || a.status != ackOK || a.cluster != cluster || a.id != self {
+			if a, err := decodeAck(typ, body); err != nil || a.status != ackOK || a.token != token || a.id != selfID ||
+				(a.cluster != cluster && a.cluster != 0) || got != a.cluster {
 				t.Fatalf("dialer accepted ack %+v (%v)", a, err)
 			}
 		}

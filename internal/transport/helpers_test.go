@@ -105,7 +105,7 @@ func (r *recorder) flow(from, shard uint64) []raftpb.Message {
 func testConfig(id uint64, h Handler) Config {
 	return Config{
 		ID:             id,
-		ClusterID:      0xc1,
+		Token:          0xc1,
 		Listen:         "127.0.0.1:0",
 		Handler:        h,
 		DialTimeout:    2 * time.Second,

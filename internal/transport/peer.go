@@ -234,40 +234,70 @@ func (p *peer) sleep(d time.Duration) bool {
 func (t *Transport) dial(ctx context.Context, addr string, p *peer) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
 	defer cancel()
-	d := net.Dialer{KeepAliveConfig: keepAlive(t.cfg.KeepAlive)}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, fr, _, err := dialHandshaken(ctx, t.cfg, addr, p.id, false)
 	if err != nil {
 		return nil, err
+	}
+	fr.max = t.cfg.MaxFrameSize
+	return newConn(t, nc, fr, p.id, p), nil
+}
+
+// AskClusterID asks node to, listening at addr, for its cluster id, as
+// node cfg.ID with cfg.Token (and cfg.TLS): 0 means that node knows none.
+// It is how a member bootstrapping a new cluster learns the id that another
+// member created (see the handshake). It needs no running Transport.
+func AskClusterID(ctx context.Context, cfg Config, addr string, to uint64) (uint64, error) {
+	if err := cfg.Validate(); err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	nc, _, cluster, err := dialHandshaken(ctx, cfg, addr, to, true)
+	if err != nil {
+		return 0, err
+	}
+	nc.Close()
+	return cluster, nil
+}
+
+// dialHandshaken connects to node to at addr, with TLS if cfg says so, and
+// runs the handshake within ctx's deadline. It returns the acceptor's cluster
+// id too; with ask, that is all the connection is for.
+func dialHandshaken(ctx context.Context, cfg Config, addr string, to uint64, ask bool) (net.Conn, *frameReader, uint64, error) {
+	d := net.Dialer{KeepAliveConfig: keepAlive(cfg.KeepAlive)}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, 0, err
 	}
 	deadline, _ := ctx.Deadline()
 	nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
-	if t.cfg.TLS != nil {
-		cfg := t.cfg.TLS
-		if cfg.ServerName == "" {
-			cfg = cfg.Clone()
+	if cfg.TLS != nil {
+		tcfg := cfg.TLS
+		if tcfg.ServerName == "" {
+			tcfg = tcfg.Clone()
 			if host, _, err := net.SplitHostPort(addr); err == nil {
-				cfg.ServerName = host
+				tcfg.ServerName = host
 			}
 		}
-		tc := tls.Client(nc, cfg)
+		tc := tls.Client(nc, tcfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("TLS handshake: %w", err)
+			return nil, nil, 0, fmt.Errorf("TLS handshake: %w", err)
 		}
 		nc = tc
 	}
 	fr := &frameReader{r: bufio.NewReaderSize(nc, readBufSize), max: maxHelloSize}
-	if err := dialHandshake(nc, fr, t.cfg.ID, t.cfg.ClusterID, p.id); err != nil {
+	cluster, err := dialHandshake(nc, fr, self{id: cfg.ID, token: cfg.Token, cluster: cfg.ClusterID}, to, ask)
+	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, nil, 0, err
 	}
 	if !stop() {
 		nc.Close()
-		return nil, ctx.Err()
+		return nil, nil, 0, ctx.Err()
 	}
 	nc.SetDeadline(time.Time{})
-	fr.max = t.cfg.MaxFrameSize
-	return newConn(t, nc, fr, p.id, p), nil
+	return nc, fr, cluster, nil
 }

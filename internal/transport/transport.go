@@ -396,12 +396,21 @@ func (t *Transport) accept(nc net.Conn) {
 	}
 	br := bufio.NewReaderSize(nc, readBufSize)
 	fr := &frameReader{r: br, max: maxHelloSize}
-	from, err := acceptHandshake(nc, fr, t.cfg.ID, t.cfg.ClusterID)
+	h, err := acceptHandshake(nc, fr, self{id: t.cfg.ID, token: t.cfg.Token, cluster: t.cfg.ClusterID})
+	from := h.from
+	if errors.Is(err, errAnswered) {
+		t.log.Debug("told a peer this node's cluster id", "peer", t.peerName(from), "remote", remote)
+		nc.Close()
+		return
+	}
 	if err != nil {
 		if t.ctx.Err() == nil {
 			args := []any{"remote", remote, "err", err}
 			if from != 0 {
 				args = append([]any{"peer", t.peerName(from)}, args...)
+			}
+			if h.cluster != 0 && t.cfg.ClusterID != 0 && h.cluster != t.cfg.ClusterID {
+				args = append(args, "peer_cluster_id", FormatClusterID(h.cluster), "cluster_id", FormatClusterID(t.cfg.ClusterID))
 			}
 			t.log.Warn("refused peer connection", args...)
 		}

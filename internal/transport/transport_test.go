@@ -322,7 +322,7 @@ func TestBoundedQueueSilentPeer(t *testing.T) {
 }
 
 // stallingPeer completes the handshake as node id and then never reads.
-func stallingPeer(t *testing.T, id, cluster uint64) net.Listener {
+func stallingPeer(t *testing.T, id, token uint64) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +342,7 @@ func stallingPeer(t *testing.T, id, cluster uint64) net.Listener {
 			}
 			held = append(held, c)
 			fr := &frameReader{r: bufio.NewReader(c), max: maxHelloSize}
-			acceptHandshake(c, fr, id, cluster)
+			acceptHandshake(c, fr, self{id: id, token: token})
 		}
 	}()
 	return ln
@@ -421,21 +421,21 @@ func TestWriteTimeout(t *testing.T) {
 	})
 }
 
-func TestClusterMismatchRefused(t *testing.T) {
+func TestTokenMismatchRefused(t *testing.T) {
 	var logs logBuffer
 	ra, rb := newRecorder(), newRecorder()
 	cfgA := testConfig(1, ra)
 	cfgA.Logger = logs.logger()
 	a := start(t, cfgA)
 	cfgB := testConfig(2, rb)
-	cfgB.ClusterID = 0xc2
+	cfgB.Token = 0xc2
 	cfgB.Logger = logs.logger()
 	b := start(t, cfgB)
 	a.AddPeer(2, b.Addr().String())
 	waitFor(t, 5*time.Second, "refusal logged by both sides", func() (bool, string) {
 		l := logs.String()
 		return strings.Contains(l, "refused peer connection") && strings.Contains(l, "refused by peer") &&
-			strings.Contains(l, "does not match this node's cluster id"), l
+			strings.Contains(l, "--cluster-token differs"), l
 	})
 	if _, err := a.Call(context.Background(), 2, 1, 0, nil); !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("Call across clusters = %v, want ErrUnreachable", err)
@@ -443,6 +443,78 @@ func TestClusterMismatchRefused(t *testing.T) {
 	a.Send(1, []raftpb.Message{heartbeat(1, 2, 0)})
 	if s := a.Stats()[2]; s.Connected || s.Dropped != 1 || rb.received() != 0 {
 		t.Fatalf("stats %+v, received %d", s, rb.received())
+	}
+}
+
+// TestOtherClusterRefused: nodes that both know a cluster id, and not the
+// same one, refuse each other at the handshake, and the log line names both
+// ids; a node that knows none (a legacy data directory) is refused by nobody.
+func TestOtherClusterRefused(t *testing.T) {
+	var logs logBuffer
+	ra, rb := newRecorder(), newRecorder()
+	cfgA := testConfig(1, ra)
+	cfgA.ClusterID = 0xaaaa
+	cfgA.Logger = logs.logger()
+	a := start(t, cfgA)
+	cfgB := testConfig(2, rb)
+	cfgB.ClusterID = 0xbbbb
+	cfgB.Logger = logs.logger()
+	b := start(t, cfgB)
+	a.AddPeer(2, b.Addr().String())
+	b.AddPeer(1, a.Addr().String())
+	waitFor(t, 5*time.Second, "refusals naming both cluster ids", func() (bool, string) {
+		l := logs.String()
+		return strings.Contains(l, "refused peer connection") &&
+			strings.Contains(l, "dialer belongs to cluster 000000000000aaaa, this node to cluster 000000000000bbbb") &&
+			strings.Contains(l, "dialer belongs to cluster 000000000000bbbb, this node to cluster 000000000000aaaa"), l
+	})
+	a.Send(1, []raftpb.Message{heartbeat(1, 2, 0)})
+	b.Send(1, []raftpb.Message{heartbeat(2, 1, 0)})
+	if rb.received() != 0 || ra.received() != 0 {
+		t.Fatalf("a message crossed clusters: %d and %d received", ra.received(), rb.received())
+	}
+
+	// A node without an id talks to either.
+	rc := newRecorder()
+	cfgC := testConfig(3, rc)
+	c := start(t, cfgC)
+	c.AddPeer(2, b.Addr().String())
+	b.AddPeer(3, c.Addr().String())
+	waitFor(t, 5*time.Second, "messages between a node without a cluster id and one with", func() (bool, string) {
+		c.Send(1, []raftpb.Message{heartbeat(3, 2, 0)})
+		b.Send(1, []raftpb.Message{heartbeat(2, 3, 0)})
+		return rb.received() > 0 && rc.received() > 0, fmt.Sprintf("b got %d, c got %d", rb.received(), rc.received())
+	})
+}
+
+// TestAskClusterID: a node learns another's cluster id with one handshake,
+// which the asked node does not count as a connection; a wrong token is
+// refused even so.
+func TestAskClusterID(t *testing.T) {
+	var logs logBuffer
+	cfgB := testConfig(2, newRecorder())
+	cfgB.ClusterID = 0xbbbb
+	cfgB.Logger = logs.logger()
+	b := start(t, cfgB)
+	ctx := context.Background()
+	asker := testConfig(1, newRecorder())
+	asker.Listen = "unused"
+	id, err := AskClusterID(ctx, asker, b.Addr().String(), 2)
+	if err != nil || id != 0xbbbb {
+		t.Fatalf("AskClusterID = %x, %v; want bbbb", id, err)
+	}
+	if l := logs.String(); strings.Contains(l, "accepted peer connection") || strings.Contains(l, "refused") {
+		t.Fatalf("asking for the id was taken as a connection:\n%s", l)
+	}
+	unknown := testConfig(1, newRecorder())
+	unknown.Listen = "unused"
+	noID := start(t, testConfig(3, newRecorder()))
+	if id, err := AskClusterID(ctx, unknown, noID.Addr().String(), 3); err != nil || id != 0 {
+		t.Fatalf("AskClusterID of a node without an id = %x, %v; want 0", id, err)
+	}
+	asker.Token = 0xc2
+	if _, err := AskClusterID(ctx, asker, b.Addr().String(), 2); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "--cluster-token differs") {
+		t.Fatalf("AskClusterID with another token = %v", err)
 	}
 }
 
@@ -484,7 +556,7 @@ func TestLogsNamePeers(t *testing.T) {
 	waitLogged(t, &logB, "accepted peer connection", `peer="<unknown id 0x3>"`)
 
 	cfgD := testConfig(4, newRecorder())
-	cfgD.ClusterID = 0xc2
+	cfgD.Token = 0xc2
 	d := start(t, cfgD)
 	d.AddPeer(2, b.Addr().String())
 	waitLogged(t, &logB, "refused peer connection", "peer=n4")
