@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -60,8 +61,9 @@ func parseCluster(s string, self raftnode.Member) ([]raftnode.Member, error) {
 	return out, nil
 }
 
-// clusterID derives the id that peers compare in their handshake.
-func clusterID(token string) uint64 {
+// tokenID derives from --cluster-token the value that peers compare in their
+// handshake.
+func tokenID(token string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte("distkv-cluster:" + token))
 	return h.Sum64()
@@ -126,6 +128,43 @@ func joinCluster(url string, self raftnode.Member, timeout time.Duration, logger
 	}
 	logger.Info("joined cluster as a learner; promote with: distkv member promote "+self.Name, "via", base, "members", len(members))
 	return members, nil
+}
+
+// learnClusterID asks the member at url (a --join address) for the
+// cluster's id: 0 if that cluster predates cluster ids.
+func learnClusterID(url string, timeout time.Duration) (uint64, error) {
+	base := strings.TrimRight(url, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	cli := &http.Client{Timeout: timeout + time.Second}
+	var lastErr error
+	for attempt := 0; attempt < 10; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 300 * time.Millisecond)
+		}
+		resp, err := cli.Get(base + "/cluster/status")
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		var st httpapi.Status
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err != nil {
+			lastErr = fmt.Errorf("%s/cluster/status answered %d (%v)", base, resp.StatusCode, err)
+			continue
+		}
+		if st.ClusterID == "" {
+			return 0, nil
+		}
+		id, err := strconv.ParseUint(st.ClusterID, 16, 64)
+		if err != nil || id == 0 {
+			return 0, fmt.Errorf("join through %s: cluster id %q is not an id", base, st.ClusterID)
+		}
+		return id, nil
+	}
+	return 0, fmt.Errorf("join through %s: learn the cluster id: %w", base, lastErr)
 }
 
 // handlerRelay passes peer traffic to the node once it is open.

@@ -29,7 +29,7 @@ func TestDevClusterToken(t *testing.T) {
 	if again != ta {
 		t.Fatalf("restart: token %q, want the kept %q", again, ta)
 	}
-	if clusterID(ta) == clusterID(tb) {
+	if tokenID(ta) == tokenID(tb) {
 		t.Fatalf("the two dev clusters have the same cluster id")
 	}
 	if err := os.WriteFile(filepath.Join(a, "cluster-token"), []byte("\n"), 0o644); err != nil {

@@ -200,13 +200,18 @@ func runServer(o *serverOptions) error {
 	// The transport is needed by the node and delivers to it: it starts with
 	// a relay that drops traffic until the node is open.
 	relay := &handlerRelay{}
-	tr, err := transport.New(transport.Config{
-		ID:        raftnode.RaftID(o.id),
-		ClusterID: clusterID(o.clusterToken),
-		Listen:    o.peerAddr,
-		Handler:   relay,
-		Logger:    logger,
-	})
+	trCfg := transport.Config{
+		ID:      raftnode.RaftID(o.id),
+		Token:   tokenID(o.clusterToken),
+		Listen:  o.peerAddr,
+		Handler: relay,
+		Logger:  logger,
+	}
+	if trCfg.ClusterID, err = settleClusterID(o, trCfg, members, self, hasState, join, overrides, logger); err != nil {
+		return err
+	}
+	ncfg.ClusterID = trCfg.ClusterID
+	tr, err := transport.New(trCfg)
 	if err != nil {
 		return fmt.Errorf("peer listener on %s: %w", o.peerAddr, err)
 	}
@@ -262,7 +267,8 @@ func runServer(o *serverOptions) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-	logger.Info("distkv node serving", "id", o.id, "http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid(),
+	logger.Info("distkv node serving", "id", o.id, "cluster_id", transport.FormatClusterID(node.ClusterID()),
+		"http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid(),
 		"wal_sync", vfs.SyncMethod(), "wal_direct", node.WALDirect(), "go_sysmon", sysmonMode(o.reexecErr))
 
 	sigc := make(chan os.Signal, 1)
@@ -334,6 +340,7 @@ func (b backend) Status() httpapi.Status {
 	s := b.n.Status()
 	out := httpapi.Status{
 		ID:           s.ID,
+		ClusterID:    clusterIDString(s.ClusterID),
 		Leader:       s.Leader,
 		Term:         s.Term,
 		CommitIndex:  s.CommitIndex,

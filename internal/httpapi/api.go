@@ -35,7 +35,10 @@ type Backend interface {
 
 // Status is the body of GET /cluster/status.
 type Status struct {
-	ID           string `json:"id"`
+	ID string `json:"id"`
+	// ClusterID is the cluster's id, 16 hex digits, created once when the
+	// cluster was bootstrapped; absent on a node whose data predates ids.
+	ClusterID    string `json:"cluster_id,omitempty"`
 	Leader       string `json:"leader"` // "" when unknown
 	Term         uint64 `json:"term"`
 	CommitIndex  uint64 `json:"commit_index"`

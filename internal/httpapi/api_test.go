@@ -775,11 +775,11 @@ func TestStatusEndpoints(t *testing.T) {
 	check("/readyz", 200, `{"status":"ready"}`)
 	check("/cluster/status", 200, `{"id":"","leader":"","term":0,"commit_index":0,"applied_index":0,"members":[]}`)
 	f.notReady = errors.New("no leader known")
-	f.status = Status{ID: "n1", Leader: "n2", Term: 3, CommitIndex: 9, AppliedIndex: 8,
+	f.status = Status{ID: "n1", ClusterID: "5e1a6c4f0b7d2e93", Leader: "n2", Term: 3, CommitIndex: 9, AppliedIndex: 8,
 		Members: []Member{{ID: "n1", Peer: "10.0.0.1:7000", HTTP: "10.0.0.1:8000", Role: "voter", Reachable: ptr(true)},
 			{ID: "n2", Peer: "10.0.0.2:7000", HTTP: "10.0.0.2:8000", Role: "learner", MatchIndex: ptr(uint64(7)), Lag: ptr(uint64(2))}}}
 	check("/readyz", 503, `{"detail":"no leader known"}`)
-	check("/cluster/status", 200, `{"id":"n1","leader":"n2","term":3,"commit_index":9,"applied_index":8,"members":[`+
+	check("/cluster/status", 200, `{"id":"n1","cluster_id":"5e1a6c4f0b7d2e93","leader":"n2","term":3,"commit_index":9,"applied_index":8,"members":[`+
 		`{"id":"n1","peer":"10.0.0.1:7000","http":"10.0.0.1:8000","role":"voter","reachable":true},`+
 		`{"id":"n2","peer":"10.0.0.2:7000","http":"10.0.0.2:8000","role":"learner","match_index":7,"lag":2}]}`)
 }

@@ -91,6 +91,9 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			if err := cc.Unmarshal(e.Data); err != nil {
 				return fmt.Errorf("entry %d: decode conf change: %w", e.Index, err)
 			}
+			if err := n.checkConfChangeClusterID(e.Index, cc.Context); err != nil {
+				return err
+			}
 			n.confState = *n.rn.ApplyConfChange(cc)
 			n.inConfig.Store(inConfState(n.confState, n.raftID))
 			n.endLease()

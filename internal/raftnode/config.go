@@ -49,6 +49,12 @@ type Config struct {
 	// existing cluster (added by a membership change) instead of bootstrapping
 	// Members as a new cluster.
 	Join bool
+	// ClusterID is the id of the cluster this node belongs to (see
+	// clusterid.go), kept in the data directory when it has none yet: the
+	// id a new cluster was bootstrapped with, or that a joining node learned
+	// from the cluster. A data directory that already keeps another id is
+	// refused. 0 leaves the data directory's own (or none).
+	ClusterID uint64
 
 	// TickInterval is the length of one Raft tick; default 100ms.
 	TickInterval time.Duration

@@ -179,6 +179,9 @@ func (n *Node) TransferLeader(ctx context.Context, name string) error {
 type memberState struct {
 	ConfState raftpb.ConfState `json:"conf_state"`
 	Members   []Member         `json:"members"`
+	// ClusterID is the cluster's id (clusterid.go); absent in snapshots of
+	// clusters from before cluster ids.
+	ClusterID string `json:"cluster_id,omitempty"`
 }
 
 // publishSelf makes the cluster's record of this node carry its current peer
@@ -219,6 +222,9 @@ func (n *Node) adoptMembers(extra []byte) error {
 	var ms memberState
 	if err := json.Unmarshal(extra, &ms); err != nil {
 		return fmt.Errorf("decode snapshot membership: %w", err)
+	}
+	if err := n.checkLogClusterID("the snapshot", ms.ClusterID); err != nil {
+		return err
 	}
 	n.confState = ms.ConfState
 	n.inConfig.Store(inConfState(n.confState, n.raftID))

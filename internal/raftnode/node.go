@@ -25,6 +25,9 @@ type Node struct {
 	cfg    Config
 	logger *slog.Logger
 	raftID uint64
+	// clusterID is the cluster's id (0: this data directory predates cluster
+	// ids). Set by Open, then never changed.
+	clusterID uint64
 
 	// Owned by the loop goroutine after Start.
 	rn        *raft.RawNode
@@ -244,6 +247,9 @@ func Open(cfg Config) (*Node, error) {
 // RawNode. On an empty data directory it bootstraps the initial membership.
 func (n *Node) recover() error {
 	shard := n.cfg.Shard
+	if err := n.loadClusterID(); err != nil {
+		return err
+	}
 	meta, found, err := n.loadSnapshot()
 	if err != nil {
 		return err
@@ -384,12 +390,15 @@ func (n *Node) recover() error {
 	n.commitTickAgo.Store(n.replayTo)
 	n.noteReplayed()
 	fresh := !found && len(ents) == 0 && raft.IsEmptyHardState(hs)
+	if err := n.settleClusterID(fresh); err != nil {
+		return err
+	}
 	if fresh && n.cfg.Join {
 		n.logger.Info("joining an existing cluster: waiting for the leader to send the log", "id", n.cfg.Self.Name)
 	} else if fresh {
 		peers := make([]raft.Peer, 0, len(n.cfg.Members))
 		for _, m := range n.cfg.Members {
-			ctx, err := json.Marshal(m)
+			ctx, err := json.Marshal(bootstrapMember{Member: m, ClusterID: n.clusterIDString()})
 			if err != nil {
 				return err
 			}

@@ -38,7 +38,7 @@ func (n *Node) maybeSnapshot() {
 		return
 	}
 	n.mu.Lock()
-	ms := memberState{ConfState: n.confState}
+	ms := memberState{ConfState: n.confState, ClusterID: n.clusterIDString()}
 	for _, m := range n.members {
 		ms.Members = append(ms.Members, m)
 	}

@@ -13,6 +13,7 @@ import (
 // Status reports the node's view of its Raft group.
 type Status struct {
 	ID           string
+	ClusterID    uint64 // 0: this data directory predates cluster ids
 	Leader       string
 	Term         uint64
 	CommitIndex  uint64
@@ -48,6 +49,7 @@ type progress struct {
 func (n *Node) Status() Status {
 	s := Status{
 		ID:           n.cfg.Self.Name,
+		ClusterID:    n.clusterID,
 		Term:         n.term.Load(),
 		CommitIndex:  n.commit.Load(),
 		AppliedIndex: n.applied.Load(),
