@@ -202,6 +202,7 @@ func runServer(o *serverOptions) error {
 	relay := &handlerRelay{}
 	trCfg := transport.Config{
 		ID:      raftnode.RaftID(o.id),
+		Name:    o.id,
 		Token:   tokenID(o.clusterToken),
 		Listen:  o.peerAddr,
 		Handler: relay,

@@ -100,6 +100,8 @@ type Config struct {
 
 	// Logger receives connection events; default discards.
 	Logger *slog.Logger
+	// Name is this node's name in log lines (node=n1); default its ID in hex.
+	Name string
 }
 
 const (

@@ -75,10 +75,14 @@ func New(cfg Config) (*Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: listen: %w", err)
 	}
+	name := cfg.Name
+	if name == "" {
+		name = fmt.Sprintf("%x", cfg.ID)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Transport{
 		cfg:         cfg,
-		log:         cfg.Logger.With("component", "transport", "node", fmt.Sprintf("%x", cfg.ID)),
+		log:         cfg.Logger.With("component", "transport", "node", name),
 		ln:          ln,
 		ctx:         ctx,
 		cancel:      cancel,

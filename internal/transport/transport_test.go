@@ -540,6 +540,7 @@ func TestLogsNamePeers(t *testing.T) {
 	var logA, logB logBuffer
 	cfgA := testConfig(1, newRecorder())
 	cfgA.Logger = logA.logger()
+	cfgA.Name = "n1"
 	a := start(t, cfgA)
 	cfgB := testConfig(2, newRecorder())
 	cfgB.Logger = logB.logger()
@@ -549,6 +550,7 @@ func TestLogsNamePeers(t *testing.T) {
 	b.NamePeer(4, "n4")
 	a.AddPeer(2, b.Addr().String())
 	waitLogged(t, &logA, "connected to peer", "peer=n2")
+	waitLogged(t, &logA, "connected to peer", "node=n1")
 	waitLogged(t, &logB, "accepted peer connection", "peer=n1")
 
 	c := start(t, testConfig(3, newRecorder()))
