@@ -55,11 +55,14 @@ ETCD_CLIENT=12379 # 12379, 12389, 12399
 ETCD_PEER=12380   # 12380, 12390, 12400
 REDIS_PORT=16379
 
-# The do-nothing server and the floor are Go servers too: they run with the
-# GODEBUG setting distkv's servers give themselves (cmd/distkv/sysmon.go), so
-# that a runtime setting any Go server could use does not count as distkv's
-# own gain. BASELINE_GODEBUG= (empty) in the environment runs them without it.
-BASELINE_GODEBUG=${BASELINE_GODEBUG-schedtrace=2147483647}
+# GODEBUG of distkv's nodes: empty (the default) runs them as a plain
+# `distkv dev` does; DISTKV_GODEBUG=schedtrace=2147483647 with the opt-in
+# speed setting of docs/operations.md. The do-nothing server and the floor
+# are Go servers too and run with the same GODEBUG unless BASELINE_GODEBUG
+# says otherwise, so that a runtime setting any Go server could use does not
+# count as distkv's own gain.
+DISTKV_GODEBUG=${DISTKV_GODEBUG-}
+BASELINE_GODEBUG=${BASELINE_GODEBUG-$DISTKV_GODEBUG}
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -211,8 +214,8 @@ start_target() {
 		eps=$FLOOR_ADDR
 		;;
 	distkv)
-		log "distkv: 3 nodes, HTTP $DISTKV_HTTP-$((DISTKV_HTTP + 2))"
-		start distkv "$TMP/distkv" dev --data-dir "$data/distkv" \
+		log "distkv: 3 nodes, HTTP $DISTKV_HTTP-$((DISTKV_HTTP + 2)) (GODEBUG=$DISTKV_GODEBUG)"
+		start distkv env GODEBUG="$DISTKV_GODEBUG" "$TMP/distkv" dev --data-dir "$data/distkv" \
 			--http-port "$DISTKV_HTTP" --peer-port "$DISTKV_PEER" -- --log-level warn
 		eps=127.0.0.1:$DISTKV_HTTP,127.0.0.1:$((DISTKV_HTTP + 1)),127.0.0.1:$((DISTKV_HTTP + 2))
 		;;

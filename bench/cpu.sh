@@ -16,7 +16,7 @@ make build >/dev/null
 (cd bench && go build -o "$TMP/kvbench" ./cmd/kvbench)
 KV=$TMP/kvbench
 TICK=$(getconf CLK_TCK)
-GD=schedtrace=2147483647 # as bench/compare.sh runs the baselines
+GD=${GODEBUG_ALL-} # GODEBUG of every server, distkv's nodes too (GODEBUG_ALL=schedtrace=2147483647: the opt-in setting)
 
 # cputicks PID...: utime+stime of the processes, in clock ticks.
 cputicks() {
@@ -65,7 +65,7 @@ for r in $(seq "$ROUNDS"); do
 	load floor null 127.0.0.1:17100 $fp $r1 $r2
 	kill $fp $r1 $r2 && wait $fp $r1 $r2 2>/dev/null || true
 
-	bin/distkv dev --data-dir "$TMP/d/distkv" --http-port 17200 --peer-port 17300 >/dev/null 2>&1 &
+	GODEBUG=$GD bin/distkv dev --data-dir "$TMP/d/distkv" --http-port 17200 --peer-port 17300 >/dev/null 2>&1 &
 	dp=$!
 	sleep 4
 	# shellcheck disable=SC2046

@@ -85,7 +85,6 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 		envNote = fmt.Sprintf("GOMAXPROCS=%d ", nodeProcs(runtime.NumCPU(), n))
 		env = append(env, strings.TrimSpace(envNote))
 	}
-	env = envWithSysmon(env) // so that the nodes need not restart themselves (sysmon.go)
 	var cluster []string
 	for i := 0; i < n; i++ {
 		cluster = append(cluster, fmt.Sprintf("n%d=%s:%d", i+1, host, peerBase+i))

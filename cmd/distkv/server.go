@@ -52,9 +52,6 @@ type serverOptions struct {
 	walDirect       bool
 	logLevel        string
 	logFormat       string
-	// reexecErr is why this process could not restart itself with the
-	// GODEBUG setting of sysmon.go (nil if it runs with it or the user's own).
-	reexecErr error
 }
 
 func newServerCommand() *cobra.Command {
@@ -69,9 +66,6 @@ example DISTKV_DATA_DIR) or in a TOML file given with --config (keys are flag
 names). Precedence: flag, environment, file, default.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// Returns only if this process already runs with the setting
-			// or cannot be restarted with it (see sysmon.go).
-			o.reexecErr = reexecWithSysmon()
 			if err := applyConfigSources(cmd.Flags(), o.config); err != nil {
 				return err
 			}
@@ -270,7 +264,7 @@ func runServer(o *serverOptions) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("distkv node serving", "id", o.id, "cluster_id", transport.FormatClusterID(node.ClusterID()),
 		"http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid(),
-		"wal_sync", vfs.SyncMethod(), "wal_direct", node.WALDirect(), "go_sysmon", sysmonMode(o.reexecErr))
+		"wal_sync", vfs.SyncMethod(), "wal_direct", node.WALDirect(), "go_sysmon", sysmonMode())
 
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)

@@ -3,11 +3,16 @@ package main
 import (
 	"os"
 	"strings"
-	"syscall"
 )
 
-// A server runs with GODEBUG=schedtrace=2147483647, for one side effect of
-// that setting: the Go runtime's sysmon thread never enters its deep sleep.
+// GODEBUG=schedtrace=2147483647 in a server's environment is an opt-in
+// speed setting (docs/operations.md), for one side effect: the Go runtime's
+// sysmon thread never enters its deep sleep. distkv never sets it itself: a
+// process that changed its own environment and re-executed itself surprised
+// operators (children inherited it, /proc/PID/environ differed from what was
+// started, a fatal panic first dumped every goroutine). `distkv dev` passes
+// its environment to its nodes, so GODEBUG=schedtrace=2147483647 distkv dev
+// runs them with it.
 //
 // Sysmon, the runtime's monitor thread, sleeps on a note (its "deep sleep")
 // whenever every P is idle. The next system call any goroutine makes wakes
@@ -31,87 +36,24 @@ import (
 // context switches, against 362 and 620 without; its Raft ticks wake it
 // anyway); a goroutine that blocks over and over in system calls of
 // milliseconds (none on the write path: the WAL's fdatasync goes through
-// io_uring) keeps a
-// GOMAXPROCS=1 node's P longer before another thread takes it over (a test
+// io_uring) keeps a GOMAXPROCS=1 node's P longer before another thread takes it over (a test
 // program with 5 ms blocking calls 1 ms apart: another goroutine's lateness
 // p99 0.30 -> 0.84 ms, max 0.5 -> 2.9 ms; a lone 20 ms call delays it up to
 // 19 ms with or without the setting); and the period, the largest the runtime
 // accepts, is 24.8 days, so a host up longer than that gets one line of
-// scheduler statistics ("SCHED ...") on stderr at start and every 24.8 days.
-// A GODEBUG that already names schedtrace is left as it is:
-// GODEBUG=schedtrace=0 runs a node with the runtime's default.
-//
-// The runtime reads schedtrace only when it starts (and `//go:debug` does not
-// accept it), so a server started without it replaces itself with itself,
-// same arguments and process, with the setting added (reexecWithSysmon);
-// `distkv dev` starts its nodes with it.
+// scheduler statistics ("SCHED ...") on stderr at start and every 24.8 days;
+// and every fatal panic first prints the state of every goroutine.
 
-// sysmonSetting is the GODEBUG field a server runs with.
+// sysmonSetting is the GODEBUG field of the setting.
 const sysmonSetting = "schedtrace=2147483647"
 
-// godebugWithSysmon returns the GODEBUG value a server runs with, given the
-// current one, and whether that differs from cur: cur itself when it names
-// schedtrace already (the user's choice), else cur with sysmonSetting added.
-func godebugWithSysmon(cur string) (string, bool) {
-	for _, f := range strings.Split(cur, ",") {
-		if strings.HasPrefix(strings.TrimSpace(f), "schedtrace=") {
-			return cur, false
-		}
-	}
-	if strings.TrimSpace(cur) == "" {
-		return sysmonSetting, true
-	}
-	return cur + "," + sysmonSetting, true
-}
-
-// envWithSysmon returns env (NAME=value pairs) with GODEBUG as
-// godebugWithSysmon makes it.
-func envWithSysmon(env []string) []string {
-	cur, at := "", -1
-	for i, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "GODEBUG="); ok {
-			cur, at = v, i // the first one is the one the runtime reads
-			break
-		}
-	}
-	gd, changed := godebugWithSysmon(cur)
-	if !changed {
-		return env
-	}
-	out := append([]string(nil), env...)
-	if at >= 0 {
-		out[at] = "GODEBUG=" + gd
-		return out
-	}
-	return append(out, "GODEBUG="+gd)
-}
-
-// reexecWithSysmon replaces this process with the same executable and
-// arguments and GODEBUG with sysmonSetting added, unless GODEBUG names
-// schedtrace already. It returns only if it did not: nil when nothing was
-// to be done, else why the exec failed (the server then runs with the
-// runtime's default).
-func reexecWithSysmon() error {
-	if _, changed := godebugWithSysmon(os.Getenv("GODEBUG")); !changed {
-		return nil
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	return syscall.Exec(exe, os.Args, envWithSysmon(os.Environ()))
-}
-
 // sysmonMode describes, for the start-up log, how this process's sysmon runs.
-func sysmonMode(reexecErr error) string {
+func sysmonMode() string {
 	gd := os.Getenv("GODEBUG")
 	for _, f := range strings.Split(gd, ",") {
 		if strings.TrimSpace(f) == sysmonSetting {
 			return "kept out of deep sleep (GODEBUG " + sysmonSetting + ")"
 		}
 	}
-	if reexecErr != nil {
-		return "runtime default (restart with GODEBUG failed: " + reexecErr.Error() + ")"
-	}
-	return "runtime default (GODEBUG=" + gd + " sets schedtrace)"
+	return "runtime default"
 }
