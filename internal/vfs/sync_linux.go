@@ -3,14 +3,12 @@
 package vfs
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"sync"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -145,6 +143,9 @@ func (f osFile) WriteAtSync(p []byte, off int64) error {
 	if directAligned(p, off) {
 		if fd := f.direct.get(f.File); fd >= 0 {
 			err := pwriteDSync(fd, p, off)
+			// A write the ring lost track of (errLost) may still be
+			// running: it holds the file itself, not the descriptor, so
+			// closing the descriptor cannot redirect it.
 			f.direct.put()
 			runtime.KeepAlive(p) // the kernel reads it until here
 			if !errors.Is(err, unix.EINVAL) {
@@ -188,14 +189,7 @@ func pwriteDSync(fd int, p []byte, off int64) error {
 // were written.
 func pwriteDSyncOnce(fd int, p []byte, off int64) (int, error) {
 	if r := getRing(); r != nil {
-		res, broken, err := r.run(func(sqe []byte) {
-			sqe[0] = uringOpWrite
-			binary.LittleEndian.PutUint32(sqe[4:], uint32(fd))
-			binary.LittleEndian.PutUint64(sqe[8:], uint64(off))
-			binary.LittleEndian.PutUint64(sqe[16:], uint64(uintptr(unsafe.Pointer(unsafe.SliceData(p)))))
-			binary.LittleEndian.PutUint32(sqe[24:], uint32(len(p)))
-			binary.LittleEndian.PutUint32(sqe[28:], unix.RWF_DSYNC)
-		})
+		res, broken, err := r.run(uringOp{opcode: uringOpWrite, fd: fd, off: off, buf: p, flags: unix.RWF_DSYNC})
 		putRing(r, broken)
 		if !errors.Is(err, errNotSubmitted) {
 			switch {

@@ -47,7 +47,9 @@ type File interface {
 	// write those back first): write a range either this way or through
 	// Write and SyncData, or sync the buffered writes first. Elsewhere, and
 	// where the file system refuses O_DIRECT, it is WriteAt and SyncData.
-	// Errors are fatal as for Sync: the range's contents are unknown.
+	// Errors are fatal as for Sync: the range's contents are unknown, and
+	// a direct write may even still be running (see uring_linux.go), so the
+	// caller must neither change p nor write the range again.
 	WriteAtSync(p []byte, off int64) error
 	// DirectWrites reports whether an aligned WriteAtSync writes directly,
 	// bypassing the page cache, on a file system that overwrites allocated
