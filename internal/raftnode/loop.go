@@ -19,6 +19,7 @@ import (
 // log is stalled on a full disk, stalled runs instead.
 func (n *Node) run() {
 	defer close(n.donec)
+	defer n.releaseGuard()
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 
@@ -243,6 +244,9 @@ func (n *Node) route(msgs []raftpb.Message) (remote, applies []raftpb.Message, s
 	enqueued := false
 	for i := range msgs {
 		m := &msgs[i]
+		if m.To == raft.LocalAppendThread {
+			n.peerGuard().noteAppend(m)
+		}
 		switch {
 		case m.To == raft.LocalAppendThread && m.Snapshot != nil:
 			snapAppend = m
@@ -331,13 +335,16 @@ func (n *Node) step(m raftpb.Message) {
 	}
 }
 
-// stepQueued steps m and the messages queued behind it, up to 4096 in all.
+// stepQueued steps m and the messages queued behind it, up to 4096 in all:
+// messages from the network, which the guard screens first (see guard.go).
 func (n *Node) stepQueued(m raftpb.Message) {
-	n.step(m)
+	g := n.peerGuard()
+	g.begin(n.storage)
+	n.stepRemote(g, m)
 	for i := 1; i < 4096; i++ {
 		select {
 		case m := <-n.recvc:
-			n.step(m)
+			n.stepRemote(g, m)
 			continue
 		default:
 		}

@@ -49,6 +49,10 @@ const (
 	methodRemoved uint8 = 1
 )
 
+// maxContacts bounds the senders whose last message HandleRaft records
+// besides the members.
+const maxContacts = 64
+
 // snapshotTimeout bounds one snapshot transfer.
 const snapshotTimeout = 10 * time.Minute
 
@@ -70,7 +74,11 @@ func (n *Node) HandleRaft(shard uint64, msgs []raftpb.Message) {
 		return
 	}
 	n.mu.Lock()
-	n.contact[msgs[0].From] = time.Now()
+	// The sender is whoever the message says: a stranger's is not kept
+	// once there are many.
+	if _, member := n.members[msgs[0].From]; member || len(n.contact) < maxContacts {
+		n.contact[msgs[0].From] = time.Now()
+	}
 	n.mu.Unlock()
 	for _, m := range msgs {
 		select {
@@ -308,6 +316,11 @@ func (n *Node) memberName(id uint64) string {
 // accepts it, the next Ready carries the snapshot, which the loop installs
 // itself (appendOnLoop) before it goes on.
 func (n *Node) receiveSnapshot(d *snapDelivery) error {
+	if err := n.admitSnapshot(&d.msg); err != nil {
+		d.rec.Discard()
+		d.done <- err
+		return nil
+	}
 	idx := d.msg.Snapshot.Metadata.Index
 	n.pendingSnap = d.rec
 	_ = n.rn.Step(d.msg)
