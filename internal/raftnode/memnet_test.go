@@ -7,6 +7,7 @@ import (
 	"maps"
 	"math/rand"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -265,6 +266,42 @@ func (c *cluster) waitLeader(timeout time.Duration) string {
 	}
 	c.t.Fatalf("no agreed leader after %v: %v", timeout, seen)
 	return ""
+}
+
+// stableLeaderAttempts is how many times withStableLeader runs a scenario.
+const stableLeaderAttempts = 5
+
+// withStableLeader runs scenario with the current leader and its term until
+// a run keeps that leader throughout, at most stableLeaderAttempts times, and
+// fails the test if none did. scenario returns what it saw if the leader
+// changed under it (see leaderMoved), "" otherwise. For scenarios that assert
+// what one leader does: an election on a busy machine (a tick late enough to
+// look like a lost leader) is not what they test.
+func (c *cluster) withStableLeader(scenario func(leader string, term uint64) (moved string)) {
+	c.t.Helper()
+	var seen []string
+	for attempt := 1; attempt <= stableLeaderAttempts; attempt++ {
+		leader := c.waitLeader(10 * time.Second)
+		moved := scenario(leader, c.nodes[leader].Status().Term)
+		if moved == "" {
+			return
+		}
+		seen = append(seen, moved)
+		if attempt < stableLeaderAttempts {
+			c.t.Logf("attempt %d of %d: the leader changed during the run (%s); retrying", attempt, stableLeaderAttempts, moved)
+		}
+	}
+	c.t.Fatalf("the leader changed during each of %d runs: %s", stableLeaderAttempts, strings.Join(seen, "; "))
+}
+
+// leaderMoved returns "" if leader still leads in term as it sees it, and
+// what it sees otherwise.
+func (c *cluster) leaderMoved(leader string, term uint64) string {
+	st := c.nodes[leader].Status()
+	if st.Leader == leader && st.Term == term {
+		return ""
+	}
+	return fmt.Sprintf("%s led in term %d, and now sees leader %q in term %d", leader, term, st.Leader, st.Term)
 }
 
 func (c *cluster) follower(leader string) string {

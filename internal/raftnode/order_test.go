@@ -300,8 +300,21 @@ func recordingCluster(t *testing.T, tweak func(*Config)) (c *cluster, recorderOf
 // Raft would send to last reaches that follower first.
 func TestLeaderSendsToTheOriginFirst(t *testing.T) {
 	c, recorderOf := recordingCluster(t, nil)
-	l := c.waitLeader(5 * time.Second)
+	c.withStableLeader(func(l string, term uint64) string {
+		return sendToTheOriginFirst(t, c, recorderOf(RaftID(l)), l, term)
+	})
+}
+
+// sendToTheOriginFirst is one run of TestLeaderSendsToTheOriginFirst with
+// leader l of term, whose sends r records; it returns what it saw if the
+// leader changed meanwhile.
+func sendToTheOriginFirst(t *testing.T, c *cluster, r *recorder, l string, term uint64) (moved string) {
 	settled(t, c, l) // both followers' progress replicating, none probed
+	// Sends of an earlier run (in an earlier term) may carry the same
+	// indexes.
+	r.mu.Lock()
+	r.sends = nil
+	r.mu.Unlock()
 	origin := ""
 	for name := range c.nodes {
 		if name != l && (origin == "" || RaftID(name) > RaftID(origin)) {
@@ -312,13 +325,15 @@ func TestLeaderSendsToTheOriginFirst(t *testing.T) {
 	defer cancel()
 	for i := range 5 {
 		if _, err := put(ctx, c.nodes[origin], "k", "v"); err != nil {
+			if moved := c.leaderMoved(l, term); moved != "" {
+				return moved
+			}
 			t.Fatal(err)
 		}
-		if c.nodes[l].Status().Leader != l {
-			t.Skip("leader changed")
+		if moved := c.leaderMoved(l, term); moved != "" {
+			return moved
 		}
 		index := c.nodes[origin].Status().AppliedIndex
-		r := recorderOf(RaftID(l))
 		r.mu.Lock()
 		var first []uint64
 		for _, msgs := range r.sends {
@@ -339,4 +354,5 @@ func TestLeaderSendsToTheOriginFirst(t *testing.T) {
 			t.Fatalf("write %d (index %d) forwarded by %s (%x): the leader's appends went to %x in that order; want the origin first", i, index, origin, RaftID(origin), first)
 		}
 	}
+	return ""
 }
