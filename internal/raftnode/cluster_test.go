@@ -173,9 +173,7 @@ func TestLaggingFollowerCatchesUpBySnapshot(t *testing.T) {
 		}
 	}
 	n := c.start(lagger)
-	for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitCaughtUp(t, 30*time.Second, n, c.nodes[leader])
 	if n.snapsInstalled.Load() == 0 {
 		t.Fatal("the lagging follower caught up without a snapshot: the log was not compacted far enough")
 	}
@@ -202,9 +200,7 @@ func TestMembershipAddPromoteRemove(t *testing.T) {
 		put(ctx, c.nodes[leader], fmt.Sprintf("k%d", i), "v")
 	}
 	n := c.join(ctx, c.follower(leader), Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"})
-	for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitCaughtUp(t, 15*time.Second, n, c.nodes[leader])
 	if got, ok := n.KV().Get([]byte("k19")); !ok || string(got.Value) != "v" {
 		t.Fatal("learner did not catch up")
 	}
@@ -440,10 +436,7 @@ func TestStaleReadIndexAnswerIsIgnored(t *testing.T) {
 
 	c.stop(name)
 	n := c.start(name)
-	deadline := time.Now().Add(5 * time.Second)
-	for n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitCaughtUp(t, 5*time.Second, n, c.nodes[leader])
 	// Cut everything to the follower, commit a new value on the majority,
 	// and read on the follower while only the stale answer reaches it.
 	c.nw.mu.Lock()
@@ -491,7 +484,18 @@ func TestStopWithProposalInFlightSaysOutcomeUnknown(t *testing.T) {
 		_, err := put(ctx, n, "in-flight", "x")
 		errc <- err
 	}()
-	time.Sleep(200 * time.Millisecond) // let the proposal reach Raft
+	// Stopped before the proposal reaches Raft, the node would refuse it
+	// for certain (the other half of this test, below).
+	waitUntil(t, 5*time.Second, "the proposal reaches the isolated leader's Raft",
+		func() bool { return handedToRaft(t, n) > 0 },
+		func() string {
+			select {
+			case err := <-errc:
+				return fmt.Sprintf("the write returned already: %v", err)
+			default:
+				return fmt.Sprintf("none handed; status %+v", n.Status())
+			}
+		})
 	c.stop(leader)
 	err := <-errc
 	var unknown interface{ OutcomeUnknown() bool }
@@ -524,9 +528,7 @@ func TestNewMemberCatchesUpWhenNewestSnapshotPredatesIt(t *testing.T) {
 	}
 	n := c.join(ctx, leader, Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"})
 	// No more writes: only a snapshot taken for n4 can bring it up to date.
-	for ctx.Err() == nil && n.Status().AppliedIndex < c.nodes[leader].Status().AppliedIndex {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitCaughtUp(t, 20*time.Second, n, c.nodes[leader])
 	if got, ok := n.KV().Get([]byte("k119")); !ok || string(got.Value) != "v" {
 		t.Fatalf("learner did not catch up: applied %d, leader %d", n.Status().AppliedIndex, c.nodes[leader].Status().AppliedIndex)
 	}
@@ -547,9 +549,15 @@ func TestJoiningNodeIsNotReadyBeforeItHasTheLog(t *testing.T) {
 	}
 	n4id := RaftID("n4")
 	var blocked atomic.Bool
+	var heartbeats atomic.Int64 // delivered to n4
 	blocked.Store(true)
 	c.nw.mu.Lock()
-	c.nw.lose = func(m raftpb.Message) bool { return blocked.Load() && m.To == n4id && m.Type == raftpb.MsgApp }
+	c.nw.lose = func(m raftpb.Message) bool {
+		if m.To == n4id && m.Type == raftpb.MsgHeartbeat {
+			heartbeats.Add(1)
+		}
+		return blocked.Load() && m.To == n4id && m.Type == raftpb.MsgApp
+	}
 	c.nw.mu.Unlock()
 	n := c.join(ctx, leader, Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"})
 	// Until it hears a heartbeat it has no leader; then the only thing it
@@ -562,13 +570,49 @@ func TestJoiningNodeIsNotReadyBeforeItHasTheLog(t *testing.T) {
 	if errors.Is(err, ErrNoLeader) {
 		t.Fatal("the joining node never heard of the leader")
 	}
-	time.Sleep(200 * time.Millisecond) // several heartbeats
-	if err := n.Ready(); err == nil {
-		t.Fatalf("joining node without the log (applied %d) says it is ready", n.Status().AppliedIndex)
-	}
+	// Not ready at any point while several more heartbeats arrive: each
+	// tells it the leader's commit index, none brings the log.
+	const more = 5
+	seen := heartbeats.Load()
+	waitUntil(t, 5*time.Second, fmt.Sprintf("%d more heartbeats reach the joining node", more),
+		func() bool {
+			if err := n.Ready(); err == nil {
+				t.Fatalf("joining node without the log (applied %d, %d heartbeats) says it is ready", n.Status().AppliedIndex, heartbeats.Load())
+			}
+			return heartbeats.Load() >= seen+more
+		},
+		func() string { return fmt.Sprintf("%d heartbeats so far, %d before", heartbeats.Load(), seen) })
 	blocked.Store(false)
 	waitReady(t, n)
 	if got, ok := n.KV().Get([]byte("k9")); !ok || string(got.Value) != "v" {
 		t.Fatal("ready, but the log has not arrived")
 	}
+}
+
+// waitCaughtUp waits until n has applied everything leader has.
+func waitCaughtUp(t *testing.T, timeout time.Duration, n, leader *Node) {
+	t.Helper()
+	waitUntil(t, timeout, n.cfg.Self.Name+" catches up with the leader",
+		func() bool { return n.Status().AppliedIndex >= leader.Status().AppliedIndex },
+		func() string {
+			return fmt.Sprintf("applied %d, the leader %d", n.Status().AppliedIndex, leader.Status().AppliedIndex)
+		})
+}
+
+// handedToRaft returns how many of n's waiting proposals are in its Raft
+// log: handed to Raft and not dropped. It looks on n's loop, between two of
+// its steps, where handed is settled.
+func handedToRaft(t *testing.T, n *Node) int {
+	t.Helper()
+	handed := 0
+	onLoop(t, n, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		for _, p := range n.waiters {
+			if p.handed {
+				handed++
+			}
+		}
+	})
+	return handed
 }
