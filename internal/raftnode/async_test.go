@@ -1,7 +1,10 @@
 package raftnode
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,6 +12,7 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/vfs"
 )
 
@@ -72,8 +76,16 @@ func TestLeaderServesWhileItsLogSyncs(t *testing.T) {
 	// (it failed 2 in 30 runs). Heartbeat answers still flow, and they are
 	// all the read needs.
 	lid := RaftID(leader)
+	k3 := kv.Command{Op: kv.OpPut, Key: []byte("k3"), Value: []byte("also")}.Marshal()
+	isK3 := func(e raftpb.Entry) bool { return bytes.HasSuffix(e.Data, k3) }
+	k3To := map[uint64]bool{} // the followers sent k3's entry; guarded by c.nw.mu
 	c.nw.mu.Lock()
-	c.nw.lose = func(m raftpb.Message) bool { return m.To == lid && m.Type == raftpb.MsgAppResp }
+	c.nw.lose = func(m raftpb.Message) bool {
+		if m.From == lid && m.Type == raftpb.MsgApp && slices.ContainsFunc(m.Entries, isK3) {
+			k3To[m.To] = true
+		}
+		return m.To == lid && m.Type == raftpb.MsgAppResp
+	}
 	c.nw.mu.Unlock()
 	g.armed.Store(true)
 	stuck := make(chan error, 1)
@@ -100,7 +112,14 @@ func TestLeaderServesWhileItsLogSyncs(t *testing.T) {
 		_, err := put(ctx, c.nodes[leader], "k3", "also")
 		second <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	sentK3 := func() int {
+		c.nw.mu.Lock()
+		defer c.nw.mu.Unlock()
+		return len(k3To)
+	}
+	waitUntil(t, 5*time.Second, "the leader sends k3 to both followers while its fsync is stuck",
+		func() bool { return sentK3() == 2 },
+		func() string { return fmt.Sprintf("sent to %d", sentK3()) })
 	c.nw.heal()
 	g.free()
 	for _, ch := range []chan error{stuck, second} {
