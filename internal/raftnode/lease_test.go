@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -97,11 +98,13 @@ func TestRestartedVoterCannotElectWithinLease(t *testing.T) {
 	c.nw.cut[[2]uint64{RaftID(leader), RaftID(other)}] = true
 	c.nw.cut[[2]uint64{RaftID(other), RaftID(leader)}] = true
 	c.nw.mu.Unlock()
-	time.Sleep(200 * time.Millisecond)
+	// The cut holds from here on (the network delivers at once, nothing is
+	// in flight), so the first read round, this one, is confirmed by acker
+	// alone and gives the leader its lease.
 	if v, _ := mustGet(t, c.nodes[leader], "k"); v != "old" {
 		t.Fatalf("leader reads %q", v)
 	}
-	leaseEnd := time.Now().Add(c.nodes[leader].leaseLength() - 50*time.Millisecond)
+	leaseEnd := heldLease(t, c.nodes[leader]).Add(-50 * time.Millisecond)
 	// Cut the leader off entirely, restart acker, and let other campaign.
 	c.nw.isolate(RaftID(leader))
 	c.stop(acker)
@@ -117,6 +120,20 @@ func TestRestartedVoterCannotElectWithinLease(t *testing.T) {
 		t.Fatalf("the old leader read %q within its lease after %q was acknowledged by a new leader", got.Value, "new")
 	}
 	t.Logf("a write was acknowledged; the old leader's read: %q, %v", got.Value, err)
+}
+
+// heldLease returns when n's lease ends, and fails the test if n holds none.
+// The tests above try to have another leader acknowledge a write until 50 ms
+// before then, so that the old leader's read that follows may still fall
+// within the lease.
+func heldLease(t *testing.T, n *Node) time.Time {
+	t.Helper()
+	var until time.Time
+	onLoop(t, n, func() { until = n.leaseUntil })
+	if !time.Now().Before(until) {
+		t.Fatalf("%s holds no lease after a confirmed read round (until %v)", n.cfg.Self.Name, until)
+	}
+	return until
 }
 
 // waitApplied waits until n has applied index.
@@ -149,13 +166,26 @@ func TestTransferEndsLease(t *testing.T) {
 	if v, _ := mustGet(t, c.nodes[leader], "k"); v != "old" {
 		t.Fatalf("leader reads %q", v)
 	}
-	// Raft hands leadership only to a target it knows is up to date.
+	// Raft hands leadership only to a target it knows is up to date, and the
+	// leader will hear nothing more once the transfer starts: it must know
+	// already that the target has its whole log.
 	waitApplied(t, c.nodes[target], c.nodes[leader].applied.Load())
-	time.Sleep(50 * time.Millisecond)
+	waitUntil(t, 5*time.Second, "the leader knows that "+target+" has its whole log",
+		func() bool {
+			for _, m := range c.nodes[leader].Status().Members {
+				if m.Name == target {
+					return m.HasProgress && m.Lag == 0
+				}
+			}
+			return false
+		},
+		func() string {
+			return fmt.Sprintf("the leader's view of the members: %+v", c.nodes[leader].Status().Members)
+		})
 	if v, _ := mustGet(t, c.nodes[leader], "k"); v != "old" {
 		t.Fatalf("leader reads %q", v)
 	}
-	leaseEnd := time.Now().Add(c.nodes[leader].leaseLength() - 50*time.Millisecond)
+	leaseEnd := heldLease(t, c.nodes[leader]).Add(-50 * time.Millisecond)
 	// The leader still sends but hears nobody.
 	c.nw.mu.Lock()
 	for name := range c.nodes {
