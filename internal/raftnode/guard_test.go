@@ -25,7 +25,7 @@ type bareRaft struct {
 	s  *raft.MemoryStorage
 }
 
-func newBareRaft(t *testing.T, leader bool) *bareRaft {
+func newBareRaft(t testing.TB, leader bool) *bareRaft {
 	t.Helper()
 	s := raft.NewMemoryStorage()
 	rn, err := raft.NewRawNode(&raft.Config{ID: 1, ElectionTick: 10, HeartbeatTick: 1, Storage: s,
@@ -62,7 +62,7 @@ func newBareRaft(t *testing.T, leader bool) *bareRaft {
 	return b
 }
 
-func (b *bareRaft) step(t *testing.T, m raftpb.Message) {
+func (b *bareRaft) step(t testing.TB, m raftpb.Message) {
 	t.Helper()
 	if err := b.rn.Step(m); err != nil {
 		t.Fatalf("step %v: %v", m.Type, err)
@@ -70,7 +70,7 @@ func (b *bareRaft) step(t *testing.T, m raftpb.Message) {
 	b.settle(t)
 }
 
-func (b *bareRaft) settle(t *testing.T) {
+func (b *bareRaft) settle(t testing.TB) {
 	t.Helper()
 	for b.rn.HasReady() {
 		rd := b.rn.Ready()
@@ -487,5 +487,35 @@ func TestStrangerCannotTakeClusterDown(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// BenchmarkGuardAdmit measures the guard on the messages of the common path:
+// an append of a put to a follower, its acknowledgement and a heartbeat.
+func BenchmarkGuardAdmit(b *testing.B) {
+	cases := []struct {
+		name   string
+		leader bool
+		m      raftpb.Message
+	}{
+		{"append", false, raftpb.Message{Type: raftpb.MsgApp, From: 2, To: 1, Term: 2, Index: 7, LogTerm: 2,
+			Entries: []raftpb.Entry{{Index: 8, Term: 2, Data: putPayload("0123456789abcdef")}}, Commit: 7}},
+		{"acknowledgement", true, raftpb.Message{Type: raftpb.MsgAppResp, From: 3, To: 1, Term: 3, Index: 8}},
+		{"heartbeat", false, raftpb.Message{Type: raftpb.MsgHeartbeat, From: 2, To: 1, Term: 2, Commit: 5}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			br := newBareRaft(b, c.leader)
+			n := br.node(raftpb.ConfState{Voters: []uint64{1, 2, 3}})
+			g := &peerGuard{}
+			g.begin(n.storage)
+			b.ReportAllocs()
+			for b.Loop() {
+				m := c.m
+				if !n.admit(g, &m) {
+					b.Fatal("dropped")
+				}
+			}
+		})
 	}
 }
