@@ -1,7 +1,7 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: build run test unit fuzz bench vet chaos soak
+.PHONY: build run test unit fuzz bench vet chaos soak chaos-selfcheck
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/distkv ./cmd/distkv
@@ -36,3 +36,9 @@ chaos:
 # if they grow without bound (see TestSoak). Logs and resources.csv are kept.
 soak:
 	$(GO) test -count=1 -timeout 0 ./test/chaos -run 'TestSoak$$' -v -chaos.soak=$${SOAK_DURATION:-30m}
+
+# The chaos checker's self-check: one round with each deliberately broken
+# behaviour of internal/raftnode/testhooks.go; passes only if the checker
+# fails every one of them.
+chaos-selfcheck:
+	scripts/chaos-selfcheck.sh $${CHAOS_DURATION:-30s}

@@ -333,7 +333,7 @@ func (a *appender) deliver(batch []raftpb.Message, local []raftpb.Message) []raf
 // local, and those to other nodes to remote.
 func (a *appender) responses(batch, local, remote []raftpb.Message) ([]raftpb.Message, []raftpb.Message) {
 	for i := range batch {
-		if brokenEarlyAck {
+		if a.n.hooked(hookEarlyAck) {
 			a.n.ackEarly(batch[i].Entries)
 		}
 		for _, r := range batch[i].Responses {

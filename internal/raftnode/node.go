@@ -25,6 +25,9 @@ type Node struct {
 	cfg    Config
 	logger *slog.Logger
 	raftID uint64
+	// testHook is the deliberately broken behaviour of a test build
+	// (testhooks.go); hookNone in every other.
+	testHook testHook
 	// clusterID is the cluster's id (0: this data directory predates cluster
 	// ids). Set by Open, then never changed.
 	clusterID uint64
@@ -192,6 +195,10 @@ func Open(cfg Config) (*Node, error) {
 		waiters:     map[uint64]*proposal{},
 		members:     map[uint64]Member{},
 		contact:     map[uint64]time.Time{},
+	}
+	var err error
+	if n.testHook, err = testHookFromEnv(); err != nil {
+		return nil, err
 	}
 	var seed [8]byte
 	if _, err := rand.Read(seed[:]); err != nil {

@@ -49,11 +49,10 @@
 // and fails if they grow; it skips porcupine above -chaos.soak-check-ops.
 //
 // -chaos.bin=PATH tests a prebuilt binary instead of building ../../cmd/distkv.
-// DISTKV_TAGS builds it with build tags, for the deliberately broken builds
-// of internal/raftnode/broken.go, which the round must fail:
-//
-//	DISTKV_TAGS=broken_localreads go test ./test/chaos -run TestChaos -chaos.rounds=1 -chaos.duration=30s -chaos.faults=isolate-leader -v
-//	DISTKV_TAGS=broken_earlyack go test ./test/chaos -run TestChaos -chaos.rounds=1 -chaos.duration=30s -chaos.faults=isolate-leader -v
+// DISTKV_TAGS builds it with build tags: with DISTKV_TAGS=testhooks and
+// DISTKV_TESTHOOK=localreads or earlyack the nodes run a deliberately broken
+// behaviour (internal/raftnode/testhooks.go), which the round must fail;
+// `make chaos-selfcheck` runs both and passes only if the checker catches each.
 //
 // -short skips the round.
 package chaos

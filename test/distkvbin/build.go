@@ -11,8 +11,9 @@ import (
 )
 
 // TagsEnv names the environment variable whose value, if set, Build passes to
-// go build as -tags: DISTKV_TAGS=broken_earlyack go test ./test/chaos tests
-// a deliberately broken build (see internal/raftnode/broken.go).
+// go build as -tags: DISTKV_TAGS=testhooks go test ./test/chaos tests a
+// build with the deliberately broken behaviours of
+// internal/raftnode/testhooks.go (picked by DISTKV_TESTHOOK).
 const TagsEnv = "DISTKV_TAGS"
 
 // Build compiles ./cmd/distkv of this repository into a temporary directory
