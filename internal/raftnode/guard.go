@@ -36,8 +36,9 @@ import (
 // append stepped in the same batch may have shortened its log (logged at
 // Debug; Raft sends both again).
 //
-// Owned by the loop. On the common path the checks read only the message and
-// allocate nothing.
+// Owned by the loop. The checks allocate nothing on the common path (see
+// BenchmarkGuardAdmit); they read the RawNode (BasicStatus) only for the
+// message types whose legitimacy depends on its state.
 type peerGuard struct {
 	// last is the index of the last entry of Raft's log, durable or not, as
 	// of the last append Raft handed out (noteAppend); known is false until

@@ -1,9 +1,11 @@
 package raftnode
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -517,5 +519,75 @@ func BenchmarkGuardAdmit(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestHostileSnapshotStreamIsRefused: a snapshot stream to a joining node
+// whose file is sound but whose message carries a configuration Raft cannot
+// restore (it would panic) is refused, the sender is told why, and the node
+// goes on without it.
+func TestHostileSnapshotStreamIsRefused(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.SnapshotEntries = 5
+	n1 := openNode(t, cfg)
+	defer n1.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if _, err := put(ctx, n1, fmt.Sprintf("k%d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var idx uint64
+	waitUntil(t, 10*time.Second, "a snapshot", func() bool {
+		indexes, err := n1.snaps.Indexes(n1.cfg.Shard)
+		if err == nil && len(indexes) > 0 {
+			idx = indexes[len(indexes)-1]
+		}
+		return idx > 0
+	}, func() string { return "none" })
+	f, err := n1.snaps.Open(n1.cfg.Shard, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	cfg2 := testConfig(t.TempDir())
+	cfg2.Self = Member{Name: "n2", Peer: "127.0.0.1:9002", HTTP: "127.0.0.1:8002"}
+	cfg2.Members = []Member{cfg.Self, cfg2.Self}
+	cfg2.Join = true
+	cfg2.Transport = newMemNet(1).transport(RaftID("n2"))
+	n2, err := Open(cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Stop()
+	term := n1.Status().Term
+	send := func(cs raftpb.ConfState) error {
+		m := raftpb.Message{Type: raftpb.MsgSnap, From: n1.raftID, To: n2.raftID, Term: term,
+			Snapshot: &raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{Index: idx, Term: term, ConfState: cs}}}
+		hdr, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream := binary.BigEndian.AppendUint32(nil, uint32(len(hdr)))
+		stream = append(append(stream, hdr...), file...)
+		return n2.HandleSnapshot(n1.raftID, n2.cfg.Shard, bytes.NewReader(stream))
+	}
+	err = send(raftpb.ConfState{VotersOutgoing: []uint64{n1.raftID, n2.raftID}})
+	if err == nil || !strings.Contains(err.Error(), "snapshot refused: a snapshot with an inconsistent configuration") {
+		t.Fatalf("hostile snapshot stream: %v", err)
+	}
+	select {
+	case <-n2.Done():
+		t.Fatalf("joining node stopped: %v", n2.Err())
+	case <-time.After(100 * time.Millisecond):
+	}
+	if st := n2.Status(); st.AppliedIndex != 0 {
+		t.Fatalf("joining node applied %d entries from the hostile snapshot", st.AppliedIndex)
 	}
 }
