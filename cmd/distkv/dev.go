@@ -30,6 +30,7 @@ func newDevCommand() *cobra.Command {
 		httpBase int
 		peerBase int
 		host     string
+		advHost  string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [-- extra server flags]",
@@ -45,13 +46,21 @@ that restarts it.`,
 			if nodes < 1 || nodes > 99 {
 				return fmt.Errorf("--nodes must be 1..99, got %d", nodes)
 			}
-			return runDev(cmd.ErrOrStderr(), nodes, dataDir, host, httpBase, peerBase, extra)
+			if advHost == "" {
+				advHost = host
+			}
+			if unspecified(advHost) {
+				return fmt.Errorf("--host %q listens on every interface, which is no address to reach the nodes at: "+
+					"set --advertise-host to an address of this machine that the nodes and clients can reach (127.0.0.1 for this machine only)", host)
+			}
+			return runDev(cmd.ErrOrStderr(), nodes, dataDir, host, advHost, httpBase, peerBase, extra)
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&nodes, "nodes", 3, "number of nodes")
 	f.StringVar(&dataDir, "data-dir", "data", "parent of the nodes' data directories")
 	f.StringVar(&host, "host", "127.0.0.1", "address the nodes listen on")
+	f.StringVar(&advHost, "advertise-host", "", "address the nodes publish to each other and to clients (default: --host; required when --host is 0.0.0.0)")
 	f.IntVar(&httpBase, "http-port", 8000, "HTTP port of the first node")
 	f.IntVar(&peerBase, "peer-port", 9000, "peer port of the first node")
 	return cmd
@@ -71,7 +80,7 @@ func nodeProcs(cpus, nodes int) int {
 	return max(1, cpus/nodes)
 }
 
-func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, extra []string) error {
+func runDev(out io.Writer, n int, dataDir, host, advHost string, httpBase, peerBase int, extra []string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -87,7 +96,7 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 	}
 	var cluster []string
 	for i := 0; i < n; i++ {
-		cluster = append(cluster, fmt.Sprintf("n%d=%s:%d", i+1, host, peerBase+i))
+		cluster = append(cluster, fmt.Sprintf("n%d=%s:%d", i+1, advHost, peerBase+i))
 	}
 	var mu sync.Mutex // serializes output lines
 	logf := func(format string, args ...any) {
@@ -123,6 +132,10 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 			"--peer", fmt.Sprintf("%s:%d", host, peerBase+i),
 			"--cluster", strings.Join(cluster, ","),
 			"--cluster-token", token}
+		if advHost != host {
+			args = append(args, "--advertise-http", fmt.Sprintf("%s:%d", advHost, httpBase+i),
+				"--advertise-peer", fmt.Sprintf("%s:%d", advHost, peerBase+i))
+		}
 		args = append(args, extra...) // a --cluster-token here wins: the last one counts
 		c := exec.Command(self, args...)
 		c.Env = env
@@ -147,7 +160,7 @@ func runDev(out io.Writer, n int, dataDir, host string, httpBase, peerBase int, 
 			close(d.done)
 			exited <- d
 		}()
-		logf("%s  pid %-7d  http http://%s:%d  peer %s:%d  data %s", name, c.Process.Pid, host, httpBase+i, host, peerBase+i, filepath.Join(dataDir, name))
+		logf("%s  pid %-7d  http http://%s:%d  peer %s:%d  data %s", name, c.Process.Pid, advHost, httpBase+i, advHost, peerBase+i, filepath.Join(dataDir, name))
 	}
 	logf("distkv dev: %d nodes running; Ctrl-C stops them", n)
 	alive := n

@@ -33,6 +33,8 @@ type serverOptions struct {
 	dataDir         string
 	httpAddr        string
 	peerAddr        string
+	advertiseHTTP   string
+	advertisePeer   string
 	cluster         string
 	clusterToken    string
 	join            string
@@ -78,6 +80,8 @@ names). Precedence: flag, environment, file, default.`,
 	f.StringVar(&o.dataDir, "data-dir", "", "data directory (default ./data/<id>)")
 	f.StringVar(&o.httpAddr, "http", "127.0.0.1:8000", "HTTP API listen address")
 	f.StringVar(&o.peerAddr, "peer", "127.0.0.1:9000", "peer (Raft) listen address of this node")
+	f.StringVar(&o.advertiseHTTP, "advertise-http", "", "HTTP address this node publishes to the other members and clients (default: --http; required when --http has no host or 0.0.0.0)")
+	f.StringVar(&o.advertisePeer, "advertise-peer", "", "peer address this node publishes and the other members dial; --cluster must list it (default: --peer; required when --peer has no host or 0.0.0.0)")
 	f.StringVar(&o.cluster, "cluster", "", "initial members of a new cluster: n1=host:port,n2=host:port,... (peer addresses; ignored once the data directory has state)")
 	f.StringVar(&o.clusterToken, "cluster-token", "distkv", "name shared by the members of one cluster; nodes of different clusters refuse each other")
 	f.StringVar(&o.dialOverride, "dial-override", "", "dial these members at these addresses instead of the recorded ones: n2=host:port,... (NAT, tunnels, test proxies)")
@@ -143,7 +147,10 @@ func runServer(o *serverOptions) error {
 	if err != nil {
 		return err
 	}
-	self := raftnode.Member{Name: o.id, Peer: o.peerAddr, HTTP: o.httpAddr}
+	self, err := advertisedSelf(o)
+	if err != nil {
+		return err
+	}
 	members, err := parseCluster(o.cluster, self)
 	if err != nil {
 		return err
@@ -263,7 +270,7 @@ func runServer(o *serverOptions) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("distkv node serving", "id", o.id, "cluster_id", transport.FormatClusterID(node.ClusterID()),
-		"http", ln.Addr().String(), "data_dir", o.dataDir, "pid", os.Getpid(),
+		"http", ln.Addr().String(), "peer", tr.Addr().String(), "advertise_http", self.HTTP, "advertise_peer", self.Peer, "data_dir", o.dataDir, "pid", os.Getpid(),
 		"wal_sync", vfs.SyncMethod(), "wal_direct", node.WALDirect(), "go_sysmon", sysmonMode())
 
 	sigc := make(chan os.Signal, 1)
@@ -310,6 +317,62 @@ func runServer(o *serverOptions) error {
 		node.Stop()
 		return fmt.Errorf("http server: %w", err)
 	}
+}
+
+// advertisedSelf is the member this node publishes: its name and the
+// addresses the others and the clients reach it at, --advertise-http and
+// --advertise-peer, each defaulting to its listen address (--http, --peer),
+// as etcd's advertise and listen URLs. A node in a container listens on
+// 0.0.0.0 but must publish a name the others resolve (n1:9000).
+func advertisedSelf(o *serverOptions) (raftnode.Member, error) {
+	httpAddr, err := advertised("http", o.httpAddr, o.advertiseHTTP)
+	if err != nil {
+		return raftnode.Member{}, err
+	}
+	peerAddr, err := advertised("peer", o.peerAddr, o.advertisePeer)
+	if err != nil {
+		return raftnode.Member{}, err
+	}
+	return raftnode.Member{Name: o.id, Peer: peerAddr, HTTP: httpAddr}, nil
+}
+
+// advertised returns the address published for the listener of --name:
+// advertise, or listen when advertise is empty. It refuses an address without
+// a host or with an unspecified one (0.0.0.0, [::]): whoever dialed it would
+// reach their own machine, not this node.
+func advertised(name, listen, advertise string) (string, error) {
+	if advertise == "" {
+		host, port, err := net.SplitHostPort(listen)
+		if err != nil {
+			return "", fmt.Errorf("--%s %q: want host:port", name, listen)
+		}
+		if unspecified(host) {
+			return "", fmt.Errorf("--%s %s listens on every interface, which is no address to reach this node at: "+
+				"set --advertise-%s to one the other members and clients can reach (such as n1:%s in a container, or this machine's address)",
+				name, listen, name, port)
+		}
+		return listen, nil
+	}
+	flag := "--advertise-" + name
+	host, port, err := net.SplitHostPort(advertise)
+	if err != nil {
+		return "", fmt.Errorf("%s %q: want host:port", flag, advertise)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return "", fmt.Errorf("%s %q: %q is not a port number", flag, advertise, port)
+	}
+	if unspecified(host) {
+		return "", fmt.Errorf("%s %s is no address to reach this node at: give a host name or address the other members and clients can reach (such as n1:%s)",
+			flag, advertise, port)
+	}
+	return advertise, nil
+}
+
+// unspecified reports whether host, of a host:port, names no one machine:
+// empty, 0.0.0.0 or ::.
+func unspecified(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
 }
 
 // backend adapts a raftnode.Node to the HTTP API.
