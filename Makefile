@@ -1,10 +1,23 @@
 # The README's commands. `make test` is what CI runs.
 GO ?= go
 
-.PHONY: build run test unit fuzz bench vet chaos soak chaos-selfcheck
+.PHONY: build run test unit fuzz bench vet chaos soak chaos-selfcheck image
 
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/distkv ./cmd/distkv
+
+# The container image (Dockerfile), tagged $(IMAGE): the static binary is
+# built here with the Go toolchain and staged in $(IMAGE_STAGE) with an empty
+# data directory, then copied onto scratch, so no base image is pulled.
+# IMAGE_STAGE must be a directory named bin/image* (see .dockerignore).
+IMAGE ?= distkv:latest
+IMAGE_STAGE ?= bin/image
+
+image:
+	rm -rf $(IMAGE_STAGE)
+	mkdir -p $(IMAGE_STAGE)/data
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_STAGE)/distkv ./cmd/distkv
+	docker build --build-arg STAGE=$(IMAGE_STAGE) -t $(IMAGE) .
 
 run:
 	$(GO) run ./cmd/distkv dev
