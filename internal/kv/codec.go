@@ -20,14 +20,20 @@ const (
 	cmdCreateOnly   = 1 << 0
 	cmdPrevVersion  = 1 << 1
 	cmdPrevRevision = 1 << 2
-	cmdKnownFlags   = cmdCreateOnly | cmdPrevVersion | cmdPrevRevision
+	cmdJSON         = 1 << 3 // OpPut only: Kind is KindJSON
+	cmdKnownFlags   = cmdCreateOnly | cmdPrevVersion | cmdPrevRevision | cmdJSON
 )
+
+// txnPutJSON is the type byte of a TxnPut whose value is KindJSON.
+const txnPutJSON = 0x80 | byte(TxnPut)
 
 // Result flags (byte 2 of an encoded Result).
 const (
 	resCurrent    = 1 << 0
 	resTxn        = 1 << 1
-	resKnownFlags = resCurrent | resTxn
+	resVersion    = 1 << 2
+	resKinds      = 1 << 3 // every encoded pair is followed by its kind
+	resKnownFlags = resCurrent | resTxn | resVersion | resKinds
 )
 
 // The fewest bytes an encoded element of a Txn or TxnResult can take. A decoder
@@ -42,7 +48,8 @@ const (
 //
 //	version    1 byte (1)
 //	op         1 byte
-//	flags      1 byte: 1 CreateOnly, 2 PrevVersion present, 4 PrevRevision present
+//	flags      1 byte: 1 CreateOnly, 2 PrevVersion present, 4 PrevRevision
+//	           present, 8 the value is KindJSON (OpPut only)
 //	key        uvarint length, bytes
 //	value      uvarint length, bytes (OpPut only)
 //	prev_ver   zigzag varint (if flagged)
@@ -55,11 +62,17 @@ const (
 //	           key (uvarint length, bytes), then the operand: value (uvarint
 //	           length, bytes) for TargetValue, 1 byte 0 or 1 for TargetExists,
 //	           a zigzag varint for the other targets
-//	success    uvarint count, then per op: type 1 byte, key (uvarint length,
-//	           bytes), value (uvarint length, bytes; TxnPut only)
+//	success    uvarint count, then per op: type 1 byte (0x81 for a TxnPut
+//	           whose value is KindJSON), key (uvarint length, bytes), value
+//	           (uvarint length, bytes; TxnPut only)
 //	failure    as success
 //
 // Varints are minimal, so every Command has exactly one encoding.
+//
+// Compatibility: version 1 grew by flags and type bytes that a decoder that
+// predates them refuses (ErrMalformed) rather than misreads: a JSON value
+// (flag 8, type 0x81) is such a case. A log written before them holds none of
+// them and decodes as it always did, its values as strings.
 func (c Command) Marshal() []byte {
 	return c.AppendMarshal(make([]byte, 0, c.size()))
 }
@@ -96,6 +109,9 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	}
 	if c.Cond.PrevRevision != nil {
 		flags |= cmdPrevRevision
+	}
+	if c.Op == OpPut && c.Kind == KindJSON {
+		flags |= cmdJSON
 	}
 	dst = append(dst, codecVersion, byte(c.Op), flags)
 	dst = appendBytes(dst, c.Key)
@@ -145,6 +161,12 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		}
 		return c, nil
 	}
+	if flags&cmdJSON != 0 {
+		if d.err == nil && c.Op != OpPut {
+			return Command{}, d.fail("JSON value flag on a %v", c.Op)
+		}
+		c.Kind = KindJSON
+	}
 	c.Cond.CreateOnly = flags&cmdCreateOnly != 0
 	c.Key = d.bytes("key")
 	if c.Op == OpPut {
@@ -168,13 +190,18 @@ func UnmarshalCommand(b []byte) (Command, error) {
 //
 //	version    1 byte (1)
 //	status     1 byte
-//	flags      1 byte: 1 Current present
+//	flags      1 byte: 1 Current present, 2 Txn present, 4 Version present
 //	revision   zigzag varint
+//	version    zigzag varint (if flagged: Version is not 0)
 //	current    (if flagged) key and value as uvarint length + bytes, then
-//	           version, revision, create_revision as zigzag varints
+//	           version, revision, create_revision as zigzag varints, then
+//	           (if flag 8) the value's kind, 1 byte
 //
-// Current is omitted when it is the zero KeyValue (empty key and value). When
-// Txn is not nil, flag 2 is set and it follows:
+// Current is omitted when it is the zero KeyValue (empty key and value, no
+// kind). Flag 8 is set when a pair encoded (Current, or a get response of Txn)
+// holds a value of another kind than KindString; then every encoded pair is
+// followed by its kind byte. When Txn is not nil, flag 2 is set and it
+// follows:
 //
 //	succeeded  1 byte, 0 or 1
 //	responses  uvarint count, then per response: type 1 byte, then for a
@@ -189,17 +216,40 @@ func (r Result) Marshal() []byte {
 
 func (r Result) hasCurrent() bool {
 	c := r.Current
-	return len(c.Key) != 0 || len(c.Value) != 0 || c.Version != 0 || c.Revision != 0 || c.CreateRevision != 0
+	return len(c.Key) != 0 || len(c.Value) != 0 || c.Kind != KindString || c.Version != 0 || c.Revision != 0 || c.CreateRevision != 0
+}
+
+// hasKinds reports whether a pair that r's encoding holds has a value of
+// another kind than a string, so that every pair carries its kind byte.
+func (r Result) hasKinds() bool {
+	if r.hasCurrent() && r.Current.Kind != KindString {
+		return true
+	}
+	if r.Txn != nil {
+		for i := range r.Txn.Responses {
+			if x := &r.Txn.Responses[i]; x.Type == TxnGet && x.Found && x.KV.Kind != KindString {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (r Result) size() int {
 	n := 3 + varintLen(r.Revision)
+	if r.Version != 0 {
+		n += varintLen(r.Version)
+	}
+	kinds := r.hasKinds()
 	if c := r.Current; r.hasCurrent() {
 		n += uvarintLen(uint64(len(c.Key))) + len(c.Key) + uvarintLen(uint64(len(c.Value))) + len(c.Value) +
 			varintLen(c.Version) + varintLen(c.Revision) + varintLen(c.CreateRevision)
+		if kinds {
+			n++
+		}
 	}
 	if r.Txn != nil {
-		n += r.Txn.size()
+		n += r.Txn.size(kinds)
 	}
 	return n
 }
@@ -214,8 +264,18 @@ func (r Result) AppendMarshal(dst []byte) []byte {
 	if r.Txn != nil {
 		flags |= resTxn
 	}
+	if r.Version != 0 {
+		flags |= resVersion
+	}
+	kinds := r.hasKinds()
+	if kinds {
+		flags |= resKinds
+	}
 	dst = append(dst, codecVersion, byte(r.Status), flags)
 	dst = binary.AppendVarint(dst, r.Revision)
+	if r.Version != 0 {
+		dst = binary.AppendVarint(dst, r.Version)
+	}
 	if has {
 		c := r.Current
 		dst = appendBytes(dst, c.Key)
@@ -223,9 +283,12 @@ func (r Result) AppendMarshal(dst []byte) []byte {
 		dst = binary.AppendVarint(dst, c.Version)
 		dst = binary.AppendVarint(dst, c.Revision)
 		dst = binary.AppendVarint(dst, c.CreateRevision)
+		if kinds {
+			dst = append(dst, byte(c.Kind))
+		}
 	}
 	if r.Txn != nil {
-		dst = r.Txn.appendMarshal(dst)
+		dst = r.Txn.appendMarshal(dst, kinds)
 	}
 	return dst
 }
@@ -247,6 +310,12 @@ func UnmarshalResult(b []byte) (Result, error) {
 		return Result{}, d.fail("unknown flags %#x", flags)
 	}
 	r.Revision = d.varint("revision")
+	if flags&resVersion != 0 {
+		r.Version = d.varint("version")
+		if d.err == nil && r.Version == 0 {
+			return Result{}, d.fail("zero version encoded")
+		}
+	}
 	if flags&resCurrent != 0 {
 		c := &r.Current
 		c.Key = d.bytes("current key")
@@ -254,12 +323,18 @@ func UnmarshalResult(b []byte) (Result, error) {
 		c.Version = d.varint("current version")
 		c.Revision = d.varint("current revision")
 		c.CreateRevision = d.varint("current create_revision")
+		if flags&resKinds != 0 {
+			c.Kind = d.kind("current kind")
+		}
 		if d.err == nil && !r.hasCurrent() {
 			return Result{}, d.fail("zero current encoded")
 		}
 	}
 	if flags&resTxn != 0 {
-		r.Txn = d.txnResult()
+		r.Txn = d.txnResult(flags&resKinds != 0)
+	}
+	if d.err == nil && flags&resKinds != 0 && !r.hasKinds() {
+		return Result{}, d.fail("kinds encoded, but every value is a string")
 	}
 	if err := d.finish(); err != nil {
 		return Result{}, err
@@ -389,6 +464,7 @@ func (t *Txn) size() int {
 }
 
 func txnOpsSize(ops []TxnOp) int {
+	// A JSON put's type byte is 0x81 instead of 1: the size is the same.
 	n := 0
 	for i := range ops {
 		n += 1 + bytesLen(ops[i].Key)
@@ -424,7 +500,11 @@ func (t *Txn) appendMarshal(dst []byte) []byte {
 func appendTxnOps(dst []byte, ops []TxnOp) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(ops)))
 	for i := range ops {
-		dst = append(dst, byte(ops[i].Type))
+		if ops[i].Type == TxnPut && ops[i].Kind == KindJSON {
+			dst = append(dst, txnPutJSON)
+		} else {
+			dst = append(dst, byte(ops[i].Type))
+		}
 		dst = appendBytes(dst, ops[i].Key)
 		if ops[i].Type == TxnPut {
 			dst = appendBytes(dst, ops[i].Value)
@@ -433,7 +513,7 @@ func appendTxnOps(dst []byte, ops []TxnOp) []byte {
 	return dst
 }
 
-func (t *TxnResult) size() int {
+func (t *TxnResult) size(kinds bool) int {
 	n := 1 + uvarintLen(uint64(len(t.Responses)))
 	for i := range t.Responses {
 		r := &t.Responses[i]
@@ -447,13 +527,16 @@ func (t *TxnResult) size() int {
 				kv := &r.KV
 				n += bytesLen(kv.Key) + bytesLen(kv.Value) +
 					varintLen(kv.Version) + varintLen(kv.Revision) + varintLen(kv.CreateRevision)
+				if kinds {
+					n++
+				}
 			}
 		}
 	}
 	return n
 }
 
-func (t *TxnResult) appendMarshal(dst []byte) []byte {
+func (t *TxnResult) appendMarshal(dst []byte, kinds bool) []byte {
 	dst = append(dst, boolByte(t.Succeeded))
 	dst = binary.AppendUvarint(dst, uint64(len(t.Responses)))
 	for i := range t.Responses {
@@ -471,6 +554,9 @@ func (t *TxnResult) appendMarshal(dst []byte) []byte {
 				dst = binary.AppendVarint(dst, kv.Version)
 				dst = binary.AppendVarint(dst, kv.Revision)
 				dst = binary.AppendVarint(dst, kv.CreateRevision)
+				if kinds {
+					dst = append(dst, byte(kv.Kind))
+				}
 			}
 		}
 	}
@@ -525,6 +611,9 @@ func (d *decoder) txnOps(branch string) []TxnOp {
 	for i := range ops {
 		op := &ops[i]
 		op.Type = TxnOpType(d.u8(branch + " op type"))
+		if op.Type == TxnOpType(txnPutJSON) {
+			op.Type, op.Kind = TxnPut, KindJSON
+		}
 		if d.err == nil && (op.Type < TxnPut || op.Type > TxnGet) {
 			d.fail("%s op %d: unknown type %d", branch, i, op.Type)
 			return nil
@@ -537,8 +626,9 @@ func (d *decoder) txnOps(branch string) []TxnOp {
 	return ops
 }
 
-// txnResult decodes the TxnResult of a Result.
-func (d *decoder) txnResult() *TxnResult {
+// txnResult decodes the TxnResult of a Result; kinds: each pair is followed
+// by its kind byte.
+func (d *decoder) txnResult(kinds bool) *TxnResult {
 	t := &TxnResult{Succeeded: d.bool("txn succeeded")}
 	n := d.count("txn response count", minTxnResponseSize)
 	if n == 0 {
@@ -565,6 +655,9 @@ func (d *decoder) txnResult() *TxnResult {
 				kv.Version = d.varint("txn response version")
 				kv.Revision = d.varint("txn response revision")
 				kv.CreateRevision = d.varint("txn response create_revision")
+				if kinds {
+					kv.Kind = d.kind("txn response kind")
+				}
 			}
 		case r.Type != TxnPut:
 			d.fail("txn response %d: unknown type %d", i, r.Type)
@@ -590,6 +683,15 @@ func (d *decoder) count(field string, minSize int) int {
 		return 0
 	}
 	return int(n)
+}
+
+// kind reads a value kind byte, which must be one this version knows.
+func (d *decoder) kind(field string) ValueKind {
+	v := ValueKind(d.u8(field))
+	if d.err == nil && v > KindJSON {
+		d.fail("%s is %d, not a known value kind", field, v)
+	}
+	return v
 }
 
 // bool reads a byte that must be 0 or 1.

@@ -16,7 +16,7 @@ func equalPtr(a, b *int64) bool {
 }
 
 func equalCommand(a, b Command) bool {
-	return a.Op == b.Op && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) &&
+	return a.Op == b.Op && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.Kind == b.Kind &&
 		a.Cond.CreateOnly == b.Cond.CreateOnly &&
 		equalPtr(a.Cond.PrevVersion, b.Cond.PrevVersion) && equalPtr(a.Cond.PrevRevision, b.Cond.PrevRevision) &&
 		(a.Op != OpTxn || equalTxn(a.Txn, b.Txn))
@@ -35,6 +35,9 @@ func sampleCommands() []Command {
 		del("k", Cond{}),
 		del(strings.Repeat("k", 200), Cond{PrevRevision: i64(17)}),
 		del("", Cond{CreateOnly: true, PrevVersion: i64(1)}),
+		{Op: OpPut, Key: []byte("n"), Value: []byte("1.5e3"), Kind: KindJSON},
+		{Op: OpPut, Key: []byte("o"), Value: []byte(`{"a":[1,2]}`), Kind: KindJSON, Cond: Cond{PrevVersion: i64(2)}},
+		{Op: OpPut, Key: []byte("z"), Value: []byte("null"), Kind: KindJSON},
 	}
 }
 
@@ -94,7 +97,9 @@ func TestUnmarshalCommandRejects(t *testing.T) {
 		{"version 0", []byte{0, 1, 0, 0, 0}, "unknown version 0"},
 		{"unknown op", []byte{1, 9, 0, 0}, "unknown op 9"},
 		{"op 0", []byte{1, 0, 0, 0}, "unknown op 0"},
-		{"unknown flag", []byte{1, 2, 8, 0}, "unknown flags 0x8"},
+		{"unknown flag", []byte{1, 2, 0x20, 0}, "unknown flags 0x20"},
+		{"JSON flag on a delete", []byte{1, 2, cmdJSON, 0}, "JSON value flag on a delete"},
+		{"JSON put type on a get", []byte{1, 3, 0, 0, 1, 0x83, 1, 'k', 0}, "unknown type 131"},
 		{"key longer than input", []byte{1, 2, 0, 5, 'a'}, "truncated key: length 5 exceeds the 1 bytes left"},
 		{"huge key length", []byte{1, 2, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "length 18446744073709551615 exceeds"},
 		{"varint overflow", []byte{1, 2, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "overflows"},
@@ -131,6 +136,10 @@ func TestResultRoundTrip(t *testing.T) {
 		{Status: StatusConflict, Current: KeyValue{Key: []byte("k")}},
 		{Status: StatusConflict, Current: kvOf("k\xff", strings.Repeat("v", 1000), math.MaxInt64, math.MaxInt64, 1)},
 		{Status: StatusOK, Revision: -1},
+		{Status: StatusOK, Revision: 42, Version: 3},
+		{Status: StatusOK, Revision: 42, Version: math.MinInt64},
+		{Status: StatusConflict, Current: KeyValue{Key: []byte("k"), Value: []byte("true"), Kind: KindJSON, Version: 1, Revision: 2, CreateRevision: 2}},
+		{Status: StatusConflict, Current: KeyValue{Kind: KindJSON}},
 	} {
 		b := r.Marshal()
 		if len(b) != r.size() {
@@ -150,6 +159,10 @@ func TestResultRoundTrip(t *testing.T) {
 }
 
 func TestUnmarshalResultRejects(t *testing.T) {
+	// The well-formed neighbour of the kind cases below decodes.
+	if r, err := UnmarshalResult([]byte{1, 1, resCurrent | resKinds, 0, 1, 'k', 1, 'v', 2, 2, 2, 1}); err != nil || r.Current.Kind != KindJSON {
+		t.Fatalf("JSON current: %s, %v", fmtResult(r), err)
+	}
 	valid := Result{Status: StatusConflict, Current: kvOf("k", "v", 3, 99, 7)}.Marshal()
 	for _, b := range [][]byte{
 		nil,
@@ -160,6 +173,9 @@ func TestUnmarshalResultRejects(t *testing.T) {
 		{1, 0, 0, 0, 0},
 		{1, 1, resCurrent, 0, 0, 0, 0, 0, 0}, // a zero Current must be omitted
 		{1, 0, 0, 0x80, 0x00},
+		{1, 0, resVersion, 2, 0}, // a zero Version must be omitted
+		{1, 1, resCurrent | resKinds, 0, 1, 'k', 1, 'v', 2, 2, 2, 0}, // kinds flagged, all strings
+		{1, 1, resCurrent | resKinds, 0, 1, 'k', 1, 'v', 2, 2, 2, 2}, // unknown kind
 	} {
 		if r, err := UnmarshalResult(b); err == nil || !errors.Is(err, ErrMalformed) {
 			t.Errorf("% x: got %s, %v; want ErrMalformed", b, fmtResult(r), err)
@@ -198,6 +214,7 @@ func FuzzUnmarshalCommand(f *testing.F) {
 
 func FuzzUnmarshalResult(f *testing.F) {
 	f.Add(Result{Status: StatusOK, Revision: 5}.Marshal())
+	f.Add(Result{Status: StatusOK, Revision: 5, Version: 2}.Marshal())
 	f.Add(Result{Status: StatusConflict, Current: kvOf("k", "v", 3, 99, 7)}.Marshal())
 	for _, r := range sampleTxnResults() {
 		f.Add(r.Marshal())

@@ -65,8 +65,9 @@ func NewStore() *Store {
 }
 
 // item is an entry of the B-tree: one pair packed into a single allocation,
-// rec = key | value | version | revision | create revision (the last three 8
-// bytes each, little-endian), with its key's length and its first 8 bytes, so
+// rec = key | value | version | revision | create revision | kind (the three
+// numbers 8 bytes each, little-endian; the kind 1 byte), with its key's
+// length and its first 8 bytes, so
 // that most comparisons of a search are settled without loading the record from
 // memory. Packing keeps a slot of a B-tree node at 40 bytes instead of the 80 of
 // a KeyValue, which matters because nodes are often half full. A record is
@@ -81,7 +82,7 @@ type item struct {
 	klen uint32
 }
 
-const recMetaSize = 24 // version, revision, create revision
+const recMetaSize = 25 // version, revision, create revision, kind
 
 func keyItem(key []byte) item {
 	return item{pfx: prefix64(key), rec: key, klen: uint32(len(key))}
@@ -89,7 +90,7 @@ func keyItem(key []byte) item {
 
 // newItem packs a pair into a new record. Keys are far below 4 GiB: a whole
 // log entry is (the WAL frame limit).
-func newItem(key, value []byte, version, revision, createRevision int64) item {
+func newItem(key, value []byte, kind ValueKind, version, revision, createRevision int64) item {
 	k, v := len(key), len(value)
 	rec := make([]byte, k+v+recMetaSize)
 	copy(rec, key)
@@ -98,6 +99,7 @@ func newItem(key, value []byte, version, revision, createRevision int64) item {
 	binary.LittleEndian.PutUint64(meta, uint64(version))
 	binary.LittleEndian.PutUint64(meta[8:], uint64(revision))
 	binary.LittleEndian.PutUint64(meta[16:], uint64(createRevision))
+	meta[24] = byte(kind)
 	return item{pfx: prefix64(key), rec: rec, klen: uint32(k)}
 }
 
@@ -114,6 +116,7 @@ func (it item) kv() KeyValue {
 	return KeyValue{
 		Key:            it.rec[:it.klen:it.klen],
 		Value:          it.rec[it.klen:end:end],
+		Kind:           ValueKind(meta[24]),
 		Version:        int64(binary.LittleEndian.Uint64(meta)),
 		Revision:       int64(binary.LittleEndian.Uint64(meta[8:])),
 		CreateRevision: int64(binary.LittleEndian.Uint64(meta[16:])),
@@ -160,6 +163,9 @@ func newTree() *btree.BTreeG[item] {
 func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 	switch cmd.Op {
 	case OpPut, OpDelete:
+		if err := cmd.Validate(); err != nil {
+			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
+		}
 	case OpTxn:
 		if err := cmd.Txn.checkTypes(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w: %w", index, ErrUnknownOp, err)
@@ -183,9 +189,9 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		return s.applyTxn(rev, cmd.Txn), nil
 	}
 	if cmd.Op == OpPut && cmd.Cond == (Cond{}) {
-		s.putBlind(cmd.Key, cmd.Value, rev)
+		version := s.putBlind(cmd.Key, cmd.Value, cmd.Kind, rev)
 		s.view = nil
-		return Result{Status: StatusOK, Revision: rev}, nil
+		return Result{Status: StatusOK, Revision: rev, Version: version}, nil
 	}
 	probe := keyItem(cmd.Key)
 	it, exists := s.tree.GetHint(probe, &s.hint)
@@ -193,9 +199,11 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 	if !condHolds(cmd.Cond, cur) {
 		return Result{Status: StatusConflict, Current: cur}, nil
 	}
+	res := Result{Status: StatusOK, Revision: rev}
 	switch cmd.Op {
 	case OpPut:
-		s.put(probe, cur, exists, cmd.Value, rev)
+		s.put(probe, cur, exists, cmd.Value, cmd.Kind, rev)
+		res.Version = cur.Version + 1
 	case OpDelete:
 		if !exists {
 			return Result{Status: StatusNotFound}, nil
@@ -203,37 +211,38 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		s.tree.DeleteHint(it, &s.hint)
 	}
 	s.view = nil
-	return Result{Status: StatusOK, Revision: rev}, nil
+	return res, nil
 }
 
-// put stores value under probe's key as a write at rev; cur is the key's
-// current state and exists whether it has one. s.mu must be held for writing;
-// the caller resets s.view.
-func (s *Store) put(probe item, cur KeyValue, exists bool, value []byte, rev int64) {
+// put stores value, of kind, under probe's key as a write at rev; cur is the
+// key's current state and exists whether it has one. s.mu must be held for
+// writing; the caller resets s.view.
+func (s *Store) put(probe item, cur KeyValue, exists bool, value []byte, kind ValueKind, rev int64) {
 	if exists {
 		// The record is shared with Views: write a new one.
-		s.tree.SetHint(newItem(cur.Key, value, cur.Version+1, rev, cur.CreateRevision), &s.hint)
+		s.tree.SetHint(newItem(cur.Key, value, kind, cur.Version+1, rev, cur.CreateRevision), &s.hint)
 		return
 	}
-	s.tree.SetHint(newItem(probe.key(), value, 1, rev, rev), &s.hint)
+	s.tree.SetHint(newItem(probe.key(), value, kind, 1, rev, rev), &s.hint)
 }
 
 // putBlind stores value under key as an unconditional write at rev in one
-// pass over the tree: the record goes in as the key's first version, and if
-// it replaced one, its version and create revision are then set from the one
-// it replaced. The record is not yet visible to anyone else: readers and
-// Views take s.mu, which the caller holds for writing (it also resets
-// s.view).
-func (s *Store) putBlind(key, value []byte, rev int64) {
-	it := newItem(key, value, 1, rev, rev)
+// pass over the tree and returns the key's new version: the record goes in as
+// the key's first version, and if it replaced one, its version and create
+// revision are then set from the one it replaced. The record is not yet
+// visible to anyone else: readers and Views take s.mu, which the caller holds
+// for writing (it also resets s.view).
+func (s *Store) putBlind(key, value []byte, kind ValueKind, rev int64) int64 {
+	it := newItem(key, value, kind, 1, rev, rev)
 	prev, replaced := s.tree.SetHint(it, &s.hint)
 	if !replaced {
-		return
+		return 1
 	}
 	p := prev.kv()
 	meta := it.rec[len(it.rec)-recMetaSize:]
 	binary.LittleEndian.PutUint64(meta, uint64(p.Version+1))
 	binary.LittleEndian.PutUint64(meta[16:], uint64(p.CreateRevision))
+	return p.Version + 1
 }
 
 // condHolds reports whether c holds for cur, the key's state (zero if absent).
@@ -337,7 +346,10 @@ func (s *Store) Restore(index uint64, seq iter.Seq2[KeyValue, error]) error {
 		if len(kv.Key) > math.MaxUint32 {
 			return fmt.Errorf("restore at index %d: pair %d: key of %d bytes", index, n, len(kv.Key))
 		}
-		it := newItem(kv.Key, kv.Value, kv.Version, kv.Revision, kv.CreateRevision)
+		if kv.Kind > KindJSON {
+			return fmt.Errorf("restore at index %d: pair %d (key %q): unknown value kind %d", index, n, kv.Key, kv.Kind)
+		}
+		it := newItem(kv.Key, kv.Value, kv.Kind, kv.Version, kv.Revision, kv.CreateRevision)
 		t.Load(it)
 		prev = it.key()
 		n++

@@ -40,15 +40,18 @@ func kvOf(key, value string, version, rev, create int64) KeyValue {
 }
 
 func equalKV(a, b KeyValue) bool {
-	return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) &&
+	return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.Kind == b.Kind &&
 		a.Version == b.Version && a.Revision == b.Revision && a.CreateRevision == b.CreateRevision
 }
 
 func equalResult(a, b Result) bool {
-	return a.Status == b.Status && a.Revision == b.Revision && equalKV(a.Current, b.Current) && equalTxnResult(a.Txn, b.Txn)
+	return a.Status == b.Status && a.Revision == b.Revision && a.Version == b.Version && equalKV(a.Current, b.Current) && equalTxnResult(a.Txn, b.Txn)
 }
 
 func fmtKV(kv KeyValue) string {
+	if kv.Kind != KindString {
+		return fmt.Sprintf("{%q=%s(%s) v%d r%d c%d}", kv.Key, kv.Kind, kv.Value, kv.Version, kv.Revision, kv.CreateRevision)
+	}
 	return fmt.Sprintf("{%q=%q v%d r%d c%d}", kv.Key, kv.Value, kv.Version, kv.Revision, kv.CreateRevision)
 }
 
@@ -56,11 +59,14 @@ func fmtResult(r Result) string {
 	if r.Txn != nil {
 		return fmt.Sprintf("{%v rev=%d current=%s txn=%s}", r.Err(), r.Revision, fmtKV(r.Current), fmtTxnResult(r.Txn))
 	}
-	return fmt.Sprintf("{%v rev=%d current=%s}", r.Err(), r.Revision, fmtKV(r.Current))
+	return fmt.Sprintf("{%v rev=%d version=%d current=%s}", r.Err(), r.Revision, r.Version, fmtKV(r.Current))
 }
 
 func TestApply(t *testing.T) {
+	// ok is the result of a delete at rev, okPut of a put, which also
+	// reports the key's version after it.
 	ok := func(rev int64) Result { return Result{Status: StatusOK, Revision: rev} }
+	okPut := func(rev, version int64) Result { return Result{Status: StatusOK, Revision: rev, Version: version} }
 	conflict := func(cur KeyValue) Result { return Result{Status: StatusConflict, Current: cur} }
 	notFound := Result{Status: StatusNotFound}
 	v1 := kvOf("k", "v1", 1, 5, 5) // the state after the usual first step
@@ -72,66 +78,66 @@ func TestApply(t *testing.T) {
 		want  []Result
 		state *KeyValue // of key "k" after all steps; nil: absent
 	}{
-		{"create", []Command{put("k", "v1", Cond{})}, []Result{ok(5)}, &v1},
+		{"create", []Command{put("k", "v1", Cond{})}, []Result{okPut(5, 1)}, &v1},
 		{"update bumps version and revision, keeps create revision",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{})},
-			[]Result{ok(5), ok(10)}, &KeyValue{Key: []byte("k"), Value: []byte("v2"), Version: 2, Revision: 10, CreateRevision: 5}},
+			[]Result{okPut(5, 1), okPut(10, 2)}, &KeyValue{Key: []byte("k"), Value: []byte("v2"), Version: 2, Revision: 10, CreateRevision: 5}},
 		{"update to empty value",
 			[]Command{put("k", "v1", Cond{}), put("k", "", Cond{})},
-			[]Result{ok(5), ok(10)}, &KeyValue{Key: []byte("k"), Value: []byte{}, Version: 2, Revision: 10, CreateRevision: 5}},
-		{"delete", []Command{put("k", "v1", Cond{}), del("k", Cond{})}, []Result{ok(5), ok(10)}, nil},
+			[]Result{okPut(5, 1), okPut(10, 2)}, &KeyValue{Key: []byte("k"), Value: []byte{}, Version: 2, Revision: 10, CreateRevision: 5}},
+		{"delete", []Command{put("k", "v1", Cond{}), del("k", Cond{})}, []Result{okPut(5, 1), ok(10)}, nil},
 		{"delete missing", []Command{del("k", Cond{})}, []Result{notFound}, nil},
 		{"recreate starts again at version 1",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{}), del("k", Cond{}), put("k", "v3", Cond{})},
-			[]Result{ok(5), ok(10), ok(15), ok(20)}, &KeyValue{Key: []byte("k"), Value: []byte("v3"), Version: 1, Revision: 20, CreateRevision: 20}},
+			[]Result{okPut(5, 1), okPut(10, 2), ok(15), okPut(20, 1)}, &KeyValue{Key: []byte("k"), Value: []byte("v3"), Version: 1, Revision: 20, CreateRevision: 20}},
 
-		{"create-only on missing key holds", []Command{put("k", "v1", Cond{CreateOnly: true})}, []Result{ok(5)}, &v1},
+		{"create-only on missing key holds", []Command{put("k", "v1", Cond{CreateOnly: true})}, []Result{okPut(5, 1)}, &v1},
 		{"create-only on existing key fails",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{CreateOnly: true})},
-			[]Result{ok(5), conflict(v1)}, &v1},
+			[]Result{okPut(5, 1), conflict(v1)}, &v1},
 
 		{"prev version matches",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{PrevVersion: i64(1)})},
-			[]Result{ok(5), ok(10)}, &KeyValue{Key: []byte("k"), Value: []byte("v2"), Version: 2, Revision: 10, CreateRevision: 5}},
+			[]Result{okPut(5, 1), okPut(10, 2)}, &KeyValue{Key: []byte("k"), Value: []byte("v2"), Version: 2, Revision: 10, CreateRevision: 5}},
 		{"prev version differs",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{PrevVersion: i64(2)})},
-			[]Result{ok(5), conflict(v1)}, &v1},
-		{"prev version 0 on missing key holds", []Command{put("k", "v1", Cond{PrevVersion: i64(0)})}, []Result{ok(5)}, &v1},
+			[]Result{okPut(5, 1), conflict(v1)}, &v1},
+		{"prev version 0 on missing key holds", []Command{put("k", "v1", Cond{PrevVersion: i64(0)})}, []Result{okPut(5, 1)}, &v1},
 		{"prev version 0 on existing key fails",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{PrevVersion: i64(0)})},
-			[]Result{ok(5), conflict(v1)}, &v1},
+			[]Result{okPut(5, 1), conflict(v1)}, &v1},
 		{"prev version 1 on missing key fails with zero current",
 			[]Command{put("k", "v1", Cond{PrevVersion: i64(1)})}, []Result{conflict(KeyValue{})}, nil},
 
 		{"prev revision matches",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{PrevRevision: i64(5)})},
-			[]Result{ok(5), ok(10)}, &KeyValue{Key: []byte("k"), Value: []byte("v2"), Version: 2, Revision: 10, CreateRevision: 5}},
+			[]Result{okPut(5, 1), okPut(10, 2)}, &KeyValue{Key: []byte("k"), Value: []byte("v2"), Version: 2, Revision: 10, CreateRevision: 5}},
 		{"prev revision differs",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{PrevRevision: i64(4)})},
-			[]Result{ok(5), conflict(v1)}, &v1},
-		{"prev revision 0 on missing key holds", []Command{put("k", "v1", Cond{PrevRevision: i64(0)})}, []Result{ok(5)}, &v1},
+			[]Result{okPut(5, 1), conflict(v1)}, &v1},
+		{"prev revision 0 on missing key holds", []Command{put("k", "v1", Cond{PrevRevision: i64(0)})}, []Result{okPut(5, 1)}, &v1},
 		{"prev revision 0 on existing key fails",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{PrevRevision: i64(0)})},
-			[]Result{ok(5), conflict(v1)}, &v1},
+			[]Result{okPut(5, 1), conflict(v1)}, &v1},
 
 		{"all conditions hold",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{PrevVersion: i64(1), PrevRevision: i64(5)})},
-			[]Result{ok(5), ok(10)}, &KeyValue{Key: []byte("k"), Value: []byte("v2"), Version: 2, Revision: 10, CreateRevision: 5}},
+			[]Result{okPut(5, 1), okPut(10, 2)}, &KeyValue{Key: []byte("k"), Value: []byte("v2"), Version: 2, Revision: 10, CreateRevision: 5}},
 		{"one of several conditions fails",
 			[]Command{put("k", "v1", Cond{}), put("k", "v2", Cond{PrevVersion: i64(1), PrevRevision: i64(6)})},
-			[]Result{ok(5), conflict(v1)}, &v1},
+			[]Result{okPut(5, 1), conflict(v1)}, &v1},
 
 		{"conditional delete holds",
 			[]Command{put("k", "v1", Cond{}), del("k", Cond{PrevRevision: i64(5)})},
-			[]Result{ok(5), ok(10)}, nil},
+			[]Result{okPut(5, 1), ok(10)}, nil},
 		{"conditional delete fails and keeps the key",
 			[]Command{put("k", "v1", Cond{}), del("k", Cond{PrevVersion: i64(7)})},
-			[]Result{ok(5), conflict(v1)}, &v1},
+			[]Result{okPut(5, 1), conflict(v1)}, &v1},
 		{"delete of missing key whose condition holds is not found",
 			[]Command{del("k", Cond{PrevVersion: i64(0)})}, []Result{notFound}, nil},
 		{"create-only delete of existing key fails",
 			[]Command{put("k", "v1", Cond{}), del("k", Cond{CreateOnly: true})},
-			[]Result{ok(5), conflict(v1)}, &v1},
+			[]Result{okPut(5, 1), conflict(v1)}, &v1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -474,6 +480,7 @@ func (m model) apply(index uint64, cmd Command) Result {
 		return Result{Status: StatusConflict, Current: cur}
 	}
 	rev := int64(index)
+	res := Result{Status: StatusOK, Revision: rev}
 	switch cmd.Op {
 	case OpPut:
 		kv := KeyValue{Key: bytes.Clone(cmd.Key), Value: bytes.Clone(cmd.Value), Version: cur.Version + 1, Revision: rev, CreateRevision: cur.CreateRevision}
@@ -481,13 +488,14 @@ func (m model) apply(index uint64, cmd Command) Result {
 			kv.CreateRevision = rev
 		}
 		m[string(cmd.Key)] = kv
+		res.Version = kv.Version
 	case OpDelete:
 		if !exists {
 			return Result{Status: StatusNotFound}
 		}
 		delete(m, string(cmd.Key))
 	}
-	return Result{Status: StatusOK, Revision: rev}
+	return res
 }
 
 func (m model) rangeOf(start, end []byte, limit int) ([]KeyValue, bool) {

@@ -33,8 +33,11 @@ type CompareTarget uint8
 // create revision 0, as in etcd.
 const (
 	// TargetValue compares the value byte-wise (bytes.Compare) with
-	// Compare.Value. As in etcd, a value compare on a missing key is false
-	// whatever its op: the key has no value, which is not the empty value.
+	// Compare.Value, a byte string. As in etcd, a value compare on a missing
+	// key is false whatever its op: the key has no value, which is not the
+	// empty value. A key holding a value of another kind than a string
+	// (KindJSON) differs from every string operand: == is false, != true,
+	// and the orderings are false.
 	TargetValue CompareTarget = 1
 	// TargetVersion compares Version with Compare.Number.
 	TargetVersion CompareTarget = 2
@@ -137,7 +140,8 @@ func (t TxnOpType) String() string {
 type TxnOp struct {
 	Type  TxnOpType
 	Key   []byte
-	Value []byte // TxnPut only
+	Value []byte    // TxnPut only
+	Kind  ValueKind // of Value; TxnPut only
 }
 
 // TxnResult is the outcome of a Txn.
@@ -191,6 +195,9 @@ func (t *Txn) Validate() error {
 func (c Command) Validate() error {
 	switch c.Op {
 	case OpPut, OpDelete:
+		if c.Kind > KindJSON || (c.Kind != KindString && c.Op != OpPut) {
+			return fmt.Errorf("%w: value kind %v on a %v", ErrUnknownOp, c.Kind, c.Op)
+		}
 		return nil
 	case OpTxn:
 		return c.Txn.Validate()
@@ -216,6 +223,9 @@ func (t *Txn) checkTypes() error {
 		for i, op := range b.ops {
 			if op.Type < TxnPut || op.Type > TxnGet {
 				return fmt.Errorf("%w: %s[%d]: unknown operation %v", ErrInvalidTxn, b.name, i, op.Type)
+			}
+			if op.Kind > KindJSON || (op.Kind != KindString && op.Type != TxnPut) {
+				return fmt.Errorf("%w: %s[%d]: value kind %v on a %v", ErrInvalidTxn, b.name, i, op.Kind, op.Type)
 			}
 		}
 	}
@@ -258,6 +268,9 @@ func (c *Compare) holds(cur KeyValue, exists bool) bool {
 	case TargetValue:
 		if !exists {
 			return false
+		}
+		if cur.Kind != KindString {
+			return c.Op == CompareNotEqual
 		}
 		cmp = bytes.Compare(cur.Value, c.Value)
 	case TargetVersion:
@@ -328,7 +341,7 @@ func (s *Store) applyTxn(rev int64, t *Txn) Result {
 		r.Type = op.Type
 		switch op.Type {
 		case TxnPut:
-			s.put(probe, it.kv(), exists, op.Value, rev)
+			s.put(probe, it.kv(), exists, op.Value, op.Kind, rev)
 			changed = true
 		case TxnDelete:
 			if exists {

@@ -72,7 +72,7 @@ func equalTxnOps(a, b []TxnOp) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].Type != b[i].Type || !bytes.Equal(a[i].Key, b[i].Key) ||
+		if a[i].Type != b[i].Type || !bytes.Equal(a[i].Key, b[i].Key) || a[i].Kind != b[i].Kind ||
 			(a[i].Type == TxnPut && !bytes.Equal(a[i].Value, b[i].Value)) {
 			return false
 		}
@@ -437,6 +437,8 @@ func sampleTxns() []Command {
 			[]TxnOp{tput("a", "y"), tdel("b"), tget("c"), tput("", "")},
 			[]TxnOp{tget("a")}),
 		txnCmd(nil, nil, []TxnOp{tput(strings.Repeat("k", 200), strings.Repeat("v", 300))}),
+		txnCmd(nil, []TxnOp{{Type: TxnPut, Key: []byte("n"), Value: []byte("12"), Kind: KindJSON}, tput("s", "12")},
+			[]TxnOp{{Type: TxnPut, Key: []byte("o"), Value: []byte(`{"a":[1,2]}`), Kind: KindJSON}}),
 	}
 }
 
@@ -451,6 +453,10 @@ func sampleTxnResults() []Result {
 			{Type: TxnGet, Found: true, KV: kvOf("\xff", strings.Repeat("v", 200), math.MaxInt64, math.MaxInt64, 1)},
 		}}},
 		{Status: StatusConflict, Current: kvOf("k", "v", 1, 2, 2), Txn: &TxnResult{Responses: []TxnResponse{{Type: TxnDelete, Deleted: -5}}}},
+		{Status: StatusOK, Revision: 9, Txn: &TxnResult{Succeeded: true, Responses: []TxnResponse{
+			{Type: TxnGet, Found: true, KV: kvOf("s", "12", 1, 2, 2)},
+			{Type: TxnGet, Found: true, KV: KeyValue{Key: []byte("n"), Value: []byte("12"), Kind: KindJSON, Version: 1, Revision: 3, CreateRevision: 3}},
+		}}},
 	}
 }
 

@@ -50,12 +50,38 @@ type Cond struct {
 	PrevRevision *int64
 }
 
+// ValueKind says how a value's bytes are to be read: as a byte string, or as
+// the JSON text of another JSON value. The store keeps it with the value, so
+// nothing written as a string ever reads back as JSON, or the other way round.
+type ValueKind uint8
+
+// The kinds of values.
+const (
+	// KindString: the value is a byte string (shown as a JSON string).
+	KindString ValueKind = 0
+	// KindJSON: the value is the compact JSON text of a number, object,
+	// array, boolean or null, as the client sent it (see package httpapi for
+	// what is normalized). The state machine never parses it.
+	KindJSON ValueKind = 1
+)
+
+func (k ValueKind) String() string {
+	switch k {
+	case KindString:
+		return "string"
+	case KindJSON:
+		return "json"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
 // Command is one write, as proposed to Raft and stored in the log.
 type Command struct {
 	Op    Op
-	Key   []byte // OpPut and OpDelete only
-	Value []byte // OpPut only
-	Cond  Cond   // OpPut and OpDelete only
+	Key   []byte    // OpPut and OpDelete only
+	Value []byte    // OpPut only
+	Kind  ValueKind // of Value; OpPut only
+	Cond  Cond      // OpPut and OpDelete only
 	// Txn is the transaction of an OpTxn (nil means the empty transaction);
 	// other ops ignore it.
 	Txn *Txn
@@ -65,6 +91,8 @@ type Command struct {
 type KeyValue struct {
 	Key   []byte
 	Value []byte
+	// Kind says how Value is to be read (a string unless set).
+	Kind ValueKind
 	// Version counts the writes to the key since it was (re)created: 1 after the
 	// first put. A deleted key is gone; its next put starts again at 1.
 	Version int64
@@ -89,6 +117,9 @@ type Result struct {
 	Status Status
 	// Revision is the revision of the write (its log index) when Status is OK.
 	Revision int64
+	// Version is, for an OpPut whose Status is OK, the key's version after
+	// the write (1 when it created the key); 0 for other ops and outcomes.
+	Version int64
 	// Current is the key's state when Status is Conflict; Version 0 means the key
 	// does not exist.
 	Current KeyValue
