@@ -111,7 +111,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.HasPrefix(path, membersPrefix) {
-		h.serveCluster(w, r, path)
+		if noParams(w, r, r.Method+" "+path) {
+			h.serveCluster(w, r, path)
+		}
 		return
 	}
 	switch path {
@@ -126,17 +128,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.txn(w, r)
 	case "/cluster/status":
-		if methodGet(w, r) {
+		if methodGet(w, r) && noParams(w, r, "GET /cluster/status") {
 			h.status(w)
 		}
 	case "/cluster/members", "/cluster/leader/transfer":
-		h.serveCluster(w, r, path)
+		if noParams(w, r, r.Method+" "+path) {
+			h.serveCluster(w, r, path)
+		}
 	case "/healthz":
-		if methodGet(w, r) {
+		if methodGet(w, r) && noParams(w, r, "GET /healthz") {
 			writeJSON(w, http.StatusOK, bodyHealthy)
 		}
 	case "/readyz":
-		if methodGet(w, r) {
+		if methodGet(w, r) && noParams(w, r, "GET /readyz") {
 			if err := h.backend.Ready(); err != nil {
 				writeError(w, http.StatusServiceUnavailable, err.Error())
 				return

@@ -83,7 +83,7 @@ func TestPrototypeWalkthrough(t *testing.T) {
 		code                 int
 		want                 string
 	}{
-		{"PUT", "/key/key6", `{"value": "myvalue"}`, 200, `{"status":"ok","id":14}`},
+		{"PUT", "/key/key6", `{"value": "myvalue"}`, 200, `{"status":"ok","id":14,"key":"key6","version":1}`},
 		{"GET", "/key/key6", "", 200, `{"key":"key6","value":"myvalue","version":1,"revision":14}`},
 		{"DELETE", "/key/key6", "", 200, `{"status":"ok","id":15}`},
 		{"GET", "/key/key6", "", 404, `{"detail":"Key not found"}`},
@@ -257,23 +257,37 @@ func TestConditions(t *testing.T) {
 		want                       string  // exact body; "" to check only the code
 		cond                       kv.Cond // what the backend must get
 	}{
-		{"body version holds", "PUT", "/key/c", `{"value":"v2","prev_version":1}`, 200, `{"status":"ok","id":12}`, kv.Cond{PrevVersion: i64(1)}},
+		{"body version holds", "PUT", "/key/c", `{"value":"v2","prev_version":1}`, 200, `{"status":"ok","id":12,"key":"c","version":2}`, kv.Cond{PrevVersion: i64(1)}},
 		{"body version fails", "PUT", "/key/c", `{"value":"v2","prev_version":2}`, 409,
 			`{"detail":"condition failed: prev_version is 2 but the key's version is 1","key":"c","version":1,"revision":11}`, kv.Cond{PrevVersion: i64(2)}},
 		{"query version fails", "PUT", "/key/c?prev_version=3", `{"value":"v2"}`, 409,
 			`{"detail":"condition failed: prev_version is 3 but the key's version is 1","key":"c","version":1,"revision":11}`, kv.Cond{PrevVersion: i64(3)}},
-		{"query revision holds", "PUT", "/key/c?prev_revision=11", `{"value":"v2"}`, 200, `{"status":"ok","id":12}`, kv.Cond{PrevRevision: i64(11)}},
+		{"query revision holds", "PUT", "/key/c?prev_revision=11", `{"value":"v2"}`, 200, `{"status":"ok","id":12,"key":"c","version":2}`, kv.Cond{PrevRevision: i64(11)}},
 		{"body revision fails", "PUT", "/key/c", `{"value":"v2","prev_revision":17}`, 409,
 			`{"detail":"condition failed: prev_revision is 17 but the key's revision is 11","key":"c","version":1,"revision":11}`, kv.Cond{PrevRevision: i64(17)}},
 		{"create_only on existing key", "PUT", "/key/c", `{"value":"v2","create_only":true}`, 409,
 			`{"detail":"condition failed: create_only is set but the key exists","key":"c","version":1,"revision":11}`, kv.Cond{CreateOnly: true}},
-		{"create_only query on new key", "PUT", "/key/new?create_only=true", `{"value":"n"}`, 200, `{"status":"ok","id":12}`, kv.Cond{CreateOnly: true}},
+		{"create_only query on new key", "PUT", "/key/new?create_only=true", `{"value":"n"}`, 200, `{"status":"ok","id":12,"key":"new","version":1}`, kv.Cond{CreateOnly: true}},
 		{"prev_version on missing key", "PUT", "/key/new", `{"value":"n","prev_version":4}`, 409,
 			`{"detail":"condition failed: prev_version is 4 but the key does not exist","key":"new","version":0,"revision":0}`, kv.Cond{PrevVersion: i64(4)}},
-		{"prev_version 0 on missing key", "PUT", "/key/new?prev_version=0", `{"value":"n"}`, 200, `{"status":"ok","id":12}`, kv.Cond{PrevVersion: i64(0)}},
+		{"prev_version 0 on missing key", "PUT", "/key/new?prev_version=0", `{"value":"n"}`, 200, `{"status":"ok","id":12,"key":"new","version":1}`, kv.Cond{PrevVersion: i64(0)}},
 		{"same condition in body and query", "PUT", "/key/c?prev_version=1&create_only=false", `{"value":"v2","prev_version":1,"create_only":false}`, 200, "", kv.Cond{PrevVersion: i64(1)}},
 		{"null conditions are absent", "PUT", "/key/c", `{"value":"v2","prev_version":null,"prev_revision":null,"create_only":null}`, 200, "", kv.Cond{}},
-		{"unknown fields ignored", "PUT", "/key/c", `{"x":{"value":1},"value":"v2","y":[1,"}"]}`, 200, "", kv.Cond{}},
+		{"prototype version holds", "PUT", "/key/c", `{"value":"v2","version":1}`, 200, `{"status":"ok","id":12,"key":"c","version":2}`, kv.Cond{PrevVersion: i64(1)}},
+		{"prototype version outdated", "PUT", "/key/c", `{"value":"v2","version":0}`, 409,
+			`{"detail":"condition failed: version is 0 but the key's version is 1","status":"error","message":"Version conflict: provided version 0 is outdated","current_version":1,"key":"c","version":1,"revision":11}`,
+			kv.Cond{PrevVersion: i64(0)}},
+		{"prototype version ahead", "PUT", "/key/c", `{"value":"v2","version":5}`, 409,
+			`{"detail":"condition failed: version is 5 but the key's version is 1","status":"error","message":"Version conflict: provided version 5 is ahead of the current version 1","current_version":1,"key":"c","version":1,"revision":11}`,
+			kv.Cond{PrevVersion: i64(5)}},
+		{"prototype version on missing key", "PUT", "/key/new", `{"value":"v2","version":1}`, 409,
+			`{"detail":"condition failed: version is 1 but the key does not exist","status":"error","message":"Version conflict: provided version 1, but the key does not exist","current_version":0,"key":"new","version":0,"revision":0}`,
+			kv.Cond{PrevVersion: i64(1)}},
+		{"prototype version with another failing condition", "PUT", "/key/c", `{"value":"v2","version":1,"prev_revision":3}`, 409,
+			`{"detail":"condition failed: prev_revision is 3 but the key's revision is 11","key":"c","version":1,"revision":11}`,
+			kv.Cond{PrevVersion: i64(1), PrevRevision: i64(3)}},
+		{"version and prev_version agree", "PUT", "/key/c", `{"value":"v2","version":1,"prev_version":1}`, 200, "", kv.Cond{PrevVersion: i64(1)}},
+		{"version and query prev_version agree", "PUT", "/key/c?prev_version=1", `{"value":"v2","version":1}`, 200, "", kv.Cond{PrevVersion: i64(1)}},
 		{"delete version holds", "DELETE", "/key/c?prev_version=1", "", 200, `{"status":"ok","id":12}`, kv.Cond{PrevVersion: i64(1)}},
 		{"delete revision fails", "DELETE", "/key/c?prev_revision=5", "", 409,
 			`{"detail":"condition failed: prev_revision is 5 but the key's revision is 11","key":"c","version":1,"revision":11}`, kv.Cond{PrevRevision: i64(5)}},
@@ -337,7 +351,8 @@ func TestBadInput(t *testing.T) {
 		{"null value", "PUT", "/key/k", strings.NewReader(`{"value":null}`), 422, `"value" must be a string, not null`},
 		{"object value", "PUT", "/key/k", strings.NewReader(`{"value":{}}`), 422, `not an object`},
 		{"empty object", "PUT", "/key/k", strings.NewReader(`{}`), 422, `no "value" field`},
-		{"wrong case", "PUT", "/key/k", strings.NewReader(`{"Value":"v"}`), 422, `no "value" field`},
+		{"wrong case", "PUT", "/key/k", strings.NewReader(`{"Value":"v"}`), 422, `unknown field "Value"`},
+		{"no value", "PUT", "/key/k", strings.NewReader(`{"version":1}`), 422, `no "value" field`},
 		{"empty body", "PUT", "/key/k", nil, 422, "body is empty"},
 		{"blank body", "PUT", "/key/k", strings.NewReader(" \n"), 422, "body is empty"},
 		{"body prev_version string", "PUT", "/key/k", strings.NewReader(`{"value":"v","prev_version":"3"}`), 422, `"prev_version" must be a non-negative integer, not a string`},
@@ -372,6 +387,25 @@ func TestBadInput(t *testing.T) {
 		{"continue wrong version", "GET", "/keys?continue=AAAA", nil, 422, "continuation token"},
 		{"continue too short", "GET", "/keys?continue=AQ", nil, 422, "continuation token"},
 		{"repeated prefix", "GET", "/keys?prefix=a&prefix=b", nil, 422, "prefix is given 2 times"},
+		{"unknown body field", "PUT", "/key/k", strings.NewReader(`{"value":"v","prev_verison":1}`), 422,
+			`request body has an unknown field "prev_verison"; a PUT body has "value", "version", "prev_version", "prev_revision" and "create_only"`},
+		{"unknown nested-looking field", "PUT", "/key/k", strings.NewReader(`{"x":{"value":1},"value":"v2"}`), 422, `unknown field "x"`},
+		{"version and prev_version differ", "PUT", "/key/k", strings.NewReader(`{"value":"v","version":2,"prev_version":1}`), 422,
+			`"version" is 2 but "prev_version" is 1`},
+		{"version not an integer", "PUT", "/key/k", strings.NewReader(`{"value":"v","version":"2"}`), 422, `"version" must be a non-negative integer, not a string`},
+		{"version and query prev_version differ", "PUT", "/key/k?prev_version=1", strings.NewReader(`{"value":"v","version":2}`), 422,
+			"prev_version is 2 in the body but 1 in the query string"},
+		{"unknown GET parameter", "GET", "/key/k?verison=1", nil, 422, `unknown query parameter "verison"; GET /key/{key} takes consistency and version`},
+		{"GET version zero", "GET", "/key/k?version=0", nil, 422, "query parameter version must be a positive integer, not \"0\""},
+		{"GET version not a number", "GET", "/key/k?version=latest", nil, 422, "query parameter version must be a non-negative integer, not \"latest\""},
+		{"unknown PUT parameter", "PUT", "/key/k?version=1", strings.NewReader(`{"value":"v"}`), 422,
+			`unknown query parameter "version"; PUT /key/{key} takes prev_version, prev_revision and create_only`},
+		{"unknown DELETE parameter", "DELETE", "/key/k?force=1", nil, 422, `unknown query parameter "force"; DELETE /key/{key} takes`},
+		{"unknown scan parameter", "GET", "/keys?pefix=a", nil, 422, `unknown query parameter "pefix"; GET /keys takes prefix, start, end, limit, continue and consistency`},
+		{"unknown history parameter", "GET", "/key/k/history?version=1", nil, 422, `unknown query parameter "version"; GET /key/{key}/history takes consistency`},
+		{"parameter of an endpoint without any", "GET", "/healthz?verbose=1", nil, 422, `unknown query parameter "verbose"; GET /healthz takes no query parameters`},
+		{"parameter of cluster status", "GET", "/cluster/status?x=", nil, 422, `unknown query parameter "x"; GET /cluster/status takes no query parameters`},
+		{"first unknown parameter named", "GET", "/key/k?zz=1&aa=2&consistency=stale", nil, 422, `unknown query parameter "aa"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, f := newTestAPI(t, Config{})
@@ -455,7 +489,7 @@ func TestGetConsistency(t *testing.T) {
 	for _, tc := range []struct {
 		query string
 		want  bool
-	}{{"", true}, {"?consistency=linearizable", true}, {"?consistency=stale", false}, {"?other=1", true}} {
+	}{{"", true}, {"?consistency=linearizable", true}, {"?consistency=stale", false}} {
 		serveString(h, "GET", "/key/k"+tc.query, "")
 		calls := f.Calls()
 		if c := calls[len(calls)-1]; c.op != "get" || c.linearizable != tc.want || string(c.key) != "k" {

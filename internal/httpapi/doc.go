@@ -12,10 +12,12 @@
 // the Backend.
 //
 //	Request                      Status  Body
-//	PUT    /key/{key}            200     {"status":"ok","id":<revision of the write>}
+//	PUT    /key/{key}            200     {"status":"ok","id":<revision of the write>,"key":k,"version":n}
 //	                             409     {"detail":"condition failed: ...","key":k,"version":v,"revision":r}
 //	GET    /key/{key}            200     {"key":k,"value":v,"version":n,"revision":r}
 //	                             404     {"detail":"Key not found"}
+//	GET    /key/{key}/history    200     {"key":k,"versions":[n],"history":[{"version":n,"value":v}]}
+//	GET    /key/{key}/versions   200     {"key":k,"versions":[n],"latest_version":n}
 //	DELETE /key/{key}            200     {"status":"ok","id":<revision of the delete>}
 //	                             404     {"detail":"Key not found"}
 //	                             409     as for PUT
@@ -40,8 +42,10 @@
 //	     maximal value can need plus room for the other fields; in a
 //	     transaction, also more than Config.MaxTxnOps compares, or operations
 //	     in a branch
-//	422  a body that is empty, not JSON, not a JSON object, without "value", or
-//	     whose "value" is not a string; a condition of the wrong type or negative;
+//	422  a body that is empty, not JSON, not a JSON object, without "value", with
+//	     a field it does not know, or whose "value" is not a string; a query
+//	     parameter the endpoint does not take; a condition of the wrong type or
+//	     negative;
 //	     a condition given in body and query with different values; create_only on
 //	     DELETE; a malformed query string or a repeated parameter; a bad
 //	     consistency, limit or continue parameter; a transaction that does not
@@ -64,15 +68,35 @@
 //
 // PUT reads the body whatever its Content-Type (curl -d sends a form type):
 //
-//	{"value":"<string>","prev_version":n,"prev_revision":n,"create_only":b}
+//	{"value":"<string>","version":n,"prev_version":n,"prev_revision":n,"create_only":b}
 //
 // "value" is required; the other fields are optional (null means absent) and
-// unknown fields are ignored. Field names are case-sensitive and a repeated
-// field takes its last value, as Python's json module did. The conditions
-// (kv.Cond) can also be given as query parameters of PUT and DELETE:
-// ?prev_version=3&prev_revision=17&create_only=true. A write whose condition
-// fails changes nothing and gets 409 with the key's current version and
-// revision (0 and 0 if it does not exist).
+// an unknown field is refused with 422 naming it. Field names are
+// case-sensitive and a repeated field takes its last value, as Python's json
+// module did. "version" is the prototype's precondition (its v1.5) and means
+// what prev_version means: the key's current version must be n. The
+// conditions (kv.Cond) can also be given as query parameters of PUT and
+// DELETE: ?prev_version=3&prev_revision=17&create_only=true. A write whose
+// condition fails changes nothing and gets 409 with the key's current version
+// and revision (0 and 0 if it does not exist); when the failed condition is a
+// body's "version", the answer also has the prototype's "status":"error",
+// "message" and "current_version".
+//
+// # Versions
+//
+// A node keeps the latest version of each key only. GET /key/{key}?version=n
+// answers as GET when n is the key's version and 404 with a detail saying
+// that version is not retained (or does not exist yet) otherwise, never
+// another version's value. /key/{key}/history and /key/{key}/versions answer
+// in the prototype's shapes with the one version retained. The suffixes are
+// matched on the escaped path, so a key that itself ends in "/history" is
+// addressed with its last slash as %2F.
+//
+// # Query parameters
+//
+// Every endpoint refuses a query parameter it does not take (422, naming
+// it), as it refuses an unknown field of a body: nothing a client sends is
+// silently ignored.
 //
 // # Transactions
 //

@@ -13,7 +13,7 @@ import (
 // refPut decodes a PUT body the slow, obvious way with encoding/json: it is
 // the oracle the hand-written decoder is fuzzed against.
 type refPut struct {
-	ok         bool // an object with a string "value"
+	ok         bool // an object with a string "value" and no unknown field
 	value      []byte
 	hasConds   bool // any condition field that is not null
 	condsValid bool // every condition field well-typed
@@ -25,13 +25,20 @@ func refDecodePut(body []byte) refPut {
 		return refPut{}
 	}
 	var r refPut
+	for name := range obj {
+		switch name {
+		case "value", "version", "prev_version", "prev_revision", "create_only":
+		default:
+			return r
+		}
+	}
 	raw, ok := obj["value"]
 	var s string
 	if !ok || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
 		return r
 	}
 	r.ok, r.value, r.condsValid = true, []byte(s), true
-	for _, name := range []string{"prev_version", "prev_revision", "create_only"} {
+	for _, name := range []string{"version", "prev_version", "prev_revision", "create_only"} {
 		raw, ok := obj[name]
 		if !ok || string(raw) == "null" {
 			continue
@@ -85,6 +92,9 @@ func FuzzPutBody(f *testing.F) {
 		{`[]`, ""},
 		{`{"value":null}`, "a=%zz"},
 		{"{\"value\":\"\xff\xfe\"}", ""},
+		{`{"value":"v","version":1,"prev_version":1}`, ""},
+		{`{"value":"v","version":2,"prev_version":1}`, ""},
+		{`{"value":"v","unknown":2}`, ""},
 		{`{"value":"` + strings.Repeat("x", 65) + `"}`, ""},
 	} {
 		f.Add([]byte(seed.body), seed.query)
@@ -124,6 +134,7 @@ func FuzzKeyPath(f *testing.F) {
 	for _, seed := range []string{
 		"key6", "app/config/db", "a%2Fb", "..", "a/../b", "//", "a%20b", "a+b", "%E2%82%AC", "€",
 		"%00%ff", "%25", "%zz", "", "a?create_only=true", "a#b", "%2e%2e/",
+		"a/history", "a%2Fhistory", "/versions", "a/versions?consistency=stale",
 	} {
 		f.Add(seed)
 	}
@@ -152,6 +163,13 @@ func FuzzKeyPath(f *testing.F) {
 			if rec.Code == 409 {
 				return
 			}
+		case 405:
+			// The version endpoints of a key take GET only.
+			esc := escapedPath(u)
+			if len(calls) != 0 || !strings.HasSuffix(esc, historySuffix) && !strings.HasSuffix(esc, versionsSuffix) {
+				t.Fatalf("PUT %q: 405, backend calls %+v", target, calls)
+			}
+			return
 		case 400, 404, 413, 422:
 			if len(calls) != 0 {
 				t.Fatalf("PUT %q: %d, yet the backend was called", target, rec.Code)
@@ -166,6 +184,7 @@ func FuzzKeyPath(f *testing.F) {
 		default:
 			t.Fatalf("PUT %q: status %d %s", target, rec.Code, rec.Body)
 		}
+		u.RawQuery = "" // the PUT's conditions are not parameters of a GET
 		rec = do("GET", "")
 		var got struct{ Key, Value string }
 		if err := json.Unmarshal(rec.Body.Bytes(), &got); rec.Code != 200 || err != nil {

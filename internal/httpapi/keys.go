@@ -6,15 +6,37 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/lattrace"
 )
 
-// serveKey serves /key/{key}; escKey is the escaped path after "/key/".
+// The suffixes of the prototype's version endpoints, GET /key/{key}/history
+// and /versions. They are recognised in the path as the client escaped it,
+// so a key that itself ends in "/history" is addressed with its last slash
+// percent-encoded: /key/notes%2Fhistory.
+const (
+	historySuffix  = "/history"
+	versionsSuffix = "/versions"
+)
+
+// serveKey serves /key/{key}, /key/{key}/history and /key/{key}/versions;
+// escKey is the escaped path after "/key/".
 func (h *handler) serveKey(w http.ResponseWriter, r *http.Request, escKey string) {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodDelete:
+	endpoint := ""
+	for _, suffix := range []string{historySuffix, versionsSuffix} {
+		if base, ok := strings.CutSuffix(escKey, suffix); ok {
+			escKey, endpoint = base, suffix
+			break
+		}
+	}
+	switch {
+	case endpoint != "":
+		if !methodGet(w, r) {
+			return
+		}
+	case r.Method == http.MethodGet, r.Method == http.MethodHead, r.Method == http.MethodPut, r.Method == http.MethodDelete:
 	default:
 		methodNotAllowed(w, allowKey)
 		return
@@ -32,6 +54,10 @@ func (h *handler) serveKey(w http.ResponseWriter, r *http.Request, escKey string
 			fmt.Sprintf("key is %d bytes; the limit is %d bytes", len(key), h.cfg.MaxKeySize))
 		return
 	}
+	if endpoint != "" {
+		h.history(w, r, key, endpoint)
+		return
+	}
 	switch r.Method {
 	case http.MethodPut:
 		h.put(w, r, key)
@@ -44,11 +70,22 @@ func (h *handler) serveKey(w http.ResponseWriter, r *http.Request, escKey string
 
 func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	q, aerr := parseQuery(r)
+	if aerr == nil {
+		aerr = checkParams(q, "GET /key/{key}", paramsGet)
+	}
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
 	}
 	linearizable, aerr := consistency(q)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	version, hasVersion, aerr := queryInt(q, "version")
+	if aerr == nil && hasVersion && version < 1 {
+		aerr = unprocessable("query parameter version must be a positive integer, not %q", q.Get("version"))
+	}
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
@@ -62,6 +99,10 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	}
 	if !found {
 		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
+		return
+	}
+	if hasVersion && version != kvp.Version {
+		writeError(w, http.StatusNotFound, versionNotRetained(key, version, kvp.Version))
 		return
 	}
 	buf := getBuf()
@@ -86,6 +127,9 @@ func appendKeyValue(b, key []byte, kvp kv.KeyValue) []byte {
 func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 	lattrace.Mark(lattrace.HTTPPut, 0, 0)
 	q, aerr := parseQuery(r)
+	if aerr == nil {
+		aerr = checkParams(q, "PUT /key/{key}", paramsPut)
+	}
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
@@ -124,11 +168,14 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		// may keep it, so it gets its own.
 		value = bytes.Clone(value)
 	}
-	h.propose(w, r, kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Cond: cond})
+	h.propose(w, r, kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Cond: cond}, p.conds.byVersion)
 }
 
 func (h *handler) delete(w http.ResponseWriter, r *http.Request, key []byte) {
 	q, aerr := parseQuery(r)
+	if aerr == nil {
+		aerr = checkParams(q, "DELETE /key/{key}", paramsDelete)
+	}
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
@@ -147,11 +194,13 @@ func (h *handler) delete(w http.ResponseWriter, r *http.Request, key []byte) {
 		writeAPIError(w, aerr)
 		return
 	}
-	h.propose(w, r, kv.Command{Op: kv.OpDelete, Key: key, Cond: cond})
+	h.propose(w, r, kv.Command{Op: kv.OpDelete, Key: key, Cond: cond}, false)
 }
 
-// propose replicates cmd and answers with its outcome.
-func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd kv.Command) {
+// propose replicates cmd and answers with its outcome. byVersion says that
+// the PUT's version condition came from the prototype's "version" field, so
+// that a conflict on it is answered in the prototype's shape as well.
+func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd kv.Command, byVersion bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
 	res, err := h.backend.Propose(ctx, cmd)
@@ -164,6 +213,13 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd kv.Command
 		buf := getBuf()
 		*buf = append(*buf, `{"status":"ok","id":`...)
 		*buf = strconv.AppendInt(*buf, res.Revision, 10)
+		if cmd.Op == kv.OpPut {
+			// The prototype's answer since its v1.5 (versioned values).
+			*buf = append(*buf, `,"key":`...)
+			*buf = appendString(*buf, cmd.Key)
+			*buf = append(*buf, `,"version":`...)
+			*buf = strconv.AppendInt(*buf, res.Version, 10)
+		}
 		*buf = append(*buf, '}')
 		writeJSON(w, http.StatusOK, *buf)
 		lattrace.Mark(lattrace.HTTPAnswered, 0, 0)
@@ -173,7 +229,14 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd kv.Command
 	case kv.StatusConflict:
 		buf := getBuf()
 		*buf = append(*buf, `{"detail":`...)
-		*buf = appendStr(*buf, conflictDetail(cmd.Cond, res.Current))
+		*buf = appendStr(*buf, conflictDetail(cmd.Cond, res.Current, byVersion))
+		if p := cmd.Cond.PrevVersion; byVersion && p != nil && *p != res.Current.Version {
+			// The prototype's (v1.5) conflict answer, beside distkv's.
+			*buf = append(*buf, `,"status":"error","message":`...)
+			*buf = appendStr(*buf, versionConflictMessage(*p, res.Current.Version))
+			*buf = append(*buf, `,"current_version":`...)
+			*buf = strconv.AppendInt(*buf, res.Current.Version, 10)
+		}
 		*buf = append(*buf, `,"key":`...)
 		*buf = appendString(*buf, cmd.Key)
 		*buf = append(*buf, `,"version":`...)
@@ -190,8 +253,13 @@ func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd kv.Command
 }
 
 // conflictDetail says which condition of c failed against the key's current
-// state cur (Version 0: the key does not exist).
-func conflictDetail(c kv.Cond, cur kv.KeyValue) string {
+// state cur (Version 0: the key does not exist). byVersion names the version
+// condition "version", the field of the prototype's PUT body it came from.
+func conflictDetail(c kv.Cond, cur kv.KeyValue, byVersion bool) string {
+	versionName := "prev_version"
+	if byVersion {
+		versionName = "version"
+	}
 	prefix := kv.ErrConflict.Error() + ": "
 	state := func(what string, n int64) string {
 		if cur.Version == 0 {
@@ -203,11 +271,32 @@ func conflictDetail(c kv.Cond, cur kv.KeyValue) string {
 	case c.CreateOnly && cur.Version != 0:
 		return prefix + "create_only is set but the key exists"
 	case c.PrevVersion != nil && *c.PrevVersion != cur.Version:
-		return prefix + fmt.Sprintf("prev_version is %d but %s", *c.PrevVersion, state("version", cur.Version))
+		return prefix + fmt.Sprintf("%s is %d but %s", versionName, *c.PrevVersion, state("version", cur.Version))
 	case c.PrevRevision != nil && *c.PrevRevision != cur.Revision:
 		return prefix + fmt.Sprintf("prev_revision is %d but %s", *c.PrevRevision, state("revision", cur.Revision))
 	}
 	return prefix + "the key changed before the write was applied"
+}
+
+// versionConflictMessage is the "message" of the prototype's answer to a PUT
+// whose "version" is not the key's current version cur (0: no such key).
+func versionConflictMessage(given, cur int64) string {
+	switch {
+	case cur == 0:
+		return fmt.Sprintf("Version conflict: provided version %d, but the key does not exist", given)
+	case given < cur:
+		return fmt.Sprintf("Version conflict: provided version %d is outdated", given)
+	}
+	return fmt.Sprintf("Version conflict: provided version %d is ahead of the current version %d", given, cur)
+}
+
+// versionNotRetained is the detail of a 404 to a read of version of key whose
+// current version is cur: this node keeps the latest version of each key only.
+func versionNotRetained(key []byte, version, cur int64) string {
+	if version > cur {
+		return fmt.Sprintf("version %d of key %q does not exist; the key is at version %d", version, key, cur)
+	}
+	return fmt.Sprintf("version %d of key %q is not retained; this node keeps the latest version only (version %d)", version, key, cur)
 }
 
 // consistency reads the consistency query parameter: true for linearizable

@@ -32,6 +32,9 @@ type conds struct {
 	prevVersion, prevRevision       int64
 	hasPrevVersion, hasPrevRevision bool
 	createOnly, hasCreateOnly       bool
+	// byVersion: the version condition came from the prototype's "version"
+	// field of a PUT body (not prev_version).
+	byVersion bool
 }
 
 // putBody is the decoded body of a PUT.
@@ -78,9 +81,15 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return buf, nil
 }
 
-// parsePutBody decodes {"value": "...", "prev_version": n, "prev_revision": n,
-// "create_only": b}. Unknown fields are ignored; field names are case-sensitive
-// and a repeated field takes its last value, as in the prototype.
+// putFields names the fields of a PUT body in error details.
+const putFields = `"value", "version", "prev_version", "prev_revision" and "create_only"`
+
+// parsePutBody decodes {"value": "...", "version": n, "prev_version": n,
+// "prev_revision": n, "create_only": b}. "version" is the prototype's
+// precondition (v1.5): the key's current version must be n, as prev_version
+// says. An unknown field is refused, naming it; field names are
+// case-sensitive and a repeated field takes its last value, as in the
+// prototype.
 func parsePutBody(b []byte) (putBody, *apiError) {
 	var p putBody
 	i := skipSpace(b, 0)
@@ -102,7 +111,7 @@ func parsePutBody(b []byte) (putBody, *apiError) {
 	if b[i] != '{' {
 		return p, unprocessable(`request body must be a JSON object such as {"value":"..."}, not %s`, kindOf(b[i:]))
 	}
-	var value, prevVersion, prevRevision, createOnly []byte
+	var value, version, prevVersion, prevRevision, createOnly []byte
 	for i++; ; {
 		i = skipSpace(b, i)
 		if b[i] == '}' {
@@ -118,15 +127,19 @@ func parsePutBody(b []byte) (putBody, *apiError) {
 		end = skipValue(b, i)
 		raw := b[i:end]
 		i = end
-		switch {
-		case string(name) == "value":
+		switch string(name) {
+		case "value":
 			value = raw
-		case string(name) == "prev_version":
+		case "version":
+			version = raw
+		case "prev_version":
 			prevVersion = raw
-		case string(name) == "prev_revision":
+		case "prev_revision":
 			prevRevision = raw
-		case string(name) == "create_only":
+		case "create_only":
 			createOnly = raw
+		default:
+			return p, unprocessable("request body has an unknown field %q; a PUT body has %s", name, putFields)
 		}
 	}
 	switch {
@@ -139,6 +152,15 @@ func parsePutBody(b []byte) (putBody, *apiError) {
 	var err *apiError
 	if p.conds.prevVersion, p.conds.hasPrevVersion, err = bodyInt("prev_version", prevVersion); err != nil {
 		return p, err
+	}
+	v, hasV, err := bodyInt("version", version)
+	switch {
+	case err != nil:
+		return p, err
+	case hasV && p.conds.hasPrevVersion && v != p.conds.prevVersion:
+		return p, unprocessable(`"version" is %d but "prev_version" is %d; both name the version the key must be at`, v, p.conds.prevVersion)
+	case hasV:
+		p.conds.prevVersion, p.conds.hasPrevVersion, p.conds.byVersion = v, true, !p.conds.hasPrevVersion
 	}
 	if p.conds.prevRevision, p.conds.hasPrevRevision, err = bodyInt("prev_revision", prevRevision); err != nil {
 		return p, err

@@ -57,6 +57,9 @@ type scanRange struct {
 func (h *handler) parseScan(r *http.Request) (scanRange, *apiError) {
 	sr := scanRange{limit: h.cfg.DefaultScanLimit, linearizable: true}
 	q, aerr := parseQuery(r)
+	if aerr == nil {
+		aerr = checkParams(q, "GET /keys", paramsScan)
+	}
 	if aerr != nil || q == nil {
 		return sr, aerr
 	}

@@ -63,8 +63,12 @@ func (p entryPath) String() string {
 }
 
 func (h *handler) txn(w http.ResponseWriter, r *http.Request) {
-	if r.URL.RawQuery != "" {
-		writeError(w, http.StatusUnprocessableEntity, "POST /txn takes no query parameters")
+	q, aerr := parseQuery(r)
+	if aerr == nil {
+		aerr = checkParams(q, "POST /txn", paramsTxn)
+	}
+	if aerr != nil {
+		writeAPIError(w, aerr)
 		return
 	}
 	body, err := readBody(w, r, h.bodyLimit)

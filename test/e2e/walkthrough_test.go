@@ -30,9 +30,10 @@ func TestPrototypeWalkthrough(t *testing.T) {
 	base := "http://" + strings.Replace(addr, "127.0.0.1", "localhost", 1)
 
 	put := curl(t, "-X", "PUT", base+"/key/key6", "-H", "Content-Type: application/json", "-d", `{"value": "myvalue"}`)
-	m := regexp.MustCompile(`^\{"status":"ok","id":(\d+)\}$`).FindStringSubmatch(put)
+	// The prototype's answer since its v1.5 carries key and version too.
+	m := regexp.MustCompile(`^\{"status":"ok","id":(\d+),"key":"key6","version":1\}$`).FindStringSubmatch(put)
 	if m == nil {
-		t.Fatalf("PUT answered %q, want {\"status\":\"ok\",\"id\":N}", put)
+		t.Fatalf("PUT answered %q, want {\"status\":\"ok\",\"id\":N,\"key\":\"key6\",\"version\":1}", put)
 	}
 	putID, _ := strconv.Atoi(m[1])
 

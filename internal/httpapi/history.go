@@ -1,0 +1,62 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+)
+
+// history answers the prototype's version endpoints from what this node
+// retains, which is the latest version of each key only (multi-version
+// history is not kept yet):
+//
+//	GET /key/{key}/history   {"key":k,"versions":[v],"history":[{"version":v,"value":..}]}
+//	GET /key/{key}/versions  {"key":k,"versions":[v],"latest_version":v}
+//
+// A missing key is 404 {"detail":"Key not found"}.
+func (h *handler) history(w http.ResponseWriter, r *http.Request, key []byte, endpoint string) {
+	q, aerr := parseQuery(r)
+	if aerr == nil {
+		aerr = checkParams(q, "GET /key/{key}"+endpoint, paramsHistory)
+	}
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	linearizable, aerr := consistency(q)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	kvp, found, err := h.backend.Get(ctx, key, linearizable)
+	if err != nil {
+		h.backendError(ctx, w, r, "get", err, false)
+		return
+	}
+	if !found {
+		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
+		return
+	}
+	buf := getBuf()
+	b := append(*buf, `{"key":`...)
+	b = appendString(b, key)
+	b = append(b, `,"versions":[`...)
+	b = strconv.AppendInt(b, kvp.Version, 10)
+	b = append(b, ']')
+	if endpoint == historySuffix {
+		b = append(b, `,"history":[{"version":`...)
+		b = strconv.AppendInt(b, kvp.Version, 10)
+		b = append(b, `,"value":`...)
+		b = appendString(b, kvp.Value)
+		b = append(b, `}]}`...)
+	} else {
+		b = append(b, `,"latest_version":`...)
+		b = strconv.AppendInt(b, kvp.Version, 10)
+		b = append(b, '}')
+	}
+	*buf = b
+	writeJSON(w, http.StatusOK, b)
+	putBuf(buf)
+}
