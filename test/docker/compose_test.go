@@ -190,7 +190,14 @@ func (c *cluster) status(service string) (status, error) {
 	return st, nil
 }
 
-var writeOK = regexp.MustCompile(`^\{"status":"ok","id":(\d+)\}$`)
+// putOK and delOK are the bodies of a successful PUT of key6 (the
+// prototype's answer, to which the prototype's later versions add the key
+// and its version) and of a DELETE; writeOK is any successful write.
+var (
+	putOK   = regexp.MustCompile(`^\{"status":"ok","id":(\d+)(?:,"key":"key6","version":1)?\}$`)
+	delOK   = regexp.MustCompile(`^\{"status":"ok","id":(\d+)\}$`)
+	writeOK = regexp.MustCompile(`^\{"status":"ok","id":\d+[,}]`)
+)
 
 // TestComposeCluster builds the image, starts deploy/compose.yaml, runs the
 // prototype's walkthrough against it, kills the leader's container, checks
@@ -297,7 +304,7 @@ func TestComposeCluster(t *testing.T) {
 
 	// The prototype's walkthrough: write on n1, read on the others.
 	code, put := c.mustDo(http.MethodPut, "n1", "/key/key6", `{"value": "myvalue"}`)
-	m := writeOK.FindStringSubmatch(put)
+	m := putOK.FindStringSubmatch(put)
 	if code != http.StatusOK || m == nil {
 		t.Fatalf("PUT key6 on n1 answered %d %q, want {\"status\":\"ok\",\"id\":N}", code, put)
 	}
@@ -308,7 +315,7 @@ func TestComposeCluster(t *testing.T) {
 		}
 	}
 	code, del := c.mustDo(http.MethodDelete, "n1", "/key/key6", "")
-	dm := writeOK.FindStringSubmatch(del)
+	dm := delOK.FindStringSubmatch(del)
 	if code != http.StatusOK || dm == nil {
 		t.Fatalf("DELETE key6 on n1 answered %d %q", code, del)
 	}
