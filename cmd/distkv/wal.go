@@ -31,8 +31,9 @@ Python prototype's wal.log:
   {"id": 14, "operation": "SET", "key": "key6", "value": "myvalue"}
   {"id": 15, "operation": "DELETE", "key": "key6", "value": null}
 
-id is the write's revision (its Raft log index). DIR is a node's data directory
-or its wal/ directory. A conditional write shows its condition after the
+id is the write's revision (its Raft log index). A value written as a JSON
+number, object, array, boolean or null is shown as that JSON value, a string
+as a string. DIR is a node's data directory or its wal/ directory. A conditional write shows its condition after the
 prototype's fields; the log holds it whether or not the condition held.
 --raft also prints Raft's own records (hard states,
 membership changes, snapshot markers). Nothing is modified.`,
@@ -86,6 +87,15 @@ func pyString(s []byte) string {
 	return string(bytes.TrimRight(buf.Bytes(), "\n"))
 }
 
+// pyValue renders a written value: a JSON value (kv.KindJSON) as the JSON
+// text it is stored as, a string as pyString does.
+func pyValue(v []byte, kind kv.ValueKind) string {
+	if kind == kv.KindJSON {
+		return string(v)
+	}
+	return pyString(v)
+}
+
 func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
 	w := bufio.NewWriter(out)
 	defer w.Flush()
@@ -103,7 +113,7 @@ func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
 				}
 				switch cmd.Op {
 				case kv.OpPut:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s%s}\n", e.Index, pyString(cmd.Key), pyString(cmd.Value), condFields(cmd.Cond))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s%s}\n", e.Index, pyString(cmd.Key), pyValue(cmd.Value, cmd.Kind), condFields(cmd.Cond))
 				case kv.OpDelete:
 					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null%s}\n", e.Index, pyString(cmd.Key), condFields(cmd.Cond))
 				case kv.OpTxn:
@@ -187,7 +197,7 @@ func txnFields(t *kv.Txn) string {
 			}
 			switch op.Type {
 			case kv.TxnPut:
-				fmt.Fprintf(&b, "{\"operation\": \"SET\", \"key\": %s, \"value\": %s}", pyString(op.Key), pyString(op.Value))
+				fmt.Fprintf(&b, "{\"operation\": \"SET\", \"key\": %s, \"value\": %s}", pyString(op.Key), pyValue(op.Value, op.Kind))
 			case kv.TxnDelete:
 				fmt.Fprintf(&b, "{\"operation\": \"DELETE\", \"key\": %s, \"value\": null}", pyString(op.Key))
 			default:

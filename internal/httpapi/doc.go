@@ -43,7 +43,8 @@
 //	     transaction, also more than Config.MaxTxnOps compares, or operations
 //	     in a branch
 //	422  a body that is empty, not JSON, not a JSON object, without "value", with
-//	     a field it does not know, or whose "value" is not a string; a query
+//	     a field it does not know, or whose "value" nests arrays and objects
+//	     more than 64 levels deep; a query
 //	     parameter the endpoint does not take; a condition of the wrong type or
 //	     negative;
 //	     a condition given in body and query with different values; create_only on
@@ -68,7 +69,7 @@
 //
 // PUT reads the body whatever its Content-Type (curl -d sends a form type):
 //
-//	{"value":"<string>","version":n,"prev_version":n,"prev_revision":n,"create_only":b}
+//	{"value":<any JSON value>,"version":n,"prev_version":n,"prev_revision":n,"create_only":b}
 //
 // "value" is required; the other fields are optional (null means absent) and
 // an unknown field is refused with 422 naming it. Field names are
@@ -159,8 +160,16 @@
 //
 // # Values and UTF-8
 //
-// Keys and values are byte strings but JSON carries text. Values are sent as
-// JSON strings. In responses, strings are written as Python's json.dumps
+// A value is any JSON value, as the prototype's `value: Any` took it. A
+// string is stored as the byte string it holds (kv.KindString); any other
+// value (number, object, array, boolean, null) as its compact JSON text
+// (kv.KindJSON, see appendCompact): numbers keep their text exactly as sent,
+// whitespace between tokens is dropped, strings inside are written as every
+// string is below. Every read answers the value as it was written: the
+// number 12 as 12, the string "12" as "12". MaxValueSize applies to the
+// stored text; values nested more than 64 levels deep are refused.
+//
+// Keys are byte strings but JSON carries text. In responses, strings are written as Python's json.dumps
 // (ensure_ascii=False) wrote them: only '"', '\' and control characters are
 // escaped, other characters are raw UTF-8; each byte that is not part of valid
 // UTF-8 is written as \ufffd, exactly as encoding/json would. So keys or

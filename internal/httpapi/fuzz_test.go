@@ -6,17 +6,22 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/distkv/distkv/internal/kv"
 )
 
 // refPut decodes a PUT body the slow, obvious way with encoding/json: it is
 // the oracle the hand-written decoder is fuzzed against.
 type refPut struct {
-	ok         bool // an object with a string "value" and no unknown field
-	value      []byte
-	hasConds   bool // any condition field that is not null
-	condsValid bool // every condition field well-typed
+	ok         bool   // an object with a "value" and no unknown field
+	value      []byte // a string value's bytes
+	json       []byte // the raw text of any other value
+	depth      int    // of json: arrays and objects within one another
+	hasConds   bool   // any condition field that is not null
+	condsValid bool   // every condition field well-typed
 }
 
 func refDecodePut(body []byte) refPut {
@@ -33,11 +38,19 @@ func refDecodePut(body []byte) refPut {
 		}
 	}
 	raw, ok := obj["value"]
-	var s string
-	if !ok || raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+	if !ok {
 		return r
 	}
-	r.ok, r.value, r.condsValid = true, []byte(s), true
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) != nil {
+			return r
+		}
+		r.value = []byte(s)
+	} else {
+		r.json, r.depth = raw, jsonDepth(raw)
+	}
+	r.ok, r.condsValid = true, true
 	for _, name := range []string{"version", "prev_version", "prev_revision", "create_only"} {
 		raw, ok := obj[name]
 		if !ok || string(raw) == "null" {
@@ -60,6 +73,84 @@ func refDecodePut(body []byte) refPut {
 		}
 	}
 	return r
+}
+
+// jsonDepth returns how deep arrays and objects nest in the valid JSON raw.
+func jsonDepth(raw []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	depth, most := 0, 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return most
+		}
+		switch tok {
+		case json.Delim('['), json.Delim('{'):
+			depth++
+			most = max(most, depth)
+		case json.Delim(']'), json.Delim('}'):
+			depth--
+		}
+	}
+}
+
+// sameJSON reports whether a and b decode to the same value, numbers
+// compared as their text.
+func sameJSON(a, b []byte) bool {
+	decode := func(b []byte) (any, bool) {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) != nil {
+			return nil, false
+		}
+		return v, true
+	}
+	x, ok1 := decode(a)
+	y, ok2 := decode(b)
+	return ok1 && ok2 && reflect.DeepEqual(x, y)
+}
+
+// isCompact reports whether the valid JSON b has no whitespace between tokens.
+func isCompact(b []byte) bool {
+	var c bytes.Buffer
+	return json.Compact(&c, b) == nil && bytes.Equal(c.Bytes(), b)
+}
+
+// FuzzCompactValue checks appendCompact, which turns a JSON value of a
+// request into the text distkv stores, against encoding/json: the same value
+// (numbers as the same text), compact, valid, stable when compacted again,
+// and refused only beyond maxValueDepth.
+func FuzzCompactValue(f *testing.F) {
+	for _, seed := range []string{
+		`12`, `1.5`, `1e3`, `-0.0E-7`, `true`, `null`, `{"a":[1,2]}`, ` [ 1 , { "b" : "c\"\u00e9" } ] `,
+		`"str"`, `{"a":1,"a":2}`, "[\"\xff\"]", `{"\ud83d\ude00":"\ud800"}`, strings.Repeat("[", 64) + strings.Repeat("]", 64),
+		strings.Repeat("[", 65) + strings.Repeat("]", 65), `123456789012345678901234567890`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		raw = bytes.TrimSpace(raw)
+		if !json.Valid(raw) {
+			return
+		}
+		got, deep := appendCompact(nil, raw)
+		if deep != nil {
+			if jsonDepth(raw) <= maxValueDepth {
+				t.Fatalf("%q refused as too deep at depth %d", raw, jsonDepth(raw))
+			}
+			return
+		}
+		if jsonDepth(raw) > maxValueDepth {
+			t.Fatalf("%q accepted at depth %d", raw, jsonDepth(raw))
+		}
+		if !json.Valid(got) || !isCompact(got) || !sameJSON(got, raw) {
+			t.Fatalf("%q compacted to %q", raw, got)
+		}
+		if again, _ := appendCompact(nil, got); !bytes.Equal(again, got) {
+			t.Fatalf("%q compacted to %q, then to %q", raw, got, again)
+		}
+	})
 }
 
 // checkResponse checks what every response must be: JSON with the right
@@ -95,6 +186,10 @@ func FuzzPutBody(f *testing.F) {
 		{`{"value":"v","version":1,"prev_version":1}`, ""},
 		{`{"value":"v","version":2,"prev_version":1}`, ""},
 		{`{"value":"v","unknown":2}`, ""},
+		{`{"value": 12}`, ""},
+		{`{"value": 1.50e+3}`, ""},
+		{`{"value": [1, {"a": "\u00e9\ud800"}, null, true, false, -0]}`, ""},
+		{`{"value": {"a": 1, "a": 2}}`, ""},
 		{`{"value":"` + strings.Repeat("x", 65) + `"}`, ""},
 	} {
 		f.Add([]byte(seed.body), seed.query)
@@ -109,19 +204,34 @@ func FuzzPutBody(f *testing.F) {
 		checkResponse(t, rec)
 		calls := fake.Calls()
 		ref := refDecodePut(body)
+		// The stored size of a JSON value is that of its compact form.
+		size := len(ref.value)
+		if ref.json != nil {
+			c, _ := appendCompact(nil, ref.json)
+			size = len(c)
+		}
 		switch rec.Code {
 		case 200, 409:
-			if !ref.ok || !ref.condsValid || len(ref.value) > maxValue {
+			if !ref.ok || !ref.condsValid || size > maxValue || ref.depth > maxValueDepth {
 				t.Fatalf("%d for body %q, which encoding/json rejects", rec.Code, body)
 			}
-			if len(calls) != 1 || !bytes.Equal(calls[0].cmd.Value, ref.value) || string(calls[0].cmd.Key) != "k" {
-				t.Fatalf("body %q: backend got %+v, want the value %q", body, calls, ref.value)
+			if len(calls) != 1 || string(calls[0].cmd.Key) != "k" {
+				t.Fatalf("body %q: backend got %+v", body, calls)
+			}
+			got := calls[0].cmd
+			switch {
+			case ref.json == nil && (got.Kind != kv.KindString || !bytes.Equal(got.Value, ref.value)):
+				t.Fatalf("body %q: backend got %v value %q, want the string %q", body, got.Kind, got.Value, ref.value)
+			case ref.json != nil && (got.Kind != kv.KindJSON || !sameJSON(got.Value, ref.json) || !json.Valid(got.Value)):
+				t.Fatalf("body %q: backend got %v value %q, want the JSON value %s", body, got.Kind, got.Value, ref.json)
+			case ref.json != nil && !isCompact(got.Value):
+				t.Fatalf("body %q: the JSON value %q is not compact", body, got.Value)
 			}
 		case 413, 422:
 			if len(calls) != 0 {
 				t.Fatalf("%d, yet the backend was called", rec.Code)
 			}
-			if ref.ok && ref.condsValid && !ref.hasConds && query == "" && len(ref.value) <= maxValue {
+			if ref.ok && ref.condsValid && !ref.hasConds && query == "" && size <= maxValue && ref.depth <= maxValueDepth {
 				t.Fatalf("%d %s for the valid body %q", rec.Code, rec.Body, body)
 			}
 		default:

@@ -49,7 +49,7 @@ func (h *handler) history(w http.ResponseWriter, r *http.Request, key []byte, en
 		b = append(b, `,"history":[{"version":`...)
 		b = strconv.AppendInt(b, kvp.Version, 10)
 		b = append(b, `,"value":`...)
-		b = appendString(b, kvp.Value)
+		b = appendValue(b, kvp.Value, kvp.Kind)
 		b = append(b, `}]}`...)
 	} else {
 		b = append(b, `,"latest_version":`...)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/distkv/distkv/internal/kv"
 )
 
 // The small JSON toolkit of the hot path. Responses are built by hand because
@@ -237,4 +239,66 @@ func unhex(c byte) (byte, bool) {
 		return c - 'A' + 10, true
 	}
 	return 0, false
+}
+
+// maxValueDepth bounds the nesting of a JSON value: a value nested deeper
+// (arrays and objects within one another) is refused with 422. The bound
+// keeps every reader of a value, here and in clients, clear of deep
+// recursion; no value of the prototype's users comes near it.
+const maxValueDepth = 64
+
+// errTooDeep is returned by appendCompact for a value nested deeper than
+// maxValueDepth.
+type errTooDeep struct{ depth int }
+
+// appendCompact appends the well-formed JSON value raw in the form distkv
+// stores and answers: without whitespace between tokens, each string
+// (object keys too) re-encoded as appendString writes strings (so escapes
+// and invalid UTF-8 come out as in every other answer), and numbers, true,
+// false and null exactly as sent: 1.50 stays 1.50, 1e3 stays 1e3, and an
+// integer of any length keeps every digit. Object members keep their order,
+// repeated names included. It fails with errTooDeep beyond maxValueDepth
+// levels of nesting.
+func appendCompact(dst, raw []byte) ([]byte, *errTooDeep) {
+	depth := 0
+	for i := 0; i < len(raw); {
+		c := raw[i]
+		switch {
+		case isSpace(c):
+			i++
+		case c == '"':
+			end := skipString(raw, i)
+			dst = appendString(dst, unquote(raw[i:end]))
+			i = end
+		case c == '{' || c == '[':
+			depth++
+			if depth > maxValueDepth {
+				return dst, &errTooDeep{depth: depth}
+			}
+			dst = append(dst, c)
+			i++
+		case c == '}' || c == ']':
+			depth--
+			dst = append(dst, c)
+			i++
+		case c == ',' || c == ':':
+			dst = append(dst, c)
+			i++
+		default:
+			// A number, true, false or null: copied up to its delimiter.
+			end := skipValue(raw, i)
+			dst = append(dst, raw[i:end]...)
+			i = end
+		}
+	}
+	return dst, nil
+}
+
+// appendValue appends a stored value as JSON: a byte string as a JSON
+// string, a JSON value (kv.KindJSON) as the text it is stored as.
+func appendValue(dst, value []byte, kind kv.ValueKind) []byte {
+	if kind == kv.KindJSON {
+		return append(dst, value...)
+	}
+	return appendString(dst, value)
 }

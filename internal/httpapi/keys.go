@@ -116,7 +116,7 @@ func appendKeyValue(b, key []byte, kvp kv.KeyValue) []byte {
 	b = append(b, `{"key":`...)
 	b = appendString(b, key)
 	b = append(b, `,"value":`...)
-	b = appendString(b, kvp.Value)
+	b = appendValue(b, kvp.Value, kvp.Kind)
 	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, kvp.Version, 10)
 	b = append(b, `,"revision":`...)
@@ -168,7 +168,7 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		// may keep it, so it gets its own.
 		value = bytes.Clone(value)
 	}
-	h.propose(w, r, kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Cond: cond}, p.conds.byVersion)
+	h.propose(w, r, kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Kind: p.kind, Cond: cond}, p.conds.byVersion)
 }
 
 func (h *handler) delete(w http.ResponseWriter, r *http.Request, key []byte) {

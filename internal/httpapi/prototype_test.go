@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -74,5 +75,73 @@ func TestStaleVersionWritesNothing(t *testing.T) {
 	}
 	if kvp, _ := f.store.Get([]byte("k")); string(kvp.Value) != "b" || kvp.Version != 2 {
 		t.Fatalf("after the unknown field: %q at version %d", kvp.Value, kvp.Version)
+	}
+}
+
+// The prototype's `value: Any`: a value of any JSON type is stored and every
+// read answers the same JSON value, not a string of it; a string stays a
+// string. Numbers keep their text.
+func TestAnyJSONValue(t *testing.T) {
+	h, _ := newTestAPI(t, Config{})
+	for _, tc := range []struct {
+		key, sent, stored string
+	}{
+		{"int", `12`, `12`},
+		{"float", `1.5`, `1.5`},
+		{"true", `true`, `true`},
+		{"null", `null`, `null`},
+		{"object", `{"a":[1,2]}`, `{"a":[1,2]}`},
+		{"string", `"12"`, `"12"`},
+		{"exp", `1e3`, `1e3`},
+		{"trailing-zero", `1.50`, `1.50`},
+		{"big-int", `123456789012345678901234567890`, `123456789012345678901234567890`},
+		{"negative-zero", `-0`, `-0`},
+		{"spaced", ` { "a" : [ 1 , 2 ] , "b" : { } } `, `{"a":[1,2],"b":{}}`},
+		{"nested-strings", `["\u00e9\n", {"\u0041": "\ud800"}]`, `["é\n",{"A":"�"}]`},
+		{"repeated-names", `{"a":1,"a":2}`, `{"a":1,"a":2}`},
+		{"empty-array", `[]`, `[]`},
+	} {
+		rec := serveString(h, "PUT", "/key/"+tc.key, `{"value": `+tc.sent+`}`)
+		if rec.Code != 200 {
+			t.Fatalf("PUT %s: %d %s", tc.sent, rec.Code, rec.Body)
+		}
+		rec = serveString(h, "GET", "/key/"+tc.key, "")
+		want := `{"key":"` + tc.key + `","value":` + tc.stored + `,"version":1,"revision":`
+		if rec.Code != 200 || !strings.HasPrefix(rec.Body.String(), want) {
+			t.Errorf("GET after PUT %s = %d %s, want %s...", tc.sent, rec.Code, rec.Body, want)
+		}
+		for _, path := range []string{"/key/" + tc.key + "/history", "/keys?prefix=" + tc.key + "&limit=1"} {
+			if rec := serveString(h, "GET", path, ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"value":`+tc.stored+`,`) &&
+				!strings.Contains(rec.Body.String(), `"value":`+tc.stored+`}`) {
+				t.Errorf("GET %s after PUT %s = %d %s", path, tc.sent, rec.Code, rec.Body)
+			}
+		}
+	}
+	// A transaction puts and gets JSON values too.
+	rec := serveString(h, "POST", "/txn", `{"success":[{"put":{"key":"t","value":{"n":1.0}}},{"get":{"key":"t"}},{"get":{"key":"string"}}]}`)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `{"get":{"key":"t","value":{"n":1.0},"version":1,`) ||
+		!strings.Contains(rec.Body.String(), `{"get":{"key":"string","value":"12","version":1,`) {
+		t.Errorf("txn with JSON values: %d %s", rec.Code, rec.Body)
+	}
+	// A value compare with a string operand never equals a JSON value.
+	rec = serveString(h, "POST", "/txn", `{"compare":[{"key":"int","target":"value","op":"==","value":"12"}]}`)
+	if rec.Code != 200 || !strings.HasPrefix(rec.Body.String(), `{"succeeded":false`) {
+		t.Errorf("compare of the number 12 with the string \"12\": %d %s", rec.Code, rec.Body)
+	}
+	rec = serveString(h, "POST", "/txn", `{"compare":[{"key":"string","target":"value","op":"==","value":"12"}]}`)
+	if rec.Code != 200 || !strings.HasPrefix(rec.Body.String(), `{"succeeded":true`) {
+		t.Errorf("compare of the string \"12\": %d %s", rec.Code, rec.Body)
+	}
+}
+
+// The limit on values applies to the stored (compact) text of a JSON value.
+func TestJSONValueLimit(t *testing.T) {
+	h, _ := newTestAPI(t, Config{MaxValueSize: 10})
+	if rec := serveString(h, "PUT", "/key/k", `{"value": [ 1 , 2 , 3 , 4 ] }`); rec.Code != 200 {
+		t.Fatalf("[1,2,3,4] (9 bytes compact): %d %s", rec.Code, rec.Body)
+	}
+	rec := serveString(h, "PUT", "/key/k", `{"value":[1,2,3,4,5]}`)
+	if rec.Code != 413 || detail(t, rec) != "value is 11 bytes; the limit is 10 bytes" {
+		t.Fatalf("[1,2,3,4,5]: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -40,6 +40,7 @@ type conds struct {
 // putBody is the decoded body of a PUT.
 type putBody struct {
 	value []byte
+	kind  kv.ValueKind
 	conds conds
 }
 
@@ -142,14 +143,13 @@ func parsePutBody(b []byte) (putBody, *apiError) {
 			return p, unprocessable("request body has an unknown field %q; a PUT body has %s", name, putFields)
 		}
 	}
-	switch {
-	case value == nil:
+	if value == nil {
 		return p, unprocessable(`request body has no "value" field; expected a JSON object such as {"value":"..."}`)
-	case value[0] != '"':
-		return p, unprocessable(`"value" must be a string, not %s`, kindOf(value))
 	}
-	p.value = unquote(value)
 	var err *apiError
+	if p.value, p.kind, err = decodeValue(`"value"`, value); err != nil {
+		return p, err
+	}
 	if p.conds.prevVersion, p.conds.hasPrevVersion, err = bodyInt("prev_version", prevVersion); err != nil {
 		return p, err
 	}
@@ -220,6 +220,23 @@ func plainPutValue(b []byte, i int) ([]byte, bool) {
 		return nil, false
 	}
 	return value, true
+}
+
+// decodeValue decodes raw, the well-formed JSON value of a value field (what
+// names it in details), as the prototype's `value: Any` takes it: a string is
+// the byte string it holds (kv.KindString); any other JSON value (number,
+// object, array, boolean, null) is kept as its compact text (kv.KindJSON,
+// see appendCompact).
+func decodeValue(what string, raw []byte) ([]byte, kv.ValueKind, *apiError) {
+	if raw[0] == '"' {
+		return unquote(raw), kv.KindString, nil
+	}
+	v, deep := appendCompact(make([]byte, 0, len(raw)), raw)
+	if deep != nil {
+		return nil, 0, unprocessable("%s is nested more than %d levels deep (arrays and objects within one another); the limit is %d",
+			what, maxValueDepth, maxValueDepth)
+	}
+	return v, kv.KindJSON, nil
 }
 
 // bodyInt interprets the raw JSON value of a condition field; null means absent.

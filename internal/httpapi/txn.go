@@ -154,7 +154,7 @@ func appendTxnResult(b []byte, res kv.Result) []byte {
 			b = append(b, `{"get":{"key":`...)
 			b = appendString(b, r.KV.Key)
 			b = append(b, `,"value":`...)
-			b = appendString(b, r.KV.Value)
+			b = appendValue(b, r.KV.Value, r.KV.Kind)
 			b = append(b, `,"version":`...)
 			b = strconv.AppendInt(b, r.KV.Version, 10)
 			b = append(b, `,"revision":`...)
@@ -454,13 +454,12 @@ func parseTxnOp(path entryPath, raw []byte, cfg *Config, op *kv.TxnOp) *apiError
 	if op.Type != kv.TxnPut {
 		return nil
 	}
-	switch {
-	case value == nil || string(value) == "null":
+	if value == nil {
 		return unprocessable(`%s has no "value" field; a put has "key" and "value"`, path)
-	case value[0] != '"':
-		return unprocessable("%s.value must be a string, not %s", path, kindOf(value))
 	}
-	op.Value = unquote(value)
+	if op.Value, op.Kind, err = decodeValue(path.String()+".value", value); err != nil {
+		return err
+	}
 	if len(op.Value) > cfg.MaxValueSize {
 		return &apiError{http.StatusRequestEntityTooLarge,
 			fmt.Sprintf("%s.value is %d bytes; the limit is %d bytes", path, len(op.Value), cfg.MaxValueSize)}

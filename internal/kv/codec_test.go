@@ -235,3 +235,42 @@ func FuzzUnmarshalResult(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRestoreSnapshot feeds RestoreSnapshot a state pair and a pair of
+// arbitrary bytes: it must refuse what SnapshotPairs would not write with
+// ErrMalformed and leave the store as it was, and what it accepts must be
+// written back the same by SnapshotPairs.
+func FuzzRestoreSnapshot(f *testing.F) {
+	f.Add([]byte{stateVersion}, []byte("\x01null"))
+	f.Add([]byte{stateVersion}, []byte("\x00plain"))
+	f.Add([]byte{stateVersion, 0}, []byte(""))
+	f.Fuzz(func(t *testing.T, st, value []byte) {
+		pairs := []KeyValue{
+			{Key: []byte{}, Value: append([]byte(stateMagic), st...), Version: 1, Revision: 1, CreateRevision: 1},
+			{Key: []byte("k"), Value: value, Version: 1, Revision: 1, CreateRevision: 1},
+		}
+		s := NewStore()
+		if _, err := s.Apply(1, put("before", "x", Cond{})); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RestoreSnapshot(7, seqOf(pairs, nil)); err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			if kv, ok := s.Get([]byte("before")); !ok || string(kv.Value) != "x" || s.Applied() != 1 {
+				t.Fatalf("a refused snapshot changed the store")
+			}
+			return
+		}
+		i := 0
+		for p := range s.Snapshot().SnapshotPairs() {
+			if i >= len(pairs) || !bytes.Equal(p.Key, pairs[i].Key) || !bytes.Equal(p.Value, pairs[i].Value) {
+				t.Fatalf("pair %d written back as %q=%q", i, p.Key, p.Value)
+			}
+			i++
+		}
+		if i != len(pairs) {
+			t.Fatalf("%d pairs written back, want %d", i, len(pairs))
+		}
+	})
+}

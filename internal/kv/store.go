@@ -324,8 +324,17 @@ func (s *Store) Snapshot() *View {
 // < 1, Revision < CreateRevision, Revision > index), Restore returns an error and
 // the Store is left exactly as it was.
 //
-// Restore copies the pairs: seq may reuse its buffers.
+// Restore copies the pairs: seq may reuse its buffers. The store's state
+// beyond its pairs (the client-session table) is emptied: a snapshot file's
+// pairs are restored with RestoreSnapshot, which keeps it.
 func (s *Store) Restore(index uint64, seq iter.Seq2[KeyValue, error]) error {
+	return s.restore(index, seq, &state{})
+}
+
+// restore is Restore, with the state beyond the pairs that seq holds: st is
+// read only once seq is exhausted (RestoreSnapshot fills it from seq's first
+// pair).
+func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state) error {
 	if index > math.MaxInt64 {
 		return fmt.Errorf("restore at index %d: %w: beyond int64", index, ErrBadIndex)
 	}

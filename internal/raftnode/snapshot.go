@@ -54,7 +54,7 @@ func (n *Node) maybeSnapshot() {
 	n.snapshotting = true
 	cs := n.confState
 	go func() {
-		err := n.snaps.Save(meta, view.All())
+		err := n.snaps.Save(meta, view.SnapshotPairs())
 		n.snapDone <- snapResult{meta: meta, cs: cs, err: err}
 	}()
 }
@@ -122,7 +122,7 @@ func (n *Node) finishSnapshot(res snapResult) error {
 // loadSnapshot restores the state machine from the newest intact snapshot.
 func (n *Node) loadSnapshot() (snap.Meta, bool, error) {
 	meta, err := n.snaps.Load(n.cfg.Shard, func(m snap.Meta, pairs iter.Seq2[kv.KeyValue, error]) error {
-		return n.kv.Restore(m.Index, pairs)
+		return n.kv.RestoreSnapshot(m.Index, pairs)
 	})
 	if errors.Is(err, snap.ErrNotFound) {
 		return snap.Meta{}, false, nil
