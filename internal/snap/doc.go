@@ -20,6 +20,11 @@
 //     fsyncs the directory: a crash leaves no new snapshot or a complete one, and
 //     NewStore removes leftover temporary files. Every file-system call goes
 //     through a vfs.FS so tests can inject failed writes, fsyncs and renames.
+//   - Concurrency. A Store serves Save, Receive, Install, Load, Open and
+//     Purge of one shard at once (a node writes a snapshot while it receives
+//     and installs the leader's and streams its own): temporary files have
+//     names of their own and snapshots appear only by an atomic rename (see
+//     Store).
 //   - Fallback. Store.Load installs the newest intact snapshot of a shard,
 //     logging and skipping damaged newer files. Falling back to an older snapshot
 //     is only useful if the log still holds the entries after it, so the WAL must

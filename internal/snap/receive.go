@@ -1,8 +1,6 @@
 package snap
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -28,11 +26,11 @@ type Received struct {
 // decodes and its checksum holds, and r ends right after it. Memory use is
 // bounded whatever the snapshot's size.
 func (s *Store) Receive(r io.Reader) (*Received, error) {
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		return nil, err
+	tag, err := randomTag()
+	if err != nil {
+		return nil, fmt.Errorf("receive snapshot: %w", err)
 	}
-	path := filepath.Join(s.dir, "recv-"+hex.EncodeToString(rnd[:])+tmpSuffix)
+	path := filepath.Join(s.dir, "recv-"+tag+tmpSuffix)
 	f, err := s.fs.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("receive snapshot: %w", err)

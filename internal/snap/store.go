@@ -2,8 +2,11 @@ package snap
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"iter"
 	"log/slog"
 	"path/filepath"
@@ -27,10 +30,28 @@ const (
 
 // Store keeps the snapshot files of one node in one directory, named
 // <shard as 16 hex digits>-<index as 16 hex digits>.snap. Every file-system call
-// goes through a vfs.FS.
+// goes through a vfs.FS, which must be safe for concurrent use.
 //
-// A Store is safe for concurrent use by calls for different shards; calls for
-// one shard must not overlap (the shard's Raft goroutine makes them in turn).
+// A Store is safe for concurrent use, also by calls for one shard: a node
+// writes a snapshot (Save) while it receives others from the leader
+// (Receive), installs one (Install, then Load), streams its own to followers
+// (Open) and drops old ones (Purge). The Store keeps no state of its own
+// besides the directory, and each call is safe against the others' files:
+//
+//   - Save and Receive write temporary files of names of their own (a random
+//     part), which no other call reads, lists or removes, and publish a
+//     snapshot only by renaming a complete, fsynced file to its name, which
+//     is atomic: Load, Open and Indexes see the whole file or none. Two
+//     snapshots of one shard and index (a Save and an Install, say) hold the
+//     same state; whichever is renamed last stays.
+//   - A file that Purge removes meanwhile stays readable through a File that
+//     Open returned; Load skips one removed between its listing and its open,
+//     as it skips a damaged one. Purge keeps the newest keep files of its own
+//     listing, so one saved meanwhile is kept too, and removing a file that
+//     another Purge removed first is no error.
+//
+// NewStore removes every temporary file in the directory: it runs before
+// any other call of the Store, and no two Stores share a directory.
 type Store struct {
 	fs  vfs.FS
 	dir string
@@ -70,6 +91,16 @@ func NewStore(fs vfs.FS, dir string, logger *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
+// randomTag is a random part for the names of temporary files, so that
+// concurrent Saves and Receives never write the same one.
+func randomTag() (string, error) {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(rnd[:]), nil
+}
+
 func fileName(shard, index uint64) string {
 	return fmt.Sprintf("%016x-%016x%s", shard, index, snapSuffix)
 }
@@ -106,9 +137,10 @@ func (s *Store) Indexes(shard uint64) ([]uint64, error) {
 }
 
 // Save writes a snapshot of pairs (see Encode for what they must be) as the file
-// for meta.Shard and meta.Index, atomically: it writes <name>.tmp, fsyncs it,
-// renames it to <name> and fsyncs the directory. A crash at any point leaves either
-// no new snapshot (perhaps a .tmp file, which NewStore removes) or a complete one.
+// for meta.Shard and meta.Index, atomically: it writes <name>.<random>.tmp,
+// fsyncs it, renames it to <name> and fsyncs the directory. A crash at any point
+// leaves either no new snapshot (perhaps a .tmp file, which NewStore removes) or
+// a complete one.
 //
 // If Save fails it removes the temporary file. An error from the final directory
 // fsync is returned although the complete file is in place: it may or may not
@@ -116,7 +148,11 @@ func (s *Store) Indexes(shard uint64) ([]uint64, error) {
 func (s *Store) Save(meta Meta, pairs iter.Seq[kv.KeyValue]) error {
 	name := fileName(meta.Shard, meta.Index)
 	path := filepath.Join(s.dir, name)
-	tmp := path + tmpSuffix
+	tag, err := randomTag()
+	if err != nil {
+		return fmt.Errorf("save snapshot %s: %w", name, err)
+	}
+	tmp := path + "." + tag + tmpSuffix
 	if err := s.writeFile(tmp, meta, pairs); err != nil {
 		// Best effort: a leftover .tmp is harmless and NewStore removes it.
 		s.fs.Remove(tmp)
@@ -172,7 +208,8 @@ type RestoreFunc func(meta Meta, pairs iter.Seq2[kv.KeyValue, error]) error
 // A damaged file (an error wrapping ErrCorrupt, from its header, its name not
 // matching its Meta, or the pairs yielded to restore) is logged with its name and
 // the reason, and Load moves on to the next older file; restore may thus be called
-// several times, each time with a complete, fresh sequence.
+// several times, each time with a complete, fresh sequence. A file removed (by a
+// concurrent Purge) between the listing and its opening is skipped the same way.
 //
 // Load returns ErrNotFound if the shard has no snapshot file, and an error wrapping
 // ErrCorrupt if it has some but none is intact. Any other failure (reading a file,
@@ -194,6 +231,10 @@ func (s *Store) Load(shard uint64, restore RestoreFunc) (Meta, error) {
 		if err == nil {
 			return meta, nil
 		}
+		if errors.Is(err, errGone) {
+			s.log.Info("snapshot removed while loading; trying an older one", "shard", shard, "file", name)
+			continue
+		}
 		if !errors.Is(err, ErrCorrupt) {
 			return Meta{}, err
 		}
@@ -206,9 +247,18 @@ func (s *Store) Load(shard uint64, restore RestoreFunc) (Meta, error) {
 	return Meta{}, fmt.Errorf("shard %d: %w", shard, ErrNotFound)
 }
 
-// loadFile returns an error wrapping ErrCorrupt only for damage to the file.
+// errGone: a snapshot file listed was removed (by a Purge) before it was
+// opened.
+var errGone = errors.New("snapshot file removed")
+
+// loadFile returns an error wrapping ErrCorrupt only for damage to the file,
+// and one wrapping errGone if the file no longer exists (restore was not
+// called then).
 func (s *Store) loadFile(name string, shard, index uint64, restore RestoreFunc) (Meta, error) {
 	f, err := s.fs.Open(filepath.Join(s.dir, name))
+	if errors.Is(err, iofs.ErrNotExist) {
+		return Meta{}, fmt.Errorf("open snapshot %s: %w: %w", name, errGone, err)
+	}
 	if err != nil {
 		return Meta{}, fmt.Errorf("open snapshot %s: %w", name, err)
 	}
@@ -282,7 +332,7 @@ func (s *Store) Purge(shard uint64, keep int) error {
 	var errs []error
 	for _, index := range indexes[:len(indexes)-keep] {
 		name := fileName(shard, index)
-		if err := s.fs.Remove(filepath.Join(s.dir, name)); err != nil {
+		if err := s.fs.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, iofs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("purge snapshot %s: %w", name, err))
 		}
 	}
