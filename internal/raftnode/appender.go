@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -83,10 +84,11 @@ func newAppender(n *Node, durable raftpb.HardState) *appender {
 	}
 }
 
+// start starts the writer and the syncer; close stops them and waits.
 func (a *appender) start() {
 	a.done.Add(2)
-	go a.writer()
-	go a.syncer()
+	a.n.goAsync(func(context.Context) { a.writer() })
+	a.n.goAsync(func(context.Context) { a.syncer() })
 }
 
 // enqueue hands m (a MsgStorageAppend without a snapshot) to the appender.

@@ -64,6 +64,12 @@
 //     kept, so disk use stays bounded.
 //   - Restart = newest valid snapshot + replay of the WAL behind it; Raft then
 //     re-delivers the committed entries after the snapshot for applying.
+//   - Stop leaves nothing running: every goroutine of the node (the loop,
+//     the appender's, snapshot writes and transfers, the notice to a removed
+//     member, the publication of its addresses) is started by Node.goAsync
+//     and ends soon after the loop exits, which cancels the node's context;
+//     Stop waits for them all, so the node then calls neither the transport
+//     nor its files again. A node removed from its group stops the same way.
 //
 // Entry payloads are an 8-byte request id (random start, so ids from before a
 // restart do not collide with new ones) followed by a kv.Command.

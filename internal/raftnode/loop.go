@@ -18,7 +18,10 @@ import (
 // takes one event and then handles what Raft has to do (afterEvent); while the
 // log is stalled on a full disk, stalled runs instead.
 func (n *Node) run() {
-	defer close(n.donec)
+	defer func() {
+		n.cancel() // the node's other goroutines end (see goAsync)
+		close(n.donec)
+	}()
 	defer n.releaseGuard()
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()

@@ -187,14 +187,14 @@ type memberState struct {
 // publishSelf makes the cluster's record of this node carry its current peer
 // and HTTP addresses (members bootstrapped from --cluster know only each
 // other's peer addresses; a restarted node may have moved). It retries until
-// the record matches or the node stops.
-func (n *Node) publishSelf() {
+// the record matches or ctx (the node's) ends.
+func (n *Node) publishSelf(ctx context.Context) {
 	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
 		// Raft takes one membership change at a time and silently drops the
 		// others, so members publishing at once retry at random moments.
 		jitter := time.Duration(mrand.Int64N(int64(delay)))
 		select {
-		case <-n.donec:
+		case <-ctx.Done():
 			return
 		case <-time.After(delay/2 + jitter):
 		}
@@ -208,8 +208,8 @@ func (n *Node) publishSelf() {
 		if n.leader.Load() == raft.None {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := n.changeMembers(ctx, raftpb.ConfChangeUpdateNode, n.cfg.Self)
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := n.changeMembers(cctx, raftpb.ConfChangeUpdateNode, n.cfg.Self)
 		cancel()
 		if err != nil {
 			n.logger.Debug("publishing own addresses", "err", err)
@@ -279,7 +279,7 @@ func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte)
 			n.removed = true
 		}
 		if id != n.raftID && n.cfg.Transport != nil {
-			go n.tellRemoved(id)
+			n.goAsync(func(ctx context.Context) { n.tellRemoved(ctx, id) })
 		}
 	}
 }

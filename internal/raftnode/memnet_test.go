@@ -119,6 +119,9 @@ func (t *memTransport) Send(shard uint64, msgs []raftpb.Message) {
 }
 
 func (t *memTransport) SendSnapshot(ctx context.Context, to, shard uint64, r io.Reader) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	dst, ok := t.nw.route(t.id, to)
 	if !ok {
 		return fmt.Errorf("peer %x unreachable", to)

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -134,8 +135,14 @@ type Node struct {
 	snapsInstalled atomic.Uint64 // snapshots received from a leader and installed
 	dropped        atomic.Uint64 // incoming messages dropped because the loop was behind
 	stopc          chan struct{}
-	donec          chan struct{}
+	donec          chan struct{} // closed as the loop exits
 	stopOnce       sync.Once
+	// ctx is cancelled as the loop exits. Every goroutine of the node is
+	// started by goAsync, which hands it ctx (for its transport calls and
+	// its waits on the loop) and counts it in async; Stop waits for them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	async  sync.WaitGroup
 
 	nextID atomic.Uint64
 	// The leader's lease (see lease.go), owned by the loop: its own
@@ -196,6 +203,7 @@ func Open(cfg Config) (*Node, error) {
 		members:     map[uint64]Member{},
 		contact:     map[uint64]time.Time{},
 	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var err error
 	if n.testHook, err = testHookFromEnv(); err != nil {
 		return nil, err
@@ -245,8 +253,8 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}
 	n.app.start()
-	go n.run()
-	go n.publishSelf()
+	n.goAsync(func(context.Context) { n.run() })
+	n.goAsync(n.publishSelf)
 	return n, nil
 }
 
@@ -437,15 +445,37 @@ func (n *Node) Err() error {
 	return n.err
 }
 
-// Done is closed when the node's loop has exited.
+// Done is closed when the node's loop has exited: after a Stop, a removal or
+// a fatal error. The node's other goroutines then end by themselves; Stop
+// waits for them.
 func (n *Node) Done() <-chan struct{} { return n.donec }
 
-// Stop stops the loop, fails the requests still waiting with ErrStopped, and
-// syncs and closes the WAL. It is safe to call more than once.
+// Stop stops the loop, fails the requests still waiting with ErrStopped,
+// syncs and closes the WAL, and waits for every goroutine the node started
+// (the appender, snapshot writes and transfers, the notice to a removed
+// member, the publication of its own addresses): once Stop returns, the node
+// calls neither the transport nor the snapshot store again. It is safe to
+// call more than once, and after the node stopped by itself (Done).
 func (n *Node) Stop() error {
 	n.stopOnce.Do(func() { close(n.stopc) })
 	<-n.donec
+	n.async.Wait()
 	return n.Err()
+}
+
+// goAsync runs f on a goroutine of its own, with the node's context, which
+// is cancelled as the loop exits; Stop waits for f to return. Every goroutine
+// of the node starts here, so that none is left running after Stop. f must
+// return soon after ctx ends, and a send of f to the loop must also wait on
+// ctx. goAsync is called only by Open and on the loop (or by the appender,
+// which the loop closes before it exits), so no goroutine starts once Stop
+// waits.
+func (n *Node) goAsync(f func(ctx context.Context)) {
+	n.async.Add(1)
+	go func() {
+		defer n.async.Done()
+		f(n.ctx)
+	}()
 }
 
 // KV returns the state machine, for stale reads.

@@ -132,9 +132,10 @@ func (n *Node) addPeer(id uint64, m Member) {
 	n.cfg.Transport.AddPeer(id, m.Peer)
 }
 
-// tellRemoved lets a removed member know, then forgets it.
-func (n *Node) tellRemoved(id uint64) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+// tellRemoved lets a removed member know, then forgets it. It runs on a
+// goroutine of its own (goAsync) and gives up when ctx ends.
+func (n *Node) tellRemoved(ctx context.Context, id uint64) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	for ctx.Err() == nil {
 		if _, err := n.cfg.Transport.Call(ctx, id, n.cfg.Shard, methodRemoved, nil); err == nil {
@@ -143,8 +144,6 @@ func (n *Node) tellRemoved(id uint64) {
 		select {
 		case <-time.After(100 * time.Millisecond):
 		case <-ctx.Done():
-		case <-n.donec:
-			cancel()
 		}
 	}
 	n.cfg.Transport.RemovePeer(id)
@@ -230,12 +229,12 @@ func (n *Node) sendSnapshots(msgs []raftpb.Message) []raftpb.Message {
 			}
 			n.snapshotSoon = true
 			n.snapsSending.Add(1)
-			go n.reportSnapshotStatus(m.To, errSnapshotPredatesMember)
+			n.goAsync(func(ctx context.Context) { n.reportSnapshotStatus(ctx, m.To, errSnapshotPredatesMember) })
 			continue
 		}
 		if m.Type == raftpb.MsgSnap {
 			n.snapsSending.Add(1)
-			go n.sendSnapshot(m)
+			n.goAsync(func(ctx context.Context) { n.sendSnapshot(ctx, m) })
 			continue
 		}
 		out = append(out, m)
@@ -257,17 +256,19 @@ func inConfState(cs raftpb.ConfState, id uint64) bool {
 	return false
 }
 
-// reportSnapshotStatus tells the loop how a snapshot transfer to a peer ended.
-func (n *Node) reportSnapshotStatus(to uint64, err error) {
+// reportSnapshotStatus tells the loop how a snapshot transfer to a peer
+// ended, unless it has exited (ctx ended).
+func (n *Node) reportSnapshotStatus(ctx context.Context, to uint64, err error) {
 	defer n.snapsSending.Add(-1)
 	select {
 	case n.snapStatusc <- snapStatus{to: to, err: err}:
-	case <-n.donec:
+	case <-ctx.Done():
 	}
 }
 
-func (n *Node) sendSnapshot(m raftpb.Message) {
-	defer n.snapsSending.Add(-1)
+// sendSnapshot streams the snapshot file of m, a MsgSnap, to its peer and
+// reports how it ended. It gives up when ctx (the node's) ends.
+func (n *Node) sendSnapshot(ctx context.Context, m raftpb.Message) {
 	err := func() error {
 		f, err := n.snaps.Open(n.cfg.Shard, m.Snapshot.Metadata.Index)
 		if err != nil {
@@ -280,15 +281,8 @@ func (n *Node) sendSnapshot(m raftpb.Message) {
 		}
 		var lenb [4]byte
 		binary.BigEndian.PutUint32(lenb[:], uint32(len(hdr)))
-		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+		ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 		defer cancel()
-		go func() {
-			select {
-			case <-n.donec:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		stream := io.MultiReader(bytes.NewReader(lenb[:]), bytes.NewReader(hdr), f)
 		return n.cfg.Transport.SendSnapshot(ctx, m.To, n.cfg.Shard, stream)
 	}()
@@ -297,10 +291,7 @@ func (n *Node) sendSnapshot(m raftpb.Message) {
 	} else {
 		n.logger.Info("snapshot sent", "to", n.memberName(m.To), "index", m.Snapshot.Metadata.Index)
 	}
-	select {
-	case n.snapStatusc <- snapStatus{to: m.To, err: err}:
-	case <-n.donec:
-	}
+	n.reportSnapshotStatus(ctx, m.To, err)
 }
 
 func (n *Node) memberName(id uint64) string {

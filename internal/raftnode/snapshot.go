@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,10 +54,13 @@ func (n *Node) maybeSnapshot() {
 	view := n.kv.Snapshot()
 	n.snapshotting = true
 	cs := n.confState
-	go func() {
+	n.goAsync(func(context.Context) {
 		err := n.snaps.Save(meta, view.SnapshotPairs())
+		// Never blocks: snapDone holds one result, there is one writer at
+		// a time, and the loop takes its result even as it exits
+		// (shutdown).
 		n.snapDone <- snapResult{meta: meta, cs: cs, err: err}
-	}()
+	})
 }
 
 // finishSnapshot compacts the logs behind a snapshot that is now durable. Only a
