@@ -29,7 +29,7 @@ func (n *Node) applyHeld() error {
 	if len(n.held) == 0 || n.stall != nil {
 		return nil
 	}
-	if err := n.mark.advance(lastHeld(n.held)); errors.Is(err, wal.ErrNoSpace) {
+	if err := n.advanceMark(); errors.Is(err, wal.ErrNoSpace) {
 		// Not on a file system that overwrites in place, but one may not:
 		// like an append that finds the disk full, wait for space.
 		n.startStall(&pendingAppend{markOnly: true}, err)
@@ -51,6 +51,14 @@ func (n *Node) applyHeld() error {
 	n.noteReplayed()
 	n.maybeSnapshot()
 	return nil
+}
+
+// advanceMark writes the applied mark for the held entries, before they are
+// applied.
+func (n *Node) advanceMark() error {
+	index := lastHeld(n.held)
+	n.checkMarkDurable(index)
+	return n.mark.advance(index)
 }
 
 // lastHeld returns the index of the last entry of held, 0 if none.

@@ -77,7 +77,7 @@ func (n *Node) stalled() error {
 			}
 			var err error
 			if n.stall.markOnly {
-				err = n.mark.advance(lastHeld(n.held))
+				err = n.advanceMark()
 			} else {
 				err = n.appendOnLoop(n.stall)
 			}
@@ -123,10 +123,6 @@ func (n *Node) stalled() error {
 				return err
 			}
 			n.flushAcks()
-			for _, m := range n.stalledLocal {
-				n.step(m)
-			}
-			n.stalledLocal = nil
 			return n.resume()
 		case p := <-n.propc:
 			p.done <- proposalResult{err: ErrNoSpace}
@@ -161,7 +157,13 @@ func (n *Node) endStall(stalledFor time.Duration) error {
 }
 
 // resume handles what Raft has after a stall and then takes writes again.
+// The responses of the appends made durable during the stall are stepped
+// first, however it ended (the appender's write or the loop's own retry).
 func (n *Node) resume() error {
+	for _, m := range n.stalledLocal {
+		n.step(m)
+	}
+	n.stalledLocal = nil
 	err := n.applyHeld()
 	if err == nil {
 		err = n.processReady()

@@ -82,5 +82,6 @@
 // durable.go the leader's durable notices; commitdefer.go held commit-only
 // appends; appliedmark.go the applied mark; snapshot.go taking snapshots;
 // peers.go the transport side (messages, snapshots sent and received);
-// membership.go member changes; status.go Status and Ready.
+// membership.go member changes; status.go Status and Ready; invariants.go
+// the invariant checks that a build with the tag invariants makes.
 package raftnode

@@ -28,6 +28,7 @@ func (n *Node) run() {
 
 	err := n.begin()
 	for err == nil {
+		n.checkInvariants()
 		if n.stall != nil {
 			err = n.stalled()
 			continue

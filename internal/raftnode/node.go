@@ -101,13 +101,21 @@ type Node struct {
 	stalledLocal []raftpb.Message
 	// stall is set while the log cannot be written for lack of space: the
 	// appender retries its write, or the loop retries the append it does
-	// itself (one that installs a snapshot). Meanwhile the loop neither ticks
-	// nor steps Raft (see stalled). Invariant: stall != nil iff diskFull.
+	// itself (one that installs a snapshot) or the applied mark. Meanwhile
+	// the loop neither ticks nor steps Raft (see stalled).
 	stall *pendingAppend
 	// snapStatusLater holds snapshot transfer results that arrived while
 	// stalled, reported to Raft once the stall is over.
 	snapStatusLater []snapStatus
-	diskFull        atomic.Bool // published copy of stall != nil
+	// diskFull, published for Propose, Ready and Status, says the node
+	// refuses writes because its log cannot be written.
+	// Invariant: between the loop's turns, diskFull == (stall != nil), and
+	// held, stalledLocal and snapStatusLater are empty unless stall != nil.
+	// Within a turn diskFull is also set while waitAppended waits out an
+	// appender stalled on a full disk (the loop waits for the appender
+	// there instead of running stalled), and after a stall it is cleared
+	// only once resume has handled Raft's Readys.
+	diskFull atomic.Bool
 	// recoveredLast is the last log index found on disk at Open: any entry up
 	// to it may have been acknowledged before a restart.
 	recoveredLast uint64
@@ -402,6 +410,10 @@ func (n *Node) recover() error {
 	n.app = newAppender(n, n.durable)
 	n.applied.Store(n.snapIndex)
 	n.replayTo = max(n.durable.Commit, n.snapIndex)
+	// Raft starts with the commit index of the hard state (at least the
+	// snapshot's): published at once, not with the first Ready that changes
+	// the hard state.
+	n.commit.Store(n.replayTo)
 	n.commitTickAgo.Store(n.replayTo)
 	n.noteReplayed()
 	fresh := !found && len(ents) == 0 && raft.IsEmptyHardState(hs)
@@ -471,6 +483,13 @@ func (n *Node) Stop() error {
 // which the loop closes before it exits), so no goroutine starts once Stop
 // waits.
 func (n *Node) goAsync(f func(ctx context.Context)) {
+	if invariants {
+		select {
+		case <-n.donec:
+			panic("raftnode: goAsync after the loop exited")
+		default:
+		}
+	}
 	n.async.Add(1)
 	go func() {
 		defer n.async.Done()
