@@ -386,10 +386,12 @@ func (n *Node) appended(ev appendEvent) error {
 
 // waitAppended waits until the appender has written everything handed to it.
 // While it is stalled on a full disk, so is this wait (the node refuses writes
-// meanwhile); Stop ends it.
+// meanwhile, and snapshots sent to it); Stop ends it.
 func (n *Node) waitAppended() error {
 	for n.appending > 0 {
 		select {
+		case d := <-n.snapRecvc:
+			n.refuseSnapshot(d)
 		case ev := <-n.app.events:
 			if ev.stalled != nil {
 				n.diskFull.Store(true)

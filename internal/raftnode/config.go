@@ -72,6 +72,11 @@ type Config struct {
 	// LogEntriesKept is how many entries stay in memory behind a snapshot for
 	// followers that lag a little; default 5,000.
 	LogEntriesKept uint64
+	// SnapshotInstallTimeout bounds how long a snapshot received from the
+	// leader waits for the loop to take and install it before the sender is
+	// told it failed (Raft sends it again later); default 1 minute. It
+	// covers installing it, which loads it into the state machine.
+	SnapshotInstallTimeout time.Duration
 
 	// WALSegmentSize and WALCompression tune the WAL (see wal.Config).
 	// WALBuffered writes each WAL frame through the page cache and syncs
@@ -149,6 +154,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LogEntriesKept == 0 {
 		c.LogEntriesKept = 5000
+	}
+	if c.SnapshotInstallTimeout == 0 {
+		c.SnapshotInstallTimeout = time.Minute
+	}
+	if c.SnapshotInstallTimeout < 0 {
+		return fmt.Errorf("snapshot install timeout %v is negative", c.SnapshotInstallTimeout)
 	}
 	if c.MaxProposalBatch == 0 {
 		c.MaxProposalBatch = 1024

@@ -153,9 +153,21 @@ func (n *Node) tellRemoved(ctx context.Context, id uint64) {
 // (4-byte length, message) followed by the snapshot file. The file is verified
 // and made durable in a temporary place, then the message is stepped into Raft;
 // the snapshot is installed when Raft accepts it. The sender learns the outcome.
+//
+// Once the file is received, HandleSnapshot waits at most
+// Config.SnapshotInstallTimeout for the loop to take and install it, and
+// returns an error at once if the node stops: a node stalled on a full disk
+// (it refuses snapshots then) or busy does not hold the sender's stream. An
+// error after the loop took the snapshot does not mean it will not be
+// installed; Raft learns either way.
 func (n *Node) HandleSnapshot(from, shard uint64, r io.Reader) error {
 	if shard != n.cfg.Shard {
 		return fmt.Errorf("shard %d is not served here", shard)
+	}
+	select {
+	case <-n.donec:
+		return n.stoppedErr() // nothing is received once the node has stopped
+	default:
 	}
 	var lenb [4]byte
 	if _, err := io.ReadFull(r, lenb[:]); err != nil {
@@ -182,18 +194,48 @@ func (n *Node) HandleSnapshot(from, shard uint64, r io.Reader) error {
 		return fmt.Errorf("snapshot file is shard %d index %d, message says index %d", rec.Meta.Shard, rec.Meta.Index, m.Snapshot.Metadata.Index)
 	}
 	d := &snapDelivery{msg: m, rec: rec, done: make(chan error, 1)}
+	timer := time.NewTimer(n.cfg.SnapshotInstallTimeout)
+	defer timer.Stop()
 	select {
 	case n.snapRecvc <- d:
 	case <-n.donec:
 		rec.Discard()
 		return n.stoppedErr()
+	case <-timer.C:
+		rec.Discard()
+		return n.snapshotWaitError(rec.Meta.Index, "taken")
 	}
+	// The loop owns rec now, and answers on d.done (buffered) even if
+	// nobody waits any more.
 	select {
 	case err := <-d.done:
 		return err
 	case <-n.donec:
 		return n.stoppedErr()
+	case <-timer.C:
+		return n.snapshotWaitError(rec.Meta.Index, "installed")
 	}
+}
+
+// snapshotWaitError is HandleSnapshot's error when the loop did not take
+// (or install) the snapshot at index within Config.SnapshotInstallTimeout.
+func (n *Node) snapshotWaitError(index uint64, what string) error {
+	err := fmt.Errorf("snapshot at index %d not %s within %v", index, what, n.cfg.SnapshotInstallTimeout)
+	if n.diskFull.Load() {
+		return fmt.Errorf("%w: %w", err, ErrNoSpace)
+	}
+	return fmt.Errorf("%w: this node is busy", err)
+}
+
+// refuseSnapshot answers a snapshot delivery that the loop cannot take now
+// (it waits for its log to be written).
+func (n *Node) refuseSnapshot(d *snapDelivery) {
+	d.rec.Discard()
+	if n.diskFull.Load() {
+		d.done <- fmt.Errorf("snapshot not taken: %w", ErrNoSpace)
+		return
+	}
+	d.done <- errors.New("snapshot not taken: this node is writing its log; try again")
 }
 
 // send hands messages to the transport; snapshots go out on their own stream.
