@@ -48,7 +48,7 @@ func parseCluster(s string, self raftnode.Member) ([]raftnode.Member, error) {
 		// HTTP address through the log.
 		if name == self.Name {
 			if addr != self.Peer {
-				return nil, fmt.Errorf("--cluster lists %s at %s but --peer is %s", name, addr, self.Peer)
+				return nil, fmt.Errorf("--cluster lists %s at %s but this node publishes %s (--advertise-peer, or --peer when that is not set)", name, addr, self.Peer)
 			}
 			found = true
 		}
