@@ -26,8 +26,12 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 
+# The second line runs, once, the raftnode tests that drive the loop through
+# stalls, snapshots, member changes and restarts with its invariant checks
+# compiled in (internal/raftnode/invariants.go): about 20 s.
 unit:
 	$(GO) test -count=1 -timeout 10m ./...
+	$(GO) test -count=1 -timeout 5m -tags invariants -run 'DiskFull|Snapshot|Member|Restart|Stop|Crash|Notice|Applied|Joining|Removal' ./internal/raftnode/
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 fuzz:
