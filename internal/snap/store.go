@@ -45,8 +45,8 @@ const (
 //     snapshots of one shard and index (a Save and an Install, say) hold the
 //     same state; whichever is renamed last stays.
 //   - A file that Purge removes meanwhile stays readable through a File that
-//     Open returned; Load skips one removed between its listing and its open,
-//     as it skips a damaged one. Purge keeps the newest keep files of its own
+//     Open returned; Load lists the files again if one was removed between
+//     its listing and its open. Purge keeps the newest keep files of its own
 //     listing, so one saved meanwhile is kept too, and removing a file that
 //     another Purge removed first is no error.
 //
@@ -208,8 +208,10 @@ type RestoreFunc func(meta Meta, pairs iter.Seq2[kv.KeyValue, error]) error
 // A damaged file (an error wrapping ErrCorrupt, from its header, its name not
 // matching its Meta, or the pairs yielded to restore) is logged with its name and
 // the reason, and Load moves on to the next older file; restore may thus be called
-// several times, each time with a complete, fresh sequence. A file removed (by a
-// concurrent Purge) between the listing and its opening is skipped the same way.
+// several times, each time with a complete, fresh sequence. If a file was removed
+// (by a concurrent Purge) between the listing and its opening, Load lists the
+// files again: Purge removes only files older than those it keeps, so Load never
+// settles for an older snapshot than the newest one there.
 //
 // Load returns ErrNotFound if the shard has no snapshot file, and an error wrapping
 // ErrCorrupt if it has some but none is intact. Any other failure (reading a file,
@@ -220,6 +222,23 @@ func (s *Store) Load(shard uint64, restore RestoreFunc) (Meta, error) {
 	if restore == nil {
 		return Meta{}, errors.New("load snapshot: nil restore func")
 	}
+	var err error
+	for range maxListings {
+		var meta Meta
+		if meta, err = s.loadNewest(shard, restore); !errors.Is(err, errGone) {
+			return meta, err
+		}
+	}
+	return Meta{}, fmt.Errorf("shard %d: snapshot files removed while loading, %d times: %w", shard, maxListings, err)
+}
+
+// maxListings bounds how often Load lists the files again because one
+// listed was removed before it was opened.
+const maxListings = 8
+
+// loadNewest is Load with one listing of the files; it returns an error
+// wrapping errGone if a file listed was removed before it was opened.
+func (s *Store) loadNewest(shard uint64, restore RestoreFunc) (Meta, error) {
 	indexes, err := s.Indexes(shard)
 	if err != nil {
 		return Meta{}, err
@@ -230,10 +249,6 @@ func (s *Store) Load(shard uint64, restore RestoreFunc) (Meta, error) {
 		meta, err := s.loadFile(name, shard, index, restore)
 		if err == nil {
 			return meta, nil
-		}
-		if errors.Is(err, errGone) {
-			s.log.Info("snapshot removed while loading; trying an older one", "shard", shard, "file", name)
-			continue
 		}
 		if !errors.Is(err, ErrCorrupt) {
 			return Meta{}, err
