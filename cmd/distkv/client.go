@@ -23,6 +23,24 @@ type client struct {
 	endpoints []string
 	http      *http.Client
 	wait      time.Duration // how long to keep retrying
+	// clientID names this client in the request ids of its writes.
+	clientID string
+}
+
+// newID returns a random id of 16 hex digits.
+func newID() string { return fmt.Sprintf("%016x", rand.Uint64()) }
+
+// write sends a write (PUT, DELETE, POST /txn) with a request id of its own:
+// the server applies it at most once however often it is sent, so the write
+// is retried as a read is, even after a timeout that may have applied it; a
+// retry gets the first attempt's answer.
+func (c *client) write(method, path string, body []byte) ([]byte, error) {
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	q := url.Values{"client_id": {c.clientID}, "request_id": {newID()}}
+	return c.send(method, path+sep+q.Encode(), body, true)
 }
 
 type apiError struct {
@@ -34,15 +52,22 @@ func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.deta
 
 // do sends the request to the endpoints in turn until one answers, retrying
 // with capped exponential backoff and jitter while nodes are down or the
-// cluster has no leader, for up to c.wait. A write is retried only when it
-// surely was not applied (the connection was refused, or the node said so).
+// cluster has no leader, for up to c.wait. A write without a request id (a
+// membership change) is retried only when it surely was not applied (the
+// connection was refused, or the node said so); see write for the others.
 func (c *client) do(method, path string, body []byte) ([]byte, error) {
+	return c.send(method, path, body, method == http.MethodGet)
+}
+
+// send is do; safe says that the request may be sent again whatever
+// happened to an attempt (a read, or a write with a request id).
+func (c *client) send(method, path string, body []byte, safe bool) ([]byte, error) {
 	deadline := time.Now().Add(c.wait)
 	backoff := 50 * time.Millisecond
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		for _, ep := range c.endpoints {
-			data, err, retry := c.once(ep, method, path, body)
+			data, err, retry := c.once(ep, method, path, body, safe)
 			if !retry {
 				return data, err
 			}
@@ -56,7 +81,7 @@ func (c *client) do(method, path string, body []byte) ([]byte, error) {
 	}
 }
 
-func (c *client) once(ep, method, path string, body []byte) (data []byte, err error, retry bool) {
+func (c *client) once(ep, method, path string, body []byte, safe bool) (data []byte, err error, retry bool) {
 	ep = strings.TrimRight(ep, "/")
 	if !strings.Contains(ep, "://") {
 		ep = "http://" + ep
@@ -73,12 +98,12 @@ func (c *client) once(ep, method, path string, body []byte) (data []byte, err er
 		// Only a refused or failed dial proves that a write was not sent.
 		var op *net.OpError
 		notSent := errors.As(err, &op) && op.Op == "dial"
-		return nil, err, method == http.MethodGet || notSent
+		return nil, err, safe || notSent
 	}
 	data, err = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		return nil, err, method == http.MethodGet
+		return nil, err, safe
 	}
 	if resp.StatusCode == http.StatusOK {
 		return data, nil, false
@@ -93,7 +118,7 @@ func (c *client) once(ep, method, path string, body []byte) (data []byte, err er
 	aerr := &apiError{status: resp.StatusCode, detail: e.Detail}
 	if resp.StatusCode == http.StatusServiceUnavailable {
 		mayHaveApplied := strings.Contains(e.Detail, "may still have been applied")
-		return data, aerr, method == http.MethodGet || !mayHaveApplied
+		return data, aerr, safe || !mayHaveApplied
 	}
 	return data, aerr, false
 }
@@ -112,8 +137,10 @@ func newClientCommands() []*cobra.Command {
 		timeout   time.Duration
 		wait      time.Duration
 	)
+	// One client id per process: each write gets a request id of its own.
+	clientID := "distkv-cli-" + newID()
 	mk := func() *client {
-		return &client{endpoints: endpoints, http: &http.Client{Timeout: timeout}, wait: wait}
+		return &client{endpoints: endpoints, http: &http.Client{Timeout: timeout}, wait: wait, clientID: clientID}
 	}
 	addFlags := func(cmd *cobra.Command) *cobra.Command {
 		cmd.Flags().StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"}, "node HTTP addresses, tried in order")
@@ -147,13 +174,20 @@ func newClientCommands() []*cobra.Command {
 	get.Flags().BoolVar(&stale, "stale", false, "answer from the contacted node's local state")
 
 	var prevVersion, prevRevision int64
-	var createOnly bool
+	var createOnly, asJSON bool
 	put := addFlags(&cobra.Command{
 		Use:   "put KEY VALUE",
 		Short: "Write a key, optionally only if a condition holds",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body := map[string]any{"value": args[1]}
+			var value any = args[1]
+			if asJSON {
+				if !json.Valid([]byte(args[1])) {
+					return fmt.Errorf("--json: %q is not a JSON value", args[1])
+				}
+				value = json.RawMessage(args[1])
+			}
+			body := map[string]any{"value": value}
 			if cmd.Flags().Changed("prev-version") {
 				body["prev_version"] = prevVersion
 			}
@@ -163,8 +197,11 @@ func newClientCommands() []*cobra.Command {
 			if createOnly {
 				body["create_only"] = true
 			}
-			b, _ := json.Marshal(body)
-			data, err := mk().do(http.MethodPut, "/key/"+escapeKey(args[0]), b)
+			b, err := json.Marshal(body)
+			if err != nil {
+				return err
+			}
+			data, err := mk().write(http.MethodPut, "/key/"+escapeKey(args[0]), b)
 			if err != nil {
 				return err
 			}
@@ -175,6 +212,7 @@ func newClientCommands() []*cobra.Command {
 	put.Flags().Int64Var(&prevVersion, "prev-version", 0, "write only if the key is at this version (0: absent)")
 	put.Flags().Int64Var(&prevRevision, "prev-revision", 0, "write only if the key's last change has this revision")
 	put.Flags().BoolVar(&createOnly, "create-only", false, "write only if the key does not exist")
+	put.Flags().BoolVar(&asJSON, "json", false, "VALUE is a JSON value (12, true, {\"a\":1}, ...) rather than a string")
 
 	del := addFlags(&cobra.Command{
 		Use:     "del KEY",
@@ -182,7 +220,7 @@ func newClientCommands() []*cobra.Command {
 		Short:   "Delete a key",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			data, err := mk().do(http.MethodDelete, "/key/"+escapeKey(args[0]), nil)
+			data, err := mk().write(http.MethodDelete, "/key/"+escapeKey(args[0]), nil)
 			if err != nil {
 				return err
 			}

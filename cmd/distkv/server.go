@@ -43,6 +43,7 @@ type serverOptions struct {
 	maxKeySize      byteSize
 	maxValueSize    byteSize
 	requestTimeout  time.Duration
+	requestDedupTTL time.Duration
 	shutdownTimeout time.Duration
 	tick            time.Duration
 	electionTicks   int
@@ -89,6 +90,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.Var(&o.maxKeySize, "max-key-size", "largest key accepted (bytes; KiB/MiB suffixes allowed)")
 	f.Var(&o.maxValueSize, "max-value-size", "largest value accepted (bytes; KiB/MiB suffixes allowed)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "deadline of one client request")
+	f.DurationVar(&o.requestDedupTTL, "request-dedup-ttl", time.Hour, "how long the outcome of a write sent with client_id and request_id (or an Idempotency-Key) is kept, so that its retries apply nothing")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long SIGTERM waits for in-flight requests")
 	f.DurationVar(&o.tick, "tick", 100*time.Millisecond, "Raft tick interval")
 	f.IntVar(&o.electionTicks, "election-ticks", 10, "election timeout in ticks")
@@ -188,6 +190,7 @@ func runServer(o *serverOptions) error {
 		RequestTimeout: o.requestTimeout,
 		Logger:         logger,
 	}
+	hcfg.RequestDedupTTL = o.requestDedupTTL
 	if err := hcfg.Validate(); err != nil {
 		return err
 	}

@@ -33,7 +33,8 @@ Python prototype's wal.log:
 
 id is the write's revision (its Raft log index). A value written as a JSON
 number, object, array, boolean or null is shown as that JSON value, a string
-as a string. DIR is a node's data directory or its wal/ directory. A conditional write shows its condition after the
+as a string. A write sent with request ids shows them (client_id, request_id)
+last. DIR is a node's data directory or its wal/ directory. A conditional write shows its condition after the
 prototype's fields; the log holds it whether or not the condition held.
 --raft also prints Raft's own records (hard states,
 membership changes, snapshot markers). Nothing is modified.`,
@@ -113,11 +114,11 @@ func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
 				}
 				switch cmd.Op {
 				case kv.OpPut:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s%s}\n", e.Index, pyString(cmd.Key), pyValue(cmd.Value, cmd.Kind), condFields(cmd.Cond))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s%s%s}\n", e.Index, pyString(cmd.Key), pyValue(cmd.Value, cmd.Kind), condFields(cmd.Cond), requestFields(cmd))
 				case kv.OpDelete:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null%s}\n", e.Index, pyString(cmd.Key), condFields(cmd.Cond))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null%s%s}\n", e.Index, pyString(cmd.Key), condFields(cmd.Cond), requestFields(cmd))
 				case kv.OpTxn:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"TXN\"%s}\n", e.Index, txnFields(cmd.Txn))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"TXN\"%s%s}\n", e.Index, txnFields(cmd.Txn), requestFields(cmd))
 				}
 				return nil
 			}
@@ -161,6 +162,16 @@ func condFields(c kv.Cond) string {
 		fmt.Fprintf(&b, ", \"prev_revision\": %d", *c.PrevRevision)
 	}
 	return b.String()
+}
+
+// requestFields renders the request ids of a write sent with them. The log
+// holds every attempt that reached it; the state machine applied only the
+// first (a later one with the same ids changed nothing).
+func requestFields(cmd kv.Command) string {
+	if cmd.Request.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf(", \"client_id\": %s, \"request_id\": %s", pyString(cmd.Request.Client), pyString(cmd.Request.Request))
 }
 
 // txnFields renders a transaction's compares and branches. Which branch ran

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/distkv/distkv/internal/kv"
 )
@@ -31,6 +32,12 @@ type Backend interface {
 	// Ready returns nil when the node can serve linearizable requests (it
 	// knows a leader and has applied its log), else the reason it cannot.
 	Ready() error
+	// Session returns the live record of the request id for op in the
+	// state machine's client-session table (kv.Store.Record);
+	// linearizable as for Get.
+	Session(ctx context.Context, id kv.RequestID, op kv.Op, linearizable bool) (kv.Record, bool, error)
+	// SessionStats describes this node's client-session table.
+	SessionStats() kv.SessionStats
 }
 
 // Status is the body of GET /cluster/status.
@@ -75,6 +82,7 @@ func New(cfg Config, b Backend) (http.Handler, error) {
 	}
 	timeout := cfg.RequestTimeout.String()
 	return &handler{
+		now:           time.Now,
 		cfg:           cfg,
 		backend:       b,
 		log:           cfg.Logger,
@@ -85,6 +93,9 @@ func New(cfg Config, b Backend) (http.Handler, error) {
 }
 
 type handler struct {
+	// now stamps the writes with request ids (kv.Command.Time).
+	now       func() time.Time
+	dedup     dedupStats
 	cfg       Config
 	backend   Backend
 	log       *slog.Logger
@@ -130,6 +141,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/cluster/status":
 		if methodGet(w, r) && noParams(w, r, "GET /cluster/status") {
 			h.status(w)
+		}
+	case "/request_status":
+		if methodGet(w, r) {
+			h.requestStatus(w, r)
+		}
+	case "/deduplication_stats":
+		if methodGet(w, r) && noParams(w, r, "GET /deduplication_stats") {
+			h.deduplicationStats(w)
 		}
 	case "/cluster/members", "/cluster/leader/transfer":
 		if noParams(w, r, r.Method+" "+path) {
@@ -228,6 +247,12 @@ func writeAPIError(w http.ResponseWriter, err *apiError) {
 // backendError answers a failed Backend call. Nothing is written when the
 // client has gone away.
 func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *http.Request, op string, err error, write bool) {
+	h.backendErrorHint(ctx, w, r, op, err, write, "")
+}
+
+// backendErrorHint is backendError, with hint appended to the detail of a
+// write that may still have been applied.
+func (h *handler) backendErrorHint(ctx context.Context, w http.ResponseWriter, r *http.Request, op string, err error, write bool, hint string) {
 	if errors.Is(r.Context().Err(), context.Canceled) {
 		return
 	}
@@ -246,7 +271,7 @@ func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *ht
 			why = " (" + reason + ")"
 		}
 		if write {
-			writeError(w, http.StatusServiceUnavailable, h.readTimedOut+why+h.writeTimedOut[len(h.readTimedOut):])
+			writeError(w, http.StatusServiceUnavailable, h.readTimedOut+why+h.writeTimedOut[len(h.readTimedOut):]+hint)
 		} else {
 			writeError(w, http.StatusServiceUnavailable, h.readTimedOut+why)
 		}
@@ -254,7 +279,7 @@ func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *ht
 	}
 	var unknown outcomeUnknown
 	if write && errors.As(err, &unknown) && unknown.OutcomeUnknown() {
-		writeError(w, http.StatusServiceUnavailable, err.Error()+"; a write may still have been applied")
+		writeError(w, http.StatusServiceUnavailable, err.Error()+"; a write may still have been applied"+hint)
 		return
 	}
 	var full insufficientStorage

@@ -14,6 +14,7 @@ const (
 	DefaultMaxScanLimit     = 10000
 	DefaultDefaultScanLimit = 1000
 	DefaultMaxTxnOps        = 128
+	DefaultRequestDedupTTL  = time.Hour
 
 	// maxValueSizeCeiling bounds MaxValueSize so that the derived request body
 	// limit (see bodyLimit) cannot overflow and stays a sane amount of memory.
@@ -41,6 +42,11 @@ type Config struct {
 	// MaxTxnOps is the largest number of compares, and of operations in each
 	// branch, of a POST /txn (default 128). More get 413.
 	MaxTxnOps int
+	// RequestDedupTTL is how long the outcome of a write with a request id
+	// is kept, so that the same request is not applied again (default 1h).
+	// Each write carries it: the expiry is decided by the log, not by the
+	// node that applies it.
+	RequestDedupTTL time.Duration
 	// Logger receives debug records about failed backend calls (default: discard).
 	Logger *slog.Logger
 }
@@ -66,6 +72,9 @@ func (c *Config) Validate() error {
 	if c.MaxTxnOps == 0 {
 		c.MaxTxnOps = DefaultMaxTxnOps
 	}
+	if c.RequestDedupTTL == 0 {
+		c.RequestDedupTTL = DefaultRequestDedupTTL
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -82,6 +91,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("httpapi: DefaultScanLimit is %d; it must be from 1 to MaxScanLimit (%d)", c.DefaultScanLimit, c.MaxScanLimit)
 	case c.MaxTxnOps < 0:
 		return fmt.Errorf("httpapi: MaxTxnOps is %d; it must be positive", c.MaxTxnOps)
+	case c.RequestDedupTTL < 0:
+		return fmt.Errorf("httpapi: RequestDedupTTL is %v; it must be positive", c.RequestDedupTTL)
 	}
 	return nil
 }

@@ -25,6 +25,9 @@
 //	                                      "count":n,"more":b[,"continue":"<token>"]}
 //	POST   /txn                  200     {"succeeded":b,"revision":n,"responses":[...]} (see Transactions),
 //	                                     also when the compares failed
+//	GET    /request_status       200     {"processed":false} or {"processed":true,"operation":..,"status_code":..,
+//	                                      "revision":..,"result":<the answer>} (see Idempotent requests)
+//	GET    /deduplication_stats  200     the client-session table's counts, in the prototype's shape
 //	GET    /cluster/status       200     Status as JSON
 //	GET    /healthz              200     {"status":"ok"}
 //	GET    /readyz               200     {"status":"ready"}
@@ -92,6 +95,20 @@
 // in the prototype's shapes with the one version retained. The suffixes are
 // matched on the escaped path, so a key that itself ends in "/history" is
 // addressed with its last slash as %2F.
+//
+// # Idempotent requests
+//
+// PUT, DELETE and POST /txn take client_id and request_id query parameters
+// (the prototype's v1.3), or an Idempotency-Key header (a request id with an
+// empty client id). The first application of such a request records its
+// outcome in the state machine (kv's client-session table); the same ids and
+// operation again get that outcome and apply nothing, through any node, also
+// after a leader change or a restart. A write with ids first looks for its
+// record (Backend.Session, locally and then linearizably), so that a repeat
+// of an applied write takes no log entry; each write carries the node's time
+// and Config.RequestDedupTTL, by which the state machine expires records.
+// GET /key/{key} accepts the ids and does not record them: a read has no
+// effect to apply once.
 //
 // # Query parameters
 //

@@ -28,7 +28,10 @@ type fakeBackend struct {
 	atDeadline error
 	// notReady is returned by Ready.
 	notReady error
-	status   Status
+	// hideRecords makes Session find nothing until the next Propose, as on
+	// a node that has not yet applied a request's first attempt.
+	hideRecords bool
+	status      Status
 }
 
 // fakeCall is one call on the fakeBackend.
@@ -84,6 +87,7 @@ func (f *fakeBackend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, e
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.hideRecords = false
 	// As in the Raft layer, the command goes through its encoding.
 	dec, err := kv.UnmarshalCommand(cmd.Marshal())
 	if err != nil {
@@ -118,3 +122,19 @@ func (f *fakeBackend) Range(ctx context.Context, start, end []byte, limit int, l
 func (f *fakeBackend) Status() Status { return f.status }
 
 func (f *fakeBackend) Ready() error { return f.notReady }
+
+func (f *fakeBackend) Session(ctx context.Context, id kv.RequestID, op kv.Op, linearizable bool) (kv.Record, bool, error) {
+	if err := f.record(fakeCall{op: "session", linearizable: linearizable}); err != nil {
+		return kv.Record{}, false, err
+	}
+	f.mu.Lock()
+	hide := f.hideRecords
+	f.mu.Unlock()
+	if hide {
+		return kv.Record{}, false, nil
+	}
+	rec, ok := f.store.Record(id, op)
+	return rec, ok, nil
+}
+
+func (f *fakeBackend) SessionStats() kv.SessionStats { return f.store.SessionStats() }

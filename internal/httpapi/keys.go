@@ -86,6 +86,11 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	if aerr == nil && hasVersion && version < 1 {
 		aerr = unprocessable("query parameter version must be a positive integer, not %q", q.Get("version"))
 	}
+	if aerr == nil {
+		// A read's ids are checked but not recorded: a read has no effect
+		// to apply once, and is answered from the current state.
+		_, aerr = requestID(r, q)
+	}
 	if aerr != nil {
 		writeAPIError(w, aerr)
 		return
@@ -161,6 +166,11 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		writeAPIError(w, aerr)
 		return
 	}
+	id, aerr := requestID(r, q)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
 	value := p.value
 	if cap(value)-len(value) > len(value)/8+512 {
 		// The value aliases a buffer much larger than itself (a body read
@@ -168,7 +178,7 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		// may keep it, so it gets its own.
 		value = bytes.Clone(value)
 	}
-	h.propose(w, r, kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Kind: p.kind, Cond: cond}, p.conds.byVersion)
+	h.propose(w, r, kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Kind: p.kind, Cond: cond, Request: id}, p.conds.byVersion)
 }
 
 func (h *handler) delete(w http.ResponseWriter, r *http.Request, key []byte) {
@@ -194,62 +204,91 @@ func (h *handler) delete(w http.ResponseWriter, r *http.Request, key []byte) {
 		writeAPIError(w, aerr)
 		return
 	}
-	h.propose(w, r, kv.Command{Op: kv.OpDelete, Key: key, Cond: cond}, false)
+	id, aerr := requestID(r, q)
+	if aerr != nil {
+		writeAPIError(w, aerr)
+		return
+	}
+	h.propose(w, r, kv.Command{Op: kv.OpDelete, Key: key, Cond: cond, Request: id}, false)
 }
 
-// propose replicates cmd and answers with its outcome. byVersion says that
-// the PUT's version condition came from the prototype's "version" field, so
-// that a conflict on it is answered in the prototype's shape as well.
+// propose replicates cmd (unless its request id was applied before; see
+// execute) and answers with its outcome. byVersion says that the PUT's
+// version condition came from the prototype's "version" field, so that a
+// conflict on it is answered in the prototype's shape as well.
 func (h *handler) propose(w http.ResponseWriter, r *http.Request, cmd kv.Command, byVersion bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
-	res, err := h.backend.Propose(ctx, cmd)
-	if err != nil {
-		h.backendError(ctx, w, r, cmd.Op.String(), err, true)
+	res, ok := h.execute(ctx, w, r, &cmd)
+	if !ok {
 		return
 	}
+	buf := getBuf()
+	var code int
+	*buf, code = appendWriteAnswer(*buf, cmd.Key, res, &cmd.Cond, byVersion)
+	if code == http.StatusInternalServerError {
+		h.log.Error("backend returned an unknown result status", "op", cmd.Op.String(), "status", res.Status)
+	}
+	writeJSON(w, code, *buf)
+	lattrace.Mark(lattrace.HTTPAnswered, 0, 0)
+	putBuf(buf)
+}
+
+// appendWriteAnswer appends the answer to a PUT or DELETE of key whose
+// outcome is res, and returns its status code. cond is the write's condition
+// (nil when unknown, as for a recorded outcome) and byVersion says it came
+// from a PUT body's "version".
+func appendWriteAnswer(b, key []byte, res kv.Result, cond *kv.Cond, byVersion bool) ([]byte, int) {
 	switch res.Status {
 	case kv.StatusOK:
-		buf := getBuf()
-		*buf = append(*buf, `{"status":"ok","id":`...)
-		*buf = strconv.AppendInt(*buf, res.Revision, 10)
-		if cmd.Op == kv.OpPut {
-			// The prototype's answer since its v1.5 (versioned values).
-			*buf = append(*buf, `,"key":`...)
-			*buf = appendString(*buf, cmd.Key)
-			*buf = append(*buf, `,"version":`...)
-			*buf = strconv.AppendInt(*buf, res.Version, 10)
+		b = append(b, `{"status":"ok","id":`...)
+		b = strconv.AppendInt(b, res.Revision, 10)
+		if res.Version != 0 {
+			// A put's answer: the prototype's since its v1.5 (versioned values).
+			b = append(b, `,"key":`...)
+			b = appendString(b, key)
+			b = append(b, `,"version":`...)
+			b = strconv.AppendInt(b, res.Version, 10)
 		}
-		*buf = append(*buf, '}')
-		writeJSON(w, http.StatusOK, *buf)
-		lattrace.Mark(lattrace.HTTPAnswered, 0, 0)
-		putBuf(buf)
+		return append(b, '}'), http.StatusOK
 	case kv.StatusNotFound:
-		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
+		return append(b, bodyKeyNotFound...), http.StatusNotFound
 	case kv.StatusConflict:
-		buf := getBuf()
-		*buf = append(*buf, `{"detail":`...)
-		*buf = appendStr(*buf, conflictDetail(cmd.Cond, res.Current, byVersion))
-		if p := cmd.Cond.PrevVersion; byVersion && p != nil && *p != res.Current.Version {
-			// The prototype's (v1.5) conflict answer, beside distkv's.
-			*buf = append(*buf, `,"status":"error","message":`...)
-			*buf = appendStr(*buf, versionConflictMessage(*p, res.Current.Version))
-			*buf = append(*buf, `,"current_version":`...)
-			*buf = strconv.AppendInt(*buf, res.Current.Version, 10)
+		b = append(b, `{"detail":`...)
+		if cond != nil {
+			b = appendStr(b, conflictDetail(*cond, res.Current, byVersion))
+		} else {
+			b = appendStr(b, conflictState(res.Current))
 		}
-		*buf = append(*buf, `,"key":`...)
-		*buf = appendString(*buf, cmd.Key)
-		*buf = append(*buf, `,"version":`...)
-		*buf = strconv.AppendInt(*buf, res.Current.Version, 10)
-		*buf = append(*buf, `,"revision":`...)
-		*buf = strconv.AppendInt(*buf, res.Current.Revision, 10)
-		*buf = append(*buf, '}')
-		writeJSON(w, http.StatusConflict, *buf)
-		putBuf(buf)
-	default:
-		h.log.Error("backend returned an unknown result status", "op", cmd.Op.String(), "status", res.Status)
-		writeError(w, http.StatusInternalServerError, res.Err().Error())
+		if cond != nil && byVersion && cond.PrevVersion != nil && *cond.PrevVersion != res.Current.Version {
+			// The prototype's (v1.5) conflict answer, beside distkv's.
+			b = append(b, `,"status":"error","message":`...)
+			b = appendStr(b, versionConflictMessage(*cond.PrevVersion, res.Current.Version))
+			b = append(b, `,"current_version":`...)
+			b = strconv.AppendInt(b, res.Current.Version, 10)
+		}
+		b = append(b, `,"key":`...)
+		b = appendString(b, key)
+		b = append(b, `,"version":`...)
+		b = strconv.AppendInt(b, res.Current.Version, 10)
+		b = append(b, `,"revision":`...)
+		b = strconv.AppendInt(b, res.Current.Revision, 10)
+		return append(b, '}'), http.StatusConflict
+	case kv.StatusAnswerNotKept:
+		return appendNotKept(b, res), http.StatusConflict
 	}
+	b = append(b, `{"detail":`...)
+	b = appendStr(b, res.Err().Error())
+	return append(b, '}'), http.StatusInternalServerError
+}
+
+// conflictState is the detail of a failed condition that is not known (the
+// recorded outcome of a request): the key's state when it failed.
+func conflictState(cur kv.KeyValue) string {
+	if cur.Version == 0 {
+		return kv.ErrConflict.Error() + "; the key did not exist"
+	}
+	return fmt.Sprintf("%s; the key's version was %d and its revision %d", kv.ErrConflict, cur.Version, cur.Revision)
 }
 
 // conflictDetail says which condition of c failed against the key's current

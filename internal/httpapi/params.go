@@ -13,13 +13,14 @@ import (
 // something other than what the client meant (a misspelt prev_version makes
 // an unconditional write).
 var (
-	paramsGet     = []string{"consistency", "version"}
-	paramsHistory = []string{"consistency"}
-	paramsPut     = []string{"prev_version", "prev_revision", "create_only"}
-	paramsDelete  = []string{"prev_version", "prev_revision", "create_only"}
-	paramsScan    = []string{"prefix", "start", "end", "limit", "continue", "consistency"}
-	paramsTxn     = []string(nil)
-	paramsNone    = []string(nil)
+	paramsGet           = []string{"consistency", "version", "client_id", "request_id"}
+	paramsHistory       = []string{"consistency"}
+	paramsPut           = []string{"prev_version", "prev_revision", "create_only", "client_id", "request_id"}
+	paramsDelete        = []string{"prev_version", "prev_revision", "create_only", "client_id", "request_id"}
+	paramsScan          = []string{"prefix", "start", "end", "limit", "continue", "consistency"}
+	paramsTxn           = []string{"client_id", "request_id"}
+	paramsRequestStatus = []string{"client_id", "request_id", "operation", "consistency"}
+	paramsNone          = []string(nil)
 )
 
 // checkParams refuses a query parameter of q that is not in allowed; what

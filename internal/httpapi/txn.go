@@ -83,14 +83,23 @@ func (h *handler) txn(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, aerr)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
-	defer cancel()
-	res, err := h.backend.Propose(ctx, kv.Command{Op: kv.OpTxn, Txn: tx})
-	if err != nil {
-		h.backendError(ctx, w, r, kv.OpTxn.String(), err, true)
+	id, aerr := requestID(r, q)
+	if aerr != nil {
+		writeAPIError(w, aerr)
 		return
 	}
-	if msg := checkTxnResult(tx, res); msg != "" {
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	res, ok := h.execute(ctx, w, r, &kv.Command{Op: kv.OpTxn, Txn: tx, Request: id})
+	if !ok {
+		return
+	}
+	if res.Status == kv.StatusAnswerNotKept {
+		writeJSON(w, http.StatusConflict, appendNotKept(nil, res))
+		return
+	}
+	// A repeated request gets its first answer, whatever this body says.
+	if msg := checkTxnResult(tx, res); msg != "" && !res.Replayed {
 		h.log.Error("backend returned a malformed txn result", "problem", msg)
 		writeError(w, http.StatusInternalServerError, "internal error: "+msg)
 		return

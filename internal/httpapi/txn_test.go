@@ -190,7 +190,7 @@ func TestTxnBadRequests(t *testing.T) {
 		{"trailing data", "/txn", `{} {}`, 422, "not valid JSON"},
 		{"an array", "/txn", `[]`, 422, "must be a JSON object"},
 		{"a string", "/txn", `"txn"`, 422, "not a string"},
-		{"query string", "/txn?timeout=1", `{}`, 422, "no query parameters"},
+		{"query string", "/txn?timeout=1", `{}`, 422, `unknown query parameter "timeout"; POST /txn takes client_id and request_id`},
 		{"unknown field", "/txn", `{"compares":[]}`, 422, `unknown field "compares"`},
 		{"field names are case-sensitive", "/txn", `{"Success":[]}`, 422, `unknown field "Success"`},
 		{"repeated field", "/txn", `{"success":[],"success":[]}`, 422, `"success" more than once`},

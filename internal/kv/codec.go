@@ -21,7 +21,8 @@ const (
 	cmdPrevVersion  = 1 << 1
 	cmdPrevRevision = 1 << 2
 	cmdJSON         = 1 << 3 // OpPut only: Kind is KindJSON
-	cmdKnownFlags   = cmdCreateOnly | cmdPrevVersion | cmdPrevRevision | cmdJSON
+	cmdRequest      = 1 << 4 // Request, Time and TTL follow
+	cmdKnownFlags   = cmdCreateOnly | cmdPrevVersion | cmdPrevRevision | cmdJSON | cmdRequest
 )
 
 // txnPutJSON is the type byte of a TxnPut whose value is KindJSON.
@@ -54,9 +55,12 @@ const (
 //	value      uvarint length, bytes (OpPut only)
 //	prev_ver   zigzag varint (if flagged)
 //	prev_rev   zigzag varint (if flagged)
+//	request    (if flag 16) client and request (uvarint length, bytes), time
+//	           and TTL (zigzag varints)
 //
-// An OpTxn has flags 0 and, instead of key, value and conditions, its Txn
-// (Key, Value and Cond are not encoded; a nil Txn is encoded as the empty one):
+// An OpTxn has no flag but 16 and, instead of key, value and conditions, its
+// Txn (Key, Value and Cond are not encoded; a nil Txn is encoded as the empty
+// one), then the request as above:
 //
 //	compares   uvarint count, then per compare: target 1 byte, op 1 byte,
 //	           key (uvarint length, bytes), then the operand: value (uvarint
@@ -71,17 +75,21 @@ const (
 //
 // Compatibility: version 1 grew by flags and type bytes that a decoder that
 // predates them refuses (ErrMalformed) rather than misreads: a JSON value
-// (flag 8, type 0x81) is such a case. A log written before them holds none of
+// (flag 8, type 0x81) and a request id (flag 16) are such cases. A log written before them holds none of
 // them and decodes as it always did, its values as strings.
 func (c Command) Marshal() []byte {
 	return c.AppendMarshal(make([]byte, 0, c.size()))
 }
 
 func (c Command) size() int {
-	if c.Op == OpTxn {
-		return 3 + c.Txn.size()
+	n := 0
+	if !c.Request.IsZero() {
+		n += bytesLen(c.Request.Client) + bytesLen(c.Request.Request) + varintLen(c.Time) + varintLen(c.TTL)
 	}
-	n := 3 + uvarintLen(uint64(len(c.Key))) + len(c.Key)
+	if c.Op == OpTxn {
+		return n + 3 + c.Txn.size()
+	}
+	n += 3 + uvarintLen(uint64(len(c.Key))) + len(c.Key)
 	if c.Op == OpPut {
 		n += uvarintLen(uint64(len(c.Value))) + len(c.Value)
 	}
@@ -96,11 +104,14 @@ func (c Command) size() int {
 
 // AppendMarshal appends the encoding of c (see Marshal) to dst.
 func (c Command) AppendMarshal(dst []byte) []byte {
-	if c.Op == OpTxn {
-		dst = append(dst, codecVersion, byte(c.Op), 0)
-		return c.Txn.appendMarshal(dst)
-	}
 	var flags byte
+	if !c.Request.IsZero() {
+		flags |= cmdRequest
+	}
+	if c.Op == OpTxn {
+		dst = append(dst, codecVersion, byte(c.Op), flags)
+		return c.appendRequest(c.Txn.appendMarshal(dst))
+	}
 	if c.Cond.CreateOnly {
 		flags |= cmdCreateOnly
 	}
@@ -124,7 +135,35 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	if c.Cond.PrevRevision != nil {
 		dst = binary.AppendVarint(dst, *c.Cond.PrevRevision)
 	}
-	return dst
+	return c.appendRequest(dst)
+}
+
+func (c Command) appendRequest(dst []byte) []byte {
+	if c.Request.IsZero() {
+		return dst
+	}
+	dst = appendBytes(dst, c.Request.Client)
+	dst = appendBytes(dst, c.Request.Request)
+	dst = binary.AppendVarint(dst, c.Time)
+	return binary.AppendVarint(dst, c.TTL)
+}
+
+// request decodes the request id, time and TTL of a Command, which must be
+// as Command.Validate requires.
+func (d *decoder) request(c *Command) {
+	c.Request.Client = d.bytes("client id")
+	c.Request.Request = d.bytes("request id")
+	c.Time = d.varint("time")
+	c.TTL = d.varint("ttl")
+	if d.err == nil {
+		err := c.checkRequest()
+		if err == nil && c.Request.IsZero() {
+			err = errors.New("flagged, but empty")
+		}
+		if err != nil {
+			d.fail("request id: %v", err)
+		}
+	}
 }
 
 // UnmarshalCommand decodes a Command encoded by Marshal. It rejects anything else
@@ -152,10 +191,13 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown flags %#x", flags)
 	}
 	if c.Op == OpTxn {
-		if d.err == nil && flags != 0 {
+		if d.err == nil && flags&^cmdRequest != 0 {
 			return Command{}, d.fail("flags %#x on a txn", flags)
 		}
 		c.Txn = d.txn()
+		if flags&cmdRequest != 0 {
+			d.request(&c)
+		}
 		if err := d.finish(); err != nil {
 			return Command{}, err
 		}
@@ -179,6 +221,9 @@ func UnmarshalCommand(b []byte) (Command, error) {
 	if flags&cmdPrevRevision != 0 {
 		v := d.varint("prev_revision")
 		c.Cond.PrevRevision = &v
+	}
+	if flags&cmdRequest != 0 {
+		d.request(&c)
 	}
 	if err := d.finish(); err != nil {
 		return Command{}, err
@@ -302,7 +347,7 @@ func UnmarshalResult(b []byte) (Result, error) {
 		return Result{}, d.fail("unknown version %d", v)
 	}
 	r.Status = Status(d.u8("status"))
-	if d.err == nil && r.Status > StatusNotFound {
+	if d.err == nil && r.Status > StatusAnswerNotKept {
 		return Result{}, d.fail("unknown status %d", r.Status)
 	}
 	flags := d.u8("flags")

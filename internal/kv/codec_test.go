@@ -19,6 +19,8 @@ func equalCommand(a, b Command) bool {
 	return a.Op == b.Op && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.Kind == b.Kind &&
 		a.Cond.CreateOnly == b.Cond.CreateOnly &&
 		equalPtr(a.Cond.PrevVersion, b.Cond.PrevVersion) && equalPtr(a.Cond.PrevRevision, b.Cond.PrevRevision) &&
+		bytes.Equal(a.Request.Client, b.Request.Client) && bytes.Equal(a.Request.Request, b.Request.Request) &&
+		a.Time == b.Time && a.TTL == b.TTL &&
 		(a.Op != OpTxn || equalTxn(a.Txn, b.Txn))
 }
 
@@ -38,6 +40,9 @@ func sampleCommands() []Command {
 		{Op: OpPut, Key: []byte("n"), Value: []byte("1.5e3"), Kind: KindJSON},
 		{Op: OpPut, Key: []byte("o"), Value: []byte(`{"a":[1,2]}`), Kind: KindJSON, Cond: Cond{PrevVersion: i64(2)}},
 		{Op: OpPut, Key: []byte("z"), Value: []byte("null"), Kind: KindJSON},
+		withID(put("k", "v", Cond{PrevRevision: i64(3)}), "client", "request", 1700000000000000000, 3600e9),
+		withID(del("k", Cond{}), "", "idempotency-key", -1, 1),
+		withID(Command{Op: OpTxn, Txn: &Txn{Success: []TxnOp{tput("a", "b")}}}, "c", "r", 5, 6),
 	}
 }
 
@@ -168,7 +173,7 @@ func TestUnmarshalResultRejects(t *testing.T) {
 		nil,
 		{1},
 		{2, 0, 0, 0},
-		{1, 3, 0, 0},
+		{1, 4, 0, 0},
 		{1, 0, 4, 0},
 		{1, 0, 0, 0, 0},
 		{1, 1, resCurrent, 0, 0, 0, 0, 0, 0}, // a zero Current must be omitted
@@ -241,9 +246,12 @@ func FuzzUnmarshalResult(f *testing.F) {
 // ErrMalformed and leave the store as it was, and what it accepts must be
 // written back the same by SnapshotPairs.
 func FuzzRestoreSnapshot(f *testing.F) {
-	f.Add([]byte{stateVersion}, []byte("\x01null"))
-	f.Add([]byte{stateVersion}, []byte("\x00plain"))
+	f.Add([]byte{stateVersion, 0, 0}, []byte("\x01null"))
+	f.Add([]byte{stateVersion, 0, 0}, []byte("\x00plain"))
 	f.Add([]byte{stateVersion, 0}, []byte(""))
+	for _, st := range sampleStates() {
+		f.Add(st, []byte("\x00v"))
+	}
 	f.Fuzz(func(t *testing.T, st, value []byte) {
 		pairs := []KeyValue{
 			{Key: []byte{}, Value: append([]byte(stateMagic), st...), Version: 1, Revision: 1, CreateRevision: 1},

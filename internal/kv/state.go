@@ -2,8 +2,10 @@ package kv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"iter"
+	"math"
 )
 
 // A snapshot file holds a sequence of KeyValues (package snap writes and reads
@@ -94,11 +96,57 @@ func (s *Store) RestoreSnapshot(index uint64, seq iter.Seq2[KeyValue, error]) er
 	return s.restore(index, pairs, &st)
 }
 
-// state is what the state pair of a snapshot carries.
-type state struct{}
+// state is what the state pair of a snapshot carries: the client-session
+// table's clock and records, oldest first.
+type state struct {
+	clock   int64
+	records []*record
+}
 
-// appendState appends the encoding of v's state beyond its pairs.
+// table returns the sessionTable that st describes; dropped carries over the
+// count of dropped records, which is not replicated.
+func (st *state) table(dropped uint64) sessionTable {
+	t := sessionTable{clock: st.clock, log: st.records, dropped: dropped}
+	if len(st.records) > 0 {
+		t.byKey = make(map[sessionKey]*record, len(st.records))
+	}
+	for _, r := range st.records {
+		t.byKey[r.key] = r // a later record of the same key replaced it
+		t.bytes += r.size()
+	}
+	return t
+}
+
+// minRecordSize is the fewest bytes an encoded record takes.
+const minRecordSize = 8
+
+// appendState appends the encoding of v's state beyond its pairs:
+//
+//	clock      zigzag varint
+//	records    uvarint count, then per record, oldest first: op 1 byte,
+//	           client and request (uvarint length, bytes), index uvarint,
+//	           expires zigzag varint, key (uvarint length, bytes), result
+//	           (uvarint length, bytes: the encoded Result; length 0 when it
+//	           was not kept, followed by its size as a uvarint)
+//
+// Every record is written, expired ones not yet dropped included, so that a
+// replica restored from the snapshot counts against the table's bounds
+// exactly what the others do.
 func appendState(dst []byte, v *View) []byte {
+	dst = binary.AppendVarint(dst, v.clock)
+	dst = binary.AppendUvarint(dst, uint64(len(v.sessions)))
+	for _, r := range v.sessions {
+		dst = append(dst, byte(r.key.op))
+		dst = appendBytes(dst, []byte(r.key.client))
+		dst = appendBytes(dst, []byte(r.key.request))
+		dst = binary.AppendUvarint(dst, r.index)
+		dst = binary.AppendVarint(dst, r.expires)
+		dst = appendBytes(dst, r.opKey)
+		dst = appendBytes(dst, r.result)
+		if r.result == nil {
+			dst = binary.AppendUvarint(dst, uint64(r.resultLen))
+		}
+	}
 	return dst
 }
 
@@ -109,6 +157,42 @@ func decodeState(b []byte, st *state) error {
 	d := decoder{b: b, what: "snapshot state"}
 	if v := d.u8("version"); d.err == nil && v != stateVersion {
 		return d.fail("unknown version %d", v)
+	}
+	st.clock = d.varint("clock")
+	n := d.count("record count", minRecordSize)
+	if n > 0 {
+		st.records = make([]*record, 0, n)
+	}
+	for i := 0; i < n && d.err == nil; i++ {
+		r := &record{}
+		r.key.op = Op(d.u8("record op"))
+		if d.err == nil && r.key.op != OpPut && r.key.op != OpDelete && r.key.op != OpTxn {
+			return d.fail("record %d: unknown op %d", i, r.key.op)
+		}
+		r.key.client = string(d.bytes("record client"))
+		r.key.request = string(d.bytes("record request"))
+		if d.err == nil && r.key.request == "" {
+			return d.fail("record %d: no request id", i)
+		}
+		r.index = d.uvarint("record index")
+		r.expires = d.varint("record expires")
+		r.opKey = bytes.Clone(d.bytes("record key"))
+		if d.err == nil && r.key.op == OpTxn && len(r.opKey) != 0 {
+			return d.fail("record %d: a key on a txn", i)
+		}
+		r.result = bytes.Clone(d.bytes("record result"))
+		if r.result == nil {
+			n := d.uvarint("record result size")
+			if d.err == nil && n > math.MaxInt32 {
+				return d.fail("record %d: result size %d", i, n)
+			}
+			r.resultLen = int(n)
+		} else if _, err := UnmarshalResult(r.result); err != nil {
+			return d.fail("record %d: %v", i, err)
+		} else {
+			r.resultLen = len(r.result)
+		}
+		st.records = append(st.records, r)
 	}
 	return d.finish()
 }

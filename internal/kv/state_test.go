@@ -74,7 +74,7 @@ func TestRestoreSnapshotOfOldFormat(t *testing.T) {
 }
 
 func TestRestoreSnapshotRefuses(t *testing.T) {
-	state := KeyValue{Key: []byte{}, Value: append([]byte(stateMagic), stateVersion), Version: 1, Revision: 1, CreateRevision: 1}
+	state := KeyValue{Key: []byte{}, Value: append([]byte(stateMagic), stateVersion, 0, 0), Version: 1, Revision: 1, CreateRevision: 1}
 	for _, tc := range []struct {
 		name  string
 		pairs []KeyValue

@@ -57,6 +57,8 @@ type Store struct {
 	view *View // guarded by mu
 	// hint speeds up Apply's lookups of nearby keys; used only under mu's write lock.
 	hint btree.PathHint
+	// sessions is the client-session table (see session.go).
+	sessions sessionTable // guarded by mu
 }
 
 // NewStore returns an empty Store.
@@ -170,6 +172,9 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		if err := cmd.Txn.checkTypes(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w: %w", index, ErrUnknownOp, err)
 		}
+		if err := cmd.checkRequest(); err != nil {
+			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
+		}
 	default:
 		return Result{}, fmt.Errorf("apply index %d: %w: %v", index, ErrUnknownOp, cmd.Op)
 	}
@@ -184,20 +189,27 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		return Result{}, fmt.Errorf("apply index %d after %d: %w", index, s.applied, ErrBadIndex)
 	}
 	s.applied = index
+	if cmd.Request.IsZero() {
+		return s.apply(rev, cmd), nil
+	}
+	return s.applyOnce(index, cmd), nil
+}
 
+// apply applies cmd at revision rev; s.mu must be held for writing.
+func (s *Store) apply(rev int64, cmd Command) Result {
 	if cmd.Op == OpTxn {
-		return s.applyTxn(rev, cmd.Txn), nil
+		return s.applyTxn(rev, cmd.Txn)
 	}
 	if cmd.Op == OpPut && cmd.Cond == (Cond{}) {
 		version := s.putBlind(cmd.Key, cmd.Value, cmd.Kind, rev)
 		s.view = nil
-		return Result{Status: StatusOK, Revision: rev, Version: version}, nil
+		return Result{Status: StatusOK, Revision: rev, Version: version}
 	}
 	probe := keyItem(cmd.Key)
 	it, exists := s.tree.GetHint(probe, &s.hint)
 	cur := it.kv()
 	if !condHolds(cmd.Cond, cur) {
-		return Result{Status: StatusConflict, Current: cur}, nil
+		return Result{Status: StatusConflict, Current: cur}
 	}
 	res := Result{Status: StatusOK, Revision: rev}
 	switch cmd.Op {
@@ -206,12 +218,12 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		res.Version = cur.Version + 1
 	case OpDelete:
 		if !exists {
-			return Result{Status: StatusNotFound}, nil
+			return Result{Status: StatusNotFound}
 		}
 		s.tree.DeleteHint(it, &s.hint)
 	}
 	s.view = nil
-	return res, nil
+	return res
 }
 
 // put stores value, of kind, under probe's key as a write at rev; cur is the
@@ -309,7 +321,8 @@ func (s *Store) Snapshot() *View {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.view == nil {
-		s.view = &View{tree: s.tree.Copy()}
+		log := s.sessions.log
+		s.view = &View{tree: s.tree.Copy(), sessions: log[:len(log):len(log)], clock: s.sessions.clock}
 	}
 	return s.view
 }
@@ -369,6 +382,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 	s.view = nil
 	s.applied = index
 	s.hint = btree.PathHint{}
+	s.sessions = st.table(s.sessions.dropped)
 	return nil
 }
 
@@ -376,6 +390,10 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 // and stays valid whatever happens to the Store. Its pairs are read-only.
 type View struct {
 	tree *btree.BTreeG[item] // never modified
+	// sessions and clock are the client-session table's records and clock
+	// (see sessionTable); the records are never modified.
+	sessions []*record
+	clock    int64
 }
 
 // Len returns the number of keys in the view.

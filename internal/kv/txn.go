@@ -198,11 +198,34 @@ func (c Command) Validate() error {
 		if c.Kind > KindJSON || (c.Kind != KindString && c.Op != OpPut) {
 			return fmt.Errorf("%w: value kind %v on a %v", ErrUnknownOp, c.Kind, c.Op)
 		}
-		return nil
+		return c.checkRequest()
 	case OpTxn:
+		if err := c.checkRequest(); err != nil {
+			return err
+		}
 		return c.Txn.Validate()
 	}
 	return fmt.Errorf("%w: %v", ErrUnknownOp, c.Op)
+}
+
+// ErrBadRequestID is wrapped by the errors of a Command whose Request, Time
+// or TTL are not as Command requires.
+var ErrBadRequestID = errors.New("invalid request id")
+
+// checkRequest reports a Request without a request id, or one without a
+// positive TTL; Time and TTL must be zero without a Request.
+func (c Command) checkRequest() error {
+	switch {
+	case c.Request.IsZero() && (c.Time != 0 || c.TTL != 0):
+		return fmt.Errorf("%w: a time and TTL without a request id", ErrBadRequestID)
+	case c.Request.IsZero():
+		return nil
+	case len(c.Request.Request) == 0:
+		return fmt.Errorf("%w: a client id without a request id", ErrBadRequestID)
+	case c.TTL <= 0:
+		return fmt.Errorf("%w: TTL %d is not positive", ErrBadRequestID, c.TTL)
+	}
+	return nil
 }
 
 // checkTypes reports a compare target or op, or an op type, that this

@@ -85,7 +85,30 @@ type Command struct {
 	// Txn is the transaction of an OpTxn (nil means the empty transaction);
 	// other ops ignore it.
 	Txn *Txn
+	// Request, if not zero, identifies the client request that made the
+	// command, for exactly-once execution: the first command with a Request
+	// (and Op) is applied and its Result recorded; a later one with the same
+	// Request and Op, applied before the record expires, changes nothing and
+	// gets the recorded Result (see Store).
+	Request RequestID
+	// Time is when the command was proposed (Unix nanoseconds, the proposing
+	// node's clock) and TTL how long its record is kept (nanoseconds, > 0).
+	// Both come with a Request only. The store measures expiry by these
+	// times alone, never by its own clock, so every replica expires the same
+	// records at the same log index.
+	Time, TTL int64
 }
+
+// RequestID identifies a client's request: the client and its own id for the
+// request. A Client may be empty (an Idempotency-Key names a request alone);
+// Request may not, unless the RequestID is zero (no id).
+type RequestID struct {
+	Client  []byte
+	Request []byte
+}
+
+// IsZero reports whether id names no request.
+func (id RequestID) IsZero() bool { return len(id.Client) == 0 && len(id.Request) == 0 }
 
 // KeyValue is a key with its value and metadata.
 type KeyValue struct {
@@ -110,6 +133,11 @@ const (
 	StatusOK       Status = 0
 	StatusConflict Status = 1 // condition failed; see ErrConflict
 	StatusNotFound Status = 2 // delete of a missing key; see ErrKeyNotFound
+	// StatusAnswerNotKept: the command's Request was applied before, at
+	// Result.Revision, but its Result was too large to record
+	// (MaxRecordedResult), so it cannot be given again. Nothing was applied
+	// now.
+	StatusAnswerNotKept Status = 3
 )
 
 // Result is what applying a Command produced.
@@ -126,9 +154,18 @@ type Result struct {
 	// Txn is the outcome of an OpTxn (whose Status is always OK and Revision
 	// its log index); nil for other ops.
 	Txn *TxnResult
+	// Replayed: the command's Request had been applied before; this is that
+	// first application's Result, and nothing was applied now. It is not part
+	// of the encoding.
+	Replayed bool
 }
 
-// Err returns nil, ErrConflict or ErrKeyNotFound according to r.Status.
+// ErrAnswerNotKept is the outcome of a repeated request whose first answer
+// was too large to record.
+var ErrAnswerNotKept = errors.New("request already applied; its answer was not kept")
+
+// Err returns nil, ErrConflict, ErrKeyNotFound or ErrAnswerNotKept according
+// to r.Status.
 func (r Result) Err() error {
 	switch r.Status {
 	case StatusOK:
@@ -137,6 +174,8 @@ func (r Result) Err() error {
 		return ErrConflict
 	case StatusNotFound:
 		return ErrKeyNotFound
+	case StatusAnswerNotKept:
+		return ErrAnswerNotKept
 	}
 	return fmt.Errorf("unknown result status %d", r.Status)
 }
