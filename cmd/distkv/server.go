@@ -191,6 +191,8 @@ func runServer(o *serverOptions) error {
 		Logger:         logger,
 	}
 	hcfg.RequestDedupTTL = o.requestDedupTTL
+	hcfg.HeartbeatInterval = o.tick * time.Duration(o.heartbeatTicks)
+	hcfg.DataDir, hcfg.WALSegmentSize, hcfg.SnapshotEntries = o.dataDir, int64(o.walSegmentSize), o.snapshotEntries
 	if err := hcfg.Validate(); err != nil {
 		return err
 	}

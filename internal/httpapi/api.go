@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,7 +83,12 @@ func New(cfg Config, b Backend) (http.Handler, error) {
 		return nil, errNilBackend
 	}
 	timeout := cfg.RequestTimeout.String()
+	var dataFS fs.FS
+	if cfg.DataDir != "" {
+		dataFS = os.DirFS(cfg.DataDir)
+	}
 	return &handler{
+		dataFS:        dataFS,
 		now:           time.Now,
 		cfg:           cfg,
 		backend:       b,
@@ -94,7 +101,9 @@ func New(cfg Config, b Backend) (http.Handler, error) {
 
 type handler struct {
 	// now stamps the writes with request ids (kv.Command.Time).
-	now       func() time.Time
+	now func() time.Time
+	// dataFS is Config.DataDir, nil without one.
+	dataFS    fs.FS
 	dedup     dedupStats
 	cfg       Config
 	backend   Backend
@@ -149,6 +158,28 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/deduplication_stats":
 		if methodGet(w, r) && noParams(w, r, "GET /deduplication_stats") {
 			h.deduplicationStats(w)
+		}
+	case "/cluster_status":
+		if methodGet(w, r) && noParams(w, r, "GET /cluster_status") {
+			h.clusterStatus(w)
+		}
+	case "/segments":
+		if methodGet(w, r) && noParams(w, r, "GET /segments") {
+			h.segments(w)
+		}
+	case "/compaction/status":
+		if methodGet(w, r) && noParams(w, r, "GET /compaction/status") {
+			h.compactionStatus(w)
+		}
+	case "/compaction/run", "/compaction/configure":
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, "POST")
+			return
+		}
+		if path == "/compaction/run" {
+			h.compactionRun(w, r)
+		} else {
+			h.compactionConfigure(w, r)
 		}
 	case "/cluster/members", "/cluster/leader/transfer":
 		if noParams(w, r, r.Method+" "+path) {

@@ -559,7 +559,7 @@ func TestScan(t *testing.T) {
 		}
 	}
 	rec := serveString(h, "GET", "/keys?prefix=a&end=app", "")
-	if want := `{"kvs":[{"key":"a","value":"1","version":1,"revision":11}],"count":1,"more":false}`; rec.Body.String() != want {
+	if want := `{"kvs":[{"key":"a","value":"1","version":1,"revision":11}],"keys":["a"],"count":1,"more":false}`; rec.Body.String() != want {
 		t.Errorf("GET /keys?prefix=a&end=app = %s, want %s", rec.Body, want)
 	}
 	for _, tc := range []struct {

@@ -47,6 +47,17 @@ type Config struct {
 	// Each write carries it: the expiry is decided by the log, not by the
 	// node that applies it.
 	RequestDedupTTL time.Duration
+	// HeartbeatInterval is the Raft heartbeat interval, reported by GET
+	// /cluster_status (0: not reported).
+	HeartbeatInterval time.Duration
+	// DataDir is the node's data directory. GET /segments and GET
+	// /compaction/status list the files of its wal/ and snap/ directories
+	// (read only); without it they answer 501.
+	DataDir string
+	// WALSegmentSize and SnapshotEntries are the node's settings, reported
+	// by GET /segments and GET /compaction/status.
+	WALSegmentSize  int64
+	SnapshotEntries uint64
 	// Logger receives debug records about failed backend calls (default: discard).
 	Logger *slog.Logger
 }

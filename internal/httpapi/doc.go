@@ -22,12 +22,17 @@
 //	                             404     {"detail":"Key not found"}
 //	                             409     as for PUT
 //	GET    /keys                 200     {"kvs":[{"key":..,"value":..,"version":..,"revision":..},...],
-//	                                      "count":n,"more":b[,"continue":"<token>"]}
+//	                                      "keys":[<names>],"count":n,"more":b[,"continue":"<token>"]}
 //	POST   /txn                  200     {"succeeded":b,"revision":n,"responses":[...]} (see Transactions),
 //	                                     also when the compares failed
 //	GET    /request_status       200     {"processed":false} or {"processed":true,"operation":..,"status_code":..,
 //	                                      "revision":..,"result":<the answer>} (see Idempotent requests)
 //	GET    /deduplication_stats  200     the client-session table's counts, in the prototype's shape
+//	GET    /cluster_status       200     the prototype's cluster view: leader, followers, heartbeats
+//	GET    /segments             200     the WAL's segment files (Config.DataDir)
+//	GET    /compaction/status    200     the snapshots kept, as the prototype's compaction history
+//	POST   /compaction/run       501     not yet: compaction on demand needs the Raft layer
+//	POST   /compaction/configure 422     compaction follows the snapshots; nothing to configure
 //	GET    /cluster/status       200     Status as JSON
 //	GET    /healthz              200     {"status":"ok"}
 //	GET    /readyz               200     {"status":"ready"}

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"strings"
 	"testing"
+	"testing/fstest"
+	"time"
 )
 
 // The prototype's v1.5 session (versioned values), with distkv's answers:
@@ -143,5 +145,94 @@ func TestJSONValueLimit(t *testing.T) {
 	rec := serveString(h, "PUT", "/key/k", `{"value":[1,2,3,4,5]}`)
 	if rec.Code != 413 || detail(t, rec) != "value is 11 bytes; the limit is 10 bytes" {
 		t.Fatalf("[1,2,3,4,5]: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// The prototype's v1.4 cluster status, from the Raft view: the leader, the
+// followers with their health and last contact, the heartbeat interval.
+func TestPrototypeClusterStatus(t *testing.T) {
+	h, f := newTestAPI(t, Config{HeartbeatInterval: 100 * time.Millisecond})
+	now := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	h.(*handler).now = func() time.Time { return now }
+	yes, no := true, false
+	f.status = Status{ID: "n2", Leader: "n1", Term: 3, Members: []Member{
+		{ID: "n1", HTTP: "10.0.0.1:8000", Role: "voter", Reachable: &yes, LastContact: now.Add(-250 * time.Millisecond).Format(time.RFC3339Nano)},
+		{ID: "n2", HTTP: "10.0.0.2:8000", Role: "voter", Reachable: &yes, LastContact: now.Format(time.RFC3339Nano)},
+		{ID: "n3", HTTP: "10.0.0.3:8000", Role: "learner", Reachable: &no, LastContact: now.Add(-42700 * time.Millisecond).Format(time.RFC3339Nano)},
+		{ID: "n4", HTTP: "10.0.0.4:8000", Role: "voter"},
+	}}
+	got := mustServe(t, h, "GET", "/cluster_status", "", 200)
+	want := `{"leader":{"id":"n1","url":"http://10.0.0.1:8000","status":"healthy"},"followers":{` +
+		`"n2":{"url":"http://10.0.0.2:8000","status":"healthy","last_heartbeat":1796637600,"seconds_since_last_heartbeat":0,"role":"voter"},` +
+		`"n3":{"url":"http://10.0.0.3:8000","status":"down","last_heartbeat":1796637557.3,"seconds_since_last_heartbeat":42.7,"role":"learner"},` +
+		`"n4":{"url":"http://10.0.0.4:8000","status":"unknown","last_heartbeat":null,"seconds_since_last_heartbeat":null,"role":"voter"}},` +
+		`"heartbeat_interval":0.1,"id":"n2","term":3}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	f.status = Status{ID: "n1"}
+	if got := mustServe(t, h, "GET", "/cluster_status", "", 200); !strings.HasPrefix(got, `{"leader":null,"followers":{},`) {
+		t.Fatalf("without a leader: %s", got)
+	}
+}
+
+// The prototype's segments (v1.2) and compaction (v1.6) endpoints, from the
+// files of the data directory.
+func TestPrototypeSegmentsAndCompaction(t *testing.T) {
+	h, _ := newTestAPI(t, Config{DataDir: "data/n1", WALSegmentSize: 1 << 20, SnapshotEntries: 100})
+	at := time.Date(2023, 8, 25, 14, 30, 45, 123456000, time.UTC)
+	h.(*handler).dataFS = fstest.MapFS{
+		"wal/0000000000000003.wal":                        {Data: make([]byte, 1<<20)},
+		"wal/0000000000000004.wal":                        {Data: make([]byte, 325420)},
+		"wal/0000000000000005.wal.tmp":                    {Data: []byte("x")},
+		"wal/notes.txt":                                   {Data: []byte("x")},
+		"snap/0000000000000001-00000000000000c8.snap":     {Data: []byte("s"), ModTime: at},
+		"snap/0000000000000001-0000000000000064.snap":     {Data: []byte("s"), ModTime: at.Add(-time.Hour)},
+		"snap/0000000000000001-000000000000012c.snap.tmp": {Data: []byte("s")},
+	}
+	got := mustServe(t, h, "GET", "/segments", "", 200)
+	want := `{"segments":[{"path":"data/n1/wal/0000000000000003.wal","size":1048576,"is_active":false},` +
+		`{"path":"data/n1/wal/0000000000000004.wal","size":325420,"is_active":true}],"total_segments":2,"max_segment_size":1048576,"total_size":1373996}`
+	if got != want {
+		t.Fatalf("segments:\n got %s\nwant %s", got, want)
+	}
+	got = mustServe(t, h, "GET", "/compaction/status", "", 200)
+	want = `{"enabled":true,"compaction_interval_seconds":null,"min_compaction_interval_seconds":null,"snapshot_entries":100,` +
+		`"last_compaction":"2023-08-25T14:30:45.123456","compaction_running":true,"compaction_history":[` +
+		`{"timestamp":"2023-08-25T13:30:45.123456","snapshot_index":100,"entries_removed":null,"duration_seconds":null,"segments_compacted":null},` +
+		`{"timestamp":"2023-08-25T14:30:45.123456","snapshot_index":200,"entries_removed":100,"duration_seconds":null,"segments_compacted":null}]}`
+	if got != want {
+		t.Fatalf("compaction status:\n got %s\nwant %s", got, want)
+	}
+	rec := serveString(h, "POST", "/compaction/run", "")
+	if rec.Code != 501 || !strings.Contains(detail(t, rec), "every 100 applied entries (--snapshot-entries)") {
+		t.Fatalf("compaction run: %d %s", rec.Code, rec.Body)
+	}
+	rec = serveString(h, "POST", "/compaction/configure?enabled=true&interval=7200", "")
+	if rec.Code != 422 || !strings.Contains(detail(t, rec), "it has no interval and cannot be switched off") {
+		t.Fatalf("compaction configure: %d %s", rec.Code, rec.Body)
+	}
+	if rec := serveString(h, "GET", "/compaction/run", ""); rec.Code != 405 || rec.Header().Get("Allow") != "POST" {
+		t.Fatalf("GET /compaction/run: %d", rec.Code)
+	}
+	// Without a data directory the file endpoints say so.
+	h2, _ := newTestAPI(t, Config{})
+	if rec := serveString(h2, "GET", "/segments", ""); rec.Code != 501 {
+		t.Fatalf("segments without a data directory: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// GET /keys carries the names alone in "keys", as the prototype's clients
+// read them.
+func TestScanKeys(t *testing.T) {
+	h, _ := newTestAPI(t, Config{})
+	mustServe(t, h, "PUT", "/key/b", `{"value":1}`, 200)
+	mustServe(t, h, "PUT", "/key/a", `{"value":"x"}`, 200)
+	got := mustServe(t, h, "GET", "/keys", "", 200)
+	if !strings.Contains(got, `],"keys":["a","b"],"count":2,"more":false}`) {
+		t.Fatalf("%s", got)
+	}
+	if got := mustServe(t, h, "GET", "/keys?prefix=zz", "", 200); got != `{"kvs":[],"keys":[],"count":0,"more":false}` {
+		t.Fatalf("empty: %s", got)
 	}
 }

@@ -143,6 +143,14 @@ func (h *handler) scan(w http.ResponseWriter, r *http.Request) {
 		}
 		b = appendKeyValue(b, p.Key, p)
 	}
+	// The prototype's clients read the names alone from "keys".
+	b = append(b, `],"keys":[`...)
+	for i, p := range kvs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, p.Key)
+	}
 	b = append(b, `],"count":`...)
 	b = strconv.AppendInt(b, int64(len(kvs)), 10)
 	if more {
