@@ -26,6 +26,8 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 
+# The last two lines test the modules of their own: bench/ and deploy/k8s/
+# (the Kubernetes manifests, checked without a cluster: about 10 s).
 # The second line runs, once, the raftnode tests that drive the loop through
 # stalls, snapshots, member changes and restarts with its invariant checks
 # compiled in (internal/raftnode/invariants.go): about 20 s.
@@ -33,6 +35,7 @@ unit:
 	$(GO) test -count=1 -timeout 10m ./...
 	$(GO) test -count=1 -timeout 5m -tags invariants -run 'DiskFull|Snapshot|Member|Restart|Stop|Crash|Notice|Applied|Joining|Removal' ./internal/raftnode/
 	cd bench && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd deploy/k8s && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 fuzz:
 	scripts/fuzz.sh $${FUZZTIME:-5}
