@@ -371,15 +371,6 @@ func submitStrayNop(t *testing.T, r *uring) {
 // A direct write whose ring loses track of it fails WriteAtSync with an error
 // (which the WAL treats as fatal), never with success, and the ring is kept.
 func TestWriteAtSyncLostRing(t *testing.T) {
-	r := faultyRing(t, &uringFaults{
-		readEvent: func(func() error) error { return ErrInjected },
-		enter: func(real func(uint32, uint32, uint32) error, toSubmit, minComplete, flags uint32) error {
-			if flags&uringEnterGetEvents != 0 {
-				return unix.EBADF
-			}
-			return real(toSubmit, minComplete, flags)
-		},
-	})
 	f, err := Default.Create(t.TempDir() + "/data")
 	if err != nil {
 		t.Fatal(err)
@@ -388,17 +379,41 @@ func TestWriteAtSyncLostRing(t *testing.T) {
 	if !f.DirectWrites() {
 		t.Skip("this file system refuses O_DIRECT")
 	}
-	rings.mu.Lock()
-	rings.idle = append(rings.idle, r) // the next ring taken
-	rings.mu.Unlock()
-	err = f.WriteAtSync(AlignedBuffer(DirectAlign), 0)
-	if !errors.Is(err, errLost) {
-		t.Fatalf("WriteAtSync on a ring that lost the write = %v, want errLost", err)
+	// The kernel may complete a small direct write while it is being
+	// submitted; then run finds the completion at once, never waits, and the
+	// write succeeds. Only a write still in flight after submission meets
+	// the injected failures, so try a few times.
+	for attempt := 1; attempt <= 20; attempt++ {
+		r := faultyRing(t, &uringFaults{
+			readEvent: func(func() error) error { return ErrInjected },
+			enter: func(real func(uint32, uint32, uint32) error, toSubmit, minComplete, flags uint32) error {
+				if flags&uringEnterGetEvents != 0 {
+					return unix.EBADF
+				}
+				return real(toSubmit, minComplete, flags)
+			},
+		})
+		rings.mu.Lock()
+		rings.idle = append(rings.idle, r) // the next ring taken
+		rings.mu.Unlock()
+		err = f.WriteAtSync(AlignedBuffer(DirectAlign), 0)
+		rings.mu.Lock()
+		lost := slices.Contains(rings.lost, r)
+		rings.mu.Unlock()
+		if err == nil {
+			if lost {
+				t.Fatal("a ring whose write completed was kept as lost")
+			}
+			t.Logf("attempt %d: the write completed during submission", attempt)
+			continue
+		}
+		if !errors.Is(err, errLost) {
+			t.Fatalf("WriteAtSync on a ring that lost the write = %v, want errLost", err)
+		}
+		if !lost {
+			t.Fatal("the ring that lost the write was not kept")
+		}
+		return
 	}
-	rings.mu.Lock()
-	lost := slices.Contains(rings.lost, r)
-	rings.mu.Unlock()
-	if !lost {
-		t.Fatal("the ring that lost the write was not kept")
-	}
+	t.Skip("every write completed during submission; TestURingLosesTrack covers the wait with a write held in flight")
 }
