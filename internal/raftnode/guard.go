@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -82,21 +81,8 @@ const (
 	maxTerm = 1 << 48
 )
 
-// guards holds each running node's guard, created on first use and released
-// when its loop exits. It stands in for a field of Node owned by the loop.
-var guards sync.Map // *Node -> *peerGuard
-
 // peerGuard returns n's guard.
-func (n *Node) peerGuard() *peerGuard {
-	if g, ok := guards.Load(n); ok {
-		return g.(*peerGuard)
-	}
-	g, _ := guards.LoadOrStore(n, &peerGuard{})
-	return g.(*peerGuard)
-}
-
-// releaseGuard forgets n's guard; the loop calls it as it exits.
-func (n *Node) releaseGuard() { guards.Delete(n) }
+func (n *Node) peerGuard() *peerGuard { return &n.guard }
 
 // noteAppend takes m, an append Raft hands out (MsgStorageAppend).
 func (g *peerGuard) noteAppend(m *raftpb.Message) {

@@ -22,7 +22,6 @@ func (n *Node) run() {
 		n.cancel() // the node's other goroutines end (see goAsync)
 		close(n.donec)
 	}()
-	defer n.releaseGuard()
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 

@@ -26,6 +26,9 @@ type Node struct {
 	cfg    Config
 	logger *slog.Logger
 	raftID uint64
+	// guard screens the messages that come from the network (guard.go).
+	// Owned by the loop.
+	guard peerGuard
 	// testHook is the deliberately broken behaviour of a test build
 	// (testhooks.go); hookNone in every other.
 	testHook testHook
