@@ -22,10 +22,23 @@
 //     version, revision and create revision 0, and (as in etcd) a value
 //     compare on it never holds. Txn.Validate refuses a branch that writes a
 //     key twice, as etcd does; Apply itself only requires known types.
+//   - Values of two kinds. A value is a byte string (KindString) or the JSON
+//     text of another JSON value (KindJSON); the kind is stored with it, so a
+//     value reads back as the kind it was written, never as the other.
+//   - Exactly-once requests. A Command with a RequestID is applied once: the
+//     client-session table (session.go, the Raft thesis §6.3) records its
+//     Result, and a later Command with the same RequestID and Op gets that
+//     Result (Replayed) and changes nothing. Records expire by the Times the
+//     Commands carry, never by a replica's clock, and the table is bounded
+//     (MaxRecords, MaxRecordBytes), so every replica keeps the same records.
 //   - Cheap, consistent snapshots. The state is a copy-on-write B-tree
 //     (github.com/tidwall/btree): Store.Snapshot clones it in O(1) without stopping
-//     writes, and the View never sees later writes. Package snap streams a View to
-//     disk; Store.Restore loads one back, all or nothing.
+//     writes, and the View never sees later writes (the session table's
+//     records are shared, never modified). Package snap streams a View to disk
+//     as View.SnapshotPairs yields it: a state pair first (the session table),
+//     then every pair with its kind folded into its value; Store.RestoreSnapshot
+//     loads that, or the plain pairs of a snapshot written before it, all or
+//     nothing. View.All and Store.Restore deal in plain pairs.
 //   - Concurrency. One goroutine (the Raft apply loop) calls Apply and Restore;
 //     any number of goroutines may read (Get, Range, Len, Snapshot) meanwhile.
 //     Long scans read a clone, so they never hold up Apply.
@@ -37,5 +50,8 @@
 //     error wrapping ErrMalformed and never panic (they are fuzzed). Each value
 //     has exactly one encoding. Transactions kept version 1: a txn is op 3 and
 //     a Result's txn outcome is flag 2, both of which a decoder that predates
-//     them rejects as malformed rather than misreads.
+//     them rejects as malformed rather than misreads; so do JSON values (flag
+//     8, txn put type 0x81), request ids (flag 16) and a Result's version and
+//     kinds (flags 4 and 8). A log or snapshot written before them decodes as
+//     it always did: every value a string, no records.
 package kv
