@@ -213,6 +213,9 @@ func adminErr(err error) error {
 	if errors.Is(err, raftnode.ErrMemberExists) {
 		return markedError{mark: httpapi.ErrMemberExists, err: err}
 	}
+	if errors.Is(err, raftnode.ErrChangeRefused) {
+		return markedError{mark: httpapi.ErrChangeRefused, err: err}
+	}
 	return err
 }
 

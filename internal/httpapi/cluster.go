@@ -25,6 +25,9 @@ type ClusterAdmin interface {
 var (
 	ErrUnknownMember = errors.New("no such member")
 	ErrMemberExists  = errors.New("member already exists")
+	// ErrChangeRefused: the change cannot apply to the current
+	// configuration (removing the last voter, say): 409.
+	ErrChangeRefused = errors.New("membership change refused")
 )
 
 const membersPrefix = "/cluster/members/"
@@ -127,7 +130,7 @@ func (h *handler) serveCluster(w http.ResponseWriter, r *http.Request, path stri
 		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	case errors.Is(err, ErrUnknownMember):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrMemberExists):
+	case errors.Is(err, ErrMemberExists), errors.Is(err, ErrChangeRefused):
 		writeError(w, http.StatusConflict, err.Error())
 	default:
 		h.backendError(ctx, w, r, "cluster", err, true)

@@ -102,6 +102,9 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			if err := n.checkConfChangeClusterID(e.Index, cc.Context); err != nil {
 				return err
 			}
+			if err := appliesTo(n.confState, e); err != nil {
+				return n.unappliableChange(e, err)
+			}
 			n.confState = *n.rn.ApplyConfChange(cc)
 			n.inConfig.Store(inConfState(n.confState, n.raftID))
 			n.endLease()
@@ -111,6 +114,9 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			var cc raftpb.ConfChangeV2
 			if err := cc.Unmarshal(e.Data); err != nil {
 				return fmt.Errorf("entry %d: decode conf change: %w", e.Index, err)
+			}
+			if err := appliesTo(n.confState, e); err != nil {
+				return n.unappliableChange(e, err)
 			}
 			n.confState = *n.rn.ApplyConfChange(cc)
 			n.inConfig.Store(inConfState(n.confState, n.raftID))
@@ -150,4 +156,11 @@ func (n *Node) waitReplayed(ctx context.Context) error {
 	case <-n.donec:
 		return n.stoppedErr()
 	}
+}
+
+// unappliableChange is the error for a committed membership change that Raft
+// would panic applying (removing the last voter, say): the node stops, saying
+// where the log holds it.
+func (n *Node) unappliableChange(e *raftpb.Entry, err error) error {
+	return fmt.Errorf("entry %d: membership change cannot apply: %w (the log in %s holds it)", e.Index, err, n.cfg.walDir())
 }

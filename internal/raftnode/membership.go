@@ -18,6 +18,11 @@ var ErrUnknownMember = errors.New("no such member")
 // ErrMemberExists is returned when adding a member that is already one.
 var ErrMemberExists = errors.New("member already exists")
 
+// ErrChangeRefused is returned for a membership change that cannot apply to
+// the current configuration, such as removing its last voter: Raft would
+// accept it and then be unable to apply it.
+var ErrChangeRefused = errors.New("membership change refused")
+
 // confProposal carries a membership change to the loop.
 type confProposal struct {
 	cc   raftpb.ConfChange
@@ -103,6 +108,12 @@ func (n *Node) proposeConfChange(p *proposal, cc raftpb.ConfChange) {
 	n.mu.Lock()
 	n.waiters[p.id] = p
 	n.mu.Unlock()
+	if data, err := cc.Marshal(); err == nil {
+		if err := appliesTo(n.confState, &raftpb.Entry{Type: raftpb.EntryConfChange, Data: data}); err != nil {
+			n.deliver(p.id, proposalResult{err: fmt.Errorf("%w: %v", ErrChangeRefused, err)})
+			return
+		}
+	}
 	if err := n.rn.ProposeConfChange(cc); err != nil {
 		if errors.Is(err, raft.ErrProposalDropped) {
 			err = fmt.Errorf("%w (or a membership change is already in progress)", ErrNoLeader)

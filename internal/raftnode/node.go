@@ -333,6 +333,12 @@ func (n *Node) recover() error {
 		if err := n.adoptMembers(meta.Extra); err != nil {
 			return err
 		}
+		if err := validConfState(n.confState); err != nil {
+			// Raft would panic restoring it; only this node's own disk can
+			// hold such a snapshot (the guard refuses one from the network).
+			return fmt.Errorf("%w: snapshot %d of shard %d in %s holds a configuration Raft cannot restore (%v): remove that file to start from the older snapshot",
+				wal.ErrCorrupt, meta.Index, shard, n.cfg.snapDir(), err)
+		}
 		if err := n.storage.ApplySnapshot(raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{
 			Index: meta.Index, Term: meta.Term, ConfState: n.confState,
 		}}); err != nil {
@@ -362,6 +368,11 @@ func (n *Node) recover() error {
 	}
 	if n.mark, err = openAppliedMark(n.cfg.FS, n.cfg.DataDir, n.logger.Warn); err != nil {
 		return err
+	}
+	if last := lastIndex(ents, n.snapIndex); hs.Commit > last {
+		// Raft would panic on it: entries it knew committed are gone.
+		return fmt.Errorf("%w: the hard state in %s says entries up to %d are committed, but the log ends at %d: entries were lost (a truncated or deleted WAL segment?); restore this data directory, or remove it and add the node back with --join under a new name",
+			wal.ErrCorrupt, n.cfg.walDir(), hs.Commit, last)
 	}
 	if !raft.IsEmptyHardState(hs) {
 		if hs.Commit < n.snapIndex {
