@@ -82,6 +82,9 @@
 // durable.go the leader's durable notices; commitdefer.go held commit-only
 // appends; appliedmark.go the applied mark; snapshot.go taking snapshots;
 // peers.go the transport side (messages, snapshots sent and received);
-// membership.go member changes; status.go Status and Ready; invariants.go
-// the invariant checks that a build with the tag invariants makes.
+// membership.go member changes; status.go Status and Ready; guard.go the
+// screening of messages from the network (no remote message reaches a Raft
+// panic); clusterid.go the cluster id; invariants.go the invariant checks
+// that a build with the tag invariants makes; testhooks.go the deliberately
+// broken behaviours of a build with the tag testhooks.
 package raftnode
