@@ -61,7 +61,7 @@
 //   - Every SnapshotEntries applied entries the state machine is cloned (O(1), a
 //     copy-on-write B-tree) and written to a snapshot file by another goroutine
 //     while writes go on; then the WAL is compacted behind the oldest snapshot
-//     kept, so disk use stays bounded.
+//     kept, so disk use stays bounded. Compact takes one at once, on demand.
 //   - Restart = newest valid snapshot + replay of the WAL behind it; Raft then
 //     re-delivers the committed entries after the snapshot for applying.
 //   - Stop leaves nothing running: every goroutine of the node (the loop,
@@ -81,10 +81,11 @@
 // diskfull.go the stall on a full disk; reads.go and lease.go reads;
 // durable.go the leader's durable notices; commitdefer.go held commit-only
 // appends; appliedmark.go the applied mark; snapshot.go taking snapshots;
-// peers.go the transport side (messages, snapshots sent and received);
-// membership.go member changes; status.go Status and Ready; guard.go the
-// screening of messages from the network (no remote message reaches a Raft
-// panic); clusterid.go the cluster id; invariants.go the invariant checks
-// that a build with the tag invariants makes; testhooks.go the deliberately
-// broken behaviours of a build with the tag testhooks.
+// compaction.go compaction on demand (Compact) and the record of recent
+// compactions; peers.go the transport side (messages, snapshots sent and
+// received); membership.go member changes; status.go Status and Ready;
+// guard.go the screening of messages from the network (no remote message
+// reaches a Raft panic); clusterid.go the cluster id; invariants.go the
+// invariant checks that a build with the tag invariants makes; testhooks.go
+// the deliberately broken behaviours of a build with the tag testhooks.
 package raftnode

@@ -45,6 +45,9 @@ func (n *Node) checkInvariants() {
 		n.invariantBroken("not stalled, yet %d held applies, %d held responses, %d held snapshot results",
 			len(n.held), len(n.stalledLocal), len(n.snapStatusLater))
 	}
+	if len(n.compactWaiters) > 0 && !n.snapshotting {
+		n.invariantBroken("%d compactions wait, but no snapshot is being written", len(n.compactWaiters))
+	}
 	if n.pendingSnap != nil {
 		n.invariantBroken("received snapshot %d still pending between turns", n.pendingSnap.Meta.Index)
 	}

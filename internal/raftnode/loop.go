@@ -50,7 +50,10 @@ func (n *Node) run() {
 		case st := <-n.snapStatusc:
 			n.reportSnapshot(st)
 		case res := <-n.snapDone:
-			err = n.finishSnapshot(res)
+			if err = n.finishSnapshot(res); err == nil {
+				// Compacts that this snapshot did not cover get the next.
+				n.maybeSnapshot()
+			}
 		case ev := <-n.app.events:
 			err = n.appended(ev)
 		case <-n.deferC():

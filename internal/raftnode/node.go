@@ -49,6 +49,11 @@ type Node struct {
 	snapRetryAt  uint64   // after a failed snapshot, the applied index to retry at
 	keptSnaps    []uint64 // indexes of the snapshots on disk that the WAL backs, oldest first
 	snapshotting bool
+	snapStarted  time.Time // when the snapshot being written was started
+	// compactWaiters are the Compacts waiting for a snapshot.
+	// Invariant: between the loop's turns, compactWaiters is empty unless
+	// snapshotting.
+	compactWaiters []*compactWaiter
 	// snapshotSoon asks for a snapshot before SnapshotEntries more entries
 	// are applied: the newest one predates a member that needs one.
 	snapshotSoon bool
@@ -175,6 +180,7 @@ type Node struct {
 	// contact is when a message from each peer last arrived.
 	contact      map[uint64]time.Time
 	learnersPub  []uint64
+	compactions  []Compaction // the last compactionsKept, oldest first
 	lastIndexPub uint64
 	progress     atomic.Pointer[map[uint64]progress]
 

@@ -8,6 +8,7 @@ import (
 	"iter"
 	"slices"
 	"strings"
+	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -24,19 +25,33 @@ type snapResult struct {
 }
 
 // maybeSnapshot starts writing a snapshot when enough entries were applied
-// since the last one. The state machine is cloned here, on the loop, in O(1);
-// the file is written by another goroutine while the loop goes on.
+// since the last one, or when Compact asks for one. The state machine is
+// cloned here, on the loop, in O(1); the file is written by another goroutine
+// while the loop goes on.
 func (n *Node) maybeSnapshot() {
-	applied := n.applied.Load()
-	due := applied >= n.snapIndex+n.cfg.SnapshotEntries || (n.snapshotSoon && applied > n.snapIndex)
-	if n.snapshotting || !due || applied < n.snapRetryAt {
+	if n.snapshotting {
 		return
 	}
+	applied := n.applied.Load()
+	due := applied >= n.snapIndex+n.cfg.SnapshotEntries || (n.snapshotSoon && applied > n.snapIndex)
+	// Compact's request is not held back by the wait after a failure.
+	asked := len(n.compactWaiters) > 0 && applied > n.snapIndex
+	if !asked && (!due || applied < n.snapRetryAt) {
+		return
+	}
+	if err := n.startSnapshot(applied); err != nil {
+		n.logger.Warn("snapshot skipped", "index", applied, "err", err)
+		n.settleCompactions(Compaction{}, err)
+	}
+}
+
+// startSnapshot starts writing a snapshot of the state machine, which has
+// applied up to applied.
+func (n *Node) startSnapshot(applied uint64) error {
 	n.snapshotSoon = false
 	term, err := n.storage.Term(applied)
 	if err != nil {
-		n.logger.Warn("snapshot skipped: term of applied entry unknown", "index", applied, "err", err)
-		return
+		return fmt.Errorf("term of applied entry %d unknown: %w", applied, err)
 	}
 	n.mu.Lock()
 	ms := memberState{ConfState: n.confState, ClusterID: n.clusterIDString()}
@@ -47,12 +62,12 @@ func (n *Node) maybeSnapshot() {
 	slices.SortFunc(ms.Members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	extra, err := json.Marshal(ms)
 	if err != nil {
-		n.logger.Warn("snapshot skipped", "err", err)
-		return
+		return fmt.Errorf("encode membership: %w", err)
 	}
 	meta := snap.Meta{Shard: n.cfg.Shard, Index: applied, Term: term, Extra: extra}
 	view := n.kv.Snapshot()
 	n.snapshotting = true
+	n.snapStarted = time.Now()
 	cs := n.confState
 	n.goAsync(func(context.Context) {
 		err := n.snaps.Save(meta, view.SnapshotPairs())
@@ -61,6 +76,7 @@ func (n *Node) maybeSnapshot() {
 		// (shutdown).
 		n.snapDone <- snapResult{meta: meta, cs: cs, err: err}
 	})
+	return nil
 }
 
 // finishSnapshot compacts the logs behind a snapshot that is now durable. Only a
@@ -73,17 +89,22 @@ func (n *Node) maybeSnapshot() {
 // WAL compaction, or in the middle of either purge loses nothing: every
 // deletion happens only behind a snapshot that is already durable, oldest
 // segment first.
+//
+// The Compacts waiting are answered (settleCompactions), unless the error
+// returned stops the node.
 func (n *Node) finishSnapshot(res snapResult) error {
 	n.snapshotting = false
 	if res.err != nil {
 		// The WAL still holds everything; try again after more entries.
 		n.snapRetryAt = n.applied.Load() + n.cfg.SnapshotEntries/4 + 1
 		n.logger.Error("snapshot failed; will retry", "index", res.meta.Index, "err", res.err)
+		n.settleCompactions(Compaction{}, fmt.Errorf("snapshot at index %d failed: %w", res.meta.Index, res.err))
 		return nil
 	}
 	idx := res.meta.Index
 	if idx <= n.snapIndex {
 		// A newer snapshot from the leader was installed meanwhile.
+		n.settleCompactions(Compaction{}, nil)
 		return nil
 	}
 	marker := n.snapshotMarker(res.meta)
@@ -94,6 +115,7 @@ func (n *Node) finishSnapshot(res snapResult) error {
 			// unannounced) snapshot. Try again after more entries.
 			n.snapRetryAt = n.applied.Load() + n.cfg.SnapshotEntries/4 + 1
 			n.logger.Warn("snapshot written but not recorded in the log: disk full; will retry", "index", idx, "err", err)
+			n.settleCompactions(Compaction{}, fmt.Errorf("snapshot at index %d written but not recorded in the log: %w", idx, ErrNoSpace))
 			return nil
 		}
 		return fmt.Errorf("wal append snapshot marker: %w", err)
@@ -106,6 +128,12 @@ func (n *Node) finishSnapshot(res snapResult) error {
 			n.logger.Warn("compact raft log", "err", err)
 		}
 	}
+	// The WAL was compacted behind the oldest snapshot kept (or, on a new
+	// node, holds everything).
+	var compactedTo uint64
+	if len(n.keptSnaps) > 0 {
+		compactedTo = n.keptSnaps[0]
+	}
 	n.snapIndex = idx
 	n.keptSnaps = append(n.keptSnaps, idx)
 	if len(n.keptSnaps) > n.cfg.SnapshotsKept {
@@ -116,10 +144,16 @@ func (n *Node) finishSnapshot(res snapResult) error {
 	}
 	// Compact behind the oldest snapshot kept, so every kept snapshot plus the
 	// WAL is a complete state.
-	if err := n.wal.Compact(n.cfg.Shard, n.keptSnaps[0]); err != nil {
+	segments, err := n.wal.Compact(n.cfg.Shard, n.keptSnaps[0])
+	if err != nil {
 		n.logger.Warn("compact wal", "err", err)
 	}
-	n.logger.Info("snapshot saved", "index", idx, "wal_bytes", n.wal.Size())
+	c := Compaction{Time: time.Now(), SnapshotIndex: idx, EntriesRemoved: n.keptSnaps[0] - compactedTo,
+		SegmentsRemoved: segments, Duration: time.Since(n.snapStarted)}
+	n.recordCompaction(c)
+	n.settleCompactions(c, nil)
+	n.logger.Info("snapshot saved", "index", idx, "wal_bytes", n.wal.Size(), "wal_segments_removed", segments,
+		"duration", c.Duration)
 	return nil
 }
 

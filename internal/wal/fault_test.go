@@ -121,7 +121,7 @@ func testInjectedFailure(t *testing.T, direct bool) {
 					t.Fatalf("Append after failure = %v, want ErrFailed", err)
 				}
 			}
-			if err := w.Compact(1, 1000); !errors.Is(err, ErrFailed) {
+			if _, err := w.Compact(1, 1000); !errors.Is(err, ErrFailed) {
 				t.Fatalf("Compact after failure = %v, want ErrFailed", err)
 			}
 			if err := w.Close(); !errors.Is(err, ErrFailed) {

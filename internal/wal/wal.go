@@ -920,22 +920,23 @@ func (w *WAL) startSegment(seq uint64) error {
 // index, then deletes, oldest first, every segment all of whose RecordEntry
 // records are covered for their shard. It stops at the first segment that is
 // still needed (so no gap appears) and never deletes the active segment. Each
-// deletion is made durable with a directory fsync before the next.
+// deletion is made durable with a directory fsync before the next. It
+// returns how many segments it deleted, also when it fails part way.
 //
 // Call it only once the snapshot is durable and its RecordSnapshot appended.
 // Coverage is kept in memory only; after a restart, Compact again.
-func (w *WAL) Compact(shard uint64, index uint64) error {
+func (w *WAL) Compact(shard uint64, index uint64) (removed int, err error) {
 	w.compactMu.Lock()
 	defer w.compactMu.Unlock()
 	w.mu.Lock()
 	if w.closing {
 		w.mu.Unlock()
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if w.failed != nil {
 		err := w.failed
 		w.mu.Unlock()
-		return err
+		return 0, err
 	}
 	if c, ok := w.covered[shard]; !ok || index > c {
 		w.covered[shard] = index
@@ -951,18 +952,19 @@ func (w *WAL) Compact(shard uint64, index uint64) error {
 
 	for _, seg := range victims {
 		if err := w.fs.Remove(seg.path); err != nil && !errors.Is(err, iofs.ErrNotExist) {
-			return fmt.Errorf("wal: compact: remove %s: %w", seg.path, err)
+			return removed, fmt.Errorf("wal: compact: remove %s: %w", seg.path, err)
 		}
 		// The first segment is gone; remember that before anything else can fail.
 		w.mu.Lock()
 		w.segs = w.segs[1:]
 		w.total -= seg.size
 		w.mu.Unlock()
+		removed++
 		if err := w.fs.SyncDir(w.cfg.Dir); err != nil {
-			return fmt.Errorf("wal: compact: sync dir %s: %w", w.cfg.Dir, err)
+			return removed, fmt.Errorf("wal: compact: sync dir %s: %w", w.cfg.Dir, err)
 		}
 	}
-	return nil
+	return removed, nil
 }
 
 func (w *WAL) isCoveredLocked(seg *segment) bool {

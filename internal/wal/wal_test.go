@@ -217,7 +217,7 @@ func TestCloseThenAppend(t *testing.T) {
 	if err := w.Close(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("second Close = %v, want ErrClosed", err)
 	}
-	if err := w.Compact(1, 1); !errors.Is(err, ErrClosed) {
+	if _, err := w.Compact(1, 1); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Compact after Close = %v, want ErrClosed", err)
 	}
 	checkRecords(t, replayAll(t, cfg), []Record{{Shard: 1, Type: RecordEntry, Index: 1, Data: []byte("x")}})
@@ -706,9 +706,12 @@ func TestCompact(t *testing.T) {
 		}
 		return ""
 	}
-	check := func(covered map[uint64]uint64) {
+	check := func(covered map[uint64]uint64, removed, before int) {
 		t.Helper()
 		files := segmentFiles(t, cfg.Dir)
+		if removed != before-len(files) {
+			t.Fatalf("covered %v: Compact says it removed %d segments; %d of %d are gone", covered, removed, before-len(files), before)
+		}
 		if got, want := filepath.Base(files[0]), expectFirst(covered); got != want {
 			t.Fatalf("covered %v: oldest segment %s, want %s", covered, got, want)
 		}
@@ -727,35 +730,39 @@ func TestCompact(t *testing.T) {
 	}
 
 	// Shard 1 alone covers nothing: every segment has shard 2 entries too.
-	if err := w.Compact(1, 40); err != nil {
+	before := len(segmentFiles(t, cfg.Dir))
+	removed, err := w.Compact(1, 40)
+	if err != nil {
 		t.Fatal(err)
 	}
-	check(map[uint64]uint64{1: 40})
+	check(map[uint64]uint64{1: 40}, removed, before)
 	if n := len(segmentFiles(t, cfg.Dir)); n != len(segsBefore) {
 		t.Fatalf("Compact of one shard deleted %d segments while the other shard still needs them", len(segsBefore)-n)
 	}
-	if err := w.Compact(2, 10); err != nil {
+	before = len(segmentFiles(t, cfg.Dir))
+	if removed, err = w.Compact(2, 10); err != nil {
 		t.Fatal(err)
 	}
-	check(map[uint64]uint64{1: 40, 2: 10})
-	if n := len(segmentFiles(t, cfg.Dir)); n == len(segsBefore) {
+	check(map[uint64]uint64{1: 40, 2: 10}, removed, before)
+	if removed == 0 {
 		t.Fatal("Compact deleted nothing although both shards cover the oldest segments")
 	}
 	// A lower index never un-covers anything.
-	if err := w.Compact(2, 3); err != nil {
+	before = len(segmentFiles(t, cfg.Dir))
+	if removed, err = w.Compact(2, 3); err != nil {
 		t.Fatal(err)
 	}
-	check(map[uint64]uint64{1: 40, 2: 10})
+	check(map[uint64]uint64{1: 40, 2: 10}, removed, before)
 	mustClose(t, w)
 	// Note the replay before covering everything.
 	got := replayAll(t, cfg)
 	w, _ = openAll(t, cfg)
 	defer w.Close()
 	// Everything covered: only the active segment may remain.
-	if err := w.Compact(1, 1000); err != nil {
+	if _, err := w.Compact(1, 1000); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Compact(2, 1000); err != nil {
+	if _, err := w.Compact(2, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if files := segmentFiles(t, cfg.Dir); len(files) != 1 || filepath.Base(files[0]) != filepath.Base(segsBefore[len(segsBefore)-1]) {
@@ -1041,7 +1048,7 @@ func TestCompactWhileAppending(t *testing.T) {
 			done = done && a == perShard
 			if a > 50 && a-50 > covered[s] {
 				covered[s] = a - 50
-				if err := w.Compact(s, covered[s]); err != nil {
+				if _, err := w.Compact(s, covered[s]); err != nil {
 					t.Fatal(err)
 				}
 				compactions++
