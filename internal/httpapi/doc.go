@@ -30,8 +30,10 @@
 //	GET    /deduplication_stats  200     the client-session table's counts, in the prototype's shape
 //	GET    /cluster_status       200     the prototype's cluster view: leader, followers, heartbeats
 //	GET    /segments             200     the WAL's segment files (Config.DataDir)
-//	GET    /compaction/status    200     the snapshots kept, as the prototype's compaction history
-//	POST   /compaction/run       501     not yet: compaction on demand needs the Raft layer
+//	GET    /compaction/status    200     the recent compactions and the snapshots kept, as the prototype's history
+//	POST   /compaction/run       200     {"status":"success","segments_compacted":n,"entries_removed":n,
+//	                                      "snapshot_index":n,"duration_seconds":s}: a snapshot now, the log
+//	                                      compacted behind it (501 without a Compactor)
 //	POST   /compaction/configure 422     compaction follows the snapshots; nothing to configure
 //	GET    /cluster/status       200     Status as JSON
 //	GET    /healthz              200     {"status":"ok"}

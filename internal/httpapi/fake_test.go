@@ -138,3 +138,24 @@ func (f *fakeBackend) Session(ctx context.Context, id kv.RequestID, op kv.Op, li
 }
 
 func (f *fakeBackend) SessionStats() kv.SessionStats { return f.store.SessionStats() }
+
+// compactingBackend is a fakeBackend that compacts on demand (Compactor):
+// each Compact returns next, or err, and remembers what it returned.
+type compactingBackend struct {
+	*fakeBackend
+	next    Compaction
+	err     error
+	history []Compaction
+}
+
+var _ Compactor = (*compactingBackend)(nil)
+
+func (b *compactingBackend) Compact(ctx context.Context) (Compaction, error) {
+	if b.err != nil {
+		return Compaction{}, b.err
+	}
+	b.history = append(b.history, b.next)
+	return b.next, nil
+}
+
+func (b *compactingBackend) Compactions() []Compaction { return slices.Clone(b.history) }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -181,19 +182,53 @@ func (h *handler) segments(w http.ResponseWriter) {
 	writeJSON(w, http.StatusOK, body)
 }
 
-// compactionStatus answers GET /compaction/status (the prototype's v1.6)
-// from the snapshot files: distkv compacts its log behind each snapshot,
-// which it takes every Config.SnapshotEntries applied entries, and keeps the
-// newest snapshots. Each kept snapshot is a compaction of the history:
+// Compactor is implemented by backends that compact their log on demand and
+// remember their recent compactions: POST /compaction/run and the history of
+// GET /compaction/status. Without it the first answers 501 and the second
+// tells what the snapshot files do.
+type Compactor interface {
+	// Compact takes a snapshot of everything applied and compacts the log
+	// behind it, and returns what that removed (a zero Time: nothing was
+	// new since the last snapshot). An error is answered as for a read.
+	Compact(ctx context.Context) (Compaction, error)
+	// Compactions returns the recent compactions, oldest first.
+	Compactions() []Compaction
+}
+
+// Compaction is one log compaction: a snapshot and the WAL it made
+// unnecessary.
+type Compaction struct {
+	Time            time.Time
+	SnapshotIndex   uint64
+	EntriesRemoved  uint64 // log entries the WAL no longer keeps
+	SegmentsRemoved int    // WAL segment files deleted
+	Duration        time.Duration
+}
+
+// historyEntry is one compaction of GET /compaction/status.
+type historyEntry struct {
+	Timestamp         string   `json:"timestamp"`
+	SnapshotIndex     uint64   `json:"snapshot_index"`
+	EntriesRemoved    *uint64  `json:"entries_removed"`
+	DurationSeconds   *float64 `json:"duration_seconds"`
+	SegmentsCompacted *int     `json:"segments_compacted"`
+}
+
+// compactionStatus answers GET /compaction/status (the prototype's v1.6).
+// distkv compacts its log behind each snapshot, which it takes every
+// Config.SnapshotEntries applied entries or on POST /compaction/run:
 //
 //	{"enabled":true,"compaction_interval_seconds":null,"min_compaction_interval_seconds":null,
 //	 "snapshot_entries":n,"last_compaction":<time> or null,"compaction_running":b,
-//	 "compaction_history":[{"timestamp","snapshot_index","entries_removed","duration_seconds":null,"segments_compacted":null}]}
+//	 "compaction_history":[{"timestamp","snapshot_index","entries_removed","duration_seconds","segments_compacted"}]}
 //
-// Times are the files' (UTC); entries_removed is the entries the snapshot
-// made unnecessary since the previous one kept (null for the oldest). A
-// snapshot being written (a .tmp file) is a compaction running. What the
-// files do not tell (durations, segments removed) is null.
+// The history, by snapshot index, holds the compactions a Compactor
+// remembers, with every field, and the snapshot files kept that it does not
+// (taken before the node started: their time is the file's, the rest null).
+// Without a Compactor it holds the snapshot files kept, with entries_removed
+// the entries a snapshot made unnecessary since the previous one kept (null
+// for the oldest). Times are UTC. A snapshot being written (a .tmp file) is a
+// compaction running.
 func (h *handler) compactionStatus(w http.ResponseWriter) {
 	if h.noDataDir(w) {
 		return
@@ -204,38 +239,45 @@ func (h *handler) compactionStatus(w http.ResponseWriter) {
 		return
 	}
 	tmps, _ := h.dataFiles("snap", func(name string) bool { return strings.HasSuffix(name, ".snap.tmp") })
-	type compaction struct {
-		Timestamp         string   `json:"timestamp"`
-		SnapshotIndex     uint64   `json:"snapshot_index"`
-		EntriesRemoved    *uint64  `json:"entries_removed"`
-		DurationSeconds   *float64 `json:"duration_seconds"`
-		SegmentsCompacted *int     `json:"segments_compacted"`
-	}
 	out := struct {
-		Enabled           bool         `json:"enabled"`
-		Interval          *float64     `json:"compaction_interval_seconds"`
-		MinInterval       *float64     `json:"min_compaction_interval_seconds"`
-		SnapshotEntries   uint64       `json:"snapshot_entries"`
-		LastCompaction    *string      `json:"last_compaction"`
-		CompactionRunning bool         `json:"compaction_running"`
-		CompactionHistory []compaction `json:"compaction_history"`
-	}{Enabled: true, SnapshotEntries: h.cfg.SnapshotEntries, CompactionRunning: len(tmps) > 0, CompactionHistory: []compaction{}}
+		Enabled           bool           `json:"enabled"`
+		Interval          *float64       `json:"compaction_interval_seconds"`
+		MinInterval       *float64       `json:"min_compaction_interval_seconds"`
+		SnapshotEntries   uint64         `json:"snapshot_entries"`
+		LastCompaction    *string        `json:"last_compaction"`
+		CompactionRunning bool           `json:"compaction_running"`
+		CompactionHistory []historyEntry `json:"compaction_history"`
+	}{Enabled: true, SnapshotEntries: h.cfg.SnapshotEntries, CompactionRunning: len(tmps) > 0, CompactionHistory: []historyEntry{}}
 	slices.SortFunc(snaps, func(a, b fs.FileInfo) int {
 		x, _ := snapshotFile(a.Name())
 		y, _ := snapshotFile(b.Name())
 		return cmpUint(x, y)
 	})
+	compactor, remembers := h.backend.(Compactor)
+	known := map[uint64]bool{}
+	if remembers {
+		for _, c := range compactor.Compactions() {
+			known[c.SnapshotIndex] = true
+			entries, segments, secs := c.EntriesRemoved, c.SegmentsRemoved, c.Duration.Seconds()
+			out.CompactionHistory = append(out.CompactionHistory, historyEntry{Timestamp: c.Time.UTC().Format(prototypeTime),
+				SnapshotIndex: c.SnapshotIndex, EntriesRemoved: &entries, DurationSeconds: &secs, SegmentsCompacted: &segments})
+		}
+	}
 	var prev uint64
 	for i, f := range snaps {
 		index, _ := snapshotFile(f.Name())
-		c := compaction{Timestamp: f.ModTime().UTC().Format(prototypeTime), SnapshotIndex: index}
-		if i > 0 {
+		if known[index] {
+			continue
+		}
+		c := historyEntry{Timestamp: f.ModTime().UTC().Format(prototypeTime), SnapshotIndex: index}
+		if i > 0 && !remembers {
 			removed := index - prev
 			c.EntriesRemoved = &removed
 		}
 		prev = index
 		out.CompactionHistory = append(out.CompactionHistory, c)
 	}
+	slices.SortStableFunc(out.CompactionHistory, func(a, b historyEntry) int { return cmpUint(a.SnapshotIndex, b.SnapshotIndex) })
 	if n := len(out.CompactionHistory); n > 0 {
 		out.LastCompaction = &out.CompactionHistory[n-1].Timestamp
 	}
@@ -255,14 +297,40 @@ func cmpUint(a, b uint64) int {
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
 
-// compactionRun answers POST /compaction/run: not yet. Taking a snapshot and
-// compacting the log on demand needs the Raft layer to offer it.
+// compactionRun answers POST /compaction/run (the prototype's v1.6): the
+// node takes a snapshot now and compacts its log behind it.
+//
+//	{"status":"success","segments_compacted":n,"entries_removed":n,"snapshot_index":n,"duration_seconds":s}
+//
+// segments_compacted is the WAL segment files deleted, entries_removed the
+// log entries the WAL no longer keeps; both are 0 when nothing was applied
+// since the last snapshot (snapshot_index is then that one's). Errors as for
+// a read: 503, 507 on a full disk.
 func (h *handler) compactionRun(w http.ResponseWriter, r *http.Request) {
 	if !noParams(w, r, "POST /compaction/run") {
 		return
 	}
-	writeError(w, http.StatusNotImplemented, "compaction on demand is not available yet: this node snapshots and compacts its log by itself every "+
-		strconv.FormatUint(h.cfg.SnapshotEntries, 10)+" applied entries (--snapshot-entries); GET /compaction/status shows the compactions kept")
+	compactor, ok := h.backend.(Compactor)
+	if !ok {
+		writeError(w, http.StatusNotImplemented, "compaction on demand is not available on this node: it snapshots and compacts its log by itself every "+
+			strconv.FormatUint(h.cfg.SnapshotEntries, 10)+" applied entries (--snapshot-entries); GET /compaction/status shows the compactions kept")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	c, err := compactor.Compact(ctx)
+	if err != nil {
+		h.backendError(ctx, w, r, "compaction", err, false)
+		return
+	}
+	body, _ := json.Marshal(struct {
+		Status            string  `json:"status"`
+		SegmentsCompacted int     `json:"segments_compacted"`
+		EntriesRemoved    uint64  `json:"entries_removed"`
+		SnapshotIndex     uint64  `json:"snapshot_index"`
+		DurationSeconds   float64 `json:"duration_seconds"`
+	}{"success", c.SegmentsRemoved, c.EntriesRemoved, c.SnapshotIndex, c.Duration.Seconds()})
+	writeJSON(w, http.StatusOK, body)
 }
 
 // compactionConfigure answers POST /compaction/configure, which does not fit
@@ -270,5 +338,5 @@ func (h *handler) compactionRun(w http.ResponseWriter, r *http.Request) {
 // schedule that could be switched off or timed.
 func (h *handler) compactionConfigure(w http.ResponseWriter, r *http.Request) {
 	writeError(w, http.StatusUnprocessableEntity, "compaction cannot be configured at run time: distkv compacts its log behind each snapshot, taken every "+
-		strconv.FormatUint(h.cfg.SnapshotEntries, 10)+" applied entries (the server flag --snapshot-entries); it has no interval and cannot be switched off")
+		strconv.FormatUint(h.cfg.SnapshotEntries, 10)+" applied entries (the server flag --snapshot-entries); it has no interval and cannot be switched off (POST /compaction/run takes one now)")
 }

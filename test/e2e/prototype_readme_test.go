@@ -20,9 +20,10 @@ import (
 //   - GET ?version=N of an older version, /history, /versions: a node keeps
 //     the latest version of each key only (multi-version history is issue
 //     20); an older version is a 404 that says so, never another's value.
-//   - POST /compaction/run: not available yet (501); compaction happens
-//     every --snapshot-entries entries. POST /compaction/configure: 422,
-//     there is nothing to configure.
+//   - POST /compaction/run answers the prototype's fields and distkv's
+//     snapshot_index and duration_seconds. POST /compaction/configure: 422,
+//     there is nothing to configure (compaction happens every
+//     --snapshot-entries entries, and on demand).
 
 // answer is a decoded JSON answer with its status.
 type answer struct {
@@ -276,16 +277,30 @@ func TestPrototypeREADME(t *testing.T) {
 			t.Fatalf("write %d: %d %s", i, code, body)
 		}
 	}
-	crun := curlJSON(t, "v1.6 compaction run", "-X", "POST", u("http://localhost:8000/compaction/run")).status(501)
-	crun.has("detail", "compaction on demand is not available yet: this node snapshots and compacts its log by itself every 20 applied entries (--snapshot-entries); GET /compaction/status shows the compactions kept")
-	var cst *answer
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cst = curlJSON(t, "v1.6 compaction status", u("http://localhost:8000/compaction/status")).status(200)
-		if h := cst.has("compaction_history", anyArray).([]any); len(h) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+	applied := curlJSON(t, "status before the compaction run", u("http://localhost:8000/cluster/status")).status(200).int("applied_index")
+	crun := curlJSON(t, "v1.6 compaction run", "-X", "POST", u("http://localhost:8000/compaction/run")).status(200)
+	crun.has("status", "success")
+	crun.has("segments_compacted", anyInt)
+	crun.has("entries_removed", anyInt)
+	crun.has("duration_seconds", anyNumber)
+	if idx := crun.int("snapshot_index"); idx < applied {
+		t.Fatalf("the compaction's snapshot is at %d, before the %d entries applied when it was asked for", idx, applied)
+	}
+	// Run again with nothing new: nothing to do.
+	crun2 := curlJSON(t, "v1.6 compaction run again", "-X", "POST", u("http://localhost:8000/compaction/run")).status(200)
+	if crun2.int("snapshot_index") == crun.int("snapshot_index") {
+		crun2.has("segments_compacted", 0)
+		crun2.has("entries_removed", 0)
+	}
+	cst := curlJSON(t, "v1.6 compaction status", u("http://localhost:8000/compaction/status")).status(200)
+	// The run is the newest compaction, told with every field.
+	history := cst.has("compaction_history", anyArray).([]any)
+	if len(history) == 0 {
+		t.Fatalf("no compaction in the history after a run: %s", cst.body)
+	}
+	last := history[len(history)-1].(map[string]any)
+	if last["snapshot_index"] != crun2.obj["snapshot_index"] || last["segments_compacted"] == nil || last["duration_seconds"] == nil || last["entries_removed"] == nil {
+		t.Fatalf("the newest compaction is %v, want the run's (snapshot %v) with every field: %s", last, crun2.obj["snapshot_index"], cst.body)
 	}
 	cst.has("enabled", true)
 	cst.has("compaction_interval_seconds", nil)
