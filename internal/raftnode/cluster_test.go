@@ -363,6 +363,47 @@ func TestStatusShowsHealthAndAddresses(t *testing.T) {
 	t.Fatalf("leader never reported %s as unreachable and lagging: %+v", down, c.nodes[leader].Status().Members)
 }
 
+// TestStatusShowsConfigurationAtOnce: Status agrees with the applied
+// configuration as soon as a change returns, not a tick later (the ticks
+// are a second apart here): a new learner is a learner, a promoted one a
+// voter. A node bootstrapped from a list of peer addresses reports its own
+// HTTP address before it has published it through the log.
+func TestStatusShowsConfigurationAtOnce(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.TickInterval = time.Second
+	cfg.Members = []Member{{Name: cfg.Self.Name, Peer: cfg.Self.Peer}}
+	n := openNode(t, cfg)
+	defer n.Stop()
+	role := func(name string) string {
+		for _, m := range n.Status().Members {
+			if m.Name == name {
+				if m.Learner {
+					return "learner"
+				}
+				return "voter"
+			}
+		}
+		return "absent"
+	}
+	if st := n.Status(); len(st.Members) != 1 || st.Members[0].HTTP != cfg.Self.HTTP {
+		t.Fatalf("a new node's own member: %+v, want its HTTP address %s", st.Members, cfg.Self.HTTP)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.AddMember(ctx, Member{Name: "n2", Peer: "127.0.0.1:9002", HTTP: "127.0.0.1:8002"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := role("n2"); got != "learner" {
+		t.Fatalf("n2 just added as a learner is %s", got)
+	}
+	if err := n.PromoteMember(ctx, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := role("n2"); got != "voter" {
+		t.Fatalf("n2 just promoted is %s", got)
+	}
+}
+
 // TestLostReadIndexIsRetried loses every ReadIndex request and answer for a
 // while: a linearizable read on a follower must still be answered soon after
 // the network recovers, without a leader change to shake it loose.

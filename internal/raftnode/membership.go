@@ -246,6 +246,7 @@ func (n *Node) adoptMembers(extra []byte) error {
 		n.members[RaftID(m.Name)] = m
 	}
 	cur := n.members
+	n.publishLearnersLocked()
 	n.mu.Unlock()
 	if n.cfg.Transport != nil {
 		for id := range old {
@@ -262,9 +263,11 @@ func (n *Node) adoptMembers(extra []byte) error {
 	return nil
 }
 
+// applyMemberChange records a change that n.confState already includes.
 func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.publishLearnersLocked()
 	switch t {
 	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
 		var m Member

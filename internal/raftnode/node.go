@@ -178,7 +178,9 @@ type Node struct {
 	err     error // the fatal error that stopped the loop, if any
 	removed bool  // this node was removed from the group; the loop stops
 	// contact is when a message from each peer last arrived.
-	contact      map[uint64]time.Time
+	contact map[uint64]time.Time
+	// learnersPub are the learners of the applied configuration, updated
+	// with members (publishLearnersLocked).
 	learnersPub  []uint64
 	compactions  []Compaction // the last compactionsKept, oldest first
 	lastIndexPub uint64

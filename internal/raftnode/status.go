@@ -73,6 +73,12 @@ func (n *Node) Status() Status {
 		switch {
 		case id == n.raftID:
 			ms.ReachKnown, ms.Reachable, ms.LastContact = true, true, now
+			// The cluster's record of this node has its HTTP address once
+			// publishSelf got it through the log (members bootstrapped from
+			// a list of peers start without one); this node knows it now.
+			if n.cfg.Self.HTTP != "" {
+				ms.HTTP = n.cfg.Self.HTTP
+			}
 		case lead == n.raftID || id == lead:
 			ms.ReachKnown = true
 			ms.Reachable = heard && now.Sub(t) < window
@@ -95,6 +101,14 @@ func (n *Node) Status() Status {
 	return s
 }
 
+// publishLearnersLocked makes Status report the learners of the applied
+// configuration. It runs on the loop, with n.mu held, wherever the
+// configuration changes, in the same critical section as the members, so
+// that Status shows a member that was just added with its role.
+func (n *Node) publishLearnersLocked() {
+	n.learnersPub = append(n.learnersPub[:0], n.confState.Learners...)
+}
+
 // publishProgress refreshes what Status reports about replication. It runs on
 // the loop at every tick.
 func (n *Node) publishProgress() {
@@ -109,10 +123,6 @@ func (n *Node) publishProgress() {
 	n.progress.Store(&prog)
 	last, _ := n.storage.LastIndex()
 	n.mu.Lock()
-	n.learnersPub = n.learnersPub[:0]
-	for id := range st.Config.Learners {
-		n.learnersPub = append(n.learnersPub, id)
-	}
 	n.lastIndexPub = last
 	n.mu.Unlock()
 }
