@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/distkv/distkv/internal/vfs"
 )
@@ -115,6 +116,10 @@ type Config struct {
 	// system that refuses direct writes or does not overwrite in place (see
 	// vfs.File.DirectWrites) the WAL writes as without Direct (WAL.Direct).
 	Direct bool
+	// SyncObserver, if set, is called with the duration of every sync of
+	// appended frames (an fdatasync, or with Direct the direct write), on the
+	// writer's goroutine: it must be quick. See Stats for the counters.
+	SyncObserver func(time.Duration)
 }
 
 // Validate fills in defaults and rejects values that cannot work.
@@ -263,10 +268,11 @@ type WAL struct {
 	hardState map[uint64]Record // latest RecordHardState per shard (Data owned)
 	snapshot  map[uint64]Record // latest RecordSnapshot per shard (Data owned)
 
-	// Counters for tests and benchmarks.
+	// Counters for Stats, tests and benchmarks.
 	nFrames  atomic.Int64
 	nSyncs   atomic.Int64
 	nRecords atomic.Int64
+	nBytes   atomic.Int64 // frame bytes written by Appends (Stats)
 }
 
 func segmentName(seq uint64) string { return fmt.Sprintf("%016x.wal", seq) }
@@ -587,11 +593,12 @@ func (w *WAL) writeBatch(batch []*request) error {
 		}
 		w.nFrames.Add(1)
 		w.nRecords.Add(int64(nrec))
+		w.nBytes.Add(int64(len(frame)))
 	}
 	if needSync && w.unsynced {
 		// A data sync: below the reserve the frame overwrote zeros in
 		// place, so the size and the allocation are already durable.
-		if err := w.syncData(); err != nil {
+		if err := w.observedSyncData(); err != nil {
 			return err
 		}
 		w.nSyncs.Add(1)
