@@ -59,6 +59,7 @@ type conn struct {
 	err        error // why it closed; written before done is closed
 
 	lastRecv atomic.Int64 // unix nanoseconds of the last frame read
+	bytes    *linkBytes   // the peer's byte counters (linkstats.go)
 	prev     *conn        // inbound: the connection this one replaced
 
 	// ctx is cancelled by close; handlers of an inbound connection run under it.
@@ -107,6 +108,7 @@ func newConn(t *Transport, nc net.Conn, fr *frameReader, peerID uint64, p *peer)
 		readerDone: make(chan struct{}),
 		ctx:        ctx,
 		cancel:     cancel,
+		bytes:      t.linkBytesFor(peerID),
 	}
 	c.lastRecv.Store(time.Now().UnixNano())
 	if tc, ok := nc.(*net.TCPConn); ok {
@@ -256,6 +258,7 @@ func (c *conn) tryWrite(b []byte) error {
 	case werr != nil:
 		return werr
 	}
+	c.bytes.sent.Add(uint64(n))
 	if n < len(b) {
 		c.spill = append([]byte(nil), b[n:]...)
 		if c.p != nil {
@@ -458,7 +461,8 @@ func (c *conn) write(b []byte) error {
 		c.p.writes.Add(1)
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.t.cfg.WriteTimeout))
-	_, err := c.nc.Write(b)
+	n, err := c.nc.Write(b)
+	c.bytes.sent.Add(uint64(n))
 	return err
 }
 
@@ -483,6 +487,7 @@ func (c *conn) readLoop() {
 	for {
 		typ, body, err := c.fr.next()
 		if err == nil {
+			c.bytes.received.Add(uint64(headerSize + len(body)))
 			c.lastRecv.Store(time.Now().UnixNano())
 			err = c.dispatch(typ, body)
 		}

@@ -43,6 +43,9 @@ type Transport struct {
 	unreachWake chan struct{}       // cap 1
 
 	chunkPool sync.Pool // *[]byte of snapChunkSize: snapshot chunks
+
+	linksMu sync.Mutex
+	links   map[uint64]*linkBytes // bytes exchanged per node (linkstats.go)
 }
 
 // PeerStats describes the link to one peer.
@@ -62,6 +65,12 @@ type PeerStats struct {
 	Dropped uint64
 	// Reconnects counts connections established after the first.
 	Reconnects uint64
+	// Name is the name NamePeer gave the peer, empty if none.
+	Name string
+	// BytesSent and BytesReceived count the frame bytes exchanged with the
+	// peer on both connections since the Transport started (handshakes
+	// excepted; with TLS, the bytes inside it).
+	BytesSent, BytesReceived uint64
 }
 
 // New starts a Transport listening on cfg.Listen (after cfg.Validate). It
@@ -251,7 +260,9 @@ func (t *Transport) Stats() map[uint64]PeerStats {
 	defer t.mu.RUnlock()
 	out := make(map[uint64]PeerStats, len(t.peers)+len(t.unknown))
 	for id, n := range t.unknown {
-		out[id] = PeerStats{Dropped: n}
+		s := PeerStats{Dropped: n}
+		t.addLinkStats(id, &s)
+		out[id] = s
 	}
 	for id, p := range t.peers {
 		s := PeerStats{
@@ -273,6 +284,7 @@ func (t *Transport) Stats() map[uint64]PeerStats {
 		if last != 0 {
 			s.LastContact = time.Unix(0, last)
 		}
+		t.addLinkStats(id, &s)
 		out[id] = s
 	}
 	return out
