@@ -328,7 +328,7 @@ func newClientCommands() []*cobra.Command {
 	)
 	var to string
 	transfer := addFlags(&cobra.Command{
-		Use: "transfer", Short: "Move leadership to another voter (--to NAME, or the most caught-up one)", Args: cobra.NoArgs,
+		Use: "transfer", Short: "Move leadership to another voter (--to NAME; without it the leader picks the most caught-up, a follower itself)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, _ := json.Marshal(map[string]string{"to": to})
 			data, err := mk().do(http.MethodPost, "/cluster/leader/transfer", b)

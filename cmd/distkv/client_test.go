@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // A write that timed out on one node ("may still have been applied") is
@@ -50,5 +53,38 @@ func TestClientRetriesWritesWithTheirIDs(t *testing.T) {
 	c.write(http.MethodDelete, "/key/a?prev_version=1", nil)
 	if len(queries) != 2 || queries[0] == queries[1] || !strings.HasPrefix(queries[0], "prev_version=1&client_id=cli-1&request_id=") {
 		t.Fatalf("two writes sent with %q", queries)
+	}
+}
+
+// TestLeaderTransferNotRetriedOn4xx: `distkv leader transfer` gives up at
+// once on a transfer that cannot succeed (409), and retries one refused for
+// want of a leader (503) until --retry-for.
+func TestLeaderTransferNotRetriedOn4xx(t *testing.T) {
+	for _, tc := range []struct {
+		code     int
+		body     string
+		attempts func(int) bool
+	}{
+		{409, `{"detail":"leadership transfer refused: member n2 is a learner, which cannot lead; promote it to a voter first"}`, func(n int) bool { return n == 1 }},
+		{503, `{"detail":"no leader: the cluster has no quorum or is electing one"}`, func(n int) bool { return n > 1 }},
+	} {
+		var mu sync.Mutex
+		attempts := 0
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			attempts++
+			mu.Unlock()
+			w.WriteHeader(tc.code)
+			io.WriteString(w, tc.body)
+		}))
+		root := &cobra.Command{Use: "distkv", SilenceUsage: true, SilenceErrors: true}
+		root.AddCommand(newClientCommands()...)
+		root.SetArgs([]string{"leader", "transfer", "--to", "n2", "--endpoints", srv.URL, "--retry-for", "400ms"})
+		err := root.Execute()
+		srv.Close()
+		var aerr *apiError
+		if !errors.As(err, &aerr) || aerr.status != tc.code || !tc.attempts(attempts) {
+			t.Errorf("leader transfer answered %d: %v after %d attempts", tc.code, err, attempts)
+		}
 	}
 }

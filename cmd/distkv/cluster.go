@@ -216,6 +216,9 @@ func adminErr(err error) error {
 	if errors.Is(err, raftnode.ErrChangeRefused) {
 		return markedError{mark: httpapi.ErrChangeRefused, err: err}
 	}
+	if errors.Is(err, raftnode.ErrTransferRefused) {
+		return markedError{mark: httpapi.ErrTransferRefused, err: err}
+	}
 	return err
 }
 

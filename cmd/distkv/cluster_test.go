@@ -23,6 +23,7 @@ func TestAdminErrorSaysItOnce(t *testing.T) {
 	}{
 		{fmt.Errorf("%w: %q", raftnode.ErrUnknownMember, "n9"), httpapi.ErrUnknownMember},
 		{fmt.Errorf("%w: %q", raftnode.ErrMemberExists, "n2"), httpapi.ErrMemberExists},
+		{fmt.Errorf("%w: no other voter to transfer leadership to", raftnode.ErrTransferRefused), httpapi.ErrTransferRefused},
 	} {
 		got := adminErr(c.err)
 		if got.Error() != c.err.Error() || !errors.Is(got, c.mark) || !errors.Is(got, errors.Unwrap(c.err)) {
@@ -82,5 +83,30 @@ func TestMembersShowConfigurationAtOnce(t *testing.T) {
 	want = `{"id":"n2","peer":"127.0.0.1:19401","http":"127.0.0.1:18401","role":"learner"`
 	if rec := serve(h, "GET", "/cluster/members", ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), want) {
 		t.Fatalf("members right after adding n2: %d %s, want %s...", rec.Code, rec.Body, want)
+	}
+}
+
+// TestLeaderTransferAnswers: the distkv server's answers to
+// POST /cluster/leader/transfer on a single voter with a learner: a
+// transfer that cannot succeed is a 409 saying why, an unknown member a
+// 404, a transfer to the leader itself done at once.
+func TestLeaderTransferAnswers(t *testing.T) {
+	h, _ := newTestAPI(t)
+	if rec := serve(h, "POST", "/cluster/members", `{"id":"n2","peer":"127.0.0.1:19401"}`); rec.Code != 200 {
+		t.Fatalf("add n2: %d %s", rec.Code, rec.Body)
+	}
+	for _, tc := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"to":"n2"}`, 409, `{"detail":"leadership transfer refused: member n2 is a learner, which cannot lead; promote it to a voter first"}`},
+		{``, 409, `{"detail":"leadership transfer refused: no other voter to transfer leadership to"}`},
+		{`{"to":"n9"}`, 404, `{"detail":"no such member: \"n9\""}`},
+		{`{"to":"n1"}`, 200, `{"leader":"n1","status":"ok"}`},
+	} {
+		if rec := serve(h, "POST", "/cluster/leader/transfer", tc.body); rec.Code != tc.code || rec.Body.String() != tc.want {
+			t.Errorf("transfer %s = %d %s, want %d %s", tc.body, rec.Code, rec.Body, tc.code, tc.want)
+		}
 	}
 }

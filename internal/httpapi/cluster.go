@@ -11,13 +11,14 @@ import (
 )
 
 // ClusterAdmin is implemented by backends that change membership and move
-// leadership. Errors wrapping ErrUnknownMember answer 404, ErrMemberExists 409.
+// leadership. Errors wrapping ErrUnknownMember answer 404, ErrMemberExists,
+// ErrChangeRefused and ErrTransferRefused 409.
 type ClusterAdmin interface {
 	AddMember(ctx context.Context, m Member, learner bool) error
 	PromoteMember(ctx context.Context, id string) error
 	RemoveMember(ctx context.Context, id string) error
 	// TransferLeader moves leadership to the member id ("" = the best
-	// candidate) and returns once it leads.
+	// candidate) and returns once it leads. Any member serves it.
 	TransferLeader(ctx context.Context, id string) error
 }
 
@@ -28,6 +29,10 @@ var (
 	// ErrChangeRefused: the change cannot apply to the current
 	// configuration (removing the last voter, say): 409.
 	ErrChangeRefused = errors.New("membership change refused")
+	// ErrTransferRefused: leadership cannot move as asked in the current
+	// configuration (the target is a learner, no other voter): 409, so that
+	// a client does not retry it as it retries a 503.
+	ErrTransferRefused = errors.New("leadership transfer refused")
 )
 
 const membersPrefix = "/cluster/members/"
@@ -100,6 +105,11 @@ func (h *handler) serveCluster(w http.ResponseWriter, r *http.Request, path stri
 			writeJSON(w, http.StatusOK, body)
 			return
 		}
+		if !errors.Is(err, ErrUnknownMember) && !errors.Is(err, ErrTransferRefused) {
+			// Moving leadership writes nothing: a timeout is a read's.
+			h.backendError(ctx, w, r, "transfer", err, false)
+			return
+		}
 	default:
 		rest := strings.TrimPrefix(path, membersPrefix)
 		id, action, _ := strings.Cut(rest, "/")
@@ -130,7 +140,7 @@ func (h *handler) serveCluster(w http.ResponseWriter, r *http.Request, path stri
 		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	case errors.Is(err, ErrUnknownMember):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, ErrMemberExists), errors.Is(err, ErrChangeRefused):
+	case errors.Is(err, ErrMemberExists), errors.Is(err, ErrChangeRefused), errors.Is(err, ErrTransferRefused):
 		writeError(w, http.StatusConflict, err.Error())
 	default:
 		h.backendError(ctx, w, r, "cluster", err, true)

@@ -159,3 +159,33 @@ func (b *compactingBackend) Compact(ctx context.Context) (Compaction, error) {
 }
 
 func (b *compactingBackend) Compactions() []Compaction { return slices.Clone(b.history) }
+
+// adminBackend is a fakeBackend that manages membership (ClusterAdmin): each
+// call records what it was asked and returns err.
+type adminBackend struct {
+	*fakeBackend
+	err   error
+	asked []string
+}
+
+var _ ClusterAdmin = (*adminBackend)(nil)
+
+func (b *adminBackend) AddMember(ctx context.Context, m Member, learner bool) error {
+	b.asked = append(b.asked, "add "+m.ID)
+	return b.err
+}
+
+func (b *adminBackend) PromoteMember(ctx context.Context, id string) error {
+	b.asked = append(b.asked, "promote "+id)
+	return b.err
+}
+
+func (b *adminBackend) RemoveMember(ctx context.Context, id string) error {
+	b.asked = append(b.asked, "remove "+id)
+	return b.err
+}
+
+func (b *adminBackend) TransferLeader(ctx context.Context, id string) error {
+	b.asked = append(b.asked, "transfer "+id)
+	return b.err
+}

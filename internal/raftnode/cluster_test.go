@@ -266,6 +266,71 @@ func TestLeaderTransfer(t *testing.T) {
 	}
 }
 
+// TestLeaderTransferFromAFollower: a follower asked to move leadership gets
+// it moved (Raft forwards the request to the leader): to another follower,
+// to itself when no target is named, and at once to the member that already
+// leads.
+func TestLeaderTransferFromAFollower(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	leader := c.waitLeader(5 * time.Second)
+	var asker, target string
+	for name := range c.nodes {
+		switch {
+		case name == leader:
+		case asker == "":
+			asker = name
+		default:
+			target = name
+		}
+	}
+	if err := c.nodes[asker].TransferLeader(ctx, target); err != nil {
+		t.Fatalf("%s asked to move leadership from %s to %s: %v", asker, leader, target, err)
+	}
+	if got := c.waitLeader(5 * time.Second); got != target {
+		t.Fatalf("leader = %s after %s asked for %s", got, asker, target)
+	}
+	// No target named: the follower asking is the one.
+	if err := c.nodes[asker].TransferLeader(ctx, ""); err != nil {
+		t.Fatalf("%s asked to move leadership from %s: %v", asker, target, err)
+	}
+	if got := c.waitLeader(5 * time.Second); got != asker {
+		t.Fatalf("leader = %s after %s asked for it", got, asker)
+	}
+	start := time.Now()
+	if err := c.nodes[target].TransferLeader(ctx, asker); err != nil || time.Since(start) > time.Second {
+		t.Fatalf("transfer to the leader %s took %v: %v", asker, time.Since(start), err)
+	}
+}
+
+// TestLeaderTransferRefusals: a transfer that cannot succeed is refused at
+// once, saying why, and one to the leader itself succeeds at once.
+func TestLeaderTransferRefusals(t *testing.T) {
+	n := openNode(t, testConfig(t.TempDir()))
+	defer n.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.AddMember(ctx, Member{Name: "n2", Peer: "127.0.0.1:9002"}, true); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		to   string
+		want error
+		text string
+	}{
+		{"n2", ErrTransferRefused, "leadership transfer refused: member n2 is a learner, which cannot lead; promote it to a voter first"},
+		{"", ErrTransferRefused, "leadership transfer refused: no other voter to transfer leadership to"},
+		{"n9", ErrUnknownMember, `no such member: "n9"`},
+		{"n1", nil, ""},
+	} {
+		err := n.TransferLeader(ctx, tc.to)
+		if !errors.Is(err, tc.want) || (err != nil && err.Error() != tc.text) {
+			t.Errorf("transfer to %q: %v, want %q", tc.to, err, tc.text)
+		}
+	}
+}
+
 // TestLossyNetworkLosesNoAcknowledgedWrite runs writes through followers while
 // the network drops, duplicates and delays messages, then heals it and checks
 // that every acknowledged write is on every node.

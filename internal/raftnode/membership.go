@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -122,68 +123,143 @@ func (n *Node) proposeConfChange(p *proposal, cc raftpb.ConfChange) {
 	}
 }
 
-// TransferLeader asks the leader to hand leadership to the member called name
-// and waits until that member leads (or ctx ends). An empty name picks the
-// most up-to-date other voter.
+// ErrTransferRefused is returned for a leadership transfer that cannot
+// succeed in the current configuration: its target is not a voter, or there
+// is no other voter to pick. Asking again changes nothing until the
+// configuration does.
+var ErrTransferRefused = errors.New("leadership transfer refused")
+
+// TransferLeader hands leadership to the member called name and waits until
+// that member leads (or ctx ends). Any member may ask: a follower's request
+// goes to the leader through Raft (which forwards MsgTransferLeader), and is
+// asked again every election timeout until the target leads, since the
+// leader gives up a transfer that has not completed by then (the request may
+// also have been lost, or the leader changed). A target that already leads
+// is done at once.
+//
+// An empty name picks a voter other than the leader: the leader picks the
+// most up-to-date one, a follower that is a voter itself, a learner the first
+// other voter by name. Errors: ErrUnknownMember; ErrTransferRefused when the
+// target is a learner (or otherwise not a voter) or there is no voter to
+// pick; ErrNoLeader when no leader is known to ask.
 func (n *Node) TransferLeader(ctx context.Context, name string) error {
 	var target uint64
 	if name != "" {
-		m, ok := n.member(name)
-		if !ok {
+		if _, ok := n.member(name); !ok {
 			return fmt.Errorf("%w: %q", ErrUnknownMember, name)
 		}
-		target = RaftID(m.Name)
+		target = RaftID(name)
 	}
-	errc := make(chan error, 1)
-	submit := func() {
-		st := n.rn.Status()
-		if st.RaftState != raft.StateLeader {
-			errc <- fmt.Errorf("this node is not the leader (leader: %s)", n.memberName(st.Lead))
-			return
+	t, err := n.askTransfer(ctx, target)
+	if err != nil {
+		return err
+	}
+	again := time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
+	for {
+		if done, err := n.awaitLeader(ctx, t, again); done || err != nil {
+			return err
 		}
-		t := target
-		if t == 0 {
-			var best uint64
-			for id, pr := range st.Progress {
-				if id != n.raftID && !pr.IsLearner && pr.Match >= best {
-					t, best = id, pr.Match
-				}
+		// No leader known: an election under way, perhaps the target's.
+		if _, err := n.askTransfer(ctx, t); err != nil && !errors.Is(err, ErrNoLeader) {
+			if ctx.Err() != nil {
+				return fmt.Errorf("leadership did not move to %s: %w", n.memberName(t), err)
 			}
+			return err
 		}
-		if t == 0 {
-			errc <- errors.New("no other voter to transfer leadership to")
-			return
-		}
-		if pr, ok := st.Progress[t]; !ok || pr.IsLearner {
-			errc <- fmt.Errorf("member %s is not a voter", n.memberName(t))
-			return
-		}
-		target = t
-		n.rn.TransferLeader(t)
-		errc <- nil
+	}
+}
+
+// askTransfer asks, on the loop, for leadership to move to target (0: pick
+// one, see TransferLeader) and returns the target.
+func (n *Node) askTransfer(ctx context.Context, target uint64) (uint64, error) {
+	type answer struct {
+		target uint64
+		err    error
+	}
+	ac := make(chan answer, 1)
+	submit := func() {
+		t, err := n.startTransfer(target)
+		ac <- answer{t, err}
 	}
 	select {
 	case n.funcc <- submit:
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	case <-n.donec:
-		return n.stoppedErr()
+		return 0, n.stoppedErr()
 	}
-	if err := <-errc; err != nil {
-		return err
+	a := <-ac // submit never blocks once it runs
+	return a.target, a.err
+}
+
+// startTransfer runs on the loop: it checks target against the applied
+// configuration and hands the transfer to Raft.
+func (n *Node) startTransfer(target uint64) (uint64, error) {
+	st := n.rn.Status()
+	lead := st.Lead
+	if lead == raft.None {
+		return 0, ErrNoLeader
 	}
-	for {
-		if n.leader.Load() == target {
-			return nil
+	t := target
+	if t == raft.None {
+		if t = n.pickTransferee(st); t == raft.None {
+			return 0, fmt.Errorf("%w: no other voter to transfer leadership to", ErrTransferRefused)
 		}
+	}
+	if t == lead {
+		return t, nil
+	}
+	switch {
+	case slices.Contains(n.confState.Learners, t):
+		return 0, fmt.Errorf("%w: member %s is a learner, which cannot lead; promote it to a voter first", ErrTransferRefused, n.memberName(t))
+	case !slices.Contains(n.confState.Voters, t):
+		return 0, fmt.Errorf("%w: member %s is not a voter", ErrTransferRefused, n.memberName(t))
+	}
+	n.rn.TransferLeader(t)
+	return t, nil
+}
+
+// pickTransferee picks the voter to hand leadership to when none is named
+// (see TransferLeader); 0 if there is none.
+func (n *Node) pickTransferee(st raft.Status) uint64 {
+	if st.RaftState == raft.StateLeader {
+		var t, best uint64
+		for id, pr := range st.Progress {
+			if id != n.raftID && !pr.IsLearner && pr.Match >= best {
+				t, best = id, pr.Match
+			}
+		}
+		return t
+	}
+	if slices.Contains(n.confState.Voters, n.raftID) {
+		return n.raftID
+	}
+	var t uint64
+	name := ""
+	for _, id := range n.confState.Voters {
+		if m := n.memberName(id); id != st.Lead && (t == raft.None || m < name) {
+			t, name = id, m
+		}
+	}
+	return t
+}
+
+// awaitLeader waits up to d for target to lead, as this node sees it.
+func (n *Node) awaitLeader(ctx context.Context, target uint64, d time.Duration) (bool, error) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for n.leader.Load() != target {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("leadership did not move to %s: %w", n.memberName(target), ctx.Err())
+			return false, fmt.Errorf("leadership did not move to %s: %w", n.memberName(target), ctx.Err())
 		case <-n.donec:
-			return n.stoppedErr()
+			return false, n.stoppedErr()
+		case <-timer.C:
+			return false, nil
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+	return true, nil
 }
 
 // memberState is what a snapshot carries besides the key-value pairs.

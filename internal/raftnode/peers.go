@@ -75,9 +75,12 @@ func (n *Node) HandleRaft(shard uint64, msgs []raftpb.Message) {
 	}
 	n.mu.Lock()
 	// The sender is whoever the message says: a stranger's is not kept
-	// once there are many.
-	if _, member := n.members[msgs[0].From]; member || len(n.contact) < maxContacts {
-		n.contact[msgs[0].From] = time.Now()
+	// once there are many. A leadership transfer a follower forwards names
+	// its target as From, not the follower.
+	if m := &msgs[0]; m.Type != raftpb.MsgTransferLeader {
+		if _, member := n.members[m.From]; member || len(n.contact) < maxContacts {
+			n.contact[m.From] = time.Now()
+		}
 	}
 	n.mu.Unlock()
 	for _, m := range msgs {
