@@ -85,6 +85,10 @@ type Config struct {
 	WALSegmentSize int64
 	WALCompression wal.Compression
 	WALBuffered    bool
+	// WALSyncObserver, if set, is told how long every sync of the WAL took
+	// (wal.Config.SyncObserver); it runs on the log's writer and must be
+	// quick.
+	WALSyncObserver func(time.Duration)
 
 	// MaxProposalBatch bounds how many queued proposals are handed to Raft in
 	// one loop iteration; default 1024.

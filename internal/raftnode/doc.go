@@ -84,6 +84,7 @@
 // compaction.go compaction on demand (Compact) and the record of recent
 // compactions; peers.go the transport side (messages, snapshots sent and
 // received); membership.go member changes; status.go Status and Ready;
+// metrics.go Metrics, the counters read for monitoring;
 // guard.go the screening of messages from the network (no remote message
 // reaches a Raft panic); clusterid.go the cluster id; invariants.go the
 // invariant checks that a build with the tag invariants makes; testhooks.go

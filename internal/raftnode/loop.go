@@ -50,6 +50,9 @@ func (n *Node) run() {
 		case st := <-n.snapStatusc:
 			n.reportSnapshot(st)
 		case res := <-n.snapDone:
+			if res.err == nil {
+				n.metrics.snapshotsTaken.Add(1)
+			}
 			if err = n.finishSnapshot(res); err == nil {
 				// Compacts that this snapshot did not cover get the next.
 				n.maybeSnapshot()
@@ -226,6 +229,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 func (n *Node) publishState(ss *raft.SoftState, hs raftpb.HardState) {
 	if ss != nil {
 		n.flushDeferred()
+		n.metrics.noteLeader(n.leader.Load(), ss.Lead)
 		n.leader.Store(ss.Lead)
 		// A new leader does not answer its predecessor's ReadIndex requests.
 		n.reads.reissueAll()

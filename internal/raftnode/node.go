@@ -149,6 +149,7 @@ type Node struct {
 	pendingSnap    *snap.Received
 	snapsSending   atomic.Int64
 	snapsInstalled atomic.Uint64 // snapshots received from a leader and installed
+	metrics        nodeMetrics   // the counters of Metrics (metrics.go)
 	dropped        atomic.Uint64 // incoming messages dropped because the loop was behind
 	stopc          chan struct{}
 	donec          chan struct{} // closed as the loop exits
@@ -300,6 +301,8 @@ func (n *Node) recover() error {
 		Compression: n.cfg.WALCompression,
 		Direct:      !n.cfg.WALBuffered,
 		Logger:      n.cfg.Logger,
+
+		SyncObserver: n.cfg.WALSyncObserver,
 	}, func(r wal.Record) error {
 		if r.Shard != shard {
 			return nil
@@ -431,6 +434,7 @@ func (n *Node) recover() error {
 	n.rn = rn
 	n.app = newAppender(n, n.durable)
 	n.applied.Store(n.snapIndex)
+	n.metrics.appliedAtOpen = n.snapIndex
 	n.replayTo = max(n.durable.Commit, n.snapIndex)
 	// Raft starts with the commit index of the hard state (at least the
 	// snapshot's): published at once, not with the first Ready that changes

@@ -334,6 +334,7 @@ func (n *Node) sendSnapshot(ctx context.Context, m raftpb.Message) {
 	if err != nil {
 		n.logger.Warn("snapshot transfer failed", "to", n.memberName(m.To), "index", m.Snapshot.Metadata.Index, "err", err)
 	} else {
+		n.metrics.snapshotsSent.Add(1)
 		n.logger.Info("snapshot sent", "to", n.memberName(m.To), "index", m.Snapshot.Metadata.Index)
 	}
 	n.reportSnapshotStatus(ctx, m.To, err)

@@ -33,12 +33,13 @@ type proposalResult struct {
 
 // Propose replicates cmd and returns its result once it is committed, durable
 // and applied.
-func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
+func (n *Node) Propose(ctx context.Context, cmd kv.Command) (_ kv.Result, err error) {
 	// A command that every replica would fail to decode must never reach the
 	// log: it would stop them all.
 	if err := cmd.Validate(); err != nil {
 		return kv.Result{}, err
 	}
+	defer n.metrics.noteProposal(&err)
 	if n.diskFull.Load() {
 		return kv.Result{}, ErrNoSpace
 	}
