@@ -234,18 +234,26 @@ func runServer(o *serverOptions) error {
 	if err := ncfg.Validate(); err != nil {
 		return err
 	}
+	mx, err := newMetrics(&ncfg, logger)
+	if err != nil {
+		return err
+	}
 	node, err := raftnode.Open(ncfg)
 	if err != nil {
 		return err
 	}
 	relay.set(node)
+	if err := registerNode(mx, node, tr); err != nil {
+		node.Stop()
+		return err
+	}
 	handler, err := httpapi.New(hcfg, backend{node})
 	if err != nil {
 		node.Stop()
 		return err
 	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           mx.Handler(handler), // GET /metrics, then the API
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -3,6 +3,7 @@ package metrics
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -281,8 +282,9 @@ func TestHandler(t *testing.T) {
 }
 
 // TestSeriesFollowConventions lints every series the package makes, with
-// promlint and with the rules of the package's doc: the prefix distkv_,
-// counters ending in _total, units in _seconds and _bytes.
+// promlint and with the rules of the package's doc (the prefix distkv_,
+// counters ending in _total, units in _seconds and _bytes), and checks that
+// docs/operations.md lists each.
 func TestSeriesFollowConventions(t *testing.T) {
 	m, reg, src := newTest(t)
 	src.set(func(f *fakeSources) { f.peers[2] = transport.PeerStats{Name: "n2"} })
@@ -311,9 +313,16 @@ func TestSeriesFollowConventions(t *testing.T) {
 	for _, p := range CheckConventions(ours) {
 		t.Error(p)
 	}
+	docs, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
 	names := make([]string, len(ours))
 	for i, mf := range ours {
 		names[i] = mf.GetName()
+		if !strings.Contains(string(docs), "`"+names[i]+"`") {
+			t.Errorf("%s is not in docs/operations.md's Metrics section", names[i])
+		}
 	}
 	sort.Strings(names)
 	t.Logf("%d families: %s", len(names), strings.Join(names, " "))
