@@ -2,134 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/distkv/distkv/client"
 )
 
-// client talks to a list of endpoints, moving on to the next one when a node
-// cannot be reached or cannot serve (503).
-type client struct {
-	endpoints []string
-	http      *http.Client
-	wait      time.Duration // how long to keep retrying
-	// clientID names this client in the request ids of its writes.
-	clientID string
-}
-
-// newID returns a random id of 16 hex digits.
-func newID() string { return fmt.Sprintf("%016x", rand.Uint64()) }
-
-// write sends a write (PUT, DELETE, POST /txn) with a request id of its own:
-// the server applies it at most once however often it is sent, so the write
-// is retried as a read is, even after a timeout that may have applied it; a
-// retry gets the first attempt's answer.
-func (c *client) write(method, path string, body []byte) ([]byte, error) {
-	sep := "?"
-	if strings.Contains(path, "?") {
-		sep = "&"
-	}
-	q := url.Values{"client_id": {c.clientID}, "request_id": {newID()}}
-	return c.send(method, path+sep+q.Encode(), body, true)
-}
-
-type apiError struct {
-	status int
-	detail string
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.detail) }
-
-// do sends the request to the endpoints in turn until one answers, retrying
-// with capped exponential backoff and jitter while nodes are down or the
-// cluster has no leader, for up to c.wait. A write without a request id (a
-// membership change) is retried only when it surely was not applied (the
-// connection was refused, or the node said so); see write for the others.
-func (c *client) do(method, path string, body []byte) ([]byte, error) {
-	return c.send(method, path, body, method == http.MethodGet)
-}
-
-// send is do; safe says that the request may be sent again whatever
-// happened to an attempt (a read, or a write with a request id).
-func (c *client) send(method, path string, body []byte, safe bool) ([]byte, error) {
-	deadline := time.Now().Add(c.wait)
-	backoff := 50 * time.Millisecond
-	var lastErr error
-	for attempt := 0; ; attempt++ {
-		for _, ep := range c.endpoints {
-			data, err, retry := c.once(ep, method, path, body, safe)
-			if !retry {
-				return data, err
-			}
-			lastErr = err
-		}
-		if time.Now().Add(backoff).After(deadline) {
-			return nil, lastErr
-		}
-		time.Sleep(backoff/2 + time.Duration(rand.Int64N(int64(backoff/2)+1)))
-		backoff = min(2*backoff, time.Second)
-	}
-}
-
-func (c *client) once(ep, method, path string, body []byte, safe bool) (data []byte, err error, retry bool) {
-	ep = strings.TrimRight(ep, "/")
-	if !strings.Contains(ep, "://") {
-		ep = "http://" + ep
-	}
-	req, err := http.NewRequest(method, ep+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err, false
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		// Only a refused or failed dial proves that a write was not sent.
-		var op *net.OpError
-		notSent := errors.As(err, &op) && op.Op == "dial"
-		return nil, err, safe || notSent
-	}
-	data, err = io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err, safe
-	}
-	if resp.StatusCode == http.StatusOK {
-		return data, nil, false
-	}
-	var e struct {
-		Detail string `json:"detail"`
-	}
-	_ = json.Unmarshal(data, &e)
-	if e.Detail == "" {
-		e.Detail = strings.TrimSpace(string(data))
-	}
-	aerr := &apiError{status: resp.StatusCode, detail: e.Detail}
-	if resp.StatusCode == http.StatusServiceUnavailable {
-		mayHaveApplied := strings.Contains(e.Detail, "may still have been applied")
-		return data, aerr, safe || !mayHaveApplied
-	}
-	return data, aerr, false
-}
-
-func escapeKey(k string) string {
-	parts := strings.Split(k, "/")
-	for i, p := range parts {
-		parts[i] = url.PathEscape(p)
-	}
-	return strings.Join(parts, "/")
-}
+// The client commands are thin: package client sends the requests, fails
+// over between the endpoints and retries (see its documentation); the
+// commands print the server's 200 answer as it was sent.
 
 func newClientCommands() []*cobra.Command {
 	var (
@@ -138,10 +25,20 @@ func newClientCommands() []*cobra.Command {
 		wait      time.Duration
 	)
 	// One client id per process: each write gets a request id of its own.
-	clientID := "distkv-cli-" + newID()
-	mk := func() *client {
-		return &client{endpoints: endpoints, http: &http.Client{Timeout: timeout}, wait: wait, clientID: clientID}
+	clientID := fmt.Sprintf("distkv-cli-%016x", rand.Uint64())
+	mk := func() (*client.Client, error) {
+		cfg := client.Config{Endpoints: endpoints, Timeout: timeout, RetryFor: wait, ClientID: clientID}
+		// The flags' 0 is none (--timeout) and one try of each endpoint
+		// (--retry-for); the package's is its default.
+		if timeout <= 0 {
+			cfg.Timeout = -1
+		}
+		if wait <= 0 {
+			cfg.RetryFor = -1
+		}
+		return client.New(cfg)
 	}
+	ctx := context.Background()
 	addFlags := func(cmd *cobra.Command) *cobra.Command {
 		cmd.Flags().StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"}, "node HTTP addresses, tried in order")
 		cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per-request timeout")
@@ -159,15 +56,19 @@ func newClientCommands() []*cobra.Command {
 		Short: "Read a key (linearizable unless --stale)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := "/key/" + escapeKey(args[0])
-			if stale {
-				path += "?consistency=stale"
-			}
-			data, err := mk().do(http.MethodGet, path, nil)
+			c, err := mk()
 			if err != nil {
 				return err
 			}
-			print(data)
+			var opts []client.ReadOption
+			if stale {
+				opts = append(opts, client.Stale())
+			}
+			kv, err := c.Get(ctx, args[0], opts...)
+			if err != nil {
+				return err
+			}
+			print(kv.Raw)
 			return nil
 		},
 	})
@@ -180,32 +81,33 @@ func newClientCommands() []*cobra.Command {
 		Short: "Write a key, optionally only if a condition holds",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var value any = args[1]
-			if asJSON {
-				if !json.Valid([]byte(args[1])) {
-					return fmt.Errorf("--json: %q is not a JSON value", args[1])
-				}
-				value = json.RawMessage(args[1])
+			if asJSON && !json.Valid([]byte(args[1])) {
+				return fmt.Errorf("--json: %q is not a JSON value", args[1])
 			}
-			body := map[string]any{"value": value}
+			var conds []client.Condition
 			if cmd.Flags().Changed("prev-version") {
-				body["prev_version"] = prevVersion
+				conds = append(conds, client.PrevVersion(prevVersion))
 			}
 			if cmd.Flags().Changed("prev-revision") {
-				body["prev_revision"] = prevRevision
+				conds = append(conds, client.PrevRevision(prevRevision))
 			}
 			if createOnly {
-				body["create_only"] = true
+				conds = append(conds, client.CreateOnly())
 			}
-			b, err := json.Marshal(body)
+			c, err := mk()
 			if err != nil {
 				return err
 			}
-			data, err := mk().write(http.MethodPut, "/key/"+escapeKey(args[0]), b)
+			var res client.PutResult
+			if asJSON {
+				res, err = c.PutJSON(ctx, args[0], json.RawMessage(args[1]), conds...)
+			} else {
+				res, err = c.Put(ctx, args[0], args[1], conds...)
+			}
 			if err != nil {
 				return err
 			}
-			print(data)
+			print(res.Raw)
 			return nil
 		},
 	})
@@ -220,11 +122,15 @@ func newClientCommands() []*cobra.Command {
 		Short:   "Delete a key",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			data, err := mk().write(http.MethodDelete, "/key/"+escapeKey(args[0]), nil)
+			c, err := mk()
 			if err != nil {
 				return err
 			}
-			print(data)
+			res, err := c.Delete(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			print(res.Raw)
 			return nil
 		},
 	})
@@ -236,41 +142,23 @@ func newClientCommands() []*cobra.Command {
 		Short: "List keys in order (all pages)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			q := url.Values{}
-			if prefix != "" {
-				q.Set("prefix", prefix)
+			c, err := mk()
+			if err != nil {
+				return err
 			}
-			if start != "" {
-				q.Set("start", start)
-			}
-			if end != "" {
-				q.Set("end", end)
-			}
+			r := client.Range{Prefix: prefix, Start: start, End: end}
 			if limit > 0 {
-				q.Set("limit", fmt.Sprint(limit))
+				// One page of at most limit pairs (the server refuses
+				// more than 10000).
+				r.Limit, r.PageSize = limit, limit
 			}
-			c := mk()
-			for {
-				data, err := c.do(http.MethodGet, "/keys?"+q.Encode(), nil)
+			for kv, err := range c.Scan(ctx, r) {
 				if err != nil {
 					return err
 				}
-				var page struct {
-					KVs      []json.RawMessage `json:"kvs"`
-					More     bool              `json:"more"`
-					Continue string            `json:"continue"`
-				}
-				if err := json.Unmarshal(data, &page); err != nil {
-					return fmt.Errorf("decode scan page: %w", err)
-				}
-				for _, kv := range page.KVs {
-					print(kv)
-				}
-				if !page.More || page.Continue == "" || limit > 0 {
-					return nil
-				}
-				q.Set("continue", page.Continue)
+				print(kv.Raw)
 			}
+			return nil
 		},
 	})
 	scan.Flags().StringVar(&prefix, "prefix", "", "only keys with this prefix")
@@ -283,11 +171,15 @@ func newClientCommands() []*cobra.Command {
 		Short: "Show the cluster status as a node sees it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			data, err := mk().do(http.MethodGet, "/cluster/status", nil)
+			c, err := mk()
 			if err != nil {
 				return err
 			}
-			printIndented(data)
+			st, err := c.Status(ctx)
+			if err != nil {
+				return err
+			}
+			printIndented(st.Raw)
 			return nil
 		},
 	})
@@ -296,11 +188,15 @@ func newClientCommands() []*cobra.Command {
 		addFlags(&cobra.Command{
 			Use: "list", Short: "List members with their role and health", Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
-				data, err := mk().do(http.MethodGet, "/cluster/members", nil)
+				c, err := mk()
 				if err != nil {
 					return err
 				}
-				printIndented(data)
+				l, err := c.Members(ctx)
+				if err != nil {
+					return err
+				}
+				printIndented(l.Raw)
 				return nil
 			},
 		}),
@@ -308,9 +204,13 @@ func newClientCommands() []*cobra.Command {
 		addFlags(&cobra.Command{
 			Use: "promote NAME", Short: "Make a caught-up learner a voter", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				data, err := mk().do(http.MethodPost, "/cluster/members/"+url.PathEscape(args[0])+"/promote", []byte{})
+				c, err := mk()
+				if err != nil {
+					return err
+				}
+				a, err := c.PromoteMember(ctx, args[0])
 				if err == nil {
-					print(data)
+					print(a.Raw)
 				}
 				return err
 			},
@@ -318,9 +218,13 @@ func newClientCommands() []*cobra.Command {
 		addFlags(&cobra.Command{
 			Use: "remove NAME", Short: "Remove a member", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				data, err := mk().do(http.MethodDelete, "/cluster/members/"+url.PathEscape(args[0]), nil)
+				c, err := mk()
+				if err != nil {
+					return err
+				}
+				a, err := c.RemoveMember(ctx, args[0])
 				if err == nil {
-					print(data)
+					print(a.Raw)
 				}
 				return err
 			},
@@ -330,10 +234,13 @@ func newClientCommands() []*cobra.Command {
 	transfer := addFlags(&cobra.Command{
 		Use: "transfer", Short: "Move leadership to another voter (--to NAME; without it the leader picks the most caught-up, a follower itself)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, _ := json.Marshal(map[string]string{"to": to})
-			data, err := mk().do(http.MethodPost, "/cluster/leader/transfer", b)
+			c, err := mk()
+			if err != nil {
+				return err
+			}
+			res, err := c.TransferLeader(ctx, to)
 			if err == nil {
-				print(data)
+				print(res.Raw)
 			}
 			return err
 		},
@@ -354,7 +261,7 @@ func printIndented(data []byte) {
 	os.Stdout.Write(buf.Bytes())
 }
 
-func memberAdd(addFlags func(*cobra.Command) *cobra.Command, mk func() *client) *cobra.Command {
+func memberAdd(addFlags func(*cobra.Command) *cobra.Command, mk func() (*client.Client, error)) *cobra.Command {
 	var peer, httpAddr string
 	var voter bool
 	cmd := addFlags(&cobra.Command{
@@ -362,10 +269,13 @@ func memberAdd(addFlags func(*cobra.Command) *cobra.Command, mk func() *client) 
 		Short: "Add a member (as a learner unless --voter); then start it with --join",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, _ := json.Marshal(map[string]any{"id": args[0], "peer": peer, "http": httpAddr, "learner": !voter})
-			data, err := mk().do(http.MethodPost, "/cluster/members", b)
+			c, err := mk()
+			if err != nil {
+				return err
+			}
+			a, err := c.AddMember(context.Background(), client.NewMember{ID: args[0], Peer: peer, HTTP: httpAddr, Voter: voter})
 			if err == nil {
-				os.Stdout.Write(append(data, '\n'))
+				os.Stdout.Write(append(a.Raw, '\n'))
 			}
 			return err
 		},
