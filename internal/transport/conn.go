@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -251,6 +252,11 @@ func (c *conn) tryWrite(b []byte) error {
 		}
 	})
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The deadline the writer goroutine set for its last write has
+		// passed: nothing was written (it is checked before the write).
+		// Leave it all to the writer, which sets a new one.
+		n = 0
 	case err != nil:
 		return err
 	case werr == syscall.EAGAIN:
