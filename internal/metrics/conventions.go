@@ -8,9 +8,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// snakeCase is a name of lower-case words joined by underscores.
-var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
-
 // CheckConventions returns what, in families, breaks the naming rules of
 // distkv's series (the Prometheus conventions): the prefix distkv_,
 // snake_case, _total at the end of every counter's name and of no other's,
@@ -18,6 +15,8 @@ var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 // durations, _bytes for sizes, which a histogram's name must end in. Empty
 // when all is well.
 func CheckConventions(families []*dto.MetricFamily) []string {
+	// Lower-case words joined by underscores.
+	snakeCase := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
 	var bad []string
 	for _, mf := range families {
 		name, typ := mf.GetName(), mf.GetType()
