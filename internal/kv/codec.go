@@ -22,7 +22,8 @@ const (
 	cmdPrevRevision = 1 << 2
 	cmdJSON         = 1 << 3 // OpPut only: Kind is KindJSON
 	cmdRequest      = 1 << 4 // Request, Time and TTL follow
-	cmdKnownFlags   = cmdCreateOnly | cmdPrevVersion | cmdPrevRevision | cmdJSON | cmdRequest
+	cmdDeadline     = 1 << 5 // OpPut only: Deadline follows
+	cmdKnownFlags   = cmdCreateOnly | cmdPrevVersion | cmdPrevRevision | cmdJSON | cmdRequest | cmdDeadline
 )
 
 // txnPutJSON is the type byte of a TxnPut whose value is KindJSON.
@@ -55,6 +56,7 @@ const (
 //	value      uvarint length, bytes (OpPut only)
 //	prev_ver   zigzag varint (if flagged)
 //	prev_rev   zigzag varint (if flagged)
+//	deadline   zigzag varint, > 0 (if flag 32; OpPut only)
 //	request    (if flag 16) client and request (uvarint length, bytes), time
 //	           and TTL (zigzag varints)
 //
@@ -71,11 +73,14 @@ const (
 //	           (uvarint length, bytes; TxnPut only)
 //	failure    as success
 //
+// An OpExpire has no flag and carries only Now, a zigzag varint > 0.
+//
 // Varints are minimal, so every Command has exactly one encoding.
 //
 // Compatibility: version 1 grew by flags and type bytes that a decoder that
 // predates them refuses (ErrMalformed) rather than misreads: a JSON value
-// (flag 8, type 0x81) and a request id (flag 16) are such cases. A log written before them holds none of
+// (flag 8, type 0x81), a request id (flag 16), a key's deadline (flag 32)
+// and OpExpire (op 4) are such cases. A log written before them holds none of
 // them and decodes as it always did, its values as strings.
 func (c Command) Marshal() []byte {
 	return c.AppendMarshal(make([]byte, 0, c.size()))
@@ -88,6 +93,12 @@ func (c Command) size() int {
 	}
 	if c.Op == OpTxn {
 		return n + 3 + c.Txn.size()
+	}
+	if c.Op == OpExpire {
+		return 3 + varintLen(c.Now)
+	}
+	if c.Deadline != 0 {
+		n += varintLen(c.Deadline)
 	}
 	n += 3 + uvarintLen(uint64(len(c.Key))) + len(c.Key)
 	if c.Op == OpPut {
@@ -112,6 +123,13 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 		dst = append(dst, codecVersion, byte(c.Op), flags)
 		return c.appendRequest(c.Txn.appendMarshal(dst))
 	}
+	if c.Op == OpExpire {
+		dst = append(dst, codecVersion, byte(c.Op), 0)
+		return binary.AppendVarint(dst, c.Now)
+	}
+	if c.Op == OpPut && c.Deadline != 0 {
+		flags |= cmdDeadline
+	}
 	if c.Cond.CreateOnly {
 		flags |= cmdCreateOnly
 	}
@@ -134,6 +152,9 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	}
 	if c.Cond.PrevRevision != nil {
 		dst = binary.AppendVarint(dst, *c.Cond.PrevRevision)
+	}
+	if flags&cmdDeadline != 0 {
+		dst = binary.AppendVarint(dst, c.Deadline)
 	}
 	return c.appendRequest(dst)
 }
@@ -183,7 +204,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown version %d", v)
 	}
 	c.Op = Op(d.u8("op"))
-	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn {
+	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire {
 		return Command{}, d.fail("unknown op %d", c.Op)
 	}
 	flags := d.u8("flags")
@@ -203,6 +224,22 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		}
 		return c, nil
 	}
+	if c.Op == OpExpire {
+		if d.err == nil && flags != 0 {
+			return Command{}, d.fail("flags %#x on an expire", flags)
+		}
+		c.Now = d.varint("now")
+		if d.err == nil && c.Now <= 0 {
+			return Command{}, d.fail("expire time %d is not positive", c.Now)
+		}
+		if err := d.finish(); err != nil {
+			return Command{}, err
+		}
+		return c, nil
+	}
+	if d.err == nil && flags&cmdDeadline != 0 && c.Op != OpPut {
+		return Command{}, d.fail("deadline flag on a %v", c.Op)
+	}
 	if flags&cmdJSON != 0 {
 		if d.err == nil && c.Op != OpPut {
 			return Command{}, d.fail("JSON value flag on a %v", c.Op)
@@ -221,6 +258,12 @@ func UnmarshalCommand(b []byte) (Command, error) {
 	if flags&cmdPrevRevision != 0 {
 		v := d.varint("prev_revision")
 		c.Cond.PrevRevision = &v
+	}
+	if flags&cmdDeadline != 0 {
+		c.Deadline = d.varint("deadline")
+		if d.err == nil && c.Deadline <= 0 {
+			return Command{}, d.fail("deadline %d is not positive", c.Deadline)
+		}
 	}
 	if flags&cmdRequest != 0 {
 		d.request(&c)

@@ -20,7 +20,7 @@ func equalCommand(a, b Command) bool {
 		a.Cond.CreateOnly == b.Cond.CreateOnly &&
 		equalPtr(a.Cond.PrevVersion, b.Cond.PrevVersion) && equalPtr(a.Cond.PrevRevision, b.Cond.PrevRevision) &&
 		bytes.Equal(a.Request.Client, b.Request.Client) && bytes.Equal(a.Request.Request, b.Request.Request) &&
-		a.Time == b.Time && a.TTL == b.TTL &&
+		a.Time == b.Time && a.TTL == b.TTL && a.Deadline == b.Deadline && a.Now == b.Now &&
 		(a.Op != OpTxn || equalTxn(a.Txn, b.Txn))
 }
 
@@ -28,6 +28,10 @@ func equalCommand(a, b Command) bool {
 func sampleCommands() []Command {
 	return []Command{
 		put("k", "v", Cond{}),
+		{Op: OpPut, Key: []byte("t"), Value: []byte("v"), Deadline: 1_700_000_030_000_000_000},
+		{Op: OpPut, Key: []byte("t"), Value: []byte("1"), Kind: KindJSON, Cond: Cond{PrevVersion: i64(2)}, Deadline: 5,
+			Request: RequestID{Request: []byte("r")}, Time: 1, TTL: 2},
+		{Op: OpExpire, Now: 1_700_000_031_000_000_000},
 		put("", "", Cond{}),
 		put("key", strings.Repeat("x", 300), Cond{CreateOnly: true}),
 		put("k", "v", Cond{PrevVersion: i64(0)}),
@@ -102,7 +106,11 @@ func TestUnmarshalCommandRejects(t *testing.T) {
 		{"version 0", []byte{0, 1, 0, 0, 0}, "unknown version 0"},
 		{"unknown op", []byte{1, 9, 0, 0}, "unknown op 9"},
 		{"op 0", []byte{1, 0, 0, 0}, "unknown op 0"},
-		{"unknown flag", []byte{1, 2, 0x20, 0}, "unknown flags 0x20"},
+		{"unknown flag", []byte{1, 2, 0x40, 0}, "unknown flags 0x40"},
+		{"deadline on a delete", []byte{1, 2, 0x20, 0, 2}, "deadline flag on a delete"},
+		{"zero deadline", []byte{1, 1, 0x20, 0, 0, 0}, "deadline 0 is not positive"},
+		{"expire with flags", []byte{1, 4, 1, 2}, "flags 0x1 on an expire"},
+		{"expire at 0", []byte{1, 4, 0, 0}, "expire time 0 is not positive"},
 		{"JSON flag on a delete", []byte{1, 2, cmdJSON, 0}, "JSON value flag on a delete"},
 		{"JSON put type on a get", []byte{1, 3, 0, 0, 1, 0x83, 1, 'k', 0}, "unknown type 131"},
 		{"key longer than input", []byte{1, 2, 0, 5, 'a'}, "truncated key: length 5 exceeds the 1 bytes left"},
@@ -249,6 +257,8 @@ func FuzzRestoreSnapshot(f *testing.F) {
 	f.Add([]byte{stateVersion, 0, 0}, []byte("\x01null"))
 	f.Add([]byte{stateVersion, 0, 0}, []byte("\x00plain"))
 	f.Add([]byte{stateVersion, 0}, []byte(""))
+	f.Add([]byte{stateVersion, 0, 0}, []byte("\x80\x01\x00\x00\x00\x00\x00\x00\x00v"))
+	f.Add([]byte{stateVersion, 0, 0}, []byte("\x81\x00\x00\x00\x00\x00\x00\x00\x80null"))
 	for _, st := range sampleStates() {
 		f.Add(st, []byte("\x00v"))
 	}

@@ -31,6 +31,11 @@
 //     Result (Replayed) and changes nothing. Records expire by the Times the
 //     Commands carry, never by a replica's clock, and the table is bounded
 //     (MaxRecords, MaxRecordBytes), so every replica keeps the same records.
+//   - Expiring keys. A put may carry a Deadline (Unix nanoseconds, fixed by
+//     its proposer); the key is deleted when an OpExpire whose Now is at or
+//     past it is applied, never by a replica's clock, so every replica
+//     deletes it at the same log index and a restart keeps the deadline
+//     (expiry.go). A put without a Deadline clears the key's.
 //   - Cheap, consistent snapshots. The state is a copy-on-write B-tree
 //     (github.com/tidwall/btree): Store.Snapshot clones it in O(1) without stopping
 //     writes, and the View never sees later writes (the session table's
@@ -51,7 +56,8 @@
 //     has exactly one encoding. Transactions kept version 1: a txn is op 3 and
 //     a Result's txn outcome is flag 2, both of which a decoder that predates
 //     them rejects as malformed rather than misreads; so do JSON values (flag
-//     8, txn put type 0x81), request ids (flag 16) and a Result's version and
-//     kinds (flags 4 and 8). A log or snapshot written before them decodes as
+//     8, txn put type 0x81), request ids (flag 16), deadlines (flag 32, and
+//     kind byte | 0x80 in a snapshot pair), OpExpire (op 4) and a Result's
+//     version and kinds (flags 4 and 8). A log or snapshot written before them decodes as
 //     it always did: every value a string, no records.
 package kv

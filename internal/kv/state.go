@@ -18,7 +18,11 @@ import (
 //	             key), version, revision and create revision 1, value =
 //	             stateMagic | state version (1 byte, 1) | the state (see
 //	             appendState)
-//	pairs        each pair in key order, its value = kind (1 byte) | value
+//	pairs        each pair in key order, its value = kind (1 byte) | value;
+//	             a pair with a deadline has kind | 0x80 instead, and its
+//	             deadline (8 bytes, little-endian, > 0) before the value.
+//	             A decoder that predates deadlines refuses that kind byte
+//	             rather than lose the deadline.
 //
 // A snapshot written before the state pair existed starts with an ordinary
 // pair: RestoreSnapshot reads it as such, every value a string and no
@@ -26,6 +30,9 @@ import (
 
 // stateMagic starts the value of the state pair.
 const stateMagic = "\x00distkv.kv.state"
+
+// pairDeadline, in the kind byte of a snapshot pair, says a deadline follows.
+const pairDeadline = 0x80
 
 // stateVersion is the byte after stateMagic; a decoder refuses others.
 const stateVersion = 1
@@ -44,8 +51,14 @@ func (v *View) SnapshotPairs() iter.Seq[KeyValue] {
 		var buf []byte
 		v.tree.Scan(func(it item) bool {
 			kv := it.kv()
-			buf = append(append(buf[:0], byte(kv.Kind)), kv.Value...)
-			kv.Value, kv.Kind = buf, KindString
+			if kv.Deadline != 0 {
+				buf = append(buf[:0], byte(kv.Kind)|pairDeadline)
+				buf = binary.LittleEndian.AppendUint64(buf, uint64(kv.Deadline))
+				buf = append(buf, kv.Value...)
+			} else {
+				buf = append(append(buf[:0], byte(kv.Kind)), kv.Value...)
+			}
+			kv.Value, kv.Kind, kv.Deadline = buf, KindString, 0
 			return yield(kv)
 		})
 	}
@@ -81,11 +94,23 @@ func (s *Store) RestoreSnapshot(index uint64, seq iter.Seq2[KeyValue, error]) er
 					yield(KeyValue{}, fmt.Errorf("snapshot pair %d: a second pair with the state pair's empty key: %w", n, ErrMalformed))
 					return
 				}
-				if len(kv.Value) == 0 || ValueKind(kv.Value[0]) > KindJSON {
+				if len(kv.Value) == 0 || ValueKind(kv.Value[0]&^pairDeadline) > KindJSON {
 					yield(KeyValue{}, fmt.Errorf("snapshot pair %d (key %q): no known value kind: %w", n, kv.Key, ErrMalformed))
 					return
 				}
-				kv.Kind, kv.Value = ValueKind(kv.Value[0]), kv.Value[1:]
+				kind := kv.Value[0]
+				kv.Kind, kv.Value = ValueKind(kind&^pairDeadline), kv.Value[1:]
+				if kind&pairDeadline != 0 {
+					if len(kv.Value) < 8 {
+						yield(KeyValue{}, fmt.Errorf("snapshot pair %d (key %q): truncated deadline: %w", n, kv.Key, ErrMalformed))
+						return
+					}
+					kv.Deadline, kv.Value = int64(binary.LittleEndian.Uint64(kv.Value)), kv.Value[8:]
+					if kv.Deadline <= 0 {
+						yield(KeyValue{}, fmt.Errorf("snapshot pair %d (key %q): deadline %d is not positive: %w", n, kv.Key, kv.Deadline, ErrMalformed))
+						return
+					}
+				}
 			}
 			n++
 			if !yield(kv, nil) {

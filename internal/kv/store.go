@@ -59,16 +59,20 @@ type Store struct {
 	hint btree.PathHint
 	// sessions is the client-session table (see session.go).
 	sessions sessionTable // guarded by mu
+	// expiring indexes the keys that have a deadline, earliest first (see
+	// expiry.go). Invariant: it holds exactly one entry per item of tree
+	// with a deadline, with that deadline.
+	expiring *btree.BTreeG[deadlineEntry] // guarded by mu
 }
 
 // NewStore returns an empty Store.
 func NewStore() *Store {
-	return &Store{tree: newTree()}
+	return &Store{tree: newTree(), expiring: newDeadlineIndex()}
 }
 
 // item is an entry of the B-tree: one pair packed into a single allocation,
-// rec = key | value | version | revision | create revision | kind (the three
-// numbers 8 bytes each, little-endian; the kind 1 byte), with its key's
+// rec = key | value | version | revision | create revision | kind | deadline
+// (the numbers 8 bytes each, little-endian; the kind 1 byte), with its key's
 // length and its first 8 bytes, so
 // that most comparisons of a search are settled without loading the record from
 // memory. Packing keeps a slot of a B-tree node at 40 bytes instead of the 80 of
@@ -84,7 +88,7 @@ type item struct {
 	klen uint32
 }
 
-const recMetaSize = 25 // version, revision, create revision, kind
+const recMetaSize = 33 // version, revision, create revision, kind, deadline
 
 func keyItem(key []byte) item {
 	return item{pfx: prefix64(key), rec: key, klen: uint32(len(key))}
@@ -92,7 +96,7 @@ func keyItem(key []byte) item {
 
 // newItem packs a pair into a new record. Keys are far below 4 GiB: a whole
 // log entry is (the WAL frame limit).
-func newItem(key, value []byte, kind ValueKind, version, revision, createRevision int64) item {
+func newItem(key, value []byte, kind ValueKind, version, revision, createRevision, deadline int64) item {
 	k, v := len(key), len(value)
 	rec := make([]byte, k+v+recMetaSize)
 	copy(rec, key)
@@ -102,6 +106,7 @@ func newItem(key, value []byte, kind ValueKind, version, revision, createRevisio
 	binary.LittleEndian.PutUint64(meta[8:], uint64(revision))
 	binary.LittleEndian.PutUint64(meta[16:], uint64(createRevision))
 	meta[24] = byte(kind)
+	binary.LittleEndian.PutUint64(meta[25:], uint64(deadline))
 	return item{pfx: prefix64(key), rec: rec, klen: uint32(k)}
 }
 
@@ -122,7 +127,16 @@ func (it item) kv() KeyValue {
 		Version:        int64(binary.LittleEndian.Uint64(meta)),
 		Revision:       int64(binary.LittleEndian.Uint64(meta[8:])),
 		CreateRevision: int64(binary.LittleEndian.Uint64(meta[16:])),
+		Deadline:       int64(binary.LittleEndian.Uint64(meta[25:])),
 	}
+}
+
+// deadline returns the item's deadline (0: none).
+func (it item) deadline() int64 {
+	if it.rec == nil {
+		return 0
+	}
+	return int64(binary.LittleEndian.Uint64(it.rec[len(it.rec)-8:]))
 }
 
 // prefix64 returns the first 8 bytes of key, zero-padded, as a big-endian number.
@@ -175,6 +189,10 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		if err := cmd.checkRequest(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
+	case OpExpire:
+		if err := cmd.Validate(); err != nil {
+			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
+		}
 	default:
 		return Result{}, fmt.Errorf("apply index %d: %w: %v", index, ErrUnknownOp, cmd.Op)
 	}
@@ -197,11 +215,14 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 
 // apply applies cmd at revision rev; s.mu must be held for writing.
 func (s *Store) apply(rev int64, cmd Command) Result {
-	if cmd.Op == OpTxn {
+	switch cmd.Op {
+	case OpTxn:
 		return s.applyTxn(rev, cmd.Txn)
+	case OpExpire:
+		return s.applyExpire(rev, cmd.Now)
 	}
 	if cmd.Op == OpPut && cmd.Cond == (Cond{}) {
-		version := s.putBlind(cmd.Key, cmd.Value, cmd.Kind, rev)
+		version := s.putBlind(cmd.Key, cmd.Value, cmd.Kind, rev, cmd.Deadline)
 		s.view = nil
 		return Result{Status: StatusOK, Revision: rev, Version: version}
 	}
@@ -214,28 +235,34 @@ func (s *Store) apply(rev int64, cmd Command) Result {
 	res := Result{Status: StatusOK, Revision: rev}
 	switch cmd.Op {
 	case OpPut:
-		s.put(probe, cur, exists, cmd.Value, cmd.Kind, rev)
+		s.put(probe, it, exists, cmd.Value, cmd.Kind, rev, cmd.Deadline)
 		res.Version = cur.Version + 1
 	case OpDelete:
 		if !exists {
 			return Result{Status: StatusNotFound}
 		}
 		s.tree.DeleteHint(it, &s.hint)
+		s.untrack(it)
 	}
 	s.view = nil
 	return res
 }
 
-// put stores value, of kind, under probe's key as a write at rev; cur is the
-// key's current state and exists whether it has one. s.mu must be held for
-// writing; the caller resets s.view.
-func (s *Store) put(probe item, cur KeyValue, exists bool, value []byte, kind ValueKind, rev int64) {
+// put stores value, of kind, under probe's key as a write at rev, with
+// deadline (0: none); prev is the key's current item and exists whether it
+// has one. s.mu must be held for writing; the caller resets s.view.
+func (s *Store) put(probe item, prev item, exists bool, value []byte, kind ValueKind, rev, deadline int64) {
+	var it item
 	if exists {
 		// The record is shared with Views: write a new one.
-		s.tree.SetHint(newItem(cur.Key, value, kind, cur.Version+1, rev, cur.CreateRevision), &s.hint)
-		return
+		cur := prev.kv()
+		it = newItem(cur.Key, value, kind, cur.Version+1, rev, cur.CreateRevision, deadline)
+	} else {
+		prev = item{}
+		it = newItem(probe.key(), value, kind, 1, rev, rev, deadline)
 	}
-	s.tree.SetHint(newItem(probe.key(), value, kind, 1, rev, rev), &s.hint)
+	s.tree.SetHint(it, &s.hint)
+	s.track(prev, it)
 }
 
 // putBlind stores value under key as an unconditional write at rev in one
@@ -244,9 +271,10 @@ func (s *Store) put(probe item, cur KeyValue, exists bool, value []byte, kind Va
 // revision are then set from the one it replaced. The record is not yet
 // visible to anyone else: readers and Views take s.mu, which the caller holds
 // for writing (it also resets s.view).
-func (s *Store) putBlind(key, value []byte, kind ValueKind, rev int64) int64 {
-	it := newItem(key, value, kind, 1, rev, rev)
+func (s *Store) putBlind(key, value []byte, kind ValueKind, rev, deadline int64) int64 {
+	it := newItem(key, value, kind, 1, rev, rev, deadline)
 	prev, replaced := s.tree.SetHint(it, &s.hint)
+	s.track(prev, it)
 	if !replaced {
 		return 1
 	}
@@ -352,6 +380,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 		return fmt.Errorf("restore at index %d: %w: beyond int64", index, ErrBadIndex)
 	}
 	t := newTree()
+	expiring := newDeadlineIndex()
 	var prev []byte
 	n := 0
 	for kv, err := range seq {
@@ -371,14 +400,21 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 		if kv.Kind > KindJSON {
 			return fmt.Errorf("restore at index %d: pair %d (key %q): unknown value kind %d", index, n, kv.Key, kv.Kind)
 		}
-		it := newItem(kv.Key, kv.Value, kv.Kind, kv.Version, kv.Revision, kv.CreateRevision)
+		if kv.Deadline < 0 {
+			return fmt.Errorf("restore at index %d: pair %d (key %q): negative deadline %d", index, n, kv.Key, kv.Deadline)
+		}
+		it := newItem(kv.Key, kv.Value, kv.Kind, kv.Version, kv.Revision, kv.CreateRevision, kv.Deadline)
 		t.Load(it)
+		if kv.Deadline != 0 {
+			expiring.Set(deadlineEntry{at: kv.Deadline, key: it.key()})
+		}
 		prev = it.key()
 		n++
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tree = t
+	s.expiring = expiring
 	s.view = nil
 	s.applied = index
 	s.hint = btree.PathHint{}

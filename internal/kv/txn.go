@@ -198,12 +198,26 @@ func (c Command) Validate() error {
 		if c.Kind > KindJSON || (c.Kind != KindString && c.Op != OpPut) {
 			return fmt.Errorf("%w: value kind %v on a %v", ErrUnknownOp, c.Kind, c.Op)
 		}
+		if err := c.checkDeadline(); err != nil {
+			return err
+		}
 		return c.checkRequest()
 	case OpTxn:
+		if err := c.checkDeadline(); err != nil {
+			return err
+		}
 		if err := c.checkRequest(); err != nil {
 			return err
 		}
 		return c.Txn.Validate()
+	case OpExpire:
+		if err := c.checkDeadline(); err != nil {
+			return err
+		}
+		if len(c.Key) != 0 || len(c.Value) != 0 || c.Kind != KindString || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() || c.Time != 0 || c.TTL != 0 {
+			return fmt.Errorf("%w: an expire carries only its time", ErrUnknownOp)
+		}
+		return nil
 	}
 	return fmt.Errorf("%w: %v", ErrUnknownOp, c.Op)
 }
@@ -364,11 +378,12 @@ func (s *Store) applyTxn(rev int64, t *Txn) Result {
 		r.Type = op.Type
 		switch op.Type {
 		case TxnPut:
-			s.put(probe, it.kv(), exists, op.Value, op.Kind, rev)
+			s.put(probe, it, exists, op.Value, op.Kind, rev, 0)
 			changed = true
 		case TxnDelete:
 			if exists {
 				s.tree.DeleteHint(it, &s.hint)
+				s.untrack(it)
 				r.Deleted = 1
 				changed = true
 			}

@@ -22,6 +22,10 @@ const (
 	// OpTxn is a transaction (Command.Txn): compares, then the ops of one of
 	// two branches, all applied as one log entry. See Txn.
 	OpTxn Op = 3
+	// OpExpire deletes every key whose deadline is at or before
+	// Command.Now (at most MaxExpireKeys of them, earliest first); see
+	// expiry.go.
+	OpExpire Op = 4
 )
 
 func (o Op) String() string {
@@ -32,6 +36,8 @@ func (o Op) String() string {
 		return "delete"
 	case OpTxn:
 		return "txn"
+	case OpExpire:
+		return "expire"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -97,6 +103,12 @@ type Command struct {
 	// times alone, never by its own clock, so every replica expires the same
 	// records at the same log index.
 	Time, TTL int64
+	// Deadline (OpPut only) is when the key expires: Unix nanoseconds, fixed
+	// by the proposer; 0 means never, and clears a deadline the key had.
+	Deadline int64
+	// Now (OpExpire only, > 0) is the time, Unix nanoseconds by the
+	// proposer's clock, at which the keys to delete are judged expired.
+	Now int64
 }
 
 // RequestID identifies a client's request: the client and its own id for the
@@ -123,6 +135,9 @@ type KeyValue struct {
 	Revision int64
 	// CreateRevision is the log index of the put that created the key.
 	CreateRevision int64
+	// Deadline is when the key expires (Unix nanoseconds; 0: never). See
+	// expiry.go: the key is deleted by an OpExpire, not by the clock.
+	Deadline int64
 }
 
 // Status is the outcome of applying a Command.
