@@ -166,11 +166,16 @@ func newClientCommands() []*cobra.Command {
 	scan.Flags().StringVar(&end, "end", "", "last key (exclusive)")
 	scan.Flags().IntVar(&limit, "limit", 0, "at most this many keys (one page)")
 
+	var statusOutput, listOutput string
 	status := addFlags(&cobra.Command{
 		Use:   "status",
 		Short: "Show the cluster status as a node sees it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(statusOutput)
+			if err != nil {
+				return err
+			}
 			c, err := mk()
 			if err != nil {
 				return err
@@ -179,27 +184,40 @@ func newClientCommands() []*cobra.Command {
 			if err != nil {
 				return err
 			}
+			if format == outputTable {
+				return writeStatusTable(os.Stdout, st, time.Now())
+			}
 			printIndented(st.Raw)
 			return nil
 		},
 	})
+	addOutputFlag(status, &statusOutput)
+	list := addFlags(&cobra.Command{
+		Use: "list", Short: "List members with their role and health", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(listOutput)
+			if err != nil {
+				return err
+			}
+			c, err := mk()
+			if err != nil {
+				return err
+			}
+			l, err := c.Members(ctx)
+			if err != nil {
+				return err
+			}
+			if format == outputTable {
+				return writeMembersTable(os.Stdout, l.Members, "", time.Now())
+			}
+			printIndented(l.Raw)
+			return nil
+		},
+	})
+	addOutputFlag(list, &listOutput)
 	member := &cobra.Command{Use: "member", Short: "List and change the cluster's members"}
 	member.AddCommand(
-		addFlags(&cobra.Command{
-			Use: "list", Short: "List members with their role and health", Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := mk()
-				if err != nil {
-					return err
-				}
-				l, err := c.Members(ctx)
-				if err != nil {
-					return err
-				}
-				printIndented(l.Raw)
-				return nil
-			},
-		}),
+		list,
 		memberAdd(addFlags, mk),
 		addFlags(&cobra.Command{
 			Use: "promote NAME", Short: "Make a caught-up learner a voter", Args: cobra.ExactArgs(1),

@@ -137,6 +137,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch path {
+	case uiPath, uiPath + "/":
+		serveUI(w, r)
 	case "/keys":
 		if methodGet(w, r) {
 			h.scan(w, r)
@@ -185,8 +187,6 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if noParams(w, r, r.Method+" "+path) {
 			h.serveCluster(w, r, path)
 		}
-	case "/backup":
-		h.serveBackup(w, r)
 	case "/healthz":
 		if methodGet(w, r) && noParams(w, r, "GET /healthz") {
 			writeJSON(w, http.StatusOK, bodyHealthy)

@@ -39,6 +39,7 @@
 //	GET    /healthz              200     {"status":"ok"}
 //	GET    /readyz               200     {"status":"ready"}
 //	                             503     {"detail":"<why the node is not ready>"}
+//	GET    /ui                   200     the dashboard, an HTML page (ui.go); any query string is accepted
 //	any    other path            404     {"detail":"Not Found"}
 //	wrong method                 405     {"detail":"Method Not Allowed"}, with an Allow header
 //

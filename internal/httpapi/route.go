@@ -33,8 +33,10 @@ func Route(r *http.Request) string {
 	case "/keys", txnPath, "/cluster/status", "/cluster/members", "/cluster/leader/transfer",
 		"/request_status", "/deduplication_stats", "/cluster_status", "/segments",
 		"/compaction/status", "/compaction/run", "/compaction/configure",
-		"/healthz", "/readyz", "/backup":
+		"/healthz", "/readyz":
 		return path
+	case uiPath, uiPath + "/":
+		return uiPath
 	}
 	return "other"
 }
