@@ -275,6 +275,7 @@ func Open(cfg Config) (*Node, error) {
 	n.app.start()
 	n.goAsync(func(context.Context) { n.run() })
 	n.goAsync(n.publishSelf)
+	n.goAsync(n.expireLoop)
 	return n, nil
 }
 
