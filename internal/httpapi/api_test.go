@@ -389,7 +389,7 @@ func TestBadInput(t *testing.T) {
 		{"continue too short", "GET", "/keys?continue=AQ", nil, 422, "continuation token"},
 		{"repeated prefix", "GET", "/keys?prefix=a&prefix=b", nil, 422, "prefix is given 2 times"},
 		{"unknown body field", "PUT", "/key/k", strings.NewReader(`{"value":"v","prev_verison":1}`), 422,
-			`request body has an unknown field "prev_verison"; a PUT body has "value", "version", "prev_version", "prev_revision" and "create_only"`},
+			`request body has an unknown field "prev_verison"; a PUT body has "value", "ttl", "version", "prev_version", "prev_revision" and "create_only"`},
 		{"unknown nested-looking field", "PUT", "/key/k", strings.NewReader(`{"x":{"value":1},"value":"v2"}`), 422, `unknown field "x"`},
 		{"version and prev_version differ", "PUT", "/key/k", strings.NewReader(`{"value":"v","version":2,"prev_version":1}`), 422,
 			`"version" is 2 but "prev_version" is 1`},

@@ -22,6 +22,7 @@ type refPut struct {
 	depth      int    // of json: arrays and objects within one another
 	hasConds   bool   // any condition field that is not null
 	condsValid bool   // every condition field well-typed
+	ttl        int64  // the "ttl" field, 0 if absent or null
 }
 
 func refDecodePut(body []byte) refPut {
@@ -32,7 +33,7 @@ func refDecodePut(body []byte) refPut {
 	var r refPut
 	for name := range obj {
 		switch name {
-		case "value", "version", "prev_version", "prev_revision", "create_only":
+		case "value", "version", "prev_version", "prev_revision", "create_only", "ttl":
 		default:
 			return r
 		}
@@ -51,6 +52,13 @@ func refDecodePut(body []byte) refPut {
 		r.json, r.depth = raw, jsonDepth(raw)
 	}
 	r.ok, r.condsValid = true, true
+	if raw, ok := obj["ttl"]; ok && string(raw) != "null" {
+		var n int64
+		if json.Unmarshal(raw, &n) != nil || n < 1 || n > MaxTTL {
+			r.condsValid = false
+		}
+		r.ttl = n
+	}
 	for _, name := range []string{"version", "prev_version", "prev_revision", "create_only"} {
 		raw, ok := obj[name]
 		if !ok || string(raw) == "null" {
@@ -191,6 +199,10 @@ func FuzzPutBody(f *testing.F) {
 		{`{"value": [1, {"a": "\u00e9\ud800"}, null, true, false, -0]}`, ""},
 		{`{"value": {"a": 1, "a": 2}}`, ""},
 		{`{"value":"` + strings.Repeat("x", 65) + `"}`, ""},
+		{`{"value":"v","ttl":30}`, ""},
+		{`{"ttl":1.5,"value":"v"}`, ""},
+		{`{"value":"v","ttl":0}`, ""},
+		{`{"value":"v","ttl":null}`, ""},
 	} {
 		f.Add([]byte(seed.body), seed.query)
 	}
@@ -226,6 +238,8 @@ func FuzzPutBody(f *testing.F) {
 				t.Fatalf("body %q: backend got %v value %q, want the JSON value %s", body, got.Kind, got.Value, ref.json)
 			case ref.json != nil && !isCompact(got.Value):
 				t.Fatalf("body %q: the JSON value %q is not compact", body, got.Value)
+			case (ref.ttl > 0) != (got.Deadline > 0):
+				t.Fatalf("body %q: ttl %d, yet the backend got deadline %d", body, ref.ttl, got.Deadline)
 			}
 		case 413, 422:
 			if len(calls) != 0 {

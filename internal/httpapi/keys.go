@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/lattrace"
@@ -102,7 +103,10 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 		h.backendError(ctx, w, r, "get", err, false)
 		return
 	}
-	if !found {
+	now := h.now().UnixNano()
+	if !found || kvp.Expired(now) {
+		// Past its deadline, the key is gone to readers already, though
+		// the entry that deletes it may not be applied yet.
 		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
 		return
 	}
@@ -111,13 +115,15 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 		return
 	}
 	buf := getBuf()
-	*buf = appendKeyValue(*buf, key, kvp)
+	*buf = appendKeyValue(*buf, key, kvp, now)
 	writeJSON(w, http.StatusOK, *buf)
 	putBuf(buf)
 }
 
-// appendKeyValue appends {"key":..,"value":..,"version":..,"revision":..}.
-func appendKeyValue(b, key []byte, kvp kv.KeyValue) []byte {
+// appendKeyValue appends {"key":..,"value":..,"version":..,"revision":..},
+// and "ttl": the whole seconds left until its deadline at now (Unix
+// nanoseconds), rounded up, if the key has one.
+func appendKeyValue(b, key []byte, kvp kv.KeyValue, now int64) []byte {
 	b = append(b, `{"key":`...)
 	b = appendString(b, key)
 	b = append(b, `,"value":`...)
@@ -126,7 +132,21 @@ func appendKeyValue(b, key []byte, kvp kv.KeyValue) []byte {
 	b = strconv.AppendInt(b, kvp.Version, 10)
 	b = append(b, `,"revision":`...)
 	b = strconv.AppendInt(b, kvp.Revision, 10)
+	if kvp.Deadline != 0 {
+		b = append(b, `,"ttl":`...)
+		b = strconv.AppendInt(b, remainingTTL(kvp.Deadline, now), 10)
+	}
 	return append(b, '}')
+}
+
+// remainingTTL returns the whole seconds from now until deadline (Unix
+// nanoseconds), rounded up, and at least 0.
+func remainingTTL(deadline, now int64) int64 {
+	if deadline <= now {
+		return 0
+	}
+	left := deadline - now
+	return left/int64(time.Second) + min(1, left%int64(time.Second))
 }
 
 func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
@@ -178,7 +198,13 @@ func (h *handler) put(w http.ResponseWriter, r *http.Request, key []byte) {
 		// may keep it, so it gets its own.
 		value = bytes.Clone(value)
 	}
-	h.propose(w, r, kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Kind: p.kind, Cond: cond, Request: id}, p.conds.byVersion)
+	cmd := kv.Command{Op: kv.OpPut, Key: key, Value: value[:len(value):len(value)], Kind: p.kind, Cond: cond, Request: id}
+	if p.ttl > 0 {
+		// The deadline is fixed here, by this node's clock, and goes into
+		// the log: every replica, and a restart, keeps the same one.
+		cmd.Deadline = h.now().Add(time.Duration(p.ttl) * time.Second).UnixNano()
+	}
+	h.propose(w, r, cmd, p.conds.byVersion)
 }
 
 func (h *handler) delete(w http.ResponseWriter, r *http.Request, key []byte) {

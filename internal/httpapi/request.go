@@ -42,7 +42,13 @@ type putBody struct {
 	value []byte
 	kind  kv.ValueKind
 	conds conds
+	// ttl is the "ttl" field: seconds until the key expires, 1 to MaxTTL;
+	// 0 when absent (the key then has no deadline).
+	ttl int64
 }
+
+// MaxTTL is the largest "ttl" a PUT may give, in seconds: 10 years.
+const MaxTTL = 10 * 365 * 24 * 3600
 
 // errClientGone means the client went away while its request was read; nothing
 // is written back.
@@ -83,10 +89,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 }
 
 // putFields names the fields of a PUT body in error details.
-const putFields = `"value", "version", "prev_version", "prev_revision" and "create_only"`
+const putFields = `"value", "ttl", "version", "prev_version", "prev_revision" and "create_only"`
 
 // parsePutBody decodes {"value": "...", "version": n, "prev_version": n,
-// "prev_revision": n, "create_only": b}. "version" is the prototype's
+// "prev_revision": n, "create_only": b, "ttl": n}. "version" is the prototype's
 // precondition (v1.5): the key's current version must be n, as prev_version
 // says. An unknown field is refused, naming it; field names are
 // case-sensitive and a repeated field takes its last value, as in the
@@ -112,7 +118,7 @@ func parsePutBody(b []byte) (putBody, *apiError) {
 	if b[i] != '{' {
 		return p, unprocessable(`request body must be a JSON object such as {"value":"..."}, not %s`, kindOf(b[i:]))
 	}
-	var value, version, prevVersion, prevRevision, createOnly []byte
+	var value, version, prevVersion, prevRevision, createOnly, ttl []byte
 	for i++; ; {
 		i = skipSpace(b, i)
 		if b[i] == '}' {
@@ -139,6 +145,8 @@ func parsePutBody(b []byte) (putBody, *apiError) {
 			prevRevision = raw
 		case "create_only":
 			createOnly = raw
+		case "ttl":
+			ttl = raw
 		default:
 			return p, unprocessable("request body has an unknown field %q; a PUT body has %s", name, putFields)
 		}
@@ -163,6 +171,9 @@ func parsePutBody(b []byte) (putBody, *apiError) {
 		p.conds.prevVersion, p.conds.hasPrevVersion, p.conds.byVersion = v, true, !p.conds.hasPrevVersion
 	}
 	if p.conds.prevRevision, p.conds.hasPrevRevision, err = bodyInt("prev_revision", prevRevision); err != nil {
+		return p, err
+	}
+	if p.ttl, err = bodyTTL(ttl); err != nil {
 		return p, err
 	}
 	if createOnly != nil {
@@ -252,6 +263,22 @@ func bodyInt(name string, raw []byte) (int64, bool, *apiError) {
 		return 0, false, unprocessable(`%q must be a non-negative integer, not %s`, name, raw)
 	}
 	return n, true, nil
+}
+
+// bodyTTL decodes a PUT body's "ttl": a whole number of seconds from 1 to
+// MaxTTL (0 when absent or null).
+func bodyTTL(raw []byte) (int64, *apiError) {
+	if raw == nil || string(raw) == "null" {
+		return 0, nil
+	}
+	if raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
+		return 0, unprocessable(`"ttl" must be a whole number of seconds from 1 to %d, not %s`, MaxTTL, kindOf(raw))
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || n < 1 || n > MaxTTL {
+		return 0, unprocessable(`"ttl" must be a whole number of seconds from 1 to %d, not %s`, MaxTTL, raw)
+	}
+	return n, nil
 }
 
 // parseQuery parses the query string; nil when there is none.

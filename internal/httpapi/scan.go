@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/distkv/distkv/internal/kv"
@@ -135,13 +136,21 @@ func (h *handler) scan(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal error: range reported more pairs but returned none")
 		return
 	}
+	var token string
+	if more {
+		token = encodeToken(kvs[len(kvs)-1].Key)
+	}
+	now := h.now().UnixNano()
+	// Keys past their deadline are gone to readers (see get); a page may
+	// so hold fewer than limit pairs while more follow.
+	kvs = slices.DeleteFunc(kvs, func(p kv.KeyValue) bool { return p.Expired(now) })
 	buf := getBuf()
 	b := append(*buf, `{"kvs":[`...)
 	for i, p := range kvs {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendKeyValue(b, p.Key, p)
+		b = appendKeyValue(b, p.Key, p, now)
 	}
 	// The prototype's clients read the names alone from "keys".
 	b = append(b, `],"keys":[`...)
@@ -155,7 +164,7 @@ func (h *handler) scan(w http.ResponseWriter, r *http.Request) {
 	b = strconv.AppendInt(b, int64(len(kvs)), 10)
 	if more {
 		b = append(b, `,"more":true,"continue":"`...)
-		b = append(b, encodeToken(kvs[len(kvs)-1].Key)...)
+		b = append(b, token...)
 		b = append(b, `"}`...)
 	} else {
 		b = append(b, `,"more":false}`...)
