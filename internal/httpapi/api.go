@@ -187,6 +187,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if noParams(w, r, r.Method+" "+path) {
 			h.serveCluster(w, r, path)
 		}
+	case "/backup":
+		h.serveBackup(w, r)
 	case "/healthz":
 		if methodGet(w, r) && noParams(w, r, "GET /healthz") {
 			writeJSON(w, http.StatusOK, bodyHealthy)

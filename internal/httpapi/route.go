@@ -33,7 +33,7 @@ func Route(r *http.Request) string {
 	case "/keys", txnPath, "/cluster/status", "/cluster/members", "/cluster/leader/transfer",
 		"/request_status", "/deduplication_stats", "/cluster_status", "/segments",
 		"/compaction/status", "/compaction/run", "/compaction/configure",
-		"/healthz", "/readyz":
+		"/healthz", "/readyz", "/backup":
 		return path
 	case uiPath, uiPath + "/":
 		return uiPath
