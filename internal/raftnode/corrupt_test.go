@@ -145,3 +145,26 @@ func TestUnappliableChangeInTheLogStopsTheNode(t *testing.T) {
 		t.Fatalf("got %v; want a refusal naming the WAL", err)
 	}
 }
+
+func TestLeaderTimeoutReason(t *testing.T) {
+	ms := func(reach ...bool) []MemberStatus {
+		var out []MemberStatus
+		for _, r := range reach {
+			out = append(out, MemberStatus{Reachable: r})
+		}
+		return out
+	}
+	for _, c := range []struct {
+		members []MemberStatus
+		want    string
+	}{
+		{ms(true, true, false), "reaches 2 of 3 voters, a quorum"},
+		{ms(true, false, false), "reaches only 1 of 3 voters: no quorum"},
+		{append(ms(true, false, false), MemberStatus{Learner: true, Reachable: true}), "reaches only 1 of 3 voters: no quorum"},
+		{ms(true, true, true, false, false), "reaches 3 of 5 voters, a quorum"},
+	} {
+		if got := leaderTimeoutReason(c.members); !strings.Contains(got, c.want) {
+			t.Errorf("leaderTimeoutReason = %q, want it to say %q", got, c.want)
+		}
+	}
+}

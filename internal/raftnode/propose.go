@@ -106,16 +106,28 @@ func (n *Node) whyTimedOut(err error) error {
 	case lead == raft.None:
 		return fmt.Errorf("no leader: the cluster has no quorum or is electing one: %w", err)
 	case lead == n.raftID:
-		reachable := 0
-		st := n.Status()
-		for _, m := range st.Members {
-			if m.Reachable && !m.Learner {
-				reachable++
-			}
-		}
-		return fmt.Errorf("this node leads but reaches %d of %d members: no quorum?: %w", reachable, len(st.Members), err)
+		return fmt.Errorf("%s: %w", leaderTimeoutReason(n.Status().Members), err)
 	}
 	return fmt.Errorf("leader %s did not answer in time: %w", n.memberName(lead), err)
+}
+
+// leaderTimeoutReason says why a leader may not have committed a write in
+// time, from the voters it hears from (itself included).
+func leaderTimeoutReason(members []MemberStatus) string {
+	voters, reachable := 0, 0
+	for _, m := range members {
+		if m.Learner {
+			continue
+		}
+		voters++
+		if m.Reachable {
+			reachable++
+		}
+	}
+	if reachable > voters/2 {
+		return fmt.Sprintf("this node leads and reaches %d of %d voters, a quorum, but the write was not committed in time (slow disks or network, or a leader that has just changed?)", reachable, voters)
+	}
+	return fmt.Sprintf("this node leads but reaches only %d of %d voters: no quorum", reachable, voters)
 }
 
 // whyNotProposed explains a write that gave up while parked: Raft would not
