@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 // KeyValue is a key with its value, as Get, Scan and a transaction's get
@@ -29,6 +30,10 @@ type KeyValue struct {
 	// CreateRevision is the revision that created the key; only a
 	// transaction's get reports it (0 elsewhere).
 	CreateRevision int64
+	// TTL is the whole seconds left until the key expires, rounded up, for
+	// a key written with the TTL option; 0 for a key without one (and in a
+	// transaction's get).
+	TTL int64
 	// Raw is the pair as the server wrote it.
 	Raw json.RawMessage
 }
@@ -50,11 +55,12 @@ func decodeKeyValue(raw []byte) (KeyValue, error) {
 		Version        int64           `json:"version"`
 		Revision       int64           `json:"revision"`
 		CreateRevision int64           `json:"create_revision"`
+		TTL            int64           `json:"ttl"`
 	}
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return KeyValue{}, fmt.Errorf("decode key-value pair: %w", err)
 	}
-	kv := KeyValue{Key: p.Key, Version: p.Version, Revision: p.Revision, CreateRevision: p.CreateRevision, Raw: raw}
+	kv := KeyValue{Key: p.Key, Version: p.Version, Revision: p.Revision, CreateRevision: p.CreateRevision, TTL: p.TTL, Raw: raw}
 	if len(p.Value) > 0 && p.Value[0] == '"' {
 		if err := json.Unmarshal(p.Value, &kv.Value); err != nil {
 			return KeyValue{}, fmt.Errorf("decode the value of %q: %w", p.Key, err)
@@ -75,6 +81,7 @@ type conditions struct {
 	prevVersion  *int64
 	prevRevision *int64
 	createOnly   bool
+	ttl          int64 // seconds; Put only
 }
 
 func (cs *conditions) apply(conds []Condition) {
@@ -93,6 +100,23 @@ func PrevRevision(n int64) Condition { return func(c *conditions) { c.prevRevisi
 // CreateOnly holds when the key does not exist. Put only: the server
 // refuses it for a Delete (422).
 func CreateOnly() Condition { return func(c *conditions) { c.createOnly = true } }
+
+// TTL is not a condition but an option of a Put: the key expires d after
+// the server receives the write (whole seconds, rounded up; at most 10
+// years). The deadline is replicated with the write, so every node drops
+// the key at the same point and a restart keeps it; Get reports the time
+// left (KeyValue.TTL). A Put without TTL, or with a d of 0 or less,
+// clears a key's deadline. Delete refuses it.
+func TTL(d time.Duration) Condition {
+	s := int64(d / time.Second)
+	if d%time.Second > 0 {
+		s++
+	}
+	if d <= 0 {
+		s = 0
+	}
+	return func(c *conditions) { c.ttl = s }
+}
 
 // Version is the Python prototype's form of PrevVersion, sent as the PUT
 // body's "version": its 409 also carries the prototype's "status",
@@ -140,7 +164,8 @@ func (c *Client) put(ctx context.Context, key string, value json.RawMessage, con
 		PrevVersion  *int64          `json:"prev_version,omitempty"`
 		PrevRevision *int64          `json:"prev_revision,omitempty"`
 		CreateOnly   bool            `json:"create_only,omitempty"`
-	}{value, cs.version, cs.prevVersion, cs.prevRevision, cs.createOnly})
+		TTL          int64           `json:"ttl,omitempty"`
+	}{value, cs.version, cs.prevVersion, cs.prevRevision, cs.createOnly, cs.ttl})
 	if err != nil {
 		return PutResult{}, err
 	}
@@ -173,6 +198,9 @@ type DeleteResult struct {
 func (c *Client) Delete(ctx context.Context, key string, conds ...Condition) (DeleteResult, error) {
 	var cs conditions
 	cs.apply(conds)
+	if cs.ttl != 0 {
+		return DeleteResult{}, fmt.Errorf("delete %q: TTL is an option of Put only", key)
+	}
 	if cs.version != nil {
 		return DeleteResult{}, errors.New("delete: Version is a condition of Put; use PrevVersion")
 	}

@@ -76,6 +76,7 @@ func newClientCommands() []*cobra.Command {
 
 	var prevVersion, prevRevision int64
 	var createOnly, asJSON bool
+	var ttl time.Duration
 	put := addFlags(&cobra.Command{
 		Use:   "put KEY VALUE",
 		Short: "Write a key, optionally only if a condition holds",
@@ -93,6 +94,12 @@ func newClientCommands() []*cobra.Command {
 			}
 			if createOnly {
 				conds = append(conds, client.CreateOnly())
+			}
+			if cmd.Flags().Changed("ttl") {
+				if ttl < time.Second || ttl%time.Second != 0 {
+					return fmt.Errorf("--ttl %v: the key's time to live is a whole number of seconds, at least 1s", ttl)
+				}
+				conds = append(conds, client.TTL(ttl))
 			}
 			c, err := mk()
 			if err != nil {
@@ -114,6 +121,7 @@ func newClientCommands() []*cobra.Command {
 	put.Flags().Int64Var(&prevVersion, "prev-version", 0, "write only if the key is at this version (0: absent)")
 	put.Flags().Int64Var(&prevRevision, "prev-revision", 0, "write only if the key's last change has this revision")
 	put.Flags().BoolVar(&createOnly, "create-only", false, "write only if the key does not exist")
+	put.Flags().DurationVar(&ttl, "ttl", 0, "the key expires this long after the write (whole seconds: 30s, 5m); without it, a deadline the key had is cleared")
 	put.Flags().BoolVar(&asJSON, "json", false, "VALUE is a JSON value (12, true, {\"a\":1}, ...) rather than a string")
 
 	del := addFlags(&cobra.Command{
