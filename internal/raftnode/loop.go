@@ -111,6 +111,11 @@ func (n *Node) tick() {
 func (n *Node) afterEvent() error {
 	n.issueReads()
 	err := n.processReady()
+	if err == nil && n.stall == nil && n.leaderChanged && n.leader.Load() != raft.None {
+		n.leaderChanged = false
+		n.reproposeAfterLeaderChange()
+		err = n.processReady()
+	}
 	if err == nil && n.stall == nil && len(n.parked) > 0 && n.leader.Load() != raft.None {
 		n.proposeParked()
 		err = n.processReady()
@@ -230,6 +235,9 @@ func (n *Node) publishState(ss *raft.SoftState, hs raftpb.HardState) {
 	if ss != nil {
 		n.flushDeferred()
 		n.metrics.noteLeader(n.leader.Load(), ss.Lead)
+		if ss.Lead != n.leader.Load() {
+			n.leaderChanged = true
+		}
 		n.leader.Store(ss.Lead)
 		// A new leader does not answer its predecessor's ReadIndex requests.
 		n.reads.reissueAll()

@@ -26,6 +26,10 @@ type Node struct {
 	cfg    Config
 	logger *slog.Logger
 	raftID uint64
+	// leaderChanged: the leader changed since the loop last proposed again
+	// the requests that may be (reproposeAfterLeaderChange). Owned by the
+	// loop.
+	leaderChanged bool
 	// guard screens the messages that come from the network (guard.go).
 	// Owned by the loop.
 	guard peerGuard

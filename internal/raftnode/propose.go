@@ -17,6 +17,11 @@ type proposal struct {
 	id   uint64
 	data []byte
 	done chan proposalResult // buffered, 1
+	// idempotent: the command carries a client request id, so the state
+	// machine applies it at most once however often it is in the log (see
+	// kv.Command.Request). Such a proposal is proposed again after a leader
+	// change (reproposeAfterLeaderChange).
+	idempotent bool
 	// handed: the proposal may have reached Raft's log (this node's or,
 	// forwarded, the leader's). Until then a request that gives up knows the
 	// write was not made. Guarded by Node.mu.
@@ -48,7 +53,7 @@ func (n *Node) Propose(ctx context.Context, cmd kv.Command) (_ kv.Result, err er
 	data := make([]byte, 8, 8+len(enc))
 	binary.BigEndian.PutUint64(data, id)
 	data = append(data, enc...)
-	p := &proposal{id: id, data: data, done: make(chan proposalResult, 1)}
+	p := &proposal{id: id, data: data, done: make(chan proposalResult, 1), idempotent: !cmd.Request.IsZero()}
 	if lattrace.Enabled() {
 		lattrace.Mark(lattrace.Propose, id, 0)
 		defer lattrace.Mark(lattrace.Answered, id, 0)
@@ -192,6 +197,31 @@ func (n *Node) proposeOnce(p *proposal) {
 		return
 	}
 	n.deliver(p.id, proposalResult{err: err})
+}
+
+// reproposeAfterLeaderChange proposes again, to the new leader, the waiting
+// proposals that carry a client request id. A follower forwards a proposal
+// to the leader it knows, and Raft drops it silently if that leader is gone:
+// the request would wait out its whole deadline and answer "may still have
+// been applied". Proposed again, it commits under the new leader. Only
+// requests with an id can be: if the first proposal reached the old leader's
+// log and commits too, the state machine applies the second as a retry of
+// the first, changing nothing and answering the same.
+func (n *Node) reproposeAfterLeaderChange() {
+	n.mu.Lock()
+	var again []*proposal
+	for _, p := range n.waiters {
+		if p.idempotent && p.handed {
+			again = append(again, p)
+		}
+	}
+	n.mu.Unlock()
+	for _, p := range again {
+		n.proposeOnce(p)
+	}
+	if len(again) > 0 {
+		n.logger.Debug("proposed again after a leader change", "requests", len(again), "leader", n.memberName(n.leader.Load()))
+	}
 }
 
 // proposeParked proposes again the parked proposals whose requests still wait.
