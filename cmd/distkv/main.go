@@ -27,6 +27,7 @@ func main() {
 	}
 	root.AddCommand(newServerCommand(), newDevCommand(), newWALCommand())
 	root.AddCommand(newClientCommands()...)
+	root.AddCommand(newBackupCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "distkv:", err)
 		var ee *exitError

@@ -36,7 +36,7 @@ func IsDefaultPort(port int) bool {
 var listenFlags = []string{"http", "peer", "pprof-addr"}
 
 // localCommands need no address: they read files.
-var localCommands = []string{"wal", "help", "completion"}
+var localCommands = []string{"wal", "help", "completion", "restore"}
 
 // Env is the environment for a distkv process that a test starts: the
 // test's own, without the variables that would give a server a listen
