@@ -35,6 +35,9 @@
 //	                                      "snapshot_index":n,"duration_seconds":s}: a snapshot now, the log
 //	                                      compacted behind it (501 without a Compactor)
 //	POST   /compaction/configure 422     compaction follows the snapshots; nothing to configure
+//	GET    /backup               200     a consistent copy of the state at one revision (header
+//	                                      X-Distkv-Revision), streamed in the backup format of
+//	                                      internal/backup; 501 without a Backuper
 //	GET    /cluster/status       200     Status as JSON
 //	GET    /healthz              200     {"status":"ok"}
 //	GET    /readyz               200     {"status":"ready"}
