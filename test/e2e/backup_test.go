@@ -15,7 +15,7 @@ import (
 	"github.com/distkv/distkv/client"
 )
 
-// TestBackupRestoreUnderLoad takes a backup of a 3-node cluster while 32
+// TestBackupRestoreUnderLoad takes a backup of a 3-node cluster while 64
 // clients write unique keys, restores it into three fresh data directories
 // and starts a new cluster on them: every write acknowledged with a revision
 // at or below the backup's is there with its value, and no key written
@@ -32,7 +32,7 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const writers = 32
+	const writers = 64
 	type ack struct {
 		key, value string
 		rev        int64
