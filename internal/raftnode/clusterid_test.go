@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/vfs"
@@ -96,16 +95,7 @@ func TestLogOfAnotherClusterStopsTheNode(t *testing.T) {
 				t.Fatal(err)
 			}
 			cfg.ClusterID = 0
-			n, err := Open(cfg)
-			if err == nil {
-				select {
-				case <-n.Done():
-					err = n.Err()
-				case <-time.After(10 * time.Second):
-					n.Stop()
-					t.Fatal("a node whose log names another cluster kept running")
-				}
-			}
+			err := openUntilStopped(t, cfg, "a node whose log names another cluster")
 			if !errors.Is(err, ErrClusterID) || !strings.Contains(err.Error(), filepath.Join(dir, "cluster-id")) {
 				t.Fatalf("got %v; want ErrClusterID naming the cluster-id file", err)
 			}

@@ -131,16 +131,7 @@ func TestUnappliableChangeInTheLogStopsTheNode(t *testing.T) {
 	hsData, _ := hs.Marshal()
 	appendToWAL(t, cfg, wal.Record{Shard: 1, Type: wal.RecordEntry, Index: last + 1, Data: eData},
 		wal.Record{Shard: 1, Type: wal.RecordHardState, Data: hsData})
-	n, err := Open(cfg)
-	if err == nil {
-		select {
-		case <-n.Done():
-			err = n.Err()
-		case <-time.After(10 * time.Second):
-			n.Stop()
-			t.Fatal("a node whose log holds a change it cannot apply kept running")
-		}
-	}
+	err = openUntilStopped(t, cfg, "a node whose log holds a change it cannot apply")
 	if err == nil || !strings.Contains(err.Error(), "membership change cannot apply") || !strings.Contains(err.Error(), cfg.walDir()) {
 		t.Fatalf("got %v; want a refusal naming the WAL", err)
 	}
@@ -166,5 +157,23 @@ func TestLeaderTimeoutReason(t *testing.T) {
 		if got := leaderTimeoutReason(c.members); !strings.Contains(got, c.want) {
 			t.Errorf("leaderTimeoutReason = %q, want it to say %q", got, c.want)
 		}
+	}
+}
+
+// openUntilStopped opens a node that must refuse to run (what) and returns
+// why: Open's error, or the error that stopped the node soon after.
+func openUntilStopped(t *testing.T, cfg Config, what string) error {
+	t.Helper()
+	n, err := Open(cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-n.Done():
+		return n.Err()
+	case <-time.After(10 * time.Second):
+		n.Stop()
+		t.Fatalf("%s kept running", what)
+		return nil
 	}
 }
