@@ -30,13 +30,8 @@ func (h *handler) history(w http.ResponseWriter, r *http.Request, key []byte, en
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
-	kvp, found, err := h.backend.Get(ctx, key, linearizable)
-	if err != nil {
-		h.backendError(ctx, w, r, "get", err, false)
-		return
-	}
-	if !found {
-		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
+	kvp, _, ok := h.getLive(ctx, w, r, key, linearizable)
+	if !ok {
 		return
 	}
 	buf := getBuf()

@@ -98,16 +98,8 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
-	kvp, found, err := h.backend.Get(ctx, key, linearizable)
-	if err != nil {
-		h.backendError(ctx, w, r, "get", err, false)
-		return
-	}
-	now := h.now().UnixNano()
-	if !found || kvp.Expired(now) {
-		// Past its deadline, the key is gone to readers already, though
-		// the entry that deletes it may not be applied yet.
-		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
+	kvp, now, ok := h.getLive(ctx, w, r, key, linearizable)
+	if !ok {
 		return
 	}
 	if hasVersion && version != kvp.Version {
@@ -118,6 +110,26 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	*buf = appendKeyValue(*buf, key, kvp, now)
 	writeJSON(w, http.StatusOK, *buf)
 	putBuf(buf)
+}
+
+// getLive reads key for a GET and returns it with the time it was judged
+// live at (Unix nanoseconds). Otherwise it answers the request itself (404
+// for a key that is missing or past its deadline, or the backend's error)
+// and returns false.
+func (h *handler) getLive(ctx context.Context, w http.ResponseWriter, r *http.Request, key []byte, linearizable bool) (kv.KeyValue, int64, bool) {
+	kvp, found, err := h.backend.Get(ctx, key, linearizable)
+	if err != nil {
+		h.backendError(ctx, w, r, "get", err, false)
+		return kv.KeyValue{}, 0, false
+	}
+	now := h.now().UnixNano()
+	if !found || kvp.Expired(now) {
+		// Past its deadline, the key is gone to readers already, though
+		// the entry that deletes it may not be applied yet.
+		writeJSON(w, http.StatusNotFound, bodyKeyNotFound)
+		return kv.KeyValue{}, 0, false
+	}
+	return kvp, now, true
 }
 
 // appendKeyValue appends {"key":..,"value":..,"version":..,"revision":..},

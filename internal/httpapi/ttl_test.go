@@ -58,9 +58,14 @@ func TestPutTTL(t *testing.T) {
 			t.Errorf("GET %v after the PUT: %d ttl %d (%v), want %d ttl %d (%v)", tc.after, code, ttl, has, tc.wantCode, tc.ttl, tc.has)
 		}
 	}
-	// The scan leaves it out too.
+	// The scan leaves it out too, and so do its history and versions.
 	if rec := serve(h, "GET", "/keys", nil); rec.Code != 200 || strings.Contains(rec.Body.String(), `"k"`) {
 		t.Errorf("scan past the deadline: %d %s", rec.Code, rec.Body)
+	}
+	for _, path := range []string{"/key/k/history", "/key/k/versions"} {
+		if rec := serve(h, "GET", path, nil); rec.Code != 404 {
+			t.Errorf("GET %s past the deadline: %d %s, want 404", path, rec.Code, rec.Body)
+		}
 	}
 
 	now = time.Unix(1_700_000_000, 0)
