@@ -15,17 +15,8 @@ import (
 //
 // A missing key is 404 {"detail":"Key not found"}.
 func (h *handler) history(w http.ResponseWriter, r *http.Request, key []byte, endpoint string) {
-	q, aerr := parseQuery(r)
-	if aerr == nil {
-		aerr = checkParams(q, "GET /key/{key}"+endpoint, paramsHistory)
-	}
-	if aerr != nil {
-		writeAPIError(w, aerr)
-		return
-	}
-	linearizable, aerr := consistency(q)
-	if aerr != nil {
-		writeAPIError(w, aerr)
+	_, linearizable, ok := readQuery(w, r, "GET /key/{key}"+endpoint, paramsHistory)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -69,18 +70,27 @@ func (h *handler) serveKey(w http.ResponseWriter, r *http.Request, escKey string
 	}
 }
 
-func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
+// readQuery parses the query of a read of what, which may carry the
+// parameters allowed, and its consistency. A bad query is answered here,
+// and ok is false.
+func readQuery(w http.ResponseWriter, r *http.Request, what string, allowed []string) (q url.Values, linearizable, ok bool) {
 	q, aerr := parseQuery(r)
 	if aerr == nil {
-		aerr = checkParams(q, "GET /key/{key}", paramsGet)
+		aerr = checkParams(q, what, allowed)
+	}
+	if aerr == nil {
+		linearizable, aerr = consistency(q)
 	}
 	if aerr != nil {
 		writeAPIError(w, aerr)
-		return
+		return nil, false, false
 	}
-	linearizable, aerr := consistency(q)
-	if aerr != nil {
-		writeAPIError(w, aerr)
+	return q, linearizable, true
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
+	q, linearizable, ok := readQuery(w, r, "GET /key/{key}", paramsGet)
+	if !ok {
 		return
 	}
 	version, hasVersion, aerr := queryInt(q, "version")
