@@ -167,36 +167,36 @@ func learnClusterID(url string, timeout time.Duration) (uint64, error) {
 	return 0, fmt.Errorf("join through %s: learn the cluster id: %w", base, lastErr)
 }
 
-// handlerRelay passes peer traffic to the node once it is open.
-type handlerRelay struct{ n atomic.Pointer[raftnode.Node] }
+// handlerRelay passes peer traffic to the node's Host once it is open.
+type handlerRelay struct{ h atomic.Pointer[raftnode.Host] }
 
 var _ transport.Handler = (*handlerRelay)(nil)
 
-func (h *handlerRelay) set(n *raftnode.Node) { h.n.Store(n) }
+func (r *handlerRelay) set(h *raftnode.Host) { r.h.Store(h) }
 
-func (h *handlerRelay) HandleRaft(shard uint64, msgs []raftpb.Message) {
-	if n := h.n.Load(); n != nil {
-		n.HandleRaft(shard, msgs)
+func (r *handlerRelay) HandleRaft(shard uint64, msgs []raftpb.Message) {
+	if h := r.h.Load(); h != nil {
+		h.HandleRaft(shard, msgs)
 	}
 }
 
-func (h *handlerRelay) HandleCall(ctx context.Context, from, shard uint64, method uint8, payload []byte) ([]byte, error) {
-	if n := h.n.Load(); n != nil {
-		return n.HandleCall(ctx, from, shard, method, payload)
+func (r *handlerRelay) HandleCall(ctx context.Context, from, shard uint64, method uint8, payload []byte) ([]byte, error) {
+	if h := r.h.Load(); h != nil {
+		return h.HandleCall(ctx, from, shard, method, payload)
 	}
 	return nil, errors.New("node is starting")
 }
 
-func (h *handlerRelay) HandleSnapshot(from, shard uint64, r io.Reader) error {
-	if n := h.n.Load(); n != nil {
-		return n.HandleSnapshot(from, shard, r)
+func (r *handlerRelay) HandleSnapshot(from, shard uint64, rd io.Reader) error {
+	if h := r.h.Load(); h != nil {
+		return h.HandleSnapshot(from, shard, rd)
 	}
 	return errors.New("node is starting")
 }
 
-func (h *handlerRelay) PeerUnreachable(to uint64) {
-	if n := h.n.Load(); n != nil {
-		n.PeerUnreachable(to)
+func (r *handlerRelay) PeerUnreachable(to uint64) {
+	if h := r.h.Load(); h != nil {
+		h.PeerUnreachable(to)
 	}
 }
 

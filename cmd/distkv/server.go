@@ -242,7 +242,7 @@ func runServer(o *serverOptions) error {
 	if err != nil {
 		return err
 	}
-	relay.set(node)
+	relay.set(node.Host())
 	if err := registerNode(mx, node, tr); err != nil {
 		node.Stop()
 		return err

@@ -136,6 +136,7 @@ func (a *appender) writer() {
 			a.report(appendEvent{err: err})
 			return
 		}
+		a.n.host.relieveWAL()
 		select {
 		case a.toSync <- written{batch: batch, sync: needSync}:
 		case <-a.stop:

@@ -245,7 +245,7 @@ func TestTransportNamesMembers(t *testing.T) {
 				want[RaftID(m)] = m
 			}
 		}
-		tr := c.nodes[self].cfg.Transport.(*memTransport)
+		tr := c.nodes[self].host.cfg.Transport.(*memTransport)
 		waitUntil(t, 5*time.Second, self+"'s transport names its peers",
 			func() bool { return maps.Equal(tr.namesOf(), want) },
 			func() string { return fmt.Sprintf("names %v, want %v", tr.namesOf(), want) })

@@ -94,37 +94,6 @@ func (n *Node) checkLogClusterID(where, s string) error {
 	return nil
 }
 
-// loadClusterID takes the cluster id the data directory keeps, if any, at
-// the start of recovery: before a snapshot's membership is checked against it.
-func (n *Node) loadClusterID() error {
-	id, found, err := ReadClusterID(n.cfg.FS, n.cfg.DataDir)
-	switch {
-	case err != nil:
-		return err
-	case found && n.cfg.ClusterID != 0 && id != n.cfg.ClusterID:
-		return fmt.Errorf("%w: data directory %s belongs to cluster %016x, not %016x", ErrClusterID, n.cfg.DataDir, id, n.cfg.ClusterID)
-	}
-	n.clusterID = id
-	return nil
-}
-
-// settleClusterID completes the choice once recovery knows whether the data
-// directory is fresh: a fresh one keeps Config.ClusterID; one with state and
-// no id (made before cluster ids) goes on without.
-func (n *Node) settleClusterID(fresh bool) error {
-	switch {
-	case n.clusterID != 0:
-	case fresh && n.cfg.ClusterID != 0:
-		if err := writeClusterID(n.cfg.FS, n.cfg.DataDir, n.cfg.ClusterID); err != nil {
-			return fmt.Errorf("keep the cluster id: %w", err)
-		}
-		n.clusterID = n.cfg.ClusterID
-	case !fresh:
-		n.logger.Warn("this data directory predates cluster ids: peers of other clusters are told apart by --cluster-token only", "data_dir", n.cfg.DataDir)
-	}
-	return nil
-}
-
 // ClusterID returns the id of the cluster this node belongs to, 0 if its data
 // directory predates cluster ids.
 func (n *Node) ClusterID() uint64 { return n.clusterID }

@@ -43,6 +43,8 @@ func (n *Node) run() {
 			n.stepQueued(m)
 		case f := <-n.funcc:
 			f()
+		case <-n.unpinc:
+			n.unpinWAL()
 		case id := <-n.unreachc:
 			n.rn.ReportUnreachable(id)
 		case d := <-n.snapRecvc:

@@ -20,7 +20,7 @@ import (
 // traffic from a to b.
 type memNet struct {
 	mu    sync.Mutex
-	nodes map[uint64]*Node
+	nodes map[uint64]peerHandler
 	cut   map[[2]uint64]bool
 	drop  float64 // probability of losing a message
 	dup   float64 // probability of delivering it twice
@@ -31,7 +31,7 @@ type memNet struct {
 }
 
 func newMemNet(seed int64) *memNet {
-	return &memNet{nodes: map[uint64]*Node{}, cut: map[[2]uint64]bool{}, rng: rand.New(rand.NewSource(seed))}
+	return &memNet{nodes: map[uint64]peerHandler{}, cut: map[[2]uint64]bool{}, rng: rand.New(rand.NewSource(seed))}
 }
 
 func (nw *memNet) transport(id uint64) *memTransport { return &memTransport{nw: nw, id: id} }
@@ -39,6 +39,21 @@ func (nw *memNet) transport(id uint64) *memTransport { return &memTransport{nw: 
 func (nw *memNet) attach(n *Node) {
 	nw.mu.Lock()
 	nw.nodes[n.raftID] = n
+	nw.mu.Unlock()
+}
+
+// peerHandler takes a node's peer traffic: a Node, or a Host of many.
+type peerHandler interface {
+	HandleRaft(shard uint64, msgs []raftpb.Message)
+	HandleCall(ctx context.Context, from, shard uint64, method uint8, payload []byte) ([]byte, error)
+	HandleSnapshot(from, shard uint64, r io.Reader) error
+	PeerUnreachable(to uint64)
+}
+
+// attachHost routes the traffic for node id to h.
+func (nw *memNet) attachHost(id uint64, h *Host) {
+	nw.mu.Lock()
+	nw.nodes[id] = h
 	nw.mu.Unlock()
 }
 
@@ -67,7 +82,7 @@ func (nw *memNet) heal() {
 	nw.mu.Unlock()
 }
 
-func (nw *memNet) route(from, to uint64) (*Node, bool) {
+func (nw *memNet) route(from, to uint64) (peerHandler, bool) {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
 	n, ok := nw.nodes[to]

@@ -6,9 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,11 +39,14 @@ type Node struct {
 	clusterID uint64
 
 	// Owned by the loop goroutine after Start.
-	rn        *raft.RawNode
-	storage   *raft.MemoryStorage
+	rn      *raft.RawNode
+	storage *raft.MemoryStorage
+	// host is the node-wide side (see Host): wal and snaps are its; a node
+	// opened by Open owns its Host and closes it as it stops.
+	host      *Host
+	ownsHost  bool
 	wal       *wal.WAL
 	snaps     *snap.Store
-	lock      io.Closer // the data directory's LOCK, held while the node runs
 	mark      *appliedMark
 	confState raftpb.ConfState
 	// Invariant: snapIndex <= applied <= committed.
@@ -61,6 +62,10 @@ type Node struct {
 	// snapshotSoon asks for a snapshot before SnapshotEntries more entries
 	// are applied: the newest one predates a member that needs one.
 	snapshotSoon bool
+	// unpinning: the Host asked this group to let go of the oldest WAL
+	// segment (unpinWAL); the next snapshot compacts behind itself.
+	unpinning bool
+	unpinc    chan struct{} // cap 1: see askUnpin
 	// inConfig: this node is in the configuration it has applied (a joining
 	// node is not until the leader's log or snapshot reaches it).
 	inConfig atomic.Bool
@@ -201,12 +206,45 @@ type Node struct {
 }
 
 // Open recovers the node's state from cfg.DataDir (or creates a new cluster
-// member if it is empty) and starts its loop.
+// member if it is empty) and starts its loop: a Host of the one group
+// cfg.Shard, which Stop closes with the group.
 func Open(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	h, err := OpenHost(cfg.hostConfig())
+	if err != nil {
+		return nil, err
+	}
+	n, err := h.openGroup(cfg, true)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// OpenGroup opens group cfg.Shard on h: it recovers the group's state from
+// its snapshots and the records the WAL holds for it (or bootstraps a new
+// group of cfg.Members) and starts its loop. The node-wide settings of cfg
+// (Self, DataDir, FS, Transport, ClusterID, the WAL's) are h's.
+func (h *Host) OpenGroup(cfg Config) (*Node, error) { return h.openGroup(cfg, false) }
+
+func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
+	cfg.Self, cfg.DataDir, cfg.FS, cfg.ClusterID = h.cfg.Self, h.cfg.DataDir, h.cfg.FS, h.clusterID
+	cfg.Transport = nil
+	if h.tr != nil {
+		cfg.Transport = h.tr.forGroup(cfg.Shard)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = h.cfg.Logger
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	n := &Node{
+		host:        h,
+		ownsHost:    ownsHost,
 		startedAt:   time.Now(),
 		cfg:         cfg,
 		logger:      cfg.Logger.With("shard", cfg.Shard),
@@ -220,12 +258,16 @@ func Open(cfg Config) (*Node, error) {
 		snapRecvc:   make(chan *snapDelivery),
 		snapStatusc: make(chan snapStatus),
 		funcc:       make(chan func()),
+		unpinc:      make(chan struct{}, 1),
 		stopc:       make(chan struct{}),
 		donec:       make(chan struct{}),
 		replayed:    make(chan struct{}),
 		waiters:     map[uint64]*proposal{},
 		members:     map[uint64]Member{},
 		contact:     map[uint64]time.Time{},
+		wal:         h.wal,
+		snaps:       h.snaps,
+		clusterID:   h.clusterID,
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var err error
@@ -243,28 +285,17 @@ func Open(cfg Config) (*Node, error) {
 	n.reads.nonce = binary.LittleEndian.Uint64(seed[:])
 	n.reads.wake = make(chan struct{}, 1)
 
-	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
+	if err := cfg.FS.MkdirAll(cfg.groupDir(), 0o755); err != nil {
+		return nil, fmt.Errorf("create the directory of group %d: %w", cfg.Shard, err)
 	}
-	lock, err := cfg.FS.Lock(filepath.Join(cfg.DataDir, "LOCK"))
-	if err != nil {
-		return nil, fmt.Errorf("data directory %s is in use (is another distkv running on it?): %w", cfg.DataDir, err)
-	}
-	n.lock = lock
-	snaps, err := snap.NewStore(cfg.FS, cfg.snapDir(), cfg.Logger)
-	if err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("open snapshots: %w", err)
-	}
-	n.snaps = snaps
-	if err := n.recover(); err != nil {
-		if n.wal != nil {
-			n.wal.Close()
-		}
+	if err := n.recover(h.take(cfg.Shard)); err != nil {
 		if n.mark != nil {
 			n.mark.close()
 		}
-		lock.Close()
+		return nil, err
+	}
+	if err := h.attach(n); err != nil {
+		n.mark.close()
 		return nil, err
 	}
 	if cfg.Transport != nil {
@@ -285,65 +316,21 @@ func Open(cfg Config) (*Node, error) {
 
 // recover loads the newest snapshot, replays the WAL behind it and creates the
 // RawNode. On an empty data directory it bootstraps the initial membership.
-func (n *Node) recover() error {
+func (n *Node) recover(rl *recoveredLog) error {
 	shard := n.cfg.Shard
-	if err := n.loadClusterID(); err != nil {
-		return err
-	}
 	meta, found, err := n.loadSnapshot()
 	if err != nil {
 		return err
 	}
-	var (
-		hs      raftpb.HardState
-		ents    []raftpb.Entry
-		records int
-	)
-	w, err := wal.Open(wal.Config{
-		Dir:         n.cfg.walDir(),
-		FS:          n.cfg.FS,
-		SegmentSize: n.cfg.WALSegmentSize,
-		Compression: n.cfg.WALCompression,
-		Direct:      !n.cfg.WALBuffered,
-		Logger:      n.cfg.Logger,
-
-		SyncObserver: n.cfg.WALSyncObserver,
-	}, func(r wal.Record) error {
-		if r.Shard != shard {
-			return nil
+	hs, ents, records := rl.hs, rl.ents, rl.records
+	if found {
+		// The entries the snapshot covers are applied with it.
+		i := 0
+		for i < len(ents) && ents[i].Index <= meta.Index {
+			i++
 		}
-		records++
-		switch r.Type {
-		case wal.RecordHardState:
-			var h raftpb.HardState
-			if err := h.Unmarshal(r.Data); err != nil {
-				return fmt.Errorf("decode hard state: %w", err)
-			}
-			hs = h
-		case wal.RecordEntry:
-			if found && r.Index <= meta.Index {
-				return nil
-			}
-			var e raftpb.Entry
-			if err := e.Unmarshal(r.Data); err != nil {
-				return fmt.Errorf("decode entry %d: %w", r.Index, err)
-			}
-			// A later record for an index overwrites the suffix from there on:
-			// a follower's log can be truncated by a new leader.
-			for len(ents) > 0 && ents[len(ents)-1].Index >= e.Index {
-				ents = ents[:len(ents)-1]
-			}
-			if len(ents) > 0 && ents[len(ents)-1].Index+1 != e.Index {
-				return fmt.Errorf("wal has a gap: entry %d follows %d", e.Index, ents[len(ents)-1].Index)
-			}
-			ents = append(ents, e)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("open wal: %w", err)
+		ents = ents[i:]
 	}
-	n.wal = w
 
 	if found {
 		if err := n.adoptMembers(meta.Extra); err != nil {
@@ -382,7 +369,7 @@ func (n *Node) recover() error {
 	if len(ents) > 0 && !found && ents[0].Index != 1 {
 		return fmt.Errorf("wal starts at entry %d and there is no snapshot: entries are missing", ents[0].Index)
 	}
-	if n.mark, err = openAppliedMark(n.cfg.FS, n.cfg.DataDir, n.logger.Warn); err != nil {
+	if n.mark, err = openAppliedMark(n.cfg.FS, n.cfg.groupDir(), n.logger.Warn); err != nil {
 		return err
 	}
 	if last := lastIndex(ents, n.snapIndex); hs.Commit > last {
@@ -448,9 +435,6 @@ func (n *Node) recover() error {
 	n.commitTickAgo.Store(n.replayTo)
 	n.noteReplayed()
 	fresh := !found && len(ents) == 0 && raft.IsEmptyHardState(hs)
-	if err := n.settleClusterID(fresh); err != nil {
-		return err
-	}
 	if fresh && n.cfg.Join {
 		n.logger.Info("joining an existing cluster: waiting for the leader to send the log", "id", n.cfg.Self.Name)
 	} else if fresh {
@@ -575,15 +559,17 @@ func (n *Node) shutdown(cause error) {
 		}
 		break
 	}
-	if err := n.wal.Close(); err != nil && cause == nil {
-		n.mu.Lock()
-		n.err = fmt.Errorf("close wal: %w", err)
-		n.mu.Unlock()
-	}
 	if err := n.mark.close(); err != nil && cause == nil {
 		n.mu.Lock()
 		n.err = fmt.Errorf("close applied mark: %w", err)
 		n.mu.Unlock()
 	}
-	n.lock.Close()
+	n.host.detach(n)
+	if n.ownsHost {
+		if err := n.host.Close(); err != nil && cause == nil {
+			n.mu.Lock()
+			n.err = err
+			n.mu.Unlock()
+		}
+	}
 }

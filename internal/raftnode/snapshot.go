@@ -144,7 +144,12 @@ func (n *Node) finishSnapshot(res snapResult) error {
 	}
 	// Compact behind the oldest snapshot kept, so every kept snapshot plus the
 	// WAL is a complete state.
-	segments, err := n.wal.Compact(n.cfg.Shard, n.keptSnaps[0])
+	behind := n.keptSnaps[0]
+	if n.unpinning {
+		// The oldest WAL segment waits for this group (unpinWAL).
+		behind, n.unpinning = idx, false
+	}
+	segments, err := n.wal.Compact(n.cfg.Shard, behind)
 	if err != nil {
 		n.logger.Warn("compact wal", "err", err)
 	}
@@ -155,6 +160,36 @@ func (n *Node) finishSnapshot(res snapResult) error {
 	n.logger.Info("snapshot saved", "index", idx, "wal_bytes", n.wal.Size(), "wal_segments_removed", segments,
 		"duration", c.Duration)
 	return nil
+}
+
+// askUnpin asks the group to let go of the oldest WAL segment (see
+// Host.relieveWAL). It never blocks.
+func (n *Node) askUnpin() {
+	select {
+	case n.unpinc <- struct{}{}:
+	default:
+	}
+}
+
+// unpinWAL lets go of the entries of this group that keep the oldest segment
+// of the shared WAL: it takes a snapshot and compacts the WAL behind it
+// (finishSnapshot), or, with nothing applied since its newest snapshot,
+// compacts behind that one now. Either way the WAL is compacted behind the
+// newest snapshot instead of the oldest kept, so for those entries the group
+// gives up falling back to an older snapshot should the newest be damaged.
+func (n *Node) unpinWAL() {
+	if n.snapshotting || n.applied.Load() > n.snapIndex {
+		n.unpinning = true
+		n.snapshotSoon = true
+		n.maybeSnapshot()
+		return
+	}
+	if n.snapIndex == 0 {
+		return
+	}
+	if _, err := n.wal.Compact(n.cfg.Shard, n.snapIndex); err != nil {
+		n.logger.Warn("compact wal", "err", err)
+	}
 }
 
 // loadSnapshot restores the state machine from the newest intact snapshot.

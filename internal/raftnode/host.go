@@ -1,0 +1,449 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/snap"
+	"github.com/distkv/distkv/internal/vfs"
+	"github.com/distkv/distkv/internal/wal"
+)
+
+// Host is one distkv node's side of all the Raft groups it serves: the data
+// directory (its lock, the one WAL every group writes its records to, the
+// snapshot store, the cluster id), and the peer traffic, which it hands to
+// the group each message names. Each group is a Node of its own (its Raft
+// state, state machine, reads, applied mark and loop) opened with OpenGroup.
+//
+// Sharing the WAL is what makes many groups cheap to write: appends of
+// different groups that are under way together become one WAL frame and one
+// fsync (the WAL's group commit, wal.WAL.Append), and a segment is deleted
+// only once every group's snapshot covers its entries (wal.WAL.Compact).
+//
+// Peer connections are the node's too: a group adds and removes the members
+// it replicates with, and the Host keeps a peer reachable while any group
+// needs it.
+type Host struct {
+	cfg       HostConfig
+	logger    *slog.Logger
+	lock      io.Closer
+	wal       *wal.WAL
+	snaps     *snap.Store
+	clusterID uint64
+	// fresh: the data directory held no state when the Host opened.
+	fresh bool
+	tr    *hostTransport
+
+	mu sync.Mutex
+	// recovered holds what the WAL replay found for each group not yet
+	// opened.
+	recovered map[uint64]*recoveredLog
+	// groups is copied on write so that peer traffic finds its group
+	// without a lock.
+	groups atomic.Pointer[map[uint64]*Node]
+	closed bool
+	// reliefAt is when relieveWAL last asked groups to let go of the
+	// oldest segment (Unix nanoseconds).
+	reliefAt atomic.Int64
+}
+
+// recoveredLog is what the WAL holds for one group: its last hard state and
+// its entries in log order (a later record for an index replaces the suffix
+// from there, as a new leader truncates a follower's log).
+type recoveredLog struct {
+	hs      raftpb.HardState
+	ents    []raftpb.Entry
+	records int
+}
+
+// HostConfig configures a Host: what is one per node.
+type HostConfig struct {
+	// Self is this node. Required.
+	Self Member
+	// DataDir holds wal/, snap/, the cluster id and each group's applied
+	// mark. Required.
+	DataDir string
+	// FS is where files go; default vfs.Default.
+	FS vfs.FS
+	// Transport reaches the other nodes; nil for a node without peers.
+	Transport Transport
+	// ClusterID: see Config.ClusterID.
+	ClusterID uint64
+	// WAL settings: see Config.
+	WALSegmentSize  int64
+	WALCompression  wal.Compression
+	WALBuffered     bool
+	WALSyncObserver func(time.Duration)
+	Logger          *slog.Logger
+}
+
+// Validate fills defaults and reports the first invalid setting.
+func (c *HostConfig) Validate() error {
+	if c.Self.Name == "" {
+		return errors.New("node id must not be empty")
+	}
+	if c.DataDir == "" {
+		return errors.New("data directory must not be empty")
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func (c *HostConfig) walDir() string  { return filepath.Join(c.DataDir, "wal") }
+func (c *HostConfig) snapDir() string { return filepath.Join(c.DataDir, "snap") }
+
+// hostConfig is the node-wide part of cfg.
+func (c *Config) hostConfig() HostConfig {
+	return HostConfig{
+		Self: c.Self, DataDir: c.DataDir, FS: c.FS, Transport: c.Transport, ClusterID: c.ClusterID,
+		WALSegmentSize: c.WALSegmentSize, WALCompression: c.WALCompression, WALBuffered: c.WALBuffered,
+		WALSyncObserver: c.WALSyncObserver, Logger: c.Logger,
+	}
+}
+
+// OpenHost takes the data directory (creating it if need be): it locks it,
+// reads the cluster id, opens the snapshot store and replays the WAL, keeping
+// each group's records until OpenGroup opens that group.
+func OpenHost(cfg HostConfig) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h := &Host{cfg: cfg, logger: cfg.Logger, recovered: map[uint64]*recoveredLog{}}
+	h.groups.Store(&map[uint64]*Node{})
+	if cfg.Transport != nil {
+		h.tr = &hostTransport{Transport: cfg.Transport, users: map[uint64]map[uint64]bool{}}
+	}
+	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	lock, err := cfg.FS.Lock(filepath.Join(cfg.DataDir, "LOCK"))
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s is in use (is another distkv running on it?): %w", cfg.DataDir, err)
+	}
+	h.lock = lock
+	if err := h.open(); err != nil {
+		if h.wal != nil {
+			h.wal.Close()
+		}
+		lock.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Host) open() error {
+	id, found, err := ReadClusterID(h.cfg.FS, h.cfg.DataDir)
+	switch {
+	case err != nil:
+		return err
+	case found && h.cfg.ClusterID != 0 && id != h.cfg.ClusterID:
+		return fmt.Errorf("%w: data directory %s belongs to cluster %016x, not %016x", ErrClusterID, h.cfg.DataDir, id, h.cfg.ClusterID)
+	}
+	h.clusterID = id
+	if h.snaps, err = snap.NewStore(h.cfg.FS, h.cfg.snapDir(), h.cfg.Logger); err != nil {
+		return fmt.Errorf("open snapshots: %w", err)
+	}
+	records := 0
+	h.wal, err = wal.Open(wal.Config{
+		Dir:         h.cfg.walDir(),
+		FS:          h.cfg.FS,
+		SegmentSize: h.cfg.WALSegmentSize,
+		Compression: h.cfg.WALCompression,
+		Direct:      !h.cfg.WALBuffered,
+		Logger:      h.cfg.Logger,
+
+		SyncObserver: h.cfg.WALSyncObserver,
+	}, func(r wal.Record) error {
+		records++
+		return h.replay(r)
+	})
+	if err != nil {
+		return fmt.Errorf("open wal: %w", err)
+	}
+	snaps, err := h.snaps.Shards()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	h.fresh = records == 0 && len(snaps) == 0
+	switch {
+	case h.clusterID != 0:
+	case h.fresh && h.cfg.ClusterID != 0:
+		if err := writeClusterID(h.cfg.FS, h.cfg.DataDir, h.cfg.ClusterID); err != nil {
+			return fmt.Errorf("keep the cluster id: %w", err)
+		}
+		h.clusterID = h.cfg.ClusterID
+	case !h.fresh:
+		h.logger.Warn("this data directory predates cluster ids: peers of other clusters are told apart by --cluster-token only", "data_dir", h.cfg.DataDir)
+	}
+	return nil
+}
+
+// replay takes one WAL record at Open into its group's recoveredLog.
+func (h *Host) replay(r wal.Record) error {
+	rl := h.recovered[r.Shard]
+	if rl == nil {
+		rl = &recoveredLog{}
+		h.recovered[r.Shard] = rl
+	}
+	rl.records++
+	switch r.Type {
+	case wal.RecordHardState:
+		var hs raftpb.HardState
+		if err := hs.Unmarshal(r.Data); err != nil {
+			return fmt.Errorf("decode hard state of shard %d: %w", r.Shard, err)
+		}
+		rl.hs = hs
+	case wal.RecordEntry:
+		var e raftpb.Entry
+		if err := e.Unmarshal(r.Data); err != nil {
+			return fmt.Errorf("decode entry %d of shard %d: %w", r.Index, r.Shard, err)
+		}
+		ents := rl.ents
+		// A later record for an index overwrites the suffix from there on:
+		// a follower's log can be truncated by a new leader.
+		for len(ents) > 0 && ents[len(ents)-1].Index >= e.Index {
+			ents = ents[:len(ents)-1]
+		}
+		if len(ents) > 0 && ents[len(ents)-1].Index+1 != e.Index {
+			// A snapshot installed from the leader lets the log jump ahead:
+			// what came before is behind that snapshot. Whether a snapshot on
+			// disk covers the gap is checked when the group opens.
+			clear(ents)
+			ents = ents[:0]
+		}
+		rl.ents = append(ents, e)
+	}
+	return nil
+}
+
+// take hands the records the WAL held for shard to the group opening it.
+func (h *Host) take(shard uint64) *recoveredLog {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rl := h.recovered[shard]
+	delete(h.recovered, shard)
+	if rl == nil {
+		rl = &recoveredLog{}
+	}
+	return rl
+}
+
+// RecoveredGroups lists the groups the data directory holds records or
+// snapshots of and that are not open yet, in order.
+func (h *Host) RecoveredGroups() ([]uint64, error) {
+	h.mu.Lock()
+	shards := slices.Collect(maps.Keys(h.recovered))
+	h.mu.Unlock()
+	snapped, err := h.snaps.Shards()
+	if err != nil {
+		return nil, err
+	}
+	open := *h.groups.Load()
+	for _, s := range snapped {
+		if _, ok := open[s]; !ok && !slices.Contains(shards, s) {
+			shards = append(shards, s)
+		}
+	}
+	slices.Sort(shards)
+	return shards, nil
+}
+
+// ClusterID is the id of the cluster the data directory belongs to (0 if it
+// predates cluster ids).
+func (h *Host) ClusterID() uint64 { return h.clusterID }
+
+// Host returns the Host the node is a group of.
+func (n *Node) Host() *Host { return n.host }
+
+// Group returns the open group shard, or nil.
+func (h *Host) Group(shard uint64) *Node { return (*h.groups.Load())[shard] }
+
+// Groups returns the open groups.
+func (h *Host) Groups() []*Node {
+	gs := *h.groups.Load()
+	out := make([]*Node, 0, len(gs))
+	for _, id := range slices.Sorted(maps.Keys(gs)) {
+		out = append(out, gs[id])
+	}
+	return out
+}
+
+// attach makes n the group for its shard; detach forgets it.
+func (h *Host) attach(n *Node) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrStopped
+	}
+	old := *h.groups.Load()
+	if _, dup := old[n.cfg.Shard]; dup {
+		return fmt.Errorf("group %d is already open", n.cfg.Shard)
+	}
+	gs := maps.Clone(old)
+	gs[n.cfg.Shard] = n
+	h.groups.Store(&gs)
+	return nil
+}
+
+func (h *Host) detach(n *Node) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := *h.groups.Load()
+	if old[n.cfg.Shard] != n {
+		return
+	}
+	gs := maps.Clone(old)
+	delete(gs, n.cfg.Shard)
+	h.groups.Store(&gs)
+}
+
+// Close stops every open group, then syncs and closes the WAL and releases
+// the data directory. It returns the first error.
+func (h *Host) Close() error {
+	var first error
+	for _, g := range h.Groups() {
+		if err := g.Stop(); err != nil && first == nil && !errors.Is(err, ErrRemoved) {
+			first = err
+		}
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return first
+	}
+	h.closed = true
+	h.mu.Unlock()
+	if err := h.wal.Close(); err != nil && first == nil {
+		first = fmt.Errorf("close wal: %w", err)
+	}
+	h.lock.Close()
+	return first
+}
+
+// HandleRaft hands messages from a peer to their group; those for a group
+// not open here are dropped (Raft retransmits).
+func (h *Host) HandleRaft(shard uint64, msgs []raftpb.Message) {
+	if n := h.Group(shard); n != nil {
+		n.HandleRaft(shard, msgs)
+	}
+}
+
+// HandleCall serves a peer's request for a group.
+func (h *Host) HandleCall(ctx context.Context, from, shard uint64, method uint8, payload []byte) ([]byte, error) {
+	if n := h.Group(shard); n != nil {
+		return n.HandleCall(ctx, from, shard, method, payload)
+	}
+	return nil, fmt.Errorf("shard %d is not served here", shard)
+}
+
+// HandleSnapshot receives a snapshot stream for a group.
+func (h *Host) HandleSnapshot(from, shard uint64, r io.Reader) error {
+	if n := h.Group(shard); n != nil {
+		return n.HandleSnapshot(from, shard, r)
+	}
+	return fmt.Errorf("shard %d is not served here", shard)
+}
+
+// PeerUnreachable tells every group that messages to peer to were lost.
+func (h *Host) PeerUnreachable(to uint64) {
+	for _, n := range *h.groups.Load() {
+		n.PeerUnreachable(to)
+	}
+}
+
+// walReliefSegments is how many WAL segments there may be before the
+// groups whose entries keep the oldest one are asked to let it go.
+const walReliefSegments = 4
+
+// walReliefInterval is how often at most relieveWAL asks.
+const walReliefInterval = time.Second
+
+// relieveWAL asks the groups whose entries keep the oldest WAL segment to let
+// it go (Node.unpinWAL) once the WAL has more than walReliefSegments
+// segments: a group that writes little takes a snapshot only rarely, and
+// without this its entries would keep every later segment of the shared WAL
+// on disk. It is called by the groups' appenders after each write, and asks
+// at most once per walReliefInterval, and only while the Host has more than
+// one group (one group alone snapshots every Config.SnapshotEntries).
+func (h *Host) relieveWAL() {
+	now := time.Now().UnixNano()
+	last := h.reliefAt.Load()
+	if now-last < int64(walReliefInterval) || len(*h.groups.Load()) < 2 || h.wal.Stats().Segments <= walReliefSegments {
+		return // one group alone keeps its own snapshot schedule
+	}
+	if !h.reliefAt.CompareAndSwap(last, now) {
+		return // another appender asks
+	}
+	for _, shard := range h.wal.Pinning() {
+		if g := h.Group(shard); g != nil {
+			g.askUnpin()
+		}
+	}
+}
+
+// groupDir is where group shard keeps its own files (the applied mark):
+// the data directory itself for group 1, the first group of every cluster,
+// so that a data directory of one group keeps its layout.
+func (c *Config) groupDir() string {
+	if c.Shard == 1 {
+		return c.DataDir
+	}
+	return filepath.Join(c.DataDir, "groups", strconv.FormatUint(c.Shard, 10))
+}
+
+// hostTransport reaches the peers of every group of a Host: a peer stays
+// added while any group has it as a member.
+type hostTransport struct {
+	Transport
+	mu    sync.Mutex
+	users map[uint64]map[uint64]bool // peer -> the groups that added it
+}
+
+// forGroup is the Transport group shard uses.
+func (t *hostTransport) forGroup(shard uint64) Transport { return groupTransport{t, shard} }
+
+// groupTransport is one group's view of its Host's transport.
+type groupTransport struct {
+	*hostTransport
+	shard uint64
+}
+
+func (t groupTransport) AddPeer(id uint64, addr string) {
+	t.mu.Lock()
+	if t.users[id] == nil {
+		t.users[id] = map[uint64]bool{}
+	}
+	t.users[id][t.shard] = true
+	t.mu.Unlock()
+	t.Transport.AddPeer(id, addr)
+}
+
+func (t groupTransport) RemovePeer(id uint64) {
+	t.mu.Lock()
+	delete(t.users[id], t.shard)
+	last := len(t.users[id]) == 0
+	if last {
+		delete(t.users, id)
+	}
+	t.mu.Unlock()
+	if last {
+		t.Transport.RemovePeer(id)
+	}
+}

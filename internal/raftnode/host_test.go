@@ -1,0 +1,290 @@
+package raftnode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/distkv/distkv/internal/kv"
+)
+
+// hostCluster is an in-process cluster of Hosts on a memNet, each serving
+// the same groups.
+type hostCluster struct {
+	t       *testing.T
+	nw      *memNet
+	members []Member
+	dirs    map[string]string
+	hosts   map[string]*Host
+	tweak   func(*Config)
+}
+
+func newHostCluster(t *testing.T, size int, tweak func(*Config)) *hostCluster {
+	t.Helper()
+	c := &hostCluster{t: t, nw: newMemNet(time.Now().UnixNano()), dirs: map[string]string{}, hosts: map[string]*Host{}, tweak: tweak}
+	base := t.TempDir()
+	for i := 1; i <= size; i++ {
+		name := fmt.Sprintf("n%d", i)
+		c.members = append(c.members, Member{Name: name, Peer: fmt.Sprintf("mem:%d", i), HTTP: fmt.Sprintf("127.0.0.1:%d", 8000+i)})
+		c.dirs[name] = filepath.Join(base, name)
+	}
+	t.Cleanup(c.closeAll)
+	return c
+}
+
+func (c *hostCluster) groupConfig(shard uint64) Config {
+	cfg := Config{Shard: shard, Members: c.members, TickInterval: 10 * time.Millisecond, ElectionTicks: 10}
+	if c.tweak != nil {
+		c.tweak(&cfg)
+	}
+	return cfg
+}
+
+// open opens the Host of name and the given groups on it.
+func (c *hostCluster) open(name string, shards ...uint64) *Host {
+	c.t.Helper()
+	var self Member
+	for _, m := range c.members {
+		if m.Name == name {
+			self = m
+		}
+	}
+	hc := HostConfig{Self: self, DataDir: c.dirs[name], Transport: c.nw.transport(RaftID(name))}
+	if c.tweak != nil {
+		cfg := Config{}
+		c.tweak(&cfg)
+		hc.WALSegmentSize = cfg.WALSegmentSize
+	}
+	h, err := OpenHost(hc)
+	if err != nil {
+		c.t.Fatalf("open host %s: %v", name, err)
+	}
+	c.nw.attachHost(RaftID(name), h)
+	c.hosts[name] = h
+	for _, s := range shards {
+		if _, err := h.OpenGroup(c.groupConfig(s)); err != nil {
+			c.t.Fatalf("open group %d on %s: %v", s, name, err)
+		}
+	}
+	return h
+}
+
+func (c *hostCluster) close(name string) {
+	c.t.Helper()
+	h := c.hosts[name]
+	if h == nil {
+		return
+	}
+	c.nw.detach(RaftID(name))
+	if err := h.Close(); err != nil {
+		c.t.Errorf("close host %s: %v", name, err)
+	}
+	delete(c.hosts, name)
+}
+
+func (c *hostCluster) closeAll() {
+	for name := range c.hosts {
+		c.close(name)
+	}
+}
+
+// leader waits until the members of group shard agree on a leader and
+// returns its node.
+func (c *hostCluster) leader(shard uint64) *Node {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var lead string
+		agree := true
+		for _, h := range c.hosts {
+			l := h.Group(shard).Status().Leader
+			if l == "" || (lead != "" && l != lead) {
+				agree = false
+			}
+			lead = l
+		}
+		if h, ok := c.hosts[lead]; agree && ok {
+			return h.Group(shard)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.t.Fatalf("group %d has no agreed leader", shard)
+	return nil
+}
+
+// TestHostGroupsShareOneWAL runs several groups on three Hosts: each group
+// keeps its own keys, all of them write one WAL per node, and a restart
+// recovers every group from it.
+func TestHostGroupsShareOneWAL(t *testing.T) {
+	const groups = 6
+	shards := []uint64{1, 2, 3, 4, 5, 6}
+	c := newHostCluster(t, 3, nil)
+	for _, m := range c.members {
+		c.open(m.Name, shards...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, s := range shards {
+		leader := c.leader(s)
+		for j := range 20 {
+			if _, err := put(ctx, leader, fmt.Sprintf("g%d/k%02d", s, j), fmt.Sprintf("v%d.%d", s, j)); err != nil {
+				t.Fatalf("group %d put %d: %v", s, j, err)
+			}
+		}
+	}
+	// Each group holds exactly its own keys.
+	check := func(when string) {
+		t.Helper()
+		for name, h := range c.hosts {
+			for _, s := range shards {
+				g := h.Group(s)
+				got := linearizableKeys(t, ctx, g)
+				var want []string
+				for j := range 20 {
+					want = append(want, fmt.Sprintf("g%d/k%02d=v%d.%d", s, j, s, j))
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("%s: group %d on %s holds %v, want %v", when, s, name, got, want)
+				}
+			}
+		}
+	}
+	check("before the restart")
+	for _, m := range c.members {
+		entries, err := os.ReadDir(filepath.Join(c.dirs[m.Name], "wal"))
+		if err != nil || len(entries) == 0 {
+			t.Fatalf("%s: no WAL segments in one WAL directory: %v", m.Name, err)
+		}
+	}
+	c.closeAll()
+
+	for _, m := range c.members {
+		h := c.open(m.Name)
+		got, err := h.RecoveredGroups()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, shards) {
+			t.Fatalf("%s recovered groups %v, want %v", m.Name, got, shards)
+		}
+		for _, s := range shards {
+			if _, err := h.OpenGroup(c.groupConfig(s)); err != nil {
+				t.Fatalf("reopen group %d on %s: %v", s, m.Name, err)
+			}
+		}
+	}
+	for _, s := range shards {
+		c.leader(s)
+	}
+	check("after the restart")
+	if len(shards) != groups {
+		t.Fatal("shards and groups disagree")
+	}
+}
+
+// TestHostCompactionKeepsOtherGroupsEntries: one group's snapshots compact
+// the shared WAL; a group that writes little and has no snapshot is asked to
+// take one once its entries keep the oldest segment, so the WAL stays small,
+// and both groups recover everything after a restart.
+func TestHostCompactionKeepsOtherGroupsEntries(t *testing.T) {
+	c := newHostCluster(t, 1, func(cfg *Config) {
+		cfg.WALSegmentSize = 64 << 10
+		cfg.SnapshotEntries = 200
+		cfg.LogEntriesKept = 10
+	})
+	h := c.open("n1", 1, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	quiet := c.leader(2)
+	for j := range 5 {
+		if _, err := put(ctx, quiet, fmt.Sprintf("quiet%d", j), "kept"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	busy := c.leader(1)
+	// Random bytes, so that compression does not shrink the WAL.
+	raw := make([]byte, 768)
+	rand.Read(raw)
+	value := hex.EncodeToString(raw)
+	for j := range 1500 {
+		if _, err := put(ctx, busy, fmt.Sprintf("busy%04d", j), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if busy.Metrics().SnapshotsTaken == 0 {
+		t.Fatal("the busy group took no snapshot")
+	}
+	// 1.5 MB of entries in 64 KiB segments: without the quiet group's
+	// snapshot its first entries would keep all of them.
+	deadline := time.Now().Add(10 * time.Second)
+	for h.wal.Stats().Segments > walReliefSegments+2 || quiet.Metrics().SnapshotsTaken == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the WAL keeps %d segments; the quiet group took %d snapshots; %v pin the oldest",
+				h.wal.Stats().Segments, quiet.Metrics().SnapshotsTaken, h.wal.Pinning())
+		}
+		// A write to the busy group gives its appender the occasion to ask.
+		if _, err := put(ctx, busy, "busy-tick", value); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.close("n1")
+	h = c.open("n1", 1, 2)
+	quiet = c.leader(2)
+	got := linearizableKeys(t, ctx, quiet)
+	want := []string{"quiet0=kept", "quiet1=kept", "quiet2=kept", "quiet3=kept", "quiet4=kept"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("group 2 after restart holds %v, want %v", got, want)
+	}
+	if n := len(linearizableKeys(t, ctx, h.Group(1))); n != 1501 {
+		t.Fatalf("group 1 after restart holds %d keys, want 1501", n)
+	}
+}
+
+// TestHostKeepsPeerWhileAGroupNeedsIt: a peer one group removes stays
+// reachable for the groups that still have it.
+func TestHostKeepsPeerWhileAGroupNeedsIt(t *testing.T) {
+	rec := &peerRecorder{}
+	ht := &hostTransport{Transport: rec, users: map[uint64]map[uint64]bool{}}
+	g1, g2 := ht.forGroup(1), ht.forGroup(2)
+	g1.AddPeer(7, "a")
+	g1.AddPeer(7, "a") // again: a group re-adds peers as addresses change
+	g2.AddPeer(7, "a")
+	g1.RemovePeer(7)
+	if rec.removed != 0 {
+		t.Fatal("peer removed while group 2 still has it")
+	}
+	g2.RemovePeer(7)
+	if rec.removed != 1 {
+		t.Fatalf("peer removed %d times once no group has it, want 1", rec.removed)
+	}
+}
+
+type peerRecorder struct {
+	memTransport
+	removed int
+}
+
+func (p *peerRecorder) RemovePeer(uint64) { p.removed++ }
+
+// linearizableKeys returns "key=value" for every key of n's group, after a
+// linearizable read (so n has applied everything committed before).
+func linearizableKeys(t *testing.T, ctx context.Context, n *Node) []string {
+	t.Helper()
+	if _, _, err := n.Get(ctx, []byte("-"), true); err != nil {
+		t.Fatalf("linearizable read: %v", err)
+	}
+	var out []string
+	for kvp := range n.KV().Snapshot().All() {
+		out = append(out, string(kvp.Key)+"="+string(kvp.Value))
+	}
+	return out
+}
+
+var _ = kv.OpPut
