@@ -37,6 +37,15 @@ type Config struct {
 	// or another, must be given a mark >= hw; its state machine keeps the
 	// largest mark it applies. Required.
 	Persist func(ctx context.Context, hw uint64) error
+	// Lease reports whether this node still certainly leads the meta range:
+	// a leader lease, as for lease-based reads (CheckQuorum, and a quorum
+	// heard from within the election timeout less a margin for clock
+	// drift). Next hands nothing out while it is false. Without it, a
+	// deposed leader that has not yet noticed could hand out values from
+	// memory below those its successor already handed out. Required; it
+	// is called under the Oracle's lock on every Next, so it must be cheap
+	// and must not call the Oracle.
+	Lease func() bool
 	// Window is how long, at the rate values were handed out since the last
 	// persist, the values reserved by one persist last. A leader change
 	// skips at most what is left of a reservation.
@@ -73,6 +82,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Persist == nil:
 		return errors.New("tso: Config.Persist is required")
+	case c.Lease == nil:
+		return errors.New("tso: Config.Lease is required")
 	case c.Window < 0:
 		return fmt.Errorf("tso: Config.Window is %v; it must not be negative", c.Window)
 	case c.MaxStep != 0 && c.MaxStep < c.MinStep:
@@ -189,7 +200,7 @@ func (o *Oracle) Next(ctx context.Context, n int) (first uint64, err error) {
 		switch {
 		case o.closed:
 			return 0, ErrClosed
-		case !o.serving:
+		case !o.serving || !o.cfg.Lease():
 			return 0, ErrNotServing
 		case o.next > math.MaxUint64-want:
 			return 0, ErrExhausted

@@ -71,6 +71,9 @@ func (f *fakeMeta) set(fn func(*fakeMeta)) {
 func newOracle(t *testing.T, meta *fakeMeta, cfg Config) *Oracle {
 	t.Helper()
 	cfg.Persist = meta.persist
+	if cfg.Lease == nil {
+		cfg.Lease = func() bool { return true }
+	}
 	o, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -93,11 +96,14 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestConfigValidate(t *testing.T) {
 	persist := func(context.Context, uint64) error { return nil }
+	lease := func() bool { return true }
 	for _, c := range []Config{
 		{},
-		{Persist: persist, Window: -1},
-		{Persist: persist, MinStep: 10, MaxStep: 5},
-		{Persist: persist, PersistTimeout: -1},
+		{Persist: persist},
+		{Lease: lease},
+		{Persist: persist, Lease: lease, Window: -1},
+		{Persist: persist, Lease: lease, MinStep: 10, MaxStep: 5},
+		{Persist: persist, Lease: lease, PersistTimeout: -1},
 	} {
 		if _, err := New(c); err == nil {
 			t.Errorf("New(%+v) accepted", c)
@@ -251,7 +257,7 @@ func TestOracleRestartAndLeaderChange(t *testing.T) {
 		if round%2 == 0 || o == nil {
 			// Another node (or a restarted process): a fresh Oracle.
 			var err error
-			if o, err = New(Config{Persist: meta.persist, MinStep: 50, MaxStep: 50}); err != nil {
+			if o, err = New(Config{Persist: meta.persist, Lease: func() bool { return true }, MinStep: 50, MaxStep: 50}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -426,5 +432,31 @@ func TestOracleStepFollowsRate(t *testing.T) {
 	}
 	if later := meta.count() - firstSecond; later > 8 {
 		t.Fatalf("%d persists for 40,000 values once the rate was known", later)
+	}
+}
+
+// TestOracleLease: without a lease (the node may have been deposed without
+// knowing) Next hands out nothing, not even values already reserved.
+func TestOracleLease(t *testing.T) {
+	var held atomic.Bool
+	held.Store(true)
+	meta := &fakeMeta{}
+	o := newOracle(t, meta, Config{MinStep: 100, MaxStep: 100, Lease: held.Load})
+	o.Start(0)
+	ctx := context.Background()
+	first, err := o.Next(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.Store(false)
+	if _, err := o.Next(ctx, 1); !errors.Is(err, ErrNotServing) {
+		t.Fatalf("Next without the lease = %v, want ErrNotServing", err)
+	}
+	if _, next := o.HighWater(); next != first+1 {
+		t.Fatalf("next is %d after a refused Next, want %d", next, first+1)
+	}
+	held.Store(true)
+	if v, err := o.Next(ctx, 1); err != nil || v != first+1 {
+		t.Fatalf("Next with the lease back = %d, %v; want %d", v, err, first+1)
 	}
 }
