@@ -105,8 +105,9 @@ type Oracle struct {
 	wg     sync.WaitGroup // persist goroutines
 
 	mu      sync.Mutex
-	serving bool
-	closed  bool
+	serving   bool
+	closed    bool
+	exhausted bool // started at the top of the value space
 	epoch   uint64        // bumped by Start and Stop: a persist of another epoch does not raise hw
 	changed chan struct{} // closed and replaced by Start and Stop, to wake waiters
 	// next is the next value to hand out, hw the persisted high-water mark.
@@ -149,6 +150,8 @@ func (o *Oracle) Start(persistedHW uint64) {
 	}
 	o.bumpEpochLocked()
 	o.serving = true
+	// At the very top of the space next would wrap to 0: nothing is left.
+	o.exhausted = persistedHW == math.MaxUint64
 	o.next, o.hw = persistedHW+1, persistedHW
 	o.rateAt, o.rateNext, o.step = o.cfg.Now(), o.next, o.cfg.MinStep
 }
@@ -202,7 +205,7 @@ func (o *Oracle) Next(ctx context.Context, n int) (first uint64, err error) {
 			return 0, ErrClosed
 		case !o.serving || !o.cfg.Lease():
 			return 0, ErrNotServing
-		case o.next > math.MaxUint64-want:
+		case o.exhausted || o.next > math.MaxUint64-want:
 			return 0, ErrExhausted
 		}
 		if o.next+want-1 <= o.hw {

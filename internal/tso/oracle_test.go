@@ -3,6 +3,7 @@ package tso
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -459,4 +460,53 @@ func TestOracleLease(t *testing.T) {
 	if v, err := o.Next(ctx, 1); err != nil || v != first+1 {
 		t.Fatalf("Next with the lease back = %d, %v; want %d", v, err, first+1)
 	}
+}
+
+// TestOracleExhausted: at the top of the value space Next refuses rather
+// than wrap around to values handed out long ago.
+func TestOracleExhausted(t *testing.T) {
+	meta := &fakeMeta{}
+	o := newOracle(t, meta, Config{MinStep: 4, MaxStep: 4})
+	ctx := context.Background()
+	o.Start(math.MaxUint64 - 10)
+	var last uint64
+	for {
+		v, err := o.Next(ctx, 3)
+		if err != nil {
+			if !errors.Is(err, ErrExhausted) {
+				t.Fatalf("Next near the top = %v, want ErrExhausted", err)
+			}
+			break
+		}
+		if v <= last || v+2 < v {
+			t.Fatalf("Next returned %d after %d", v, last)
+		}
+		last = v + 2
+	}
+	if last < math.MaxUint64-3 {
+		t.Fatalf("stopped at %d, well below the top", last)
+	}
+	o.Start(math.MaxUint64)
+	if _, err := o.Next(ctx, 1); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("Next after Start(MaxUint64) = %v, want ErrExhausted", err)
+	}
+}
+
+// BenchmarkOracleNext is the cost of a stamp from memory.
+func BenchmarkOracleNext(b *testing.B) {
+	o, err := New(Config{Persist: func(context.Context, uint64) error { return nil }, Lease: func() bool { return true }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	o.Start(0)
+	ctx := context.Background()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := o.Next(ctx, 1); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
