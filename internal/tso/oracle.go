@@ -104,12 +104,12 @@ type Oracle struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // persist goroutines
 
-	mu      sync.Mutex
+	mu        sync.Mutex
 	serving   bool
 	closed    bool
-	exhausted bool // started at the top of the value space
-	epoch   uint64        // bumped by Start and Stop: a persist of another epoch does not raise hw
-	changed chan struct{} // closed and replaced by Start and Stop, to wake waiters
+	exhausted bool          // started at the top of the value space
+	epoch     uint64        // bumped by Start and Stop: a persist of another epoch does not raise hw
+	changed   chan struct{} // closed and replaced by Start and Stop, to wake waiters
 	// next is the next value to hand out, hw the persisted high-water mark.
 	// Invariant while serving: next <= hw+1, so every value handed out is
 	// at or below a mark already persisted.
