@@ -19,10 +19,11 @@ const splitSamples = 512
 // range holds fewer than two keys.
 //
 // It reads pairs once, keeping at most 1024 keys: with up to that many keys
-// the answer is the best split; beyond, it is a key at which the bytes
-// before it are within about 1/256 of the range's bytes (plus the size of
-// one key) of the best split's. Negative sizes count as 0. The key returned
-// is a copy.
+// the answer is the best split. Beyond, it keeps a sample of 512 to 1024
+// keys spread evenly by bytes and picks the best of them, so the halves
+// differ by at most about 1/128 of the range's bytes (plus a few keys'
+// sizes) more than the best split's (TestSplitKeyRandom). Negative sizes
+// count as 0. The key returned is a copy; pairs may reuse its buffers.
 func SplitKey(pairs iter.Seq2[[]byte, int64]) (key []byte, ok bool) {
 	// Keep (key, bytes before it) samples; when too many, drop every other
 	// one and sample half as often. Sample 0 is always the range's first key,
