@@ -62,6 +62,9 @@ type Config struct {
 	ElectionTicks int
 	// HeartbeatTicks is the heartbeat interval in ticks; default 1.
 	HeartbeatTicks int
+	// Quiesce lets the group stop ticking while it has nothing to do (see
+	// quiesce.go): for the many groups of a node that hosts ranges.
+	Quiesce bool
 
 	// SnapshotEntries is how many applied entries trigger a snapshot; default 10,000.
 	SnapshotEntries uint64

@@ -130,8 +130,8 @@ func (n *Node) stalled() error {
 			if r := n.reads.takeOpen(); r != nil {
 				r.answer(n.stalledRead())
 			}
-		case <-n.recvc:
-			n.dropped.Add(1)
+		case ms := <-n.recvc:
+			n.dropped.Add(uint64(len(ms)))
 		case <-n.unreachc:
 		case d := <-n.snapRecvc:
 			d.rec.Discard()

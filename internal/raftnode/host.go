@@ -54,6 +54,9 @@ type Host struct {
 	// without a lock.
 	groups atomic.Pointer[map[uint64]*Node]
 	closed bool
+	// stopTicks ends the ticker; ticking is done once it has.
+	stopTicks chan struct{}
+	ticking   sync.WaitGroup
 	// reliefAt is when relieveWAL last asked groups to let go of the
 	// oldest segment (Unix nanoseconds).
 	reliefAt atomic.Int64
@@ -81,6 +84,9 @@ type HostConfig struct {
 	Transport Transport
 	// ClusterID: see Config.ClusterID.
 	ClusterID uint64
+	// TickInterval is the length of one Raft tick, the same for every
+	// group; default 100ms.
+	TickInterval time.Duration
 	// WAL settings: see Config.
 	WALSegmentSize  int64
 	WALCompression  wal.Compression
@@ -103,6 +109,12 @@ func (c *HostConfig) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.TickInterval < time.Millisecond {
+		return fmt.Errorf("tick interval %v is below 1ms", c.TickInterval)
+	}
 	return nil
 }
 
@@ -112,7 +124,7 @@ func (c *HostConfig) snapDir() string { return filepath.Join(c.DataDir, "snap") 
 // hostConfig is the node-wide part of cfg.
 func (c *Config) hostConfig() HostConfig {
 	return HostConfig{
-		Self: c.Self, DataDir: c.DataDir, FS: c.FS, Transport: c.Transport, ClusterID: c.ClusterID,
+		Self: c.Self, DataDir: c.DataDir, FS: c.FS, Transport: c.Transport, ClusterID: c.ClusterID, TickInterval: c.TickInterval,
 		WALSegmentSize: c.WALSegmentSize, WALCompression: c.WALCompression, WALBuffered: c.WALBuffered,
 		WALSyncObserver: c.WALSyncObserver, Logger: c.Logger,
 	}
@@ -145,7 +157,36 @@ func OpenHost(cfg HostConfig) (*Host, error) {
 		lock.Close()
 		return nil, err
 	}
+	h.stopTicks = make(chan struct{})
+	h.ticking.Add(1)
+	go h.tickLoop()
 	return h, nil
+}
+
+// tickLoop ticks every group that is not quiesced, every TickInterval, until
+// Close: one timer for the node, however many groups it hosts. A group's
+// tick channel holds one tick, so a busy group's loop finds at most one
+// waiting (the lease in lease.go counts on it).
+func (h *Host) tickLoop() {
+	defer h.ticking.Done()
+	t := time.NewTicker(h.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-h.stopTicks:
+			return
+		}
+		for _, n := range *h.groups.Load() {
+			if n.quietFlag.Load() {
+				continue
+			}
+			select {
+			case n.tickc <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 func (h *Host) open() error {
@@ -330,6 +371,8 @@ func (h *Host) Close() error {
 	}
 	h.closed = true
 	h.mu.Unlock()
+	close(h.stopTicks)
+	h.ticking.Wait()
 	if err := h.wal.Close(); err != nil && first == nil {
 		first = fmt.Errorf("close wal: %w", err)
 	}

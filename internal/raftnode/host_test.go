@@ -55,12 +55,9 @@ func (c *hostCluster) open(name string, shards ...uint64) *Host {
 			self = m
 		}
 	}
-	hc := HostConfig{Self: self, DataDir: c.dirs[name], Transport: c.nw.transport(RaftID(name))}
-	if c.tweak != nil {
-		cfg := Config{}
-		c.tweak(&cfg)
-		hc.WALSegmentSize = cfg.WALSegmentSize
-	}
+	gc := c.groupConfig(0)
+	hc := HostConfig{Self: self, DataDir: c.dirs[name], Transport: c.nw.transport(RaftID(name)),
+		TickInterval: gc.TickInterval, WALSegmentSize: gc.WALSegmentSize}
 	h, err := OpenHost(hc)
 	if err != nil {
 		c.t.Fatalf("open host %s: %v", name, err)

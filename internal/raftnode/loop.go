@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
-	"time"
 
 	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
@@ -22,9 +21,6 @@ func (n *Node) run() {
 		n.cancel() // the node's other goroutines end (see goAsync)
 		close(n.donec)
 	}()
-	ticker := time.NewTicker(n.cfg.TickInterval)
-	defer ticker.Stop()
-
 	err := n.begin()
 	for err == nil {
 		n.checkInvariants()
@@ -33,21 +29,25 @@ func (n *Node) run() {
 			continue
 		}
 		select {
-		case <-ticker.C:
+		case <-n.tickc:
 			n.tick()
 		case p := <-n.propc:
+			n.wake()
 			n.proposeQueued(p)
 		case <-n.reads.wake:
 			// afterEvent's issueReads takes the round the read opened.
-		case m := <-n.recvc:
-			n.stepQueued(m)
+			n.wake()
+		case ms := <-n.recvc:
+			n.stepQueued(ms)
 		case f := <-n.funcc:
+			n.wake()
 			f()
 		case <-n.unpinc:
 			n.unpinWAL()
 		case id := <-n.unreachc:
 			n.rn.ReportUnreachable(id)
 		case d := <-n.snapRecvc:
+			n.wake()
 			err = n.receiveSnapshot(d)
 		case st := <-n.snapStatusc:
 			n.reportSnapshot(st)
@@ -98,12 +98,19 @@ func (n *Node) begin() error {
 // rounds Raft has not answered (see readQueue.tick), what Status reports about
 // replication, and the expiry of parked proposals.
 func (n *Node) tick() {
+	n.ticks++
 	n.commitTickAgo.Store(n.commit.Load())
+	if n.maybeQuiesce() {
+		return // no heartbeat goes out after the quiesce heartbeat
+	}
 	n.rn.Tick()
 	n.reads.tick(uint64(n.cfg.ElectionTicks))
 	n.publishProgress()
 	if len(n.parked) > 0 {
 		n.pruneParked()
+	}
+	if n.ticks%expiryTicks == 0 {
+		n.maybeExpire()
 	}
 }
 
@@ -355,20 +362,31 @@ func (n *Node) step(m raftpb.Message) {
 	}
 }
 
-// stepQueued steps m and the messages queued behind it, up to 4096 in all:
-// messages from the network, which the guard screens first (see guard.go).
-func (n *Node) stepQueued(m raftpb.Message) {
+// stepQueued steps ms and the messages queued behind them, up to about 4096
+// in all: messages from the network, which the guard screens first (see
+// guard.go).
+func (n *Node) stepQueued(ms []raftpb.Message) {
 	g := n.peerGuard()
 	g.begin(n.storage)
-	n.stepRemote(g, m)
-	for i := 1; i < 4096; i++ {
-		select {
-		case m := <-n.recvc:
+	for stepped := 0; ; {
+		for _, m := range ms {
+			if !isQuiesceMessage(&m) {
+				n.wake()
+				n.stepRemote(g, m)
+				continue
+			}
 			n.stepRemote(g, m)
+			n.quietOnHeartbeat(&m)
+		}
+		if stepped += len(ms); stepped >= 4096 {
+			return
+		}
+		select {
+		case ms = <-n.recvc:
 			continue
 		default:
 		}
-		break
+		return
 	}
 }
 

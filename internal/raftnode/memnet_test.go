@@ -105,31 +105,52 @@ var _ Transport = (*memTransport)(nil)
 func (t *memTransport) SendNow(shard uint64, msgs []raftpb.Message) { t.Send(shard, msgs) }
 
 func (t *memTransport) Send(shard uint64, msgs []raftpb.Message) {
+	// One batch per destination, as the real transport delivers what a
+	// connection read brings.
+	batches := map[uint64][]raftpb.Message{}
+	var order []uint64
 	for _, m := range msgs {
-		dst, ok := t.nw.route(t.id, m.To)
-		if !ok {
-			if src, ok := t.nw.route(t.id, t.id); ok {
-				src.PeerUnreachable(m.To)
-			}
-			continue
+		if batches[m.To] == nil {
+			order = append(order, m.To)
 		}
+		batches[m.To] = append(batches[m.To], m)
+	}
+	for _, to := range order {
+		t.sendBatch(shard, batches[to])
+	}
+}
+
+// sendBatch delivers msgs, all to one node: the ones neither lost nor
+// delayed as one batch, duplicates included.
+func (t *memTransport) sendBatch(shard uint64, msgs []raftpb.Message) {
+	dst, ok := t.nw.route(t.id, msgs[0].To)
+	if !ok {
+		if src, ok := t.nw.route(t.id, t.id); ok {
+			src.PeerUnreachable(msgs[0].To)
+		}
+		return
+	}
+	var now []raftpb.Message
+	for _, m := range msgs {
 		t.nw.mu.Lock()
 		lost := t.nw.rng.Float64() < t.nw.drop || (t.nw.lose != nil && t.nw.lose(m))
 		twice := t.nw.rng.Float64() < t.nw.dup
 		delay := t.nw.delay
 		t.nw.mu.Unlock()
-		if lost {
+		switch {
+		case lost:
 			continue
-		}
-		deliver := func() { dst.HandleRaft(shard, []raftpb.Message{m}) }
-		if delay > 0 {
-			time.AfterFunc(delay, deliver)
-		} else {
-			deliver()
+		case delay > 0:
+			time.AfterFunc(delay, func() { dst.HandleRaft(shard, []raftpb.Message{m}) })
+		default:
+			now = append(now, m)
 		}
 		if twice {
-			deliver()
+			now = append(now, m)
 		}
+	}
+	if len(now) > 0 {
+		dst.HandleRaft(shard, now)
 	}
 }
 

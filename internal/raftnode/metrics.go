@@ -58,6 +58,7 @@ type nodeMetrics struct {
 	failed         atomic.Uint64
 	snapshotsTaken atomic.Uint64
 	snapshotsSent  atomic.Uint64
+	quiesced       atomic.Uint64 // times the group went quiet (quiesce.go)
 }
 
 // noteLeader counts a leader change when the loop learns that lead leads

@@ -66,6 +66,16 @@ type Node struct {
 	// segment (unpinWAL); the next snapshot compacts behind itself.
 	unpinning bool
 	unpinc    chan struct{} // cap 1: see askUnpin
+	// tickc brings the Host's ticks (cap 1: a tick the loop has not taken
+	// yet is not doubled). ticks counts them. Owned by the loop.
+	tickc chan struct{}
+	ticks uint64
+	// quiet: the group is quiesced and gets no ticks (quiesce.go); owned
+	// by the loop, published in quietFlag for the Host's ticker.
+	quiet     bool
+	quietFlag atomic.Bool
+	// expiring: an OpExpire proposal is under way (ttl.go).
+	expiring atomic.Bool
 	// inConfig: this node is in the configuration it has applied (a joining
 	// node is not until the leader's log or snapshot reaches it).
 	inConfig atomic.Bool
@@ -148,7 +158,7 @@ type Node struct {
 
 	propc       chan *proposal
 	snapDone    chan snapResult
-	recvc       chan raftpb.Message
+	recvc       chan []raftpb.Message // batches of messages from one peer
 	unreachc    chan uint64
 	snapRecvc   chan *snapDelivery
 	snapStatusc chan snapStatus
@@ -205,6 +215,15 @@ type Node struct {
 	leader        atomic.Uint64
 }
 
+// A group's queues are allocated with it, whether it is busy or idle, so
+// they stay small: a node may host thousands of groups. Proposals beyond
+// proposalQueue wait for the loop (their callers block); message batches
+// beyond recvQueue are dropped (Raft retransmits).
+const (
+	proposalQueue = 1024
+	recvQueue     = 256
+)
+
 // Open recovers the node's state from cfg.DataDir (or creates a new cluster
 // member if it is empty) and starts its loop: a Host of the one group
 // cfg.Shard, which Stop closes with the group.
@@ -232,6 +251,7 @@ func (h *Host) OpenGroup(cfg Config) (*Node, error) { return h.openGroup(cfg, fa
 
 func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 	cfg.Self, cfg.DataDir, cfg.FS, cfg.ClusterID = h.cfg.Self, h.cfg.DataDir, h.cfg.FS, h.clusterID
+	cfg.TickInterval = h.cfg.TickInterval
 	cfg.Transport = nil
 	if h.tr != nil {
 		cfg.Transport = h.tr.forGroup(cfg.Shard)
@@ -251,14 +271,15 @@ func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 		raftID:      RaftID(cfg.Self.Name),
 		storage:     raft.NewMemoryStorage(),
 		kv:          kv.NewStore(),
-		propc:       make(chan *proposal, 4096),
+		propc:       make(chan *proposal, proposalQueue),
 		snapDone:    make(chan snapResult, 1),
-		recvc:       make(chan raftpb.Message, 8192),
+		recvc:       make(chan []raftpb.Message, recvQueue),
 		unreachc:    make(chan uint64, 64),
 		snapRecvc:   make(chan *snapDelivery),
 		snapStatusc: make(chan snapStatus),
 		funcc:       make(chan func()),
 		unpinc:      make(chan struct{}, 1),
+		tickc:       make(chan struct{}, 1),
 		stopc:       make(chan struct{}),
 		donec:       make(chan struct{}),
 		replayed:    make(chan struct{}),
@@ -310,7 +331,6 @@ func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 	n.app.start()
 	n.goAsync(func(context.Context) { n.run() })
 	n.goAsync(n.publishSelf)
-	n.goAsync(n.expireLoop)
 	return n, nil
 }
 

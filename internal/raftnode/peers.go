@@ -83,12 +83,10 @@ func (n *Node) HandleRaft(shard uint64, msgs []raftpb.Message) {
 		}
 	}
 	n.mu.Unlock()
-	for _, m := range msgs {
-		select {
-		case n.recvc <- m:
-		default:
-			n.dropped.Add(1)
-		}
+	select {
+	case n.recvc <- msgs:
+	default:
+		n.dropped.Add(uint64(len(msgs)))
 	}
 }
 

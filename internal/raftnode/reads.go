@@ -74,6 +74,14 @@ type leaderIssue struct {
 	term uint64
 }
 
+// idle reports whether no read waits: none open, pending, in flight or
+// waiting for its index to apply.
+func (q *readQueue) idle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.open == nil && len(q.pending) == 0 && len(q.inflight) == 0 && len(q.waiting) == 0
+}
+
 // join returns the round a read arriving now is answered by.
 func (q *readQueue) join() *readRound {
 	q.mu.Lock()
