@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"maps"
+	"math"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -54,6 +56,11 @@ type Host struct {
 	// without a lock.
 	groups atomic.Pointer[map[uint64]*Node]
 	closed bool
+	// buried are the groups removed from this node (tombstones on disk);
+	// creating are those being created on first contact (see create).
+	buried   map[uint64]bool
+	creating map[uint64]bool
+	creators sync.WaitGroup
 	// stopTicks ends the ticker; ticking is done once it has.
 	stopTicks chan struct{}
 	ticking   sync.WaitGroup
@@ -93,6 +100,12 @@ type HostConfig struct {
 	WALBuffered     bool
 	WALSyncObserver func(time.Duration)
 	Logger          *slog.Logger
+	// NewGroup, if set, is the configuration of a group this node does not
+	// have yet but is sent Raft traffic for: a leader added it to the
+	// group, so it opens the group empty (Config.Join) and takes the log or
+	// a snapshot from the leader. ok false refuses the group. A group once
+	// removed from this node is never created again (see bury).
+	NewGroup func(shard uint64) (cfg Config, ok bool)
 }
 
 // Validate fills defaults and reports the first invalid setting.
@@ -137,7 +150,8 @@ func OpenHost(cfg HostConfig) (*Host, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Host{cfg: cfg, logger: cfg.Logger, recovered: map[uint64]*recoveredLog{}}
+	h := &Host{cfg: cfg, logger: cfg.Logger, recovered: map[uint64]*recoveredLog{},
+		buried: map[uint64]bool{}, creating: map[uint64]bool{}}
 	h.groups.Store(&map[uint64]*Node{})
 	if cfg.Transport != nil {
 		h.tr = &hostTransport{Transport: cfg.Transport, users: map[uint64]map[uint64]bool{}}
@@ -223,6 +237,9 @@ func (h *Host) open() error {
 		return fmt.Errorf("list snapshots: %w", err)
 	}
 	h.fresh = records == 0 && len(snaps) == 0
+	if err := h.loadTombstones(); err != nil {
+		return err
+	}
 	switch {
 	case h.clusterID != 0:
 	case h.fresh && h.cfg.ClusterID != 0:
@@ -355,6 +372,114 @@ func (h *Host) detach(n *Node) {
 	h.groups.Store(&gs)
 }
 
+// tombstoneName is the file that marks a group removed from this node, in
+// the group's directory.
+const tombstoneName = "removed"
+
+// loadTombstones finds the groups removed from this node; what the WAL
+// still holds of them is dropped.
+func (h *Host) loadTombstones() error {
+	dir := filepath.Join(h.cfg.DataDir, "groups")
+	names, err := h.cfg.FS.List(dir)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list %s: %w", dir, err)
+	}
+	for _, name := range names {
+		shard, err := strconv.ParseUint(name, 10, 64)
+		if err != nil {
+			continue
+		}
+		if _, err := h.cfg.FS.Stat(filepath.Join(dir, name, tombstoneName)); err == nil {
+			h.buried[shard] = true
+			delete(h.recovered, shard)
+		}
+	}
+	return nil
+}
+
+// bury ends group n on this node for good once the group has removed it: a
+// tombstone keeps it from being opened or created again (a late message of
+// the group would otherwise bring it back), its snapshots are deleted and
+// the WAL is told that none of its entries is needed. Group 1, the
+// cluster's first, is not buried: its removal removes the node from the
+// cluster, and the server exits.
+func (h *Host) bury(n *Node) {
+	shard := n.cfg.Shard
+	if shard == 1 {
+		return
+	}
+	h.mu.Lock()
+	h.buried[shard] = true
+	h.mu.Unlock()
+	if err := vfs.WriteFileAtomic(h.cfg.FS, filepath.Join(n.cfg.groupDir(), tombstoneName), []byte("removed from this node\n")); err != nil {
+		h.logger.Warn("write the tombstone of a removed group", "shard", shard, "err", err)
+	}
+	if err := h.snaps.Purge(shard, 0); err != nil {
+		h.logger.Warn("delete the snapshots of a removed group", "shard", shard, "err", err)
+	}
+	if _, err := h.wal.Compact(shard, math.MaxUint64); err != nil {
+		h.logger.Warn("compact the WAL behind a removed group", "shard", shard, "err", err)
+	}
+	h.logger.Info("group removed from this node", "shard", shard)
+}
+
+// Buried reports whether group shard was removed from this node.
+func (h *Host) Buried(shard uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.buried[shard]
+}
+
+// create opens group shard, which this node does not have, on the first
+// Raft traffic for it (see HostConfig.NewGroup), and returns it; nil if it
+// may not be created or another call is creating it.
+func (h *Host) create(shard uint64) *Node {
+	if h.cfg.NewGroup == nil {
+		return nil
+	}
+	h.mu.Lock()
+	if h.closed || h.buried[shard] || h.creating[shard] || h.recovered[shard] != nil {
+		h.mu.Unlock()
+		return nil
+	}
+	h.creating[shard] = true
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.creating, shard)
+		h.mu.Unlock()
+	}()
+	if n := h.Group(shard); n != nil {
+		return n
+	}
+	cfg, ok := h.cfg.NewGroup(shard)
+	if !ok {
+		return nil
+	}
+	cfg.Shard, cfg.Join, cfg.Members = shard, true, nil
+	n, err := h.OpenGroup(cfg)
+	if err != nil {
+		h.logger.Warn("create a group on first contact", "shard", shard, "err", err)
+		return nil
+	}
+	h.logger.Info("group created on first contact", "shard", shard)
+	return n
+}
+
+// createsOn reports whether m, sent to this node for a group it does not
+// have, may create the group: only a leader's traffic to it does (an
+// append, a snapshot or a heartbeat), never a vote.
+func (h *Host) createsOn(m *raftpb.Message) bool {
+	switch m.Type {
+	case raftpb.MsgApp, raftpb.MsgSnap, raftpb.MsgHeartbeat:
+		return m.To == RaftID(h.cfg.Self.Name) && m.Term > 0
+	}
+	return false
+}
+
 // Close stops every open group, then syncs and closes the WAL and releases
 // the data directory. It returns the first error.
 func (h *Host) Close() error {
@@ -371,6 +496,10 @@ func (h *Host) Close() error {
 	}
 	h.closed = true
 	h.mu.Unlock()
+	h.creators.Wait()
+	for _, g := range h.Groups() { // created while the others stopped
+		g.Stop()
+	}
 	close(h.stopTicks)
 	h.ticking.Wait()
 	if err := h.wal.Close(); err != nil && first == nil {
@@ -385,7 +514,24 @@ func (h *Host) Close() error {
 func (h *Host) HandleRaft(shard uint64, msgs []raftpb.Message) {
 	if n := h.Group(shard); n != nil {
 		n.HandleRaft(shard, msgs)
+		return
 	}
+	if len(msgs) == 0 || h.cfg.NewGroup == nil || !h.createsOn(&msgs[0]) {
+		return
+	}
+	// Opening touches the disk: not on the connection's reader. These
+	// messages are dropped; the leader sends again.
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.creators.Add(1)
+	h.mu.Unlock()
+	go func() {
+		defer h.creators.Done()
+		h.create(shard)
+	}()
 }
 
 // HandleCall serves a peer's request for a group.
@@ -398,7 +544,11 @@ func (h *Host) HandleCall(ctx context.Context, from, shard uint64, method uint8,
 
 // HandleSnapshot receives a snapshot stream for a group.
 func (h *Host) HandleSnapshot(from, shard uint64, r io.Reader) error {
-	if n := h.Group(shard); n != nil {
+	n := h.Group(shard)
+	if n == nil {
+		n = h.create(shard)
+	}
+	if n != nil {
 		return n.HandleSnapshot(from, shard, r)
 	}
 	return fmt.Errorf("shard %d is not served here", shard)

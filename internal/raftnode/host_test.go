@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
+
 	"github.com/distkv/distkv/internal/kv"
 )
 
@@ -49,6 +51,18 @@ func (c *hostCluster) groupConfig(shard uint64) Config {
 // open opens the Host of name and the given groups on it.
 func (c *hostCluster) open(name string, shards ...uint64) *Host {
 	c.t.Helper()
+	h := c.openWith(name, nil)
+	for _, s := range shards {
+		if _, err := h.OpenGroup(c.groupConfig(s)); err != nil {
+			c.t.Fatalf("open group %d on %s: %v", s, name, err)
+		}
+	}
+	return h
+}
+
+// openWith opens the Host of name, its configuration changed by tweak.
+func (c *hostCluster) openWith(name string, tweak func(*HostConfig)) *Host {
+	c.t.Helper()
 	var self Member
 	for _, m := range c.members {
 		if m.Name == name {
@@ -58,17 +72,15 @@ func (c *hostCluster) open(name string, shards ...uint64) *Host {
 	gc := c.groupConfig(0)
 	hc := HostConfig{Self: self, DataDir: c.dirs[name], Transport: c.nw.transport(RaftID(name)),
 		TickInterval: gc.TickInterval, WALSegmentSize: gc.WALSegmentSize}
+	if tweak != nil {
+		tweak(&hc)
+	}
 	h, err := OpenHost(hc)
 	if err != nil {
 		c.t.Fatalf("open host %s: %v", name, err)
 	}
 	c.nw.attachHost(RaftID(name), h)
 	c.hosts[name] = h
-	for _, s := range shards {
-		if _, err := h.OpenGroup(c.groupConfig(s)); err != nil {
-			c.t.Fatalf("open group %d on %s: %v", s, name, err)
-		}
-	}
 	return h
 }
 
@@ -100,13 +112,17 @@ func (c *hostCluster) leader(shard uint64) *Node {
 		var lead string
 		agree := true
 		for _, h := range c.hosts {
-			l := h.Group(shard).Status().Leader
+			g := h.Group(shard)
+			if g == nil {
+				continue
+			}
+			l := g.Status().Leader
 			if l == "" || (lead != "" && l != lead) {
 				agree = false
 			}
 			lead = l
 		}
-		if h, ok := c.hosts[lead]; agree && ok {
+		if h, ok := c.hosts[lead]; agree && ok && h.Group(shard) != nil {
 			return h.Group(shard)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -285,3 +301,105 @@ func linearizableKeys(t *testing.T, ctx context.Context, n *Node) []string {
 }
 
 var _ = kv.OpPut
+
+// TestHostMovesAReplica moves a group's replica from one node to another
+// the way the placement controller will: the leader adds a fourth node as a
+// learner, whose Host creates the group on the first message and catches up
+// (by snapshot: the leader's log is compacted), the learner is promoted,
+// and the first node is removed, whose Host then buries the group: no
+// snapshot, no WAL entry needed, and a late message does not bring it back,
+// not even after a restart.
+func TestHostMovesAReplica(t *testing.T) {
+	const shard = 7
+	c := newHostCluster(t, 4, func(cfg *Config) {
+		cfg.SnapshotEntries = 50
+		cfg.LogEntriesKept = 5
+	})
+	voters := c.members[:3]
+	c.members, c.tweak = voters, func(cfg *Config) {
+		cfg.SnapshotEntries = 50
+		cfg.LogEntriesKept = 5
+	}
+	for _, m := range voters {
+		c.open(m.Name, shard)
+	}
+	newcomer := Member{Name: "n4", Peer: "mem:4", HTTP: "127.0.0.1:8004"}
+	c.members = append(c.members, newcomer)
+	c.dirs["n4"] = filepath.Join(t.TempDir(), "n4")
+	h4 := c.openWith("n4", func(hc *HostConfig) {
+		hc.NewGroup = func(s uint64) (Config, bool) { return c.groupConfig(s), s == shard }
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader := c.leader(shard)
+	for j := range 200 {
+		if _, err := put(ctx, leader, fmt.Sprintf("k%03d", j), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := leader.AddMember(ctx, newcomer, true); err != nil {
+		t.Fatalf("add learner: %v", err)
+	}
+	var g4 *Node
+	deadline := time.Now().Add(10 * time.Second)
+	for g4 == nil || g4.Status().AppliedIndex < leader.Status().CommitIndex {
+		if time.Now().After(deadline) {
+			t.Fatalf("n4 did not create and catch up group %d (group: %v)", shard, g4 != nil)
+		}
+		time.Sleep(10 * time.Millisecond)
+		g4 = h4.Group(shard)
+	}
+	if g4.Metrics().SnapshotsReceived == 0 {
+		t.Fatal("n4 caught up without a snapshot: the test meant to show one")
+	}
+	if err := leader.PromoteMember(ctx, "n4"); err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	victim := "n1"
+	if leader.cfg.Self.Name == victim {
+		victim = "n2"
+	}
+	if err := leader.RemoveMember(ctx, victim); err != nil {
+		t.Fatalf("remove %s: %v", victim, err)
+	}
+	hv := c.hosts[victim]
+	for hv.Group(shard) != nil {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatalf("group %d still open on %s after its removal", shard, victim)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !hv.Buried(shard) {
+		t.Fatalf("%s does not record group %d as removed", victim, shard)
+	}
+	if got, _ := hv.snaps.Indexes(shard); len(got) != 0 {
+		t.Fatalf("%s keeps snapshots %v of the removed group", victim, got)
+	}
+	if slices.Contains(hv.wal.Pinning(), shard) {
+		t.Fatalf("the WAL of %s still needs entries of the removed group", victim)
+	}
+	// Writes go on with n4 as a voter.
+	leader = c.leader(shard)
+	if _, err := put(ctx, leader, "after-move", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(linearizableKeys(t, ctx, g4)); got != 201 {
+		t.Fatalf("n4 holds %d keys, want 201", got)
+	}
+	// A late message of the group does not recreate it, before or after a
+	// restart.
+	hv.HandleRaft(shard, []raftpb.Message{{Type: raftpb.MsgHeartbeat, To: RaftID(victim), From: leader.raftID, Term: leader.Status().Term}})
+	c.close(victim)
+	hv = c.openWith(victim, func(hc *HostConfig) {
+		hc.NewGroup = func(s uint64) (Config, bool) { return c.groupConfig(s), true }
+	})
+	if got, _ := hv.RecoveredGroups(); slices.Contains(got, shard) {
+		t.Fatalf("%s recovers the removed group after a restart: %v", victim, got)
+	}
+	hv.HandleRaft(shard, []raftpb.Message{{Type: raftpb.MsgHeartbeat, To: RaftID(victim), From: leader.raftID, Term: leader.Status().Term}})
+	time.Sleep(100 * time.Millisecond)
+	if hv.Group(shard) != nil {
+		t.Fatalf("a late message recreated the removed group on %s", victim)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -583,6 +584,9 @@ func (n *Node) shutdown(cause error) {
 		n.mu.Lock()
 		n.err = fmt.Errorf("close applied mark: %w", err)
 		n.mu.Unlock()
+	}
+	if errors.Is(cause, ErrRemoved) {
+		n.host.bury(n)
 	}
 	n.host.detach(n)
 	if n.ownsHost {
