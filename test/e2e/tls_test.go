@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -14,9 +15,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -686,4 +689,89 @@ func waitTLSReady(t *testing.T, s *server, client *http.Client, addr string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("server %s not ready after 15s: %s", addr, last)
+}
+
+// TestDevSecure starts `distkv dev --secure`, follows the lines it prints
+// on how to reach the cluster (the files of the curl line, the distkv get
+// line as printed), and checks that the nodes refuse plain HTTP and clients
+// without a certificate.
+func TestDevSecure(t *testing.T) {
+	httpBase := freePortRange(t, 3)
+	peerBase := freePortRange(t, 3)
+	cmd := command(t, "dev", "--secure", "--nodes", "3", "--data-dir", t.TempDir(),
+		"--http-port", fmt.Sprint(httpBase), "--peer-port", fmt.Sprint(peerBase), "--", "--tick", "20ms")
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	defer func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Error("dev did not exit within 30s of SIGINT")
+		}
+	}()
+	sc := bufio.NewScanner(out)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if strings.Contains(sc.Text(), "nodes running") {
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+		done <- cmd.Wait()
+	}()
+	printed := strings.Join(lines, "\n")
+	files := regexp.MustCompile(`curl --cacert (\S+) --cert (\S+) --key (\S+) .* https://(\S+)/key/hello`).FindStringSubmatch(printed)
+	getLine := regexp.MustCompile(`distkv dev:\s+distkv (get hello .*)`).FindStringSubmatch(printed)
+	if files == nil || getLine == nil {
+		t.Fatalf("dev --secure printed no curl and distkv lines to reach it:\n%s", printed)
+	}
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(files[1])
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("CA file %s: %v", files[1], err)
+	}
+	pair, err := tls.LoadX509KeyPair(files[2], files[3])
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := httpsClient(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}, false)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body, err := send(client, http.MethodPut, "https://"+files[4]+"/key/hello", `{"value":"world"}`)
+		if err == nil && code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PUT through the printed address: %d %s %v\n%s", code, body, err, printed)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	got, err := run(t, strings.Fields(getLine[1])...)
+	if err != nil || !strings.Contains(got, `"world"`) {
+		t.Fatalf("the printed distkv get line: %v %s", err, got)
+	}
+	for i := 0; i < 3; i++ {
+		addr := fmt.Sprintf("127.0.0.1:%d", httpBase+i)
+		if _, _, err := send(httpsClient(&tls.Config{RootCAs: pool}, true), http.MethodGet, "https://"+addr+"/key/hello", ""); err == nil {
+			t.Errorf("node %d served a client without a certificate", i+1)
+		}
+		resp, err := http.Get("http://" + addr + "/key/hello")
+		if err == nil {
+			resp.Body.Close()
+		}
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("node %d: plain HTTP answered %v %v, want 400", i+1, resp, err)
+		}
+	}
 }
