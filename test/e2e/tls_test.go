@@ -500,6 +500,12 @@ func TestTLSForeignPeerRefused(t *testing.T) {
 	for {
 		l1, lf := readLog(t, c.servers["n1"]), readLog(t, foreign)
 		if strings.Contains(l1, "refused peer connection: TLS handshake failed") && strings.Contains(l1, "certificate signed by unknown authority") {
+			for _, line := range strings.Split(l1, "\n") {
+				if strings.Contains(line, "unknown authority") {
+					t.Logf("n1 logged: %s", line)
+					break
+				}
+			}
 			for _, n := range c.names[1:] {
 				if l := readLog(t, c.servers[n]); !strings.Contains(l, "certificate signed by unknown authority") {
 					t.Errorf("%s did not log why it refused the foreign peer:\n%s", n, tail([]byte(l), 2000))
