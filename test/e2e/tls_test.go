@@ -799,3 +799,42 @@ func TestDevSecure(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSSIGHUP: SIGHUP makes a node with TLS re-read its certificate files
+// (and log it) rather than exit, as it would without a handler.
+func TestTLSSIGHUP(t *testing.T) {
+	p := newPKI(t)
+	cert, key, _ := p.node("n1")
+	dir := filepath.Join(t.TempDir(), "n1")
+	h := freePort(t)
+	s := launch(t, dir, h, []string{"server", "--id", "n1", "--data-dir", dir, "--http", h, "--peer", freePort(t), "--tick", testTick.String(),
+		"--tls-cert-file", cert, "--tls-key-file", key})
+	client := httpsClient(p.tlsConfig("", ""), true)
+	waitTLSReady(t, s, client, h)
+	_, _, want := p.node("n1")
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		log := readLog(t, s)
+		if strings.Contains(log, "SIGHUP: re-reading the TLS certificates") && strings.Contains(log, "TLS certificate reloaded") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload logged after SIGHUP:\n%s", tail([]byte(log), 2000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := handshakeSerial(t, h, p.tlsConfig("", "")); got != want {
+		t.Errorf("after SIGHUP the node presents serial %s, want the new %s", got, want)
+	}
+	select {
+	case <-s.exited:
+		t.Fatalf("SIGHUP stopped the node: %v", s.cmd.ProcessState)
+	default:
+	}
+	if code, body, err := send(client, http.MethodPut, "https://"+h+"/key/k", `{"value":"v"}`); err != nil || code != http.StatusOK {
+		t.Fatalf("PUT after SIGHUP: %d %s %v", code, body, err)
+	}
+}
