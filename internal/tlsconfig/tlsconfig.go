@@ -6,10 +6,11 @@
 // certificate they were made with; every handshake after the reload uses the
 // new one.
 //
-// A reload that fails (a file missing, half written, or a key that does not
-// go with the certificate, as happens for a moment when the two files are
-// replaced one after the other) keeps the certificate in use, logs why, and
-// is tried again at the next check.
+// A reload that fails (a file missing, half written, a key that does not go
+// with the certificate, as happens for a moment when the two files are
+// replaced one after the other, or a certificate outside its validity
+// period) keeps the certificate in use, logs why, and is tried again at the
+// next check. New refuses such files outright.
 //
 // The CA file is read once, when the Reloader is made: a certificate
 // authority is trusted from the start to the end of the process. To move to
@@ -91,7 +92,8 @@ type Reloader struct {
 }
 
 // New reads the files of cfg. It fails if they cannot be read, do not
-// parse, or the key does not go with the certificate.
+// parse, the key does not go with the certificate, or the certificate has
+// expired or is not valid yet.
 func New(cfg Config) (*Reloader, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -154,6 +156,13 @@ func (r *Reloader) load(certPEM, keyPEM []byte) (bool, error) {
 		if pair.Leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
 			return false, fmt.Errorf("tlsconfig: %s: %w", r.cfg.CertFile, err)
 		}
+	}
+	// Every handshake with such a certificate would fail: the one in use
+	// may still be good.
+	if now := time.Now(); now.After(pair.Leaf.NotAfter) {
+		return false, fmt.Errorf("tlsconfig: %s expired at %s", r.cfg.CertFile, pair.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	} else if now.Before(pair.Leaf.NotBefore) {
+		return false, fmt.Errorf("tlsconfig: %s is not valid before %s (is this machine's clock right?)", r.cfg.CertFile, pair.Leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	r.cert.Store(&pair)
 	r.loadedCert, r.loadedKey = certPEM, keyPEM

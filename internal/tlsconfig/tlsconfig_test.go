@@ -316,6 +316,34 @@ func TestMutualConfig(t *testing.T) {
 	}
 }
 
+// TestExpiredCertificate: New refuses a certificate past its validity, and
+// a reload to one keeps the certificate in use.
+func TestExpiredCertificate(t *testing.T) {
+	f := newFiles(t)
+	r, err := New(Config{CertFile: f.certFile, KeyFile: f.key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := serialString(r.Certificate().Leaf.SerialNumber)
+	p, err := f.ca.Node("n1", []string{"127.0.0.1"}, time.Nanosecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Millisecond)
+	if err := p.WriteFiles(f.certFile, f.key); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("reload to an expired certificate: err = %v", err)
+	}
+	if got := serialString(r.Certificate().Leaf.SerialNumber); got != before {
+		t.Errorf("an expired certificate replaced the one in use")
+	}
+	if _, err := New(Config{CertFile: f.certFile, KeyFile: f.key}); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("New with an expired certificate: err = %v", err)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	f := newFiles(t)
 	if _, err := New(Config{CertFile: f.certFile}); err == nil {
