@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runCerts runs `distkv certs args...` and returns its output and error.
@@ -139,8 +141,32 @@ func TestServerTLSFlags(t *testing.T) {
 		!slices.Equal(full.apiServer.NextProtos, []string{"http/1.1"}) {
 		t.Errorf("API TLS configuration: %+v", full.apiServer)
 	}
+	// The reloaders and the SIGHUP watcher stop with the server. (os/signal keeps
+	// a watcher of its own from the first Notify on: it is not counted.)
 	stop := full.start(logger)
+	for deadline := time.Now().Add(5 * time.Second); tlsGoroutines() != 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("start runs %d goroutines, want the two reloaders and the SIGHUP watcher", tlsGoroutines())
+			break
+		}
+	}
 	stop()
+	if n := tlsGoroutines(); n != 0 {
+		t.Errorf("%d goroutines of the TLS reloaders left after stop", n)
+	}
+}
+
+// tlsGoroutines counts the goroutines that serverTLS.start runs.
+func tlsGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "(*serverTLS).start") {
+			n++
+		}
+	}
+	return n
 }
 
 // TestDevSecurity: --secure makes a CA once and certificates for every node
