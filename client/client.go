@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,8 +51,16 @@ type Config struct {
 	// Default DefaultRetryFor; negative: each endpoint is tried once.
 	RetryFor time.Duration
 	// HTTPClient sends the requests. Default: a client of this Client's own
-	// over http.DefaultTransport.
+	// over http.DefaultTransport (over a copy of it that uses TLS, with
+	// TLS).
 	HTTPClient *http.Client
+	// TLS, if set, is the TLS configuration of requests to https
+	// endpoints, and endpoints given as host:port are https. Its RootCAs
+	// name the CA that signed the nodes' certificates, its Certificates
+	// the client certificate if the nodes ask for one (see LoadTLS). It
+	// cannot be combined with HTTPClient: configure that client's transport
+	// instead.
+	TLS *tls.Config
 	// ClientID names this client in the request ids of its writes, 1 to
 	// 256 bytes. Two clients that run at once must not share one. Default:
 	// "distkv-go-" and 16 random hex digits.
@@ -66,7 +75,7 @@ func (c Config) withDefaults() Config {
 	if c.RetryFor == 0 {
 		c.RetryFor = DefaultRetryFor
 	}
-	if c.HTTPClient == nil {
+	if c.HTTPClient == nil && c.TLS == nil {
 		c.HTTPClient = &http.Client{}
 	}
 	if c.ClientID == "" {
@@ -82,8 +91,11 @@ func (c Config) Validate() error {
 	if len(c.Endpoints) == 0 {
 		return errors.New("client config: no endpoints")
 	}
+	if c.TLS != nil && c.HTTPClient != nil {
+		return errors.New("client config: TLS and HTTPClient are both set: set the TLS configuration in that client's transport instead")
+	}
 	for _, ep := range c.Endpoints {
-		if _, err := baseURL(ep); err != nil {
+		if _, err := baseURL(ep, c.TLS != nil); err != nil {
 			return fmt.Errorf("client config: %w", err)
 		}
 	}
@@ -94,11 +106,16 @@ func (c Config) Validate() error {
 }
 
 // baseURL turns an endpoint into the URL that paths are appended to:
-// "127.0.0.1:8000" is "http://127.0.0.1:8000".
-func baseURL(ep string) (string, error) {
+// "127.0.0.1:8000" is "http://127.0.0.1:8000", or "https://127.0.0.1:8000"
+// with secure.
+func baseURL(ep string, secure bool) (string, error) {
 	s := strings.TrimRight(strings.TrimSpace(ep), "/")
 	if !strings.Contains(s, "://") {
-		s = "http://" + s
+		if secure {
+			s = "https://" + s
+		} else {
+			s = "http://" + s
+		}
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") ||
@@ -129,8 +146,13 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, http: cfg.HTTPClient}
+	if cfg.TLS != nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = cfg.TLS.Clone()
+		c.http = &http.Client{Transport: tr}
+	}
 	for _, ep := range cfg.Endpoints {
-		u, _ := baseURL(ep)
+		u, _ := baseURL(ep, cfg.TLS != nil)
 		if !slices.Contains(c.endpoints, u) {
 			c.endpoints = append(c.endpoints, u)
 		}
@@ -165,7 +187,7 @@ func (c *Client) Sync(ctx context.Context) error {
 		if m.HTTP == "" {
 			continue
 		}
-		u, err := baseURL(scheme + "://" + m.HTTP)
+		u, err := baseURL(scheme+"://"+m.HTTP, false)
 		if err != nil {
 			continue
 		}

@@ -30,6 +30,13 @@
 // publishes (its --advertise-http) may be unreachable from the client, as
 // from outside a container network.
 //
+// # TLS
+//
+// Config.TLS secures the requests of a cluster that serves TLS: its RootCAs
+// name the CA of the nodes' certificates and its Certificates a client
+// certificate, for nodes that require one (LoadTLS builds it from PEM
+// files). Endpoints given as host:port are then https.
+//
 // # Retries
 //
 // A call goes on until an endpoint answers it or Config.RetryFor has passed

@@ -58,6 +58,7 @@ func newBackupCommand() *cobra.Command {
 		endpoints []string
 		out       string
 		timeout   time.Duration
+		tlsFlags  clientTLSFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "backup --out FILE",
@@ -67,6 +68,9 @@ func newBackupCommand() *cobra.Command {
 			cfg := client.Config{Endpoints: endpoints, Timeout: timeout, RetryFor: -1}
 			if timeout <= 0 {
 				cfg.Timeout = -1
+			}
+			if err := tlsFlags.apply(&cfg); err != nil {
+				return err
 			}
 			c, err := client.New(cfg)
 			if err != nil {
@@ -84,6 +88,7 @@ func newBackupCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"}, "node HTTP addresses, tried in order")
 	cmd.Flags().StringVar(&out, "out", "", "the backup file to write (required)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for a node to start sending (the copy itself is not bounded)")
+	tlsFlags.add(cmd.Flags())
 	cmd.MarkFlagRequired("out")
 	return cmd
 }

@@ -23,6 +23,7 @@ func newClientCommands() []*cobra.Command {
 		endpoints []string
 		timeout   time.Duration
 		wait      time.Duration
+		tlsFlags  clientTLSFlags
 	)
 	// One client id per process: each write gets a request id of its own.
 	clientID := fmt.Sprintf("distkv-cli-%016x", rand.Uint64())
@@ -36,6 +37,9 @@ func newClientCommands() []*cobra.Command {
 		if wait <= 0 {
 			cfg.RetryFor = -1
 		}
+		if err := tlsFlags.apply(&cfg); err != nil {
+			return nil, err
+		}
 		return client.New(cfg)
 	}
 	ctx := context.Background()
@@ -43,6 +47,7 @@ func newClientCommands() []*cobra.Command {
 		cmd.Flags().StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"}, "node HTTP addresses, tried in order")
 		cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per-request timeout")
 		cmd.Flags().DurationVar(&wait, "retry-for", 15*time.Second, "keep retrying for this long while nodes are down or electing")
+		tlsFlags.add(cmd.Flags())
 		return cmd
 	}
 	print := func(data []byte) {

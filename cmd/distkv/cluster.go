@@ -78,12 +78,9 @@ func dataDirHasState(dir string) bool {
 
 // joinCluster asks the member at url to add self as a learner and returns the
 // cluster's members. A node that is already a member (a retried join) is fine.
-func joinCluster(url string, self raftnode.Member, timeout time.Duration, logger *slog.Logger) ([]raftnode.Member, error) {
-	base := strings.TrimRight(url, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	cli := &http.Client{Timeout: timeout + time.Second}
+func joinCluster(sec *serverTLS, url string, self raftnode.Member, timeout time.Duration, logger *slog.Logger) ([]raftnode.Member, error) {
+	base := sec.memberURL(url)
+	cli := sec.memberHTTPClient(timeout + time.Second)
 	body, _ := json.Marshal(map[string]any{"id": self.Name, "peer": self.Peer, "http": self.HTTP, "learner": true})
 	var lastErr error
 	for attempt := 0; attempt < 10; attempt++ {
@@ -132,12 +129,9 @@ func joinCluster(url string, self raftnode.Member, timeout time.Duration, logger
 
 // learnClusterID asks the member at url (a --join address) for the
 // cluster's id: 0 if that cluster predates cluster ids.
-func learnClusterID(url string, timeout time.Duration) (uint64, error) {
-	base := strings.TrimRight(url, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	cli := &http.Client{Timeout: timeout + time.Second}
+func learnClusterID(sec *serverTLS, url string, timeout time.Duration) (uint64, error) {
+	base := sec.memberURL(url)
+	cli := sec.memberHTTPClient(timeout + time.Second)
 	var lastErr error
 	for attempt := 0; attempt < 10; attempt++ {
 		if attempt > 0 {

@@ -78,7 +78,7 @@ func askBootstrapper(ctx context.Context, cfg transport.Config, first raftnode.M
 // has state from before cluster ids; the joined cluster's with --join; a new
 // one if this node creates the id of a new cluster; else the one the member
 // that creates it answers (see bootstrapper).
-func settleClusterID(o *serverOptions, trCfg transport.Config, members []raftnode.Member, self raftnode.Member,
+func settleClusterID(o *serverOptions, sec *serverTLS, trCfg transport.Config, members []raftnode.Member, self raftnode.Member,
 	hasState, join bool, overrides map[uint64]string, logger *slog.Logger) (uint64, error) {
 	id, known, err := raftnode.ReadClusterID(vfs.Default, o.dataDir)
 	switch {
@@ -87,7 +87,7 @@ func settleClusterID(o *serverOptions, trCfg transport.Config, members []raftnod
 	case known || hasState:
 		return id, nil
 	case join:
-		return learnClusterID(o.join, o.requestTimeout)
+		return learnClusterID(sec, o.join, o.requestTimeout)
 	}
 	first := bootstrapper(members)
 	if first.Name == self.Name {

@@ -31,6 +31,7 @@ func newDevCommand() *cobra.Command {
 		peerBase int
 		host     string
 		advHost  string
+		secure   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [-- extra server flags]",
@@ -53,7 +54,8 @@ that restarts it.`,
 				return fmt.Errorf("--host %q listens on every interface, which is no address to reach the nodes at: "+
 					"set --advertise-host to an address of this machine that the nodes and clients can reach (127.0.0.1 for this machine only)", host)
 			}
-			return runDev(cmd.ErrOrStderr(), nodes, dataDir, host, advHost, httpBase, peerBase, extra)
+			sec := newDevSecurity(secure, dataDir)
+			return runDev(cmd.ErrOrStderr(), nodes, dataDir, host, advHost, httpBase, peerBase, sec, extra)
 		},
 	}
 	f := cmd.Flags()
@@ -63,6 +65,7 @@ that restarts it.`,
 	f.StringVar(&advHost, "advertise-host", "", "address the nodes publish to each other and to clients (default: --host; required when --host is 0.0.0.0)")
 	f.IntVar(&httpBase, "http-port", 8000, "HTTP port of the first node")
 	f.IntVar(&peerBase, "peer-port", 9000, "peer port of the first node")
+	f.BoolVar(&secure, "secure", false, "TLS everywhere: make a CA and certificates under <data-dir>/certs and run the API and the peer links over TLS, client certificates required")
 	return cmd
 }
 
@@ -80,13 +83,20 @@ func nodeProcs(cpus, nodes int) int {
 	return max(1, cpus/nodes)
 }
 
-func runDev(out io.Writer, n int, dataDir, host, advHost string, httpBase, peerBase int, extra []string) error {
+func runDev(out io.Writer, n int, dataDir, host, advHost string, httpBase, peerBase int, sec devSecurity, extra []string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
 	token, err := devClusterToken(dataDir)
 	if err != nil {
+		return err
+	}
+	hosts := []string{advHost, "127.0.0.1", "localhost"}
+	if !unspecified(host) {
+		hosts = append(hosts, host)
+	}
+	if err := sec.prepare(n, hosts); err != nil {
 		return err
 	}
 	env, envNote := os.Environ(), ""
@@ -132,6 +142,7 @@ func runDev(out io.Writer, n int, dataDir, host, advHost string, httpBase, peerB
 			"--peer", fmt.Sprintf("%s:%d", host, peerBase+i),
 			"--cluster", strings.Join(cluster, ","),
 			"--cluster-token", token}
+		args = append(args, sec.serverArgs(name)...)
 		if advHost != host {
 			args = append(args, "--advertise-http", fmt.Sprintf("%s:%d", advHost, httpBase+i),
 				"--advertise-peer", fmt.Sprintf("%s:%d", advHost, peerBase+i))
@@ -160,7 +171,10 @@ func runDev(out io.Writer, n int, dataDir, host, advHost string, httpBase, peerB
 			close(d.done)
 			exited <- d
 		}()
-		logf("%s  pid %-7d  http http://%s:%d  peer %s:%d  data %s", name, c.Process.Pid, advHost, httpBase+i, advHost, peerBase+i, filepath.Join(dataDir, name))
+		logf("%s  pid %-7d  http %s://%s:%d  peer %s:%d  data %s", name, c.Process.Pid, sec.scheme(), advHost, httpBase+i, advHost, peerBase+i, filepath.Join(dataDir, name))
+	}
+	for _, line := range sec.howToReach(fmt.Sprintf("%s:%d", advHost, httpBase)) {
+		logf("distkv dev: %s", line)
 	}
 	logf("distkv dev: %d nodes running; Ctrl-C stops them", n)
 	alive := n

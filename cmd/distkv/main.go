@@ -25,7 +25,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServerCommand(), newDevCommand(), newWALCommand())
+	root.AddCommand(newServerCommand(), newDevCommand(), newWALCommand(), newCertsCommand())
 	root.AddCommand(newClientCommands()...)
 	root.AddCommand(newBackupCommands()...)
 	if err := root.Execute(); err != nil {

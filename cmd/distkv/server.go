@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,7 @@ type serverOptions struct {
 	walDirect       bool
 	logLevel        string
 	logFormat       string
+	tls             tlsOptions
 }
 
 func newServerCommand() *cobra.Command {
@@ -86,7 +88,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.StringVar(&o.cluster, "cluster", "", "initial members of a new cluster: n1=host:port,n2=host:port,... (peer addresses; ignored once the data directory has state)")
 	f.StringVar(&o.clusterToken, "cluster-token", "distkv", "name shared by the members of one cluster; nodes of different clusters refuse each other")
 	f.StringVar(&o.dialOverride, "dial-override", "", "dial these members at these addresses instead of the recorded ones: n2=host:port,... (NAT, tunnels, test proxies)")
-	f.StringVar(&o.join, "join", "", "join an existing cluster through the HTTP address of any member (e.g. http://10.0.0.1:8000)")
+	f.StringVar(&o.join, "join", "", "join an existing cluster through the HTTP address of any member (e.g. http://10.0.0.1:8000; https:// when this node serves TLS, the default then)")
 	f.Var(&o.maxKeySize, "max-key-size", "largest key accepted (bytes; KiB/MiB suffixes allowed)")
 	f.Var(&o.maxValueSize, "max-value-size", "largest value accepted (bytes; KiB/MiB suffixes allowed)")
 	f.DurationVar(&o.requestTimeout, "request-timeout", 5*time.Second, "deadline of one client request")
@@ -103,6 +105,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	addTLSFlags(f, &o.tls)
 	return cmd
 }
 
@@ -141,6 +144,12 @@ func runServer(o *serverOptions) error {
 	if o.dataDir == "" {
 		o.dataDir = filepath.Join("data", o.id)
 	}
+	sec, err := newServerTLS(o.tls, logger)
+	if err != nil {
+		return err
+	}
+	stopTLS := sec.start(logger)
+	defer stopTLS()
 	// Before the node opens: restoring a large snapshot is when the heap grows.
 	gcCtx, stopGC := context.WithCancel(context.Background())
 	defer stopGC()
@@ -193,6 +202,7 @@ func runServer(o *serverOptions) error {
 	hcfg.RequestDedupTTL = o.requestDedupTTL
 	hcfg.HeartbeatInterval = o.tick * time.Duration(o.heartbeatTicks)
 	hcfg.DataDir, hcfg.WALSegmentSize, hcfg.SnapshotEntries = o.dataDir, int64(o.walSegmentSize), o.snapshotEntries
+	hcfg.TLS = sec.apiServer != nil
 	if err := hcfg.Validate(); err != nil {
 		return err
 	}
@@ -203,6 +213,11 @@ func runServer(o *serverOptions) error {
 		return fmt.Errorf("listen on %s: %w", o.httpAddr, err)
 	}
 	defer ln.Close()
+	if sec.apiServer != nil {
+		// A plain HTTP request on this port is answered 400 "Client sent an
+		// HTTP request to an HTTPS server" by net/http.
+		ln = tls.NewListener(ln, sec.apiServer)
+	}
 	// The transport is needed by the node and delivers to it: it starts with
 	// a relay that drops traffic until the node is open.
 	relay := &handlerRelay{}
@@ -213,8 +228,9 @@ func runServer(o *serverOptions) error {
 		Listen:  o.peerAddr,
 		Handler: relay,
 		Logger:  logger,
+		TLS:     sec.peerMutual,
 	}
-	if trCfg.ClusterID, err = settleClusterID(o, trCfg, members, self, hasState, join, overrides, logger); err != nil {
+	if trCfg.ClusterID, err = settleClusterID(o, sec, trCfg, members, self, hasState, join, overrides, logger); err != nil {
 		return err
 	}
 	ncfg.ClusterID = trCfg.ClusterID
@@ -225,7 +241,7 @@ func runServer(o *serverOptions) error {
 	defer tr.Close()
 	ncfg.Transport = dialingTransport{Transport: tr, override: overrides}
 	if join {
-		ms, err := joinCluster(o.join, self, o.requestTimeout, logger)
+		ms, err := joinCluster(sec, o.join, self, o.requestTimeout, logger)
 		if err != nil {
 			return err
 		}
@@ -284,7 +300,8 @@ func runServer(o *serverOptions) error {
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("distkv node serving", "id", o.id, "cluster_id", transport.FormatClusterID(node.ClusterID()),
 		"http", ln.Addr().String(), "peer", tr.Addr().String(), "advertise_http", self.HTTP, "advertise_peer", self.Peer, "data_dir", o.dataDir, "pid", os.Getpid(),
-		"wal_sync", vfs.SyncMethod(), "wal_direct", node.WALDirect(), "go_sysmon", sysmonMode())
+		"wal_sync", vfs.SyncMethod(), "wal_direct", node.WALDirect(), "go_sysmon", sysmonMode(),
+		"api_tls", sec.apiServer != nil, "api_client_certs", o.tls.clientCAFile != "", "peer_tls", sec.peerMutual != nil)
 
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM)

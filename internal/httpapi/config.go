@@ -58,6 +58,9 @@ type Config struct {
 	// by GET /segments and GET /compaction/status.
 	WALSegmentSize  int64
 	SnapshotEntries uint64
+	// TLS reports that the API is served over TLS: GET /cluster_status
+	// gives the members' URLs as https://.
+	TLS bool
 	// Logger receives debug records about failed backend calls (default: discard).
 	Logger *slog.Logger
 }

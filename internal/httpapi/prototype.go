@@ -69,6 +69,9 @@ func (h *handler) clusterStatus(w http.ResponseWriter) {
 		url := ""
 		if m.HTTP != "" {
 			url = "http://" + m.HTTP
+			if h.cfg.TLS {
+				url = "https://" + m.HTTP
+			}
 		}
 		if m.ID == st.Leader {
 			out.Leader = &leader{ID: m.ID, URL: url, Status: health}

@@ -15,7 +15,8 @@ import (
 // httpTarget speaks distkv's HTTP API (also served by serve-null).
 type httpTarget struct {
 	client *http.Client
-	bases  []string // "http://host:port"
+	bases  []string // "http://host:port" (https with TLS)
+	scheme string
 	route  string
 	next   atomic.Uint64 // route "each": requests so far
 }
@@ -30,10 +31,14 @@ func newHTTPTarget(c *config) *httpTarget {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 		ForceAttemptHTTP2:   false,
+		TLSClientConfig:     c.tls,
 	}
-	t := &httpTarget{client: &http.Client{Transport: tr}, route: c.route}
+	t := &httpTarget{client: &http.Client{Transport: tr}, route: c.route, scheme: "http"}
+	if c.tls != nil {
+		t.scheme = "https"
+	}
 	for _, e := range c.endpoints {
-		t.bases = append(t.bases, "http://"+e)
+		t.bases = append(t.bases, t.scheme+"://"+e)
 	}
 	return t
 }
@@ -67,7 +72,7 @@ func (t *httpTarget) leaderBase(ctx context.Context) (string, error) {
 	}
 	for _, m := range st.Members {
 		if m.ID == st.Leader && st.Leader != "" && m.HTTP != "" {
-			return "http://" + m.HTTP, nil
+			return t.scheme + "://" + m.HTTP, nil
 		}
 	}
 	return "", fmt.Errorf("-route leader: %s/cluster/status names no leader with an HTTP address (leader %q)", t.bases[0], st.Leader)

@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -51,6 +52,7 @@ type config struct {
 	label     string
 	conns     int
 	quiet     bool
+	tls       *tls.Config // HTTP targets: https with it (-cacert, -cert, -key)
 }
 
 func main() {
@@ -91,7 +93,16 @@ func main() {
 	fs.StringVar(&c.label, "label", "", "label printed in the RESULT line (default: target)")
 	fs.IntVar(&c.conns, "conns", 1, "etcd: number of client connections shared by the workers")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	var caFile, certFile, keyFile string
+	fs.StringVar(&caFile, "cacert", "", "HTTP targets: speak https, trusting the CA of this PEM file")
+	fs.StringVar(&certFile, "cert", "", "HTTP targets: https with this PEM client certificate (needs -key)")
+	fs.StringVar(&keyFile, "key", "", "PEM private key of -cert")
 	fs.Parse(os.Args[1:])
+	var err error
+	if c.tls, err = loadTLS(caFile, certFile, keyFile); err != nil {
+		fmt.Fprintln(os.Stderr, "kvbench:", err)
+		os.Exit(2)
+	}
 
 	if err := c.validate(endpoints); err != nil {
 		fmt.Fprintln(os.Stderr, "kvbench:", err)
