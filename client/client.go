@@ -56,6 +56,9 @@ type Config struct {
 	// 256 bytes. Two clients that run at once must not share one. Default:
 	// "distkv-go-" and 16 random hex digits.
 	ClientID string
+	// Token, if set, is sent as "Authorization: Bearer <Token>" with every
+	// request, for a cluster with auth on (see Login). Empty: none.
+	Token string
 }
 
 // withDefaults returns c with its zero fields set to their defaults.
@@ -120,6 +123,9 @@ type Client struct {
 	// preferred indexes the endpoint that answered last, where the next
 	// call starts. Invariant: 0 <= preferred < len(endpoints).
 	preferred int
+	// token is sent as a bearer token; "" for none. Config.Token, or the
+	// last one Login got.
+	token string
 }
 
 // New returns a Client for cfg, with defaults for its zero fields.
@@ -128,7 +134,7 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, http: cfg.HTTPClient}
+	c := &Client{cfg: cfg, http: cfg.HTTPClient, token: cfg.Token}
 	for _, ep := range cfg.Endpoints {
 		u, _ := baseURL(ep)
 		if !slices.Contains(c.endpoints, u) {
@@ -298,6 +304,7 @@ func (c *Client) attempt(ctx context.Context, ep string, r request) (data []byte
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	c.authorize(req)
 	safe := r.retry == retrySafe
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -58,6 +58,7 @@ func newBackupCommand() *cobra.Command {
 		endpoints []string
 		out       string
 		timeout   time.Duration
+		creds     credentials // auth.go
 	)
 	cmd := &cobra.Command{
 		Use:   "backup --out FILE",
@@ -72,6 +73,9 @@ func newBackupCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := creds.apply(context.Background(), c); err != nil {
+				return err
+			}
 			s, err := takeBackup(context.Background(), c, out, newProgress(os.Stderr))
 			if err != nil {
 				return err
@@ -84,6 +88,7 @@ func newBackupCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"}, "node HTTP addresses, tried in order")
 	cmd.Flags().StringVar(&out, "out", "", "the backup file to write (required)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for a node to start sending (the copy itself is not bounded)")
+	creds.addFlags(cmd.Flags())
 	cmd.MarkFlagRequired("out")
 	return cmd
 }

@@ -26,6 +26,7 @@ func newClientCommands() []*cobra.Command {
 	)
 	// One client id per process: each write gets a request id of its own.
 	clientID := fmt.Sprintf("distkv-cli-%016x", rand.Uint64())
+	var creds credentials // auth.go
 	mk := func() (*client.Client, error) {
 		cfg := client.Config{Endpoints: endpoints, Timeout: timeout, RetryFor: wait, ClientID: clientID}
 		// The flags' 0 is none (--timeout) and one try of each endpoint
@@ -36,13 +37,18 @@ func newClientCommands() []*cobra.Command {
 		if wait <= 0 {
 			cfg.RetryFor = -1
 		}
-		return client.New(cfg)
+		c, err := client.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return c, creds.apply(context.Background(), c)
 	}
 	ctx := context.Background()
 	addFlags := func(cmd *cobra.Command) *cobra.Command {
 		cmd.Flags().StringSliceVar(&endpoints, "endpoints", []string{"127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002"}, "node HTTP addresses, tried in order")
 		cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per-request timeout")
 		cmd.Flags().DurationVar(&wait, "retry-for", 15*time.Second, "keep retrying for this long while nodes are down or electing")
+		creds.addFlags(cmd.Flags())
 		return cmd
 	}
 	print := func(data []byte) {
@@ -274,7 +280,7 @@ func newClientCommands() []*cobra.Command {
 	transfer.Flags().StringVar(&to, "to", "", "member to lead")
 	leader := &cobra.Command{Use: "leader", Short: "Leadership commands"}
 	leader.AddCommand(transfer)
-	return []*cobra.Command{get, put, del, scan, status, member, leader}
+	return append([]*cobra.Command{get, put, del, scan, status, member, leader}, newAuthCommands(addFlags, mk)...)
 }
 
 func printIndented(data []byte) {

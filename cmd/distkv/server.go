@@ -55,6 +55,7 @@ type serverOptions struct {
 	walDirect       bool
 	logLevel        string
 	logFormat       string
+	auth            authOptions // auth.go
 }
 
 func newServerCommand() *cobra.Command {
@@ -103,6 +104,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
+	o.auth.addFlags(f)
 	return cmd
 }
 
@@ -193,6 +195,9 @@ func runServer(o *serverOptions) error {
 	hcfg.RequestDedupTTL = o.requestDedupTTL
 	hcfg.HeartbeatInterval = o.tick * time.Duration(o.heartbeatTicks)
 	hcfg.DataDir, hcfg.WALSegmentSize, hcfg.SnapshotEntries = o.dataDir, int64(o.walSegmentSize), o.snapshotEntries
+	if hcfg.Auth, err = o.auth.httpConfig(); err != nil {
+		return err
+	}
 	if err := hcfg.Validate(); err != nil {
 		return err
 	}
@@ -252,6 +257,7 @@ func runServer(o *serverOptions) error {
 		node.Stop()
 		return err
 	}
+	defer o.auth.start(backend{node}, logger)()
 	srv := &http.Server{
 		Handler:           mx.Handler(handler), // GET /metrics, then the API
 		ReadHeaderTimeout: 10 * time.Second,
