@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -329,7 +330,7 @@ type tokenAnswer struct {
 // logged.
 func (h *handler) issueToken(w http.ResponseWriter, r *http.Request) {
 	var req tokenRequest
-	if aerr := decodeJSONBody(r, &req); aerr != nil {
+	if aerr := decodeStrict(r, &req); aerr != nil {
 		writeAPIError(w, aerr)
 		return
 	}
@@ -363,6 +364,20 @@ func (h *handler) issueToken(w http.ResponseWriter, r *http.Request) {
 	}
 	body, _ := json.Marshal(tokenAnswer{Token: tok, ExpiresAt: exp.UTC().Format(time.RFC3339)})
 	writeJSON(w, http.StatusOK, body)
+}
+
+// decodeStrict decodes a small JSON object body into v, refusing unknown
+// fields and trailing data (422).
+func decodeStrict(r *http.Request, v any) *apiError {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return unprocessable("request body is not the expected JSON object: %v", err)
+	}
+	if dec.More() {
+		return unprocessable("request body holds more than one JSON value")
+	}
+	return nil
 }
 
 // clientHost is the address of r's client, without the port.
@@ -470,7 +485,7 @@ func (h *handler) serveUser(w http.ResponseWriter, r *http.Request, name string)
 		h.proposeAuth(w, r, &auth.Change{Kind: auth.ChangeDeleteUser, Name: name}, "user", name)
 	case http.MethodPut:
 		var b userBody
-		if aerr := decodeJSONBody(r, &b); aerr != nil {
+		if aerr := decodeStrict(r, &b); aerr != nil {
 			writeAPIError(w, aerr)
 			return
 		}
@@ -537,7 +552,7 @@ func (h *handler) serveRole(w http.ResponseWriter, r *http.Request, name string)
 		h.proposeAuth(w, r, &auth.Change{Kind: auth.ChangeDeleteRole, Name: name}, "role", name)
 	case http.MethodPut:
 		var b roleBody
-		if aerr := decodeJSONBody(r, &b); aerr != nil {
+		if aerr := decodeStrict(r, &b); aerr != nil {
 			writeAPIError(w, aerr)
 			return
 		}

@@ -249,6 +249,7 @@ func TestAuthAdministration(t *testing.T) {
 	a.must(http.StatusUnprocessableEntity, a.root, "PUT", "/auth/users/bob", `{"roles":["app"]}`)
 	a.must(http.StatusUnprocessableEntity, a.root, "PUT", "/auth/users/bob", `{"password":"x","roles":["nope"]}`)
 	a.must(http.StatusUnprocessableEntity, a.root, "PUT", "/auth/roles/r", `{"permissions":[{"prefix":"a","access":"write"}]}`)
+	a.must(http.StatusUnprocessableEntity, a.root, "PUT", "/auth/users/bob", `{"password":"x","role":["app"]}`)
 	a.must(http.StatusBadRequest, a.root, "GET", "/auth/users/a%2Fb", "")
 	a.must(http.StatusNotFound, a.root, "DELETE", "/auth/users/bob", "")
 	a.must(http.StatusNotFound, a.root, "GET", "/auth/roles/nope", "")
