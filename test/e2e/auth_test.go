@@ -318,5 +318,26 @@ func TestAuthSurvivesRestart(t *testing.T) {
 	// reset root's password.
 	mustDo(t, http.StatusOK, root, "PUT", base+"/auth/users/root", `{"password":"changed"}`)
 	mustDo(t, http.StatusUnauthorized, "", "POST", base+"/auth/token", `{"user":"root","password":"root-secret"}`)
-	login(t, base, "root", "changed")
+	root = login(t, base, "root", "changed")
+
+	// A backup (root only) restored into a new cluster keeps users, roles
+	// and the secret: alice's token from the first cluster works there.
+	file := filepath.Join(t.TempDir(), "auth.backup")
+	if out, err := run(t, "backup", "--endpoints", addr, "--out", file, "--user", "alice", "--password", "alice-pw"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("backup by alice: %v %s", err, out)
+	}
+	if out, err := run(t, "backup", "--endpoints", addr, "--out", file, "--token", root); err != nil {
+		t.Fatalf("backup: %v %s", err, out)
+	}
+	dir2, addr2, peer2 := filepath.Join(t.TempDir(), "r1"), freePort(t), freePort(t)
+	if out, err := run(t, "restore", "--from", file, "--data-dir", dir2, "--id", "r1", "--cluster", "r1="+peer2); err != nil {
+		t.Fatalf("restore: %v %s", err, out)
+	}
+	launch(t, dir2, addr2, []string{"server", "--id", "r1", "--data-dir", dir2, "--http", addr2, "--peer", peer2, "--tick", "20ms", "--auth"}).waitReady()
+	base2 := "http://" + addr2
+	if body := mustDo(t, 200, alice, "GET", base2+"/key/app/x", ""); !strings.Contains(body, `"value":"1"`) {
+		t.Fatalf("app/x in the restored cluster: %s", body)
+	}
+	mustDo(t, http.StatusUnauthorized, bob, "GET", base2+"/key/app/x", "")
+	login(t, base2, "root", "changed")
 }
