@@ -123,23 +123,30 @@ func (s *State) IssueToken(user string, now time.Time, ttl time.Duration) (strin
 // with the generation it names. The errors are ErrNotReady, ErrBadToken,
 // ErrTokenExpired and ErrTokenRevoked.
 func (s *State) Authenticate(token string, now time.Time) (string, error) {
+	t, err := s.Verify(token, now)
+	return t.User, err
+}
+
+// Verify is Authenticate, returning all the token says. As s never
+// changes, a token Verify accepted stays valid under s until t.Expires.
+func (s *State) Verify(token string, now time.Time) (Token, error) {
 	secret := s.Secret()
 	if len(secret) == 0 {
-		return "", ErrNotReady
+		return Token{}, ErrNotReady
 	}
 	t, payload, sig, err := ParseToken(token)
 	if err != nil {
-		return "", err
+		return Token{}, err
 	}
 	if !hmac.Equal(sig, mac(secret, payload)) {
-		return "", ErrBadToken
+		return Token{}, ErrBadToken
 	}
 	if !now.Before(t.Expires) {
-		return "", ErrTokenExpired
+		return Token{}, ErrTokenExpired
 	}
 	u, ok := s.users[t.User]
 	if !ok || u.Generation != t.Generation {
-		return "", ErrTokenRevoked
+		return Token{}, ErrTokenRevoked
 	}
-	return u.Name, nil
+	return t, nil
 }

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distkv/distkv/internal/auth"
@@ -85,6 +87,35 @@ type authn struct {
 	cfg      AuthConfig
 	state    func() *auth.State
 	throttle *auth.Throttle
+	// verified caches the tokens verified under one auth state, so that a
+	// token's signature is checked and its user's permissions resolved
+	// once per state, not per request; a new state starts a new cache.
+	verified atomic.Pointer[tokenCache]
+}
+
+// maxCachedTokens bounds a tokenCache; past it tokens are verified each
+// time.
+const maxCachedTokens = 10000
+
+// tokenCache holds the tokens verified under state. A token in it is valid
+// until its expiry, as state never changes.
+type tokenCache struct {
+	state  *auth.State
+	tokens sync.Map // token string -> *principal
+	n      atomic.Int64
+}
+
+// cache returns the token cache of st.
+func (a *authn) cache(st *auth.State) *tokenCache {
+	c := a.verified.Load()
+	if c != nil && c.state == st {
+		return c
+	}
+	n := &tokenCache{state: st}
+	if a.verified.CompareAndSwap(c, n) {
+		return n
+	}
+	return n // another request swapped first: use a private one this time
 }
 
 func newAuthn(cfg *AuthConfig, b Backend) (*authn, error) {
@@ -105,8 +136,9 @@ func newAuthn(cfg *AuthConfig, b Backend) (*authn, error) {
 // principal is the user a request was authenticated as, and what it may
 // do.
 type principal struct {
-	user  string
-	perms auth.Perms
+	user    string
+	perms   auth.Perms
+	expires time.Time // of the token it came from (zero: a certificate)
 }
 
 type principalKey struct{}
@@ -132,8 +164,7 @@ func (h *handler) admit(w http.ResponseWriter, r *http.Request, path string) (*h
 	case "/healthz", "/readyz", uiPath, uiPath + "/", authTokenPath:
 		return r, true
 	}
-	st := h.auth.state()
-	user, err := h.auth.identify(r, st, h.now())
+	p, err := h.auth.identify(r, h.now())
 	if err != nil {
 		if errors.Is(err, auth.ErrNotReady) {
 			writeError(w, http.StatusServiceUnavailable, err.Error())
@@ -143,9 +174,8 @@ func (h *handler) admit(w http.ResponseWriter, r *http.Request, path string) (*h
 		writeError(w, http.StatusUnauthorized, err.Error())
 		return nil, false
 	}
-	p := &principal{user: user, perms: st.Perms(user)}
 	if !p.perms.Root() && needsRoot(r, path) {
-		writeError(w, http.StatusForbidden, fmt.Sprintf("user %q may not use %s %s: it needs the %s role", user, r.Method, Route(r), auth.RootRole))
+		writeError(w, http.StatusForbidden, fmt.Sprintf("user %q may not use %s %s: it needs the %s role", p.user, r.Method, Route(r), auth.RootRole))
 		return nil, false
 	}
 	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p)), true
@@ -168,33 +198,46 @@ func needsRoot(r *http.Request, path string) bool {
 // errNoCredentials is the 401 of a request that names no user.
 var errNoCredentials = errors.New("authentication required: send Authorization: Bearer <token> (from POST /auth/token) or a client certificate")
 
-// identify returns the user r authenticates as under st.
-func (a *authn) identify(r *http.Request, st *auth.State, now time.Time) (string, error) {
+// identify returns the user r authenticates as, under the node's current
+// auth state, and what it may do.
+func (a *authn) identify(r *http.Request, now time.Time) (*principal, error) {
+	st := a.state()
 	if len(st.Secret()) == 0 {
-		return "", auth.ErrNotReady
+		return nil, auth.ErrNotReady
 	}
 	hdr, ok := r.Header["Authorization"]
 	if !ok {
 		if name := a.cfg.CertUser(r.TLS); name != "" {
 			if _, ok := st.User(name); ok {
-				return name, nil
+				return &principal{user: name, perms: st.Perms(name)}, nil
 			}
-			return "", fmt.Errorf("the client certificate names user %q, which does not exist", name)
+			return nil, fmt.Errorf("the client certificate names user %q, which does not exist", name)
 		}
-		return "", errNoCredentials
+		return nil, errNoCredentials
 	}
 	if len(hdr) != 1 {
-		return "", errors.New("more than one Authorization header")
+		return nil, errors.New("more than one Authorization header")
 	}
 	scheme, tok, ok := strings.Cut(hdr[0], " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", errors.New("the Authorization header is not Bearer <token>")
+		return nil, errors.New("the Authorization header is not Bearer <token>")
 	}
-	user, err := st.Authenticate(strings.TrimSpace(tok), now)
+	tok = strings.TrimSpace(tok)
+	c := a.cache(st)
+	if v, ok := c.tokens.Load(tok); ok {
+		if p := v.(*principal); now.Before(p.expires) {
+			return p, nil
+		}
+	}
+	t, err := st.Verify(tok, now)
 	if err != nil {
-		return "", fmt.Errorf("%w; get a new token from POST /auth/token", err)
+		return nil, fmt.Errorf("%w; get a new token from POST /auth/token", err)
 	}
-	return user, nil
+	p := &principal{user: t.User, perms: st.Perms(t.User), expires: t.Expires}
+	if c.n.Add(1) <= maxCachedTokens {
+		c.tokens.Store(tok, p)
+	}
+	return p, nil
 }
 
 // mayKey reports whether r may read (or write) key; if not it answers 403.
