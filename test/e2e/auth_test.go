@@ -302,6 +302,23 @@ func TestAuthSurvivesRestart(t *testing.T) {
 	if len(snaps) == 0 {
 		t.Fatalf("no snapshot in %s", dir)
 	}
+	// The log names the auth changes, never a password or its hash.
+	dump, err := run(t, "wal", "dump", dir)
+	if err != nil || !strings.Contains(dump, `"operation": "AUTH", "change": "put-user", "name": "alice"`) {
+		t.Fatalf("wal dump: %v\n%s", err, dump)
+	}
+	if strings.Contains(dump, "$2a$") || strings.Contains(dump, "alice-pw") {
+		t.Fatalf("wal dump shows a password or hash:\n%s", dump)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
+	if len(segs) == 0 {
+		t.Fatalf("no WAL segment in %s", dir)
+	}
+	for _, f := range append(snaps, segs...) {
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), "alice-pw") || strings.Contains(string(b), "root-secret") {
+			t.Fatalf("%s holds a password in the clear", f)
+		}
+	}
 	startServer(t, dir, addr, args...)
 	// alice's token from before the restart still works; bob's does not.
 	body := mustDo(t, 200, alice, "GET", base+"/key/app/x", "")
