@@ -182,14 +182,15 @@ func (h *handler) admit(w http.ResponseWriter, r *http.Request, path string) (*h
 }
 
 // needsRoot reports whether path is administration: anything but keys,
-// scans, transactions and the auth endpoints (which check for themselves),
-// and paths that the API does not serve (answered 404).
+// scans, transactions, the auth endpoints (which check for themselves),
+// /request_status (which finds only the caller's own requests, see
+// requestID), and paths that the API does not serve (answered 404).
 func needsRoot(r *http.Request, path string) bool {
 	if strings.HasPrefix(path, keyPrefix) || strings.HasPrefix(path, authPrefix) {
 		return false
 	}
 	switch path {
-	case "/keys", txnPath:
+	case "/keys", txnPath, "/request_status":
 		return false
 	}
 	return Route(r) != "other"

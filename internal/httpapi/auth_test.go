@@ -294,6 +294,19 @@ func TestAuthRequestIDsPerUser(t *testing.T) {
 	if string(kv.Value) != "bob" || kv.Version != 2 {
 		t.Fatalf("app/x = %q version %d; bob's write was taken for alice's", kv.Value, kv.Version)
 	}
+	// Each finds its own request's outcome, and nobody else's.
+	for user, tok := range map[string]string{"alice": alice, "bob": bob} {
+		rec := a.must(http.StatusOK, tok, "GET", "/request_status?client_id=c&request_id=1", "")
+		want := map[string]string{"alice": `"version":1`, "bob": `"version":2`}[user]
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s's request status: %s; want %s", user, rec.Body, want)
+		}
+	}
+	a.must(http.StatusOK, a.root, "PUT", "/auth/users/carol", `{"password":"carolpw"}`)
+	carol := a.login("carol", "carolpw")
+	if rec := a.do(carol, "GET", "/request_status?client_id=c&request_id=1", ""); rec.Code == http.StatusOK && strings.Contains(rec.Body.String(), `"version"`) {
+		t.Fatalf("carol sees another user's request: %s", rec.Body)
+	}
 }
 
 func TestAuthOff(t *testing.T) {
