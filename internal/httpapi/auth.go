@@ -156,6 +156,20 @@ const (
 	authTokenPath = "/auth/token"
 )
 
+// authRoute is Route of the path authPrefix+rest.
+func authRoute(rest string) string {
+	kind, name, named := strings.Cut(rest, "/")
+	switch {
+	case kind == "token" && !named:
+		return authTokenPath
+	case (kind == "users" || kind == "roles") && !named:
+		return authPrefix + kind
+	case (kind == "users" || kind == "roles") && name != "" && !strings.Contains(name, "/"):
+		return authPrefix + kind + "/{name}"
+	}
+	return "other"
+}
+
 // admit authenticates r and checks that its user may use path at all. It
 // answers 401 or 403 itself and returns false; otherwise it returns r with
 // its principal.
@@ -314,11 +328,11 @@ func (h *handler) serveAuth(w http.ResponseWriter, r *http.Request, path string)
 		return
 	}
 	rest := strings.TrimPrefix(path, authPrefix)
-	kind, esc, named := strings.Cut(rest, "/")
-	if kind != "users" && kind != "roles" {
+	if authRoute(rest) == "other" {
 		writeJSON(w, http.StatusNotFound, bodyNotFound)
 		return
 	}
+	kind, esc, named := strings.Cut(rest, "/")
 	if !named {
 		if !methodGet(w, r) || !h.mayAdminister(w, r) {
 			return

@@ -342,3 +342,30 @@ func BenchmarkGetAuth(b *testing.B) {
 		}
 	}
 }
+
+// Route names the auth endpoints by template (a user's name never becomes
+// a label), and an API with auth on serves exactly those.
+func TestAuthRoutes(t *testing.T) {
+	a := newAuthAPI(t)
+	for _, tc := range []struct{ method, target, want string }{
+		{"POST", "/auth/token", "/auth/token"},
+		{"GET", "/auth/users", "/auth/users"},
+		{"GET", "/auth/users/alice", "/auth/users/{name}"},
+		{"GET", "/auth/roles", "/auth/roles"},
+		{"DELETE", "/auth/roles/app", "/auth/roles/{name}"},
+		{"GET", "/auth/users/", "other"},
+		{"GET", "/auth/users/a/b", "other"},
+		{"GET", "/auth/tokens", "other"},
+		{"GET", "/auth/", "other"},
+	} {
+		req := httptest.NewRequest(tc.method, tc.target, nil)
+		if got := Route(req); got != tc.want {
+			t.Errorf("Route(%s %s) = %q, want %q", tc.method, tc.target, got, tc.want)
+		}
+		rec := a.do(a.root, tc.method, tc.target, "")
+		notFound := rec.Code == 404 && rec.Body.String() == string(bodyNotFound)
+		if notFound != (tc.want == "other") {
+			t.Errorf("%s %s: route %q, answered %d %s", tc.method, tc.target, tc.want, rec.Code, rec.Body)
+		}
+	}
+}
