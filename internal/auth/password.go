@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -28,15 +29,20 @@ func HashPassword(password []byte, cost int) ([]byte, error) {
 }
 
 // dummyHash is compared against when the user does not exist, so that a
-// login takes as long for a missing user as for a wrong password.
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("distkv: no such user"), bcrypt.MinCost)
+// login takes as long for a missing user as for a wrong password (of a
+// hash at the default cost). It is made at its first use: making it costs
+// what a login does.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("distkv: no such user"), DefaultHashCost)
+	return h
+})
 
 // CheckPassword returns nil if user exists and password is its password,
 // ErrBadPassword otherwise.
 func (s *State) CheckPassword(user string, password []byte) error {
 	u, ok := s.User(user)
 	if !ok || len(u.PasswordHash) == 0 {
-		_ = bcrypt.CompareHashAndPassword(dummyHash, password)
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), password)
 		return ErrBadPassword
 	}
 	if err := bcrypt.CompareHashAndPassword(u.PasswordHash, password); err != nil {
