@@ -2,6 +2,9 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
@@ -367,5 +370,46 @@ func TestAuthRoutes(t *testing.T) {
 		if notFound != (tc.want == "other") {
 			t.Errorf("%s %s: route %q, answered %d %s", tc.method, tc.target, tc.want, rec.Code, rec.Body)
 		}
+	}
+}
+
+// A client certificate the server verified names its user by its common
+// name (when the request has no Authorization header); one it did not
+// verify names no one.
+func TestAuthClientCertificate(t *testing.T) {
+	a := newAuthAPI(t)
+	a.setup()
+	cert := &x509.Certificate{Subject: pkix.Name{CommonName: "alice"}}
+	for _, c := range []struct {
+		name string
+		tls  *tls.ConnectionState
+		want int
+	}{
+		{"verified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}, VerifiedChains: [][]*x509.Certificate{{cert}}}, http.StatusNotFound},
+		{"not verified", &tls.ConnectionState{PeerCertificates: []*x509.Certificate{cert}}, http.StatusUnauthorized},
+		{"no certificate", &tls.ConnectionState{}, http.StatusUnauthorized},
+	} {
+		for _, key := range []string{"app/x", "other"} {
+			req := httptest.NewRequest("GET", "/key/"+key, nil)
+			req.TLS = c.tls
+			rec := httptest.NewRecorder()
+			a.h.ServeHTTP(rec, req)
+			want := c.want
+			if want == http.StatusNotFound && key == "other" {
+				want = http.StatusForbidden // alice's role covers app/ only
+			}
+			if rec.Code != want {
+				t.Errorf("%s, %s: %d %s; want %d", c.name, key, rec.Code, rec.Body, want)
+			}
+		}
+	}
+	// A certificate of a user that does not exist: 401.
+	ghost := &x509.Certificate{Subject: pkix.Name{CommonName: "ghost"}}
+	req := httptest.NewRequest("GET", "/key/app/x", nil)
+	req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{ghost}}}
+	rec := httptest.NewRecorder()
+	a.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(detail(t, rec), "ghost") {
+		t.Fatalf("unknown user's certificate: %d %s", rec.Code, rec.Body)
 	}
 }
