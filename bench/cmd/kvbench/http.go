@@ -18,6 +18,8 @@ type httpTarget struct {
 	bases  []string // "http://host:port"
 	route  string
 	next   atomic.Uint64 // route "each": requests so far
+	// auth is the Authorization header of every request ("" for none).
+	auth string
 }
 
 func newHTTPTarget(c *config) *httpTarget {
@@ -32,6 +34,9 @@ func newHTTPTarget(c *config) *httpTarget {
 		ForceAttemptHTTP2:   false,
 	}
 	t := &httpTarget{client: &http.Client{Transport: tr}, route: c.route}
+	if c.token != "" {
+		t.auth = "Bearer " + c.token
+	}
 	for _, e := range c.endpoints {
 		t.bases = append(t.bases, "http://"+e)
 	}
@@ -46,6 +51,9 @@ func (t *httpTarget) leaderBase(ctx context.Context) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.bases[0]+"/cluster/status", nil)
 	if err != nil {
 		return "", err
+	}
+	if t.auth != "" {
+		req.Header.Set("Authorization", t.auth)
 	}
 	resp, err := t.client.Do(req)
 	if err != nil {
@@ -109,6 +117,9 @@ func (t *httpTarget) Get(ctx context.Context, key string, stale bool) error {
 }
 
 func (t *httpTarget) do(req *http.Request) error {
+	if t.auth != "" {
+		req.Header.Set("Authorization", t.auth)
+	}
 	resp, err := t.client.Do(req)
 	if err != nil {
 		return err

@@ -51,6 +51,7 @@ type config struct {
 	label     string
 	conns     int
 	quiet     bool
+	token     string
 }
 
 func main() {
@@ -91,6 +92,7 @@ func main() {
 	fs.StringVar(&c.label, "label", "", "label printed in the RESULT line (default: target)")
 	fs.IntVar(&c.conns, "conns", 1, "etcd: number of client connections shared by the workers")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress lines on stderr")
+	fs.StringVar(&c.token, "token", os.Getenv("DISTKV_TOKEN"), "distkv with --auth: the bearer token sent with every request (default $DISTKV_TOKEN)")
 	fs.Parse(os.Args[1:])
 
 	if err := c.validate(endpoints); err != nil {
