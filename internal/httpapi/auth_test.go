@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -412,4 +414,64 @@ func TestAuthClientCertificate(t *testing.T) {
 	if rec.Code != http.StatusUnauthorized || !strings.Contains(detail(t, rec), "ghost") {
 		t.Fatalf("unknown user's certificate: %d %s", rec.Code, rec.Body)
 	}
+}
+
+// FuzzAuthRequest sends root's requests with any method, auth path and body,
+// and the login with any body: the answer is JSON, an error has a detail,
+// and the auth state changes only by a 200 PUT or DELETE.
+func FuzzAuthRequest(f *testing.F) {
+	for _, s := range []struct{ method, path, body string }{
+		{"PUT", "/auth/users/bob", `{"password":"x","roles":["app"]}`},
+		{"PUT", "/auth/users/bob", `{"password":"","roles":null}`},
+		{"PUT", "/auth/users/root", `{"roles":[]}`},
+		{"DELETE", "/auth/users/alice", ``},
+		{"PUT", "/auth/roles/r", `{"permissions":[{"prefix":"\u0000\uffff","access":"read"}]}`},
+		{"PUT", "/auth/roles/r", `{"permissions":[{"prefix":"a","access":"readwrite","x":1}]}`},
+		{"DELETE", "/auth/roles/app", ``},
+		{"GET", "/auth/users/a%2", ``},
+		{"POST", "/auth/token", `{"user":"alice","password":"alicepw"}`},
+		{"POST", "/auth/token", `{"user":1}`},
+	} {
+		f.Add(s.method, s.path, []byte(s.body))
+	}
+	a := newAuthAPI(f)
+	a.setup()
+	f.Fuzz(func(t *testing.T, method, path string, body []byte) {
+		if !strings.HasPrefix(path, "/auth/") || strings.ContainsAny(path, " \t\r\n?#") || !validMethod(method) {
+			return
+		}
+		req := httptest.NewRequest("GET", "/", bytes.NewReader(body))
+		req.Method = method
+		req.URL.Path, req.URL.RawPath = path, ""
+		if u, err := url.ParseRequestURI(path); err == nil {
+			req.URL = u
+		}
+		req.Header.Set("Authorization", "Bearer "+a.root)
+		before := a.f.store.Auth()
+		rec := httptest.NewRecorder()
+		a.h.ServeHTTP(rec, req)
+		if !json.Valid(rec.Body.Bytes()) && method != "HEAD" {
+			t.Fatalf("%s %s: body %q is not JSON", method, path, rec.Body)
+		}
+		if rec.Code != http.StatusOK && method != "HEAD" {
+			detail(t, rec)
+		}
+		changed := a.f.store.Auth() != before
+		if changed && (rec.Code != http.StatusOK || (method != "PUT" && method != "DELETE")) {
+			t.Fatalf("%s %s %q: %d, and the auth state changed", method, path, body, rec.Code)
+		}
+		if changed {
+			// Start the next input from the same users and roles.
+			*a = *newAuthAPI(t)
+			a.setup()
+		}
+	})
+}
+
+func validMethod(m string) bool {
+	switch m {
+	case "GET", "HEAD", "PUT", "DELETE", "POST", "PATCH":
+		return true
+	}
+	return false
 }
