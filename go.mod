@@ -14,6 +14,7 @@ require (
 	github.com/tidwall/btree v1.8.1
 	go.etcd.io/raft/v3 v3.6.0
 	go.uber.org/goleak v1.3.0
+	golang.org/x/crypto v0.59.0
 	golang.org/x/sys v0.50.0
 )
 

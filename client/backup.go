@@ -61,6 +61,7 @@ func (c *Client) backupFrom(ctx context.Context, ep string, w io.Writer) (info B
 	if err != nil {
 		return BackupInfo{}, false, err
 	}
+	c.authorize(req)
 	type answer struct {
 		resp *http.Response
 		err  error

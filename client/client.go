@@ -65,6 +65,9 @@ type Config struct {
 	// 256 bytes. Two clients that run at once must not share one. Default:
 	// "distkv-go-" and 16 random hex digits.
 	ClientID string
+	// Token, if set, is sent as "Authorization: Bearer <Token>" with every
+	// request, for a cluster with auth on (see Login). Empty: none.
+	Token string
 }
 
 // withDefaults returns c with its zero fields set to their defaults.
@@ -137,6 +140,9 @@ type Client struct {
 	// preferred indexes the endpoint that answered last, where the next
 	// call starts. Invariant: 0 <= preferred < len(endpoints).
 	preferred int
+	// token is sent as a bearer token; "" for none. Config.Token, or the
+	// last one Login got.
+	token string
 }
 
 // New returns a Client for cfg, with defaults for its zero fields.
@@ -145,7 +151,7 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, http: cfg.HTTPClient}
+	c := &Client{cfg: cfg, http: cfg.HTTPClient, token: cfg.Token}
 	if cfg.TLS != nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = cfg.TLS.Clone()
@@ -320,6 +326,7 @@ func (c *Client) attempt(ctx context.Context, ep string, r request) (data []byte
 	if r.body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	c.authorize(req)
 	safe := r.retry == retrySafe
 	resp, err := c.http.Do(req)
 	if err != nil {

@@ -59,6 +59,7 @@ func newBackupCommand() *cobra.Command {
 		out       string
 		timeout   time.Duration
 		tlsFlags  clientTLSFlags
+		creds     credentials // auth.go
 	)
 	cmd := &cobra.Command{
 		Use:   "backup --out FILE",
@@ -76,6 +77,9 @@ func newBackupCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := creds.apply(context.Background(), c); err != nil {
+				return err
+			}
 			s, err := takeBackup(context.Background(), c, out, newProgress(os.Stderr))
 			if err != nil {
 				return err
@@ -89,6 +93,7 @@ func newBackupCommand() *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "", "the backup file to write (required)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long to wait for a node to start sending (the copy itself is not bounded)")
 	tlsFlags.add(cmd.Flags())
+	creds.addFlags(cmd.Flags())
 	cmd.MarkFlagRequired("out")
 	return cmd
 }

@@ -27,6 +27,7 @@ func newClientCommands() []*cobra.Command {
 	)
 	// One client id per process: each write gets a request id of its own.
 	clientID := fmt.Sprintf("distkv-cli-%016x", rand.Uint64())
+	var creds credentials // auth.go
 	mk := func() (*client.Client, error) {
 		cfg := client.Config{Endpoints: endpoints, Timeout: timeout, RetryFor: wait, ClientID: clientID}
 		// The flags' 0 is none (--timeout) and one try of each endpoint
@@ -40,7 +41,11 @@ func newClientCommands() []*cobra.Command {
 		if err := tlsFlags.apply(&cfg); err != nil {
 			return nil, err
 		}
-		return client.New(cfg)
+		c, err := client.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return c, creds.apply(context.Background(), c)
 	}
 	ctx := context.Background()
 	addFlags := func(cmd *cobra.Command) *cobra.Command {
@@ -48,6 +53,7 @@ func newClientCommands() []*cobra.Command {
 		cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "per-request timeout")
 		cmd.Flags().DurationVar(&wait, "retry-for", 15*time.Second, "keep retrying for this long while nodes are down or electing")
 		tlsFlags.add(cmd.Flags())
+		creds.addFlags(cmd.Flags())
 		return cmd
 	}
 	print := func(data []byte) {
@@ -279,7 +285,7 @@ func newClientCommands() []*cobra.Command {
 	transfer.Flags().StringVar(&to, "to", "", "member to lead")
 	leader := &cobra.Command{Use: "leader", Short: "Leadership commands"}
 	leader.AddCommand(transfer)
-	return []*cobra.Command{get, put, del, scan, status, member, leader}
+	return append([]*cobra.Command{get, put, del, scan, status, member, leader}, newAuthCommands(addFlags, mk)...)
 }
 
 func printIndented(data []byte) {

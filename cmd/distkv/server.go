@@ -57,6 +57,7 @@ type serverOptions struct {
 	logLevel        string
 	logFormat       string
 	tls             tlsOptions
+	auth            authOptions // auth.go
 }
 
 func newServerCommand() *cobra.Command {
@@ -106,6 +107,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	addTLSFlags(f, &o.tls)
+	o.auth.addFlags(f)
 	return cmd
 }
 
@@ -203,6 +205,9 @@ func runServer(o *serverOptions) error {
 	hcfg.HeartbeatInterval = o.tick * time.Duration(o.heartbeatTicks)
 	hcfg.DataDir, hcfg.WALSegmentSize, hcfg.SnapshotEntries = o.dataDir, int64(o.walSegmentSize), o.snapshotEntries
 	hcfg.TLS = sec.apiServer != nil
+	if hcfg.Auth, err = o.auth.httpConfig(); err != nil {
+		return err
+	}
 	if err := hcfg.Validate(); err != nil {
 		return err
 	}
@@ -268,6 +273,7 @@ func runServer(o *serverOptions) error {
 		node.Stop()
 		return err
 	}
+	defer o.auth.start(backend{node}, logger)()
 	srv := &http.Server{
 		Handler:           mx.Handler(handler), // GET /metrics, then the API
 		ReadHeaderTimeout: 10 * time.Second,

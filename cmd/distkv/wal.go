@@ -119,6 +119,9 @@ func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
 					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null%s%s}\n", e.Index, pyString(cmd.Key), condFields(cmd.Cond), requestFields(cmd))
 				case kv.OpTxn:
 					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"TXN\"%s%s}\n", e.Index, txnFields(cmd.Txn), requestFields(cmd))
+				case kv.OpAuth:
+					// The kind and name only: never a password hash or the token secret.
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"AUTH\", \"change\": %q, \"name\": %s}\n", e.Index, cmd.Auth.Kind.String(), pyString([]byte(cmd.Auth.Name)))
 				}
 				return nil
 			}

@@ -87,7 +87,12 @@ func New(cfg Config, b Backend) (http.Handler, error) {
 	if cfg.DataDir != "" {
 		dataFS = os.DirFS(cfg.DataDir)
 	}
+	an, err := newAuthn(cfg.Auth, b)
+	if err != nil {
+		return nil, err
+	}
 	return &handler{
+		auth:          an,
 		dataFS:        dataFS,
 		now:           time.Now,
 		cfg:           cfg,
@@ -103,10 +108,12 @@ type handler struct {
 	// now stamps the writes with request ids (kv.Command.Time).
 	now func() time.Time
 	// dataFS is Config.DataDir, nil without one.
-	dataFS    fs.FS
-	dedup     dedupStats
-	cfg       Config
-	backend   Backend
+	dataFS  fs.FS
+	dedup   dedupStats
+	cfg     Config
+	backend Backend
+	// auth authenticates and authorizes requests; nil when auth is off.
+	auth      *authn
 	log       *slog.Logger
 	bodyLimit int64
 	// The details of 503 answers to requests that hit RequestTimeout.
@@ -126,6 +133,16 @@ const (
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := escapedPath(r.URL)
+	if h.auth != nil {
+		var ok bool
+		if r, ok = h.admit(w, r, path); !ok {
+			return
+		}
+		if strings.HasPrefix(path, authPrefix) {
+			h.serveAuth(w, r, path)
+			return
+		}
+	}
 	if rest, ok := strings.CutPrefix(path, keyPrefix); ok {
 		h.serveKey(w, r, rest)
 		return

@@ -63,6 +63,10 @@ type Config struct {
 	TLS bool
 	// Logger receives debug records about failed backend calls (default: discard).
 	Logger *slog.Logger
+	// Auth, if not nil, turns on authentication and authorization (see
+	// AuthConfig); the Backend must then be an AuthBackend. Nil: every
+	// request is served as before, and /auth/ paths are 404.
+	Auth *AuthConfig
 }
 
 // Validate fills zero fields with their defaults and reports the first invalid

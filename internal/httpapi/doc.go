@@ -204,4 +204,17 @@
 // values that are not valid UTF-8 can be stored (keys by percent-encoding) but
 // are read back with U+FFFD replacements. Request strings are decoded as
 // encoding/json decodes them, with the same replacement.
+//
+// # Authentication and authorization
+//
+// With Config.Auth (auth.go) every request but health, readiness, the UI
+// and POST /auth/token names a user, by a bearer token or a verified client
+// certificate (401 otherwise), and is checked before anything is proposed
+// or read: a key against the user's roles, a scan's whole range (refused
+// if covered only in part), every key of a transaction in both branches
+// (refused whole), and every other endpoint against the root role (403,
+// nothing changed). The users, roles and token secret are the Backend's
+// replicated state (AuthBackend); this package changes them only by
+// proposing kv.OpAuth commands. Without Config.Auth nothing of this
+// applies and /auth/ paths are 404.
 package httpapi

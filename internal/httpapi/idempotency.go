@@ -44,8 +44,18 @@ type dedupStats struct {
 }
 
 // requestID reads the ids of a request: client_id and request_id from q, or
-// the Idempotency-Key header. The zero RequestID means none.
+// the Idempotency-Key header. The zero RequestID means none. With auth on,
+// the request id is prefixed with the user's name and a zero byte, so that
+// no user can be answered the recorded outcome of another's request.
 func requestID(r *http.Request, q url.Values) (kv.RequestID, *apiError) {
+	id, aerr := parseRequestID(r, q)
+	if p := principalOf(r); p != nil && aerr == nil && !id.IsZero() {
+		id.Request = append([]byte(p.user+"\x00"), id.Request...)
+	}
+	return id, aerr
+}
+
+func parseRequestID(r *http.Request, q url.Values) (kv.RequestID, *apiError) {
 	var id kv.RequestID
 	client, hasClient, aerr := queryParam(q, "client_id")
 	if aerr != nil {

@@ -56,6 +56,9 @@ func (h *handler) serveKey(w http.ResponseWriter, r *http.Request, escKey string
 			fmt.Sprintf("key is %d bytes; the limit is %d bytes", len(key), h.cfg.MaxKeySize))
 		return
 	}
+	if !h.mayKey(w, r, key, r.Method == http.MethodPut || r.Method == http.MethodDelete) {
+		return
+	}
 	if endpoint != "" {
 		h.history(w, r, key, endpoint)
 		return

@@ -6,7 +6,8 @@ import (
 )
 
 // Route names the endpoint r is for, as its path template: "/key/{key}",
-// "/cluster/members/{id}", "/cluster/members/{id}/promote", or the path
+// "/cluster/members/{id}", "/cluster/members/{id}/promote",
+// "/auth/users/{name}" (served with Config.Auth only), or the path
 // itself for the endpoints without a variable part ("/keys", "/txn",
 // "/cluster/status", ...), and "other" for a path the API does not serve.
 // It is for labels of metrics: it never returns text from the request
@@ -28,6 +29,9 @@ func Route(r *http.Request) string {
 			return "/cluster/members/{id}/promote"
 		}
 		return "other"
+	}
+	if rest, ok := strings.CutPrefix(path, authPrefix); ok {
+		return authRoute(rest)
 	}
 	switch path {
 	case "/keys", txnPath, "/cluster/status", "/cluster/members", "/cluster/leader/transfer",

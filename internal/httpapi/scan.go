@@ -119,6 +119,9 @@ func (h *handler) scan(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, aerr)
 		return
 	}
+	if !h.mayRange(w, r, sr.start, sr.end) {
+		return
+	}
 	var kvs []kv.KeyValue
 	var more bool
 	if sr.end == nil || bytes.Compare(sr.start, sr.end) < 0 {

@@ -83,6 +83,9 @@ func (h *handler) txn(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, aerr)
 		return
 	}
+	if !h.mayTxn(w, r, tx) {
+		return
+	}
 	id, aerr := requestID(r, q)
 	if aerr != nil {
 		writeAPIError(w, aerr)

@@ -75,6 +75,9 @@ const (
 //
 // An OpExpire has no flag and carries only Now, a zigzag varint > 0.
 //
+// An OpAuth has no flag and carries only its auth.Change: its encoding
+// (auth.Change.Marshal) as a uvarint length and bytes.
+//
 // Varints are minimal, so every Command has exactly one encoding.
 //
 // Compatibility: version 1 grew by flags and type bytes that a decoder that
@@ -96,6 +99,9 @@ func (c Command) size() int {
 	}
 	if c.Op == OpExpire {
 		return 3 + varintLen(c.Now)
+	}
+	if c.Op == OpAuth {
+		return 3 + 16 + 256 // a guess: auth changes are rare and small
 	}
 	if c.Deadline != 0 {
 		n += varintLen(c.Deadline)
@@ -126,6 +132,9 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	if c.Op == OpExpire {
 		dst = append(dst, codecVersion, byte(c.Op), 0)
 		return binary.AppendVarint(dst, c.Now)
+	}
+	if c.Op == OpAuth {
+		return appendAuth(dst, c.Auth)
 	}
 	if c.Op == OpPut && c.Deadline != 0 {
 		flags |= cmdDeadline
@@ -204,7 +213,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown version %d", v)
 	}
 	c.Op = Op(d.u8("op"))
-	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire {
+	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth {
 		return Command{}, d.fail("unknown op %d", c.Op)
 	}
 	flags := d.u8("flags")
@@ -219,6 +228,16 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		if flags&cmdRequest != 0 {
 			d.request(&c)
 		}
+		if err := d.finish(); err != nil {
+			return Command{}, err
+		}
+		return c, nil
+	}
+	if c.Op == OpAuth {
+		if d.err == nil && flags != 0 {
+			return Command{}, d.fail("flags %#x on an auth change", flags)
+		}
+		c.Auth = d.auth()
 		if err := d.finish(); err != nil {
 			return Command{}, err
 		}

@@ -202,7 +202,7 @@ func TestUnmarshalResultRejects(t *testing.T) {
 }
 
 func FuzzUnmarshalCommand(f *testing.F) {
-	for _, c := range append(sampleCommands(), sampleTxns()...) {
+	for _, c := range append(append(sampleCommands(), sampleTxns()...), authCommands()...) {
 		f.Add(c.Marshal())
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -36,6 +36,10 @@
 //     past it is applied, never by a replica's clock, so every replica
 //     deletes it at the same log index and a restart keeps the deadline
 //     (expiry.go). A put without a Deadline clears the key's.
+//   - Auth state. Users, roles and the token secret (package auth) are
+//     state beside the pairs, out of the key space: no read or write of keys
+//     reaches them. Only OpAuth changes them, in log order; a snapshot's
+//     state pair carries them (auth.go).
 //   - Cheap, consistent snapshots. The state is a copy-on-write B-tree
 //     (github.com/tidwall/btree): Store.Snapshot clones it in O(1) without stopping
 //     writes, and the View never sees later writes (the session table's
@@ -57,7 +61,7 @@
 //     a Result's txn outcome is flag 2, both of which a decoder that predates
 //     them rejects as malformed rather than misreads; so do JSON values (flag
 //     8, txn put type 0x81), request ids (flag 16), deadlines (flag 32, and
-//     kind byte | 0x80 in a snapshot pair), OpExpire (op 4) and a Result's
+//     kind byte | 0x80 in a snapshot pair), OpExpire (op 4), OpAuth (op 5) and a Result's
 //     version and kinds (flags 4 and 8). A log or snapshot written before them decodes as
 //     it always did: every value a string, no records.
 package kv

@@ -180,7 +180,7 @@ func sessionStore() *Store {
 // sampleStates are encoded tables, for the fuzzer's seeds.
 func sampleStates() [][]byte {
 	var out [][]byte
-	for _, s := range []*Store{NewStore(), sessionStore()} {
+	for _, s := range []*Store{NewStore(), sessionStore(), authStore()} {
 		for p := range s.Snapshot().SnapshotPairs() {
 			out = append(out, bytes.Clone(p.Value[len(stateMagic):]))
 			break

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"iter"
 	"math"
+
+	"github.com/distkv/distkv/internal/auth"
 )
 
 // A snapshot file holds a sequence of KeyValues (package snap writes and reads
@@ -16,8 +18,8 @@ import (
 //
 //	state pair   key "" (which no client can write: the API refuses an empty
 //	             key), version, revision and create revision 1, value =
-//	             stateMagic | state version (1 byte, 1) | the state (see
-//	             appendState)
+//	             stateMagic | state version (1 byte: 1, or 2 when the auth
+//	             state is not empty) | the state (see appendState)
 //	pairs        each pair in key order, its value = kind (1 byte) | value;
 //	             a pair with a deadline has kind | 0x80 instead, and its
 //	             deadline (8 bytes, little-endian, > 0) before the value.
@@ -35,7 +37,13 @@ const stateMagic = "\x00distkv.kv.state"
 const pairDeadline = 0x80
 
 // stateVersion is the byte after stateMagic; a decoder refuses others.
-const stateVersion = 1
+// stateVersionAuth is written instead when the auth state is not empty,
+// which follows the records; a snapshot without auth state is byte for
+// byte what it was before auth existed.
+const (
+	stateVersion     = 1
+	stateVersionAuth = 2
+)
 
 // SnapshotPairs yields the view as a snapshot file holds it: the state pair,
 // then every pair with its kind folded into its value (see above). The state
@@ -44,7 +52,7 @@ const stateVersion = 1
 // Keys are the view's, read-only and valid forever.
 func (v *View) SnapshotPairs() iter.Seq[KeyValue] {
 	return func(yield func(KeyValue) bool) {
-		st := appendState(append([]byte(stateMagic), stateVersion), v)
+		st := appendState(append([]byte(stateMagic), v.stateVersion()), v)
 		if !yield(KeyValue{Key: []byte{}, Value: st, Version: 1, Revision: 1, CreateRevision: 1}) {
 			return
 		}
@@ -126,6 +134,7 @@ func (s *Store) RestoreSnapshot(index uint64, seq iter.Seq2[KeyValue, error]) er
 type state struct {
 	clock   int64
 	records []*record
+	auth    *auth.State
 }
 
 // table returns the sessionTable that st describes; dropped carries over the
@@ -153,6 +162,8 @@ const minRecordSize = 8
 //	           expires zigzag varint, key (uvarint length, bytes), result
 //	           (uvarint length, bytes: the encoded Result; length 0 when it
 //	           was not kept, followed by its size as a uvarint)
+//	auth       (state version 2 only) uvarint length, bytes: the auth
+//	           state (auth.State.Marshal)
 //
 // Every record is written, expired ones not yet dropped included, so that a
 // replica restored from the snapshot counts against the table's bounds
@@ -172,6 +183,9 @@ func appendState(dst []byte, v *View) []byte {
 			dst = binary.AppendUvarint(dst, uint64(r.resultLen))
 		}
 	}
+	if !v.auth.Empty() {
+		dst = appendBytes(dst, v.auth.Marshal())
+	}
 	return dst
 }
 
@@ -180,8 +194,9 @@ func appendState(dst []byte, v *View) []byte {
 // ErrMalformed, and never panics.
 func decodeState(b []byte, st *state) error {
 	d := decoder{b: b, what: "snapshot state"}
-	if v := d.u8("version"); d.err == nil && v != stateVersion {
-		return d.fail("unknown version %d", v)
+	version := d.u8("version")
+	if d.err == nil && version != stateVersion && version != stateVersionAuth {
+		return d.fail("unknown version %d", version)
 	}
 	st.clock = d.varint("clock")
 	n := d.count("record count", minRecordSize)
@@ -218,6 +233,9 @@ func decodeState(b []byte, st *state) error {
 			r.resultLen = len(r.result)
 		}
 		st.records = append(st.records, r)
+	}
+	if version == stateVersionAuth {
+		st.auth = d.authState()
 	}
 	return d.finish()
 }

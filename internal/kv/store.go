@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/tidwall/btree"
+
+	"github.com/distkv/distkv/internal/auth"
 )
 
 // ErrUnknownOp is returned by Apply for a Command whose Op this state machine does
@@ -63,6 +65,9 @@ type Store struct {
 	// expiry.go). Invariant: it holds exactly one entry per item of tree
 	// with a deadline, with that deadline.
 	expiring *btree.BTreeG[deadlineEntry] // guarded by mu
+	// auth is the users, roles and token secret (see auth.go); never
+	// modified, replaced by each OpAuth.
+	auth *auth.State // guarded by mu
 }
 
 // NewStore returns an empty Store.
@@ -189,7 +194,7 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		if err := cmd.checkRequest(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
-	case OpExpire:
+	case OpExpire, OpAuth:
 		if err := cmd.Validate(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
@@ -220,6 +225,8 @@ func (s *Store) apply(rev int64, cmd Command) Result {
 		return s.applyTxn(rev, cmd.Txn)
 	case OpExpire:
 		return s.applyExpire(rev, cmd.Now)
+	case OpAuth:
+		return s.applyAuth(rev, cmd.Auth)
 	}
 	if cmd.Op == OpPut && cmd.Cond == (Cond{}) {
 		version := s.putBlind(cmd.Key, cmd.Value, cmd.Kind, rev, cmd.Deadline)
@@ -350,7 +357,7 @@ func (s *Store) Snapshot() *View {
 	defer s.mu.Unlock()
 	if s.view == nil {
 		log := s.sessions.log
-		s.view = &View{tree: s.tree.Copy(), sessions: log[:len(log):len(log)], clock: s.sessions.clock}
+		s.view = &View{tree: s.tree.Copy(), sessions: log[:len(log):len(log)], clock: s.sessions.clock, auth: s.auth}
 	}
 	return s.view
 }
@@ -367,7 +374,8 @@ func (s *Store) Snapshot() *View {
 //
 // Restore copies the pairs: seq may reuse its buffers. The store's state
 // beyond its pairs (the client-session table) is emptied: a snapshot file's
-// pairs are restored with RestoreSnapshot, which keeps it.
+// pairs are restored with RestoreSnapshot, which keeps it. So is the auth
+// state (users, roles, token secret).
 func (s *Store) Restore(index uint64, seq iter.Seq2[KeyValue, error]) error {
 	return s.restore(index, seq, &state{})
 }
@@ -419,6 +427,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 	s.applied = index
 	s.hint = btree.PathHint{}
 	s.sessions = st.table(s.sessions.dropped)
+	s.auth = st.auth
 	return nil
 }
 
@@ -430,6 +439,7 @@ type View struct {
 	// (see sessionTable); the records are never modified.
 	sessions []*record
 	clock    int64
+	auth     *auth.State // never modified
 }
 
 // Len returns the number of keys in the view.

@@ -218,6 +218,8 @@ func (c Command) Validate() error {
 			return fmt.Errorf("%w: an expire carries only its time", ErrUnknownOp)
 		}
 		return nil
+	case OpAuth:
+		return c.checkAuth()
 	}
 	return fmt.Errorf("%w: %v", ErrUnknownOp, c.Op)
 }

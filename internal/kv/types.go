@@ -3,6 +3,8 @@ package kv
 import (
 	"errors"
 	"fmt"
+
+	"github.com/distkv/distkv/internal/auth"
 )
 
 // ErrConflict is the outcome of a conditional write whose condition did not hold:
@@ -26,6 +28,9 @@ const (
 	// Command.Now (at most MaxExpireKeys of them, earliest first); see
 	// expiry.go.
 	OpExpire Op = 4
+	// OpAuth changes the users, roles or token secret (Command.Auth); see
+	// auth.go. It touches no key.
+	OpAuth Op = 5
 )
 
 func (o Op) String() string {
@@ -38,6 +43,8 @@ func (o Op) String() string {
 		return "txn"
 	case OpExpire:
 		return "expire"
+	case OpAuth:
+		return "auth"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -109,6 +116,8 @@ type Command struct {
 	// Now (OpExpire only, > 0) is the time, Unix nanoseconds by the
 	// proposer's clock, at which the keys to delete are judged expired.
 	Now int64
+	// Auth (OpAuth only, not nil) is the change of the auth state.
+	Auth *auth.Change
 }
 
 // RequestID identifies a client's request: the client and its own id for the

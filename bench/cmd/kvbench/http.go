@@ -19,6 +19,8 @@ type httpTarget struct {
 	scheme string
 	route  string
 	next   atomic.Uint64 // route "each": requests so far
+	// auth is the Authorization header of every request ("" for none).
+	auth string
 }
 
 func newHTTPTarget(c *config) *httpTarget {
@@ -37,6 +39,9 @@ func newHTTPTarget(c *config) *httpTarget {
 	if c.tls != nil {
 		t.scheme = "https"
 	}
+	if c.token != "" {
+		t.auth = "Bearer " + c.token
+	}
 	for _, e := range c.endpoints {
 		t.bases = append(t.bases, t.scheme+"://"+e)
 	}
@@ -51,6 +56,9 @@ func (t *httpTarget) leaderBase(ctx context.Context) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.bases[0]+"/cluster/status", nil)
 	if err != nil {
 		return "", err
+	}
+	if t.auth != "" {
+		req.Header.Set("Authorization", t.auth)
 	}
 	resp, err := t.client.Do(req)
 	if err != nil {
@@ -114,6 +122,9 @@ func (t *httpTarget) Get(ctx context.Context, key string, stale bool) error {
 }
 
 func (t *httpTarget) do(req *http.Request) error {
+	if t.auth != "" {
+		req.Header.Set("Authorization", t.auth)
+	}
 	resp, err := t.client.Do(req)
 	if err != nil {
 		return err

@@ -53,6 +53,7 @@ type config struct {
 	conns     int
 	quiet     bool
 	tls       *tls.Config // HTTP targets: https with it (-cacert, -cert, -key)
+	token     string
 }
 
 func main() {
@@ -97,6 +98,7 @@ func main() {
 	fs.StringVar(&caFile, "cacert", "", "HTTP targets: speak https, trusting the CA of this PEM file")
 	fs.StringVar(&certFile, "cert", "", "HTTP targets: https with this PEM client certificate (needs -key)")
 	fs.StringVar(&keyFile, "key", "", "PEM private key of -cert")
+	fs.StringVar(&c.token, "token", os.Getenv("DISTKV_TOKEN"), "distkv with --auth: the bearer token sent with every request (default $DISTKV_TOKEN)")
 	fs.Parse(os.Args[1:])
 	var err error
 	if c.tls, err = loadTLS(caFile, certFile, keyFile); err != nil {
