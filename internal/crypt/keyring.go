@@ -26,7 +26,7 @@ const KeysFile = "keys"
 //	[12:20] fingerprint of the master key that wraps the data keys
 //	[20:24] key id of the current data key
 //	[24:28] number of data keys n (1..MaxDataKeys)
-//	n entries of 64 bytes, key ids strictly ascending:
+//	n entries of 64 bytes, key ids (random, non-zero) strictly ascending:
 //	        key id u32 | nonce [12] | wrapped key [32] | GCM tag [16]
 //	CRC32C of every byte before it (u32)
 //
@@ -98,7 +98,7 @@ func parseKeysFile(b []byte) (keysFile, error) {
 		copy(w.nonce[:], e[4:16])
 		copy(w.wrapped[:], e[16:])
 		if w.id == 0 || (i > 0 && w.id <= kf.entries[i-1].id) {
-			return kf, fmt.Errorf("%w: keys file key ids not ascending from 1 (entry %d has id %d)", ErrCorrupt, i, w.id)
+			return kf, fmt.Errorf("%w: keys file key ids zero or not ascending (entry %d has id %d)", ErrCorrupt, i, w.id)
 		}
 		hasCurrent = hasCurrent || w.id == kf.current
 		kf.entries = append(kf.entries, w)
@@ -260,7 +260,7 @@ func FingerprintOf(fs vfs.FS, dataDir string) (Fingerprint, error) {
 }
 
 // Create makes the keys file of dataDir, which must not have one: one random
-// data key, id 1, wrapped by master. The file is written atomically and made
+// data key, wrapped by master. The file is written atomically and made
 // durable (temporary file, fsync, rename, directory fsync).
 func Create(fs vfs.FS, dataDir string, master MasterKey) (*Cipher, error) {
 	if ok, err := HasKeys(fs, dataDir); err != nil {
@@ -268,11 +268,11 @@ func Create(fs vfs.FS, dataDir string, master MasterKey) (*Cipher, error) {
 	} else if ok {
 		return nil, fmt.Errorf("create keys file: %s exists", keysPath(dataDir))
 	}
-	k, err := newDataKey()
+	id, k, err := newDataKey(nil)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cipher{current: 1, keys: map[uint32]*[KeySize]byte{1: k}}
+	c := &Cipher{current: id, keys: map[uint32]*[KeySize]byte{id: k}}
 	if err := write(fs, dataDir, master, c); err != nil {
 		return nil, err
 	}
@@ -293,11 +293,10 @@ func Rotate(fs vfs.FS, dataDir string, newMaster, old MasterKey) (*Cipher, error
 	if len(c.keys) >= MaxDataKeys {
 		return nil, fmt.Errorf("rotate: the keys file holds %d data keys, the most it may", len(c.keys))
 	}
-	k, err := newDataKey()
+	next, k, err := newDataKey(c.keys)
 	if err != nil {
 		return nil, err
 	}
-	next := slices.Max(c.KeyIDs()) + 1
 	keys := map[uint32]*[KeySize]byte{next: k}
 	for id, dk := range c.keys {
 		keys[id] = dk
@@ -309,12 +308,21 @@ func Rotate(fs vfs.FS, dataDir string, newMaster, old MasterKey) (*Cipher, error
 	return nc, nil
 }
 
-func newDataKey() (*[KeySize]byte, error) {
-	var k [KeySize]byte
-	if _, err := rand.Read(k[:]); err != nil {
-		return nil, fmt.Errorf("new data key: %w", err)
+// newDataKey returns a random data key and a random id for it, neither zero
+// nor one of taken's. Random ids (rather than 1, 2, ...) make the data of
+// another data directory name keys this one lacks, so that it is reported as
+// sealed under the wrong key (ErrWrongKey), not as damage.
+func newDataKey(taken map[uint32]*[KeySize]byte) (uint32, *[KeySize]byte, error) {
+	var b [4 + KeySize]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, nil, fmt.Errorf("new data key: %w", err)
+		}
+		id := binary.LittleEndian.Uint32(b[:])
+		if _, ok := taken[id]; id != 0 && !ok {
+			return id, (*[KeySize]byte)(b[4:]), nil
+		}
 	}
-	return &k, nil
 }
 
 func write(fs vfs.FS, dataDir string, master MasterKey, c *Cipher) error {

@@ -105,6 +105,10 @@
 // than a valid zstd frame can (32768x), and decompression writes into exactly
 // the announced decoded length.
 //
+// The header has its own checksum so that a flipped bit in the length field is
+// seen as corruption instead of sending the reader past the real end of the
+// frame, where it would find "a torn tail".
+//
 // # Encryption
 //
 // With Config.Cipher, every frame's payload is sealed after compression
@@ -120,10 +124,6 @@
 // whole or not at all: with a Cipher a frame in the clear is refused
 // (crypt.ErrNotEncrypted), without one a sealed frame (crypt.ErrKeyRequired);
 // a frame of a data key the Cipher lacks fails with crypt.ErrWrongKey.
-//
-// The header has its own checksum so that a flipped bit in the length field is
-// seen as corruption instead of sending the reader past the real end of the
-// frame, where it would find "a torn tail".
 //
 // # Recovery
 //
