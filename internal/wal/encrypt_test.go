@@ -78,6 +78,16 @@ func checkNoPlaintext(t testing.TB, dir, needle string) {
 // codec, and no byte on disk holds their plaintext.
 func TestEncryptedRoundTrip(t *testing.T) {
 	c, _ := testCipher(t, testMasterKey(t, 1))
+	// The check can fail: without a Cipher and compression the WAL shows
+	// the value.
+	plain := Config{Dir: t.TempDir(), Compression: CompressionNone}
+	w, _ := openAll(t, plain)
+	mustAppend(t, w, secretRecords(1), true)
+	mustClose(t, w)
+	if b, _ := os.ReadFile(filepath.Join(plain.Dir, segmentName(1))); !bytes.Contains(b, []byte(secret)) {
+		t.Fatal("a WAL in the clear does not show the value: the checks below prove nothing")
+	}
+
 	for _, codec := range []Compression{CompressionNone, CompressionZstd, CompressionS2} {
 		for _, direct := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%v/direct=%v", codec, direct), func(t *testing.T) {
