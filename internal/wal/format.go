@@ -287,7 +287,7 @@ func (c *frameCodec) decode(fh frameHeader, payload []byte, seq uint64) ([]byte,
 	sealed := fh.flags&flagEncrypted != 0
 	switch {
 	case sealed && c.opener == nil:
-		return nil, fmt.Errorf("wal: frame is encrypted: %w", crypt.ErrKeyRequired)
+		return nil, fmt.Errorf("wal: %w", crypt.ErrKeyRequired)
 	case !sealed && c.opener != nil:
 		return nil, fmt.Errorf("wal: frame is not encrypted, but the WAL was opened with an encryption key: %w", crypt.ErrNotEncrypted)
 	case sealed:
