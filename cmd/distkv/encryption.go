@@ -42,9 +42,17 @@ must not be running: the command takes the data directory's lock.`,
 					return fmt.Errorf("--old-encryption-key-file: %w", err)
 				}
 			}
+			if ok, err := crypt.HasKeys(vfs.Default, dataDir); err != nil {
+				return err
+			} else if !ok {
+				return fmt.Errorf("data directory %s is not encrypted (it has no %s file): %w", dataDir, crypt.KeysFile, crypt.ErrNotEncrypted)
+			}
 			lock, err := vfs.Default.Lock(filepath.Join(dataDir, "LOCK"))
-			if err != nil {
+			if errors.Is(err, vfs.ErrLocked) {
 				return fmt.Errorf("data directory %s is in use (stop its node first): %w", dataDir, err)
+			}
+			if err != nil {
+				return err
 			}
 			defer lock.Close()
 			c, err := crypt.Rotate(vfs.Default, dataDir, newKey, oldKey)

@@ -140,6 +140,9 @@ func TestEncryptionRotateCommand(t *testing.T) {
 		err := cmd.Execute()
 		return out.String(), err
 	}
+	if _, err := run("rotate", "--data-dir", t.TempDir(), "--encryption-key-file", k2); !errors.Is(err, crypt.ErrNotEncrypted) {
+		t.Fatalf("rotate of a directory without keys: %v", err)
+	}
 	// The wrong old key changes nothing.
 	if _, err := run("rotate", "--data-dir", dir, "--encryption-key-file", k2); !errors.Is(err, crypt.ErrWrongKey) {
 		t.Fatalf("rotate without the old key: %v", err)

@@ -40,7 +40,7 @@ func TestParseMasterKey(t *testing.T) {
 		{"31 bytes", string(raw[:31]), "found 31 bytes"},
 		{"33 bytes", string(raw) + "x", "found 33 bytes"},
 		{"hex too short", hexKey[:62] + "\n", "found 63 bytes (62 after trimming"},
-		{"not hex", strings.Repeat("zz", 32), "not hex digits"},
+		{"not hex", strings.Repeat("zz", 32), "not all of them hex digits"},
 		{"base64", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlBQkNERUY=", "want 32 raw bytes or 64 hex digits"},
 		{"all zero raw", string(make([]byte, 32)), "all zero"},
 		{"all zero hex", strings.Repeat("0", 64), "all zero"},

@@ -55,7 +55,8 @@ func ParseMasterKey(b []byte) (MasterKey, error) {
 			return k, fmt.Errorf("want 32 raw bytes or 64 hex digits, found %d bytes (%d after trimming white space)", len(b), len(t))
 		}
 		if _, err := hex.Decode(k.k[:], t); err != nil {
-			return MasterKey{}, fmt.Errorf("64 characters but not hex digits: %v", err)
+			// Not the decoder's message: it would quote a character of the key.
+			return MasterKey{}, errors.New("64 characters, but not all of them hex digits")
 		}
 	}
 	if k.k == [KeySize]byte{} {

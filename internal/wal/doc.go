@@ -120,7 +120,10 @@
 // checksums hold but whose tag does not is corruption. Each Open starts a
 // new sealing session (a fresh random salt, hence a fresh subkey), so no
 // nonce repeats across restarts, cuts or frames rewritten after a full disk.
-// Segment headers stay in the clear: they hold no data. A WAL is encrypted
+// Segment headers stay in the clear: they hold no data. The seal protects
+// each frame's contents and binds it to its segment; one who can write the
+// files can still drop or reorder whole frames within a segment, as without
+// encryption. A WAL is encrypted
 // whole or not at all: with a Cipher a frame in the clear is refused
 // (crypt.ErrNotEncrypted), without one a sealed frame (crypt.ErrKeyRequired);
 // a frame of a data key the Cipher lacks fails with crypt.ErrWrongKey.
