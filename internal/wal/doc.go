@@ -123,10 +123,10 @@
 // Segment headers stay in the clear: they hold no data. The seal protects
 // each frame's contents and binds it to its segment; one who can write the
 // files can still drop or reorder whole frames within a segment, as without
-// encryption. A WAL is encrypted
-// whole or not at all: with a Cipher a frame in the clear is refused
-// (crypt.ErrNotEncrypted), without one a sealed frame (crypt.ErrKeyRequired);
-// a frame of a data key the Cipher lacks fails with crypt.ErrWrongKey.
+// encryption. A WAL is encrypted whole or not at all: with a Cipher a frame
+// in the clear is refused (crypt.ErrNotEncrypted), without one a sealed
+// frame (crypt.ErrKeyRequired); a frame of a data key the Cipher lacks fails
+// with crypt.ErrWrongKey.
 //
 // # Recovery
 //
