@@ -2,8 +2,10 @@ package crypt
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"hash/crc32"
 	"io"
 	"testing"
 )
@@ -56,27 +58,37 @@ func FuzzKeysFile(f *testing.F) {
 	f.Add(good[:len(good)-1])
 	f.Add([]byte(keysMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		kf, err := parseKeysFile(b)
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("error not ErrCorrupt: %v", err)
-			}
-			return
-		}
-		if !bytes.Equal(kf.encode(), b) {
-			t.Fatal("a parsed keys file does not encode back to its bytes")
-		}
-		keys, err := kf.unwrap(master)
-		if err != nil {
-			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrWrongKey) {
-				t.Fatalf("unwrap: %v", err)
-			}
-			return
-		}
-		if len(keys) != len(kf.entries) || keys[kf.current] == nil {
-			t.Fatalf("%d keys unwrapped of %d, current %d", len(keys), len(kf.entries), kf.current)
+		checkKeysFile(t, master, b)
+		// With the checksum made right, mutations reach the field checks.
+		if len(b) >= 4 {
+			b = bytes.Clone(b)
+			binary.LittleEndian.PutUint32(b[len(b)-4:], crc32.Checksum(b[:len(b)-4], castagnoli))
+			checkKeysFile(t, master, b)
 		}
 	})
+}
+
+func checkKeysFile(t *testing.T, master MasterKey, b []byte) {
+	kf, err := parseKeysFile(b)
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("error not ErrCorrupt: %v", err)
+		}
+		return
+	}
+	if !bytes.Equal(kf.encode(), b) {
+		t.Fatal("a parsed keys file does not encode back to its bytes")
+	}
+	keys, err := kf.unwrap(master)
+	if err != nil {
+		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrWrongKey) {
+			t.Fatalf("unwrap: %v", err)
+		}
+		return
+	}
+	if len(keys) != len(kf.entries) || keys[kf.current] == nil {
+		t.Fatalf("%d keys unwrapped of %d, current %d", len(keys), len(kf.entries), kf.current)
+	}
 }
 
 // FuzzOpenFrame: arbitrary bytes as a sealed frame are refused with
