@@ -102,7 +102,7 @@ func newBackupCommand() *cobra.Command {
 // checks the file again as it is on disk, and renames it to out.
 func takeBackup(ctx context.Context, c *client.Client, out string, p *progress) (backupSummary, error) {
 	tmp := out + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600) // it holds every value
 	if err != nil {
 		return backupSummary{}, err
 	}

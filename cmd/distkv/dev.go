@@ -208,6 +208,12 @@ func devClusterToken(dataDir string) (string, error) {
 		if tok == "" {
 			return "", fmt.Errorf("%s is empty; delete it to make a new token", path)
 		}
+		// A token file written before it was created 0600 is made private.
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(path, 0o600); err != nil {
+				return "", err
+			}
+		}
 		return tok, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
@@ -218,9 +224,10 @@ func devClusterToken(dataDir string) (string, error) {
 		return "", err
 	}
 	tok := "dev-" + hex.EncodeToString(r[:])
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", err
 	}
+	// vfs creates it 0600: the token lets a process join the cluster.
 	if err := vfs.WriteFileAtomic(vfs.Default, path, []byte(tok+"\n")); err != nil {
 		return "", err
 	}

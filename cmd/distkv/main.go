@@ -28,6 +28,7 @@ func main() {
 	root.AddCommand(newServerCommand(), newDevCommand(), newWALCommand(), newCertsCommand())
 	root.AddCommand(newClientCommands()...)
 	root.AddCommand(newBackupCommands()...)
+	root.AddCommand(newEncryptionCommand())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "distkv:", err)
 		var ee *exitError

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/vfs"
 	"github.com/distkv/distkv/internal/wal"
@@ -22,6 +23,7 @@ import (
 func newWALCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "wal", Short: "Inspect a write-ahead log (read-only)"}
 	var raftRecords bool
+	var keyFile string
 	dump := &cobra.Command{
 		Use:   "dump DIR",
 		Short: "Print the log's writes as JSON lines in the prototype's format",
@@ -37,20 +39,32 @@ as a string. A write sent with request ids shows them (client_id, request_id)
 last. DIR is a node's data directory or its wal/ directory. A conditional write shows its condition after the
 prototype's fields; the log holds it whether or not the condition held.
 --raft also prints Raft's own records (hard states,
-membership changes, snapshot markers). Nothing is modified.`,
+membership changes, snapshot markers). An encrypted WAL needs
+--encryption-key-file, the node's master key. Nothing is modified.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return dumpWAL(cmd.OutOrStdout(), walDir(args[0]), raftRecords)
+			dir := walDir(args[0])
+			c, err := walCipher(dir, keyFile)
+			if err != nil {
+				return err
+			}
+			return keyHint(dumpWAL(cmd.OutOrStdout(), dir, c, raftRecords))
 		},
 	}
 	dump.Flags().BoolVar(&raftRecords, "raft", false, "also print Raft records")
+	dump.Flags().StringVar(&keyFile, "encryption-key-file", "", "master key of an encrypted data directory (the node's --encryption-key-file)")
 	verify := &cobra.Command{
 		Use:   "verify DIR",
 		Short: "Check every frame of the log and report the first damage",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := walDir(args[0])
-			rep, err := wal.Verify(vfs.Default, dir)
+			c, err := walCipher(dir, keyFile)
+			if err != nil {
+				return err
+			}
+			rep, err := wal.VerifyEncrypted(vfs.Default, dir, c)
+			err = keyHint(err)
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "%s: %d segments, %d frames, %d records, %d bytes checked\n",
 				dir, rep.Segments, rep.Frames, rep.Records, rep.Bytes)
@@ -66,6 +80,7 @@ membership changes, snapshot markers). Nothing is modified.`,
 			return nil
 		},
 	}
+	verify.Flags().StringVar(&keyFile, "encryption-key-file", "", "master key of an encrypted data directory (the node's --encryption-key-file)")
 	cmd.AddCommand(dump, verify)
 	return cmd
 }
@@ -97,10 +112,10 @@ func pyValue(v []byte, kind kv.ValueKind) string {
 	return pyString(v)
 }
 
-func dumpWAL(out io.Writer, dir string, raftRecords bool) error {
+func dumpWAL(out io.Writer, dir string, c *crypt.Cipher, raftRecords bool) error {
 	w := bufio.NewWriter(out)
 	defer w.Flush()
-	err := wal.Scan(vfs.Default, dir, func(segment string, offset int64, r wal.Record) error {
+	err := wal.ScanEncrypted(vfs.Default, dir, c, func(segment string, offset int64, r wal.Record) error {
 		switch r.Type {
 		case wal.RecordEntry:
 			var e raftpb.Entry

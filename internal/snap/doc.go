@@ -25,6 +25,17 @@
 //     and installs the leader's and streams its own): temporary files have
 //     names of their own and snapshots appear only by an atomic rename (see
 //     Store).
+//   - Encryption at rest. With StoreConfig.Cipher every file is a sealed
+//     stream (package crypt, AES-256-GCM in 64 KiB chunks) of the snapshot
+//     stream, so the checks above still run inside the seal; damage to a
+//     sealed file is ErrCorrupt (Load falls back as for any damaged file),
+//     but a missing key, a data key the Cipher lacks or a file in the clear
+//     is an error of its own (crypt.ErrKeyRequired, crypt.ErrWrongKey,
+//     crypt.ErrNotEncrypted) that stops Load: never a silent misread or a
+//     quiet fallback. Receive takes and Open gives the plain stream: two
+//     nodes exchange snapshots in Encode's format (over the peer link's TLS)
+//     and each seals them under its own keys.
+//   - Files are created 0600 in a directory created 0700.
 //   - Fallback. Store.Load installs the newest intact snapshot of a shard,
 //     logging and skipping damaged newer files. Falling back to an older snapshot
 //     is only useful if the log still holds the entries after it, so the WAL must

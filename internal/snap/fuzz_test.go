@@ -6,7 +6,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/vfs"
 )
 
 // fuzzSeeds are small valid streams; testdata/fuzz/FuzzDecode holds them and some
@@ -69,4 +71,51 @@ func checkDecode(t *testing.T, b []byte) {
 		t.Fatalf("decoding the re-encoding: %+v, %v; want %+v", meta2, err, meta)
 	}
 	checkPairs(t, pairs2, pairs)
+}
+
+// FuzzDecodeSealed feeds a store with a Cipher arbitrary bytes as a snapshot
+// file: it must never panic, and must refuse anything but a file it sealed
+// with ErrCorrupt or a key error (crypt.ErrWrongKey for a data key it lacks,
+// crypt.ErrNotEncrypted for a file in the clear), never a misread.
+func FuzzDecodeSealed(f *testing.F) {
+	master, err := crypt.ParseMasterKey(bytes.Repeat([]byte{0x33}, crypt.KeySize))
+	if err != nil {
+		f.Fatal(err)
+	}
+	c, err := crypt.Create(vfs.Default, f.TempDir(), master)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s := &Store{cipher: c}
+	var sealed [][]byte
+	for _, plain := range fuzzSeeds(f) {
+		var buf bytes.Buffer
+		w, err := s.sealer(&buf)
+		if err != nil {
+			f.Fatal(err)
+		}
+		w.Write(plain)
+		if err := w.Close(); err != nil {
+			f.Fatal(err)
+		}
+		sealed = append(sealed, buf.Bytes())
+		f.Add(buf.Bytes())
+		f.Add(plain)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var meta Meta
+		r, err := s.opener(bytes.NewReader(b))
+		if err == nil {
+			meta, err = Decode(r, func(kv.KeyValue) error { return nil })
+		}
+		if err == nil {
+			if !slices.ContainsFunc(sealed, func(s []byte) bool { return bytes.Equal(s, b) }) {
+				t.Fatalf("made-up bytes decoded as a sealed snapshot (%+v)", meta)
+			}
+			return
+		}
+		if !errors.Is(err, ErrCorrupt) && !errors.Is(err, crypt.ErrWrongKey) && !errors.Is(err, crypt.ErrNotEncrypted) {
+			t.Fatalf("unexpected error class: %v", err)
+		}
+	})
 }

@@ -1,13 +1,13 @@
 package snap
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
 
 	"github.com/distkv/distkv/internal/kv"
-	"github.com/distkv/distkv/internal/vfs"
 )
 
 // Received is a snapshot streamed from another node, verified and durable in a
@@ -40,7 +40,12 @@ func (s *Store) Receive(r io.Reader) (*Received, error) {
 		s.fs.Remove(path)
 		return nil, fmt.Errorf("receive snapshot: %w", err)
 	}
-	tee := io.TeeReader(r, f)
+	bw := bufio.NewWriterSize(f, 256<<10)
+	w, err := s.sealer(bw)
+	if err != nil {
+		return fail(err)
+	}
+	tee := io.TeeReader(r, w)
 	meta, err := Decode(tee, func(kv.KeyValue) error { return nil })
 	if err != nil {
 		return fail(err)
@@ -49,6 +54,12 @@ func (s *Store) Receive(r io.Reader) (*Received, error) {
 	if n, err := io.ReadFull(r, extra[:]); n > 0 {
 		return fail(fmt.Errorf("%w: data after the snapshot trailer", ErrCorrupt))
 	} else if err != nil && !errors.Is(err, io.EOF) {
+		return fail(err)
+	}
+	if err := w.Close(); err != nil {
+		return fail(err)
+	}
+	if err := bw.Flush(); err != nil {
 		return fail(err)
 	}
 	if err := f.Sync(); err != nil {
@@ -77,12 +88,26 @@ func (r *Received) Install() error {
 // Discard removes a received snapshot that will not be installed.
 func (r *Received) Discard() { r.s.fs.Remove(r.path) }
 
-// Open opens the snapshot file of shard at index for streaming to another node.
-// An open file stays readable even if Purge removes it meanwhile.
-func (s *Store) Open(shard, index uint64) (vfs.File, error) {
-	f, err := s.fs.Open(filepath.Join(s.dir, fileName(shard, index)))
+// Open opens the snapshot of shard at index for streaming to another node:
+// the reader gives the plain snapshot stream (Encode's format), opened if the
+// store has a Cipher; an encrypted file's damage shows as a read error
+// wrapping ErrCorrupt. An open snapshot stays readable even if Purge removes
+// its file meanwhile.
+func (s *Store) Open(shard, index uint64) (io.ReadCloser, error) {
+	name := fileName(shard, index)
+	f, err := s.fs.Open(filepath.Join(s.dir, name))
 	if err != nil {
 		return nil, fmt.Errorf("open snapshot: %w", err)
 	}
-	return f, nil
+	r, err := s.opener(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open snapshot %s: %w", name, err)
+	}
+	return readCloser{r, f}, nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/vfs"
 )
@@ -53,19 +54,61 @@ const (
 // NewStore removes every temporary file in the directory: it runs before
 // any other call of the Store, and no two Stores share a directory.
 type Store struct {
-	fs  vfs.FS
-	dir string
-	log *slog.Logger
+	fs     vfs.FS
+	dir    string
+	log    *slog.Logger
+	cipher *crypt.Cipher // nil: files in the clear
 }
 
-// NewStore opens the snapshot directory dir, creating it if needed, and removes the
-// *.tmp files that an interrupted Save left behind. A nil logger discards.
-func NewStore(fs vfs.FS, dir string, logger *slog.Logger) (*Store, error) {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// StoreConfig configures a Store.
+type StoreConfig struct {
+	// FS performs every file-system call. Default vfs.Default.
+	FS vfs.FS
+	// Dir is the snapshot directory. Required; created (mode 0700) if
+	// missing.
+	Dir string
+	// Logger receives warnings (a damaged snapshot skipped). Default:
+	// discard.
+	Logger *slog.Logger
+	// Cipher, if set, encrypts every snapshot file (see encrypt.go): Save
+	// and Receive write sealed files, Load and Open read only sealed ones (a
+	// file in the clear is refused with an error wrapping
+	// crypt.ErrNotEncrypted). nil: files in the clear, and a sealed file is
+	// refused with an error wrapping crypt.ErrKeyRequired. Either way the
+	// stream that Receive takes and Open gives is the plain snapshot stream
+	// (Encode's format): each node seals under its own keys.
+	Cipher *crypt.Cipher
+}
+
+// Validate fills in defaults and rejects values that cannot work.
+func (c *StoreConfig) Validate() error {
+	if c.Dir == "" {
+		return errors.New("snapshot store: Dir is required")
 	}
-	s := &Store{fs: fs, dir: dir, log: logger}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// NewStore is OpenStore without a Cipher: the snapshot directory dir, on fs,
+// logging to logger (nil discards).
+func NewStore(fs vfs.FS, dir string, logger *slog.Logger) (*Store, error) {
+	return OpenStore(StoreConfig{FS: fs, Dir: dir, Logger: logger})
+}
+
+// OpenStore opens the snapshot directory cfg.Dir, creating it if needed, and
+// removes the *.tmp files that an interrupted Save left behind.
+func OpenStore(cfg StoreConfig) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	fs, dir, logger := cfg.FS, cfg.Dir, cfg.Logger
+	s := &Store{fs: fs, dir: dir, log: logger, cipher: cfg.Cipher}
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create snapshot dir: %w", err)
 	}
 	names, err := fs.List(dir)
@@ -174,7 +217,13 @@ func (s *Store) writeFile(path string, meta Meta, pairs iter.Seq[kv.KeyValue]) e
 		return err
 	}
 	bw := bufio.NewWriterSize(f, 256<<10)
-	err = Encode(bw, meta, pairs)
+	w, err := s.sealer(bw)
+	if err == nil {
+		err = Encode(w, meta, pairs)
+	}
+	if err == nil {
+		err = w.Close()
+	}
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -278,7 +327,11 @@ func (s *Store) loadFile(name string, shard, index uint64, restore RestoreFunc) 
 		return Meta{}, fmt.Errorf("open snapshot %s: %w", name, err)
 	}
 	defer f.Close()
-	d := newDecoder(f)
+	r, err := s.opener(f)
+	if err != nil {
+		return Meta{}, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	d := newDecoder(r)
 	defer d.close()
 	meta, err := d.header()
 	if err != nil {

@@ -77,7 +77,8 @@ type File interface {
 
 // FS is the file-system surface of the storage layer.
 type FS interface {
-	// Create creates name for writing, truncating it if it exists.
+	// Create creates name for writing, truncating it if it exists. A new
+	// file gets mode 0600: a node's files are for its own user alone.
 	Create(name string) (File, error)
 	// Open opens name read-only.
 	Open(name string) (File, error)
@@ -88,7 +89,7 @@ type FS interface {
 	// Rename atomically replaces newname with oldname. The rename is durable only
 	// after SyncDir of the parent directory.
 	Rename(oldname, newname string) error
-	// MkdirAll creates dir and its parents.
+	// MkdirAll creates dir and its parents with mode perm (less the umask).
 	MkdirAll(dir string, perm os.FileMode) error
 	// List returns the names (not paths) of the entries of dir, sorted.
 	List(dir string) ([]string, error)
@@ -96,9 +97,10 @@ type FS interface {
 	Stat(name string) (os.FileInfo, error)
 	// SyncDir makes the creation, removal and renaming of entries of dir durable.
 	SyncDir(dir string) error
-	// Lock takes an exclusive advisory lock on name (created if missing), so
-	// that two processes never open the same data directory. The lock is held
-	// until the returned Closer is closed or the process exits.
+	// Lock takes an exclusive advisory lock on name (created if missing,
+	// mode 0600), so that two processes never open the same data directory.
+	// The lock is held until the returned Closer is closed or the process
+	// exits.
 	Lock(name string) (io.Closer, error)
 }
 
@@ -113,7 +115,7 @@ type osFS struct{}
 var _ FS = osFS{}
 
 func (osFS) Create(name string) (File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}

@@ -317,3 +317,33 @@ func TestErrorFSWriteAtSync(t *testing.T) {
 		t.Fatalf("after a dropped sync the file holds %q, want %q (the WriteAtSync bytes kept)", got, want)
 	}
 }
+
+// TestNewFilesArePrivate: whatever the umask, files the storage layer
+// creates are readable and writable by their owner alone.
+func TestNewFilesArePrivate(t *testing.T) {
+	dir := t.TempDir()
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	f, err := Default.Create(filepath.Join(dir, "created"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := WriteFileAtomic(Default, filepath.Join(dir, "atomic"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := Default.Lock(filepath.Join(dir, "LOCK"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock.Close()
+	for _, name := range []string{"created", "atomic", "LOCK"} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", name, st.Mode().Perm())
+		}
+	}
+}

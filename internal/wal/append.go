@@ -136,7 +136,7 @@ func (w *WAL) writeBatch(batch []*request) error {
 			}
 		}
 		w.raw = raw
-		frame, err := w.codec.appendFrame(w.frame[:0], raw, w.cfg.Compression, w.cfg.MinCompressSize)
+		frame, err := w.codec.appendFrame(w.frame[:0], raw, w.cfg.Compression, w.cfg.MinCompressSize, w.seq)
 		if err != nil {
 			return err
 		}

@@ -91,7 +91,8 @@
 // Each Append (or group of coalesced Appends) is one frame:
 //
 //	[0:4]   stored payload length       [4:8]   decoded payload length
-//	[8]     flags (bit 0: compressed, bit 1: S2 rather than zstd)
+//	[8]     flags (bit 0: compressed, bit 1: S2 rather than zstd,
+//	        bit 2: encrypted)
 //	[9:12]  reserved, zero              [12:16] CRC32C of the stored payload
 //	[16:20] CRC32C of bytes [0:16]      [20:]   payload
 //
@@ -107,6 +108,25 @@
 // The header has its own checksum so that a flipped bit in the length field is
 // seen as corruption instead of sending the reader past the real end of the
 // frame, where it would find "a torn tail".
+//
+// # Encryption
+//
+// With Config.Cipher, every frame's payload is sealed after compression
+// (package crypt): the stored payload is the data key id, a per-session salt
+// and a counter (28 bytes), the ciphertext, and a 16-byte GCM tag, whose
+// additional data are the segment's sequence number, the flags and the
+// decoded length. The checksums stay over the bytes on disk, so torn frames
+// are told from corruption exactly as without encryption; a frame whose
+// checksums hold but whose tag does not is corruption. Each Open starts a
+// new sealing session (a fresh random salt, hence a fresh subkey), so no
+// nonce repeats across restarts, cuts or frames rewritten after a full disk.
+// Segment headers stay in the clear: they hold no data. The seal protects
+// each frame's contents and binds it to its segment; one who can write the
+// files can still drop or reorder whole frames within a segment, as without
+// encryption. A WAL is encrypted whole or not at all: with a Cipher a frame
+// in the clear is refused (crypt.ErrNotEncrypted), without one a sealed
+// frame (crypt.ErrKeyRequired); a frame of a data key the Cipher lacks fails
+// with crypt.ErrWrongKey.
 //
 // # Recovery
 //

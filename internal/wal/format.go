@@ -10,6 +10,8 @@ import (
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/distkv/distkv/internal/crypt"
 )
 
 // On-disk layout. All integers are little-endian. See doc.go for the rationale.
@@ -33,7 +35,8 @@ const (
 const (
 	flagCompressed = 1 << 0 // payload is compressed
 	flagS2         = 1 << 1 // with flagCompressed: S2 rather than zstd
-	flagsKnown     = flagCompressed | flagS2
+	flagEncrypted  = 1 << 2 // payload is sealed (package crypt), after compression
+	flagsKnown     = flagCompressed | flagS2 | flagEncrypted
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -93,7 +96,7 @@ func parseSegmentHeader(h []byte) (uint64, error) {
 // frameHeader is the fixed prefix of every frame.
 //
 //	[0:4]   length of the stored payload
-//	[4:8]   length of the payload after decompression
+//	[4:8]   length of the payload after decryption and decompression
 //	[8]     flags
 //	[9:12]  reserved, zero
 //	[12:16] CRC32C of the stored payload
@@ -128,30 +131,57 @@ func parseFrameHeader(h []byte) (frameHeader, error) {
 		flags:      h[8],
 		payloadCRC: binary.LittleEndian.Uint32(h[12:]),
 	}
+	// inner: the length of the (possibly compressed) payload inside the seal.
+	inner := fh.length
+	if fh.flags&flagEncrypted != 0 {
+		if fh.length < crypt.Overhead {
+			return fh, invalidf("sealed payload of %d bytes, shorter than the seal's %d", fh.length, crypt.Overhead)
+		}
+		inner = fh.length - crypt.Overhead
+	}
 	switch {
 	case h[9] != 0 || h[10] != 0 || h[11] != 0:
 		return fh, invalidf("reserved header bytes set")
 	case fh.flags&^flagsKnown != 0:
 		return fh, invalidf("unknown flags %#x", fh.flags)
-	case fh.flags == flagS2:
+	case fh.flags&(flagCompressed|flagS2) == flagS2:
 		return fh, invalidf("codec flag without compression flag")
-	case fh.length > maxPayloadSize:
-		return fh, invalidf("payload length %d exceeds limit %d", fh.length, maxPayloadSize)
+	case inner > maxPayloadSize:
+		return fh, invalidf("payload length %d exceeds limit %d", inner, maxPayloadSize)
 	case fh.decodedLen > maxPayloadSize:
 		return fh, invalidf("decoded length %d exceeds limit %d", fh.decodedLen, maxPayloadSize)
-	case fh.flags&flagCompressed == 0 && fh.decodedLen != fh.length:
-		return fh, invalidf("uncompressed frame with decoded length %d != length %d", fh.decodedLen, fh.length)
-	case fh.flags&flagCompressed != 0 && uint64(fh.decodedLen) > uint64(fh.length)*maxExpansion:
-		return fh, invalidf("decoded length %d implausible for %d compressed bytes", fh.decodedLen, fh.length)
+	case fh.flags&flagCompressed == 0 && fh.decodedLen != inner:
+		return fh, invalidf("uncompressed frame with decoded length %d != length %d", fh.decodedLen, inner)
+	case fh.flags&flagCompressed != 0 && uint64(fh.decodedLen) > uint64(inner)*maxExpansion:
+		return fh, invalidf("decoded length %d implausible for %d compressed bytes", fh.decodedLen, inner)
 	}
 	return fh, nil
 }
 
-// frameCodec compresses and decompresses payloads. It owns one zstd encoder and
-// one decoder, created on first use and reused. Not safe for concurrent use.
+// frameCodec compresses and decompresses payloads, and seals and opens them
+// when the WAL has a cipher. It owns one zstd encoder and one decoder,
+// created on first use and reused. Not safe for concurrent use.
 type frameCodec struct {
 	enc *zstd.Encoder
 	dec *zstd.Decoder
+	// sealer seals new frames (nil: they are stored in the clear). opener
+	// opens sealed frames (nil: a sealed frame is an error wrapping
+	// crypt.ErrKeyRequired); with an opener, a frame in the clear is an
+	// error wrapping crypt.ErrNotEncrypted.
+	sealer *crypt.Sealer
+	opener *crypt.Opener
+}
+
+// frameAD is the data a sealed frame's tag authenticates besides its payload:
+// the segment's sequence number and the header fields that say how to decode
+// the payload, so that a sealed frame moved into another segment, or with its
+// flags or decoded length changed, fails authentication.
+func frameAD(seq uint64, flags byte, decodedLen int) [13]byte {
+	var ad [13]byte
+	binary.LittleEndian.PutUint64(ad[:], seq)
+	ad[8] = flags
+	binary.LittleEndian.PutUint32(ad[9:], uint32(decodedLen))
+	return ad
 }
 
 func (c *frameCodec) close() {
@@ -198,16 +228,21 @@ func (c *frameCodec) decoder() (*zstd.Decoder, error) {
 	return c.dec, nil
 }
 
-// appendFrame appends one frame holding raw (an encoded record batch) to dst.
-// raw is compressed with codec when it is at least minCompress bytes and the
-// result is smaller; otherwise it is stored as is.
-func (c *frameCodec) appendFrame(dst, raw []byte, codec Compression, minCompress int) ([]byte, error) {
+// appendFrame appends one frame of segment seq holding raw (an encoded
+// record batch) to dst. raw is compressed with codec when it is at least
+// minCompress bytes and the result is smaller; otherwise it is stored as is.
+// With a sealer, the result is then sealed.
+func (c *frameCodec) appendFrame(dst, raw []byte, codec Compression, minCompress int, seq uint64) ([]byte, error) {
 	if len(raw) > maxPayloadSize {
 		return dst, fmt.Errorf("wal: batch of %d bytes exceeds the frame limit of %d", len(raw), maxPayloadSize)
 	}
 	start := len(dst)
-	dst = append(dst, make([]byte, frameHeaderSize)...)
-	body := start + frameHeaderSize
+	seal := 0
+	if c.sealer != nil {
+		seal = crypt.PrefixSize
+	}
+	dst = append(dst, make([]byte, frameHeaderSize+seal)...)
+	body := start + frameHeaderSize + seal
 	flags := byte(0)
 	if codec != CompressionNone && len(raw) >= minCompress && len(raw) > 0 {
 		switch codec {
@@ -232,8 +267,41 @@ func (c *frameCodec) appendFrame(dst, raw []byte, codec Compression, minCompress
 	} else {
 		dst = append(dst, raw...)
 	}
-	putFrameHeader(dst[start:body], dst[body:], len(raw), flags)
+	if c.sealer != nil {
+		flags |= flagEncrypted
+		ad := frameAD(seq, flags, len(raw))
+		dst = slices.Grow(dst, crypt.TagSize) // so that the seal stays in dst
+		sealed := c.sealer.SealInPlace(dst[start+frameHeaderSize:], ad[:])
+		dst = dst[:start+frameHeaderSize+len(sealed)]
+	}
+	putFrameHeader(dst[start:start+frameHeaderSize], dst[start+frameHeaderSize:], len(raw), flags)
 	return dst, nil
+}
+
+// decode returns the decoded payload of a frame of segment seq whose header
+// and payload checksum have been verified: opened, if sealed (in place:
+// payload is overwritten), then decompressed. Damage is errInvalid; a
+// missing or wrong key, an error wrapping crypt.ErrKeyRequired,
+// crypt.ErrWrongKey or crypt.ErrNotEncrypted.
+func (c *frameCodec) decode(fh frameHeader, payload []byte, seq uint64) ([]byte, error) {
+	sealed := fh.flags&flagEncrypted != 0
+	switch {
+	case sealed && c.opener == nil:
+		return nil, fmt.Errorf("wal: %w", crypt.ErrKeyRequired)
+	case !sealed && c.opener != nil:
+		return nil, fmt.Errorf("wal: frame is not encrypted, but the WAL was opened with an encryption key: %w", crypt.ErrNotEncrypted)
+	case sealed:
+		ad := frameAD(seq, fh.flags, int(fh.decodedLen))
+		pt, err := c.opener.OpenInPlace(payload, ad[:])
+		if errors.Is(err, crypt.ErrWrongKey) {
+			return nil, fmt.Errorf("wal: %w", err)
+		}
+		if err != nil {
+			return nil, invalidf("%v", err)
+		}
+		payload = pt
+	}
+	return c.decompress(fh, payload)
 }
 
 // decompress returns the decoded payload of a frame whose header and payload
@@ -271,9 +339,10 @@ func (c *frameCodec) decompress(fh frameHeader, payload []byte) ([]byte, error) 
 	return out, nil
 }
 
-// decodeFrame decodes the frame at the start of b and returns its decoded
-// payload (an encoded record batch, not yet checked) and the frame's length.
-func (c *frameCodec) decodeFrame(b []byte) (raw []byte, n int, err error) {
+// decodeFrame decodes the frame of segment seq at the start of b and returns
+// its decoded payload (an encoded record batch, not yet checked) and the
+// frame's length. b is not modified.
+func (c *frameCodec) decodeFrame(b []byte, seq uint64) (raw []byte, n int, err error) {
 	fh, err := parseFrameHeader(b)
 	if err != nil {
 		return nil, 0, err
@@ -286,7 +355,10 @@ func (c *frameCodec) decodeFrame(b []byte) (raw []byte, n int, err error) {
 	if crc(payload) != fh.payloadCRC {
 		return nil, 0, errPayloadCRC
 	}
-	raw, err = c.decompress(fh, payload)
+	if fh.flags&flagEncrypted != 0 {
+		payload = slices.Clone(payload) // opened in place
+	}
+	raw, err = c.decode(fh, payload, seq)
 	if err != nil {
 		return nil, 0, err
 	}

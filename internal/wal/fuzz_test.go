@@ -10,6 +10,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/distkv/distkv/internal/crypt"
+	"github.com/distkv/distkv/internal/vfs"
 )
 
 // fuzzRecords is a small batch that exercises every record type.
@@ -36,13 +39,13 @@ func seedFrames(t testing.TB) [][]byte {
 	raw := encodeRecords(fuzzRecords())
 	var seeds [][]byte
 	for _, codec := range []Compression{CompressionNone, CompressionZstd, CompressionS2} {
-		fr, err := c.appendFrame(nil, raw, codec, 1)
+		fr, err := c.appendFrame(nil, raw, codec, 1, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		seeds = append(seeds, fr, fr[:len(fr)/2])
 	}
-	small, _ := c.appendFrame(nil, encodeRecords(fuzzRecords()[1:2]), CompressionNone, 1)
+	small, _ := c.appendFrame(nil, encodeRecords(fuzzRecords()[1:2]), CompressionNone, 1, 1)
 	seeds = append(seeds, small, nil, make([]byte, frameHeaderSize), []byte("garbage that is not a frame"))
 	return seeds
 }
@@ -72,7 +75,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		var raw []byte
 		var n int
 		var err error
-		if a := allocatedBy(func() { raw, n, err = c.decodeFrame(data) }); a > allocLimit(len(data)) {
+		if a := allocatedBy(func() { raw, n, err = c.decodeFrame(data, 1) }); a > allocLimit(len(data)) {
 			t.Fatalf("decoding %d bytes allocated %d", len(data), a)
 		}
 		if err == nil {
@@ -86,7 +89,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		// that the decompressors and the record parser see hostile input.
 		// data[0] picks the flags, data[1:3] the announced decoded length.
 		if len(data) >= 3 {
-			flags := data[0] & flagsKnown
+			flags := data[0] & flagsKnown &^ flagEncrypted // sealed frames: FuzzDecodeSealedFrame
 			payload := data[3:]
 			decoded := int(binary.LittleEndian.Uint16(data[1:3]))
 			if flags&flagCompressed == 0 {
@@ -95,7 +98,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			frame := make([]byte, frameHeaderSize, frameHeaderSize+len(payload))
 			frame = append(frame, payload...)
 			putFrameHeader(frame[:frameHeaderSize], payload, decoded, flags)
-			a := allocatedBy(func() { raw, n, err = c.decodeFrame(frame) })
+			a := allocatedBy(func() { raw, n, err = c.decodeFrame(frame, 1) })
 			if a > allocLimit(len(frame)) {
 				t.Fatalf("decoding %d bytes allocated %d", len(frame), a)
 			}
@@ -128,11 +131,11 @@ func checkRecordsRoundTrip(t *testing.T, c *frameCodec, raw []byte) {
 	// Varints have more than one encoding; compare records, not bytes.
 	again := encodeRecords(recs)
 	for _, codec := range []Compression{CompressionNone, CompressionZstd, CompressionS2} {
-		frame, err := c.appendFrame([]byte("prefix"), again, codec, 1)
+		frame, err := c.appendFrame([]byte("prefix"), again, codec, 1, 7)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, n, err := c.decodeFrame(frame[len("prefix"):])
+		got, n, err := c.decodeFrame(frame[len("prefix"):], 7)
 		if err != nil || n != len(frame)-len("prefix") || !bytes.Equal(got, again) {
 			t.Fatalf("%v frame did not round-trip: %v", codec, err)
 		}
@@ -204,5 +207,70 @@ func FuzzRecovery(f *testing.F) {
 		mustAppend(t, w, []Record{extra}, true)
 		mustClose(t, w)
 		checkRecords(t, replayAll(t, cfg), append(got, extra))
+	})
+}
+
+// FuzzDecodeSealedFrame is FuzzDecodeFrame for a WAL with a Cipher: arbitrary
+// bytes as a frame, and as the sealed payload of a frame with valid
+// checksums and the encrypted flag, decode only if they are a frame the
+// Cipher sealed (never, for bytes the fuzzer makes up), fail with a damage
+// class or a key error, and never allocate beyond the limit; records round
+// trip through sealed frames of every codec.
+func FuzzDecodeSealedFrame(f *testing.F) {
+	master, err := crypt.ParseMasterKey(bytes.Repeat([]byte{0x42}, crypt.KeySize))
+	if err != nil {
+		f.Fatal(err)
+	}
+	cipher, err := crypt.Create(noSyncFS{vfs.Default}, f.TempDir(), master)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var c frameCodec
+	if c.sealer, err = cipher.NewSealer(cryptDomain); err != nil {
+		f.Fatal(err)
+	}
+	c.opener = cipher.NewOpener(cryptDomain)
+	raw := encodeRecords(fuzzRecords())
+	for _, codec := range []Compression{CompressionNone, CompressionZstd, CompressionS2} {
+		fr, err := c.appendFrame(nil, raw, codec, 1, 1)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(fr)
+		f.Add(fr[:len(fr)-3])
+	}
+	f.Add(make([]byte, frameHeaderSize+crypt.Overhead))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		known := func(err error) bool {
+			for _, e := range []error{errInvalid, errHeaderChecksum, errShortHeader, errPastEOF, errPayloadCRC, crypt.ErrWrongKey, crypt.ErrNotEncrypted} {
+				if errors.Is(err, e) {
+					return true
+				}
+			}
+			return false
+		}
+		var got []byte
+		var err error
+		if a := allocatedBy(func() { got, _, err = c.decodeFrame(data, 1) }); a > allocLimit(len(data)) {
+			t.Fatalf("decoding %d bytes allocated %d", len(data), a)
+		}
+		if err == nil {
+			checkRecordsRoundTrip(t, &c, got)
+		} else if !known(err) {
+			t.Fatalf("unexpected error class: %v", err)
+		}
+		if len(data) >= 3 {
+			flags := data[0]&(flagCompressed|flagS2) | flagEncrypted
+			payload := data[3:]
+			decoded := int(binary.LittleEndian.Uint16(data[1:3]))
+			frame := make([]byte, frameHeaderSize, frameHeaderSize+len(payload))
+			frame = append(frame, payload...)
+			putFrameHeader(frame[:frameHeaderSize], payload, decoded, flags)
+			if _, _, err := c.decodeFrame(frame, 1); err == nil {
+				t.Fatal("made-up bytes opened as a sealed frame")
+			} else if !known(err) {
+				t.Fatalf("unexpected error class: %v", err)
+			}
+		}
 	})
 }

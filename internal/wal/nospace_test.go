@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/vfs"
 )
 
@@ -39,13 +40,21 @@ func wantNoSpace(t *testing.T, err error) {
 // TestNoSpaceRecovers: while the disk is full every Append that reaches the
 // disk fails with ErrNoSpace and leaves nothing behind; once space is freed
 // the same WAL takes appends again, and a reopen recovers exactly the
-// records whose Append returned nil, in order.
-func TestNoSpaceRecovers(t *testing.T) {
+// records whose Append returned nil, in order. The same with encryption:
+// sealed frames rewritten after a full disk open (under new nonces).
+func TestNoSpaceRecovers(t *testing.T) { testNoSpaceRecovers(t, nil) }
+
+func TestNoSpaceRecoversEncrypted(t *testing.T) {
+	c, _ := testCipher(t, testMasterKey(t, 1))
+	testNoSpaceRecovers(t, c)
+}
+
+func testNoSpaceRecovers(t *testing.T, cipher *crypt.Cipher) {
 	for _, fc := range noSpaceCases {
 		t.Run(fc.name, func(t *testing.T) {
 			var armed atomic.Bool
 			efs := vfs.NewErrorFS(vfs.Default, fc.injector(&armed))
-			cfg := Config{Dir: t.TempDir(), FS: efs, SegmentSize: 700, PreallocSize: 512, Compression: CompressionNone}
+			cfg := Config{Dir: t.TempDir(), FS: efs, SegmentSize: 700, PreallocSize: 512, Compression: CompressionNone, Cipher: cipher}
 			w, _ := openAll(t, cfg)
 			var acked []Record
 			next := 0
@@ -81,10 +90,10 @@ func TestNoSpaceRecovers(t *testing.T) {
 				}
 			}
 			mustClose(t, w)
-			if _, err := Verify(vfs.Default, cfg.Dir); err != nil {
+			if _, err := VerifyEncrypted(vfs.Default, cfg.Dir, cipher); err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			got := withoutCarryOver(replayAll(t, Config{Dir: cfg.Dir}))
+			got := withoutCarryOver(replayAll(t, Config{Dir: cfg.Dir, Cipher: cipher}))
 			checkRecords(t, got, acked)
 			t.Logf("%d appends failed, %d records recovered", failures, len(got))
 		})

@@ -6,6 +6,7 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/vfs"
 )
 
@@ -119,12 +120,12 @@ func scanSegment(f vfs.File, path string, seq uint64, final bool, c *frameCodec,
 		if crc(payload) != fh.payloadCRC {
 			return torn(errPayloadCRC, end)
 		}
-		raw, err := c.decompress(fh, payload)
+		raw, err := c.decode(fh, payload, seq)
 		if err != nil {
 			if errors.Is(err, errInvalid) {
 				return res, corrupt(off, "%v", err)
 			}
-			return res, err
+			return res, fmt.Errorf("segment %s at offset %d: %w", path, off, err)
 		}
 		n, err := parseRecords(raw, nil)
 		if err != nil {
@@ -186,7 +187,14 @@ func allZero(f vfs.File, from, to int64) (bool, error) {
 // truncate it); other damage returns an error wrapping ErrCorrupt. An error
 // from fn stops the scan and is returned.
 func Scan(fs vfs.FS, dir string, fn func(segment string, offset int64, r Record) error) error {
-	_, err := scanDir(fs, dir, fn)
+	_, err := scanDir(fs, dir, nil, fn)
+	return err
+}
+
+// ScanEncrypted is Scan of a WAL written with Config.Cipher c (nil: Scan).
+// A frame c cannot open fails it as Open would.
+func ScanEncrypted(fs vfs.FS, dir string, c *crypt.Cipher, fn func(segment string, offset int64, r Record) error) error {
+	_, err := scanDir(fs, dir, c, fn)
 	return err
 }
 
@@ -213,10 +221,16 @@ type Report struct {
 // an error wrapping ErrCorrupt (a *CorruptError) naming the file and offset
 // of the first damage; the Report then covers what precedes it.
 func Verify(fs vfs.FS, dir string) (Report, error) {
-	return scanDir(fs, dir, nil)
+	return scanDir(fs, dir, nil, nil)
 }
 
-func scanDir(fs vfs.FS, dir string, fn func(segment string, offset int64, r Record) error) (Report, error) {
+// VerifyEncrypted is Verify of a WAL written with Config.Cipher c (nil:
+// Verify). Each sealed frame is authenticated too.
+func VerifyEncrypted(fs vfs.FS, dir string, c *crypt.Cipher) (Report, error) {
+	return scanDir(fs, dir, c, nil)
+}
+
+func scanDir(fs vfs.FS, dir string, cipher *crypt.Cipher, fn func(segment string, offset int64, r Record) error) (Report, error) {
 	var rep Report
 	segs, _, err := listSegments(fs, dir)
 	if err != nil {
@@ -224,6 +238,9 @@ func scanDir(fs vfs.FS, dir string, fn func(segment string, offset int64, r Reco
 	}
 	var c frameCodec
 	defer c.close()
+	if cipher != nil {
+		c.opener = cipher.NewOpener(cryptDomain)
+	}
 	for i, seg := range segs {
 		f, err := fs.Open(seg.path)
 		if err != nil {

@@ -83,7 +83,7 @@ func (w *WAL) startSegment(seq uint64) error {
 		}
 		w.raw = raw
 		var err error
-		if buf, err = w.codec.appendFrame(buf, raw, w.cfg.Compression, w.cfg.MinCompressSize); err != nil {
+		if buf, err = w.codec.appendFrame(buf, raw, w.cfg.Compression, w.cfg.MinCompressSize, seq); err != nil {
 			return err
 		}
 	}
@@ -136,7 +136,7 @@ func (w *WAL) startSegment(seq uint64) error {
 		f.Close()
 		return fmt.Errorf("seek %s: %w", path, err)
 	}
-	w.f, w.off, w.segStart, w.reserved, w.unsynced = f, size, size, alloc, false
+	w.f, w.seq, w.off, w.segStart, w.reserved, w.unsynced = f, seq, size, size, alloc, false
 	if len(w.segs) == 0 {
 		w.direct = w.cfg.Direct && f.DirectWrites()
 	}

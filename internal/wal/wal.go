@@ -14,8 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/vfs"
 )
+
+// cryptDomain keeps the WAL's subkeys apart from other users of a Cipher.
+const cryptDomain = "wal"
 
 // RecordType says what a Record's Data holds. The WAL treats Data as opaque.
 type RecordType uint8
@@ -113,6 +117,12 @@ type Config struct {
 	// system that refuses direct writes or does not overwrite in place (see
 	// vfs.File.DirectWrites) the WAL writes as without Direct (WAL.Direct).
 	Direct bool
+	// Cipher, if set, seals every frame written (AES-256-GCM under its
+	// current data key, after compression) and opens every frame read; a
+	// frame in the clear is then refused (crypt.ErrNotEncrypted), as a sealed
+	// frame is without a Cipher (crypt.ErrKeyRequired). nil: frames in the
+	// clear, the format of a WAL without encryption.
+	Cipher *crypt.Cipher
 	// SyncObserver, if set, is called with the duration of every sync of
 	// appended frames (an fdatasync, or with Direct the direct write), on the
 	// writer's goroutine: it must be quick. See Stats for the counters.
@@ -243,6 +253,7 @@ type WAL struct {
 	// Owned by the Append holding the writer's turn (by Open before the first
 	// Append, by Close after the last).
 	f        vfs.File // active segment, positioned at off
+	seq      uint64   // the active segment's sequence number
 	off      int64    // data length of the active segment
 	segStart int64    // off right after the active segment's header and carry-over frame
 	// reserved: the active segment's file holds zeros from off up to at
@@ -340,6 +351,13 @@ func Open(cfg Config, replay func(Record) error) (*WAL, error) {
 		snapshot:  map[uint64]Record{},
 	}
 	w.cond.L = &w.mu
+	if cfg.Cipher != nil {
+		var err error
+		if w.codec.sealer, err = cfg.Cipher.NewSealer(cryptDomain); err != nil {
+			return nil, fmt.Errorf("wal: %w", err)
+		}
+		w.codec.opener = cfg.Cipher.NewOpener(cryptDomain)
+	}
 	if err := w.recover(replay); err != nil {
 		if w.f != nil {
 			w.f.Close()
@@ -357,7 +375,7 @@ func Open(cfg Config, replay func(Record) error) (*WAL, error) {
 
 // recover scans the segments and leaves w.f open on the active one.
 func (w *WAL) recover(replay func(Record) error) error {
-	if err := w.fs.MkdirAll(w.cfg.Dir, 0o755); err != nil {
+	if err := w.fs.MkdirAll(w.cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("wal: create %s: %w", w.cfg.Dir, err)
 	}
 	segs, tmps, err := listSegments(w.fs, w.cfg.Dir)
@@ -421,7 +439,7 @@ func (w *WAL) recover(replay func(Record) error) error {
 		if _, err := f.Seek(res.end, io.SeekStart); err != nil {
 			return fmt.Errorf("wal: seek %s: %w", seg.path, err)
 		}
-		w.off = res.end
+		w.off, w.seq = res.end, seg.seq
 		w.segStart = segmentHeaderSize
 		w.direct = w.cfg.Direct && f.DirectWrites()
 		if err := w.loadTail(nil); err != nil {
