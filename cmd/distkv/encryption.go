@@ -149,16 +149,11 @@ func openEncryption(dataDir, keyFile, oldKeyFile string, hasState bool, logger *
 	return c, err
 }
 
-// withCipher gives the node cfg its Cipher. internal/raftnode does not take
-// one yet: until it passes the Cipher to wal.Config.Cipher and
-// snap.StoreConfig.Cipher, a start with a key is refused, so that no data
-// directory holds data in the clear beside a keys file.
+// withCipher gives the node cfg its Cipher (nil: none), which encrypts its
+// WAL and snapshot files.
 func withCipher(cfg *raftnode.Config, c *crypt.Cipher) error {
-	if c == nil {
-		return nil
-	}
-	_ = cfg
-	return errors.New("--encryption-key-file: this build's node cannot encrypt its data yet (internal/raftnode takes no Cipher)")
+	cfg.Cipher = c
+	return nil
 }
 
 // walCipher returns the Cipher for reading the WAL in walDir (a node's

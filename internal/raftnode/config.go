@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/vfs"
 	"github.com/distkv/distkv/internal/wal"
 )
@@ -88,6 +89,9 @@ type Config struct {
 	WALSegmentSize int64
 	WALCompression wal.Compression
 	WALBuffered    bool
+	// Cipher, if set, encrypts the WAL and the snapshot files at rest
+	// (wal.Config.Cipher, snap.StoreConfig.Cipher). nil: in the clear.
+	Cipher *crypt.Cipher
 	// WALSyncObserver, if set, is told how long every sync of the WAL took
 	// (wal.Config.SyncObserver); it runs on the log's writer and must be
 	// quick.

@@ -137,7 +137,7 @@ func Seed(cfg SeedConfig, pairs iter.Seq[kv.KeyValue]) error {
 	if err != nil {
 		return fmt.Errorf("encode membership: %w", err)
 	}
-	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
 	store, err := snap.NewStore(cfg.FS, filepath.Join(cfg.DataDir, "snap"), nil)

@@ -18,6 +18,7 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/snap"
 	"github.com/distkv/distkv/internal/vfs"
 	"github.com/distkv/distkv/internal/wal"
@@ -99,7 +100,9 @@ type HostConfig struct {
 	WALCompression  wal.Compression
 	WALBuffered     bool
 	WALSyncObserver func(time.Duration)
-	Logger          *slog.Logger
+	// Cipher: see Config.Cipher.
+	Cipher *crypt.Cipher
+	Logger *slog.Logger
 	// NewGroup, if set, is the configuration of a group this node does not
 	// have yet but is sent Raft traffic for: a leader added it to the
 	// group, so it opens the group empty (Config.Join) and takes the log or
@@ -139,7 +142,7 @@ func (c *Config) hostConfig() HostConfig {
 	return HostConfig{
 		Self: c.Self, DataDir: c.DataDir, FS: c.FS, Transport: c.Transport, ClusterID: c.ClusterID, TickInterval: c.TickInterval,
 		WALSegmentSize: c.WALSegmentSize, WALCompression: c.WALCompression, WALBuffered: c.WALBuffered,
-		WALSyncObserver: c.WALSyncObserver, Logger: c.Logger,
+		WALSyncObserver: c.WALSyncObserver, Cipher: c.Cipher, Logger: c.Logger,
 	}
 }
 
@@ -156,7 +159,7 @@ func OpenHost(cfg HostConfig) (*Host, error) {
 	if cfg.Transport != nil {
 		h.tr = &hostTransport{Transport: cfg.Transport, users: map[uint64]map[uint64]bool{}}
 	}
-	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := cfg.FS.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	lock, err := cfg.FS.Lock(filepath.Join(cfg.DataDir, "LOCK"))
@@ -212,7 +215,7 @@ func (h *Host) open() error {
 		return fmt.Errorf("%w: data directory %s belongs to cluster %016x, not %016x", ErrClusterID, h.cfg.DataDir, id, h.cfg.ClusterID)
 	}
 	h.clusterID = id
-	if h.snaps, err = snap.NewStore(h.cfg.FS, h.cfg.snapDir(), h.cfg.Logger); err != nil {
+	if h.snaps, err = snap.OpenStore(snap.StoreConfig{FS: h.cfg.FS, Dir: h.cfg.snapDir(), Logger: h.cfg.Logger, Cipher: h.cfg.Cipher}); err != nil {
 		return fmt.Errorf("open snapshots: %w", err)
 	}
 	records := 0
@@ -225,6 +228,7 @@ func (h *Host) open() error {
 		Logger:      h.cfg.Logger,
 
 		SyncObserver: h.cfg.WALSyncObserver,
+		Cipher:       h.cfg.Cipher,
 	}, func(r wal.Record) error {
 		records++
 		return h.replay(r)

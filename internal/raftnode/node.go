@@ -307,7 +307,7 @@ func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 	n.reads.nonce = binary.LittleEndian.Uint64(seed[:])
 	n.reads.wake = make(chan struct{}, 1)
 
-	if err := cfg.FS.MkdirAll(cfg.groupDir(), 0o755); err != nil {
+	if err := cfg.FS.MkdirAll(cfg.groupDir(), 0o700); err != nil {
 		return nil, fmt.Errorf("create the directory of group %d: %w", cfg.Shard, err)
 	}
 	if err := n.recover(h.take(cfg.Shard)); err != nil {

@@ -73,9 +73,6 @@ func TestEncryptionAtRest(t *testing.T) {
 	addr := freePort(t)
 	base := "http://" + addr
 	s, log := startEncrypted(t, dataDir, addr, "--encryption-key-file", k1)
-	if s == nil && strings.Contains(log, "cannot encrypt its data yet") {
-		t.Skip("internal/raftnode does not take the Cipher yet (cmd/distkv/encryption.go withCipher)")
-	}
 	if s == nil {
 		t.Fatalf("start with a new key failed:\n%s", log)
 	}
