@@ -196,10 +196,19 @@ func TestDevSecurity(t *testing.T) {
 		t.Error("a second start made a new CA")
 	}
 	args := sec.serverArgs("n2")
-	for i := 1; i < len(args); i += 2 {
+	for i := 1; i < len(args); i++ {
+		if !strings.HasSuffix(args[i-1], "-file") {
+			continue
+		}
 		if _, err := os.Stat(args[i]); err != nil {
 			t.Errorf("%s names %s: %v", args[i-1], args[i], err)
 		}
+	}
+	if !slices.Contains(args, "--auth") {
+		t.Errorf("dev --secure runs nodes without --auth: %v", args)
+	}
+	if info, err := os.Stat(sec.passwordFile); err != nil || info.Mode().Perm() != 0o600 || info.Size() < 20 {
+		t.Errorf("root password file %s: %v %v, want 0600 and a long password", sec.passwordFile, info, err)
 	}
 	verifyFiles(t, sec.certDir, filepath.Join(sec.certDir, "n2.crt"), filepath.Join(sec.certDir, "n2.key"), x509.ExtKeyUsageServerAuth, "localhost")
 	c, k := clientCertFiles(sec.certDir, devUser)

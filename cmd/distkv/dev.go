@@ -65,7 +65,7 @@ that restarts it.`,
 	f.StringVar(&advHost, "advertise-host", "", "address the nodes publish to each other and to clients (default: --host; required when --host is 0.0.0.0)")
 	f.IntVar(&httpBase, "http-port", 8000, "HTTP port of the first node")
 	f.IntVar(&peerBase, "peer-port", 9000, "peer port of the first node")
-	f.BoolVar(&secure, "secure", false, "TLS everywhere: make a CA and certificates under <data-dir>/certs and run the API and the peer links over TLS, client certificates required")
+	f.BoolVar(&secure, "secure", false, "TLS everywhere and authentication on: make a CA and certificates under <data-dir>/certs, run the API and the peer links over TLS with client certificates required, and require a user on every request (the client certificate is user root; its password is in <data-dir>/certs/root-password)")
 	return cmd
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,13 +14,17 @@ import (
 
 // devSecurity is what `distkv dev --secure` adds to a local cluster. Every
 // server flag and every hint on how to reach the cluster that security
-// brings comes from here: authentication (--auth) belongs in this type too,
-// beside TLS.
+// brings comes from here.
 type devSecurity struct {
 	// tls: the API and the peer links use TLS, with client certificates
 	// required, from certificates made under certDir.
 	tls     bool
 	certDir string
+	// auth: every request needs a user (--auth); root's password is made
+	// at random once and kept in passwordFile. The client certificate made
+	// for devUser authenticates as that user.
+	auth         bool
+	passwordFile string
 }
 
 // devUser is the user of the client certificate that `distkv dev --secure`
@@ -28,7 +34,8 @@ const devUser = "root"
 // newDevSecurity returns the security of a dev cluster in dataDir; secure
 // turns everything on.
 func newDevSecurity(secure bool, dataDir string) devSecurity {
-	return devSecurity{tls: secure, certDir: filepath.Join(dataDir, "certs")}
+	return devSecurity{tls: secure, certDir: filepath.Join(dataDir, "certs"),
+		auth: secure, passwordFile: filepath.Join(dataDir, "certs", "root-password")}
 }
 
 // prepare makes what the nodes need before they start: with TLS, a CA
@@ -40,6 +47,11 @@ func (s devSecurity) prepare(nodes int, hosts []string) error {
 	}
 	if err := os.MkdirAll(s.certDir, 0o700); err != nil {
 		return err
+	}
+	if s.auth {
+		if err := ensurePasswordFile(s.passwordFile); err != nil {
+			return fmt.Errorf("dev root password: %w", err)
+		}
 	}
 	caCert, caKey := filepath.Join(s.certDir, caCertName), filepath.Join(s.certDir, caKeyName)
 	ca, err := certs.LoadCA(caCert, caKey)
@@ -80,10 +92,27 @@ func (s devSecurity) serverArgs(name string) []string {
 	}
 	cert, key := nodeCertFiles(s.certDir, name)
 	ca := filepath.Join(s.certDir, caCertName)
-	return []string{
+	args := []string{
 		"--tls-cert-file", cert, "--tls-key-file", key, "--tls-client-ca-file", ca,
 		"--peer-tls-cert-file", cert, "--peer-tls-key-file", key, "--peer-tls-ca-file", ca,
 	}
+	if s.auth {
+		args = append(args, "--auth", "--initial-root-password-file", s.passwordFile)
+	}
+	return args
+}
+
+// ensurePasswordFile writes a random password to path (0600) unless the
+// file exists: a cluster made by an earlier run keeps its root password.
+func ensurePasswordFile(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	var b [18]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(base64.RawURLEncoding.EncodeToString(b[:])+"\n"), 0o600)
 }
 
 // scheme is the scheme of the nodes' HTTP URLs.
@@ -103,9 +132,15 @@ func (s devSecurity) howToReach(httpAddr string) []string {
 	ca := filepath.Join(s.certDir, caCertName)
 	cert, key := clientCertFiles(s.certDir, devUser)
 	tlsCurl := fmt.Sprintf("--cacert %s --cert %s --key %s", ca, cert, key)
-	return []string{
+	lines := []string{
 		"TLS everywhere: the API and the peer links, client certificates required (certificates in " + s.certDir + ")",
+	}
+	if s.auth {
+		lines = append(lines, fmt.Sprintf("authentication on: the client certificate is user %s; its password is in %s (POST /auth/token, or --user %s --password ...)",
+			devUser, s.passwordFile, devUser))
+	}
+	return append(lines,
 		fmt.Sprintf("  curl %s -X PUT -d '{\"value\":\"world\"}' https://%s/key/hello", tlsCurl, httpAddr),
 		fmt.Sprintf("  distkv get hello --endpoints %s %s", httpAddr, tlsCurl),
-	}
+	)
 }

@@ -785,6 +785,27 @@ func TestDevSecure(t *testing.T) {
 	if err != nil || !strings.Contains(got, `"world"`) {
 		t.Fatalf("the printed distkv get line: %v %s", err, got)
 	}
+	// Authentication is on: the certificate is user root, whose password
+	// is in the file named; a wrong token is refused.
+	pwFile := regexp.MustCompile(`its password is in (\S+) `).FindStringSubmatch(printed)
+	if pwFile == nil {
+		t.Fatalf("dev --secure does not say where root's password is:\n%s", printed)
+	}
+	pw, err := os.ReadFile(pwFile[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	login := fmt.Sprintf(`{"user":"root","password":%q}`, strings.TrimSpace(string(pw)))
+	if code, body, err := send(client, http.MethodPost, "https://"+files[4]+"/auth/token", login); err != nil || code != http.StatusOK || !strings.Contains(body, `"token"`) {
+		t.Fatalf("POST /auth/token as root with the printed password: %d %s %v", code, body, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "https://"+files[4]+"/key/hello", nil)
+	req.Header.Set("Authorization", "Bearer not-a-token")
+	if resp, err := client.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a wrong token with auth on: %v %v, want 401", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	for i := 0; i < 3; i++ {
 		addr := fmt.Sprintf("127.0.0.1:%d", httpBase+i)
 		if _, _, err := send(httpsClient(&tls.Config{RootCAs: pool}, true), http.MethodGet, "https://"+addr+"/key/hello", ""); err == nil {
