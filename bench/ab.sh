@@ -14,6 +14,13 @@
 #   ARGS_B="--wal-compression s2" bench/ab.sh bin/distkv bin/distkv 3 "write 64 8"
 #   ENV_B="GOMAXPROCS=1" bench/ab.sh bin/distkv bin/distkv 3 "read 64 8"
 #
+# DEV_ARGS_A and DEV_ARGS_B add `distkv dev` flags for one side, and KV_ARGS_A
+# and KV_ARGS_B kvbench flags for one side, in which {data} stands for that
+# side's data directory: TLS and authentication against plain, one binary:
+#   DEV_ARGS_B=--secure KV_ARGS_B="-cacert {data}/certs/ca.crt \
+#     -cert {data}/certs/client-root.crt -key {data}/certs/client-root.key" \
+#     SIDE_BY_SIDE=1 bench/ab.sh bin/distkv bin/distkv 5 "write 64 5" "read 64 5"
+#
 # Rounds alternate which binary runs first (A B, B A, A B, ...): on a shared
 # machine whose load drifts, series that always ran A first gave the opposite
 # answer, for the same two builds within the hour, from series that
@@ -34,7 +41,7 @@
 # At the end, per workload: the median p50 and ops/s of each side, the median
 # of the rounds' B/A ratios, and in how many rounds B had the lower p50.
 set -euo pipefail
-[ $# -ge 4 ] || { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 SIDE_BY_SIDE=${SIDE_BY_SIDE:-0}
 ROUTE=${ROUTE:-rr}
 ROUTE_A=${ROUTE_A:-$ROUTE} ROUTE_B=${ROUTE_B:-$ROUTE}
@@ -46,7 +53,7 @@ KVBENCH=$TMP/kvbench
 (cd "$HERE" && go build -o "$KVBENCH" ./cmd/kvbench)
 EP=127.0.0.1:18000,127.0.0.1:18001,127.0.0.1:18002
 EP_B=127.0.0.1:28000,127.0.0.1:28001,127.0.0.1:28002
-DEV= DEV_A= DEV_B=
+DEV= DEV_A= DEV_B= KV_A= KV_B=
 cleanup() {
 	local d
 	for d in $DEV $DEV_A $DEV_B; do kill -TERM "$d" 2>/dev/null || true; wait "$d" 2>/dev/null || true; done
@@ -64,28 +71,31 @@ hz=$(getconf CLK_TCK)
 RESULTS=$TMP/results
 
 # start_cluster SIDE HTTP_PORT PEER_PORT: a fresh cluster of SIDE's binary,
-# every key written once; sets DEV and pids.
+# every key written once; sets DEV and pids, and KV_A or KV_B (the side's
+# kvbench flags).
 start_cluster() {
-	local v=$1 bin=$A args=${ARGS_A:-} envs=${ENV_A:-} ep=127.0.0.1:$2,127.0.0.1:$(($2 + 1)),127.0.0.1:$(($2 + 2))
-	[ "$v" = B ] && bin=$B args=${ARGS_B:-} envs=${ENV_B:-}
+	local v=$1 bin=$A args=${ARGS_A:-} envs=${ENV_A:-} devargs=${DEV_ARGS_A:-} kv=${KV_ARGS_A:-} ep=127.0.0.1:$2,127.0.0.1:$(($2 + 1)),127.0.0.1:$(($2 + 2))
+	[ "$v" = B ] && bin=$B args=${ARGS_B:-} envs=${ENV_B:-} devargs=${DEV_ARGS_B:-} kv=${KV_ARGS_B:-}
+	kv=${kv//\{data\}/$TMP/data-$v}
+	if [ "$v" = A ]; then KV_A=$kv; else KV_B=$kv; fi
 	rm -rf "$TMP/data-$v"
-	env $envs "$bin" dev --nodes 3 --data-dir "$TMP/data-$v" --http-port "$2" --peer-port "$3" -- --log-level warn $args >"$TMP/dev-$v.log" 2>&1 &
+	env $envs "$bin" dev --nodes 3 --data-dir "$TMP/data-$v" --http-port "$2" --peer-port "$3" $devargs -- --log-level warn $args >"$TMP/dev-$v.log" 2>&1 &
 	DEV=$!
 	for _ in $(seq 60); do
-		"$KVBENCH" -target distkv -endpoints "$ep" -clients 3 -ops 30 -quiet -timeout 1s 2>/dev/null | grep -q ' errors=0 ' && break
+		"$KVBENCH" -target distkv -endpoints "$ep" $kv -clients 3 -ops 30 -quiet -timeout 1s 2>/dev/null | grep -q ' errors=0 ' && break
 		sleep 0.5
 	done
-	"$KVBENCH" -target distkv -endpoints "$ep" -workload load -keys 1000 -clients 16 -quiet >/dev/null
+	"$KVBENCH" -target distkv -endpoints "$ep" $kv -workload load -keys 1000 -clients 16 -quiet >/dev/null
 	pids=$(pgrep -P "$DEV") || { echo "ab.sh: $bin dev is not running (ports $2-$(($2 + 2))/$3-$(($3 + 2)) taken?):" >&2; cat "$TMP/dev-$v.log" >&2; exit 1; }
 }
 
 # run_spec ROUND SIDE ENDPOINTS PIDS SPEC: one workload, one result line.
 run_spec() {
-	local round=$1 v=$2 ep=$3 pids=$4 w c s r t0 t1 ops route=$ROUTE_A
+	local round=$1 v=$2 ep=$3 pids=$4 w c s r t0 t1 ops route=$ROUTE_A kv=$KV_A
 	read -r w c s <<<"$5"
-	[ "$v" = B ] && route=$ROUTE_B
+	[ "$v" = B ] && route=$ROUTE_B kv=$KV_B
 	t0=$(cpu_ticks $pids)
-	r=$("$KVBENCH" -target distkv -endpoints "$ep" -workload "$w" -clients "$c" -route "$route" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
+	r=$("$KVBENCH" -target distkv -endpoints "$ep" $kv -workload "$w" -clients "$c" -route "$route" -duration "${s}s" -keys 1000 -preload=false -quiet | grep '^RESULT')
 	t1=$(cpu_ticks $pids)
 	ops=$(sed 's/.* ops=\([0-9]*\).*/\1/' <<<"$r")
 	echo "round $round $v $w clients=$c $(grep -o 'ops_s=[0-9]*' <<<"$r") $(grep -o 'p50_ms=[0-9.]*' <<<"$r") $(grep -o 'errors=[0-9]*' <<<"$r") cpu_us_per_op=$(( (t1 - t0) * 1000000 / hz / (ops + 1) ))" | tee -a "$RESULTS"
