@@ -259,7 +259,8 @@ func TestAuthPermissionMatrix(t *testing.T) {
 func TestAuthSurvivesRestart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "n1")
 	addr := freePort(t)
-	args := []string{"--auth", "--initial-root-password-file", rootPasswordFile(t), "--snapshot-entries", "4"}
+	// Debug logging, so that the check below covers every log line.
+	args := []string{"--auth", "--initial-root-password-file", rootPasswordFile(t), "--snapshot-entries", "4", "--log-level", "debug"}
 	s := startServer(t, dir, addr, args...)
 	base := "http://" + addr
 	root := login(t, base, "root", "root-secret")
@@ -301,6 +302,20 @@ func TestAuthSurvivesRestart(t *testing.T) {
 	snaps, _ := filepath.Glob(filepath.Join(dir, "snap", "*"))
 	if len(snaps) == 0 {
 		t.Fatalf("no snapshot in %s", dir)
+	}
+	// Nothing the node logged could be replayed: no password, no token.
+	logged, err := os.ReadFile(s.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logged), "distkv node serving") {
+		t.Fatalf("%s is not the server's log:\n%s", s.logPath, logged)
+	}
+	for what, secret := range map[string]string{"root's password": "root-secret", "alice's password": "alice-pw",
+		"bob's password": "bob-pw", "root's token": root, "alice's token": alice, "bob's token": bob} {
+		if strings.Contains(string(logged), secret) {
+			t.Fatalf("the server log holds %s", what)
+		}
 	}
 	// The log names the auth changes, never a password or its hash.
 	dump, err := run(t, "wal", "dump", dir)
