@@ -78,6 +78,9 @@ const (
 // An OpAuth has no flag and carries only its auth.Change: its encoding
 // (auth.Change.Marshal) as a uvarint length and bytes.
 //
+// An OpSplit has no flag and carries its key (uvarint length, bytes; not
+// empty) and the new range's Shard (uvarint, > 0).
+//
 // Varints are minimal, so every Command has exactly one encoding.
 //
 // Compatibility: version 1 grew by flags and type bytes that a decoder that
@@ -102,6 +105,9 @@ func (c Command) size() int {
 	}
 	if c.Op == OpAuth {
 		return 3 + 16 + 256 // a guess: auth changes are rare and small
+	}
+	if c.Op == OpSplit {
+		return 3 + bytesLen(c.Key) + uvarintLen(c.Shard)
 	}
 	if c.Deadline != 0 {
 		n += varintLen(c.Deadline)
@@ -135,6 +141,10 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	}
 	if c.Op == OpAuth {
 		return appendAuth(dst, c.Auth)
+	}
+	if c.Op == OpSplit {
+		dst = append(dst, codecVersion, byte(c.Op), 0)
+		return binary.AppendUvarint(appendBytes(dst, c.Key), c.Shard)
 	}
 	if c.Op == OpPut && c.Deadline != 0 {
 		flags |= cmdDeadline
@@ -213,7 +223,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown version %d", v)
 	}
 	c.Op = Op(d.u8("op"))
-	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth {
+	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit {
 		return Command{}, d.fail("unknown op %d", c.Op)
 	}
 	flags := d.u8("flags")
@@ -238,6 +248,20 @@ func UnmarshalCommand(b []byte) (Command, error) {
 			return Command{}, d.fail("flags %#x on an auth change", flags)
 		}
 		c.Auth = d.auth()
+		if err := d.finish(); err != nil {
+			return Command{}, err
+		}
+		return c, nil
+	}
+	if c.Op == OpSplit {
+		if d.err == nil && flags != 0 {
+			return Command{}, d.fail("flags %#x on a split", flags)
+		}
+		c.Key = d.bytes("split key")
+		c.Shard = d.uvarint("split shard")
+		if d.err == nil && (len(c.Key) == 0 || c.Shard == 0) {
+			return Command{}, d.fail("a split needs a key and a shard")
+		}
 		if err := d.finish(); err != nil {
 			return Command{}, err
 		}

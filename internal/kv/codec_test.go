@@ -20,7 +20,7 @@ func equalCommand(a, b Command) bool {
 		a.Cond.CreateOnly == b.Cond.CreateOnly &&
 		equalPtr(a.Cond.PrevVersion, b.Cond.PrevVersion) && equalPtr(a.Cond.PrevRevision, b.Cond.PrevRevision) &&
 		bytes.Equal(a.Request.Client, b.Request.Client) && bytes.Equal(a.Request.Request, b.Request.Request) &&
-		a.Time == b.Time && a.TTL == b.TTL && a.Deadline == b.Deadline && a.Now == b.Now &&
+		a.Time == b.Time && a.TTL == b.TTL && a.Deadline == b.Deadline && a.Now == b.Now && a.Shard == b.Shard &&
 		(a.Op != OpTxn || equalTxn(a.Txn, b.Txn))
 }
 
@@ -32,6 +32,8 @@ func sampleCommands() []Command {
 		{Op: OpPut, Key: []byte("t"), Value: []byte("1"), Kind: KindJSON, Cond: Cond{PrevVersion: i64(2)}, Deadline: 5,
 			Request: RequestID{Request: []byte("r")}, Time: 1, TTL: 2},
 		{Op: OpExpire, Now: 1_700_000_031_000_000_000},
+		{Op: OpSplit, Key: []byte("m\x00"), Shard: 7},
+		{Op: OpSplit, Key: []byte("k"), Shard: 1 << 40},
 		put("", "", Cond{}),
 		put("key", strings.Repeat("x", 300), Cond{CreateOnly: true}),
 		put("k", "v", Cond{PrevVersion: i64(0)}),

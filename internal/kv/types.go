@@ -31,6 +31,10 @@ const (
 	// OpAuth changes the users, roles or token secret (Command.Auth); see
 	// auth.go. It touches no key.
 	OpAuth Op = 5
+	// OpSplit splits the range at Command.Key: the keys from Key on become
+	// the range Command.Shard. It is not applied by Apply but by Split, by
+	// the Raft group that holds the range (package raftnode).
+	OpSplit Op = 6
 )
 
 func (o Op) String() string {
@@ -45,6 +49,8 @@ func (o Op) String() string {
 		return "expire"
 	case OpAuth:
 		return "auth"
+	case OpSplit:
+		return "split"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -118,6 +124,9 @@ type Command struct {
 	Now int64
 	// Auth (OpAuth only, not nil) is the change of the auth state.
 	Auth *auth.Change
+	// Shard (OpSplit only, > 0) is the Raft group of the range that the
+	// keys from Key on become.
+	Shard uint64
 }
 
 // RequestID identifies a client's request: the client and its own id for the
