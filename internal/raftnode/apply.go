@@ -88,6 +88,19 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			if err != nil {
 				return fmt.Errorf("entry %d: %w", e.Index, err)
 			}
+			if cmd.Op == kv.OpSplit {
+				err := n.applySplit(e.Index, cmd)
+				if err != nil && !errors.Is(err, ErrWrongRange) {
+					return err
+				}
+				n.deliver(id, proposalResult{err: err})
+				break
+			}
+			if b := n.Bounds(); !b.holds(&cmd) {
+				// Not applied: the keys are another group's now.
+				n.deliver(id, proposalResult{err: n.wrongRange(b)})
+				break
+			}
 			res, err := n.kv.Apply(e.Index, cmd)
 			lattrace.Mark(lattrace.Applied, e.Index, id)
 			if err != nil {

@@ -269,6 +269,9 @@ type memberState struct {
 	// ClusterID is the cluster's id (clusterid.go); absent in snapshots of
 	// clusters from before cluster ids.
 	ClusterID string `json:"cluster_id,omitempty"`
+	// Range is the group's range of keys (split.go); absent for the whole
+	// key space.
+	Range *Bounds `json:"range,omitempty"`
 }
 
 // publishSelf makes the cluster's record of this node carry its current peer
@@ -315,6 +318,11 @@ func (n *Node) adoptMembers(extra []byte) error {
 	}
 	n.confState = ms.ConfState
 	n.inConfig.Store(inConfState(n.confState, n.raftID))
+	if ms.Range != nil {
+		n.bounds.Store(ms.Range)
+	} else {
+		n.bounds.Store(&Bounds{})
+	}
 	n.mu.Lock()
 	old := n.members
 	n.members = map[uint64]Member{}

@@ -27,7 +27,9 @@ type memNet struct {
 	delay time.Duration
 	// lose, if set, drops the messages it returns true for.
 	lose func(m raftpb.Message) bool
-	rng  *rand.Rand
+	// lostShard's messages to lostTo are dropped (see loseShard).
+	lostShard, lostTo uint64
+	rng               *rand.Rand
 }
 
 func newMemNet(seed int64) *memNet {
@@ -73,6 +75,13 @@ func (nw *memNet) isolate(id uint64) {
 			nw.cut[[2]uint64{other, id}] = true
 		}
 	}
+}
+
+// loseShard drops the messages of group shard to node to; (0, 0) stops.
+func (nw *memNet) loseShard(shard, to uint64) {
+	nw.mu.Lock()
+	nw.lostShard, nw.lostTo = shard, to
+	nw.mu.Unlock()
 }
 
 func (nw *memNet) heal() {
@@ -128,6 +137,12 @@ func (t *memTransport) sendBatch(shard uint64, msgs []raftpb.Message) {
 		if src, ok := t.nw.route(t.id, t.id); ok {
 			src.PeerUnreachable(msgs[0].To)
 		}
+		return
+	}
+	t.nw.mu.Lock()
+	cut := t.nw.lostShard == shard && t.nw.lostTo == msgs[0].To
+	t.nw.mu.Unlock()
+	if cut {
 		return
 	}
 	var now []raftpb.Message

@@ -77,6 +77,9 @@ type Node struct {
 	quietFlag atomic.Bool
 	// expiring: an OpExpire proposal is under way (ttl.go).
 	expiring atomic.Bool
+	// bounds is the range of keys the group holds (split.go); set by the
+	// loop as it applies, read by anyone.
+	bounds atomic.Pointer[Bounds]
 	// inConfig: this node is in the configuration it has applied (a joining
 	// node is not until the leader's log or snapshot reaches it).
 	inConfig atomic.Bool
@@ -291,6 +294,7 @@ func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 		snaps:       h.snaps,
 		clusterID:   h.clusterID,
 	}
+	n.bounds.Store(&Bounds{})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var err error
 	if n.testHook, err = testHookFromEnv(); err != nil {

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"slices"
-	"strings"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -53,14 +51,7 @@ func (n *Node) startSnapshot(applied uint64) error {
 	if err != nil {
 		return fmt.Errorf("term of applied entry %d unknown: %w", applied, err)
 	}
-	n.mu.Lock()
-	ms := memberState{ConfState: n.confState, ClusterID: n.clusterIDString()}
-	for _, m := range n.members {
-		ms.Members = append(ms.Members, m)
-	}
-	n.mu.Unlock()
-	slices.SortFunc(ms.Members, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
-	extra, err := json.Marshal(ms)
+	extra, err := json.Marshal(n.memberState())
 	if err != nil {
 		return fmt.Errorf("encode membership: %w", err)
 	}

@@ -1,0 +1,198 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// putKeys writes key000..key<n-1> = "v" through n.
+func putKeys(t *testing.T, ctx context.Context, n *Node, count int) {
+	t.Helper()
+	for j := range count {
+		if _, err := put(ctx, n, fmt.Sprintf("key%03d", j), "v"); err != nil {
+			t.Fatalf("put key%03d: %v", j, err)
+		}
+	}
+}
+
+// keyNames returns the keys linearizableKeys finds in n's group.
+func keyNames(t *testing.T, ctx context.Context, n *Node) []string {
+	t.Helper()
+	var out []string
+	for _, kv := range linearizableKeys(t, ctx, n) {
+		k, _, _ := cutLast(kv, "=")
+		out = append(out, k)
+	}
+	return out
+}
+
+func cutLast(s, sep string) (string, string, bool) {
+	for i := len(s) - len(sep); i >= 0; i-- {
+		if s[i:i+len(sep)] == sep {
+			return s[:i], s[i+len(sep):], true
+		}
+	}
+	return s, "", false
+}
+
+func keyRange(from, to int) []string {
+	var out []string
+	for j := from; j < to; j++ {
+		out = append(out, fmt.Sprintf("key%03d", j))
+	}
+	return out
+}
+
+// waitGroup waits until every host has group shard open.
+func (c *hostCluster) waitGroup(shard uint64) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		missing := ""
+		for name, h := range c.hosts {
+			if h.Group(shard) == nil {
+				missing = name
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("group %d is not open on %s after 10s", shard, missing)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSplitThroughTheLog splits a group of three at a key: every replica
+// makes the new group from its own state at the split's index, the new group
+// elects a leader and takes writes, each side holds exactly its keys (with
+// their versions and revisions), a write for a key the group gave away is
+// refused with ErrWrongRange, and everything is there after a restart.
+func TestSplitThroughTheLog(t *testing.T) {
+	c := newHostCluster(t, 3, nil)
+	for _, m := range c.members {
+		c.open(m.Name, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	left := c.leader(1)
+	putKeys(t, ctx, left, 100)
+	before, _ := left.KV().Get([]byte("key070"))
+	if err := left.Split(ctx, []byte("key050"), 2); err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	c.waitGroup(2)
+	right := c.leader(2)
+	for name, h := range c.hosts {
+		if got := keyNames(t, ctx, h.Group(1)); !slices.Equal(got, keyRange(0, 50)) {
+			t.Fatalf("group 1 on %s holds %v", name, got)
+		}
+		if got := keyNames(t, ctx, h.Group(2)); !slices.Equal(got, keyRange(50, 100)) {
+			t.Fatalf("group 2 on %s holds %v", name, got)
+		}
+		if b := h.Group(2).Bounds(); string(b.Start) != "key050" || len(b.End) != 0 {
+			t.Fatalf("group 2 on %s has bounds %v", name, b)
+		}
+	}
+	if got, _ := right.KV().Get([]byte("key070")); got.Version != before.Version || got.Revision != before.Revision {
+		t.Fatalf("key070 after the split: %+v, before %+v", got, before)
+	}
+	if _, err := put(ctx, c.leader(1), "key060", "x"); !errors.Is(err, ErrWrongRange) {
+		t.Fatalf("a write to the group that gave key060 away: %v, want ErrWrongRange", err)
+	}
+	res, err := put(ctx, right, "key060", "x")
+	if err != nil || res.Revision <= before.Revision {
+		t.Fatalf("a write to the new group: %+v %v (revision must pass %d)", res, err, before.Revision)
+	}
+	if err := c.leader(1).Split(ctx, []byte("key070"), 3); err == nil {
+		t.Fatal("group 1 split at a key it no longer holds")
+	}
+
+	c.closeAll()
+	for _, m := range c.members {
+		h := c.open(m.Name, 1)
+		for _, s := range []uint64{2} {
+			if h.Group(s) == nil {
+				if _, err := h.OpenGroup(c.groupConfig(s)); err != nil && h.Group(s) == nil {
+					t.Fatalf("reopen group %d on %s: %v", s, m.Name, err)
+				}
+			}
+		}
+	}
+	for name, h := range c.hosts {
+		if got := keyNames(t, ctx, h.Group(1)); !slices.Equal(got, keyRange(0, 50)) {
+			t.Fatalf("after the restart group 1 on %s holds %v", name, got)
+		}
+		if got := keyNames(t, ctx, h.Group(2)); !slices.Equal(got, keyRange(50, 100)) {
+			t.Fatalf("after the restart group 2 on %s holds %v", name, got)
+		}
+	}
+}
+
+// TestSplitReachesALaggingReplica: a replica cut off while the split is
+// applied elsewhere, while the new group's leader already sends to it (its
+// Host creates the group empty on that first message), applies the split
+// once it is back, and ends with the same two groups as the others.
+func TestSplitReachesALaggingReplica(t *testing.T) {
+	c := newHostCluster(t, 3, nil)
+	for _, m := range c.members {
+		c.openWith(m.Name, func(hc *HostConfig) {
+			hc.NewGroup = func(s uint64) (Config, bool) { return c.groupConfig(s), true }
+		})
+		if _, err := c.hosts[m.Name].OpenGroup(c.groupConfig(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	left := c.leader(1)
+	putKeys(t, ctx, left, 40)
+	var lagging string
+	for name, h := range c.hosts {
+		if h.Group(1) != left {
+			lagging = name
+		}
+	}
+	// Group 1's traffic to the lagging node is lost; the new group's is not.
+	c.nw.loseShard(1, RaftID(lagging))
+	if err := left.Split(ctx, []byte("key020"), 9); err != nil {
+		t.Fatalf("split: %v", err)
+	}
+	// The others have group 9; its leader's messages create it, empty, on
+	// the lagging node.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.hosts[lagging].Group(9) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the new group's leader did not reach the lagging node")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	empty := c.hosts[lagging].Group(9)
+	c.nw.loseShard(0, 0)
+	// The lagging node applies the split: its empty group 9 is replaced by
+	// one made from its own state.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		g9, g1 := c.hosts[lagging].Group(9), c.hosts[lagging].Group(1)
+		if g9 != nil && g9 != empty && g1 != nil && g1.Bounds().Contains([]byte("key000")) && !g1.Bounds().Contains([]byte("key020")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lagging node did not apply the split (group 1 bounds %v)", c.hosts[lagging].Group(1).Bounds())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for name, h := range c.hosts {
+		if got := keyNames(t, ctx, h.Group(9)); !slices.Equal(got, keyRange(20, 40)) {
+			t.Fatalf("group 9 on %s holds %v", name, got)
+		}
+		if got := keyNames(t, ctx, h.Group(1)); !slices.Equal(got, keyRange(0, 20)) {
+			t.Fatalf("group 1 on %s holds %v", name, got)
+		}
+	}
+}
