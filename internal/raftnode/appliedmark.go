@@ -84,12 +84,17 @@ func decodeMarkSlot(b []byte) (uint64, error) {
 	return binary.LittleEndian.Uint64(b[4:12]), nil
 }
 
-// appliedMark is the open mark file. Owned by the loop.
+// appliedMark is the open mark file (group 1's), or a group's pair in the
+// shared file of marks (marks.go). Owned by the loop.
 type appliedMark struct {
 	f     vfs.File
 	index uint64 // the index last written
 	slot  int64  // the slot to write next
-	buf   [appliedMarkSize]byte
+	buf   [markSlot]byte
+	// In the shared file: the pair's offset, the group, and the file.
+	base   int64
+	shard  uint64
+	shared *markFile
 }
 
 // openAppliedMark opens (creating if needed) the mark in dir and returns it
@@ -136,8 +141,14 @@ func (m *appliedMark) advance(index uint64) error {
 	if index <= m.index {
 		return nil
 	}
-	encodeAppliedMark(&m.buf, index)
-	if _, err := m.f.WriteAt(m.buf[:], m.slot*appliedMarkSize); errors.Is(err, syscall.ENOSPC) {
+	b, off := m.buf[:appliedMarkSize], m.slot*appliedMarkSize
+	if m.shared != nil {
+		b, off = m.buf[:], m.base+m.slot*markSlot
+		encodeMarkSlot(b, m.shard, index)
+	} else {
+		encodeAppliedMark((*[appliedMarkSize]byte)(b), index)
+	}
+	if _, err := m.f.WriteAt(b, off); errors.Is(err, syscall.ENOSPC) {
 		return fmt.Errorf("%w: write applied mark: %w", wal.ErrNoSpace, err)
 	} else if err != nil {
 		return fmt.Errorf("write applied mark: %w", err)
@@ -147,4 +158,10 @@ func (m *appliedMark) advance(index uint64) error {
 	return nil
 }
 
-func (m *appliedMark) close() error { return m.f.Close() }
+func (m *appliedMark) close() error {
+	if m.shared != nil {
+		m.shared.release(m.shard)
+		return nil
+	}
+	return m.f.Close()
+}

@@ -65,6 +65,9 @@ type Host struct {
 	// stopTicks ends the ticker; ticking is done once it has.
 	stopTicks chan struct{}
 	ticking   sync.WaitGroup
+	// marks is the shared file of the applied marks of groups other than
+	// group 1 (marks.go), opened with the first of them.
+	marks *markFile
 	// reliefAt is when relieveWAL last asked groups to let go of the
 	// oldest segment (Unix nanoseconds).
 	reliefAt atomic.Int64
@@ -376,6 +379,23 @@ func (h *Host) detach(n *Node) {
 	h.groups.Store(&gs)
 }
 
+// groupMark returns the applied mark of group shard (not 1) in the shared
+// file, which it opens with the first group that needs it.
+func (h *Host) groupMark(shard uint64) (*appliedMark, error) {
+	h.mu.Lock()
+	if h.marks == nil {
+		mf, err := openMarkFile(h.cfg.FS, filepath.Join(h.cfg.DataDir, "groups"), h.logger.Warn)
+		if err != nil {
+			h.mu.Unlock()
+			return nil, err
+		}
+		h.marks = mf
+	}
+	mf := h.marks
+	h.mu.Unlock()
+	return mf.forGroup(shard)
+}
+
 // tombstoneName is the file that marks a group removed from this node, in
 // the group's directory.
 const tombstoneName = "removed"
@@ -418,8 +438,20 @@ func (h *Host) bury(n *Node) {
 	h.mu.Lock()
 	h.buried[shard] = true
 	h.mu.Unlock()
-	if err := vfs.WriteFileAtomic(h.cfg.FS, filepath.Join(n.cfg.groupDir(), tombstoneName), []byte("removed from this node\n")); err != nil {
+	err := h.cfg.FS.MkdirAll(n.cfg.groupDir(), 0o700)
+	if err == nil {
+		err = vfs.WriteFileAtomic(h.cfg.FS, filepath.Join(n.cfg.groupDir(), tombstoneName), []byte("removed from this node\n"))
+	}
+	if err != nil {
 		h.logger.Warn("write the tombstone of a removed group", "shard", shard, "err", err)
+	}
+	h.mu.Lock()
+	mf := h.marks
+	h.mu.Unlock()
+	if mf != nil {
+		if err := mf.drop(shard); err != nil {
+			h.logger.Warn("free the applied mark of a removed group", "shard", shard, "err", err)
+		}
 	}
 	if err := h.snaps.Purge(shard, 0); err != nil {
 		h.logger.Warn("delete the snapshots of a removed group", "shard", shard, "err", err)
@@ -509,6 +541,11 @@ func (h *Host) Close() error {
 	if err := h.wal.Close(); err != nil && first == nil {
 		first = fmt.Errorf("close wal: %w", err)
 	}
+	if h.marks != nil {
+		if err := h.marks.close(); err != nil && first == nil {
+			first = fmt.Errorf("close applied marks: %w", err)
+		}
+	}
 	h.lock.Close()
 	return first
 }
@@ -595,9 +632,11 @@ func (h *Host) relieveWAL() {
 	}
 }
 
-// groupDir is where group shard keeps its own files (the applied mark):
-// the data directory itself for group 1, the first group of every cluster,
-// so that a data directory of one group keeps its layout.
+// groupDir is where group shard keeps its own files: the data directory
+// itself for group 1, the first group of every cluster (its applied mark),
+// so that a data directory of one group keeps its layout; groups/<id> for
+// the others (the tombstone of a group removed from this node; their
+// applied marks share groups/applied-marks).
 func (c *Config) groupDir() string {
 	if c.Shard == 1 {
 		return c.DataDir

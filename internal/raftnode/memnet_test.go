@@ -27,9 +27,10 @@ type memNet struct {
 	delay time.Duration
 	// lose, if set, drops the messages it returns true for.
 	lose func(m raftpb.Message) bool
-	// lostShard's messages to lostTo are dropped (see loseShard).
-	lostShard, lostTo uint64
-	rng               *rand.Rand
+	// lost holds {shard, to}: that group's messages to that node are
+	// dropped (see loseShard).
+	lost map[[2]uint64]bool
+	rng  *rand.Rand
 }
 
 func newMemNet(seed int64) *memNet {
@@ -77,11 +78,19 @@ func (nw *memNet) isolate(id uint64) {
 	}
 }
 
-// loseShard drops the messages of group shard to node to; (0, 0) stops.
-func (nw *memNet) loseShard(shard, to uint64) {
+// loseShard drops the messages of group shard to node to, or stops
+// dropping them.
+func (nw *memNet) loseShard(shard, to uint64, lose bool) {
 	nw.mu.Lock()
-	nw.lostShard, nw.lostTo = shard, to
-	nw.mu.Unlock()
+	defer nw.mu.Unlock()
+	if nw.lost == nil {
+		nw.lost = map[[2]uint64]bool{}
+	}
+	if lose {
+		nw.lost[[2]uint64{shard, to}] = true
+	} else {
+		delete(nw.lost, [2]uint64{shard, to})
+	}
 }
 
 func (nw *memNet) heal() {
@@ -140,7 +149,7 @@ func (t *memTransport) sendBatch(shard uint64, msgs []raftpb.Message) {
 		return
 	}
 	t.nw.mu.Lock()
-	cut := t.nw.lostShard == shard && t.nw.lostTo == msgs[0].To
+	cut := t.nw.lost[[2]uint64{shard, msgs[0].To}]
 	t.nw.mu.Unlock()
 	if cut {
 		return

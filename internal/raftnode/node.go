@@ -311,9 +311,6 @@ func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 	n.reads.nonce = binary.LittleEndian.Uint64(seed[:])
 	n.reads.wake = make(chan struct{}, 1)
 
-	if err := cfg.FS.MkdirAll(cfg.groupDir(), 0o700); err != nil {
-		return nil, fmt.Errorf("create the directory of group %d: %w", cfg.Shard, err)
-	}
 	if err := n.recover(h.take(cfg.Shard)); err != nil {
 		if n.mark != nil {
 			n.mark.close()
@@ -394,7 +391,12 @@ func (n *Node) recover(rl *recoveredLog) error {
 	if len(ents) > 0 && !found && ents[0].Index != 1 {
 		return fmt.Errorf("wal starts at entry %d and there is no snapshot: entries are missing", ents[0].Index)
 	}
-	if n.mark, err = openAppliedMark(n.cfg.FS, n.cfg.groupDir(), n.logger.Warn); err != nil {
+	if n.cfg.Shard == 1 {
+		n.mark, err = openAppliedMark(n.cfg.FS, n.cfg.DataDir, n.logger.Warn)
+	} else {
+		n.mark, err = n.host.groupMark(n.cfg.Shard)
+	}
+	if err != nil {
 		return err
 	}
 	if last := lastIndex(ents, n.snapIndex); hs.Commit > last {
