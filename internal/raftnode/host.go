@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/distkv/distkv/internal/crypt"
@@ -65,6 +66,10 @@ type Host struct {
 	// stopTicks ends the ticker; ticking is done once it has.
 	stopTicks chan struct{}
 	ticking   sync.WaitGroup
+	// heard is, per peer, when a message from it last arrived (Unix
+	// nanoseconds, an *atomic.Int64): the liveness of the nodes that lead
+	// quiet groups (see wakeIfLeaderSilent).
+	heard sync.Map
 	// marks is the shared file of the applied marks of groups other than
 	// group 1 (marks.go), opened with the first of them.
 	marks *markFile
@@ -197,14 +202,23 @@ func (h *Host) tickLoop() {
 		case <-h.stopTicks:
 			return
 		}
+		quiet := false
+		silent := h.silentPeers()
 		for _, n := range *h.groups.Load() {
 			if n.quietFlag.Load() {
+				quiet = true
+				if len(silent) > 0 {
+					h.wakeIfLeaderSilent(n, silent)
+				}
 				continue
 			}
 			select {
 			case n.tickc <- struct{}{}:
 			default:
 			}
+		}
+		if quiet {
+			h.sendLiveness()
 		}
 	}
 }
@@ -553,6 +567,12 @@ func (h *Host) Close() error {
 // HandleRaft hands messages from a peer to their group; those for a group
 // not open here are dropped (Raft retransmits).
 func (h *Host) HandleRaft(shard uint64, msgs []raftpb.Message) {
+	if len(msgs) > 0 {
+		h.noteHeard(msgs[0].From)
+	}
+	if shard == livenessShard {
+		return
+	}
 	if n := h.Group(shard); n != nil {
 		n.HandleRaft(shard, msgs)
 		return
@@ -629,6 +649,88 @@ func (h *Host) relieveWAL() {
 		if g := h.Group(shard); g != nil {
 			g.askUnpin()
 		}
+	}
+}
+
+// livenessShard carries the Hosts' own heartbeats: while groups are quiet,
+// their Raft sends nothing, so the Hosts tell each other they are alive,
+// one message per peer per tick, whatever the number of groups.
+const livenessShard = 0
+
+// noteHeard records that a message from peer from arrived now.
+func (h *Host) noteHeard(from uint64) {
+	now := time.Now().UnixNano()
+	if v, ok := h.heard.Load(from); ok {
+		v.(*atomic.Int64).Store(now)
+		return
+	}
+	v := &atomic.Int64{}
+	v.Store(now)
+	h.heard.Store(from, v)
+}
+
+// heardAt is when a message from peer id last arrived (zero if never).
+func (h *Host) heardAt(id uint64) time.Time {
+	if v, ok := h.heard.Load(id); ok {
+		return time.Unix(0, v.(*atomic.Int64).Load())
+	}
+	return time.Time{}
+}
+
+// sendLiveness sends every peer this Host's heartbeat (see livenessShard).
+func (h *Host) sendLiveness() {
+	if h.tr == nil {
+		return
+	}
+	self := RaftID(h.cfg.Self.Name)
+	h.tr.mu.Lock()
+	msgs := make([]raftpb.Message, 0, len(h.tr.users))
+	for id := range h.tr.users {
+		msgs = append(msgs, raftpb.Message{Type: raftpb.MsgHeartbeat, To: id, From: self})
+	}
+	h.tr.mu.Unlock()
+	h.tr.Transport.Send(livenessShard, msgs)
+}
+
+// silentPeers returns the peers not heard from for more than two ticks,
+// with when they last were: usually none, so that the groups need no
+// checking on most ticks.
+func (h *Host) silentPeers() map[uint64]time.Time {
+	if h.tr == nil {
+		return nil
+	}
+	var out map[uint64]time.Time
+	h.tr.mu.Lock()
+	defer h.tr.mu.Unlock()
+	for id := range h.tr.users {
+		if at := h.heardAt(id); time.Since(at) > 2*h.cfg.TickInterval {
+			if out == nil {
+				out = map[uint64]time.Time{}
+			}
+			out[id] = at
+		}
+	}
+	return out
+}
+
+// wakeIfLeaderSilent wakes the quiet group n if nothing has been heard from
+// the node of its leader for an election timeout (silent: see silentPeers):
+// that node may have died while the group was quiet, and the group must
+// elect another leader before a request comes for it, not after. A woken
+// follower ticks again: it campaigns once its election timeout passes
+// without word from the leader.
+func (h *Host) wakeIfLeaderSilent(n *Node, silent map[uint64]time.Time) {
+	lead := n.leader.Load()
+	at, ok := silent[lead]
+	if lead == raft.None || lead == n.raftID || !ok {
+		return
+	}
+	if time.Since(at) < time.Duration(n.cfg.ElectionTicks)*h.cfg.TickInterval {
+		return
+	}
+	select {
+	case n.wakec <- struct{}{}:
+	default:
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ type hostCluster struct {
 	dirs    map[string]string
 	hosts   map[string]*Host
 	tweak   func(*Config)
+	// liveness counts Host heartbeats, where a test counts them.
+	liveness atomic.Int64
 }
 
 func newHostCluster(t *testing.T, size int, tweak func(*Config)) *hostCluster {

@@ -31,6 +31,8 @@ func (n *Node) run() {
 		select {
 		case <-n.tickc:
 			n.tick()
+		case <-n.wakec:
+			n.wake()
 		case p := <-n.propc:
 			n.wake()
 			n.proposeQueued(p)

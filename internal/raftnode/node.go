@@ -71,6 +71,8 @@ type Node struct {
 	// yet is not doubled). ticks counts them. Owned by the loop.
 	tickc chan struct{}
 	ticks uint64
+	// wakec: the Host wakes the quiet group (cap 1; see wakeIfLeaderSilent).
+	wakec chan struct{}
 	// quiet: the group is quiesced and gets no ticks (quiesce.go); owned
 	// by the loop, published in quietFlag for the Host's ticker.
 	quiet     bool
@@ -284,6 +286,7 @@ func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 		funcc:       make(chan func()),
 		unpinc:      make(chan struct{}, 1),
 		tickc:       make(chan struct{}, 1),
+		wakec:       make(chan struct{}, 1),
 		stopc:       make(chan struct{}),
 		donec:       make(chan struct{}),
 		replayed:    make(chan struct{}),

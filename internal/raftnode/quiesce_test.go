@@ -18,7 +18,14 @@ func quietCluster(t *testing.T, shards ...uint64) (*hostCluster, *atomic.Int64) 
 	t.Helper()
 	c := newHostCluster(t, 3, func(cfg *Config) { cfg.Quiesce = true })
 	var carried atomic.Int64
-	c.nw.lose = func(raftpb.Message) bool { carried.Add(1); return false }
+	c.nw.lose = func(m raftpb.Message) bool {
+		if m.Term == 0 {
+			c.liveness.Add(1) // a Host's heartbeat, not a group's message
+		} else {
+			carried.Add(1)
+		}
+		return false
+	}
 	for _, m := range c.members {
 		c.open(m.Name, shards...)
 	}
@@ -49,18 +56,23 @@ func (c *hostCluster) waitQuiet(shards ...uint64) {
 }
 
 // TestQuiescedGroupsSendNothing: once groups have nothing to do they
-// quiesce, and then no Raft message crosses the network.
+// quiesce, and then none of their messages crosses the network; the Hosts
+// send each other one heartbeat per tick, however many groups they serve.
 func TestQuiescedGroupsSendNothing(t *testing.T) {
-	shards := []uint64{1, 2, 3, 4}
+	shards := []uint64{1, 2, 3, 4, 5, 6, 7, 8}
 	c, carried := quietCluster(t, shards...)
 	for _, s := range shards {
 		c.leader(s)
 	}
 	c.waitQuiet(shards...)
-	before := carried.Load()
+	before, live := carried.Load(), c.liveness.Load()
 	time.Sleep(20 * c.groupConfig(1).TickInterval)
 	if n := carried.Load() - before; n != 0 {
 		t.Fatalf("%d messages in 20 ticks between quiesced groups, want none", n)
+	}
+	// 3 Hosts, 2 peers each, 20 ticks (and one more tick or so of slack).
+	if n := c.liveness.Load() - live; n > 3*2*22 {
+		t.Fatalf("%d Host heartbeats in 20 ticks, want at most one per peer per tick", n)
 	}
 }
 
@@ -162,4 +174,53 @@ func TestKeyWithDeadlineKeepsGroupAwakeUntilItExpires(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c.waitQuiet(1)
+}
+
+// TestQuietGroupsElectWhenTheirLeadersNodeDies: the node leading quiet
+// groups dies; with no request at all, the other nodes stop hearing its
+// Host's heartbeats, wake those groups, and each elects a new leader.
+func TestQuietGroupsElectWhenTheirLeadersNodeDies(t *testing.T) {
+	shards := []uint64{1, 2, 3, 4, 5, 6}
+	c, _ := quietCluster(t, shards...)
+	led := map[string][]uint64{}
+	for _, s := range shards {
+		l := c.leader(s)
+		led[l.cfg.Self.Name] = append(led[l.cfg.Self.Name], s)
+	}
+	c.waitQuiet(shards...)
+	victim := ""
+	for name, ss := range led {
+		if victim == "" || len(ss) > len(led[victim]) {
+			victim = name
+		}
+	}
+	// While the leader's node lives, its Host's heartbeats keep the groups
+	// quiet.
+	time.Sleep(3 * time.Duration(c.groupConfig(1).ElectionTicks) * c.groupConfig(1).TickInterval)
+	for name, h := range c.hosts {
+		for _, s := range shards {
+			if !h.Group(s).Quiesced() {
+				t.Fatalf("group %d on %s woke with every node alive", s, name)
+			}
+		}
+	}
+	c.close(victim)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, s := range led[victim] {
+		for {
+			ok := true
+			for _, h := range c.hosts {
+				if l := h.Group(s).Status().Leader; l == "" || l == victim {
+					ok = false
+				}
+			}
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("group %d has no leader but the dead %s 10s after it died, without requests", s, victim)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
