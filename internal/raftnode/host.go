@@ -491,17 +491,12 @@ func (h *Host) create(shard uint64) *Node {
 		return nil
 	}
 	h.mu.Lock()
-	if h.closed || h.buried[shard] || h.creating[shard] || h.recovered[shard] != nil {
-		h.mu.Unlock()
+	refused := h.buried[shard] || h.recovered[shard] != nil
+	h.mu.Unlock()
+	if refused || !h.claim(shard, false) {
 		return nil
 	}
-	h.creating[shard] = true
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.creating, shard)
-		h.mu.Unlock()
-	}()
+	defer h.unclaim(shard)
 	if n := h.Group(shard); n != nil {
 		return n
 	}
@@ -510,13 +505,37 @@ func (h *Host) create(shard uint64) *Node {
 		return nil
 	}
 	cfg.Shard, cfg.Join, cfg.Members = shard, true, nil
-	n, err := h.OpenGroup(cfg)
+	n, err := h.openClaimed(cfg, false)
 	if err != nil {
 		h.logger.Warn("create a group on first contact", "shard", shard, "err", err)
 		return nil
 	}
 	h.logger.Info("group created on first contact", "shard", shard)
 	return n
+}
+
+// claim makes the caller the one that opens (or replaces) group shard, until
+// unclaim: if another has it, claim waits for it if wait, and fails at once
+// otherwise. It fails once the Host is closed.
+func (h *Host) claim(shard uint64, wait bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.creating[shard] && wait && !h.closed {
+		h.mu.Unlock()
+		time.Sleep(time.Millisecond)
+		h.mu.Lock()
+	}
+	if h.closed || h.creating[shard] {
+		return false
+	}
+	h.creating[shard] = true
+	return true
+}
+
+func (h *Host) unclaim(shard uint64) {
+	h.mu.Lock()
+	delete(h.creating, shard)
+	h.mu.Unlock()
 }
 
 // createsOn reports whether m, sent to this node for a group it does not

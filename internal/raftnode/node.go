@@ -253,9 +253,28 @@ func Open(cfg Config) (*Node, error) {
 // its snapshots and the records the WAL holds for it (or bootstraps a new
 // group of cfg.Members) and starts its loop. The node-wide settings of cfg
 // (Self, DataDir, FS, Transport, ClusterID, the WAL's) are h's.
+// Opening a group already open is an error wrapping ErrGroupOpen.
 func (h *Host) OpenGroup(cfg Config) (*Node, error) { return h.openGroup(cfg, false) }
 
+// ErrGroupOpen is returned for opening a group that is open already.
+var ErrGroupOpen = errors.New("group is already open")
+
 func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
+	if cfg.Shard == 0 {
+		cfg.Shard = 1
+	}
+	if !h.claim(cfg.Shard, true) {
+		return nil, ErrStopped
+	}
+	defer h.unclaim(cfg.Shard)
+	if h.Group(cfg.Shard) != nil {
+		return nil, fmt.Errorf("%w: %d", ErrGroupOpen, cfg.Shard)
+	}
+	return h.openClaimed(cfg, ownsHost)
+}
+
+// openClaimed opens a group whose shard the caller has claimed.
+func (h *Host) openClaimed(cfg Config, ownsHost bool) (*Node, error) {
 	cfg.Self, cfg.DataDir, cfg.FS, cfg.ClusterID = h.cfg.Self, h.cfg.DataDir, h.cfg.FS, h.clusterID
 	cfg.TickInterval = h.cfg.TickInterval
 	cfg.Transport = nil

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 
@@ -156,24 +155,10 @@ func (n *Node) memberState() memberState {
 // restart). A group created empty by its leader's first message (see
 // create) is replaced.
 func (h *Host) openSplit(cfg Config, meta snap.Meta, state *kv.Store) error {
-	h.mu.Lock()
-	if h.buried[cfg.Shard] || h.closed {
-		h.mu.Unlock()
+	if h.Buried(cfg.Shard) || !h.claim(cfg.Shard, true) {
 		return nil // since moved off this node, or stopping
 	}
-	for h.creating[cfg.Shard] {
-		// Its leader's first message is creating it: let that finish.
-		h.mu.Unlock()
-		time.Sleep(time.Millisecond)
-		h.mu.Lock()
-	}
-	h.creating[cfg.Shard] = true
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.creating, cfg.Shard)
-		h.mu.Unlock()
-	}()
+	defer h.unclaim(cfg.Shard)
 	// The group starts in the term of the split's entry, having applied it.
 	hs := raftpb.HardState{Term: meta.Term, Commit: meta.Index}
 	if g := h.Group(cfg.Shard); g != nil {
@@ -205,7 +190,7 @@ func (h *Host) openSplit(cfg Config, meta snap.Meta, state *kv.Store) error {
 	} else if err := h.snaps.Save(meta, state.Snapshot().SnapshotPairs()); err != nil {
 		return fmt.Errorf("first snapshot of group %d: %w", cfg.Shard, err)
 	}
-	if _, err := h.OpenGroup(cfg); err != nil && h.Group(cfg.Shard) == nil {
+	if _, err := h.openClaimed(cfg, false); err != nil {
 		return fmt.Errorf("open group %d made by a split: %w", cfg.Shard, err)
 	}
 	return nil
