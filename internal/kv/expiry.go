@@ -51,6 +51,7 @@ func (kv KeyValue) Expired(now int64) bool { return kv.Deadline != 0 && now >= k
 // (the zero item if none). s.mu must be held for writing.
 func (s *Store) track(prev item, it item) {
 	s.untrack(prev)
+	s.bytes += it.size()
 	if d := it.deadline(); d != 0 {
 		s.expiring.Set(deadlineEntry{at: d, key: it.key()})
 	}
@@ -61,6 +62,7 @@ func (s *Store) untrack(prev item) {
 	if prev.rec == nil {
 		return
 	}
+	s.bytes -= prev.size()
 	if d := prev.deadline(); d != 0 {
 		s.expiring.Delete(deadlineEntry{at: d, key: prev.key()})
 	}
@@ -80,7 +82,9 @@ func (s *Store) applyExpire(rev int64, now int64) Result {
 	})
 	for _, e := range due {
 		s.expiring.Delete(e)
-		s.tree.DeleteHint(keyItem(e.key), &s.hint)
+		if old, ok := s.tree.DeleteHint(keyItem(e.key), &s.hint); ok {
+			s.bytes -= old.size()
+		}
 	}
 	if len(due) > 0 {
 		s.view = nil

@@ -103,3 +103,50 @@ func TestSplitCommandNeedsKeyAndShard(t *testing.T) {
 		t.Error("a split with a value validates")
 	}
 }
+
+// TestBytesCountsKeysAndValues: Bytes is the size of the keys and values,
+// through puts, overwrites, deletes, transactions, expiry, a split and a
+// restore.
+func TestBytesCountsKeysAndValues(t *testing.T) {
+	s := NewStore()
+	want := func(what string, n int64) {
+		t.Helper()
+		if got := s.Bytes(); got != n {
+			t.Fatalf("%s: Bytes = %d, want %d", what, got, n)
+		}
+	}
+	mustApply(t, s, 1, Command{Op: OpPut, Key: []byte("ab"), Value: []byte("xyz")})
+	want("a put", 5)
+	mustApply(t, s, 2, Command{Op: OpPut, Key: []byte("ab"), Value: []byte("x")})
+	want("an overwrite", 3)
+	mustApply(t, s, 3, Command{Op: OpPut, Key: []byte("cd"), Value: []byte("1234"), Deadline: 10})
+	want("a second key", 9)
+	mustApply(t, s, 4, Command{Op: OpTxn, Txn: &Txn{Success: []TxnOp{{Type: TxnPut, Key: []byte("ef"), Value: []byte("v")}, {Type: TxnDelete, Key: []byte("ab")}}}})
+	want("a txn", 9)
+	mustApply(t, s, 5, Command{Op: OpExpire, Now: 20})
+	want("an expiry", 3)
+	mustApply(t, s, 6, Command{Op: OpPut, Key: []byte("zz"), Value: []byte("0123456789")})
+	right, err := s.Split(7, []byte("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want("the left side of a split", 3)
+	if got := right.Bytes(); got != 12 {
+		t.Fatalf("the right side of a split: Bytes = %d, want 12", got)
+	}
+	r := NewStore()
+	if err := r.RestoreSnapshot(7, func(yield func(KeyValue, error) bool) {
+		for kv := range right.Snapshot().SnapshotPairs() {
+			if !yield(kv, nil) {
+				return
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Bytes(); got != 12 {
+		t.Fatalf("restored: Bytes = %d, want 12", got)
+	}
+	mustApply(t, s, 8, Command{Op: OpDelete, Key: []byte("ef")})
+	want("a delete", 0)
+}

@@ -68,6 +68,8 @@ type Store struct {
 	// auth is the users, roles and token secret (see auth.go); never
 	// modified, replaced by each OpAuth.
 	auth *auth.State // guarded by mu
+	// bytes is the size of the keys and values in tree (see Bytes).
+	bytes int64 // guarded by mu
 }
 
 // NewStore returns an empty Store.
@@ -327,6 +329,21 @@ func (s *Store) Range(start, end []byte, limit int) ([]KeyValue, bool) {
 	return rangeTree(s.tree, start, end, limit)
 }
 
+// Bytes returns the size of the keys and values the store holds, in bytes.
+func (s *Store) Bytes() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.bytes
+}
+
+// size is the size of the key and value of it (0 for the zero item).
+func (it item) size() int64 {
+	if it.rec == nil {
+		return 0
+	}
+	return int64(len(it.rec) - recMetaSize)
+}
+
 // Len returns the number of keys.
 func (s *Store) Len() int {
 	s.mu.RLock()
@@ -390,6 +407,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 	t := newTree()
 	expiring := newDeadlineIndex()
 	var prev []byte
+	var size int64
 	n := 0
 	for kv, err := range seq {
 		if err != nil {
@@ -413,6 +431,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 		}
 		it := newItem(kv.Key, kv.Value, kv.Kind, kv.Version, kv.Revision, kv.CreateRevision, kv.Deadline)
 		t.Load(it)
+		size += it.size()
 		if kv.Deadline != 0 {
 			expiring.Set(deadlineEntry{at: kv.Deadline, key: it.key()})
 		}
@@ -423,6 +442,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 	defer s.mu.Unlock()
 	s.tree = t
 	s.expiring = expiring
+	s.bytes = size
 	s.view = nil
 	s.applied = index
 	s.hint = btree.PathHint{}
