@@ -24,6 +24,10 @@ type Status struct {
 	DiskFull bool `json:"disk_full"`
 	// Members, sorted by id.
 	Members []Member `json:"members"`
+	// Ranges is how many ranges the node holds a replica of, RangeLeaders
+	// how many of them it leads.
+	Ranges       int `json:"ranges"`
+	RangeLeaders int `json:"range_leaders"`
 	// Raw is the answer as the server sent it.
 	Raw json.RawMessage `json:"-"`
 }
@@ -66,6 +70,41 @@ func (c *Client) status(ctx context.Context) (Status, string, error) {
 	}
 	st.Raw = a.body
 	return st, a.endpoint, nil
+}
+
+// RangeInfo is one range of the key space (GET /cluster/ranges): its keys
+// [Start, End) (End "" is the end of the key space), the node leading its
+// Raft group ("" if none is known), its replicas' nodes and the size of its
+// keys and values.
+type RangeInfo struct {
+	ID       uint64   `json:"id"`
+	Start    string   `json:"start"`
+	End      string   `json:"end"`
+	Leader   string   `json:"leader"`
+	Replicas []string `json:"replicas"`
+	Bytes    int64    `json:"bytes"`
+}
+
+// RangeList is the answer to Ranges.
+type RangeList struct {
+	Ranges []RangeInfo `json:"ranges"`
+	// Raw is the answer as the server sent it.
+	Raw json.RawMessage `json:"-"`
+}
+
+// Ranges returns the ranges of the key space as one node holds them, sorted
+// by Start.
+func (c *Client) Ranges(ctx context.Context) (RangeList, error) {
+	a, err := c.do(ctx, request{method: http.MethodGet, path: "/cluster/ranges"})
+	if err != nil {
+		return RangeList{}, err
+	}
+	var l RangeList
+	if err := json.Unmarshal(a.body, &l); err != nil {
+		return RangeList{}, fmt.Errorf("decode ranges: %w", err)
+	}
+	l.Raw = a.body
+	return l, nil
 }
 
 // MemberList is the answer to Members.

@@ -234,6 +234,30 @@ func newClientCommands() []*cobra.Command {
 		},
 	})
 	addOutputFlag(list, &listOutput)
+	var rangesOutput string
+	ranges := addFlags(&cobra.Command{
+		Use: "ranges", Short: "List the ranges of the key space: bounds, leader, replicas, bytes", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outputFormat(rangesOutput)
+			if err != nil {
+				return err
+			}
+			c, err := mk()
+			if err != nil {
+				return err
+			}
+			l, err := c.Ranges(ctx)
+			if err != nil {
+				return err
+			}
+			if format == outputTable {
+				return writeRangesTable(os.Stdout, l.Ranges)
+			}
+			printIndented(l.Raw)
+			return nil
+		},
+	})
+	addOutputFlag(ranges, &rangesOutput)
 	member := &cobra.Command{Use: "member", Short: "List and change the cluster's members"}
 	member.AddCommand(
 		list,
@@ -285,7 +309,7 @@ func newClientCommands() []*cobra.Command {
 	transfer.Flags().StringVar(&to, "to", "", "member to lead")
 	leader := &cobra.Command{Use: "leader", Short: "Leadership commands"}
 	leader.AddCommand(transfer)
-	return append([]*cobra.Command{get, put, del, scan, status, member, leader}, newAuthCommands(addFlags, mk)...)
+	return append([]*cobra.Command{get, put, del, scan, status, ranges, member, leader}, newAuthCommands(addFlags, mk)...)
 }
 
 func printIndented(data []byte) {

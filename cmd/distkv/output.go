@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -83,6 +84,22 @@ func writeMembersTable(w io.Writer, members []client.Member, leader string, now 
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, role, reachable, dash(m.HTTP), dash(m.Peer),
 			optUint(m.MatchIndex), optUint(m.Lag), contactAgo(m.LastContact, now))
+	}
+	return tw.Flush()
+}
+
+// writeRangesTable writes one line per range: id, start, end ("" shows as
+// -, the end of the key space as "(end)"), leader, replicas, bytes.
+func writeRangesTable(w io.Writer, ranges []client.RangeInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTART\tEND\tLEADER\tREPLICAS\tBYTES")
+	for _, r := range ranges {
+		end := r.End
+		if end == "" {
+			end = "(end)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\n", r.ID, strconv.Quote(r.Start), end, dash(r.Leader),
+			dash(strings.Join(r.Replicas, ",")), r.Bytes)
 	}
 	return tw.Flush()
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -475,6 +476,33 @@ func (b backend) Status() httpapi.Status {
 		}
 		out.Members = append(out.Members, hm)
 	}
+	for _, g := range b.n.Host().Groups() {
+		out.Ranges++
+		if g.Status().Leader == s.ID {
+			out.RangeLeaders++
+		}
+	}
+	return out
+}
+
+// The ranges this node holds.
+var _ httpapi.RangeLister = backend{}
+
+// Ranges lists the groups of the node's Host, each a range of keys, sorted
+// by their first key.
+func (b backend) Ranges() []httpapi.Range {
+	var out []httpapi.Range
+	for _, g := range b.n.Host().Groups() {
+		st, bounds := g.Status(), g.Bounds()
+		r := httpapi.Range{ID: g.Shard(), Start: string(bounds.Start), End: string(bounds.End),
+			Leader: st.Leader, Replicas: []string{}, Bytes: g.KV().Bytes()}
+		for _, m := range st.Members {
+			r.Replicas = append(r.Replicas, m.Name)
+		}
+		slices.Sort(r.Replicas)
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b httpapi.Range) int { return strings.Compare(a.Start, b.Start) })
 	return out
 }
 

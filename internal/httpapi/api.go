@@ -56,6 +56,11 @@ type Status struct {
 	// is freed, and resumes by itself.
 	DiskFull bool     `json:"disk_full,omitempty"`
 	Members  []Member `json:"members"`
+	// Ranges is how many ranges this node holds a replica of, and
+	// RangeLeaders how many of them it leads (absent where the backend
+	// does not count them).
+	Ranges       int `json:"ranges,omitempty"`
+	RangeLeaders int `json:"range_leaders,omitempty"`
 }
 
 // Member is one node of the cluster, with its health as the answering node
@@ -169,6 +174,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/cluster/status":
 		if methodGet(w, r) && noParams(w, r, "GET /cluster/status") {
 			h.status(w)
+		}
+	case "/cluster/ranges":
+		if methodGet(w, r) && noParams(w, r, "GET /cluster/ranges") {
+			h.ranges(w)
 		}
 	case "/request_status":
 		if methodGet(w, r) {

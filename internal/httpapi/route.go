@@ -34,7 +34,7 @@ func Route(r *http.Request) string {
 		return authRoute(rest)
 	}
 	switch path {
-	case "/keys", txnPath, "/cluster/status", "/cluster/members", "/cluster/leader/transfer",
+	case "/keys", txnPath, "/cluster/status", "/cluster/ranges", "/cluster/members", "/cluster/leader/transfer",
 		"/request_status", "/deduplication_stats", "/cluster_status", "/segments",
 		"/compaction/status", "/compaction/run", "/compaction/configure",
 		"/healthz", "/readyz", "/backup":

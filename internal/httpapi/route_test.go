@@ -17,6 +17,7 @@ func TestRoute(t *testing.T) {
 		{"GET", "/keys?prefix=a", "/keys"},
 		{"POST", "/txn", "/txn"},
 		{"GET", "/cluster/status", "/cluster/status"},
+		{"GET", "/cluster/ranges", "/cluster/ranges"},
 		{"GET", "/cluster/members", "/cluster/members"},
 		{"DELETE", "/cluster/members/n2", "/cluster/members/{id}"},
 		{"POST", "/cluster/members/n2/promote", "/cluster/members/{id}/promote"},

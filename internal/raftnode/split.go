@@ -82,6 +82,9 @@ func (n *Node) wrongRange(b Bounds) error {
 	return fmt.Errorf("%w: group %d holds %v", ErrWrongRange, n.cfg.Shard, b)
 }
 
+// Shard returns the group's id.
+func (n *Node) Shard() uint64 { return n.cfg.Shard }
+
 // Bounds returns the range of keys the group holds, as of the last entry it
 // applied.
 func (n *Node) Bounds() Bounds { return *n.bounds.Load() }
