@@ -137,6 +137,8 @@ func dumpWAL(out io.Writer, dir string, c *crypt.Cipher, raftRecords bool) error
 				case kv.OpAuth:
 					// The kind and name only: never a password hash or the token secret.
 					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"AUTH\", \"change\": %q, \"name\": %s}\n", e.Index, cmd.Auth.Kind.String(), pyString([]byte(cmd.Auth.Name)))
+				case kv.OpSplit:
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SPLIT\", \"key\": %s, \"shard\": %d}\n", e.Index, pyString(cmd.Key), cmd.Shard)
 				}
 				return nil
 			}

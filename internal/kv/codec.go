@@ -79,7 +79,8 @@ const (
 // (auth.Change.Marshal) as a uvarint length and bytes.
 //
 // An OpSplit has no flag and carries its key (uvarint length, bytes; not
-// empty) and the new range's Shard (uvarint, > 0).
+// empty) and the new range's Shard (uvarint, > 0). An OpAllocate has no flag
+// and carries nothing.
 //
 // Varints are minimal, so every Command has exactly one encoding.
 //
@@ -108,6 +109,9 @@ func (c Command) size() int {
 	}
 	if c.Op == OpSplit {
 		return 3 + bytesLen(c.Key) + uvarintLen(c.Shard)
+	}
+	if c.Op == OpAllocate {
+		return 3
 	}
 	if c.Deadline != 0 {
 		n += varintLen(c.Deadline)
@@ -145,6 +149,9 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	if c.Op == OpSplit {
 		dst = append(dst, codecVersion, byte(c.Op), 0)
 		return binary.AppendUvarint(appendBytes(dst, c.Key), c.Shard)
+	}
+	if c.Op == OpAllocate {
+		return append(dst, codecVersion, byte(c.Op), 0)
 	}
 	if c.Op == OpPut && c.Deadline != 0 {
 		flags |= cmdDeadline
@@ -223,7 +230,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown version %d", v)
 	}
 	c.Op = Op(d.u8("op"))
-	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit {
+	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit && c.Op != OpAllocate {
 		return Command{}, d.fail("unknown op %d", c.Op)
 	}
 	flags := d.u8("flags")
@@ -248,6 +255,15 @@ func UnmarshalCommand(b []byte) (Command, error) {
 			return Command{}, d.fail("flags %#x on an auth change", flags)
 		}
 		c.Auth = d.auth()
+		if err := d.finish(); err != nil {
+			return Command{}, err
+		}
+		return c, nil
+	}
+	if c.Op == OpAllocate {
+		if d.err == nil && flags != 0 {
+			return Command{}, d.fail("flags %#x on an allocate", flags)
+		}
 		if err := d.finish(); err != nil {
 			return Command{}, err
 		}

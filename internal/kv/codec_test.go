@@ -34,6 +34,7 @@ func sampleCommands() []Command {
 		{Op: OpExpire, Now: 1_700_000_031_000_000_000},
 		{Op: OpSplit, Key: []byte("m\x00"), Shard: 7},
 		{Op: OpSplit, Key: []byte("k"), Shard: 1 << 40},
+		{Op: OpAllocate},
 		put("", "", Cond{}),
 		put("key", strings.Repeat("x", 300), Cond{CreateOnly: true}),
 		put("k", "v", Cond{PrevVersion: i64(0)}),

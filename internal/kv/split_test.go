@@ -150,3 +150,22 @@ func TestBytesCountsKeysAndValues(t *testing.T) {
 	mustApply(t, s, 8, Command{Op: OpDelete, Key: []byte("ef")})
 	want("a delete", 0)
 }
+
+// TestAllocateAnswersItsIndex: an allocate changes nothing and answers the
+// index of its entry, so that every allocate of a log gets its own id.
+func TestAllocateAnswersItsIndex(t *testing.T) {
+	s := NewStore()
+	mustApply(t, s, 3, Command{Op: OpPut, Key: []byte("k"), Value: []byte("v")})
+	for _, idx := range []uint64{4, 9} {
+		res := mustApply(t, s, idx, Command{Op: OpAllocate})
+		if res.Status != StatusOK || res.Revision != int64(idx) {
+			t.Fatalf("allocate at %d: %+v", idx, res)
+		}
+	}
+	if got, _ := s.Get([]byte("k")); got.Revision != 3 || s.Len() != 1 || s.Applied() != 9 {
+		t.Fatalf("after allocates: %+v, %d keys, applied %d", got, s.Len(), s.Applied())
+	}
+	if err := (Command{Op: OpAllocate, Key: []byte("k")}).Validate(); err == nil {
+		t.Fatal("an allocate with a key validates")
+	}
+}

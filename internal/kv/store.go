@@ -196,7 +196,7 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		if err := cmd.checkRequest(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
-	case OpExpire, OpAuth:
+	case OpExpire, OpAuth, OpAllocate:
 		if err := cmd.Validate(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
@@ -229,6 +229,8 @@ func (s *Store) apply(rev int64, cmd Command) Result {
 		return s.applyExpire(rev, cmd.Now)
 	case OpAuth:
 		return s.applyAuth(rev, cmd.Auth)
+	case OpAllocate:
+		return Result{Status: StatusOK, Revision: rev}
 	}
 	if cmd.Op == OpPut && cmd.Cond == (Cond{}) {
 		version := s.putBlind(cmd.Key, cmd.Value, cmd.Kind, rev, cmd.Deadline)

@@ -220,6 +220,12 @@ func (c Command) Validate() error {
 		return nil
 	case OpAuth:
 		return c.checkAuth()
+	case OpAllocate:
+		if len(c.Key) != 0 || c.Shard != 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
+			c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Now != 0 || c.Auth != nil {
+			return fmt.Errorf("%w: an allocate carries nothing", ErrUnknownOp)
+		}
+		return nil
 	case OpSplit:
 		if len(c.Key) == 0 || c.Shard == 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
 			c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Now != 0 || c.Auth != nil {

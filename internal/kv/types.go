@@ -35,6 +35,10 @@ const (
 	// the range Command.Shard. It is not applied by Apply but by Split, by
 	// the Raft group that holds the range (package raftnode).
 	OpSplit Op = 6
+	// OpAllocate changes nothing: its Result.Revision, the index of its
+	// log entry, is an id no other OpAllocate of the same log gets (the
+	// first group's log hands out the ids of new ranges).
+	OpAllocate Op = 7
 )
 
 func (o Op) String() string {
@@ -51,6 +55,8 @@ func (o Op) String() string {
 		return "auth"
 	case OpSplit:
 		return "split"
+	case OpAllocate:
+		return "allocate"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
