@@ -63,6 +63,9 @@ type Config struct {
 	ElectionTicks int
 	// HeartbeatTicks is the heartbeat interval in ticks; default 1.
 	HeartbeatTicks int
+	// RangeSplitBytes, if above 0, splits the group's range once its keys
+	// and values pass it (see maybeSplit); new groups get the same setting.
+	RangeSplitBytes int64
 	// Quiesce lets the group stop ticking while it has nothing to do (see
 	// quiesce.go): for the many groups of a node that hosts ranges.
 	Quiesce bool

@@ -295,7 +295,7 @@ func (p *peerRecorder) RemovePeer(uint64) { p.removed++ }
 // linearizable read (so n has applied everything committed before).
 func linearizableKeys(t *testing.T, ctx context.Context, n *Node) []string {
 	t.Helper()
-	if _, _, err := n.Get(ctx, []byte("-"), true); err != nil {
+	if err := n.ReadBarrier(ctx); err != nil {
 		t.Fatalf("linearizable read: %v", err)
 	}
 	var out []string

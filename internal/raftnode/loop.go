@@ -114,6 +114,9 @@ func (n *Node) tick() {
 	if n.ticks%expiryTicks == 0 {
 		n.maybeExpire()
 	}
+	if n.ticks%splitCheckTicks == 0 {
+		n.maybeSplit()
+	}
 }
 
 // afterEvent runs after every event the loop takes, unless it is stalled: it

@@ -82,6 +82,8 @@ type Node struct {
 	// bounds is the range of keys the group holds (split.go); set by the
 	// loop as it applies, read by anyone.
 	bounds atomic.Pointer[Bounds]
+	// splitting: a split by size is under way (maybeSplit).
+	splitting atomic.Bool
 	// inConfig: this node is in the configuration it has applied (a joining
 	// node is not until the leader's log or snapshot reaches it).
 	inConfig atomic.Bool

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"slices"
@@ -332,7 +333,14 @@ func (n *Node) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyVa
 	} else if err := n.waitReplayed(ctx); err != nil {
 		return kv.KeyValue{}, false, err
 	}
+	// A split moves keys out of the state after it shrinks the bounds
+	// (applySplit): bounds unchanged across the read, and holding key, mean
+	// the state read still held it.
+	b := n.bounds.Load()
 	v, ok := n.kv.Get(key)
+	if n.bounds.Load() != b || !b.Contains(key) {
+		return kv.KeyValue{}, false, n.wrongRange(*n.bounds.Load())
+	}
 	return v, ok, nil
 }
 
@@ -346,7 +354,11 @@ func (n *Node) Range(ctx context.Context, start, end []byte, limit int, lineariz
 	} else if err := n.waitReplayed(ctx); err != nil {
 		return nil, false, err
 	}
+	b := n.bounds.Load()
 	kvs, more := n.kv.Range(start, end, limit)
+	if n.bounds.Load() != b || !b.Contains(start) || (len(b.End) > 0 && (len(end) == 0 || bytes.Compare(end, b.End) > 0)) {
+		return nil, false, n.wrongRange(*n.bounds.Load())
+	}
 	return kvs, more, nil
 }
 

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/ranges"
 	"github.com/distkv/distkv/internal/snap"
 )
 
@@ -114,12 +116,13 @@ func (n *Node) applySplit(index uint64, cmd kv.Command) error {
 	if !b.Contains(cmd.Key) || bytes.Equal(cmd.Key, b.Start) {
 		return n.wrongRange(b)
 	}
+	// The bounds shrink before the keys leave the state: see Get.
+	rb := Bounds{Start: slices.Clone(cmd.Key), End: b.End}
+	n.bounds.Store(&Bounds{Start: b.Start, End: rb.Start})
 	right, err := n.kv.Split(index, cmd.Key)
 	if err != nil {
 		return fmt.Errorf("apply split at entry %d: %w", index, err)
 	}
-	rb := Bounds{Start: slices.Clone(cmd.Key), End: b.End}
-	n.bounds.Store(&Bounds{Start: b.Start, End: rb.Start})
 	term, err := n.storage.Term(index)
 	if err != nil {
 		return fmt.Errorf("apply split at entry %d: its term: %w", index, err)
@@ -197,4 +200,50 @@ func (h *Host) openSplit(cfg Config, meta snap.Meta, state *kv.Store) error {
 		return fmt.Errorf("open group %d made by a split: %w", cfg.Shard, err)
 	}
 	return nil
+}
+
+// splitCheckTicks is how often, in ticks, a leader looks at its range's
+// size (see maybeSplit).
+const splitCheckTicks = 10
+
+// maybeSplit starts splitting the range, on a tick of its leader, once its
+// keys and values pass Config.RangeSplitBytes: at the key that halves its
+// bytes, into a group whose id the first group's log allocates (so group 1
+// must be open on this node). The work runs on a goroutine of its own, one
+// split at a time.
+func (n *Node) maybeSplit() {
+	if n.cfg.RangeSplitBytes <= 0 || n.leader.Load() != n.raftID || n.splitting.Load() ||
+		n.kv.Bytes() <= n.cfg.RangeSplitBytes {
+		return
+	}
+	meta := n.host.Group(1)
+	if meta == nil {
+		return
+	}
+	n.splitting.Store(true)
+	view := n.kv.Snapshot()
+	n.goAsync(func(ctx context.Context) {
+		defer n.splitting.Store(false)
+		key, ok := ranges.SplitKey(func(yield func([]byte, int64) bool) {
+			for kv := range view.All() {
+				if !yield(kv.Key, int64(len(kv.Key)+len(kv.Value))) {
+					return
+				}
+			}
+		})
+		if !ok {
+			return // one key: nothing to split
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		res, err := meta.Propose(ctx, kv.Command{Op: kv.OpAllocate})
+		if err == nil {
+			err = n.Split(ctx, key, uint64(res.Revision))
+		}
+		if err != nil {
+			n.logger.Warn("split by size", "key", key, "err", err)
+			return
+		}
+		n.logger.Info("range split by size", "at", key, "new_group", res.Revision)
+	})
 }

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -324,5 +325,106 @@ func TestSplitsUnderLoadLoseNothing(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d acknowledged writes found among %d keys in %d groups", name, len(want), len(found), len(shards))
+	}
+}
+
+// putRouted writes key=value through the group of h that holds key, again
+// while a split moves it.
+func putRouted(ctx context.Context, h *Host, key, value string) error {
+	for {
+		g := route(h, []byte(key))
+		if g == nil {
+			// A split applied here is opening the group: ask again.
+			if ctx.Err() != nil {
+				return fmt.Errorf("no group of %s holds %q", h.cfg.Self.Name, key)
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		_, err := put(ctx, g, key, value)
+		switch {
+		case errors.Is(err, ErrNoLeader) && ctx.Err() == nil:
+			time.Sleep(10 * time.Millisecond) // a group new from a split elects
+		case !errors.Is(err, ErrWrongRange):
+			return err
+		}
+	}
+}
+
+// TestRangesSplitBySize: with RangeSplitBytes 4 KiB, 64 KiB written through
+// the nodes make the range split again and again, each new group's id
+// allocated by group 1's log; the groups tile the key space without gap or
+// overlap on every node, and every key is read back from the group that
+// holds it.
+func TestRangesSplitBySize(t *testing.T) {
+	c := newHostCluster(t, 3, func(cfg *Config) { cfg.RangeSplitBytes = 4 << 10 })
+	for _, m := range c.members {
+		c.openWith(m.Name, func(hc *HostConfig) {
+			hc.NewGroup = func(s uint64) (Config, bool) { return c.groupConfig(s), true }
+		})
+		if _, err := c.hosts[m.Name].OpenGroup(c.groupConfig(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.leader(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	value := string(make([]byte, 250))
+	names := []string{"n1", "n2", "n3"}
+	for j := range 256 {
+		key := fmt.Sprintf("k%04d", (j*37)%256)
+		if err := putRouted(ctx, c.hosts[names[j%3]], key, value); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+	// Splits go on while groups pass the size: wait until no group does and
+	// every node's groups tile the key space.
+	tiling := func(h *Host) error {
+		gs := h.Groups()
+		slices.SortFunc(gs, func(a, b *Node) int { return bytes.Compare(a.Bounds().Start, b.Bounds().Start) })
+		if len(gs) == 0 || len(gs[0].Bounds().Start) != 0 || len(gs[len(gs)-1].Bounds().End) != 0 {
+			return fmt.Errorf("the groups do not reach both ends of the key space")
+		}
+		for i := 1; i < len(gs); i++ {
+			if !bytes.Equal(gs[i-1].Bounds().End, gs[i].Bounds().Start) {
+				return fmt.Errorf("group %d ends at %q, the next, %d, starts at %q", gs[i-1].Shard(), gs[i-1].Bounds().End, gs[i].Shard(), gs[i].Bounds().Start)
+			}
+		}
+		for _, g := range gs {
+			if g.KV().Bytes() > 4<<10 {
+				return fmt.Errorf("group %d holds %d bytes", g.Shard(), g.KV().Bytes())
+			}
+		}
+		return nil
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		for name, h := range c.hosts {
+			if e := tiling(h); e != nil {
+				err = fmt.Errorf("%s: %w", name, e)
+			}
+		}
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ranges did not settle in 30s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for name, h := range c.hosts {
+		gs := h.Groups()
+		if len(gs) < 8 {
+			t.Fatalf("%s has %d groups, want at least 8 for 64 KiB in 4 KiB ranges", name, len(gs))
+		}
+		for j := range 256 {
+			key := []byte(fmt.Sprintf("k%04d", j))
+			got, ok, err := route(h, key).Get(ctx, key, true)
+			if err != nil || !ok || len(got.Value) != 250 {
+				t.Fatalf("%s: %s: %v %v", name, key, ok, err)
+			}
+		}
+		t.Logf("%s: %d groups", name, len(gs))
 	}
 }
