@@ -31,6 +31,9 @@ var _ httpapi.Backuper = backend{}
 
 // Backup serves GET /backup: raftnode.Node.Export, read as snapshot pairs.
 func (b backend) Backup(ctx context.Context) (httpapi.BackupView, error) {
+	if gs := b.n.Host().Groups(); len(gs) > 1 {
+		return httpapi.BackupView{}, fmt.Errorf("%w: a backup of a key space split into %d ranges", httpapi.ErrNotBuilt, len(gs))
+	}
 	e, err := b.n.Export(ctx)
 	if err != nil {
 		return httpapi.BackupView{}, err

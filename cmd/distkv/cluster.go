@@ -222,16 +222,45 @@ type markedError struct{ mark, err error }
 func (e markedError) Error() string   { return e.err.Error() }
 func (e markedError) Unwrap() []error { return []error{e.mark, e.err} }
 
+// Every node holds every range (placement is not built yet), so a member
+// change is made in group 1, which holds the membership, and in every other
+// range: adding and promoting in group 1 first, removing last (a node
+// removed from group 1 stops). A change that a range already has counts as
+// made there.
 func (b backend) AddMember(ctx context.Context, m httpapi.Member, learner bool) error {
-	return adminErr(b.n.AddMember(ctx, raftnode.Member{Name: m.ID, Peer: m.Peer, HTTP: m.HTTP}, learner))
+	rm := raftnode.Member{Name: m.ID, Peer: m.Peer, HTTP: m.HTTP}
+	if err := b.n.AddMember(ctx, rm, learner); err != nil {
+		return adminErr(err)
+	}
+	return b.inOtherRanges(func(g *raftnode.Node) error { return g.AddMember(ctx, rm, learner) })
 }
 
 func (b backend) PromoteMember(ctx context.Context, id string) error {
-	return adminErr(b.n.PromoteMember(ctx, id))
+	if err := b.n.PromoteMember(ctx, id); err != nil {
+		return adminErr(err)
+	}
+	return b.inOtherRanges(func(g *raftnode.Node) error { return g.PromoteMember(ctx, id) })
 }
 
 func (b backend) RemoveMember(ctx context.Context, id string) error {
+	if err := b.inOtherRanges(func(g *raftnode.Node) error { return g.RemoveMember(ctx, id) }); err != nil {
+		return err
+	}
 	return adminErr(b.n.RemoveMember(ctx, id))
+}
+
+// inOtherRanges makes a member change in every range but group 1's.
+func (b backend) inOtherRanges(change func(*raftnode.Node) error) error {
+	for _, g := range b.n.Host().Groups() {
+		if g == b.n {
+			continue
+		}
+		err := change(g)
+		if err != nil && !errors.Is(err, raftnode.ErrMemberExists) && !errors.Is(err, raftnode.ErrUnknownMember) {
+			return adminErr(fmt.Errorf("range %d: %w", g.Shard(), err))
+		}
+	}
+	return nil
 }
 
 func (b backend) TransferLeader(ctx context.Context, id string) error {

@@ -22,7 +22,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/distkv/distkv/internal/httpapi"
-	"github.com/distkv/distkv/internal/kv"
 	"github.com/distkv/distkv/internal/raftnode"
 	"github.com/distkv/distkv/internal/transport"
 	"github.com/distkv/distkv/internal/vfs"
@@ -53,6 +52,7 @@ type serverOptions struct {
 	snapshotEntries uint64
 	catchupEntries  uint64
 	walSegmentSize  byteSize
+	rangeSplitBytes sizeOrZero
 	walCompression  string
 	walDirect       bool
 	logLevel        string
@@ -65,7 +65,7 @@ type serverOptions struct {
 }
 
 func newServerCommand() *cobra.Command {
-	o := &serverOptions{maxKeySize: 4096, maxValueSize: 1 << 20, walSegmentSize: 64 << 20}
+	o := &serverOptions{maxKeySize: 4096, maxValueSize: 1 << 20, walSegmentSize: 64 << 20, rangeSplitBytes: sizeOrZero{64 << 20}}
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run one distkv node",
@@ -105,6 +105,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.Uint64Var(&o.snapshotEntries, "snapshot-entries", 10000, "applied entries between snapshots")
 	f.Uint64Var(&o.catchupEntries, "snapshot-catchup-entries", 5000, "entries kept in memory behind a snapshot for slow followers; one further behind gets the snapshot")
 	f.Var(&o.walSegmentSize, "wal-segment-size", "WAL segment size (bytes; KiB/MiB suffixes allowed)")
+	f.Var(&o.rangeSplitBytes, "range-split-bytes", "split a range once its keys and values pass this size (bytes; KiB/MiB suffixes allowed; 0: never)")
 	f.StringVar(&o.walCompression, "wal-compression", "s2", "WAL frame compression: s2 (cheap on the write path), zstd (smaller) or none")
 	f.BoolVar(&o.walDirect, "wal-direct", true, "make each WAL sync one O_DIRECT write with RWF_DSYNC of the unsynced blocks (write and fdatasync where the file system refuses O_DIRECT); false: write each frame to the page cache and fdatasync")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
@@ -202,6 +203,7 @@ func runServer(o *serverOptions) error {
 		ElectionTicks:   o.electionTicks,
 		HeartbeatTicks:  o.heartbeatTicks,
 		SnapshotEntries: o.snapshotEntries,
+		RangeSplitBytes: int64(o.rangeSplitBytes.byteSize),
 		LogEntriesKept:  o.catchupEntries,
 		WALSegmentSize:  int64(o.walSegmentSize),
 		WALCompression:  comp,
@@ -275,11 +277,22 @@ func runServer(o *serverOptions) error {
 	if err != nil {
 		return err
 	}
+	// Ranges made by splits, and those a leader adds this node to, are
+	// opened as group 1 is, quiescing.
+	ncfg.NewGroup = func(shard uint64) (raftnode.Config, bool) {
+		cfg := ncfg
+		cfg.Shard, cfg.Quiesce, cfg.Join, cfg.Members, cfg.NewGroup = shard, true, false, nil, nil
+		return cfg, true
+	}
 	node, err := raftnode.Open(ncfg)
 	if err != nil {
 		return err
 	}
 	relay.set(node.Host())
+	if err := openRanges(node, ncfg); err != nil {
+		node.Stop()
+		return err
+	}
 	if err := registerNode(mx, node, tr); err != nil {
 		node.Stop()
 		return err
@@ -427,22 +440,13 @@ func unspecified(host string) bool {
 	return host == "" || (ip != nil && ip.IsUnspecified())
 }
 
-// backend adapts a raftnode.Node to the HTTP API.
+// backend adapts a node to the HTTP API: n is its group 1, the cluster's
+// first group, which holds the membership, the auth state and the key
+// space's first range; key requests go to the range that holds the key
+// (router.go).
 type backend struct{ n *raftnode.Node }
 
 var _ httpapi.Backend = backend{}
-
-func (b backend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
-	return b.n.Propose(ctx, cmd)
-}
-
-func (b backend) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyValue, bool, error) {
-	return b.n.Get(ctx, key, linearizable)
-}
-
-func (b backend) Range(ctx context.Context, start, end []byte, limit int, linearizable bool) ([]kv.KeyValue, bool, error) {
-	return b.n.Range(ctx, start, end, limit, linearizable)
-}
 
 func (b backend) Ready() error { return b.n.Ready() }
 
@@ -504,6 +508,34 @@ func (b backend) Ranges() []httpapi.Range {
 	}
 	slices.SortFunc(out, func(a, b httpapi.Range) int { return strings.Compare(a.Start, b.Start) })
 	return out
+}
+
+// openRanges opens the ranges the data directory holds besides group 1's.
+// Group 1 may have opened some already, applying again a split it had made
+// before the restart.
+func openRanges(node *raftnode.Node, ncfg raftnode.Config) error {
+	shards, err := node.Host().RecoveredGroups()
+	if err != nil {
+		return err
+	}
+	for _, s := range shards {
+		cfg, _ := ncfg.NewGroup(s)
+		if _, err := node.Host().OpenGroup(cfg); err != nil && !errors.Is(err, raftnode.ErrGroupOpen) {
+			return fmt.Errorf("open range %d: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// sizeOrZero is a byteSize that may also be 0 (off).
+type sizeOrZero struct{ byteSize }
+
+func (b *sizeOrZero) Set(s string) error {
+	if strings.TrimSpace(s) == "0" {
+		b.byteSize = 0
+		return nil
+	}
+	return b.byteSize.Set(s)
 }
 
 // byteSize is a flag value in bytes that accepts KiB, MiB and GiB suffixes.

@@ -305,6 +305,15 @@ func writeAPIError(w http.ResponseWriter, err *apiError) {
 	writeError(w, err.code, err.detail)
 }
 
+// Errors a Backend wraps so that the API answers with the right status:
+// ErrCrossRange, a request that needs one range whose keys lie in several
+// (422, the request is refused whole); ErrNotBuilt, what this version
+// cannot do yet in the cluster's present shape (501).
+var (
+	ErrCrossRange = errors.New("the keys lie in several ranges")
+	ErrNotBuilt   = errors.New("not built yet")
+)
+
 // backendError answers a failed Backend call. Nothing is written when the
 // client has gone away.
 func (h *handler) backendError(ctx context.Context, w http.ResponseWriter, r *http.Request, op string, err error, write bool) {
@@ -318,6 +327,14 @@ func (h *handler) backendErrorHint(ctx context.Context, w http.ResponseWriter, r
 		return
 	}
 	h.log.Debug("backend call failed", "op", op, "err", err)
+	switch {
+	case errors.Is(err, ErrCrossRange):
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	case errors.Is(err, ErrNotBuilt):
+		writeError(w, http.StatusNotImplemented, err.Error())
+		return
+	}
 	var refused notMade
 	if errors.As(err, &refused) && refused.NotMade() {
 		// Certainly not made, even if the request's deadline passed.

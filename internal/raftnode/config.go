@@ -63,6 +63,13 @@ type Config struct {
 	ElectionTicks int
 	// HeartbeatTicks is the heartbeat interval in ticks; default 1.
 	HeartbeatTicks int
+	// NewGroup is the Host's (HostConfig.NewGroup), for Open, which opens
+	// the Host.
+	NewGroup func(shard uint64) (Config, bool)
+	// Campaign makes the group campaign as soon as it opens: the leader of a
+	// range that splits does, for the new range, so that it need not wait
+	// an election timeout for a leader.
+	Campaign bool
 	// RangeSplitBytes, if above 0, splits the group's range once its keys
 	// and values pass it (see maybeSplit); new groups get the same setting.
 	RangeSplitBytes int64

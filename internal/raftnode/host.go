@@ -150,7 +150,7 @@ func (c *Config) hostConfig() HostConfig {
 	return HostConfig{
 		Self: c.Self, DataDir: c.DataDir, FS: c.FS, Transport: c.Transport, ClusterID: c.ClusterID, TickInterval: c.TickInterval,
 		WALSegmentSize: c.WALSegmentSize, WALCompression: c.WALCompression, WALBuffered: c.WALBuffered,
-		WALSyncObserver: c.WALSyncObserver, Cipher: c.Cipher, Logger: c.Logger,
+		WALSyncObserver: c.WALSyncObserver, Cipher: c.Cipher, Logger: c.Logger, NewGroup: c.NewGroup,
 	}
 }
 
@@ -353,6 +353,18 @@ func (n *Node) Host() *Host { return n.host }
 
 // Group returns the open group shard, or nil.
 func (h *Host) Group(shard uint64) *Node { return (*h.groups.Load())[shard] }
+
+// GroupFor returns the open group whose range holds key, or nil (a split
+// applied here may be opening it). It allocates nothing: it is on the path
+// of every request.
+func (h *Host) GroupFor(key []byte) *Node {
+	for _, n := range *h.groups.Load() {
+		if n.Bounds().Contains(key) {
+			return n
+		}
+	}
+	return nil
+}
 
 // Groups returns the open groups.
 func (h *Host) Groups() []*Node {

@@ -87,8 +87,9 @@ func (n *Node) begin() error {
 	// Apply what the log already holds (bootstrap membership, or entries
 	// committed before a restart) so that the membership is known.
 	err := n.settle()
-	// A single-voter group needs no election timeout to elect itself.
-	if err == nil && n.stall == nil && len(n.confState.Voters) == 1 && n.confState.Voters[0] == n.raftID {
+	// A single-voter group needs no election timeout to elect itself, nor
+	// does the new range of a split on the node that led the range split.
+	if err == nil && n.stall == nil && (n.cfg.Campaign || len(n.confState.Voters) == 1 && n.confState.Voters[0] == n.raftID) {
 		if err = n.rn.Campaign(); err == nil {
 			err = n.processReady()
 		}
@@ -106,6 +107,13 @@ func (n *Node) tick() {
 		return // no heartbeat goes out after the quiesce heartbeat
 	}
 	n.rn.Tick()
+	if n.cfg.Campaign && n.ticks <= uint64(n.cfg.ElectionTicks) && n.leader.Load() == raft.None {
+		// A range new from a split: the other replicas open it as they
+		// apply the split, maybe after this one's first campaign, whose
+		// messages they then dropped. Campaigning again each tick of the
+		// first election timeout elects it as soon as they have.
+		_ = n.rn.Campaign()
+	}
 	n.reads.tick(uint64(n.cfg.ElectionTicks))
 	n.publishProgress()
 	if len(n.parked) > 0 {

@@ -102,7 +102,7 @@ func (n *Node) maybeQuiesce() bool {
 
 // settled reports whether nothing of the loop's waits on a tick or on Raft:
 // no proposal or read waiting, no append, snapshot or transfer under way,
-// nothing held back, and no key with a deadline.
+// nothing held back, no key with a deadline, and no split due.
 func (n *Node) settled() bool {
 	if n.appending > 0 || len(n.parked) > 0 || len(n.propc) > 0 || n.snapshotting ||
 		n.snapsSending.Load() > 0 || len(n.deferred) > 0 || len(n.laterAcks) > 0 || n.stall != nil {
@@ -110,6 +110,9 @@ func (n *Node) settled() bool {
 	}
 	if _, ok := n.kv.NextDeadline(); ok {
 		return false
+	}
+	if n.cfg.RangeSplitBytes > 0 && n.kv.Bytes() > n.cfg.RangeSplitBytes {
+		return false // its leader splits it on a tick (maybeSplit)
 	}
 	if !n.reads.idle() {
 		return false

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/distkv/distkv/internal/kv"
@@ -133,8 +134,10 @@ func (n *Node) applySplit(index uint64, cmd kv.Command) error {
 	if err != nil {
 		return err
 	}
+	// Groups made by splits quiesce: a node may hold thousands.
 	cfg := n.cfg
-	cfg.Shard, cfg.Join, cfg.Members = cmd.Shard, false, nil
+	cfg.Shard, cfg.Join, cfg.Members, cfg.Quiesce = cmd.Shard, false, nil, true
+	cfg.Campaign = n.rn.BasicStatus().RaftState == raft.StateLeader
 	return n.host.openSplit(cfg, snap.Meta{Shard: cmd.Shard, Index: index, Term: term, Extra: extra}, right)
 }
 
