@@ -73,6 +73,8 @@ type Host struct {
 	// marks is the shared file of the applied marks of groups other than
 	// group 1 (marks.go), opened with the first of them.
 	marks *markFile
+	// closing is set once Close began (see detach).
+	closing atomic.Bool
 	// reliefAt is when relieveWAL last asked groups to let go of the
 	// oldest segment (Unix nanoseconds).
 	reliefAt atomic.Int64
@@ -394,6 +396,9 @@ func (h *Host) attach(n *Node) error {
 }
 
 func (h *Host) detach(n *Node) {
+	if h.closing.Load() {
+		return // Close forgets them all at once: one copy of the map each, for thousands of groups, took minutes
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	old := *h.groups.Load()
@@ -564,12 +569,8 @@ func (h *Host) createsOn(m *raftpb.Message) bool {
 // Close stops every open group, then syncs and closes the WAL and releases
 // the data directory. It returns the first error.
 func (h *Host) Close() error {
-	var first error
-	for _, g := range h.Groups() {
-		if err := g.Stop(); err != nil && first == nil && !errors.Is(err, ErrRemoved) {
-			first = err
-		}
-	}
+	h.closing.Store(true)
+	first := h.stopGroups()
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -578,9 +579,9 @@ func (h *Host) Close() error {
 	h.closed = true
 	h.mu.Unlock()
 	h.creators.Wait()
-	for _, g := range h.Groups() { // created while the others stopped
-		g.Stop()
-	}
+	h.stopGroups() // created while the others stopped
+	empty := map[uint64]*Node{}
+	h.groups.Store(&empty)
 	close(h.stopTicks)
 	h.ticking.Wait()
 	if err := h.wal.Close(); err != nil && first == nil {
@@ -592,6 +593,28 @@ func (h *Host) Close() error {
 		}
 	}
 	h.lock.Close()
+	return first
+}
+
+// stopGroups stops every open group, many at once, and returns the first
+// error.
+func (h *Host) stopGroups() error {
+	gs := h.Groups()
+	errs := make(chan error, len(gs))
+	sem := make(chan struct{}, 64)
+	for _, g := range gs {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			errs <- g.Stop()
+		}()
+	}
+	var first error
+	for range gs {
+		if err := <-errs; err != nil && first == nil && !errors.Is(err, ErrRemoved) {
+			first = err
+		}
+	}
 	return first
 }
 

@@ -81,6 +81,8 @@ func TestIdleCostOfManyGroups(t *testing.T) {
 	stack := int64(after.StackInuse) - int64(before.StackInuse)
 	t.Logf("idle: %d groups x 3 hosts: CPU %.2f%% of one core per host (%.2f%% for the process over %v)",
 		groups, 100*cpu.Seconds()/elapsed.Seconds()/3, 100*cpu.Seconds()/elapsed.Seconds(), elapsed.Round(time.Millisecond))
+	defer func(start time.Time) { t.Logf("closed the hosts in %v", time.Since(start).Round(time.Millisecond)) }(time.Now())
+	defer c.closeAll()
 	t.Logf("memory: heap %d MiB + stacks %d MiB for %d replicas: %d KiB heap + %d KiB stack per replica; %d goroutines (%d per replica)",
 		heap>>20, stack>>20, replicas, heap/int64(replicas)>>10, stack/int64(replicas)>>10,
 		runtime.NumGoroutine()-goroutinesBefore, (runtime.NumGoroutine()-goroutinesBefore)/replicas)
