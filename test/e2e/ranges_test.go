@@ -55,7 +55,8 @@ func TestClusterRanges(t *testing.T) {
 // cluster with --range-split-bytes 64KiB, loaded with 4 MB through all its
 // nodes, ends with at least 16 ranges that are contiguous, do not overlap
 // and cover the key space on every node; every key is read back from every
-// node, and one GET /keys walk returns every key once, in order.
+// node, and one GET /keys walk returns every key once, in order, while
+// ranges split under it (continue tokens name a key, not a range).
 func TestRangesSplitUnderLoad(t *testing.T) {
 	c := startCluster(t, 3, "--range-split-bytes", "64KiB")
 	c.leader(10 * time.Second)
@@ -153,9 +154,35 @@ func TestRangesSplitUnderLoad(t *testing.T) {
 			}
 		}
 	}
+	// The walk goes on while ranges split under it: before each page, the
+	// next 40 keys get values of 4 KB (160 KB more than a range holds),
+	// so the range the next page reads from splits while the walk holds a
+	// continue token into it.
+	rangesNow := func() int {
+		_, body := do(t, "GET", c.url("n2", "/cluster/ranges"), "")
+		var rb rangeBody
+		json.Unmarshal([]byte(body), &rb)
+		return len(rb.Ranges)
+	}
+	before := rangesNow()
+	big := strings.Repeat("w", 4000)
 	var walked []string
 	next := c.url("n2", "/keys?limit=300")
 	for next != "" {
+		for i := len(walked); i < len(walked)+40 && i < keys; i++ {
+			key := fmt.Sprintf("k%05d", i)
+			for attempt := 0; ; attempt++ {
+				code, body := do(t, "PUT", c.url(c.names[i%3], "/key/"+key), `{"value":"`+big+`"}`)
+				if code == 200 {
+					break
+				}
+				if attempt == 50 {
+					t.Fatalf("PUT %s during the walk: %d %s", key, code, body)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		time.Sleep(200 * time.Millisecond) // a size check every 10 ticks
 		code, body := do(t, "GET", next, "")
 		var page struct {
 			KVs []struct {
@@ -177,6 +204,11 @@ func TestRangesSplitUnderLoad(t *testing.T) {
 	}
 	if len(walked) != keys {
 		t.Fatalf("the walk returned %d keys, want %d", len(walked), keys)
+	}
+	if after := rangesNow(); after <= before {
+		t.Fatalf("no range split during the walk (%d ranges before, %d after): it showed nothing about splits", before, after)
+	} else {
+		t.Logf("%d ranges before the walk, %d after", before, after)
 	}
 	for i, k := range walked {
 		if want := fmt.Sprintf("k%05d", i); k != want {
