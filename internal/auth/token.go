@@ -78,7 +78,9 @@ func ParseToken(s string) (t Token, payload, sig []byte, err error) {
 		return bad("too long")
 	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil {
+	// The decoder skips line breaks: a token with one in it is another
+	// string for the same bytes, which only SignToken's exact form is.
+	if err != nil || base64.RawURLEncoding.EncodeToString(raw) != s {
 		return bad("not base64url")
 	}
 	if len(raw) < 1+macSize {
