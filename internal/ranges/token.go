@@ -38,6 +38,11 @@ func DecodeToken(tok string) (resume []byte, err error) {
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: continue token is not unpadded base64url: %v", ErrCorrupt, err)
+	case base64.RawURLEncoding.EncodeToString(raw) != tok:
+		// Unused low bits in the last character, or line breaks, which
+		// the decoder skips: another spelling of a token, not one this
+		// API returns.
+		return nil, fmt.Errorf("%w: continue token is not in the form this API returns", ErrCorrupt)
 	case len(raw) < 2:
 		return nil, fmt.Errorf("%w: continue token is too short", ErrCorrupt)
 	case raw[0] != tokenVersion:
