@@ -84,6 +84,23 @@ func TestByteSize(t *testing.T) {
 	}
 }
 
+// TestSizeOrZero: --range-split-bytes takes a size or 0 (never), and
+// refuses what byteSize refuses.
+func TestSizeOrZero(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, " 0 ": 0, "64KiB": 64 << 10} {
+		var b sizeOrZero
+		if err := b.Set(in); err != nil || int64(b.byteSize) != want {
+			t.Errorf("Set(%q) = %d, %v; want %d", in, b.byteSize, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "00x", "1.5MiB"} {
+		var b sizeOrZero
+		if err := b.Set(in); err == nil {
+			t.Errorf("Set(%q) accepted %d", in, b.byteSize)
+		}
+	}
+}
+
 func TestParseCluster(t *testing.T) {
 	self := raftnode.Member{Name: "n2", Peer: "h2:9001", HTTP: "h2:8001"}
 	ms, err := parseCluster("n1=h1:9000, n2=h2:9001,n3=h3:9002", self)

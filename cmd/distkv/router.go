@@ -74,23 +74,15 @@ func (b backend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error)
 		if len(keys) == 0 {
 			return b.n.Propose(ctx, cmd)
 		}
-		key = keys[0]
-		for {
-			g, err := b.groupFor(ctx, key)
-			if err != nil {
-				return kv.Result{}, err
-			}
+		return routed(ctx, b, keys[0], func(g *raftnode.Node) (kv.Result, error) {
 			bounds := g.Bounds()
 			for _, k := range keys {
 				if !bounds.Contains(k) {
-					return kv.Result{}, fmt.Errorf("%w: %q and %q are in different ranges; a transaction over several ranges is not built yet", httpapi.ErrCrossRange, key, k)
+					return kv.Result{}, fmt.Errorf("%w: %q and %q are in different ranges; a transaction over several ranges is not built yet", httpapi.ErrCrossRange, keys[0], k)
 				}
 			}
-			res, err := g.Propose(ctx, cmd)
-			if !errors.Is(err, raftnode.ErrWrongRange) || ctx.Err() != nil {
-				return res, err
-			}
-		}
+			return g.Propose(ctx, cmd)
+		})
 	default:
 		return b.n.Propose(ctx, cmd)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,13 +33,13 @@ func keyNames(t *testing.T, ctx context.Context, n *Node) []string {
 	return out
 }
 
+// cutLast splits s at the last sep.
 func cutLast(s, sep string) (string, string, bool) {
-	for i := len(s) - len(sep); i >= 0; i-- {
-		if s[i:i+len(sep)] == sep {
-			return s[:i], s[i+len(sep):], true
-		}
+	i := strings.LastIndex(s, sep)
+	if i < 0 {
+		return s, "", false
 	}
-	return s, "", false
+	return s[:i], s[i+len(sep):], true
 }
 
 func keyRange(from, to int) []string {
@@ -106,6 +107,14 @@ func TestSplitThroughTheLog(t *testing.T) {
 	}
 	if _, err := put(ctx, c.leader(1), "key060", "x"); !errors.Is(err, ErrWrongRange) {
 		t.Fatalf("a write to the group that gave key060 away: %v, want ErrWrongRange", err)
+	}
+	for _, linearizable := range []bool{true, false} {
+		if _, _, err := c.leader(1).Get(ctx, []byte("key060"), linearizable); !errors.Is(err, ErrWrongRange) {
+			t.Fatalf("a read (linearizable %v) of key060 from the group that gave it away: %v, want ErrWrongRange", linearizable, err)
+		}
+	}
+	if _, _, err := c.leader(1).Range(ctx, []byte("key040"), nil, 0, true); !errors.Is(err, ErrWrongRange) {
+		t.Fatalf("a scan past its range from group 1: %v, want ErrWrongRange", err)
 	}
 	res, err := put(ctx, right, "key060", "x")
 	if err != nil || res.Revision <= before.Revision {
