@@ -183,7 +183,10 @@ func (t *memTransport) SendSnapshot(ctx context.Context, to, shard uint64, r io.
 		return err
 	}
 	dst, ok := t.nw.route(t.id, to)
-	if !ok {
+	t.nw.mu.Lock()
+	cut := t.nw.lost[[2]uint64{shard, to}]
+	t.nw.mu.Unlock()
+	if !ok || cut {
 		return fmt.Errorf("peer %x unreachable", to)
 	}
 	return dst.HandleSnapshot(t.id, shard, r)
