@@ -324,8 +324,9 @@ func TestDiskFullLeader(t *testing.T) {
 	var next string
 	waitUntil(t, 10*time.Second, "a new leader among the others", func() bool {
 		for name, n := range c.nodes {
-			if name != old && n.Status().Leader != "" && n.Status().Leader != old {
-				next = n.Status().Leader
+			// One Status: the leader may change between two.
+			if l := n.Status().Leader; name != old && l != "" && l != old {
+				next = l
 				return true
 			}
 		}
