@@ -493,6 +493,32 @@ func (h *Host) bury(n *Node) {
 	h.logger.Info("group removed from this node", "shard", shard)
 }
 
+// Unbury lets group shard be created here again: the placement of replicas
+// is adding this node back to a group that once removed it. Its tombstone
+// goes, so the group's leader's next message creates it empty (see create)
+// and sends it a snapshot, as for any new replica. A group still open is
+// left alone.
+func (h *Host) Unbury(shard uint64) error {
+	if shard == 1 {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.buried[shard] {
+		return nil
+	}
+	name := filepath.Join(h.cfg.DataDir, "groups", strconv.FormatUint(shard, 10), tombstoneName)
+	if err := h.cfg.FS.Remove(name); err != nil && !errors.Is(err, iofs.ErrNotExist) {
+		return fmt.Errorf("remove the tombstone of group %d: %w", shard, err)
+	}
+	if err := h.cfg.FS.SyncDir(filepath.Dir(name)); err != nil {
+		return fmt.Errorf("remove the tombstone of group %d: %w", shard, err)
+	}
+	delete(h.buried, shard)
+	h.logger.Info("group may be created here again", "shard", shard)
+	return nil
+}
+
 // Buried reports whether group shard was removed from this node.
 func (h *Host) Buried(shard uint64) bool {
 	h.mu.Lock()

@@ -319,6 +319,12 @@ func (h *Host) openClaimed(cfg Config, ownsHost bool) (*Node, error) {
 		clusterID:   h.clusterID,
 	}
 	n.bounds.Store(&Bounds{})
+	if cfg.Shard != 1 && len(cfg.Members) == 0 {
+		// A group not bootstrapped here holds no keys until a snapshot (its
+		// leader's, or the first one a split writes) says which (see
+		// adoptMembers), so no request is routed to it meanwhile.
+		n.bounds.Store(&noKeys)
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	var err error
 	if n.testHook, err = testHookFromEnv(); err != nil {

@@ -42,6 +42,9 @@ type Bounds struct {
 	End   []byte `json:"end,omitempty"`
 }
 
+// noKeys is the range of a group that holds no keys yet: it contains none.
+var noKeys = Bounds{Start: []byte{0}, End: []byte{0}}
+
 // Contains reports whether key lies in b.
 func (b Bounds) Contains(key []byte) bool {
 	return bytes.Compare(key, b.Start) >= 0 && (len(b.End) == 0 || bytes.Compare(key, b.End) < 0)
