@@ -161,8 +161,16 @@ func learnClusterID(sec *serverTLS, url string, timeout time.Duration) (uint64, 
 	return 0, fmt.Errorf("join through %s: learn the cluster id: %w", base, lastErr)
 }
 
-// handlerRelay passes peer traffic to the node's Host once it is open.
-type handlerRelay struct{ h atomic.Pointer[raftnode.Host] }
+// handlerRelay passes peer traffic to the node's Host once it is open, and
+// the server's own calls (directory.go) to the server.
+type handlerRelay struct {
+	h      atomic.Pointer[raftnode.Host]
+	server atomic.Pointer[serverCalls]
+}
+
+type serverCalls func(ctx context.Context, shard uint64, method uint8, payload []byte) ([]byte, error)
+
+func (r *handlerRelay) setServer(f serverCalls) { r.server.Store(&f) }
 
 var _ transport.Handler = (*handlerRelay)(nil)
 
@@ -175,6 +183,12 @@ func (r *handlerRelay) HandleRaft(shard uint64, msgs []raftpb.Message) {
 }
 
 func (r *handlerRelay) HandleCall(ctx context.Context, from, shard uint64, method uint8, payload []byte) ([]byte, error) {
+	if isServerMethod(method) {
+		if f := r.server.Load(); f != nil {
+			return (*f)(ctx, shard, method, payload)
+		}
+		return nil, errors.New("node is starting")
+	}
 	if h := r.h.Load(); h != nil {
 		return h.HandleCall(ctx, from, shard, method, payload)
 	}
@@ -222,15 +236,17 @@ type markedError struct{ mark, err error }
 func (e markedError) Error() string   { return e.err.Error() }
 func (e markedError) Unwrap() []error { return []error{e.mark, e.err} }
 
-// Every node holds every range (placement is not built yet), so a member
-// change is made in group 1, which holds the membership, and in every other
-// range: adding and promoting in group 1 first, removing last (a node
-// removed from group 1 stops). A change that a range already has counts as
-// made there.
+// A member change is made in group 1, whose membership is the cluster's
+// list of nodes. Placement (placement.go) then puts replicas of the other
+// ranges on a new node and takes them off one being removed, which is
+// drained first. Without placement (a node alone) every range changes too.
 func (b backend) AddMember(ctx context.Context, m httpapi.Member, learner bool) error {
 	rm := raftnode.Member{Name: m.ID, Peer: m.Peer, HTTP: m.HTTP}
 	if err := b.n.AddMember(ctx, rm, learner); err != nil {
 		return adminErr(err)
+	}
+	if b.pl != nil {
+		return nil
 	}
 	return b.inOtherRanges(func(g *raftnode.Node) error { return g.AddMember(ctx, rm, learner) })
 }
@@ -239,10 +255,19 @@ func (b backend) PromoteMember(ctx context.Context, id string) error {
 	if err := b.n.PromoteMember(ctx, id); err != nil {
 		return adminErr(err)
 	}
+	if b.pl != nil {
+		return nil
+	}
 	return b.inOtherRanges(func(g *raftnode.Node) error { return g.PromoteMember(ctx, id) })
 }
 
 func (b backend) RemoveMember(ctx context.Context, id string) error {
+	if b.pl != nil {
+		if err := b.pl.drain(ctx, id); err != nil {
+			return adminErr(err)
+		}
+		return adminErr(b.n.RemoveMember(ctx, id))
+	}
 	if err := b.inOtherRanges(func(g *raftnode.Node) error { return g.RemoveMember(ctx, id) }); err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ func newTestAPI(t *testing.T) (http.Handler, *raftnode.Node) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	h, err := httpapi.New(httpapi.Config{}, backend{n})
+	h, err := httpapi.New(httpapi.Config{}, backend{n: n})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,16 +13,28 @@ import (
 	"github.com/distkv/distkv/internal/raftnode"
 )
 
-// The key space is cut into ranges, each a Raft group on the node's Host
-// (raftnode.Bounds). Every node holds a replica of every range (placement
-// across nodes is not built yet), so a request for a key goes to the local
-// group whose range holds it, which forwards a write to its leader as Raft
-// does. A group that a split just made smaller answers ErrWrongRange; the
-// request then asks again, as it does while a split opens the new group.
+// The key space is cut into ranges, each a Raft group (raftnode.Bounds).
+// A node holds replicas of some of them (placement.go), and any node
+// answers a request for any key: it runs it on its own replica of the key's
+// range, which forwards a write to its leader as Raft does, or, holding
+// none, sends it to a node that does (forward.go). A group that a split just
+// made smaller answers ErrWrongRange; the request then asks again, as it
+// does while a split opens the new group.
 
 // routeRetry is how long the router waits before it looks again for the
 // group of a key that a split is moving.
 const routeRetry = time.Millisecond
+
+// local is b answering only from this node's replicas (a request another
+// node forwarded here).
+func (b backend) local() backend {
+	b.localOnly = true
+	return b
+}
+
+// forwards reports whether b sends requests for ranges it does not hold to
+// other nodes.
+func (b backend) forwards() bool { return b.pl != nil && !b.localOnly }
 
 // groups returns the node's groups sorted by the first key of their range.
 func (b backend) groups() []*raftnode.Node {
@@ -31,11 +43,19 @@ func (b backend) groups() []*raftnode.Node {
 	return gs
 }
 
-// groupFor returns the group that holds key, waiting while a split opens it.
+// groupFor returns the group that holds key, waiting while a split opens
+// it. Without one here it returns nil if b forwards, errNotHere if it only
+// answers from its own replicas.
 func (b backend) groupFor(ctx context.Context, key []byte) (*raftnode.Node, error) {
 	for {
 		if g := b.n.Host().GroupFor(key); g != nil {
 			return g, nil
+		}
+		if b.forwards() {
+			return nil, nil
+		}
+		if b.pl != nil {
+			return nil, errNotHere
 		}
 		select {
 		case <-ctx.Done():
@@ -45,19 +65,56 @@ func (b backend) groupFor(ctx context.Context, key []byte) (*raftnode.Node, erro
 	}
 }
 
-// routed runs f on the group that holds key, again when a split moved it.
-func routed[T any](ctx context.Context, b backend, key []byte, f func(*raftnode.Node) (T, error)) (T, error) {
+// leaderlessWait is how long a request waits, asking again, while the
+// replica it runs on knows no leader. A range that a split has just made
+// elects its first leader in about a round trip, but a replica that opens
+// late misses the vote and learns the leader from its first message; a
+// replica cut off from the others fails the request after this wait, so
+// that its client tries another node.
+const leaderlessWait = time.Second
+
+// routed runs f on the group that holds key, again when a split moved it
+// or, for a while, when the group knows no leader; remote runs instead when
+// no group here holds it.
+func routed[T any](ctx context.Context, b backend, key []byte, f func(*raftnode.Node) (T, error), remote func() (T, error)) (T, error) {
+	var leaderless time.Time
 	for {
 		g, err := b.groupFor(ctx, key)
 		if err != nil {
 			var zero T
 			return zero, err
 		}
+		if g == nil {
+			return remote()
+		}
 		v, err := f(g)
+		if b.pl != nil && errors.Is(err, raftnode.ErrNoLeader) && ctx.Err() == nil {
+			if leaderless.IsZero() {
+				leaderless = time.Now()
+			}
+			if time.Since(leaderless) < leaderlessWait {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+		}
 		if !errors.Is(err, raftnode.ErrWrongRange) || ctx.Err() != nil {
 			return v, err
 		}
 	}
+}
+
+// proposeRemote forwards cmd, whose keys start with key, to a node that
+// holds key's range.
+func (b backend) proposeRemote(ctx context.Context, key []byte, cmd kv.Command) (kv.Result, error) {
+	rep, err := b.forward(ctx, key, forwardRequest{Kind: forwardPropose, Cmd: cmd.Marshal()})
+	if err != nil {
+		return kv.Result{}, err
+	}
+	res, err := kv.UnmarshalResult(rep.Result)
+	if err != nil {
+		return kv.Result{}, fmt.Errorf("the result of a forwarded write: %w", err)
+	}
+	return res, nil
 }
 
 // Propose sends a write to the range that holds its keys. A transaction
@@ -82,11 +139,12 @@ func (b backend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error)
 				}
 			}
 			return g.Propose(ctx, cmd)
-		})
+		}, func() (kv.Result, error) { return b.proposeRemote(ctx, keys[0], cmd) })
 	default:
 		return b.n.Propose(ctx, cmd)
 	}
-	return routed(ctx, b, key, func(g *raftnode.Node) (kv.Result, error) { return g.Propose(ctx, cmd) })
+	return routed(ctx, b, key, func(g *raftnode.Node) (kv.Result, error) { return g.Propose(ctx, cmd) },
+		func() (kv.Result, error) { return b.proposeRemote(ctx, key, cmd) })
 }
 
 // txnKeys returns the keys a transaction compares or writes.
@@ -115,6 +173,12 @@ func (b backend) Get(ctx context.Context, key []byte, linearizable bool) (kv.Key
 	r, err := routed(ctx, b, key, func(g *raftnode.Node) (got, error) {
 		v, ok, err := g.Get(ctx, key, linearizable)
 		return got{v, ok}, err
+	}, func() (got, error) {
+		rep, err := b.forward(ctx, key, forwardRequest{Kind: forwardGet, Key: key, Linearizable: linearizable})
+		if err != nil || rep.KV == nil {
+			return got{}, err
+		}
+		return got{*rep.KV, true}, nil
 	})
 	return r.v, r.ok, err
 }
@@ -130,15 +194,35 @@ func (b backend) Range(ctx context.Context, start, end []byte, limit int, linear
 		if err != nil {
 			return nil, false, err
 		}
+		want := 0
+		if limit > 0 {
+			want = limit - len(out)
+		}
+		if g == nil {
+			rep, err := b.forward(ctx, from, forwardRequest{Kind: forwardRange, Key: from, End: end, Limit: want, Linearizable: linearizable})
+			if err != nil {
+				return nil, false, err
+			}
+			out = append(out, rep.KVs...)
+			last := len(rep.End) == 0 || (len(end) > 0 && bytes.Compare(end, rep.End) <= 0)
+			switch {
+			case limit > 0 && len(out) >= limit:
+				return out, rep.More || !last, nil
+			case rep.More && len(rep.KVs) > 0:
+				// The page ended inside the range: on from its last key.
+				from = append(slices.Clone(rep.KVs[len(rep.KVs)-1].Key), 0)
+			case last:
+				return out, false, nil
+			default:
+				from = rep.End
+			}
+			continue
+		}
 		bounds := g.Bounds()
 		to := end
 		last := len(bounds.End) == 0 || (len(end) > 0 && bytes.Compare(end, bounds.End) <= 0)
 		if !last {
 			to = bounds.End
-		}
-		want := 0
-		if limit > 0 {
-			want = limit - len(out)
 		}
 		kvs, more, err := g.Range(ctx, from, to, want, linearizable)
 		if errors.Is(err, raftnode.ErrWrongRange) && ctx.Err() == nil {

@@ -53,6 +53,7 @@ type serverOptions struct {
 	catchupEntries  uint64
 	walSegmentSize  byteSize
 	rangeSplitBytes sizeOrZero
+	placement       placementConfig
 	walCompression  string
 	walDirect       bool
 	logLevel        string
@@ -66,6 +67,7 @@ type serverOptions struct {
 
 func newServerCommand() *cobra.Command {
 	o := &serverOptions{maxKeySize: 4096, maxValueSize: 1 << 20, walSegmentSize: 64 << 20, rangeSplitBytes: sizeOrZero{64 << 20}}
+	o.placement = placementConfig{Replicas: 3, DeadAfter: 5 * time.Minute, Interval: time.Second}
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run one distkv node",
@@ -105,6 +107,9 @@ names). Precedence: flag, environment, file, default.`,
 	f.Uint64Var(&o.snapshotEntries, "snapshot-entries", 10000, "applied entries between snapshots")
 	f.Uint64Var(&o.catchupEntries, "snapshot-catchup-entries", 5000, "entries kept in memory behind a snapshot for slow followers; one further behind gets the snapshot")
 	f.Var(&o.walSegmentSize, "wal-segment-size", "WAL segment size (bytes; KiB/MiB suffixes allowed)")
+	f.IntVar(&o.placement.Replicas, "replicas", o.placement.Replicas, "replicas of each range (fewer while the cluster has fewer nodes)")
+	f.DurationVar(&o.placement.DeadAfter, "dead-node-timeout", o.placement.DeadAfter, "move the replicas off a node that has not answered for this long")
+	f.DurationVar(&o.placement.Interval, "placement-interval", o.placement.Interval, "how often the placement of replicas is looked at and changed")
 	f.Var(&o.rangeSplitBytes, "range-split-bytes", "split a range once its keys and values pass this size (bytes; KiB/MiB suffixes allowed; 0: never)")
 	f.StringVar(&o.walCompression, "wal-compression", "s2", "WAL frame compression: s2 (cheap on the write path), zstd (smaller) or none")
 	f.BoolVar(&o.walDirect, "wal-direct", true, "make each WAL sync one O_DIRECT write with RWF_DSYNC of the unsynced blocks (write and fdatasync where the file system refuses O_DIRECT); false: write each frame to the page cache and fdatasync")
@@ -165,6 +170,9 @@ func runServer(o *serverOptions) error {
 	go tuneGC(gcCtx, logger)
 	comp, err := parseCompression(o.walCompression)
 	if err != nil {
+		return err
+	}
+	if err := o.placement.validate(); err != nil {
 		return err
 	}
 	self, err := advertisedSelf(o)
@@ -297,12 +305,18 @@ func runServer(o *serverOptions) error {
 		node.Stop()
 		return err
 	}
-	handler, err := httpapi.New(hcfg, backend{node})
+	pl := newPlacement(o.placement, node, tr, logger)
+	relay.setServer(pl.handle)
+	plCtx, plStop := context.WithCancel(context.Background())
+	defer plStop()
+	go pl.run(plCtx)
+	be := backend{n: node, pl: pl}
+	handler, err := httpapi.New(hcfg, be)
 	if err != nil {
 		node.Stop()
 		return err
 	}
-	defer o.auth.start(backend{node}, logger)()
+	defer o.auth.start(be, logger)()
 	srv := &http.Server{
 		Handler:           mx.Handler(handler), // GET /metrics, then the API
 		ReadHeaderTimeout: 10 * time.Second,
@@ -444,7 +458,14 @@ func unspecified(host string) bool {
 // first group, which holds the membership, the auth state and the key
 // space's first range; key requests go to the range that holds the key
 // (router.go).
-type backend struct{ n *raftnode.Node }
+type backend struct {
+	n *raftnode.Node
+	// pl places ranges on nodes and finds them (nil: every node holds every
+	// range, as in tests of one node).
+	pl *placement
+	// localOnly: answer from this node's replicas only (forward.go).
+	localOnly bool
+}
 
 var _ httpapi.Backend = backend{}
 
@@ -495,6 +516,11 @@ var _ httpapi.RangeLister = backend{}
 // Ranges lists the groups of the node's Host, each a range of keys, sorted
 // by their first key.
 func (b backend) Ranges() []httpapi.Range {
+	if b.pl != nil {
+		if rs := b.pl.ranges(); len(rs) > 0 {
+			return rs
+		}
+	}
 	var out []httpapi.Range
 	for _, g := range b.n.Host().Groups() {
 		st, bounds := g.Status(), g.Bounds()

@@ -15,7 +15,12 @@ type Range struct {
 	End      string   `json:"end"`
 	Leader   string   `json:"leader"`
 	Replicas []string `json:"replicas"`
+	// Learners are replicas being added: they receive the range's log and
+	// do not vote yet.
+	Learners []string `json:"learners,omitempty"`
 	Bytes    int64    `json:"bytes"`
+	// Meta marks the meta range (group 1), which is on every node.
+	Meta bool `json:"meta,omitempty"`
 }
 
 // RangeLister is a Backend that knows its node's ranges.

@@ -121,7 +121,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			n.confState = *n.rn.ApplyConfChange(cc)
 			n.inConfig.Store(inConfState(n.confState, n.raftID))
 			n.endLease()
-			n.applyMemberChange(cc.Type, cc.NodeID, cc.Context)
+			n.applyMemberChange(e.Index, cc.Type, cc.NodeID, cc.Context)
 			n.deliver(cc.ID, proposalResult{})
 		case raftpb.EntryConfChangeV2:
 			var cc raftpb.ConfChangeV2
@@ -135,7 +135,7 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			n.inConfig.Store(inConfState(n.confState, n.raftID))
 			n.endLease()
 			for _, c := range cc.Changes {
-				n.applyMemberChange(c.Type, c.NodeID, cc.Context)
+				n.applyMemberChange(e.Index, c.Type, c.NodeID, cc.Context)
 			}
 		}
 		n.applied.Store(e.Index)

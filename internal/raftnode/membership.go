@@ -348,12 +348,19 @@ func (n *Node) adoptMembers(extra []byte) error {
 }
 
 // applyMemberChange records a change that n.confState already includes.
-func (n *Node) applyMemberChange(t raftpb.ConfChangeType, id uint64, ctx []byte) {
+// index is the change's log entry.
+func (n *Node) applyMemberChange(index uint64, t raftpb.ConfChangeType, id uint64, ctx []byte) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.publishLearnersLocked()
 	switch t {
 	case raftpb.ConfChangeAddNode, raftpb.ConfChangeAddLearnerNode:
+		if _, known := n.members[id]; !known {
+			if n.addedAt == nil {
+				n.addedAt = map[uint64]uint64{}
+			}
+			n.addedAt[id] = index
+		}
 		var m Member
 		if err := json.Unmarshal(ctx, &m); err == nil && m.Name != "" {
 			n.members[id] = m

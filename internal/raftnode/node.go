@@ -60,6 +60,12 @@ type Node struct {
 	// Invariant: between the loop's turns, compactWaiters is empty unless
 	// snapshotting.
 	compactWaiters []*compactWaiter
+	// addedAt is, for each member added since this node started, the index
+	// of the entry that added it (last): a snapshot from before it may
+	// still list the member, if it was a member once before, removed and
+	// added again, and it would then apply its own old removal (see
+	// sendSnapshots). Owned by the loop.
+	addedAt map[uint64]uint64
 	// snapshotSoon asks for a snapshot before SnapshotEntries more entries
 	// are applied: the newest one predates a member that needs one.
 	snapshotSoon bool

@@ -262,9 +262,10 @@ func (n *Node) send(msgs []raftpb.Message, now bool) {
 func (n *Node) sendSnapshots(msgs []raftpb.Message) []raftpb.Message {
 	out := msgs[:0:0]
 	for _, m := range msgs {
-		if m.Type == raftpb.MsgSnap && !inConfState(m.Snapshot.Metadata.ConfState, m.To) {
-			// The newest snapshot predates the peer's addition, and its Raft
-			// would refuse it. Take a new one at once; Raft sends that one
+		if m.Type == raftpb.MsgSnap && (!inConfState(m.Snapshot.Metadata.ConfState, m.To) || m.Snapshot.Metadata.Index < n.addedAt[m.To]) {
+			// The newest snapshot predates the peer's addition: its Raft
+			// would refuse it, or, if it was a member once before, apply its
+			// own old removal. Take a new one at once; Raft sends that one
 			// when it retries after the failure reported here.
 			if !n.snapshotSoon {
 				n.logger.Info("newest snapshot predates the member; taking a new one",

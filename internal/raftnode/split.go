@@ -137,6 +137,12 @@ func (n *Node) applySplit(index uint64, cmd kv.Command) error {
 	if err != nil {
 		return err
 	}
+	if !inConfState(n.confState, n.raftID) {
+		// This node was not a member of the group when it split: it is
+		// catching up on a log from before it joined (a new node replays
+		// group 1's), and the new group's replicas are elsewhere.
+		return nil
+	}
 	// Groups made by splits quiesce: a node may hold thousands.
 	cfg := n.cfg
 	cfg.Shard, cfg.Join, cfg.Members, cfg.Quiesce = cmd.Shard, false, nil, true

@@ -121,6 +121,10 @@ func launch(t *testing.T, dataDir, addr string, args []string) *server {
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			t.Logf("server log (%s):\n%s", addr, tail(b, 4000))
+			// DISTKV_E2E_LOGS=dir keeps the whole logs of a failed test.
+			if dir := os.Getenv("DISTKV_E2E_LOGS"); dir != "" {
+				os.WriteFile(filepath.Join(dir, strings.ReplaceAll(addr, ":", "_")+".log"), b, 0o644)
+			}
 		}
 	})
 	return s
