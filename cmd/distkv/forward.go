@@ -171,7 +171,9 @@ func (e remoteError) Unwrap() error {
 // lostCall is a forwarded write whose link broke before the answer came.
 type lostCall struct{ err error }
 
-func (e lostCall) Error() string        { return "the node the write was sent to did not answer: " + e.err.Error() }
+func (e lostCall) Error() string {
+	return "the node the write was sent to did not answer: " + e.err.Error()
+}
 func (e lostCall) Unwrap() error        { return e.err }
 func (e lostCall) OutcomeUnknown() bool { return true }
 
