@@ -82,7 +82,11 @@ type RangeInfo struct {
 	End      string   `json:"end"`
 	Leader   string   `json:"leader"`
 	Replicas []string `json:"replicas"`
+	// Learners are replicas being added (they do not vote yet).
+	Learners []string `json:"learners,omitempty"`
 	Bytes    int64    `json:"bytes"`
+	// Meta marks the meta range, on every node.
+	Meta bool `json:"meta,omitempty"`
 }
 
 // RangeList is the answer to Ranges.

@@ -32,12 +32,19 @@ type forwardRequest struct {
 	End          []byte `json:"end,omitempty"`
 	Limit        int    `json:"limit,omitempty"`
 	Linearizable bool   `json:"linearizable,omitempty"`
+	// Client, Request and Op name the request a forwardSession asks about.
+	Client  []byte `json:"client,omitempty"`
+	Request []byte `json:"request,omitempty"`
+	Op      kv.Op  `json:"op,omitempty"`
 }
 
 const (
 	forwardPropose = "propose"
 	forwardGet     = "get"
 	forwardRange   = "range"
+	// forwardSession asks every node for the record of a request, which
+	// names no key (see backend.Session).
+	forwardSession = "session"
 )
 
 // forwardReply is its answer.
@@ -51,6 +58,15 @@ type forwardReply struct {
 	// End is the end of the range the receiver read (a scan goes on from
 	// there).
 	End []byte `json:"end,omitempty"`
+	// Record is the record a forwardSession found: Result is its result.
+	Record *sessionRecord `json:"record,omitempty"`
+}
+
+// sessionRecord is a kv.Record without its result.
+type sessionRecord struct {
+	Key     []byte `json:"key,omitempty"`
+	Index   uint64 `json:"index"`
+	Expires int64  `json:"expires"`
 }
 
 // Codes of a failed forwarded request.
@@ -111,6 +127,13 @@ func (b backend) serveForward(ctx context.Context, payload []byte) ([]byte, erro
 			rep.KVs, rep.More, rep.End = kvs, more, bounds.End
 			if errors.Is(err, raftnode.ErrWrongRange) {
 				return errNotHere
+			}
+			return err
+		case forwardSession:
+			rec, ok, err := b.local().Session(ctx, kv.RequestID{Client: req.Client, Request: req.Request}, req.Op, req.Linearizable)
+			if ok {
+				rep.Record = &sessionRecord{Key: rec.Key, Index: rec.Index, Expires: rec.Expires}
+				rep.Result = rec.Result.Marshal()
 			}
 			return err
 		default:

@@ -88,18 +88,23 @@ func writeMembersTable(w io.Writer, members []client.Member, leader string, now 
 	return tw.Flush()
 }
 
-// writeRangesTable writes one line per range: id, start, end ("" shows as
-// -, the end of the key space as "(end)"), leader, replicas, bytes.
+// writeRangesTable writes one line per range: id, start, end (quoted; the
+// end of the key space as "(end)"), leader, voters, learners, bytes; the
+// meta range's id is marked with "(meta)".
 func writeRangesTable(w io.Writer, ranges []client.RangeInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTART\tEND\tLEADER\tREPLICAS\tBYTES")
+	fmt.Fprintln(tw, "ID\tSTART\tEND\tLEADER\tREPLICAS\tLEARNERS\tBYTES")
 	for _, r := range ranges {
-		end := r.End
-		if end == "" {
-			end = "(end)"
+		end := "(end)"
+		if r.End != "" {
+			end = strconv.Quote(r.End)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\n", r.ID, strconv.Quote(r.Start), end, dash(r.Leader),
-			dash(strings.Join(r.Replicas, ",")), r.Bytes)
+		id := strconv.FormatUint(r.ID, 10)
+		if r.Meta {
+			id += " (meta)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", id, strconv.Quote(r.Start), end, dash(r.Leader),
+			dash(strings.Join(r.Replicas, ",")), dash(strings.Join(r.Learners, ",")), r.Bytes)
 	}
 	return tw.Flush()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -244,7 +245,8 @@ func (b backend) Range(ctx context.Context, start, end []byte, limit int, linear
 }
 
 // Session finds the record of a request in the range that applied it: any
-// of them, since a request names no key here.
+// of them, since a request names no key here; with placement, on this node
+// first, then on the others.
 func (b backend) Session(ctx context.Context, id kv.RequestID, op kv.Op, linearizable bool) (kv.Record, bool, error) {
 	for _, g := range b.groups() {
 		if linearizable {
@@ -254,6 +256,37 @@ func (b backend) Session(ctx context.Context, id kv.RequestID, op kv.Op, lineari
 		}
 		if rec, ok := g.KV().Record(id, op); ok {
 			return rec, true, nil
+		}
+	}
+	if !b.forwards() {
+		return kv.Record{}, false, nil
+	}
+	payload, err := json.Marshal(forwardRequest{Kind: forwardSession, Client: id.Client, Request: id.Request, Op: op, Linearizable: linearizable})
+	if err != nil {
+		return kv.Record{}, false, err
+	}
+	self := b.n.Status().ID
+	for _, m := range b.n.Status().Members {
+		if m.Name == self {
+			continue
+		}
+		out, err := b.pl.call(ctx, m.Name, 0, methodForward, payload)
+		if err != nil {
+			continue // down: its ranges have replicas on the others
+		}
+		var rep forwardReply
+		if err := json.Unmarshal(out, &rep); err != nil {
+			return kv.Record{}, false, fmt.Errorf("answer of %s: %w", m.Name, err)
+		}
+		if rep.Code != "" {
+			return kv.Record{}, false, remoteError{rep.Code, rep.Detail}
+		}
+		if rep.Record != nil {
+			res, err := kv.UnmarshalResult(rep.Result)
+			if err != nil {
+				return kv.Record{}, false, fmt.Errorf("answer of %s: %w", m.Name, err)
+			}
+			return kv.Record{Key: rep.Record.Key, Result: res, Index: rep.Record.Index, Expires: rep.Record.Expires}, true, nil
 		}
 	}
 	return kv.Record{}, false, nil

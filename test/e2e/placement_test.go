@@ -102,6 +102,7 @@ func TestPlacement(t *testing.T) {
 	var mu sync.Mutex
 	acked := map[string]string{}
 	var seq atomic.Int64
+	var ids []string // request ids of acknowledged writes
 	put := func(node, key, v string) bool {
 		// A request id makes a retry inside the cluster safe.
 		id := fmt.Sprintf("%s-%d", key, seq.Add(1))
@@ -109,6 +110,7 @@ func TestPlacement(t *testing.T) {
 		if code == 200 {
 			mu.Lock()
 			acked[key] = v
+			ids = append(ids, id)
 			mu.Unlock()
 		}
 		return code == 200
@@ -219,8 +221,15 @@ func TestPlacement(t *testing.T) {
 		t.Fatal("no write was acknowledged while replicas moved")
 	}
 
-	// Every acknowledged write, from every live node.
+	// Every acknowledged write, from every live node; and the records of
+	// requests, whichever range holds them.
 	for _, name := range live() {
+		for _, id := range []string{ids[0], ids[len(ids)/2], ids[len(ids)-1]} {
+			code, body := do(t, "GET", c.url(name, "/request_status?client_id=p&request_id="+id), "")
+			if code != 200 || !strings.Contains(body, `"processed":true`) {
+				t.Fatalf("%s: request_status of %s: %d %.200s", name, id, code, body)
+			}
+		}
 		for key, v := range acked {
 			code, body := do(t, "GET", c.url(name, "/key/"+key), "")
 			if code != 200 || !strings.Contains(body, `"value":"`+v+`"`) {

@@ -25,7 +25,7 @@ func TestClusterRanges(t *testing.T) {
 			t.Fatalf("PUT %s: %d %s", k, code, body)
 		}
 	}
-	want := `{"ranges":[{"id":1,"start":"","end":"","leader":"n1","replicas":["n1"],"bytes":12}]}`
+	want := `{"ranges":[{"id":1,"start":"","end":"","leader":"n1","replicas":["n1"],"bytes":12,"meta":true}]}`
 	if code, body := do(t, "GET", base+"/cluster/ranges", ""); code != 200 || body != want {
 		t.Fatalf("GET /cluster/ranges: %d %s, want %s", code, body, want)
 	}
@@ -46,7 +46,7 @@ func TestClusterRanges(t *testing.T) {
 		t.Fatalf("distkv ranges -o json printed %s (%v)", out, err)
 	}
 	out, err = run(t, "ranges", "-o", "table", "--endpoints", addr)
-	if err != nil || !regexp.MustCompile(`(?m)^ID\s+START\s+END\s+LEADER\s+REPLICAS\s+BYTES\n1\s+""\s+\(end\)\s+n1\s+n1\s+12\s*$`).MatchString(out) {
+	if err != nil || !regexp.MustCompile(`(?m)^ID\s+START\s+END\s+LEADER\s+REPLICAS\s+LEARNERS\s+BYTES\n1 \(meta\)\s+""\s+\(end\)\s+n1\s+n1\s+-\s+12\s*$`).MatchString(out) {
 		t.Fatalf("distkv ranges -o table printed (%v):\n%s", err, out)
 	}
 }
