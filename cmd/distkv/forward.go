@@ -231,7 +231,8 @@ func (b backend) forward(ctx context.Context, key []byte, req forwardRequest) (f
 		for _, node := range forwardOrder(r, self) {
 			out, err := b.pl.call(ctx, node, r.Shard, methodForward, payload)
 			if err != nil {
-				if req.Kind == forwardPropose && errors.Is(err, transport.ErrConnLost) {
+				if req.Kind == forwardPropose && mayHaveRun(err) {
+					// Sent again elsewhere it could be applied twice.
 					return forwardReply{}, lostCall{err}
 				}
 				last = err
@@ -251,6 +252,19 @@ func (b backend) forward(ctx context.Context, key []byte, req forwardRequest) (f
 			return rep, nil
 		}
 	}
+}
+
+// mayHaveRun reports whether a call that failed with err may have run on
+// the peer: unless it certainly never got there (no connection, no such
+// peer) or its handler refused it before running it.
+func mayHaveRun(err error) bool {
+	for _, never := range []error{transport.ErrUnreachable, transport.ErrUnknownPeer,
+		transport.ErrRemote, transport.ErrOtherCluster} {
+		if errors.Is(err, never) {
+			return false
+		}
+	}
+	return true
 }
 
 // forwardOrder lists the nodes to try for range r: its leader, then its

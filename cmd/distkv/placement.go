@@ -106,6 +106,8 @@ type placement struct {
 	moveOff  map[uint64]string    // range -> the node a balance move empties
 	busy     map[uint64]bool      // ranges with a change under way
 	learning map[uint64]time.Time // range -> when its learner was added
+	// startHook, in tests, takes the changes start would make.
+	startHook func(r replicaReport, on string, c replicaChange)
 }
 
 func newPlacement(cfg placementConfig, node *raftnode.Node, tr *transport.Transport, logger *slog.Logger) *placement {
@@ -481,10 +483,15 @@ func (p *placement) repair(r replicaReport, nodes map[string]*nodeState, target 
 	return replicaChange{}, "", false
 }
 
-// victim picks the voter of r to remove: the one a balance move empties,
-// else one on a dead or draining node, else one on the node with the most
+// victim picks the voter of r to remove: one on a dead or draining node,
+// else the one a balance move empties, else one on the node with the most
 // replicas.
 func (p *placement) victim(r replicaReport, nodes map[string]*nodeState) string {
+	for _, v := range r.Voters {
+		if s := nodes[v]; s == nil || s.leaving() {
+			return v
+		}
+	}
 	p.mu.Lock()
 	off := p.moveOff[r.Shard]
 	p.mu.Unlock()
@@ -493,11 +500,7 @@ func (p *placement) victim(r replicaReport, nodes map[string]*nodeState) string 
 	}
 	best := ""
 	for _, v := range r.Voters {
-		s := nodes[v]
-		switch {
-		case s == nil || s.leaving():
-			return v
-		case best == "" || s.replicas > nodes[best].replicas:
+		if best == "" || nodes[v].replicas > nodes[best].replicas {
 			best = v
 		}
 	}
@@ -636,6 +639,10 @@ func (p *placement) setBusy(shard uint64, busy bool) {
 // background; the range takes no other change until it is done.
 func (p *placement) start(ctx context.Context, r replicaReport, on string, c replicaChange) {
 	if on == "" {
+		return
+	}
+	if p.startHook != nil {
+		p.startHook(r, on, c)
 		return
 	}
 	p.setBusy(r.Shard, true)

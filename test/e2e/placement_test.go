@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -20,6 +22,22 @@ type placedRange struct {
 	Replicas []string `json:"replicas"`
 	Learners []string `json:"learners"`
 	Meta     bool     `json:"meta"`
+}
+
+// tryPut sends a PUT and returns its status, 0 if it got no answer (the
+// node was killed meanwhile).
+func tryPut(url, body string) int {
+	req, err := http.NewRequest("PUT", url, strings.NewReader(body))
+	if err != nil {
+		return 0
+	}
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
 }
 
 func (c *testCluster) placedRanges(name string) ([]placedRange, error) {
@@ -106,7 +124,7 @@ func TestPlacement(t *testing.T) {
 	put := func(node, key, v string) bool {
 		// A request id makes a retry inside the cluster safe.
 		id := fmt.Sprintf("%s-%d", key, seq.Add(1))
-		code, _ := do(t, "PUT", c.url(node, "/key/"+key+"?client_id=p&request_id="+id), `{"value":"`+v+`"}`)
+		code := tryPut(c.url(node, "/key/"+key+"?client_id=p&request_id="+id), `{"value":"`+v+`"}`)
 		if code == 200 {
 			mu.Lock()
 			acked[key] = v

@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/distkv/distkv/internal/httpapi"
+	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/raftnode"
+	"github.com/distkv/distkv/internal/transport"
+)
+
+func TestMergeReportsTakesTheLeadersView(t *testing.T) {
+	stale := replicaReport{Shard: 7, Start: []byte("a"), Voters: []string{"n1", "n2", "n3"}, Leader: "n1", Term: 3, Applied: 90}
+	leader := replicaReport{Shard: 7, Start: []byte("a"), End: []byte("m"), Voters: []string{"n2", "n3", "n4"}, Leader: "n2", Leads: true, Term: 4, Applied: 80}
+	old := replicaReport{Shard: 7, Start: []byte("a"), Voters: []string{"n1", "n2", "n3"}, Leader: "n1", Leads: true, Term: 3, Applied: 95}
+	right := replicaReport{Shard: 9, Start: []byte("m"), Voters: []string{"n2", "n3", "n4"}, Term: 4, Applied: 10}
+	meta := replicaReport{Shard: 1, Voters: []string{"n1", "n2", "n3", "n4"}, End: []byte{0}, Leader: "n3", Leads: true, Term: 2}
+	d := mergeReports(map[string][]replicaReport{
+		"n1": {old, meta},
+		"n2": {leader, right},
+		"n3": {stale, right, meta},
+	})
+	if len(d.Ranges) != 3 {
+		t.Fatalf("%d ranges, want 3: %+v", len(d.Ranges), d.Ranges)
+	}
+	if d.Ranges[0].Shard != 1 || d.Ranges[1].Shard != 7 || d.Ranges[2].Shard != 9 {
+		t.Fatalf("not sorted by first key: %v %v %v", d.Ranges[0].Shard, d.Ranges[1].Shard, d.Ranges[2].Shard)
+	}
+	// The leader in the highest term wins over a deposed leader that
+	// applied more and a follower.
+	if got := d.Ranges[1]; got.Leader != "n2" || !slices.Equal(got.Voters, []string{"n2", "n3", "n4"}) || string(got.End) != "m" {
+		t.Fatalf("range 7 merged as %+v", got)
+	}
+	if !slices.Equal(d.Ranges[1].Holders, []string{"n1", "n2", "n3"}) {
+		t.Fatalf("holders of range 7: %v", d.Ranges[1].Holders)
+	}
+	if !slices.Equal(d.Live, []string{"n1", "n2", "n3"}) {
+		t.Fatalf("live: %v", d.Live)
+	}
+	for key, want := range map[string]uint64{"a": 7, "b": 7, "lzz": 7, "m": 9, "zzz": 9} {
+		r, ok := d.lookup([]byte(key))
+		if !ok || r.Shard != want {
+			t.Errorf("lookup(%q) = %d %v, want %d", key, r.Shard, ok, want)
+		}
+	}
+	if r, ok := d.lookup([]byte{0}); !ok || r.Shard != 1 && r.Shard != 7 {
+		// "\x00" is below "a": in no range of keys but the meta range's end.
+		t.Logf("lookup(\\x00) = %d %v", r.Shard, ok)
+	}
+}
+
+func TestForwardOrder(t *testing.T) {
+	r := replicaReport{Voters: []string{"n1", "n2", "n3"}, Learners: []string{"n4"}, Leader: "n3"}
+	if got := forwardOrder(r, "n5"); !slices.Equal(got, []string{"n3", "n1", "n2", "n4"}) {
+		t.Fatalf("order from n5: %v", got)
+	}
+	if got := forwardOrder(r, "n3"); !slices.Equal(got, []string{"n1", "n2", "n4"}) {
+		t.Fatalf("order from the leader's node: %v", got)
+	}
+	r.Leader = "n9" // not a member: a stale view
+	if got := forwardOrder(r, "n1"); !slices.Equal(got, []string{"n2", "n3", "n4"}) {
+		t.Fatalf("order with a leader that is not a member: %v", got)
+	}
+}
+
+// A forwarded request's failure is answered by the forwarding node as the
+// receiving node would have answered it.
+func TestForwardCodesRoundTrip(t *testing.T) {
+	cases := []struct {
+		err   error
+		code  string
+		check func(error) bool
+	}{
+		{errNotHere, codeNotHere, nil},
+		{fmt.Errorf("x: %w", raftnode.ErrWrongRange), codeNotHere, nil},
+		{fmt.Errorf("%w: a and m", httpapi.ErrCrossRange), codeCrossRange, func(e error) bool { return errors.Is(e, httpapi.ErrCrossRange) }},
+		{fmt.Errorf("no leader: %w", context.DeadlineExceeded), codeDeadline, func(e error) bool { return errors.Is(e, context.DeadlineExceeded) }},
+		{lostCall{errors.New("gone")}, codeUnknown, func(e error) bool { return e.(remoteError).OutcomeUnknown() }},
+		{errors.New("boom"), codeFailed, nil},
+	}
+	for _, c := range cases {
+		if got := forwardCode(c.err); got != c.code {
+			t.Errorf("forwardCode(%v) = %q, want %q", c.err, got, c.code)
+			continue
+		}
+		back := remoteError{c.code, c.err.Error()}
+		if back.Error() != c.err.Error() {
+			t.Errorf("detail %q came back as %q", c.err, back.Error())
+		}
+		if c.check != nil && !c.check(back) {
+			t.Errorf("%q lost what it means on the way back", c.code)
+		}
+	}
+	if !(remoteError{codeNotMade, ""}).NotMade() || !(remoteError{codeNoSpace, ""}).InsufficientStorage() {
+		t.Fatal("not_made or no_space lost what it means")
+	}
+}
+
+func TestMayHaveRun(t *testing.T) {
+	for _, err := range []error{transport.ErrUnreachable, transport.ErrUnknownPeer, fmt.Errorf("x: %w", transport.ErrRemote)} {
+		if mayHaveRun(err) {
+			t.Errorf("%v: a call that never ran is taken as one that may have", err)
+		}
+	}
+	for _, err := range []error{transport.ErrConnLost, context.DeadlineExceeded, context.Canceled, transport.ErrClosed} {
+		if !mayHaveRun(err) {
+			t.Errorf("%v: a write that may have run would be sent again", err)
+		}
+	}
+}
+
+// testNodes makes the controller's view of nodes n1..nN, all live, with the
+// replica and leader counts of the ranges in rs.
+func testNodes(n int, rs []replicaReport) map[string]*nodeState {
+	nodes := map[string]*nodeState{}
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("n%d", i)
+		nodes[name] = &nodeState{member: raftnode.Member{Name: name, Peer: name + ":9000"}, live: true}
+	}
+	for _, r := range rs {
+		for _, m := range r.replicas() {
+			nodes[m].replicas++
+		}
+		if r.Leads {
+			nodes[r.Leader].leaders++
+		}
+	}
+	return nodes
+}
+
+func testPlacement() *placement {
+	p := &placement{cfg: placementConfig{Replicas: 3, DeadAfter: time.Minute, Interval: time.Second}, logger: slog.New(slog.DiscardHandler)}
+	p.resetController()
+	return p
+}
+
+func TestRepair(t *testing.T) {
+	now := time.Now()
+	r := replicaReport{Shard: 5, Voters: []string{"n1", "n2", "n3"}, Leader: "n1", Leads: true}
+	p := testPlacement()
+
+	nodes := testNodes(5, []replicaReport{r})
+	if c, _, ok := p.repair(r, nodes, 3, now); ok {
+		t.Fatalf("a healthy range was changed: %+v", c)
+	}
+	// A dead voter: a learner goes on the least loaded live node, asked of
+	// the leader.
+	nodes["n2"].live, nodes["n2"].dead = false, true
+	nodes["n4"].replicas = 7
+	c, on, ok := p.repair(r, nodes, 3, now)
+	if !ok || c.Op != opAddLearner || c.Member.Name != "n5" || on != "n1" {
+		t.Fatalf("dead voter: %+v on %s (%v), want add_learner n5 on n1", c, on, ok)
+	}
+	// The learner is caught up: promoted.
+	r.Learners, r.Lag = []string{"n5"}, map[string]uint64{"n5": 3}
+	if c, _, ok := p.repair(r, nodes, 3, now); !ok || c.Op != opPromote || c.Member.Name != "n5" {
+		t.Fatalf("caught-up learner: %+v %v", c, ok)
+	}
+	// Far behind: wait, and remove it once it has had learnerPatience.
+	r.Lag["n5"] = 100000
+	if c, _, ok := p.repair(r, nodes, 3, now); ok {
+		t.Fatalf("a lagging learner was changed at once: %+v", c)
+	}
+	if c, _, ok := p.repair(r, nodes, 3, now.Add(learnerPatience+time.Second)); !ok || c.Op != opRemove || c.Member.Name != "n5" {
+		t.Fatalf("a learner that never caught up: %+v %v", c, ok)
+	}
+	// Promoted: four voters, one dead: the dead one goes.
+	r.Learners, r.Lag = nil, nil
+	r.Voters = []string{"n1", "n2", "n3", "n5"}
+	p.moveOff[5] = "n3" // a balance move was under way: the dead one goes first
+	if c, _, ok := p.repair(r, nodes, 3, now); !ok || c.Op != opRemove || c.Member.Name != "n2" {
+		t.Fatalf("extra voter with a dead one: %+v %v", c, ok)
+	}
+	// The one to remove leads: leadership moves first, to a healthy voter
+	// leading the fewest.
+	nodes["n2"].live, nodes["n2"].dead = true, false
+	p.moveOff[5] = "n1"
+	nodes["n3"].leaders, nodes["n5"].leaders = 4, 1
+	if c, on, ok := p.repair(r, nodes, 3, now); !ok || c.Op != opTransfer || c.Member.Name != "n2" || on != "n1" {
+		t.Fatalf("removing the leader: %+v on %s %v, want a transfer to n2", c, on, ok)
+	}
+	// A draining node's voter is replaced like a dead one's.
+	delete(p.moveOff, 5)
+	r.Voters = []string{"n1", "n2", "n3"}
+	nodes["n3"].draining = true
+	if c, _, ok := p.repair(r, nodes, 3, now); !ok || c.Op != opAddLearner || c.Member.Name == "n3" || slices.Contains(r.Voters, c.Member.Name) {
+		t.Fatalf("draining voter: %+v %v", c, ok)
+	}
+}
+
+func TestBalanceMovesFromTheFullestNode(t *testing.T) {
+	var rs []replicaReport
+	for i := range 6 {
+		rs = append(rs, replicaReport{Shard: uint64(10 + i), Start: []byte{byte('a' + i)}, Voters: []string{"n1", "n2", "n3"}, Leader: "n1", Leads: true})
+	}
+	rs[0].Leader, rs[1].Leader = "n2", "n3"
+	p := testPlacement()
+	p.tr = nil
+	started := map[uint64]replicaChange{}
+	p.startHook = func(r replicaReport, on string, c replicaChange) { started[r.Shard] = c }
+	nodes := testNodes(5, rs)
+	p.balance(context.Background(), directory{Ranges: rs}, nodes, 3, 5)
+	moves := 0
+	for shard, c := range started {
+		if c.Op == opAddLearner {
+			moves++
+			if c.Member.Name != "n4" && c.Member.Name != "n5" {
+				t.Errorf("range %d: a learner on %s, not on an empty node", shard, c.Member.Name)
+			}
+			if p.moveOff[shard] == "" {
+				t.Errorf("range %d: the move does not say which node it empties", shard)
+			}
+		}
+	}
+	if moves == 0 || moves > maxBalanceMoves {
+		t.Fatalf("%d balance moves started, want 1..%d: %+v", moves, maxBalanceMoves, started)
+	}
+	transfers := 0
+	for _, c := range started {
+		if c.Op == opTransfer {
+			transfers++
+		}
+	}
+	if transfers == 0 {
+		t.Fatalf("n1 leads 4 of 6 ranges on 5 nodes and nothing moved its leadership: %+v", started)
+	}
+}
+
+// Peers' replies and reports are outside bytes: decoding them never panics,
+// and what decodes has its ranges in order.
+func FuzzDecodeDirectory(f *testing.F) {
+	d := mergeReports(map[string][]replicaReport{"n1": {{Shard: 1, Voters: []string{"n1"}, End: []byte{0}}, {Shard: 2, Start: []byte{0}, Voters: []string{"n1"}}}})
+	b, _ := json.Marshal(d)
+	f.Add(b)
+	f.Add([]byte(`{"ranges":[{"shard":3,"start":"bQ=="},{"shard":2,"start":"YQ=="}]}`))
+	f.Add([]byte(`{"ranges":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := decodeDirectory(b)
+		if err != nil {
+			return
+		}
+		for i := 1; i < len(d.Ranges); i++ {
+			if string(d.Ranges[i-1].Start) > string(d.Ranges[i].Start) {
+				t.Fatalf("decoded out of order: %q then %q", d.Ranges[i-1].Start, d.Ranges[i].Start)
+			}
+		}
+		d.lookup([]byte("k"))
+	})
+}
+
+func FuzzDecodeReports(f *testing.F) {
+	b, _ := json.Marshal([]replicaReport{{Shard: 4, Start: []byte("a"), Voters: []string{"n1"}, Lag: map[string]uint64{"n2": 3}}})
+	f.Add(b)
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`[{"shard":1,"voters":null,"learners":["x"]}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rs, err := decodeReports(b)
+		if err != nil {
+			return
+		}
+		d := mergeReports(map[string][]replicaReport{"n1": rs})
+		for _, r := range d.Ranges {
+			r.replicas()
+			r.has("n1")
+		}
+	})
+}
+
+// A forwarded request is decoded by the receiver before anything runs.
+func FuzzServeForwardDecode(f *testing.F) {
+	for _, req := range []forwardRequest{
+		{Kind: forwardPropose, Cmd: kv.Command{Op: kv.OpPut, Key: []byte("k"), Value: []byte("v")}.Marshal()},
+		{Kind: forwardGet, Key: []byte("k"), Linearizable: true},
+		{Kind: forwardRange, Key: []byte("a"), End: []byte("z"), Limit: 10},
+		{Kind: forwardSession, Client: []byte("c"), Request: []byte("r"), Op: kv.OpPut},
+	} {
+		b, _ := json.Marshal(req)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"kind":"propose","cmd":"AAAA"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var req forwardRequest
+		if json.Unmarshal(b, &req) != nil || req.Kind != forwardPropose {
+			return
+		}
+		kv.UnmarshalCommand(req.Cmd) // must not panic on any bytes
+	})
+}
