@@ -264,7 +264,7 @@ func (p *placement) run(ctx context.Context) {
 // they answer.
 func (p *placement) gather(ctx context.Context) (directory, []raftnode.MemberStatus) {
 	members := p.node.Status().Members
-	ctx, cancel := context.WithTimeout(ctx, max(p.cfg.Interval, time.Second))
+	ctx, cancel := context.WithTimeout(ctx, max(p.cfg.Interval, 2*time.Second))
 	defer cancel()
 	var mu sync.Mutex
 	reports := map[string][]replicaReport{}
@@ -335,9 +335,14 @@ func (p *placement) round(ctx context.Context, d directory, members []raftnode.M
 	nodes := map[string]*nodeState{}
 	p.mu.Lock()
 	for _, m := range members {
-		last := p.seen[m.Name]
-		if last.IsZero() {
-			last = p.since
+		// A node is dead once nothing came from it for --dead-node-timeout:
+		// no report and no message at all (every node sends its peers a
+		// heartbeat each tick); one too busy to report in time is not.
+		last := p.since
+		for _, t := range []time.Time{p.seen[m.Name], p.node.Host().LastHeard(m.Name)} {
+			if t.After(last) {
+				last = t
+			}
 		}
 		nodes[m.Name] = &nodeState{member: m.Member, live: live[m.Name], dead: !live[m.Name] && now.Sub(last) > p.cfg.DeadAfter,
 			draining: p.draining[m.Name]}

@@ -749,6 +749,11 @@ func (h *Host) noteHeard(from uint64) {
 	h.heard.Store(from, v)
 }
 
+// LastHeard is when a message from the node called name last arrived: any
+// Raft message, or the liveness heartbeat every node sends its peers each
+// tick (zero if never).
+func (h *Host) LastHeard(name string) time.Time { return h.heardAt(RaftID(name)) }
+
 // heardAt is when a message from peer id last arrived (zero if never).
 func (h *Host) heardAt(id uint64) time.Time {
 	if v, ok := h.heard.Load(id); ok {

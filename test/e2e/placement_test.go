@@ -183,6 +183,9 @@ func TestPlacement(t *testing.T) {
 				default:
 				}
 				nodes := live()
+				if len(nodes) == 0 {
+					return
+				}
 				key := fmt.Sprintf("k%05d", (i*31%(keys/2))*2+w) // each writer its own keys
 				if put(nodes[i%len(nodes)], key, fmt.Sprintf("w%d-%d", w, i)) {
 					writes.Add(1)
@@ -193,6 +196,13 @@ func TestPlacement(t *testing.T) {
 			}
 		}()
 	}
+
+	var stopOnce sync.Once
+	stopWriters := func() {
+		stopOnce.Do(func() { close(stop) })
+		writers.Wait()
+	}
+	defer stopWriters() // before the servers stop, if the test fails
 
 	start := time.Now()
 	for _, name := range []string{"n4", "n5"} {
@@ -232,8 +242,7 @@ func TestPlacement(t *testing.T) {
 	start = time.Now()
 	c.servers["n2"].kill9()
 	waitPlaced(60*time.Second, "after n2 was killed")
-	close(stop)
-	writers.Wait()
+	stopWriters()
 	t.Logf("%d writes acknowledged during the moves, %d failed", writes.Load(), failed.Load())
 	if writes.Load() == 0 {
 		t.Fatal("no write was acknowledged while replicas moved")
