@@ -117,9 +117,12 @@ type fakeNode struct {
 
 	mu     sync.Mutex
 	ranges string // the body of /cluster/ranges
-	puts   map[string]int
-	peers  func() string // the members list of /cluster/status
-	looks  atomic.Int64  // /cluster/ranges answered
+	// rangesAt, if set, gives the body of the look-th /cluster/ranges
+	// instead (1-based).
+	rangesAt func(look int64) string
+	puts     map[string]int
+	peers    func() string // the members list of /cluster/status
+	looks    atomic.Int64  // /cluster/ranges answered
 }
 
 func newFakeNode(t *testing.T, id string) *fakeNode {
@@ -131,7 +134,10 @@ func newFakeNode(t *testing.T, id string) *fakeNode {
 		case r.URL.Path == "/cluster/status":
 			fmt.Fprintf(w, `{"id":%q,"leader":"n1","members":[%s]}`, n.id, n.peers())
 		case r.URL.Path == "/cluster/ranges":
-			n.looks.Add(1)
+			look := n.looks.Add(1)
+			if n.rangesAt != nil {
+				n.ranges = n.rangesAt(look)
+			}
 			w.Write([]byte(n.ranges))
 		case r.Method == http.MethodPut:
 			n.puts[strings.TrimPrefix(r.URL.Path, "/key/")]++
@@ -243,21 +249,10 @@ func TestWaitSettled(t *testing.T) {
 		return `{"ranges":[` + strings.Join(parts, ",") + `]}`
 	}
 
-	// The ranges split on the first 10 looks at n1, then stay.
-	stop := make(chan struct{})
-	go func() {
-		for i := 1; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			if nodes[0].looks.Load() < 10 {
-				nodes[0].setRanges(ranges("n1", i, 1))
-			}
-		}
-	}()
-	defer close(stop)
+	// The ranges split on each of the first 10 looks at n1, then stay.
+	nodes[0].mu.Lock()
+	nodes[0].rangesAt = func(look int64) string { return ranges("n1", int(min(look, 10)), 1) }
+	nodes[0].mu.Unlock()
 	start := time.Now()
 	v, stable, err := tg.waitSettled(context.Background(), 200*time.Millisecond, 20*time.Second, 20*time.Millisecond)
 	if err != nil {
@@ -269,25 +264,16 @@ func TestWaitSettled(t *testing.T) {
 	nodes[0].mu.Lock()
 	rs, _ := parseRanges([]byte(nodes[0].ranges))
 	nodes[0].mu.Unlock()
-	if signature(v.ranges) != signature(rs) || len(v.nodes) != 3 || v.http["n3"] != nodes[2].addr() {
+	if len(v.ranges) != 10 || signature(v.ranges) != signature(rs) || len(v.nodes) != 3 || v.http["n3"] != nodes[2].addr() {
 		t.Fatalf("settled on %d ranges (nodes %v, http %v), want the last of n1's %d", len(v.ranges), v.nodes, v.http, len(rs))
 	}
 	t.Logf("settled on %d ranges after %v", len(v.ranges), time.Since(start).Round(time.Millisecond))
 
 	// A leader that keeps moving (in a newer generation, n2's word) never
 	// settles.
-	flip := make(chan struct{})
-	go func() {
-		for i := 0; ; i++ {
-			select {
-			case <-flip:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			nodes[1].setRanges(ranges([]string{"n2", "n3"}[i%2], 3, 2))
-		}
-	}()
-	defer close(flip)
+	nodes[1].mu.Lock()
+	nodes[1].rangesAt = func(look int64) string { return ranges([]string{"n2", "n3"}[look%2], 3, 2) }
+	nodes[1].mu.Unlock()
 	if _, _, err := tg.waitSettled(context.Background(), 300*time.Millisecond, time.Second, 20*time.Millisecond); err == nil ||
 		!strings.Contains(err.Error(), "did not stay the same") {
 		t.Fatalf("moving leader: err %v, want one that says the ranges did not stay the same", err)
