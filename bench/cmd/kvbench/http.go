@@ -21,6 +21,10 @@ type httpTarget struct {
 	next   atomic.Uint64 // route "each": requests so far
 	// auth is the Authorization header of every request ("" for none).
 	auth string
+	// Route "range" (useRangeLeaders): the ranges and their leaders, and
+	// each member's base URL by id.
+	table      *rangeTable
+	memberBase map[string]string
 }
 
 func newHTTPTarget(c *config) *httpTarget {
@@ -86,8 +90,13 @@ func (t *httpTarget) leaderBase(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("-route leader: %s/cluster/status names no leader with an HTTP address (leader %q)", t.bases[0], st.Leader)
 }
 
-func (t *httpTarget) base(ctx context.Context) string {
+// base is where the request for key goes.
+func (t *httpTarget) base(ctx context.Context, key string) string {
 	switch {
+	case t.route == "range":
+		if b, ok := t.memberBase[t.table.leaderOf(key)]; ok {
+			return b
+		}
 	case t.route == "one" || len(t.bases) == 1:
 		return t.bases[0]
 	case t.route == "each":
@@ -101,7 +110,7 @@ func (t *httpTarget) Put(ctx context.Context, key string, value []byte) error {
 	body = append(body, `{"value":"`...)
 	body = append(body, value...) // values are alphanumeric: no JSON escaping needed
 	body = append(body, `"}`...)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, t.base(ctx)+"/key/"+key, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, t.base(ctx, key)+"/key/"+key, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -110,7 +119,7 @@ func (t *httpTarget) Put(ctx context.Context, key string, value []byte) error {
 }
 
 func (t *httpTarget) Get(ctx context.Context, key string, stale bool) error {
-	url := t.base(ctx) + "/key/" + key
+	url := t.base(ctx, key) + "/key/" + key
 	if stale {
 		url += "?consistency=stale"
 	}

@@ -4,6 +4,7 @@
 //	kvbench [flags]                 run a benchmark
 //	kvbench serve-null --addr A     run the do-nothing server
 //	kvbench serve-floor -role R ... run the replication floor (floor.go)
+//	kvbench ranges -endpoints ...   wait for distkv's ranges to settle, print where they lie (ranges.go)
 //
 // Each of -clients workers keeps exactly one request in flight; latencies go
 // into one HDR histogram per worker, merged at the end.
@@ -71,16 +72,23 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "ranges" {
+		if err := serveRanges(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "kvbench ranges:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var c config
 	var endpoints string
 	fs := flag.NewFlagSet("kvbench", flag.ExitOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: kvbench [flags]\n       kvbench serve-null --addr 127.0.0.1:8100\n       kvbench serve-floor -role replica -listen 127.0.0.1:8301 -dir DIR\n       kvbench serve-floor -role primary -addr 127.0.0.1:8200 -dir DIR -replicas 127.0.0.1:8301,127.0.0.1:8302 -acks 1\n\nflags:\n")
+		fmt.Fprintf(fs.Output(), "usage: kvbench [flags]\n       kvbench serve-null --addr 127.0.0.1:8100\n       kvbench serve-floor -role replica -listen 127.0.0.1:8301 -dir DIR\n       kvbench serve-floor -role primary -addr 127.0.0.1:8200 -dir DIR -replicas 127.0.0.1:8301,127.0.0.1:8302 -acks 1\n       kvbench ranges -endpoints 127.0.0.1:8000,127.0.0.1:8001 -settle 5s\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.target, "target", "distkv", "system under test: distkv, etcd, redis or null (null speaks distkv's HTTP API)")
 	fs.StringVar(&endpoints, "endpoints", "", "comma-separated endpoints (host:port); default per target: distkv 127.0.0.1:8000,8001,8002; etcd 127.0.0.1:2379; redis 127.0.0.1:6379; null 127.0.0.1:8100")
-	fs.StringVar(&c.route, "route", "rr", "HTTP targets: rr (each worker sticks to endpoint i%n, spreading workers round-robin), each (every request goes to the next endpoint in turn, as etcd's client balancer does) one (every worker uses the first endpoint) or leader (distkv only: every worker uses the leader's HTTP address, as the first endpoint's /cluster/status names it, so that no write is forwarded)")
+	fs.StringVar(&c.route, "route", "rr", "HTTP targets: rr (each worker sticks to endpoint i%n, spreading workers round-robin), each (every request goes to the next endpoint in turn, as etcd's client balancer does) one (every worker uses the first endpoint) or leader (distkv only: every worker uses the leader's HTTP address, as the first endpoint's /cluster/status names it, so that no write is forwarded) or range (distkv only: each request goes to the leader of its key's range, as every endpoint's /cluster/ranges names it when the run starts; rr where none is known)")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with one request in flight (1..1024)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to run (ignored if -ops > 0)")
 	fs.Int64Var(&c.ops, "ops", 0, "stop after this many operations in total (0: use -duration)")
@@ -151,9 +159,9 @@ func (c *config) validate(endpoints string) error {
 	}
 	switch c.route {
 	case "rr", "one", "each":
-	case "leader":
+	case "leader", "range":
 		if c.target != "distkv" {
-			return fmt.Errorf("-route leader is for -target distkv")
+			return fmt.Errorf("-route %s is for -target distkv", c.route)
 		}
 	default:
 		return fmt.Errorf("unknown -route %q", c.route)
@@ -196,6 +204,11 @@ func newTarget(ctx context.Context, c *config) (Target, error) {
 				return nil, err
 			}
 			t.bases, t.route = []string{base}, "one"
+		}
+		if c.route == "range" {
+			if err := t.useRangeLeaders(ctx, c.quiet); err != nil {
+				return nil, err
+			}
 		}
 		return t, nil
 	case "etcd":
