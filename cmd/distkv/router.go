@@ -89,6 +89,12 @@ func routed[T any](ctx context.Context, b backend, key []byte, f func(*raftnode.
 			return remote()
 		}
 		v, err := f(g)
+		if b.pl != nil && movedAway(err) && ctx.Err() == nil {
+			// The replica here was just removed (placement moved it): the
+			// range is elsewhere once the Host lets go of it.
+			time.Sleep(routeRetry)
+			continue
+		}
 		if b.pl != nil && errors.Is(err, raftnode.ErrNoLeader) && ctx.Err() == nil {
 			if leaderless.IsZero() {
 				leaderless = time.Now()
@@ -102,6 +108,14 @@ func routed[T any](ctx context.Context, b backend, key []byte, f func(*raftnode.
 			return v, err
 		}
 	}
+}
+
+// movedAway reports whether err says the replica that answered was removed
+// from this node, and that nothing the request asked was done (a write that
+// may have reached the log before is not asked again).
+func movedAway(err error) bool {
+	var unknown interface{ OutcomeUnknown() bool }
+	return errors.Is(err, raftnode.ErrRemoved) && !(errors.As(err, &unknown) && unknown.OutcomeUnknown())
 }
 
 // proposeRemote forwards cmd, whose keys start with key, to a node that
@@ -226,8 +240,10 @@ func (b backend) Range(ctx context.Context, start, end []byte, limit int, linear
 			to = bounds.End
 		}
 		kvs, more, err := g.Range(ctx, from, to, want, linearizable)
-		if errors.Is(err, raftnode.ErrWrongRange) && ctx.Err() == nil {
-			continue // split meanwhile: ask the groups again from here
+		if (errors.Is(err, raftnode.ErrWrongRange) || (b.pl != nil && movedAway(err))) && ctx.Err() == nil {
+			// Split or moved meanwhile: ask the groups again from here.
+			time.Sleep(routeRetry)
+			continue
 		}
 		if err != nil {
 			return nil, false, err
