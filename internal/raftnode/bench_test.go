@@ -76,3 +76,30 @@ func BenchmarkLinearizableGet64(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
 }
+
+// BenchmarkStaleGet64 is the read path without a read round: what a request
+// costs the node beyond the state machine's lookup.
+func BenchmarkStaleGet64(b *testing.B) {
+	n, err := Open(testConfig(b.TempDir()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Stop()
+	for n.Ready() != nil {
+	}
+	ctx := context.Background()
+	if _, err := n.Propose(ctx, kv.Command{Op: kv.OpPut, Key: []byte("k"), Value: []byte("v")}); err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, ok, err := n.Get(ctx, []byte("k"), false); err != nil || !ok {
+				b.Error(err, ok)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+}
