@@ -75,7 +75,7 @@ type Config struct {
 	// and values pass it (see maybeSplit); new groups get the same setting.
 	RangeSplitBytes int64
 	// RangeSplitQPS, if above 0, splits the group's range once its leader
-	// has served at least this many requests a second (writes and reads)
+	// has served more than this many requests a second (writes and reads)
 	// for RangeLoadWindow, at the key that divides that load (see
 	// loadsplit.go); new groups get the same setting.
 	RangeSplitQPS int

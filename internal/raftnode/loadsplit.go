@@ -12,10 +12,10 @@ import (
 )
 
 // Splits for load: a range whose leader serves more than Config.RangeSplitQPS
-// requests a second, in every second of Config.RangeLoadWindow, splits at
-// the key that divides those requests most evenly, through the same path as
-// a split by size (maybeSplit, startSplit), never while another split of the
-// range is under way.
+// requests a second, in every look at it (a second apart by default) over
+// Config.RangeLoadWindow, splits at the key that divides those requests most
+// evenly, through the same path as a split by size (maybeSplit, startSplit),
+// never while another split of the range is under way.
 //
 // What counts is what the leader serves: every entry of the range's log
 // that it applies (a write proposed here or forwarded by a follower, a
@@ -33,11 +33,11 @@ import (
 // reads it served while quiet are of unknown times. So a range that only
 // stale reads keep hot may quiesce and then not split for load.
 //
-// A range hot on one key (or whose load a split would leave at least four
-// fifths on one side) is not split: no key divides its load
+// A range hot on one key (or whose split would leave more than four fifths
+// of its load on one side) is not split: no key divides its load
 // (ranges.LoadSplitKey). Neither is one whose split key would leave a side
-// without data. The leader says so once at debug level, until the range
-// cools down.
+// without data. The leader says so at debug level once per range and
+// leadership.
 
 // loadWriteSamples bounds the log entries whose keys a look at the load
 // decodes.
@@ -148,7 +148,6 @@ func entryKey(e *raftpb.Entry) []byte {
 // its load with data on both sides.
 func (n *Node) loadSplitKey(t *ranges.LoadTracker) ([]byte, bool) {
 	if t == nil || !t.Hot(float64(n.cfg.RangeSplitQPS)) {
-		n.loadRefused = false
 		return nil, false
 	}
 	b := n.Bounds()

@@ -27,6 +27,12 @@ func loadCluster(t *testing.T, quiesce bool) (c *hostCluster, logs *syncBuffer) 
 	c = newHostCluster(t, 3, func(cfg *Config) {
 		cfg.RangeSplitQPS, cfg.RangeLoadWindow, cfg.Quiesce = testSplitQPS, testLoadWindow, quiesce
 		cfg.Logger = logger
+		if quiesce {
+			// A follower wakes if it hears nothing of its leader's node
+			// for an election timeout: 100 ms would be a busy machine's
+			// pause, not a dead leader.
+			cfg.ElectionTicks = 50
+		}
 	})
 	for _, m := range c.members {
 		c.openWith(m.Name, func(hc *HostConfig) {
@@ -263,8 +269,8 @@ func TestLoadTrackingDoesNotWakeQuietRanges(t *testing.T) {
 	deadline := time.Now().Add(2 * testLoadWindow)
 	for time.Now().Before(deadline) {
 		for name, h := range c.hosts {
-			if !h.Group(1).Quiesced() {
-				t.Fatalf("group 1 on %s woke", name)
+			if g := h.Group(1); !g.Quiesced() {
+				t.Fatalf("group 1 on %s woke (the leader: %v)", name, g == lead)
 			}
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -30,13 +30,16 @@ const minLoadShare = 0.2
 //
 // Record, RecordN and Sample may be called from any goroutine and take no
 // lock: Record is one atomic add, and for one request in 16 a copy of its
-// key stored in a ring of 256 (BenchmarkLoadTrackerRecord). Tick, Hot,
+// key stored in a ring of 256 (BenchmarkLoadTrackerRecord), made by the
+// first sample. Tick, Hot,
 // Rate, SplitKey and Reset belong to one goroutine (the range's loop), which
 // calls Tick at a steady interval with the time; the tracker reads no clock.
 type LoadTracker struct {
-	total   atomic.Int64  // requests recorded, ever
-	taken   atomic.Uint64 // samples taken, ever: the next slot is taken % loadSamples
-	samples [loadSamples]atomic.Pointer[KeyLoad]
+	total atomic.Int64  // requests recorded, ever
+	taken atomic.Uint64 // samples taken, ever: the next slot is taken % loadSamples
+	// ring holds the samples, made by the first one after NewLoadTracker
+	// or Reset: a tracker of an idle range stays small.
+	ring atomic.Pointer[loadRing]
 
 	// Owned by the goroutine that ticks.
 	window, maxGap time.Duration
@@ -46,6 +49,8 @@ type LoadTracker struct {
 	// to the first one that began at or before last-window.
 	intervals []loadInterval
 }
+
+type loadRing [loadSamples]atomic.Pointer[KeyLoad]
 
 type loadInterval struct {
 	start time.Time
@@ -86,8 +91,14 @@ func (t *LoadTracker) RecordN(n int64) { t.total.Add(n) }
 // Sample keeps a copy of key in the sample, standing for weight requests
 // (recorded with RecordN), in place of the oldest key kept.
 func (t *LoadTracker) Sample(key []byte, weight float64) {
-	s := &KeyLoad{Key: bytes.Clone(key), Weight: weight}
-	t.samples[(t.taken.Add(1)-1)%loadSamples].Store(s)
+	ring := t.ring.Load()
+	if ring == nil {
+		t.ring.CompareAndSwap(nil, new(loadRing))
+		if ring = t.ring.Load(); ring == nil {
+			return // a Reset meanwhile
+		}
+	}
+	ring[(t.taken.Add(1)-1)%loadSamples].Store(&KeyLoad{Key: bytes.Clone(key), Weight: weight})
 }
 
 // Tick closes the interval since the previous Tick, at now.
@@ -110,15 +121,15 @@ func (t *LoadTracker) Tick(now time.Time) {
 	t.intervals = slices.Delete(t.intervals, 0, drop)
 }
 
-// Hot reports whether, as of the last Tick, the rate has stayed at or above
-// qps requests a second in every interval between Ticks for the whole
+// Hot reports whether, as of the last Tick, the rate has stayed above qps
+// requests a second in every interval between Ticks for the whole
 // window.
 func (t *LoadTracker) Hot(qps float64) bool {
 	if len(t.intervals) == 0 || t.intervals[0].start.After(t.last.Add(-t.window)) {
 		return false
 	}
 	for _, iv := range t.intervals {
-		if iv.rate < qps {
+		if iv.rate <= qps {
 			return false
 		}
 	}
@@ -146,9 +157,13 @@ func (t *LoadTracker) Rate() float64 {
 // load of the keys for which keep is true divides most evenly (see
 // LoadSplitKey).
 func (t *LoadTracker) SplitKey(keep func(key []byte) bool) ([]byte, bool) {
+	ring := t.ring.Load()
+	if ring == nil {
+		return nil, false
+	}
 	var loads []KeyLoad
-	for i := range t.samples {
-		if s := t.samples[i].Load(); s != nil && keep(s.Key) {
+	for i := range ring {
+		if s := ring[i].Load(); s != nil && keep(s.Key) {
 			loads = append(loads, *s)
 		}
 	}
@@ -160,9 +175,7 @@ func (t *LoadTracker) SplitKey(keep func(key []byte) bool) ([]byte, bool) {
 func (t *LoadTracker) Reset() {
 	t.last = time.Time{}
 	t.intervals = t.intervals[:0]
-	for i := range t.samples {
-		t.samples[i].Store(nil)
-	}
+	t.ring.Store(nil)
 }
 
 // LoadSplitKey returns the key at which to split a range so that the load of
