@@ -12,10 +12,11 @@ import (
 )
 
 // Splits for load: a range whose leader serves more than Config.RangeSplitQPS
-// requests a second, in every look at it (a second apart by default) over
-// Config.RangeLoadWindow, splits at the key that divides those requests most
-// evenly, through the same path as a split by size (maybeSplit, startSplit),
-// never while another split of the range is under way.
+// requests a second over Config.RangeLoadWindow, never less than half of
+// that between two looks at it (a second apart by default; see
+// ranges.LoadTracker.Hot), splits at the key that divides those requests
+// most evenly, through the same path as a split by size (maybeSplit,
+// startSplit), never while another split of the range is under way.
 //
 // What counts is what the leader serves: every entry of the range's log
 // that it applies (a write proposed here or forwarded by a follower, a
@@ -29,8 +30,9 @@ import (
 // Only the leader measures: a node makes its tracker as it looks at the load
 // as the leader, and drops it once it is not. A quiet (quiesced) range does
 // not tick, so nobody looks and nothing wakes it; the first look after it
-// wakes starts the measure over (ranges.LoadTracker's maxGap), since the
-// reads it served while quiet are of unknown times. So a range that only
+// wakes starts the measure over if it was quiet for longer than the window
+// (ranges.LoadTracker's maxGap), since the reads it served meanwhile are of
+// unknown times. So a range that only
 // stale reads keep hot may quiesce and then not split for load.
 //
 // A range hot on one key (or whose split would leave more than four fifths
@@ -67,8 +69,9 @@ func (n *Node) trackLoad() *ranges.LoadTracker {
 	}
 	b, applied := n.bounds.Load(), n.applied.Load()
 	if t == nil {
-		cadence := time.Duration(splitCheckTicks) * n.cfg.TickInterval
-		t = ranges.NewLoadTracker(n.cfg.RangeLoadWindow, 3*cadence)
+		// A look may come late (the loop is busy, ticks are dropped): only
+		// a gap of a whole window (a quiet range) starts the measure over.
+		t = ranges.NewLoadTracker(n.cfg.RangeLoadWindow, n.cfg.RangeLoadWindow)
 		n.load.Store(t)
 		n.loadBounds, n.loadApplied, n.loadRefused = b, applied, false
 	}

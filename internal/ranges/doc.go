@@ -40,9 +40,10 @@
 //     after the first, so both halves hold data. LoadTracker counts a
 //     range's requests with one atomic add each, keeping the key of one in
 //     16 (BenchmarkLoadTrackerRecord), and reads no clock: its ticker hands
-//     it the time. It calls a range hot only if every interval between
-//     ticks over the whole window was above the threshold, and a
-//     pause between ticks (a quiet range) starts the measure over.
+//     it the time. It calls a range hot only if its rate over the whole
+//     window was above the threshold and no interval between ticks fell
+//     below half of it, and a long pause between ticks (a quiet range)
+//     starts the measure over.
 //     LoadSplitKey picks a key after the least sampled one, so both sides
 //     carry load, and none if a side would carry under a fifth of it.
 package ranges

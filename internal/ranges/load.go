@@ -121,23 +121,26 @@ func (t *LoadTracker) Tick(now time.Time) {
 	t.intervals = slices.Delete(t.intervals, 0, drop)
 }
 
-// Hot reports whether, as of the last Tick, the rate has stayed above qps
-// requests a second in every interval between Ticks for the whole
-// window.
+// Hot reports whether, as of the last Tick, the range has stayed hot for
+// the whole window: its rate over the window is above qps requests a
+// second, and in no interval between Ticks was it below half of that. The
+// half is slack for ticks that come late and clients that pause; a burst
+// that the rest of the window does not sustain is not hot.
 func (t *LoadTracker) Hot(qps float64) bool {
 	if len(t.intervals) == 0 || t.intervals[0].start.After(t.last.Add(-t.window)) {
 		return false
 	}
 	for _, iv := range t.intervals {
-		if iv.rate <= qps {
+		if iv.rate < qps/2 {
 			return false
 		}
 	}
-	return true
+	return t.Rate() > qps
 }
 
 // Rate returns the requests per second over the intervals Hot looks at (0
-// before the second Tick).
+// before the second Tick): the window, and the part of the oldest interval
+// before it.
 func (t *LoadTracker) Rate() float64 {
 	if len(t.intervals) == 0 {
 		return 0

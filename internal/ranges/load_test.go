@@ -23,9 +23,10 @@ func tickEvery(lt *LoadTracker, now *time.Time, d, step time.Duration, rate floa
 
 func constKey(string) func(int) string { return func(int) string { return "k" } }
 
-// TestLoadTrackerHot: a range is hot only once every interval of the whole
-// window was at or above the threshold; a dip, a pause between ticks (a
-// quiet range) or a Reset starts the measure over.
+// TestLoadTrackerHot: a range is hot only once its rate over the whole
+// window is above the threshold with no interval below half of it; a dip
+// below half, a burst the window does not sustain, a pause between ticks
+// (a quiet range) or a Reset starts the measure over.
 func TestLoadTrackerHot(t *testing.T) {
 	step := 100 * time.Millisecond
 	newTracker := func() (*LoadTracker, *time.Time) {
@@ -45,16 +46,21 @@ func TestLoadTrackerHot(t *testing.T) {
 	if !lt.Hot(200) {
 		t.Fatalf("not hot after a whole window at 300/s (rate %v)", lt.Rate())
 	}
-	if lt.Hot(301) {
-		t.Fatal("hot above the rate it saw")
+	if lt.Hot(300) {
+		t.Fatal("hot at the very rate it saw: it must be above")
 	}
 	if r := lt.Rate(); r < 299 || r > 301 {
 		t.Fatalf("Rate = %v, want 300", r)
 	}
-	// One interval below the threshold: cold until it leaves the window.
-	tickEvery(lt, now, step, step, 100, key)
+	// An interval at 150/s, above half the threshold: still hot.
+	tickEvery(lt, now, step, step, 150, key)
+	if !lt.Hot(200) {
+		t.Fatalf("not hot with one interval at 150/s (rate %v)", lt.Rate())
+	}
+	// One at 50/s: cold until it leaves the window.
+	tickEvery(lt, now, step, step, 50, key)
 	if lt.Hot(200) {
-		t.Fatal("hot with one interval at 100/s in the window")
+		t.Fatal("hot with one interval at 50/s in the window")
 	}
 	tickEvery(lt, now, 900*time.Millisecond, step, 300, key)
 	if lt.Hot(200) {
@@ -63,6 +69,20 @@ func TestLoadTrackerHot(t *testing.T) {
 	tickEvery(lt, now, step, step, 300, key)
 	if !lt.Hot(200) {
 		t.Fatal("not hot once the dip left the window")
+	}
+	// Every interval above half but the window's rate not above the
+	// threshold: not hot.
+	tickEvery(lt, now, time.Second, step, 190, key)
+	if lt.Hot(200) {
+		t.Fatalf("hot at 190/s (rate %v)", lt.Rate())
+	}
+	// A burst: 3000 requests in one interval and none in the others is a
+	// rate of 300/s over the window, but not a hot range.
+	lt, now = newTracker()
+	tickEvery(lt, now, step, step, 30000, key)
+	tickEvery(lt, now, 900*time.Millisecond, step, 0, key)
+	if r := lt.Rate(); r < 2999 || r > 3001 || lt.Hot(200) {
+		t.Fatalf("a burst: rate %v, hot %v; want 3000/s over the window, not hot", r, lt.Hot(200))
 	}
 
 	// A pause longer than maxGap: what was recorded during it is not
