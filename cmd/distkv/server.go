@@ -53,6 +53,7 @@ type serverOptions struct {
 	catchupEntries  uint64
 	walSegmentSize  byteSize
 	rangeSplitBytes sizeOrZero
+	rangeSplitQPS   int
 	walCompression  string
 	walDirect       bool
 	logLevel        string
@@ -106,6 +107,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.Uint64Var(&o.catchupEntries, "snapshot-catchup-entries", 5000, "entries kept in memory behind a snapshot for slow followers; one further behind gets the snapshot")
 	f.Var(&o.walSegmentSize, "wal-segment-size", "WAL segment size (bytes; KiB/MiB suffixes allowed)")
 	f.Var(&o.rangeSplitBytes, "range-split-bytes", "split a range once its keys and values pass this size (bytes; KiB/MiB suffixes allowed; 0: never)")
+	f.IntVar(&o.rangeSplitQPS, "range-split-qps", defaultRangeSplitQPS, "split a range whose leader serves more than this many requests a second for 10 s, at the key that divides them (0: never)")
 	f.StringVar(&o.walCompression, "wal-compression", "s2", "WAL frame compression: s2 (cheap on the write path), zstd (smaller) or none")
 	f.BoolVar(&o.walDirect, "wal-direct", true, "make each WAL sync one O_DIRECT write with RWF_DSYNC of the unsynced blocks (write and fdatasync where the file system refuses O_DIRECT); false: write each frame to the page cache and fdatasync")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
@@ -204,6 +206,7 @@ func runServer(o *serverOptions) error {
 		HeartbeatTicks:  o.heartbeatTicks,
 		SnapshotEntries: o.snapshotEntries,
 		RangeSplitBytes: int64(o.rangeSplitBytes.byteSize),
+		RangeSplitQPS:   o.rangeSplitQPS,
 		LogEntriesKept:  o.catchupEntries,
 		WALSegmentSize:  int64(o.walSegmentSize),
 		WALCompression:  comp,
@@ -526,6 +529,10 @@ func openRanges(node *raftnode.Node, ncfg raftnode.Config) error {
 	}
 	return nil
 }
+
+// defaultRangeSplitQPS is --range-split-qps of `distkv server` and `distkv
+// dev`: a range busier than this for 10 s splits for load.
+const defaultRangeSplitQPS = 2500
 
 // sizeOrZero is a byteSize that may also be 0 (off).
 type sizeOrZero struct{ byteSize }
