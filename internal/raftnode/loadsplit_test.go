@@ -276,3 +276,38 @@ func TestLoadTrackingDoesNotWakeQuietRanges(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestSplitByLoadWaitsForAnotherSplit: while another split of the range is
+// under way (its flag held), a hot range does not start one; once it is
+// over, it splits for load.
+func TestSplitByLoadWaitsForAnotherSplit(t *testing.T) {
+	c, logs := loadCluster(t, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lead, _ := c.leaderAndFollower()
+	lead.splitting.Store(true)
+	stop := make(chan struct{})
+	wait := load(8, 0, stop, func(i int) error {
+		_, _, err := lead.Get(ctx, []byte(fmt.Sprintf("key%03d", i%100)), false)
+		if err != nil && !strings.Contains(err.Error(), "not in this range") {
+			return err
+		}
+		return nil
+	})
+	defer func() {
+		close(stop)
+		if err := wait(); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	c.noSplit(testQuietWindow)
+	lead.splitting.Store(false)
+	at, err := c.waitSplit(15 * time.Second)
+	if err != nil {
+		t.Fatalf("%v once the other split was over; logs:\n%s", err, splitLines(logs))
+	}
+	if at <= "key000" || at > "key099" {
+		t.Fatalf("split at %q", at)
+	}
+	t.Logf("split at %q", at)
+}
