@@ -32,8 +32,8 @@ import (
 // not tick, so nobody looks and nothing wakes it; the first look after it
 // wakes starts the measure over if it was quiet for longer than the window
 // (ranges.LoadTracker's maxGap), since the reads it served meanwhile are of
-// unknown times. So a range that only
-// stale reads keep hot may quiesce and then not split for load.
+// unknown times. So a range that only stale reads keep hot may quiesce and
+// then not split for load.
 //
 // A range hot on one key (or whose split would leave more than four fifths
 // of its load on one side) is not split: no key divides its load
@@ -45,7 +45,8 @@ import (
 // decodes.
 const loadWriteSamples = 32
 
-// noteRead counts a read served by this node if it leads the range.
+// noteRead counts a read served by this node if it leads the range (or led
+// it until the loop's last look, at most splitCheckTicks ago).
 func (n *Node) noteRead(key []byte) {
 	if t := n.load.Load(); t != nil {
 		t.Record(key)
