@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,6 +33,7 @@ func newDevCommand() *cobra.Command {
 		host     string
 		advHost  string
 		secure   bool
+		splitQPS int
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [-- extra server flags]",
@@ -55,6 +57,10 @@ that restarts it.`,
 					"set --advertise-host to an address of this machine that the nodes and clients can reach (127.0.0.1 for this machine only)", host)
 			}
 			sec := newDevSecurity(secure, dataDir)
+			if splitQPS < 0 {
+				return fmt.Errorf("--range-split-qps must be 0 (never) or more, got %d", splitQPS)
+			}
+			extra = append([]string{"--range-split-qps", strconv.Itoa(splitQPS)}, extra...)
 			return runDev(cmd.ErrOrStderr(), nodes, dataDir, host, advHost, httpBase, peerBase, sec, extra)
 		},
 	}
@@ -65,6 +71,7 @@ that restarts it.`,
 	f.StringVar(&advHost, "advertise-host", "", "address the nodes publish to each other and to clients (default: --host; required when --host is 0.0.0.0)")
 	f.IntVar(&httpBase, "http-port", 8000, "HTTP port of the first node")
 	f.IntVar(&peerBase, "peer-port", 9000, "peer port of the first node")
+	f.IntVar(&splitQPS, "range-split-qps", defaultRangeSplitQPS, "split a range whose leader serves more than this many requests a second for 10 s (0: never); passed to every server, before the flags after --")
 	f.BoolVar(&secure, "secure", false, "TLS everywhere and authentication on: make a CA and certificates under <data-dir>/certs, run the API and the peer links over TLS with client certificates required, and require a user on every request (the client certificate is user root; its password is in <data-dir>/certs/root-password)")
 	return cmd
 }

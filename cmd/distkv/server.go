@@ -54,6 +54,7 @@ type serverOptions struct {
 	walSegmentSize  byteSize
 	rangeSplitBytes sizeOrZero
 	placement       placementConfig
+	rangeSplitQPS   int
 	walCompression  string
 	walDirect       bool
 	logLevel        string
@@ -111,6 +112,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.DurationVar(&o.placement.DeadAfter, "dead-node-timeout", o.placement.DeadAfter, "move the replicas off a node that has not answered for this long")
 	f.DurationVar(&o.placement.Interval, "placement-interval", o.placement.Interval, "how often the placement of replicas is looked at and changed")
 	f.Var(&o.rangeSplitBytes, "range-split-bytes", "split a range once its keys and values pass this size (bytes; KiB/MiB suffixes allowed; 0: never)")
+	f.IntVar(&o.rangeSplitQPS, "range-split-qps", defaultRangeSplitQPS, "split a range whose leader serves more than this many requests a second for 10 s, at the key that divides them (0: never)")
 	f.StringVar(&o.walCompression, "wal-compression", "s2", "WAL frame compression: s2 (cheap on the write path), zstd (smaller) or none")
 	f.BoolVar(&o.walDirect, "wal-direct", true, "make each WAL sync one O_DIRECT write with RWF_DSYNC of the unsynced blocks (write and fdatasync where the file system refuses O_DIRECT); false: write each frame to the page cache and fdatasync")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
@@ -212,6 +214,7 @@ func runServer(o *serverOptions) error {
 		HeartbeatTicks:  o.heartbeatTicks,
 		SnapshotEntries: o.snapshotEntries,
 		RangeSplitBytes: int64(o.rangeSplitBytes.byteSize),
+		RangeSplitQPS:   o.rangeSplitQPS,
 		LogEntriesKept:  o.catchupEntries,
 		WALSegmentSize:  int64(o.walSegmentSize),
 		WALCompression:  comp,
@@ -552,6 +555,10 @@ func openRanges(node *raftnode.Node, ncfg raftnode.Config) error {
 	}
 	return nil
 }
+
+// defaultRangeSplitQPS is --range-split-qps of `distkv server` and `distkv
+// dev`: a range busier than this for 10 s splits for load.
+const defaultRangeSplitQPS = 2500
 
 // sizeOrZero is a byteSize that may also be 0 (off).
 type sizeOrZero struct{ byteSize }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/distkv/distkv/internal/crypt"
+	"github.com/distkv/distkv/internal/ranges"
 	"github.com/distkv/distkv/internal/vfs"
 	"github.com/distkv/distkv/internal/wal"
 )
@@ -73,6 +74,14 @@ type Config struct {
 	// RangeSplitBytes, if above 0, splits the group's range once its keys
 	// and values pass it (see maybeSplit); new groups get the same setting.
 	RangeSplitBytes int64
+	// RangeSplitQPS, if above 0, splits the group's range once its leader
+	// has served more than this many requests a second (writes and reads)
+	// for RangeLoadWindow, at the key that divides that load (see
+	// loadsplit.go); new groups get the same setting.
+	RangeSplitQPS int
+	// RangeLoadWindow is how long a range must stay above RangeSplitQPS to
+	// split; default ranges.DefaultLoadWindow (10 s).
+	RangeLoadWindow time.Duration
 	// Quiesce lets the group stop ticking while it has nothing to do (see
 	// quiesce.go): for the many groups of a node that hosts ranges.
 	Quiesce bool
@@ -181,6 +190,15 @@ func (c *Config) Validate() error {
 	}
 	if c.SnapshotInstallTimeout < 0 {
 		return fmt.Errorf("snapshot install timeout %v is negative", c.SnapshotInstallTimeout)
+	}
+	if c.RangeSplitQPS < 0 {
+		return fmt.Errorf("range split qps %d is negative", c.RangeSplitQPS)
+	}
+	if c.RangeLoadWindow == 0 {
+		c.RangeLoadWindow = ranges.DefaultLoadWindow
+	}
+	if c.RangeLoadWindow < 0 {
+		return fmt.Errorf("range load window %v is negative", c.RangeLoadWindow)
 	}
 	if c.MaxProposalBatch == 0 {
 		c.MaxProposalBatch = 1024

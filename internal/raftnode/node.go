@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/ranges"
 	"github.com/distkv/distkv/internal/snap"
 	"github.com/distkv/distkv/internal/wal"
 )
@@ -88,8 +89,17 @@ type Node struct {
 	// bounds is the range of keys the group holds (split.go); set by the
 	// loop as it applies, read by anyone.
 	bounds atomic.Pointer[Bounds]
-	// splitting: a split by size is under way (maybeSplit).
+	// splitting: a split (by size or by load) is under way (maybeSplit).
 	splitting atomic.Bool
+	// load counts the requests this node serves as the range's leader
+	// (loadsplit.go): nil while it is not the leader, or RangeSplitQPS is 0.
+	// Set by the loop, read by every request.
+	load atomic.Pointer[ranges.LoadTracker]
+	// loadBounds, loadApplied and loadRefused are what the loop's last look
+	// at the load saw (trackLoad). Owned by the loop.
+	loadBounds  *Bounds
+	loadApplied uint64
+	loadRefused bool
 	// inConfig: this node is in the configuration it has applied (a joining
 	// node is not until the leader's log or snapshot reaches it).
 	inConfig atomic.Bool

@@ -341,6 +341,7 @@ func (n *Node) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyVa
 	if n.bounds.Load() != b || !b.Contains(key) {
 		return kv.KeyValue{}, false, n.wrongRange(*n.bounds.Load())
 	}
+	n.noteRead(key)
 	return v, ok, nil
 }
 
@@ -359,6 +360,7 @@ func (n *Node) Range(ctx context.Context, start, end []byte, limit int, lineariz
 	if n.bounds.Load() != b || !b.Contains(start) || (len(b.End) > 0 && (len(end) == 0 || bytes.Compare(end, b.End) > 0)) {
 		return nil, false, n.wrongRange(*n.bounds.Load())
 	}
+	n.noteRead(start)
 	return kvs, more, nil
 }
 

@@ -215,36 +215,55 @@ func (h *Host) openSplit(cfg Config, meta snap.Meta, state *kv.Store) error {
 }
 
 // splitCheckTicks is how often, in ticks, a leader looks at its range's
-// size (see maybeSplit).
+// size and load (see maybeSplit).
 const splitCheckTicks = 10
 
 // maybeSplit starts splitting the range, on a tick of its leader, once its
-// keys and values pass Config.RangeSplitBytes: at the key that halves its
-// bytes, into a group whose id the first group's log allocates (so group 1
-// must be open on this node). The work runs on a goroutine of its own, one
-// split at a time.
+// keys and values pass Config.RangeSplitBytes, at the key that halves its
+// bytes; or else once it has stayed above Config.RangeSplitQPS for
+// Config.RangeLoadWindow, at the key that divides its load (loadsplit.go).
+// The new group's id is allocated by the first group's log (so group 1 must
+// be open on this node). The work runs on a goroutine of its own, one split
+// at a time, whatever its reason.
 func (n *Node) maybeSplit() {
-	if n.cfg.RangeSplitBytes <= 0 || n.leader.Load() != n.raftID || n.splitting.Load() ||
-		n.kv.Bytes() <= n.cfg.RangeSplitBytes {
+	load := n.trackLoad()
+	if n.leader.Load() != n.raftID || n.splitting.Load() {
 		return
 	}
+	if n.cfg.RangeSplitBytes > 0 && n.kv.Bytes() > n.cfg.RangeSplitBytes {
+		view := n.kv.Snapshot()
+		n.startSplit("size", func() ([]byte, bool) {
+			return ranges.SplitKey(func(yield func([]byte, int64) bool) {
+				for kv := range view.All() {
+					if !yield(kv.Key, int64(len(kv.Key)+len(kv.Value))) {
+						return
+					}
+				}
+			})
+		})
+		return
+	}
+	if key, ok := n.loadSplitKey(load); ok {
+		qps := load.Rate()
+		load.Reset() // the next split for load needs a new window of load
+		n.startSplit("load", func() ([]byte, bool) { return key, true }, "qps", int(qps))
+	}
+}
+
+// startSplit splits the range at the key pick returns (on the split's own
+// goroutine), unless it returns false (one key: nothing to split). by is
+// the reason, for the log, with the attributes attrs.
+func (n *Node) startSplit(by string, pick func() ([]byte, bool), attrs ...any) {
 	meta := n.host.Group(1)
 	if meta == nil {
 		return
 	}
 	n.splitting.Store(true)
-	view := n.kv.Snapshot()
 	n.goAsync(func(ctx context.Context) {
 		defer n.splitting.Store(false)
-		key, ok := ranges.SplitKey(func(yield func([]byte, int64) bool) {
-			for kv := range view.All() {
-				if !yield(kv.Key, int64(len(kv.Key)+len(kv.Value))) {
-					return
-				}
-			}
-		})
+		key, ok := pick()
 		if !ok {
-			return // one key: nothing to split
+			return
 		}
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -253,9 +272,9 @@ func (n *Node) maybeSplit() {
 			err = n.Split(ctx, key, uint64(res.Revision))
 		}
 		if err != nil {
-			n.logger.Warn("split by size", "key", key, "err", err)
+			n.logger.Warn("split by "+by, append([]any{"key", key, "err", err}, attrs...)...)
 			return
 		}
-		n.logger.Info("range split by size", "at", key, "new_group", res.Revision)
+		n.logger.Info("range split by "+by, append([]any{"at", key, "new_group", res.Revision}, attrs...)...)
 	})
 }

@@ -37,7 +37,13 @@
 //     key by then, so paging survives splits and moves. Their format is the
 //     one GET /keys has always used.
 //   - SplitKey reads a range's keys once in constant memory and picks a key
-//     after the first, so both halves hold data; LoadTracker's Record is one
-//     atomic add (BenchmarkLoadTrackerRecord: about 12 ns), the clock being
-//     read only by the ticker's Tick and by Rate.
+//     after the first, so both halves hold data. LoadTracker counts a
+//     range's requests with one atomic add each, keeping the key of one in
+//     16 (BenchmarkLoadTrackerRecord), and reads no clock: its ticker hands
+//     it the time. It calls a range hot only if its rate over the whole
+//     window was above the threshold and no interval between ticks fell
+//     below half of it, and a long pause between ticks (a quiet range)
+//     starts the measure over.
+//     LoadSplitKey picks a key after the least sampled one, so both sides
+//     carry load, and none if a side would carry under a fifth of it.
 package ranges

@@ -3,9 +3,6 @@ package ranges
 import (
 	"bytes"
 	"iter"
-	"sync"
-	"sync/atomic"
-	"time"
 )
 
 // splitSamples bounds the keys SplitKey keeps: up to 2*splitSamples, so a
@@ -72,84 +69,4 @@ func imbalance(left, total int64) int64 {
 		return -d
 	}
 	return d
-}
-
-// LoadTracker measures a range's request rate over a sliding window of
-// whole seconds (for --range-split-qps). Record is one atomic add, cheap
-// enough for every request; the time is read only by Tick, which the node's
-// ticker calls (every tick or so), and by Rate. Safe for concurrent use.
-type LoadTracker struct {
-	pending atomic.Int64 // recorded since the last Tick
-
-	mu      sync.Mutex
-	window  int64       // seconds
-	buckets []loadCount // ring indexed by second mod len; len = window+1
-}
-
-type loadCount struct {
-	sec int64 // Unix second counted; a bucket of another second is stale
-	n   int64
-}
-
-// DefaultLoadWindow is the window of --range-split-qps: a range splits for
-// load if it stays hot this long.
-const DefaultLoadWindow = 10 * time.Second
-
-// NewLoadTracker returns a tracker over the given window, rounded up to
-// whole seconds (0: DefaultLoadWindow).
-func NewLoadTracker(window time.Duration) *LoadTracker {
-	if window <= 0 {
-		window = DefaultLoadWindow
-	}
-	secs := int64((window + time.Second - 1) / time.Second)
-	return &LoadTracker{window: secs, buckets: make([]loadCount, secs+1)}
-}
-
-// Record counts one request.
-func (t *LoadTracker) Record() { t.pending.Add(1) }
-
-// RecordN counts n requests (a batch).
-func (t *LoadTracker) RecordN(n int64) { t.pending.Add(n) }
-
-// Tick files the requests recorded since the last Tick under the second of
-// now. Requests are so dated to within the interval between ticks.
-func (t *LoadTracker) Tick(now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.tickLocked(now.Unix())
-}
-
-func (t *LoadTracker) tickLocked(sec int64) {
-	n := t.pending.Swap(0)
-	b := &t.buckets[mod(sec, int64(len(t.buckets)))]
-	if b.sec != sec {
-		*b = loadCount{sec: sec}
-	}
-	b.n += n
-}
-
-// Rate returns the requests per second over the window's whole seconds
-// before now's second (Tick is implied). A tracker younger than the window
-// counts the missing seconds as idle, so a range is reported hot only after
-// it has been hot for the whole window.
-func (t *LoadTracker) Rate(now time.Time) float64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	sec := now.Unix()
-	t.tickLocked(sec)
-	var sum int64
-	for _, b := range t.buckets {
-		if b.sec >= sec-t.window && b.sec < sec {
-			sum += b.n
-		}
-	}
-	return float64(sum) / float64(t.window)
-}
-
-func mod(a, m int64) int64 {
-	r := a % m
-	if r < 0 {
-		r += m
-	}
-	return r
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
-	"sync"
 	"testing"
 	"time"
 )
@@ -126,100 +125,6 @@ func TestSplitKeyRandom(t *testing.T) {
 				round, n, total, key, got, best, slack)
 		}
 	}
-}
-
-func TestLoadTrackerRate(t *testing.T) {
-	base := time.Unix(1_000_000, 0)
-	lt := NewLoadTracker(0)
-	at := func(sec float64) time.Time { return base.Add(time.Duration(sec * float64(time.Second))) }
-
-	// 100 requests a second for 5 seconds, ticking every 100ms.
-	for ms := 0; ms < 5000; ms += 100 {
-		lt.RecordN(10)
-		lt.Tick(at(float64(ms) / 1000))
-	}
-	// Half the window was busy: the rate counts the other half as idle.
-	if got := lt.Rate(at(5)); got != 50 {
-		t.Fatalf("after 5 s at 100/s: Rate = %v, want 50", got)
-	}
-	for ms := 5000; ms < 12000; ms += 100 {
-		for range 10 {
-			lt.Record()
-		}
-		lt.Tick(at(float64(ms) / 1000))
-	}
-	if got := lt.Rate(at(12)); got != 100 {
-		t.Fatalf("after 12 s at 100/s: Rate = %v, want 100", got)
-	}
-	// Quiet for 4 s: the window still holds 6 busy seconds.
-	if got := lt.Rate(at(16)); got != 60 {
-		t.Fatalf("4 s after the load stopped: Rate = %v, want 60", got)
-	}
-	if got := lt.Rate(at(30)); got != 0 {
-		t.Fatalf("long after: Rate = %v, want 0", got)
-	}
-	// Requests not yet ticked are counted by Rate in the current second,
-	// which the window reaches one second later.
-	lt.RecordN(500)
-	if got := lt.Rate(at(30.5)); got != 0 {
-		t.Fatalf("current second counted early: Rate = %v", got)
-	}
-	if got := lt.Rate(at(31)); got != 50 {
-		t.Fatalf("Rate = %v, want 500 requests over 10 s", got)
-	}
-	// A shorter window.
-	short := NewLoadTracker(2500 * time.Millisecond) // rounds up to 3 s
-	short.RecordN(300)
-	short.Tick(at(0))
-	if got := short.Rate(at(1)); got != 100 {
-		t.Fatalf("3 s window: Rate = %v, want 100", got)
-	}
-}
-
-func TestLoadTrackerConcurrent(t *testing.T) {
-	lt := NewLoadTracker(time.Second)
-	now := time.Unix(5000, 0)
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range 10000 {
-				lt.Record()
-			}
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for range 100 {
-			lt.Tick(now)
-		}
-	}()
-	wg.Wait()
-	lt.Tick(now) // what was recorded after the ticker's last Tick
-	if got := lt.Rate(now.Add(time.Second)); got != 40000 {
-		t.Fatalf("Rate = %v, want every one of 40000 requests counted", got)
-	}
-}
-
-// BenchmarkLoadTrackerRecord is the cost a request pays for load tracking.
-func BenchmarkLoadTrackerRecord(b *testing.B) {
-	lt := NewLoadTracker(0)
-	for b.Loop() {
-		lt.Record()
-	}
-}
-
-// BenchmarkLoadTrackerRecordParallel is that cost with every core recording
-// on one hot range.
-func BenchmarkLoadTrackerRecordParallel(b *testing.B) {
-	lt := NewLoadTracker(0)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			lt.Record()
-		}
-	})
 }
 
 func BenchmarkSplitKey(b *testing.B) {
