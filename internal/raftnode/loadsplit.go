@@ -32,8 +32,9 @@ import (
 // not tick, so nobody looks and nothing wakes it; the first look after it
 // wakes starts the measure over if it was quiet for longer than the window
 // (ranges.LoadTracker's maxGap), since the reads it served meanwhile are of
-// unknown times. So a range that only stale reads keep hot may quiesce and
-// then not split for load.
+// unknown times. A leader does not quiesce while its rate is above half
+// the threshold (settled), so a range kept hot by stale reads alone, which
+// do not wake a quiet range, is still watched.
 //
 // A range hot on one key (or whose split would leave more than four fifths
 // of its load on one side) is not split: no key divides its load

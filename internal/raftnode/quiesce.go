@@ -117,6 +117,9 @@ func (n *Node) settled() bool {
 	if !n.reads.idle() {
 		return false
 	}
+	if t := n.load.Load(); t != nil && t.Rate() > float64(n.cfg.RangeSplitQPS)/2 {
+		return false // busy with reads that do not wake it: its load is watched on ticks
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(n.waiters) == 0
