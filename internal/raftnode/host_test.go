@@ -3,6 +3,7 @@ package raftnode
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -406,5 +407,145 @@ func TestHostMovesAReplica(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if hv.Group(shard) != nil {
 		t.Fatalf("a late message recreated the removed group on %s", victim)
+	}
+}
+
+// TestHostAddsAReplicaBack removes a replica of a group from a node and then
+// adds it back, as placement does when a node that lost a range is the best
+// home for it again: the node takes the group again (Unbury), gets a
+// snapshot from after its new addition, not one from before its removal
+// that would make it apply its own removal again, and stays a working
+// replica.
+func TestHostAddsAReplicaBack(t *testing.T) {
+	const shard = 9
+	c := newHostCluster(t, 3, func(cfg *Config) {
+		cfg.SnapshotEntries = 1000 // the newest snapshot stays old: from before the removal
+		cfg.LogEntriesKept = 5
+	})
+	for _, m := range c.members {
+		c.hosts[m.Name] = nil
+		delete(c.hosts, m.Name)
+		h := c.openWith(m.Name, func(hc *HostConfig) {
+			hc.NewGroup = func(s uint64) (Config, bool) {
+				cfg := c.groupConfig(s)
+				cfg.Members = nil
+				return cfg, s == shard
+			}
+		})
+		if _, err := h.OpenGroup(c.groupConfig(shard)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader := c.leader(shard)
+	victim := "n3"
+	if leader.cfg.Self.Name == victim {
+		victim = "n2"
+	}
+	hv := c.hosts[victim]
+	for j := range 50 {
+		if _, err := put(ctx, leader, fmt.Sprintf("a%03d", j), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A snapshot now, with the victim a member: the one a careless leader
+	// would send it later.
+	if _, err := leader.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var m Member
+	for _, x := range c.members {
+		if x.Name == victim {
+			m = x
+		}
+	}
+	if err := leader.RemoveMember(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); hv.Group(shard) != nil || !hv.Buried(shard); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not let go of group %d", victim, shard)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for j := range 50 {
+		if _, err := put(ctx, leader, fmt.Sprintf("b%03d", j), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hv.Unbury(shard); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.AddMember(ctx, m, true); err != nil {
+		t.Fatalf("add %s back: %v", victim, err)
+	}
+	var g *Node
+	for deadline := time.Now().Add(10 * time.Second); g == nil || g.Status().AppliedIndex < leader.Status().CommitIndex; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not take group %d again (open: %v, buried: %v)", victim, shard, g != nil, hv.Buried(shard))
+		}
+		time.Sleep(10 * time.Millisecond)
+		g = hv.Group(shard)
+	}
+	if err := leader.PromoteMember(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := put(ctx, leader, "after", "v"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if hv.Group(shard) == nil || hv.Buried(shard) || g.Err() != nil {
+		t.Fatalf("%s removed itself again after it was added back: %v", victim, g.Err())
+	}
+	if got := len(linearizableKeys(t, ctx, g)); got != 101 {
+		t.Fatalf("%s holds %d keys, want 101", victim, got)
+	}
+}
+
+// TestRemovalNoticeIsForALaggingMember: a member's notice that this node was
+// removed at index R stops it only while it has applied less than R; one
+// that applied past R (it was added back since) ignores a late notice.
+func TestRemovalNoticeIsForALaggingMember(t *testing.T) {
+	c := newHostCluster(t, 3, nil)
+	for _, m := range c.members {
+		c.open(m.Name, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	leader := c.leader(1)
+	if _, err := put(ctx, leader, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	var follower *Node
+	for _, h := range c.hosts {
+		if g := h.Group(1); g != leader {
+			follower = g
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); follower.Status().AppliedIndex < leader.Status().CommitIndex; {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower did not catch up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	notice := func(at uint64) error {
+		_, err := follower.HandleCall(ctx, leader.raftID, 1, methodRemoved, binary.BigEndian.AppendUint64(nil, at))
+		return err
+	}
+	if err := notice(1); err != nil {
+		t.Fatal(err)
+	}
+	if follower.isRemoved() {
+		t.Fatal("a notice of a removal this node applied past stopped it")
+	}
+	if _, err := follower.HandleCall(ctx, leader.raftID, 1, methodRemoved, []byte{1, 2, 3}); err == nil || follower.isRemoved() {
+		t.Fatalf("a malformed notice: %v, removed %v", err, follower.isRemoved())
+	}
+	if err := notice(follower.Status().AppliedIndex + 100); err != nil {
+		t.Fatal(err)
+	}
+	if !follower.isRemoved() {
+		t.Fatal("a notice of a removal this node has not applied yet did not stop it")
 	}
 }

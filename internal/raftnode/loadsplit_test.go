@@ -48,11 +48,13 @@ func loadCluster(t *testing.T, quiesce bool) (c *hostCluster, logs *syncBuffer) 
 	return c, logs
 }
 
-// load runs workers goroutines that each call req in a loop until stop is
-// closed, every pause apart (0: none); it returns a wait for them, which
-// reports the first error.
-func load(workers int, pause time.Duration, stop <-chan struct{}, req func(i int) error) (wait func() error) {
+// load runs workers goroutines that each call req in a loop, every pause
+// apart (0: none), until stop is called or the test ends; stop waits for
+// them and reports the first error. A test that fails early leaves no
+// worker spinning into the tests after it.
+func load(t testing.TB, workers int, pause time.Duration, req func(i int) error) (stop func() error) {
 	var wg sync.WaitGroup
+	done := make(chan struct{})
 	errs := make(chan error, workers)
 	for w := range workers {
 		wg.Add(1)
@@ -60,7 +62,7 @@ func load(workers int, pause time.Duration, stop <-chan struct{}, req func(i int
 			defer wg.Done()
 			for i := w; ; i += workers {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				case <-time.After(pause):
 				}
@@ -71,7 +73,9 @@ func load(workers int, pause time.Duration, stop <-chan struct{}, req func(i int
 			}
 		}()
 	}
-	return func() error {
+	var once sync.Once
+	stop = func() error {
+		once.Do(func() { close(done) })
 		wg.Wait()
 		select {
 		case err := <-errs:
@@ -79,6 +83,33 @@ func load(workers int, pause time.Duration, stop <-chan struct{}, req func(i int
 		default:
 			return nil
 		}
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// followersKeepNoTracker fails t unless, within a few looks at the load,
+// no replica of group 1 that does not lead it holds a load tracker. A node
+// that led for a while under load (a slow machine can move leadership)
+// drops its tracker at the loop's next look, so the check waits for it.
+func (c *hostCluster) followersKeepNoTracker(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second) // many looks, each splitCheckTicks ticks apart
+	for {
+		var holding []string
+		for name, h := range c.hosts {
+			g := h.Group(1)
+			if g.leader.Load() != g.raftID && g.load.Load() != nil {
+				holding = append(holding, name)
+			}
+		}
+		if len(holding) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("followers %v measure the load", holding)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -166,8 +197,7 @@ func TestSplitByLoad(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			lead, follower := c.leaderAndFollower()
-			stop := make(chan struct{})
-			wait := load(8, 0, stop, func(i int) error {
+			stop := load(t, 8, 0, func(i int) error {
 				key := fmt.Sprintf("key%03d", tc.from+i%(tc.to-tc.from))
 				if err := tc.req(ctx, lead, follower, i, key); err != nil {
 					return fmt.Errorf("%s: %w", key, err)
@@ -175,8 +205,7 @@ func TestSplitByLoad(t *testing.T) {
 				return nil
 			})
 			at, err := c.waitSplit(15 * time.Second)
-			close(stop)
-			if werr := wait(); werr != nil && !strings.Contains(werr.Error(), "not in this range") {
+			if werr := stop(); werr != nil && !strings.Contains(werr.Error(), "not in this range") {
 				t.Fatalf("load: %v", werr)
 			}
 			if err != nil {
@@ -227,16 +256,10 @@ func TestNoSplitByLoad(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			lead, follower := c.leaderAndFollower()
-			stop := make(chan struct{})
-			wait := load(tc.workers, tc.pause, stop, func(i int) error { return tc.req(ctx, lead, follower, i) })
+			stop := load(t, tc.workers, tc.pause, func(i int) error { return tc.req(ctx, lead, follower, i) })
 			c.noSplit(testQuietWindow)
-			for _, h := range c.hosts {
-				if g := h.Group(1); g != lead && g.load.Load() != nil {
-					t.Fatalf("follower %s measures the load", h.cfg.Self.Name)
-				}
-			}
-			close(stop)
-			if err := wait(); err != nil {
+			c.followersKeepNoTracker(t)
+			if err := stop(); err != nil {
 				t.Fatal(err)
 			}
 			refused := strings.Count(logs.String(), "range is hot but not split")
@@ -286,8 +309,7 @@ func TestSplitByLoadWaitsForAnotherSplit(t *testing.T) {
 	defer cancel()
 	lead, _ := c.leaderAndFollower()
 	lead.splitting.Store(true)
-	stop := make(chan struct{})
-	wait := load(8, 0, stop, func(i int) error {
+	stop := load(t, 8, 0, func(i int) error {
 		_, _, err := lead.Get(ctx, []byte(fmt.Sprintf("key%03d", i%100)), false)
 		if err != nil && !strings.Contains(err.Error(), "not in this range") {
 			return err
@@ -295,8 +317,7 @@ func TestSplitByLoadWaitsForAnotherSplit(t *testing.T) {
 		return nil
 	})
 	defer func() {
-		close(stop)
-		if err := wait(); err != nil {
+		if err := stop(); err != nil {
 			t.Fatal(err)
 		}
 	}()

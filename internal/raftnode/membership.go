@@ -384,7 +384,7 @@ func (n *Node) applyMemberChange(index uint64, t raftpb.ConfChangeType, id uint6
 			n.removed = true
 		}
 		if id != n.raftID && n.cfg.Transport != nil {
-			n.goAsync(func(ctx context.Context) { n.tellRemoved(ctx, id) })
+			n.goAsync(func(ctx context.Context) { n.tellRemoved(ctx, id, index) })
 		}
 	}
 }

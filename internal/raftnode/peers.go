@@ -106,14 +106,32 @@ func (n *Node) HandleCall(ctx context.Context, from, shard uint64, method uint8,
 	}
 	switch method {
 	case methodRemoved:
+		// The payload is the index of the removal. A notice is for a
+		// replica too far behind to apply its removal itself: one that is
+		// a member of the configuration it knows and has applied less. A
+		// replica that applied past it was added back since (a late
+		// notice from another member must not stop it), and one that
+		// knows no configuration yet (added back, waiting for its first
+		// snapshot) is not the removed one.
+		var at uint64
+		if len(payload) == 8 {
+			at = binary.BigEndian.Uint64(payload)
+		} else if len(payload) != 0 {
+			return nil, fmt.Errorf("removal notice of %d bytes", len(payload))
+		}
 		n.mu.Lock()
 		_, member := n.members[from]
-		if member {
+		_, self := n.members[n.raftID]
+		stale := at != 0 && (!self || n.applied.Load() >= at)
+		if member && !stale {
 			n.removed = true
 		}
 		n.mu.Unlock()
 		if !member {
 			return nil, errors.New("only a member can say who was removed")
+		}
+		if stale {
+			return nil, nil
 		}
 		// Wake the loop so that it notices.
 		select {
@@ -133,13 +151,15 @@ func (n *Node) addPeer(id uint64, m Member) {
 	n.cfg.Transport.AddPeer(id, m.Peer)
 }
 
-// tellRemoved lets a removed member know, then forgets it. It runs on a
-// goroutine of its own (goAsync) and gives up when ctx ends.
-func (n *Node) tellRemoved(ctx context.Context, id uint64) {
+// tellRemoved lets member id, removed by the entry at index, know, then
+// forgets it. It runs on a goroutine of its own (goAsync) and gives up when
+// ctx ends.
+func (n *Node) tellRemoved(ctx context.Context, id, index uint64) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	at := binary.BigEndian.AppendUint64(nil, index)
 	for ctx.Err() == nil {
-		if _, err := n.cfg.Transport.Call(ctx, id, n.cfg.Shard, methodRemoved, nil); err == nil {
+		if _, err := n.cfg.Transport.Call(ctx, id, n.cfg.Shard, methodRemoved, at); err == nil {
 			break
 		}
 		select {
@@ -147,7 +167,11 @@ func (n *Node) tellRemoved(ctx context.Context, id uint64) {
 		case <-ctx.Done():
 		}
 	}
-	n.cfg.Transport.RemovePeer(id)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, back := n.members[id]; !back { // added back meanwhile: still a peer
+		n.cfg.Transport.RemovePeer(id)
+	}
 }
 
 // HandleSnapshot receives a snapshot stream from the leader: a Raft MsgSnap
