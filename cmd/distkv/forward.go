@@ -132,7 +132,7 @@ func (b backend) serveForward(ctx context.Context, payload []byte) ([]byte, erro
 		case forwardSession:
 			rec, ok, err := b.local().Session(ctx, kv.RequestID{Client: req.Client, Request: req.Request}, req.Op, req.Linearizable)
 			if ok {
-				rep.Record = &sessionRecord{Key: rec.Key, Index: rec.Index, Expires: rec.Expires}
+				rep.Record = &sessionRecord{Key: rec.Key, Index: rec.Revision, Expires: rec.Expires}
 				rep.Result = rec.Result.Marshal()
 			}
 			return err

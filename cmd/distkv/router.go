@@ -302,7 +302,7 @@ func (b backend) Session(ctx context.Context, id kv.RequestID, op kv.Op, lineari
 			if err != nil {
 				return kv.Record{}, false, fmt.Errorf("answer of %s: %w", m.Name, err)
 			}
-			return kv.Record{Key: rep.Record.Key, Result: res, Index: rep.Record.Index, Expires: rep.Record.Expires}, true, nil
+			return kv.Record{Key: rep.Record.Key, Result: res, Revision: rep.Record.Index, Expires: rep.Record.Expires}, true, nil
 		}
 	}
 	return kv.Record{}, false, nil

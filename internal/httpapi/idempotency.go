@@ -244,7 +244,7 @@ func (h *handler) requestStatus(w http.ResponseWriter, r *http.Request) {
 			h.backendError(ctx, w, r, "request status", err, false)
 			return
 		}
-		if ok && rec.Index > best.Index {
+		if ok && rec.Revision > best.Revision {
 			best, bestOp = rec, op
 		}
 	}
@@ -268,7 +268,7 @@ func (h *handler) requestStatus(w http.ResponseWriter, r *http.Request) {
 	b = append(b, `","status_code":`...)
 	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, `,"revision":`...)
-	b = strconv.AppendUint(b, best.Index, 10)
+	b = strconv.AppendUint(b, best.Revision, 10)
 	b = append(b, `,"result":`...)
 	b = append(b, answer...)
 	b = append(b, '}')

@@ -101,10 +101,8 @@ func (d *decoder) authState() *auth.State {
 	return s
 }
 
-// stateVersion returns the state version of v's snapshot state pair.
+// stateVersion returns the state version of v's snapshot state pair: 3
+// since stores keep their revision; versions 1 and 2 are only read.
 func (v *View) stateVersion() byte {
-	if v.auth.Empty() {
-		return stateVersion
-	}
-	return stateVersionAuth
+	return stateVersionRev
 }

@@ -117,10 +117,11 @@ func TestAuthStateInSnapshotNotInKeys(t *testing.T) {
 		}
 		i++
 	}
-	// A store without auth writes a version 1 state pair, as before auth.
+	// A store without auth writes a version 3 state pair whose auth state
+	// is empty (length 0), then its revision and mark.
 	for p := range NewStore().Snapshot().SnapshotPairs() {
-		if p.Value[len(stateMagic)] != stateVersion {
-			t.Fatalf("state version %d without auth", p.Value[len(stateMagic)])
+		if got, want := p.Value[len(stateMagic):], []byte{stateVersionRev, 0, 0, 0, 0, 0}; !bytes.Equal(got, want) {
+			t.Fatalf("state % x without auth, want % x", got, want)
 		}
 		break
 	}

@@ -80,7 +80,7 @@ const (
 //
 // An OpSplit has no flag and carries its key (uvarint length, bytes; not
 // empty) and the new range's Shard (uvarint, > 0). An OpAllocate has no flag
-// and carries nothing.
+// and carries nothing. An OpMark has no flag and carries Mark (uvarint, > 0).
 //
 // Varints are minimal, so every Command has exactly one encoding.
 //
@@ -112,6 +112,9 @@ func (c Command) size() int {
 	}
 	if c.Op == OpAllocate {
 		return 3
+	}
+	if c.Op == OpMark {
+		return 3 + uvarintLen(c.Mark)
 	}
 	if c.Deadline != 0 {
 		n += varintLen(c.Deadline)
@@ -152,6 +155,9 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	}
 	if c.Op == OpAllocate {
 		return append(dst, codecVersion, byte(c.Op), 0)
+	}
+	if c.Op == OpMark {
+		return binary.AppendUvarint(append(dst, codecVersion, byte(c.Op), 0), c.Mark)
 	}
 	if c.Op == OpPut && c.Deadline != 0 {
 		flags |= cmdDeadline
@@ -230,7 +236,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown version %d", v)
 	}
 	c.Op = Op(d.u8("op"))
-	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit && c.Op != OpAllocate {
+	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit && c.Op != OpAllocate && c.Op != OpMark {
 		return Command{}, d.fail("unknown op %d", c.Op)
 	}
 	flags := d.u8("flags")
@@ -263,6 +269,19 @@ func UnmarshalCommand(b []byte) (Command, error) {
 	if c.Op == OpAllocate {
 		if d.err == nil && flags != 0 {
 			return Command{}, d.fail("flags %#x on an allocate", flags)
+		}
+		if err := d.finish(); err != nil {
+			return Command{}, err
+		}
+		return c, nil
+	}
+	if c.Op == OpMark {
+		if d.err == nil && flags != 0 {
+			return Command{}, d.fail("flags %#x on a mark", flags)
+		}
+		c.Mark = d.uvarint("mark")
+		if d.err == nil && c.Mark == 0 {
+			return Command{}, d.fail("a mark of 0")
 		}
 		if err := d.finish(); err != nil {
 			return Command{}, err
@@ -449,7 +468,7 @@ func UnmarshalResult(b []byte) (Result, error) {
 		return Result{}, d.fail("unknown version %d", v)
 	}
 	r.Status = Status(d.u8("status"))
-	if d.err == nil && r.Status > StatusAnswerNotKept {
+	if d.err == nil && r.Status > StatusStaleStamp {
 		return Result{}, d.fail("unknown status %d", r.Status)
 	}
 	flags := d.u8("flags")

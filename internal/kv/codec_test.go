@@ -35,6 +35,7 @@ func sampleCommands() []Command {
 		{Op: OpSplit, Key: []byte("m\x00"), Shard: 7},
 		{Op: OpSplit, Key: []byte("k"), Shard: 1 << 40},
 		{Op: OpAllocate},
+		{Op: OpMark, Mark: 1 << 40},
 		put("", "", Cond{}),
 		put("key", strings.Repeat("x", 300), Cond{CreateOnly: true}),
 		put("k", "v", Cond{PrevVersion: i64(0)}),
@@ -184,7 +185,7 @@ func TestUnmarshalResultRejects(t *testing.T) {
 		nil,
 		{1},
 		{2, 0, 0, 0},
-		{1, 4, 0, 0},
+		{1, 5, 0, 0},
 		{1, 0, 4, 0},
 		{1, 0, 0, 0, 0},
 		{1, 1, resCurrent, 0, 0, 0, 0, 0, 0}, // a zero Current must be omitted
@@ -282,6 +283,15 @@ func FuzzRestoreSnapshot(f *testing.F) {
 				t.Fatalf("a refused snapshot changed the store")
 			}
 			return
+		}
+		// A state written before revisions were kept comes back as version
+		// 3, with the snapshot's index as the revision and no mark.
+		if st[0] != stateVersionRev {
+			st3 := append([]byte{stateVersionRev}, st[1:]...)
+			if st[0] == stateVersion {
+				st3 = append(st3, 0) // no auth state
+			}
+			pairs[0].Value = append([]byte(stateMagic), append(st3, 7, 0)...)
 		}
 		i := 0
 		for p := range s.Snapshot().SnapshotPairs() {

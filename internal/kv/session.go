@@ -45,7 +45,7 @@ type sessionKey struct {
 // share it.
 type record struct {
 	key     sessionKey
-	index   uint64 // the log index at which the request was applied
+	index   uint64 // the revision at which the request was applied (kept under its old name in the encoding)
 	expires int64  // Unix nanoseconds: Time + TTL (saturated)
 	opKey   []byte // the command's Key (OpPut, OpDelete)
 	// result is the encoded Result of the first application; nil when it
@@ -113,11 +113,12 @@ func keyOf(id RequestID, op Op) sessionKey {
 	return sessionKey{client: string(id.Client), request: string(id.Request), op: op}
 }
 
-// applyOnce applies cmd, which carries a Request, at index, unless its
+// applyOnce applies cmd, which carries a Request, at revision rev (the log
+// entry at index), unless its
 // Request was applied before and its record is live: then it answers the
 // recorded Result (Replayed) and changes nothing but the table's clock and
 // its expired records. s.mu must be held for writing.
-func (s *Store) applyOnce(index uint64, cmd Command) Result {
+func (s *Store) applyOnce(index uint64, rev int64, cmd Command) Result {
 	t := &s.sessions
 	t.clock = max(t.clock, cmd.Time)
 	t.trim()
@@ -126,8 +127,8 @@ func (s *Store) applyOnce(index uint64, cmd Command) Result {
 	if r, ok := t.byKey[key]; ok && t.live(r) {
 		return r.replay()
 	}
-	res := s.apply(int64(index), cmd)
-	r := &record{key: key, index: index, expires: addSat(cmd.Time, cmd.TTL)}
+	res := s.apply(rev, cmd)
+	r := &record{key: key, index: uint64(rev), expires: addSat(cmd.Time, cmd.TTL)}
 	if cmd.Op != OpTxn {
 		r.opKey = append([]byte(nil), cmd.Key...)
 	}
@@ -173,8 +174,8 @@ type Record struct {
 	// Result is the request's outcome when it was first applied (Status
 	// StatusAnswerNotKept if it was too large to record; see AnswerSize).
 	Result Result
-	// Index is the log index at which it was applied.
-	Index uint64
+	// Revision is the revision at which it was applied.
+	Revision uint64
 	// Expires is when the record expires (Unix nanoseconds, measured by the
 	// Times of the commands applied; see Command.Time).
 	Expires int64
@@ -192,7 +193,7 @@ func (s *Store) Record(id RequestID, op Op) (Record, bool) {
 	if !ok || !t.live(r) {
 		return Record{}, false
 	}
-	return Record{Key: r.opKey, Result: r.replay(), Index: r.index, Expires: r.expires, AnswerSize: r.resultLen}, true
+	return Record{Key: r.opKey, Result: r.replay(), Revision: r.index, Expires: r.expires, AnswerSize: r.resultLen}, true
 }
 
 // SessionStats describes the client-session table.

@@ -60,7 +60,7 @@ func TestRequestAppliedOnce(t *testing.T) {
 		t.Fatalf("conflict then retry: %s, %s", fmtResult(c1), fmtResult(c2))
 	}
 	rec, ok := s.Record(RequestID{Client: []byte("c1"), Request: []byte("r1")}, OpPut)
-	if !ok || string(rec.Key) != "k" || rec.Index != 1 || rec.Expires != 1100 || !equalResult(rec.Result, first) {
+	if !ok || string(rec.Key) != "k" || rec.Revision != 1 || rec.Expires != 1100 || !equalResult(rec.Result, first) {
 		t.Fatalf("record: %+v %v", rec, ok)
 	}
 	if _, ok := s.Record(RequestID{Client: []byte("c1"), Request: []byte("r1")}, OpTxn); ok {

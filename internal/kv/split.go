@@ -43,7 +43,7 @@ func (s *Store) Split(index uint64, key []byte) (*Store, error) {
 		bytes: s.sessions.bytes,
 		clock: s.sessions.clock,
 	}
-	right.applied = index
+	right.applied, right.rev = index, s.rev
 	s.applied = index
 	s.view = nil
 	return right, nil

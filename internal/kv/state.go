@@ -36,13 +36,15 @@ const stateMagic = "\x00distkv.kv.state"
 // pairDeadline, in the kind byte of a snapshot pair, says a deadline follows.
 const pairDeadline = 0x80
 
-// stateVersion is the byte after stateMagic; a decoder refuses others.
-// stateVersionAuth is written instead when the auth state is not empty,
-// which follows the records; a snapshot without auth state is byte for
-// byte what it was before auth existed.
+// The state version is the byte after stateMagic; a decoder refuses others.
+// Stores write stateVersionRev: the records, the auth state (length 0 when
+// empty), the store's revision and the oracle's mark. Older stores wrote
+// stateVersion (no auth state) or stateVersionAuth (with one) and kept no
+// revision: their snapshot's index is its revision.
 const (
 	stateVersion     = 1
 	stateVersionAuth = 2
+	stateVersionRev  = 3
 )
 
 // SnapshotPairs yields the view as a snapshot file holds it: the state pair,
@@ -135,6 +137,9 @@ type state struct {
 	clock   int64
 	records []*record
 	auth    *auth.State
+	hasRev  bool   // version 3: rev and mark were in the snapshot
+	rev     int64  // the store's revision
+	mark    uint64 // the oracle's high-water mark
 }
 
 // table returns the sessionTable that st describes; dropped carries over the
@@ -162,8 +167,11 @@ const minRecordSize = 8
 //	           expires zigzag varint, key (uvarint length, bytes), result
 //	           (uvarint length, bytes: the encoded Result; length 0 when it
 //	           was not kept, followed by its size as a uvarint)
-//	auth       (state version 2 only) uvarint length, bytes: the auth
-//	           state (auth.State.Marshal)
+//	auth       (state versions 2 and 3) uvarint length, bytes: the auth
+//	           state (auth.State.Marshal); length 0 when empty (version
+//	           3 only)
+//	revision   (state version 3 only) uvarint: the store's revision
+//	mark       (state version 3 only) uvarint: the oracle's mark
 //
 // Every record is written, expired ones not yet dropped included, so that a
 // replica restored from the snapshot counts against the table's bounds
@@ -183,10 +191,13 @@ func appendState(dst []byte, v *View) []byte {
 			dst = binary.AppendUvarint(dst, uint64(r.resultLen))
 		}
 	}
+	var a []byte
 	if !v.auth.Empty() {
-		dst = appendBytes(dst, v.auth.Marshal())
+		a = v.auth.Marshal()
 	}
-	return dst
+	dst = appendBytes(dst, a)
+	dst = binary.AppendUvarint(dst, uint64(v.rev))
+	return binary.AppendUvarint(dst, v.mark)
 }
 
 // decodeState decodes b, the state pair's value after stateMagic, into st. It
@@ -195,7 +206,7 @@ func appendState(dst []byte, v *View) []byte {
 func decodeState(b []byte, st *state) error {
 	d := decoder{b: b, what: "snapshot state"}
 	version := d.u8("version")
-	if d.err == nil && version != stateVersion && version != stateVersionAuth {
+	if d.err == nil && version != stateVersion && version != stateVersionAuth && version != stateVersionRev {
 		return d.fail("unknown version %d", version)
 	}
 	st.clock = d.varint("clock")
@@ -234,8 +245,26 @@ func decodeState(b []byte, st *state) error {
 		}
 		st.records = append(st.records, r)
 	}
-	if version == stateVersionAuth {
+	switch version {
+	case stateVersionAuth:
 		st.auth = d.authState()
+	case stateVersionRev:
+		if b := d.bytes("auth state"); d.err == nil && len(b) > 0 {
+			a, err := auth.UnmarshalState(b)
+			if err != nil {
+				return d.fail("%v", err)
+			}
+			if a.Empty() {
+				return d.fail("an empty auth state of %d bytes", len(b))
+			}
+			st.auth = a
+		}
+		rev := d.uvarint("revision")
+		if d.err == nil && rev > math.MaxInt64 {
+			return d.fail("revision %d", rev)
+		}
+		st.hasRev, st.rev = true, int64(rev)
+		st.mark = d.uvarint("mark")
 	}
 	return d.finish()
 }

@@ -52,8 +52,15 @@ type Store struct {
 	// replaces the item, so item slices handed out stay valid forever.
 	tree *btree.BTreeG[item] // guarded by mu
 	// applied is the index of the last Apply or Restore.
-	// Invariant: every item's Revision <= applied.
 	applied uint64 // guarded by mu
+	// rev is the revision of the last write: the log index of each write
+	// applied by Apply, the stamp of each by ApplyStamped (cluster-wide
+	// revisions; package tso). Invariant: every item's Revision <= rev,
+	// and rev only grows.
+	rev int64 // guarded by mu
+	// mark is the largest timestamp oracle high-water mark applied
+	// (OpMark); only the meta range's store holds one.
+	mark uint64 // guarded by mu
 	// view is a copy-on-write clone of tree shared by the Snapshots taken since
 	// the last change, so repeated Snapshots cost nothing; nil after a change.
 	view *View // guarded by mu
@@ -169,7 +176,8 @@ func newTree() *btree.BTreeG[item] {
 }
 
 // Apply applies cmd as the log entry at index, which becomes the revision of the
-// write. index must be greater than that of every earlier Apply or Restore.
+// write (ApplyStamped with no stamp). index must be greater than that of every
+// earlier Apply or Restore.
 //
 // A failed condition gives Status Conflict with the key's current state in
 // Result.Current, and changes nothing; the delete of a missing key gives Status
@@ -184,6 +192,19 @@ func newTree() *btree.BTreeG[item] {
 // Apply copies cmd.Key and cmd.Value (and the keys and values of cmd.Txn) if it
 // keeps them; the caller may reuse them.
 func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
+	return s.ApplyStamped(index, 0, cmd)
+}
+
+// ApplyStamped is Apply for a command whose revision was handed out by the
+// timestamp oracle (stamp > 0): its writes take stamp as their revision
+// instead of index. A stamp not above the store's revision (Revision) gives
+// StatusStaleStamp and applies nothing, so revisions never go back; only
+// the index is consumed. A command without a stamp takes the larger of
+// index and the store's revision + 1, so that a log that mixes both (a
+// range written before its cluster stamped) still grows. OpAllocate and
+// OpMark take no revision: an OpAllocate answers its index (an id unique
+// in its log), an OpMark the store's revision.
+func (s *Store) ApplyStamped(index, stamp uint64, cmd Command) (Result, error) {
 	switch cmd.Op {
 	case OpPut, OpDelete:
 		if err := cmd.Validate(); err != nil {
@@ -196,17 +217,16 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		if err := cmd.checkRequest(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
-	case OpExpire, OpAuth, OpAllocate:
+	case OpExpire, OpAuth, OpAllocate, OpMark:
 		if err := cmd.Validate(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
 	default:
 		return Result{}, fmt.Errorf("apply index %d: %w: %v", index, ErrUnknownOp, cmd.Op)
 	}
-	if index > math.MaxInt64 {
-		return Result{}, fmt.Errorf("apply index %d: %w: beyond int64", index, ErrBadIndex)
+	if index > math.MaxInt64 || stamp > math.MaxInt64 {
+		return Result{}, fmt.Errorf("apply index %d stamp %d: %w: beyond int64", index, stamp, ErrBadIndex)
 	}
-	rev := int64(index)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -214,10 +234,29 @@ func (s *Store) Apply(index uint64, cmd Command) (Result, error) {
 		return Result{}, fmt.Errorf("apply index %d after %d: %w", index, s.applied, ErrBadIndex)
 	}
 	s.applied = index
+	switch cmd.Op {
+	case OpAllocate:
+		return Result{Status: StatusOK, Revision: int64(index)}, nil
+	case OpMark:
+		if cmd.Mark > s.mark {
+			s.mark = cmd.Mark
+			s.view = nil
+		}
+		return Result{Status: StatusOK, Revision: s.rev}, nil
+	}
+	rev := max(int64(index), s.rev+1)
+	if stamp != 0 {
+		if int64(stamp) <= s.rev {
+			return Result{Status: StatusStaleStamp, Revision: s.rev}, nil
+		}
+		rev = int64(stamp)
+	}
+	s.rev = rev
+	s.view = nil
 	if cmd.Request.IsZero() {
 		return s.apply(rev, cmd), nil
 	}
-	return s.applyOnce(index, cmd), nil
+	return s.applyOnce(index, rev, cmd), nil
 }
 
 // apply applies cmd at revision rev; s.mu must be held for writing.
@@ -353,6 +392,22 @@ func (s *Store) Len() int {
 	return s.tree.Len()
 }
 
+// Revision returns the revision of the last write applied: no key's
+// revision is above it, and the next write's will be.
+func (s *Store) Revision() int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
+}
+
+// Mark returns the largest timestamp oracle high-water mark applied (OpMark),
+// 0 if none.
+func (s *Store) Mark() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.mark
+}
+
 // Applied returns the index of the last Apply or Restore (0 for a new Store).
 // Log entries the caller does not pass to Apply do not move it.
 func (s *Store) Applied() uint64 {
@@ -376,7 +431,7 @@ func (s *Store) Snapshot() *View {
 	defer s.mu.Unlock()
 	if s.view == nil {
 		log := s.sessions.log
-		s.view = &View{tree: s.tree.Copy(), sessions: log[:len(log):len(log)], clock: s.sessions.clock, auth: s.auth}
+		s.view = &View{tree: s.tree.Copy(), sessions: log[:len(log):len(log)], clock: s.sessions.clock, auth: s.auth, rev: s.rev, mark: s.mark}
 	}
 	return s.view
 }
@@ -418,7 +473,10 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 		if n > 0 && bytes.Compare(prev, kv.Key) >= 0 {
 			return fmt.Errorf("restore at index %d: pair %d: key %q not after %q", index, n, kv.Key, prev)
 		}
-		if kv.Version < 1 || kv.CreateRevision < 1 || kv.Revision < kv.CreateRevision || kv.Revision > int64(index) {
+		// A snapshot of a store that took stamps carries its revision
+		// (read with the state pair, before this pair); one written before
+		// stamps has the index as its revision.
+		if kv.Version < 1 || kv.CreateRevision < 1 || kv.Revision < kv.CreateRevision || kv.Revision > max(int64(index), st.rev) {
 			return fmt.Errorf("restore at index %d: pair %d (key %q): bad metadata version=%d revision=%d create_revision=%d",
 				index, n, kv.Key, kv.Version, kv.Revision, kv.CreateRevision)
 		}
@@ -447,6 +505,10 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 	s.bytes = size
 	s.view = nil
 	s.applied = index
+	s.rev, s.mark = st.rev, st.mark
+	if !st.hasRev {
+		s.rev = int64(index) // a snapshot written before revisions were kept: the index was the revision
+	}
 	s.hint = btree.PathHint{}
 	s.sessions = st.table(s.sessions.dropped)
 	s.auth = st.auth
@@ -462,6 +524,8 @@ type View struct {
 	sessions []*record
 	clock    int64
 	auth     *auth.State // never modified
+	rev      int64       // the store's revision (Store.Revision)
+	mark     uint64      // the oracle's high-water mark (Store.Mark)
 }
 
 // Len returns the number of keys in the view.

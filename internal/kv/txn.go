@@ -226,6 +226,12 @@ func (c Command) Validate() error {
 			return fmt.Errorf("%w: an allocate carries nothing", ErrUnknownOp)
 		}
 		return nil
+	case OpMark:
+		if c.Mark == 0 || len(c.Key) != 0 || c.Shard != 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
+			c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Now != 0 || c.Auth != nil {
+			return fmt.Errorf("%w: a mark carries only its mark, > 0", ErrUnknownOp)
+		}
+		return nil
 	case OpSplit:
 		if len(c.Key) == 0 || c.Shard == 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
 			c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Now != 0 || c.Auth != nil {

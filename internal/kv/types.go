@@ -39,6 +39,11 @@ const (
 	// log entry, is an id no other OpAllocate of the same log gets (the
 	// first group's log hands out the ids of new ranges).
 	OpAllocate Op = 7
+	// OpMark records Command.Mark, the timestamp oracle's high-water mark
+	// (package tso), if it is above the one the store holds (Store.Mark).
+	// It touches no key and takes no revision. Only the meta range's log
+	// holds marks.
+	OpMark Op = 8
 )
 
 func (o Op) String() string {
@@ -57,6 +62,8 @@ func (o Op) String() string {
 		return "split"
 	case OpAllocate:
 		return "allocate"
+	case OpMark:
+		return "mark"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -133,6 +140,8 @@ type Command struct {
 	// Shard (OpSplit only, > 0) is the Raft group of the range that the
 	// keys from Key on become.
 	Shard uint64
+	// Mark (OpMark only, > 0) is the timestamp oracle's high-water mark.
+	Mark uint64
 }
 
 // RequestID identifies a client's request: the client and its own id for the
@@ -177,6 +186,11 @@ const (
 	// (MaxRecordedResult), so it cannot be given again. Nothing was applied
 	// now.
 	StatusAnswerNotKept Status = 3
+	// StatusStaleStamp: the command's revision stamp (ApplyStamped) was not
+	// above the store's revision, so applying it would have made revisions
+	// go back. Nothing was applied and no request recorded: the command
+	// may be proposed again, with a new stamp.
+	StatusStaleStamp Status = 4
 )
 
 // Result is what applying a Command produced.
@@ -203,6 +217,10 @@ type Result struct {
 // was too large to record.
 var ErrAnswerNotKept = errors.New("request already applied; its answer was not kept")
 
+// ErrStaleStamp is the outcome of a command whose revision stamp was not
+// above the store's revision; nothing was applied.
+var ErrStaleStamp = errors.New("revision stamp not above the range's revision; not applied")
+
 // Err returns nil, ErrConflict, ErrKeyNotFound or ErrAnswerNotKept according
 // to r.Status.
 func (r Result) Err() error {
@@ -215,6 +233,8 @@ func (r Result) Err() error {
 		return ErrKeyNotFound
 	case StatusAnswerNotKept:
 		return ErrAnswerNotKept
+	case StatusStaleStamp:
+		return ErrStaleStamp
 	}
 	return fmt.Errorf("unknown result status %d", r.Status)
 }
