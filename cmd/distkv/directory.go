@@ -37,10 +37,12 @@ const (
 	methodReplicaChange
 	// methodDrain asks group 1's leader to move every replica off a node.
 	methodDrain
+	// methodStamps asks group 1's leader for revisions (revisions.go).
+	methodStamps
 )
 
 // isServerMethod reports whether a peer call is the server's, not a group's.
-func isServerMethod(m uint8) bool { return m >= methodReport && m <= methodDrain }
+func isServerMethod(m uint8) bool { return m >= methodReport && m <= methodStamps }
 
 // replicaReport is one replica as the node that holds it sees its range.
 type replicaReport struct {

@@ -106,6 +106,9 @@ type placement struct {
 	moveOff  map[uint64]string    // range -> the node a balance move empties
 	busy     map[uint64]bool      // ranges with a change under way
 	learning map[uint64]time.Time // range -> when its learner was added
+	// revs serves the revisions of every range while this node leads
+	// group 1 (methodStamps).
+	revs *revisions
 	// startHook, in tests, takes the changes start would make.
 	startHook func(r replicaReport, on string, c replicaChange)
 }
@@ -151,6 +154,8 @@ func (p *placement) handle(ctx context.Context, shard uint64, method uint8, payl
 			return nil, fmt.Errorf("decode a replica change: %w", err)
 		}
 		return nil, p.applyChange(ctx, shard, c)
+	case methodStamps:
+		return p.revs.serve(ctx, payload)
 	case methodDrain:
 		var d drainRequest
 		if err := json.Unmarshal(payload, &d); err != nil {

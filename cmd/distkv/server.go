@@ -288,6 +288,13 @@ func runServer(o *serverOptions) error {
 	if err != nil {
 		return err
 	}
+	// Every range's writes take revisions from the oracle on group 1's
+	// leader (revisions.go).
+	revs, err := newRevisions(tr, logger)
+	if err != nil {
+		return err
+	}
+	ncfg.Stamper = revs
 	// Ranges made by splits, and those a leader adds this node to, are
 	// opened as group 1 is, quiescing.
 	ncfg.NewGroup = func(shard uint64) (raftnode.Config, bool) {
@@ -309,10 +316,12 @@ func runServer(o *serverOptions) error {
 		return err
 	}
 	pl := newPlacement(o.placement, node, tr, logger)
+	pl.revs = revs
 	relay.setServer(pl.handle)
 	plCtx, plStop := context.WithCancel(context.Background())
 	defer plStop()
 	go pl.run(plCtx)
+	go revs.run(plCtx, node)
 	be := backend{n: node, pl: pl}
 	handler, err := httpapi.New(hcfg, be)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/distkv/distkv/internal/crypt"
 	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/raftnode"
 	"github.com/distkv/distkv/internal/vfs"
 	"github.com/distkv/distkv/internal/wal"
 )
@@ -122,23 +123,33 @@ func dumpWAL(out io.Writer, dir string, c *crypt.Cipher, raftRecords bool) error
 			if err := e.Unmarshal(r.Data); err != nil {
 				return fmt.Errorf("%s at offset %d: decode entry: %w", segment, offset, err)
 			}
-			if e.Type == raftpb.EntryNormal && len(e.Data) >= 8 {
-				cmd, err := kv.UnmarshalCommand(e.Data[8:])
+			if e.Type == raftpb.EntryNormal && len(e.Data) > 0 {
+				_, stamp, enc, err := raftnode.DecodePayload(e.Data)
 				if err != nil {
 					return fmt.Errorf("%s at offset %d: entry %d: %w", segment, offset, e.Index, err)
 				}
+				cmd, err := kv.UnmarshalCommand(enc)
+				if err != nil {
+					return fmt.Errorf("%s at offset %d: entry %d: %w", segment, offset, e.Index, err)
+				}
+				// The id a write answered: its revision, the oracle's stamp
+				// where the leader stamped it, else the entry's index.
+				id := e.Index
+				if stamp != 0 {
+					id = stamp
+				}
 				switch cmd.Op {
 				case kv.OpPut:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s%s%s}\n", e.Index, pyString(cmd.Key), pyValue(cmd.Value, cmd.Kind), condFields(cmd.Cond), requestFields(cmd))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SET\", \"key\": %s, \"value\": %s%s%s}\n", id, pyString(cmd.Key), pyValue(cmd.Value, cmd.Kind), condFields(cmd.Cond), requestFields(cmd))
 				case kv.OpDelete:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null%s%s}\n", e.Index, pyString(cmd.Key), condFields(cmd.Cond), requestFields(cmd))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"DELETE\", \"key\": %s, \"value\": null%s%s}\n", id, pyString(cmd.Key), condFields(cmd.Cond), requestFields(cmd))
 				case kv.OpTxn:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"TXN\"%s%s}\n", e.Index, txnFields(cmd.Txn), requestFields(cmd))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"TXN\"%s%s}\n", id, txnFields(cmd.Txn), requestFields(cmd))
 				case kv.OpAuth:
 					// The kind and name only: never a password hash or the token secret.
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"AUTH\", \"change\": %q, \"name\": %s}\n", e.Index, cmd.Auth.Kind.String(), pyString([]byte(cmd.Auth.Name)))
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"AUTH\", \"change\": %q, \"name\": %s}\n", id, cmd.Auth.Kind.String(), pyString([]byte(cmd.Auth.Name)))
 				case kv.OpSplit:
-					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SPLIT\", \"key\": %s, \"shard\": %d}\n", e.Index, pyString(cmd.Key), cmd.Shard)
+					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SPLIT\", \"key\": %s, \"shard\": %d}\n", id, pyString(cmd.Key), cmd.Shard)
 				}
 				return nil
 			}

@@ -229,6 +229,15 @@ func (d *decoder) request(c *Command) {
 // The keys and values of the result (of its Txn too) alias b (no copy is made): b must not be modified
 // while the Command is in use. Store.Apply copies what it keeps, so a log entry's
 // buffer may be reused once Apply returns.
+// CommandOp returns the Op of an encoded Command without decoding the rest;
+// ok is false if b is not long enough to say.
+func CommandOp(b []byte) (op Op, ok bool) {
+	if len(b) < 2 || b[0] != codecVersion {
+		return 0, false
+	}
+	return Op(b[1]), true
+}
+
 func UnmarshalCommand(b []byte) (Command, error) {
 	d := decoder{b: b, what: "command"}
 	var c Command

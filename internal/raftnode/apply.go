@@ -2,7 +2,6 @@ package raftnode
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -80,11 +79,11 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 			if len(e.Data) == 0 {
 				break // a new leader's empty entry
 			}
-			if len(e.Data) < 8 {
-				return fmt.Errorf("entry %d: payload of %d bytes is too short", e.Index, len(e.Data))
+			id, stamp, enc, err := DecodePayload(e.Data)
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.Index, err)
 			}
-			id := binary.BigEndian.Uint64(e.Data)
-			cmd, err := kv.UnmarshalCommand(e.Data[8:])
+			cmd, err := kv.UnmarshalCommand(enc)
 			if err != nil {
 				return fmt.Errorf("entry %d: %w", e.Index, err)
 			}
@@ -101,10 +100,16 @@ func (n *Node) apply(ents []raftpb.Entry) error {
 				n.deliver(id, proposalResult{err: n.wrongRange(b)})
 				break
 			}
-			res, err := n.kv.Apply(e.Index, cmd)
+			res, err := n.kv.ApplyStamped(e.Index, stamp, cmd)
 			lattrace.Mark(lattrace.Applied, e.Index, id)
 			if err != nil {
 				return fmt.Errorf("apply entry %d: %w", e.Index, err)
+			}
+			if res.Status == kv.StatusStaleStamp {
+				// Not applied (revisions would have gone back): the request
+				// may be sent again.
+				n.deliver(id, proposalResult{err: notMadeError{kv.ErrStaleStamp}})
+				break
 			}
 			n.deliver(id, proposalResult{res: res})
 		case raftpb.EntryConfChange:

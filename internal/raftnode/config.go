@@ -120,6 +120,11 @@ type Config struct {
 	// one loop iteration; default 1024.
 	MaxProposalBatch int
 
+	// Stamper, if set, hands out the revisions of this group's writes
+	// (cluster-wide revisions, package tso; see stamp.go). nil: a write's
+	// revision is its log index, as for a cluster of one group.
+	Stamper Stamper
+
 	Logger *slog.Logger
 }
 

@@ -417,10 +417,11 @@ func checkEntry(e *raftpb.Entry) error {
 		if len(e.Data) == 0 {
 			return nil // a new leader's empty entry
 		}
-		if len(e.Data) < 8 {
-			return fmt.Errorf("payload of %d bytes is too short", len(e.Data))
+		_, _, enc, err := DecodePayload(e.Data)
+		if err != nil {
+			return err
 		}
-		cmd, err := kv.UnmarshalCommand(e.Data[8:])
+		cmd, err := kv.UnmarshalCommand(enc)
 		if err != nil {
 			return err
 		}

@@ -69,11 +69,32 @@ func (n *Node) extendLease(issued time.Time, term uint64) {
 	}
 	if until := issued.Add(d); until.After(n.leaseUntil) {
 		n.leaseUntil, n.leaseTerm = until, term
+		n.leasePub.Store(&leaseTime{until: until, term: term})
 	}
 }
 
 // endLease ends the lease.
-func (n *Node) endLease() { n.leaseUntil, n.leaseTerm = time.Time{}, 0 }
+func (n *Node) endLease() {
+	n.leaseUntil, n.leaseTerm = time.Time{}, 0
+	n.leasePub.Store(nil)
+}
+
+// leaseTime is the lease as the loop last published it, for other
+// goroutines (HoldsLease).
+type leaseTime struct {
+	until time.Time // with the monotonic clock reading of time.Now
+	term  uint64
+}
+
+// HoldsLease reports whether this node leads the group under a leader lease
+// now: no leader of a later term can have been elected (see the top of this
+// file). The timestamp oracle hands out revisions only while it holds. A
+// lease is made by a confirmed read round; ReadBarrier makes one when none
+// holds.
+func (n *Node) HoldsLease() bool {
+	l := n.leasePub.Load()
+	return l != nil && time.Now().Before(l.until) && l.term == n.term.Load() && n.leader.Load() == n.raftID
+}
 
 // leaseReadIndex returns the read index with which this leader answers a read
 // arriving now without a round, or false if it cannot (no valid lease, or a

@@ -123,10 +123,14 @@ func (n *Node) countApplied(t *ranges.LoadTracker, applied uint64) {
 // entryKey returns the key a log entry writes (a transaction's first), nil
 // for one that writes no key.
 func entryKey(e *raftpb.Entry) []byte {
-	if e.Type != raftpb.EntryNormal || len(e.Data) <= 8 {
+	if e.Type != raftpb.EntryNormal {
 		return nil
 	}
-	cmd, err := kv.UnmarshalCommand(e.Data[8:]) // after the proposal's id (see Propose)
+	_, _, enc, err := DecodePayload(e.Data)
+	if err != nil {
+		return nil
+	}
+	cmd, err := kv.UnmarshalCommand(enc)
 	if err != nil {
 		return nil
 	}

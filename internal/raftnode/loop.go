@@ -36,6 +36,9 @@ func (n *Node) run() {
 		case p := <-n.propc:
 			n.wake()
 			n.proposeQueued(p)
+		case b := <-n.stampedc:
+			n.wake()
+			n.proposeStamped(b)
 		case <-n.reads.wake:
 			// afterEvent's issueReads takes the round the read opened.
 			n.wake()
@@ -360,12 +363,18 @@ func (n *Node) step(m raftpb.Message) {
 		n.reads.joinRemote(m.From, m.Entries[0].Data)
 		return
 	}
+	if m.Type == raftpb.MsgProp && m.From != n.raftID && m.From != raft.None && !slices.Contains(n.forwarders, m.From) {
+		n.forwarders = append(n.forwarders, m.From)
+	}
+	if m.Type == raftpb.MsgProp && n.stampsHere() {
+		// A follower's writes wait for their stamps; the rest go on.
+		if m.Entries = n.queueForwarded(m.Entries); len(m.Entries) == 0 {
+			return
+		}
+	}
 	if err := n.rn.Step(m); err != nil {
 		n.logger.Debug("dropped message", "type", m.Type, "from", n.memberName(m.From), "err", err)
 		return
-	}
-	if m.Type == raftpb.MsgProp && m.From != n.raftID && m.From != raft.None && !slices.Contains(n.forwarders, m.From) {
-		n.forwarders = append(n.forwarders, m.From)
 	}
 	if m.Type == raftpb.MsgStorageAppendResp && m.Index > 0 && m.Snapshot == nil {
 		// An append of this node is durable: as the leader, say so; as a

@@ -180,7 +180,14 @@ type Node struct {
 
 	kv *kv.Store
 
-	propc       chan *proposal
+	propc    chan *proposal
+	stampedc chan stampBatch // stamps for the writes of stampq (stamp.go)
+	// stampq are the writes waiting for the next fetch of stamps, in the
+	// order they are to be proposed; stamping says a fetch is under way.
+	// Owned by the loop.
+	stampq      []stampItem
+	stamping    bool
+	leasePub    atomic.Pointer[leaseTime] // the lease, for HoldsLease
 	snapDone    chan snapResult
 	recvc       chan []raftpb.Message // batches of messages from one peer
 	unreachc    chan uint64
@@ -315,6 +322,7 @@ func (h *Host) openClaimed(cfg Config, ownsHost bool) (*Node, error) {
 		storage:     raft.NewMemoryStorage(),
 		kv:          kv.NewStore(),
 		propc:       make(chan *proposal, proposalQueue),
+		stampedc:    make(chan stampBatch, 1),
 		snapDone:    make(chan snapResult, 1),
 		recvc:       make(chan []raftpb.Message, recvQueue),
 		unreachc:    make(chan uint64, 64),

@@ -48,7 +48,7 @@ func (n *Node) Propose(ctx context.Context, cmd kv.Command) (_ kv.Result, err er
 	if n.diskFull.Load() {
 		return kv.Result{}, ErrNoSpace
 	}
-	id := n.nextID.Add(1)
+	id := n.nextID.Add(1) &^ payloadStamped
 	enc := cmd.Marshal()
 	data := make([]byte, 8, 8+len(enc))
 	binary.BigEndian.PutUint64(data, id)
@@ -162,7 +162,6 @@ func (n *Node) proposeQueued(p *proposal) {
 func (n *Node) propose(p *proposal) {
 	n.mu.Lock()
 	n.waiters[p.id] = p
-	p.handed = true
 	n.mu.Unlock()
 	lattrace.Mark(lattrace.Proposed, p.id, 0)
 	n.proposeOnce(p)
@@ -173,7 +172,19 @@ func (n *Node) propose(p *proposal) {
 // deadline and leaderWait bound the wait. With no leader known it is refused
 // at once.
 func (n *Node) proposeOnce(p *proposal) {
-	err := n.rn.Propose(p.data)
+	if n.stampsHere() && takesStamp(p.data) {
+		n.queueStamp(stampItem{p: p})
+		return
+	}
+	n.proposeData(p, p.data)
+}
+
+// proposeData is proposeOnce with data, p's payload or p's payload stamped.
+func (n *Node) proposeData(p *proposal, data []byte) {
+	n.mu.Lock()
+	p.handed = true
+	n.mu.Unlock()
+	err := n.rn.Propose(data)
 	if err == nil {
 		return
 	}
@@ -232,7 +243,6 @@ func (n *Node) proposeParked() {
 		parked[i] = nil
 		n.mu.Lock()
 		_, waiting := n.waiters[p.id]
-		p.handed = waiting
 		n.mu.Unlock()
 		if waiting {
 			n.proposeOnce(p)

@@ -1,7 +1,6 @@
 package raftnode
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 
@@ -65,13 +64,17 @@ func (n *Node) ackEarly(ents []raftpb.Entry) {
 		return
 	}
 	for _, e := range ents {
-		if e.Type != raftpb.EntryNormal || len(e.Data) < 8 {
+		if e.Type != raftpb.EntryNormal {
 			continue
 		}
-		cmd, err := kv.UnmarshalCommand(e.Data[8:])
+		id, _, enc, err := DecodePayload(e.Data)
+		if err != nil {
+			continue
+		}
+		cmd, err := kv.UnmarshalCommand(enc)
 		if err != nil || cmd.Op != kv.OpPut || cmd.Cond != (kv.Cond{}) {
 			continue
 		}
-		n.deliver(binary.BigEndian.Uint64(e.Data), proposalResult{res: kv.Result{Status: kv.StatusOK, Revision: int64(e.Index)}})
+		n.deliver(id, proposalResult{res: kv.Result{Status: kv.StatusOK, Revision: int64(e.Index)}})
 	}
 }

@@ -111,8 +111,9 @@ type Oracle struct {
 	epoch     uint64        // bumped by Start and Stop: a persist of another epoch does not raise hw
 	changed   chan struct{} // closed and replaced by Start and Stop, to wake waiters
 	// next is the next value to hand out, hw the persisted high-water mark.
-	// Invariant while serving: next <= hw+1, so every value handed out is
-	// at or below a mark already persisted.
+	// Every value handed out is at or below a mark already persisted:
+	// next <= hw+1 while serving, unless a floor (NextAbove) raised next
+	// above it, and then nothing is handed out until a persist covers it.
 	next, hw uint64
 	waiting  uint64       // values wanted by callers waiting for a persist
 	inflight *persistCall // the persist of this epoch under way, if any
@@ -193,6 +194,14 @@ func (o *Oracle) Close() {
 // time. A failed persist fails the callers that waited for it (the error
 // wraps Persist's) and hands out nothing beyond the mark persisted before.
 func (o *Oracle) Next(ctx context.Context, n int) (first uint64, err error) {
+	return o.NextAbove(ctx, n, 0)
+}
+
+// NextAbove is Next with first > floor: the values skip to floor+1 when
+// floor is at or above the next one (a range whose revisions came from
+// elsewhere, such as log indexes written before its cluster stamped, asks
+// for values above its own). The skipped values are never handed out.
+func (o *Oracle) NextAbove(ctx context.Context, n int, floor uint64) (first uint64, err error) {
 	if n < 1 || n > MaxN {
 		return 0, fmt.Errorf("tso: Next of %d values; it takes 1 to %d", n, MaxN)
 	}
@@ -205,8 +214,11 @@ func (o *Oracle) Next(ctx context.Context, n int) (first uint64, err error) {
 			return 0, ErrClosed
 		case !o.serving || !o.cfg.Lease():
 			return 0, ErrNotServing
-		case o.exhausted || o.next > math.MaxUint64-want:
+		case o.exhausted || floor > math.MaxUint64-want || o.next > math.MaxUint64-want:
 			return 0, ErrExhausted
+		}
+		if o.next <= floor {
+			o.next = floor + 1 // handed out only once a persisted mark covers it
 		}
 		if o.next+want-1 <= o.hw {
 			first = o.next
@@ -284,7 +296,7 @@ const rateInterval = time.Second
 // contexts, and one leaving does not cancel it for the others.
 func (o *Oracle) startPersistLocked() (*persistCall, error) {
 	step := o.stepLocked(o.cfg.Now())
-	base := o.hw // >= next-1: the values still in memory are kept
+	base := max(o.hw, o.next-1) // the values still in memory are kept; a floor may have raised next above hw
 	need := o.waiting + step
 	if base > math.MaxUint64-need {
 		need = math.MaxUint64 - base

@@ -510,3 +510,37 @@ func BenchmarkOracleNext(b *testing.B) {
 		}
 	})
 }
+
+// TestNextAboveSkipsToTheFloor: values handed out with a floor are above it,
+// only once a mark covering them is persisted, and later values stay above.
+func TestNextAboveSkipsToTheFloor(t *testing.T) {
+	var mu sync.Mutex
+	var top uint64 // the largest mark persisted
+	o, err := New(Config{
+		Persist: func(_ context.Context, hw uint64) error { mu.Lock(); top = max(top, hw); mu.Unlock(); return nil },
+		Lease:   func() bool { return true },
+		MinStep: 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	o.Start(0)
+	ctx := context.Background()
+	first, err := o.NextAbove(ctx, 3, 5000)
+	if err != nil || first != 5001 {
+		t.Fatalf("NextAbove(3, 5000) = %d, %v; want 5001", first, err)
+	}
+	mu.Lock()
+	persisted := top
+	mu.Unlock()
+	if hw, _ := o.HighWater(); hw < 5003 || persisted < 5003 {
+		t.Fatalf("handed out 5001..5003 under mark %d (persisted %d)", hw, persisted)
+	}
+	if next, err := o.NextAbove(ctx, 1, 10); err != nil || next != 5004 {
+		t.Fatalf("a floor below the values: %d, %v; want 5004", next, err)
+	}
+	if next, err := o.Next(ctx, 1); err != nil || next != 5005 {
+		t.Fatalf("Next after: %d, %v; want 5005", next, err)
+	}
+}

@@ -1,0 +1,167 @@
+package raftnode
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/distkv/distkv/internal/kv"
+)
+
+// Cluster-wide revisions. With a Stamper, the leader of a group gives each
+// write it proposes a revision handed out by the timestamp oracle (package
+// tso, on the leader of the meta range) instead of letting the write take
+// its log index. Every write's revision is then greater than that of every
+// write acknowledged before it started, whatever groups they went through:
+// the stamps of a write come from a fetch that began after the write reached
+// its leader (writes that arrive while a fetch is under way wait for the
+// next), and the oracle hands out increasing values in real time.
+//
+// The leader stamps in the order it proposes, and proposes in the order the
+// stamps came, so revisions also grow along the log: one fetch at a time,
+// its writes proposed in the order they were queued. Followers do not stamp:
+// their writes reach the leader as Raft proposals (MsgProp) and wait there
+// like the leader's own. A write whose stamps come after this node stopped
+// leading is proposed unstamped, which forwards it to the new leader, which
+// stamps it. If a stamp is ever not above the group's revision when applied
+// (kv.StatusStaleStamp), nothing is applied and the request is told so.
+//
+// Commands that write no key (OpAllocate, OpMark, OpSplit) take no stamp:
+// the oracle's own marks are OpMark entries of the meta range, which must
+// not wait for the oracle.
+
+// A Stamper hands out revisions that grow across the cluster.
+type Stamper interface {
+	// Stamps returns the first of n consecutive revisions, each above
+	// floor, handed out after the call began.
+	Stamps(ctx context.Context, n int, floor uint64) (first uint64, err error)
+}
+
+// stampTimeout bounds one fetch of stamps.
+const stampTimeout = 5 * time.Second
+
+// stampItem is a write waiting for its stamp: a proposal of this node, or
+// the payload of one a follower forwarded.
+type stampItem struct {
+	p    *proposal
+	data []byte
+}
+
+// stampBatch is the answer to one fetch: stamps first, first+1, ... for
+// items, in order, or err.
+type stampBatch struct {
+	items []stampItem
+	first uint64
+	err   error
+}
+
+// stampsHere reports whether this node stamps the writes it proposes: the
+// group has a Stamper and this node leads it.
+func (n *Node) stampsHere() bool {
+	return n.cfg.Stamper != nil && n.leader.Load() == n.raftID
+}
+
+// takesStamp reports whether a payload's command writes keys, and so takes
+// a stamp.
+func takesStamp(data []byte) bool {
+	_, _, enc, err := DecodePayload(data)
+	if err != nil {
+		return false
+	}
+	switch op, _ := kv.CommandOp(enc); op {
+	case kv.OpPut, kv.OpDelete, kv.OpTxn, kv.OpExpire, kv.OpAuth:
+		return true
+	}
+	return false
+}
+
+// queueStamp adds it to the writes waiting for stamps and starts a fetch if
+// none is under way.
+func (n *Node) queueStamp(it stampItem) {
+	n.stampq = append(n.stampq, it)
+	n.fetchStamps()
+}
+
+// queueForwarded queues the writes among a follower's proposed entries for
+// stamps and returns the other entries.
+func (n *Node) queueForwarded(ents []raftpb.Entry) []raftpb.Entry {
+	rest := ents[:0:0]
+	for _, e := range ents {
+		if e.Type == raftpb.EntryNormal && takesStamp(e.Data) {
+			n.stampq = append(n.stampq, stampItem{data: bytes.Clone(e.Data)})
+			continue
+		}
+		rest = append(rest, e)
+	}
+	n.fetchStamps()
+	return rest
+}
+
+// fetchStamps starts a fetch for the queued writes unless one is under way.
+// The stamps are above the group's revision and its last log index, so
+// that they are above every revision the group's log gave, stamped or not.
+func (n *Node) fetchStamps() {
+	if n.stamping || len(n.stampq) == 0 {
+		return
+	}
+	items := n.stampq
+	n.stampq = nil
+	n.stamping = true
+	last, _ := n.storage.LastIndex()
+	floor := max(uint64(max(n.kv.Revision(), 0)), last)
+	stamper := n.cfg.Stamper
+	n.goAsync(func(ctx context.Context) {
+		fctx, cancel := context.WithTimeout(ctx, stampTimeout)
+		first, err := stamper.Stamps(fctx, len(items), floor)
+		cancel()
+		if err == nil && first <= floor {
+			err = fmt.Errorf("stamps from %d, not above %d", first, floor)
+		}
+		select {
+		case n.stampedc <- stampBatch{items: items, first: first, err: err}:
+		case <-ctx.Done():
+		}
+	})
+}
+
+// proposeStamped proposes the writes of a fetch, stamped, in order; if this
+// node no longer leads, unstamped (Raft forwards them to the leader, which
+// stamps them). A failed fetch fails this node's writes, which were not
+// proposed; a follower's are dropped, as Raft drops proposals it cannot
+// take (the follower's request times out or is proposed again).
+func (n *Node) proposeStamped(b stampBatch) {
+	n.stamping = false
+	if b.err != nil {
+		n.logger.Debug("no revisions for writes", "writes", len(b.items), "err", b.err)
+	}
+	leads := n.stampsHere()
+	for i, it := range b.items {
+		stamped := b.err == nil && leads
+		if it.p == nil {
+			data := it.data
+			if stamped {
+				data = stampPayload(data, b.first+uint64(i))
+			} else if b.err != nil && leads {
+				continue
+			}
+			_ = n.rn.Propose(data)
+			continue
+		}
+		n.mu.Lock()
+		_, waiting := n.waiters[it.p.id]
+		n.mu.Unlock()
+		switch {
+		case !waiting:
+		case stamped:
+			n.proposeData(it.p, stampPayload(it.p.data, b.first+uint64(i)))
+		case b.err != nil && leads:
+			n.deliver(it.p.id, proposalResult{err: notMadeError{fmt.Errorf("no revision for the write: %w", b.err)}})
+		default:
+			n.proposeData(it.p, it.p.data)
+		}
+	}
+	n.fetchStamps()
+}

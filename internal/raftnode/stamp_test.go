@@ -1,0 +1,132 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/distkv/distkv/internal/kv"
+)
+
+// counterStamper hands out revisions from one counter, as the oracle does,
+// and counts its fetches.
+type counterStamper struct {
+	mu      sync.Mutex
+	next    uint64
+	fetches atomic.Int64
+	fail    atomic.Bool
+}
+
+func (s *counterStamper) Stamps(_ context.Context, n int, floor uint64) (uint64, error) {
+	s.fetches.Add(1)
+	if s.fail.Load() {
+		return 0, fmt.Errorf("the oracle is away")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next = max(s.next, floor+1)
+	first := s.next
+	s.next += uint64(n)
+	return first, nil
+}
+
+// TestWritesTakeClusterWideRevisions: with a Stamper, two groups' writes,
+// sent to leaders and to followers, take revisions from it: each above
+// every revision acknowledged before the write started, in either group,
+// growing along each group's log, the same on every replica.
+func TestWritesTakeClusterWideRevisions(t *testing.T) {
+	st := &counterStamper{next: 1_000_000}
+	c := newHostCluster(t, 3, func(cfg *Config) { cfg.Stamper = st })
+	for _, m := range c.members {
+		c.open(m.Name, 1, 2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c.leader(1)
+	c.leader(2)
+	var nodes []*Node
+	for _, h := range c.hosts {
+		nodes = append(nodes, h.Group(1), h.Group(2))
+	}
+	var mu sync.Mutex
+	var acked int64 // the largest revision acknowledged so far
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				mu.Lock()
+				before := acked
+				mu.Unlock()
+				n := nodes[(w+i)%len(nodes)]
+				res, err := put(ctx, n, fmt.Sprintf("k%d-%d", w, i), "v")
+				if err != nil {
+					errs <- err
+					return
+				}
+				if res.Revision <= before || res.Revision < 1_000_000 {
+					errs <- fmt.Errorf("a write that started after revision %d was acknowledged got %d", before, res.Revision)
+					return
+				}
+				mu.Lock()
+				acked = max(acked, res.Revision)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if st.fetches.Load() == 0 {
+		t.Fatal("no stamps fetched")
+	}
+	// Every replica of a group holds the same revisions.
+	for _, shard := range []uint64{1, 2} {
+		lead := c.leader(shard)
+		if err := lead.ReadBarrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]int64{}
+		for p := range lead.KV().Snapshot().All() {
+			want[string(p.Key)] = p.Revision
+		}
+		for name, h := range c.hosts {
+			g := h.Group(shard)
+			for deadline := time.Now().Add(5 * time.Second); g.Status().AppliedIndex < lead.Status().CommitIndex; {
+				if time.Now().After(deadline) {
+					t.Fatalf("%s did not catch up on group %d", name, shard)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			for p := range g.KV().Snapshot().All() {
+				if want[string(p.Key)] != p.Revision {
+					t.Fatalf("group %d on %s: %s at revision %d, the leader has %d", shard, name, p.Key, p.Revision, want[string(p.Key)])
+				}
+			}
+		}
+	}
+	t.Logf("200 writes, %d fetches of stamps, last revision %d", st.fetches.Load(), acked)
+
+	// Without stamps, a write is refused as not made.
+	st.fail.Store(true)
+	_, err := put(ctx, c.leader(1), "after", "v")
+	var nm interface{ NotMade() bool }
+	if err == nil || !errors.As(err, &nm) {
+		t.Fatalf("a write without stamps: %v; want one certainly not made", err)
+	}
+	if _, ok := c.leader(1).KV().Get([]byte("after")); ok {
+		t.Fatal("a write without a stamp was applied")
+	}
+	// A meta-like command takes none.
+	if _, err := c.leader(1).Propose(ctx, kv.Command{Op: kv.OpMark, Mark: 7}); err != nil {
+		t.Fatalf("a mark while the oracle is away: %v", err)
+	}
+}
