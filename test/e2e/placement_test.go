@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -275,5 +276,27 @@ func TestPlacement(t *testing.T) {
 				t.Fatalf("%s: GET %s: %d %.120s, want %.20s (or one of %v)", name, key, code, body, v, maybe[key])
 			}
 		}
+	}
+	// Revisions are cluster-wide: writes made one after another, to keys of
+	// many ranges through every live node, get increasing revisions (each
+	// range's log index would not).
+	var written []string
+	for key := range acked {
+		written = append(written, key)
+	}
+	sort.Strings(written)
+	nodes, last := live(), int64(0)
+	for i := 0; i < len(written); i += max(1, len(written)/40) {
+		code, body := do(t, "PUT", c.url(nodes[i%len(nodes)], "/key/"+written[i]), `{"value":"rev"}`)
+		var res struct {
+			ID int64 `json:"id"`
+		}
+		if code != 200 || json.Unmarshal([]byte(body), &res) != nil {
+			t.Fatalf("PUT %s: %d %.200s", written[i], code, body)
+		}
+		if res.ID <= last {
+			t.Fatalf("PUT %s after a write at revision %d was acknowledged: revision %d", written[i], last, res.ID)
+		}
+		last = res.ID
 	}
 }
