@@ -31,6 +31,9 @@ type revisions struct {
 	oracle *tso.Oracle
 	tr     *transport.Transport
 	logger *slog.Logger
+	// used is when this node's oracle last handed out revisions (Unix
+	// nanoseconds): while it is in use, run keeps group 1's lease fresh.
+	used atomic.Int64
 }
 
 var _ raftnode.Stamper = (*revisions)(nil)
@@ -79,6 +82,16 @@ func (r *revisions) run(ctx context.Context, meta *raftnode.Node) {
 		st := meta.Status()
 		switch {
 		case st.Leader == self && servingTerm == st.Term:
+			// The oracle serves only under the lease, which read rounds
+			// renew; a cluster that only writes makes none. While the
+			// oracle is in use, a barrier here renews it before it runs
+			// out (it is answered from the lease until half of it is
+			// gone), so a fetch of revisions seldom waits for a round.
+			if time.Since(time.Unix(0, r.used.Load())) < time.Second {
+				bctx, cancel := context.WithTimeout(ctx, time.Second)
+				meta.ReadBarrier(bctx)
+				cancel()
+			}
 		case st.Leader == self:
 			// Once this leader has applied an entry of its term, every
 			// mark of the leaders before it is in its state.
@@ -146,6 +159,7 @@ func (r *revisions) stampsOnce(ctx context.Context, n int, floor uint64) (uint64
 // local hands out stamps from this node's oracle; without a lease it makes
 // one (a read round) and tries once more.
 func (r *revisions) local(ctx context.Context, n int, floor uint64) (uint64, error) {
+	r.used.Store(time.Now().UnixNano())
 	first, err := r.oracle.NextAbove(ctx, n, floor)
 	if errors.Is(err, tso.ErrNotServing) {
 		if meta := r.meta.Load(); meta != nil && !meta.HoldsLease() {

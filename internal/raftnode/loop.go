@@ -363,12 +363,10 @@ func (n *Node) step(m raftpb.Message) {
 		n.reads.joinRemote(m.From, m.Entries[0].Data)
 		return
 	}
-	if m.Type == raftpb.MsgProp && m.From != n.raftID && m.From != raft.None && !slices.Contains(n.forwarders, m.From) {
-		n.forwarders = append(n.forwarders, m.From)
-	}
 	if m.Type == raftpb.MsgProp && n.stampsHere() {
-		// A follower's writes wait for their stamps; the rest go on.
-		if m.Entries = n.queueForwarded(m.Entries); len(m.Entries) == 0 {
+		// A follower's writes wait for their stamps (and are noted as its
+		// when proposed); the rest go on.
+		if m.Entries = n.queueForwarded(m.From, m.Entries); len(m.Entries) == 0 {
 			return
 		}
 	}
@@ -376,11 +374,22 @@ func (n *Node) step(m raftpb.Message) {
 		n.logger.Debug("dropped message", "type", m.Type, "from", n.memberName(m.From), "err", err)
 		return
 	}
+	if m.Type == raftpb.MsgProp {
+		n.noteForwarder(m.From)
+	}
 	if m.Type == raftpb.MsgStorageAppendResp && m.Index > 0 && m.Snapshot == nil {
 		// An append of this node is durable: as the leader, say so; as a
 		// follower, it may complete what a notice lacked.
 		n.noticeDurable(m.Index, m.LogTerm)
 		n.commitNoticed()
+	}
+}
+
+// noteForwarder records that this leader took proposals of from (see
+// forwarders).
+func (n *Node) noteForwarder(from uint64) {
+	if from != n.raftID && from != raft.None && !slices.Contains(n.forwarders, from) {
+		n.forwarders = append(n.forwarders, from)
 	}
 }
 

@@ -48,6 +48,7 @@ const stampTimeout = 5 * time.Second
 type stampItem struct {
 	p    *proposal
 	data []byte
+	from uint64 // the follower that forwarded data
 }
 
 // stampBatch is the answer to one fetch: stamps first, first+1, ... for
@@ -87,11 +88,11 @@ func (n *Node) queueStamp(it stampItem) {
 
 // queueForwarded queues the writes among a follower's proposed entries for
 // stamps and returns the other entries.
-func (n *Node) queueForwarded(ents []raftpb.Entry) []raftpb.Entry {
+func (n *Node) queueForwarded(from uint64, ents []raftpb.Entry) []raftpb.Entry {
 	rest := ents[:0:0]
 	for _, e := range ents {
 		if e.Type == raftpb.EntryNormal && takesStamp(e.Data) {
-			n.stampq = append(n.stampq, stampItem{data: bytes.Clone(e.Data)})
+			n.stampq = append(n.stampq, stampItem{data: bytes.Clone(e.Data), from: from})
 			continue
 		}
 		rest = append(rest, e)
@@ -147,7 +148,9 @@ func (n *Node) proposeStamped(b stampBatch) {
 			} else if b.err != nil && leads {
 				continue
 			}
-			_ = n.rn.Propose(data)
+			if n.rn.Propose(data) == nil && stamped {
+				n.noteForwarder(it.from) // its client waits for the commit
+			}
 			continue
 		}
 		n.mu.Lock()
