@@ -2,9 +2,9 @@
 // the key space is cut into ranges, in the manner of TiKV's PD: the leader
 // of the meta range hands out revisions from memory, below a high-water mark
 // it has persisted through the meta range's log, and every range's leader
-// gets the revisions of its writes from it in batches (Batcher). It does no
-// I/O of its own: persisting the mark, the leader lease and fetching over
-// the network are functions the host injects.
+// gets the revisions of its writes from it in batches (raftnode/stamp.go,
+// cmd/distkv/revisions.go). It does no I/O of its own: persisting the mark
+// and the leader lease are functions the host injects.
 //
 // Guarantees of the Oracle:
 //
@@ -43,17 +43,9 @@
 // handed out both, b > a because it hands out values in increasing order in
 // real time. If a later one handed out b, b is above the mark that later
 // Oracle started from, which is at or above every value handed out before,
-// a included. The Batcher keeps this: a call's stamps always come from a
-// fetch that started after the call arrived (calls arriving during a fetch
-// wait for the next one), so b was still handed out by the Oracle after t.
+// a included. A range's leader keeps this by fetching a write's stamps only
+// after the write reached it (writes arriving during a fetch wait for the
+// next one; raftnode/stamp.go), so b is still handed out after t.
 // Whichever ranges A and B touched, b > a; that is what lets the revision
 // order writes across ranges as the single Raft log did.
-//
-// Guarantees of the Batcher: at most one fetch in flight per range; the
-// calls that arrive meanwhile share the next fetch; stamps go out in the
-// order the calls arrived, consecutively; a fetch that returns stamps not
-// above those handed out before fails (ErrNotIncreasing) rather than let a
-// revision go backwards. The range should propose its writes in stamp order
-// (take the stamp and queue the proposal in one step), so that revisions
-// also increase along its log.
 package tso
