@@ -549,3 +549,54 @@ func TestRemovalNoticeIsForALaggingMember(t *testing.T) {
 		t.Fatal("a notice of a removal this node has not applied yet did not stop it")
 	}
 }
+
+// TestHostTellsAReplicaRemovedWhileDown: a replica removed from its group
+// while its node was down never applies its removal; once it restarts and
+// sends the group messages, a member tells it, and the node lets go of it
+// instead of keeping a leaderless copy of the range.
+func TestHostTellsAReplicaRemovedWhileDown(t *testing.T) {
+	const shard = 9
+	c := newHostCluster(t, 3, nil)
+	tweak := func(hc *HostConfig) {
+		hc.NewGroup = func(s uint64) (Config, bool) {
+			cfg := c.groupConfig(s)
+			cfg.Members = nil
+			return cfg, s == shard
+		}
+	}
+	for _, m := range c.members {
+		if _, err := c.openWith(m.Name, tweak).OpenGroup(c.groupConfig(shard)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader := c.leader(shard)
+	victim := "n3"
+	if leader.cfg.Self.Name == victim {
+		victim = "n2"
+	}
+	if _, err := put(ctx, leader, "a", "v"); err != nil {
+		t.Fatal(err)
+	}
+	c.close(victim)
+	if err := leader.RemoveMember(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	// The members tell a removed member for 3 s (tellRemoved); it is down
+	// longer.
+	time.Sleep(4 * time.Second)
+	hv := c.openWith(victim, tweak)
+	if _, err := hv.OpenGroup(c.groupConfig(shard)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); hv.Group(shard) != nil || !hv.Buried(shard); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s kept group %d, from which it was removed while it was down", victim, shard)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := put(ctx, leader, "b", "v"); err != nil {
+		t.Fatalf("the group after: %v", err)
+	}
+}

@@ -348,6 +348,9 @@ func (n *Node) step(m raftpb.Message) {
 	if m.From != n.raftID {
 		lattrace.Mark(lattrace.Received, m.Index+uint64(len(m.Entries)), uint64(m.Type))
 	}
+	if m.From != n.raftID {
+		n.noticeStranger(m.From)
+	}
 	if nt, ok := decodeNotice(&m); ok && m.From != n.raftID {
 		n.takeNotice(nt)
 		return

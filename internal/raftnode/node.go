@@ -67,6 +67,10 @@ type Node struct {
 	// added again, and it would then apply its own old removal (see
 	// sendSnapshots). Owned by the loop.
 	addedAt map[uint64]uint64
+	// strangers is when this node last told each node that sends it
+	// messages without being in the configuration that it was removed
+	// (noticeStranger). Owned by the loop.
+	strangers map[uint64]time.Time
 	// snapshotSoon asks for a snapshot before SnapshotEntries more entries
 	// are applied: the newest one predates a member that needs one.
 	snapshotSoon bool

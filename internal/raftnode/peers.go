@@ -151,6 +151,36 @@ func (n *Node) addPeer(id uint64, m Member) {
 	n.cfg.Transport.AddPeer(id, m.Peer)
 }
 
+// noticeStranger tells from, which sent this group a message but is not in
+// the configuration this node applied, that it was removed, at most once a
+// second. A replica removed while its node was down (or cut off) never
+// applies its removal and never hears from the leader again: it would sit
+// with its old bounds, leaderless, answering nothing for its keys. The
+// notice carries this node's applied index: the receiver stops only if it
+// is a member in its own configuration and has applied less, which a
+// replica added since (it has applied its addition, which this node has
+// not) never is.
+func (n *Node) noticeStranger(from uint64) {
+	if n.cfg.Transport == nil || inConfState(n.confState, from) || !inConfState(n.confState, n.raftID) {
+		return
+	}
+	now := time.Now()
+	if at, ok := n.strangers[from]; ok && now.Sub(at) < time.Second {
+		return
+	}
+	if n.strangers == nil {
+		n.strangers = map[uint64]time.Time{}
+	}
+	n.strangers[from] = now
+	notice := binary.BigEndian.AppendUint64(nil, n.applied.Load())
+	n.logger.Debug("telling a node that sends messages but is not a member that it was removed", "node", n.memberName(from))
+	n.goAsync(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, _ = n.cfg.Transport.Call(ctx, from, n.cfg.Shard, methodRemoved, notice)
+	})
+}
+
 // tellRemoved lets member id, removed by the entry at index, know, then
 // forgets it. It runs on a goroutine of its own (goAsync) and gives up when
 // ctx ends.

@@ -101,11 +101,13 @@ func (n *Node) maybeQuiesce() bool {
 }
 
 // settled reports whether nothing of the loop's waits on a tick or on Raft:
-// no proposal or read waiting, no append, snapshot or transfer under way,
-// nothing held back, no key with a deadline, and no split due.
+// no proposal or read waiting, no write waiting for its revision, no append,
+// snapshot or transfer under way, nothing held back, no key with a
+// deadline, no split due, and a leader's load tracker made.
 func (n *Node) settled() bool {
 	if n.appending > 0 || len(n.parked) > 0 || len(n.propc) > 0 || n.snapshotting ||
-		n.snapsSending.Load() > 0 || len(n.deferred) > 0 || len(n.laterAcks) > 0 || n.stall != nil {
+		n.snapsSending.Load() > 0 || len(n.deferred) > 0 || len(n.laterAcks) > 0 || n.stall != nil ||
+		n.stamping || len(n.stampq) > 0 {
 		return false
 	}
 	if _, ok := n.kv.NextDeadline(); ok {
@@ -117,7 +119,11 @@ func (n *Node) settled() bool {
 	if !n.reads.idle() {
 		return false
 	}
-	if t := n.load.Load(); t != nil && t.Rate() > float64(n.cfg.RangeSplitQPS)/2 {
+	t := n.load.Load()
+	if t == nil && n.cfg.RangeSplitQPS > 0 && n.leader.Load() == n.raftID {
+		return false // a leader's first look at its load (on a tick) makes the tracker that counts reads while it is quiet
+	}
+	if t != nil && t.Rate() > float64(n.cfg.RangeSplitQPS)/2 {
 		return false // busy with reads that do not wake it: its load is watched on ticks
 	}
 	n.mu.Lock()
