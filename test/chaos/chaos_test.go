@@ -74,9 +74,18 @@ func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir stri
 	}
 	defer nlog.Close()
 
-	c := startCluster(t, 3, logDir, seed)
+	nodes, sharded := 3, res.shard != nil
+	var extra []string
+	if sharded {
+		nodes, extra = shardedNodes, shardedFlags()
+	}
+	c := startCluster(t, nodes, logDir, seed, extra...)
 	if _, err := c.leader(10 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	if sharded {
+		res.shard.begin(t, c, seed)
+		defer res.shard.end()
 	}
 	if watch != nil {
 		stopWatch := watch(c, logDir)
@@ -85,6 +94,9 @@ func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir stri
 	h := newHistory()
 	nem := newNemesis(c, seed, h, nlog)
 	nem.progress = t.Logf
+	if nem.kinds, err = roundFaults(sharded); err != nil {
+		t.Fatal(err)
+	}
 	led := newLedger(c)
 
 	stop := make(chan struct{})
@@ -138,6 +150,12 @@ wait:
 
 	acked, lost, err := led.check()
 	if err != nil {
+		if c.views != nil {
+			t.Logf("the ranges as each node lists them:%s", c.views())
+			for _, k := range led.keys {
+				t.Logf("GET %s on every node:%s", k, c.askAll("/key/"+k))
+			}
+		}
 		t.Fatalf("ledger: %v", err)
 	}
 	res.acked, res.lost = acked, len(lost)
@@ -149,11 +167,17 @@ wait:
 		t.Errorf("acknowledged write lost: %s", s)
 	}
 	finalReads(t, c, h)
+	if sharded {
+		h.dropGroups(res.shard.check(t))
+		res.lost += res.shard.fillerLost
+		res.shard.verdict(t)
+		t.Logf("sharded: %s", res.shard)
+	}
 	resolved := h.resolveObserved()
-	staleReads(t, h)
+	staleReads(t, h, sharded)
 	// Each revision claimed twice is at least one more lost acknowledged
 	// write, one the ledger's writers may not have made.
-	res.lost += revisionReuse(t, h)
+	res.lost += revisionReuse(t, h, sharded)
 	if err := h.save(filepath.Join(logDir, "history.txt")); err != nil {
 		t.Errorf("saving the history: %v", err)
 	}

@@ -47,7 +47,7 @@ func TestCheckStale(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &history{ops: writes, obs: tt.obs, written: map[string]int64{"x": 0, "y": 2}}
-			rep := checkStale(h)
+			rep := checkStale(h, false)
 			switch {
 			case tt.want == "" && len(rep.violations) > 0:
 				t.Errorf("violations %q, want none", rep.violations)
@@ -84,7 +84,7 @@ func TestCheckRevisions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := checkRevisions(&history{ops: tt.ops, obs: tt.obs})
+			got := checkRevisions(&history{ops: tt.ops, obs: tt.obs}, false)
 			if len(got) != tt.want {
 				t.Errorf("found %q, want %d", got, tt.want)
 			}
@@ -117,7 +117,7 @@ func TestCheckFreshness(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &history{ops: writes, obs: []observation{ack, tt.read}, written: map[string]int64{"x": 0, "y": 2}}
-			if got := checkStale(h).missed; len(got) != tt.want {
+			if got := checkStale(h, false).missed; len(got) != tt.want {
 				t.Errorf("missed %q, want %d", got, tt.want)
 			}
 		})

@@ -34,6 +34,7 @@ type history struct {
 	counts  map[string]int   // "<kind> <outcome>" -> operations
 	written map[string]int64 // unique value -> call time of the write that carries it
 	odd     []string         // answers no correct node gives, for the failure message
+	oddOf   []int            // the group of each of odd
 }
 
 // observation is an answered operation as the stale-read checks see it: the
@@ -43,6 +44,7 @@ type observation struct {
 	node      int
 	proc      *exec.Cmd // the node's process; nil if it changed during the call
 	kind      opKind
+	group     int // the group of the operation
 	call, ret int64
 	reads     []keyRead
 	// applied is a log index the node had applied when it answered: the
@@ -96,10 +98,42 @@ func (h *history) count(kind opKind, outcome string) {
 	h.mu.Unlock()
 }
 
-func (h *history) unexpected(format string, args ...any) {
+func (h *history) unexpected(group int, format string, args ...any) {
 	h.mu.Lock()
 	h.odd = append(h.odd, fmt.Sprintf(format, args...))
+	h.oddOf = append(h.oddOf, group)
 	h.mu.Unlock()
+}
+
+// dropGroups leaves the operations, observations and unexpected answers of
+// the groups in drop out of the history (a sharded round's group that ended
+// in two ranges, whose revisions are then not one log's).
+func (h *history) dropGroups(drop map[int]bool) {
+	if len(drop) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ops []porcupine.Operation
+	for _, op := range h.ops {
+		if !drop[op.Input.(kvInput).Group] {
+			ops = append(ops, op)
+		}
+	}
+	var obs []observation
+	for _, o := range h.obs {
+		if !drop[o.group] {
+			obs = append(obs, o)
+		}
+	}
+	var odd []string
+	var oddOf []int
+	for i, s := range h.odd {
+		if !drop[h.oddOf[i]] {
+			odd, oddOf = append(odd, s), append(oddOf, h.oddOf[i])
+		}
+	}
+	h.ops, h.obs, h.odd, h.oddOf = ops, obs, odd, oddOf
 }
 
 // resolveObserved closes the open end of every unknown write one of whose
@@ -551,7 +585,7 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 		return unknown()
 	}
 	odd := func() (porcupine.Operation, string) {
-		c.h.unexpected("%s on %s: %d %s", describeOp(in, kvOutput{Status: -1}), nd.name, resp.StatusCode, b)
+		c.h.unexpected(in.Group, "%s on %s: %d %s", describeOp(in, kvOutput{Status: -1}), nd.name, resp.StatusCode, b)
 		if !write {
 			return drop, "odd"
 		}
@@ -633,7 +667,7 @@ func putValues(in kvInput) []string {
 
 // observe extracts what the stale-read checks use from an answer.
 func observe(in kvInput, out kvOutput) observation {
-	var o observation
+	o := observation{group: in.Group}
 	base := in.Group * groupSize
 	add := func(k int, r kvRead) {
 		o.reads = append(o.reads, keyRead{Key: base + k, kvRead: r})

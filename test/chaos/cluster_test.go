@@ -107,6 +107,9 @@ type cluster struct {
 	// if set, counts what they ran into (see rejoin).
 	logf func(format string, args ...any)
 	note func(kind string)
+	// views, if set, describes how the nodes see the cluster, for a
+	// failure message (a sharded round's ranges as each node lists them).
+	views func() string
 }
 
 // freePort returns a loopback address for a node started later (see package
@@ -121,8 +124,9 @@ func freePort(t *testing.T) string {
 }
 
 // startCluster starts n nodes with logs in logDir and waits until each is
-// ready. Every process is killed when the test ends.
-func startCluster(t *testing.T, n int, logDir string, seed int64) *cluster {
+// ready; every node gets the server flags extra too. Every process is
+// killed when the test ends.
+func startCluster(t *testing.T, n int, logDir string, seed int64, extra ...string) *cluster {
 	t.Helper()
 	var parts, real, httpAddrs []string
 	for i := 0; i < n; i++ {
@@ -166,6 +170,7 @@ func startCluster(t *testing.T, n int, logDir string, seed int64) *cluster {
 				"--snapshot-catchup-entries", fmt.Sprint(*catchupEntries),
 				"--dial-override", strings.Join(over, ",")},
 		}
+		nd.common = append(nd.common, extra...)
 		nd.member = memberName(i, 0)
 		nd.args = append([]string{"server", "--id", nd.member, "--cluster", strings.Join(parts, ",")}, nd.common...)
 		if err := nd.start(); err != nil {
@@ -630,4 +635,23 @@ func (c *cluster) checkVoters(timeout time.Duration) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("want voters %v, leader lists %s", want, seen)
+}
+
+// askAll sends GET path to every running node and lists their answers, for
+// a failure message: whether one node or all of them fail a read.
+func (c *cluster) askAll(path string) string {
+	cli := &http.Client{Timeout: 3 * time.Second}
+	var b strings.Builder
+	for _, nd := range c.nodes {
+		fmt.Fprintf(&b, "\n  %s: ", nd.name)
+		resp, err := cli.Get(nd.url(path))
+		if err != nil {
+			fmt.Fprintf(&b, "%v", err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Fprintf(&b, "%d %.300s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	return b.String()
 }

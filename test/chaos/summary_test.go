@@ -251,6 +251,9 @@ type roundResult struct {
 	// maxCheckOps, if not 0, skips the linearizability check of a longer
 	// history (the other checks still run).
 	maxCheckOps int
+	// shard, if not nil, makes the round a sharded one (sharded_test.go)
+	// and holds what it counted.
+	shard *shardStats
 }
 
 // printSummary logs the totals over rounds and one line per round.
@@ -280,6 +283,9 @@ func printSummary(t *testing.T, results []roundResult) {
 		}
 		fmt.Fprintf(&b, "  round %d seed=%d duration=%v ops=%d linearizable=%s lost=%d/%d %s\n",
 			r.round, r.seed, r.duration, r.ops, r.verdict, r.lost, r.acked, verdict)
+		if r.shard != nil {
+			fmt.Fprintf(&b, "    sharded: %s\n", r.shard)
+		}
 	}
 	t.Log(b.String())
 }
