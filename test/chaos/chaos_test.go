@@ -169,6 +169,7 @@ wait:
 	finalReads(t, c, h)
 	if sharded {
 		h.dropGroups(res.shard.check(t))
+		res.acked += res.shard.fillerAcked
 		res.lost += res.shard.fillerLost
 		res.shard.verdict(t)
 		t.Logf("sharded: %s", res.shard)

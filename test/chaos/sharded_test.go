@@ -90,15 +90,15 @@ func TestChaosSharded(t *testing.T) {
 // shardStats is what a sharded round counts, and the machinery that counts
 // it: the filler writers and a poller of GET /cluster/ranges.
 type shardStats struct {
-	rangesStart, rangesEnd int
-	splits                 int // "range split by size" lines in the nodes' logs
-	learners, promotes     int // placement changes add_learner and promote of data ranges
-	removes                int
-	leaderChanges          int // of any range, as the poller saw them
-	polls                  int
-	straddled              []string // groups that ended in two ranges, left out of the checks
+	rangesStart, rangesEnd  int
+	splits                  int // "range split by size" lines in the nodes' logs
+	learners, promotes      int // placement changes add_learner and promote of data ranges
+	removes                 int
+	leaderChanges           int // of any range, as the poller saw them
+	polls                   int
+	straddled               []string // groups that ended in two ranges, left out of the checks
 	fillerAcked, fillerLost int
-	counted                bool // the logs and ranges at the end were counted
+	counted                 bool // the logs and ranges at the end were counted
 
 	c      *cluster
 	filler *filler
