@@ -56,6 +56,15 @@ func shardedFlags() []string {
 // few bytes. shardStats.check verifies at the end that it did not.
 var fillerZones = []string{"a/", "g0x/", "g1x/", "g2x/", "z/"}
 
+// sentinel is the key written once, with a one-byte value, just before
+// group g's keys: "g0." sorts right before "g0/" and outside its prefix.
+// Without it the group's first key present follows a filler key of 1 KiB,
+// so a split near the group would often be at that key: at g0/b whenever
+// g0/a is deleted, which cuts the group. With it, a split key inside a
+// group needs the half of the range's bytes to fall within the few bytes of
+// the sentinel and the group's keys.
+func sentinel(g int) string { return fmt.Sprintf("g%d.", g) }
+
 // TestChaosSharded runs -chaos.sharded-rounds rounds on a five-node cluster
 // that splits into ranges and moves replicas while the clients and the
 // nemesis run; see doc.go. A round fails, besides the checks of TestChaos,
@@ -121,6 +130,15 @@ func (s *shardStats) begin(t *testing.T, c *cluster, seed int64) {
 	}
 	s.filler = newFiller(c)
 	started := time.Now()
+	rng := rand.New(rand.NewSource(seed + 1999))
+	for g := 0; g < numGroups; g++ {
+		// The same value again is harmless if an earlier try was applied.
+		for try := 0; !s.filler.write(rng, sentinel(g), "s", true); try++ {
+			if try == 5 {
+				t.Fatalf("could not write the sentinel key %s", sentinel(g))
+			}
+		}
+	}
 	var pre sync.WaitGroup
 	for w := 0; w < 4; w++ {
 		pre.Add(1)
@@ -430,16 +448,24 @@ func fillerValueOf(k string) string {
 	return k + strings.Repeat(".", max(0, fillerValue-len(k)))
 }
 
-// put writes one new filler key through a random node. With retry, a put
-// that was refused for certain is tried again (the preload must land).
+// put writes one new filler key through a random node, as writer w. With
+// retry, a put that was refused for certain is tried again (the preload must
+// land).
 func (f *filler) put(rng *rand.Rand, w int, retry bool) {
 	f.mu.Lock()
 	f.count++
 	key := fmt.Sprintf("%s%08x-%d-%d", fillerZones[rng.Intn(len(fillerZones))], rng.Uint32(), w, f.count)
 	f.mu.Unlock()
+	f.write(rng, key, fillerValueOf(key), retry)
+}
+
+// write puts key=value through a random node and says whether it was
+// acknowledged; with retry it tries again, up to 20 times, while refused
+// for certain. Filler keys are recorded for check.
+func (f *filler) write(rng *rand.Rand, key, value string, retry bool) bool {
 	for attempt := 0; ; attempt++ {
 		nd := f.c.nodes[rng.Intn(len(f.c.nodes))]
-		req, err := http.NewRequest(http.MethodPut, nd.url("/key/"+key), strings.NewReader(fmt.Sprintf(`{"value":%q}`, fillerValueOf(key))))
+		req, err := http.NewRequest(http.MethodPut, nd.url("/key/"+key), strings.NewReader(fmt.Sprintf(`{"value":%q}`, value)))
 		if err != nil {
 			panic(err)
 		}
@@ -458,13 +484,15 @@ func (f *filler) put(rng *rand.Rand, w int, retry bool) {
 			}
 		}
 		if outcome != "no" {
-			f.mu.Lock()
-			f.sent[key] = outcome == "yes"
-			f.mu.Unlock()
-			return
+			if value == fillerValueOf(key) {
+				f.mu.Lock()
+				f.sent[key] = outcome == "yes"
+				f.mu.Unlock()
+			}
+			return outcome == "yes"
 		}
 		if !retry || attempt == 20 {
-			return
+			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
