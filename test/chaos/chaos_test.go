@@ -80,6 +80,7 @@ func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir stri
 		nodes, extra = shardedNodes, shardedFlags()
 	}
 	c := startCluster(t, nodes, logDir, seed, extra...)
+	c.sharded = sharded
 	if _, err := c.leader(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}

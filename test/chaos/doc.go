@@ -79,9 +79,12 @@
 // groups cut; the round fails if no range split or no replica moved.
 //
 // The sharded round injects every fault but snapshot-partition (it waits for
-// one group's log index, which says nothing of the other ranges) and
-// member-replace (it promotes the new member by hand where placement does it
-// itself). kill-long, a kill -9 held for --dead-node-timeout + 4s so that
+// one group's log index, which says nothing of the other ranges).
+// member-replace takes the sharded path: DELETE /cluster/members/{id}, sent
+// again while it answers 503 (the member's replicas are being moved away),
+// then the slot joins again under a new name with --join and is left for
+// placement to promote in the meta range and give replicas to; the fault is
+// healed once every slot's member is a voter. kill-long, a kill -9 held for --dead-node-timeout + 4s so that
 // placement moves the node's replicas away, runs only with
 // -chaos.sharded-kill-long (or -chaos.faults=...,kill-long): the round fails
 // with it today. A replica removed from a node while the node is down stays

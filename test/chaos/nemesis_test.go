@@ -50,9 +50,9 @@ var onlyIfNamed = []string{"kill-long"}
 
 // notSharded are the kinds a sharded round does not inject:
 // snapshot-partition waits for snapshots past one group's log index, which
-// says nothing of the other ranges' logs, and member-replace promotes the
-// new member by hand where placement does it itself.
-var notSharded = []string{"snapshot-partition", "member-replace"}
+// says nothing of the other ranges' logs. (member-replace is injected: the
+// removal drains the member, and placement promotes the new one.)
+var notSharded = []string{"snapshot-partition"}
 
 // chaosKillLong adds kill-long to a sharded round's faults: a kill held past
 // --dead-node-timeout, so that placement moves the node's replicas away

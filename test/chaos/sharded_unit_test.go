@@ -155,7 +155,7 @@ func TestRoundFaults(t *testing.T) {
 			t.Errorf("sharded round injects %s: %v", k, sharded)
 		}
 	}
-	if !slices.Contains(sharded, "kill") || !slices.Contains(sharded, "partition") {
+	if !slices.Contains(sharded, "kill") || !slices.Contains(sharded, "partition") || !slices.Contains(sharded, "member-replace") {
 		t.Errorf("sharded round injects %v", sharded)
 	}
 }
