@@ -56,27 +56,34 @@
 // (-chaos.filler-rate a second, after a preload of 96), under prefixes
 // before, between and after the groups ("a/", "g0x/", "g1x/", "g2x/", "z/"),
 // so the key space splits into tens of ranges during the round and
-// placement moves replicas to balance them. Splits fall in filler key
-// space: a range splits at the key that halves its bytes, and a group's keys
-// hold a few bytes against the filler's kilobytes; splits for load are off
-// (they would cut at the clients' keys). Each group must lie inside one
-// range, since revisions are each range's own log index and a transaction
-// across ranges is refused: at the end GET /cluster/ranges is checked, and
-// a group cut by a split (none was in the rounds run so far) is named and its operations left
-// out of the checks, not failed. Revisions (porcupine's model, revisions
-// claimed twice, stale reads, linearizable reads that miss an acknowledged
-// write) are compared only within a group. A stale read going back in time
-// on one node is counted, not failed, in a sharded round: a node that holds
-// no replica of the key's range (or lost it to a move) forwards the read to
-// the range's leader or another replica, which may have applied less than
-// the one that answered before. Every acknowledged filler put must be on
-// every node at the end (a linearizable scan of each prefix on each node),
-// besides the ledger and the final scans. The round's summary line counts
-// ranges at the start and end, splits ("range split by size" log lines),
-// replica moves (placement changes: add_learner, promote, remove; a move is
-// a promote), leader changes of any range (seen by polling GET
-// /cluster/ranges every 250 ms, so a lower bound), filler puts lost and
-// groups cut; the round fails if no range split or no replica moved.
+// placement moves replicas to balance them.
+//
+// Each group must lie inside one range, since revisions are each range's own
+// log index and a transaction across ranges is refused. Splits fall in
+// filler key space: a range splits at the key that halves its bytes, a
+// group's keys hold a few bytes against the filler's kilobytes, and a
+// sentinel key with a one-byte value just before each group ("g0.", outside
+// the prefix "g0/") takes the split that would otherwise fall at the group's
+// first key present, g0/b when g0/a is deleted (seen once before the
+// sentinels). Splits for load are off: they would cut at the clients' keys.
+// At the end GET /cluster/ranges is checked: a group cut by a split is named
+// in the log and the summary and its operations are left out of the checks,
+// not failed (no group was cut in the rounds run with the sentinels).
+//
+// Revisions (porcupine's model, revisions claimed twice, stale reads,
+// linearizable reads that miss an acknowledged write) are compared only
+// within a group. A stale read going back in time on one node is counted,
+// not failed, in a sharded round: a node that holds no replica of the key's
+// range (or lost it to a move) forwards the read to the range's leader or
+// another replica, which may have applied less than the one that answered
+// before. Every acknowledged filler put must be on every node at the end (a
+// linearizable scan of each filler prefix on each node), besides the ledger
+// and the final scans. The round's summary line counts ranges at the start
+// and end, splits ("range split by size" in the nodes' logs), replica moves
+// ("placement change" lines: add_learner, promote, remove; a move is a
+// promote), leader changes of any range (seen by polling GET /cluster/ranges
+// every 250 ms, so a lower bound), filler puts lost and groups cut; the
+// round fails if no range split or no replica moved.
 //
 // The sharded round injects every fault but snapshot-partition (it waits for
 // one group's log index, which says nothing of the other ranges).
@@ -84,14 +91,17 @@
 // again while it answers 503 (the member's replicas are being moved away),
 // then the slot joins again under a new name with --join and is left for
 // placement to promote in the meta range and give replicas to; the fault is
-// healed once every slot's member is a voter. kill-long, a kill -9 held for --dead-node-timeout + 4s so that
-// placement moves the node's replicas away, runs only with
-// -chaos.sharded-kill-long (or -chaos.faults=...,kill-long): the round fails
-// with it today. A replica removed from a node while the node is down stays
-// on it after its restart, with the range's old bounds (the removal notice,
-// internal/raftnode tellRemoved, is retried for 3 s only), and the node
-// answers requests for those keys from it, 503 "no leader", instead of
-// forwarding them; the final reads on that node time out.
+// healed once every slot's member is a voter.
+//
+// kill-long, a kill -9 held for --dead-node-timeout + 4s so that placement
+// moves the node's replicas away, runs only with -chaos.sharded-kill-long
+// (or -chaos.faults=...,kill-long), because the round fails with it today
+// (3 of the 4 rounds where it was held in full): a replica removed from a
+// node while the node is down stays on it after its restart, with the
+// range's old bounds (the removal notice, internal/raftnode tellRemoved, is
+// retried for 3 s only), and the node answers requests for those keys from
+// it, 503 "no leader", instead of forwarding them; the final reads on that
+// node time out.
 //
 //	go test ./test/chaos -run TestChaosSharded -v                          # one sharded round
 //	go test ./test/chaos -run TestChaosSharded -chaos.sharded-rounds=3 -v  # three
