@@ -150,15 +150,6 @@ wait:
 	}
 
 	acked, lost, err := led.check()
-	if err != nil {
-		if c.views != nil {
-			t.Logf("the ranges as each node lists them:%s", c.views())
-			for _, k := range led.keys {
-				t.Logf("GET %s on every node:%s", k, c.askAll("/key/"+k))
-			}
-		}
-		t.Fatalf("ledger: %v", err)
-	}
 	res.acked, res.lost = acked, len(lost)
 	for i, s := range lost {
 		if i == 10 {
@@ -166,6 +157,15 @@ wait:
 			break
 		}
 		t.Errorf("acknowledged write lost: %s", s)
+	}
+	if err != nil {
+		if c.views != nil {
+			t.Logf("the ranges as each node lists them:%s", c.views())
+			for _, k := range led.keys {
+				t.Logf("GET %s on every node:%s", k, c.askAll("/key/"+k))
+			}
+		}
+		t.Fatalf("ledger (the nodes that answered were compared above): %v", err)
 	}
 	finalReads(t, c, h)
 	if sharded {
