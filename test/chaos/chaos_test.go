@@ -176,6 +176,13 @@ wait:
 		t.Logf("sharded: %s", res.shard)
 	}
 	resolved := h.resolveObserved()
+	for i, s := range h.refusedButApplied() {
+		if i == 10 {
+			t.Errorf("... and more writes refused for certain but applied")
+			break
+		}
+		t.Errorf("write refused for certain but applied: %s", s)
+	}
 	staleReads(t, h, sharded)
 	// Each revision claimed twice is at least one more lost acknowledged
 	// write, one the ledger's writers may not have made.

@@ -154,3 +154,29 @@ func TestPrefix(t *testing.T) {
 		t.Errorf("checkLinearizable = %v (%s), want Illegal in g0/", verdict, found)
 	}
 }
+
+// TestRefusedButApplied checks that a read of a value whose write was
+// answered as refused for certain is named, and only that.
+func TestRefusedButApplied(t *testing.T) {
+	h := newHistory()
+	h.refuse(put(ka, "x"), "put(g0/a, x) on n1: 503 no leader")
+	h.refuse(txn(nil, []txnOp{{Kind: txnPut, Key: kb, Value: "y"}}, nil), "txn on n2: 503 no leader")
+	read := func(r keyRead) observation { return observation{kind: opGet, reads: []keyRead{r}} }
+	for _, tt := range []struct {
+		name string
+		obs  []observation
+		want int
+	}{
+		{"not read", []observation{read(keyRead{ka, kvr("z", 1, 5)})}, 0},
+		{"read missing", []observation{read(keyRead{Key: ka})}, 0},
+		{"put read", []observation{read(keyRead{ka, kvr("x", 1, 5)}), read(keyRead{ka, kvr("x", 1, 5)})}, 1},
+		{"txn's put read", []observation{read(keyRead{kb, kvr("y", 1, 6)})}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h.obs = tt.obs
+			if got := h.refusedButApplied(); len(got) != tt.want {
+				t.Errorf("found %q, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -35,6 +35,10 @@ type history struct {
 	written map[string]int64 // unique value -> call time of the write that carries it
 	odd     []string         // answers no correct node gives, for the failure message
 	oddOf   []int            // the group of each of odd
+	// refused describes, by unique value, each write answered as refused
+	// for certain (a 503 that does not say it may still have been
+	// applied): left out of the history, it must never be read.
+	refused map[string]string
 }
 
 // observation is an answered operation as the stale-read checks see it: the
@@ -59,7 +63,7 @@ type keyRead struct {
 }
 
 func newHistory() *history {
-	return &history{start: time.Now(), counts: map[string]int{}, written: map[string]int64{}}
+	return &history{start: time.Now(), counts: map[string]int{}, written: map[string]int64{}, refused: map[string]string{}}
 }
 
 func (h *history) now() int64 { return int64(time.Since(h.start)) }
@@ -103,6 +107,33 @@ func (h *history) unexpected(group int, format string, args ...any) {
 	h.odd = append(h.odd, fmt.Sprintf(format, args...))
 	h.oddOf = append(h.oddOf, group)
 	h.mu.Unlock()
+}
+
+// refuse records write in, answered as refused for certain (answer).
+func (h *history) refuse(in kvInput, answer string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, v := range putValues(in) {
+		h.refused[v] = answer
+	}
+}
+
+// refusedButApplied lists each write answered as refused for certain whose
+// value some read returned: it was applied. Porcupine only finds this as a
+// read of a value no write in the history carries; this names the answer.
+func (h *history) refusedButApplied() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, o := range h.obs {
+		for _, r := range o.reads {
+			if answer, ok := h.refused[r.Value]; r.Found && ok && !seen[r.Value] {
+				seen[r.Value] = true
+				out = append(out, fmt.Sprintf("%s=%s v%d r%d was read (%s on n%d at %.3fs), but its write was refused for certain: %s",
+					keyOf(r.Key), r.Value, r.Version, r.Revision, o.kind, o.node+1, seconds(o.ret), answer))
+			}
+		}
+	}
+	return out
 }
 
 // dropGroups leaves the operations, observations and unexpected answers of
@@ -615,6 +646,8 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 		if !strings.Contains(string(b), "may still have been applied") {
 			// Refused before it was proposed (no leader, ...): as
 			// the API documents, only a timed-out write may apply.
+			c.h.refuse(in, fmt.Sprintf("%s on %s at %.3f-%.3fs: %d %s", describeOp(in, kvOutput{Status: -1}), nd.name,
+				seconds(op.Call), seconds(op.Return), resp.StatusCode, strings.TrimSpace(string(b))))
 			return drop, "rejected"
 		}
 		return unknown()
