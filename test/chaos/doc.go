@@ -26,8 +26,11 @@
 // in log order); the model is partitioned by group (model_test.go). Stale
 // reads are checked for what they promise (stale_test.go): a value some write
 // carried, and never going back in time on one node process. A log index
-// claimed by two writes names a lost write (revisions_test.go), and a
-// linearizable read that misses a write acknowledged before it is named.
+// claimed by two writes names a lost write (revisions_test.go), a
+// linearizable read that misses a write acknowledged before it is named, and
+// so is a read of a value whose write was answered as refused for certain (a
+// 503 that does not say it may still have been applied), with that answer;
+// the ledger names a final value of such a put the same way.
 // On a violation the test writes porcupine's HTML visualization into its log
 // directory and fails with its path; the directory, with every node's log, is
 // kept when the test fails.
