@@ -46,11 +46,14 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./internal/...
 
 # Randomized fault rounds with linearizability checking (issue 4): CHAOS_ROUNDS
-# rounds of CHAOS_DURATION, each with its seed printed, then a summary. Fails if
-# any round does. CI's `make test` runs the short default (2 rounds of 35s).
+# rounds of CHAOS_DURATION on three nodes and CHAOS_SHARDED_ROUNDS on five
+# nodes whose ranges split and move (issue 19), each with its seed printed,
+# then a summary of each test. Fails if any round does. CI's `make test` runs
+# the short default (2 rounds of 35s and a sharded one).
 chaos:
-	$(GO) test -count=1 -timeout 0 ./test/chaos -run 'TestChaos$$' -v \
-		-chaos.rounds=$${CHAOS_ROUNDS:-5} -chaos.duration=$${CHAOS_DURATION:-60s}
+	$(GO) test -count=1 -timeout 0 ./test/chaos -run 'TestChaos$$|TestChaosSharded$$' -v \
+		-chaos.rounds=$${CHAOS_ROUNDS:-5} -chaos.sharded-rounds=$${CHAOS_SHARDED_ROUNDS:-2} \
+		-chaos.duration=$${CHAOS_DURATION:-60s}
 
 # One long round of mixed faults sampling each node's RSS and open files; fails
 # if they grow without bound (see TestSoak). Logs and resources.csv are kept.

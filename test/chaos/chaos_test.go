@@ -74,9 +74,19 @@ func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir stri
 	}
 	defer nlog.Close()
 
-	c := startCluster(t, 3, logDir, seed)
+	nodes, sharded := 3, res.shard != nil
+	var extra []string
+	if sharded {
+		nodes, extra = shardedNodes, shardedFlags()
+	}
+	c := startCluster(t, nodes, logDir, seed, extra...)
+	c.sharded = sharded
 	if _, err := c.leader(10 * time.Second); err != nil {
 		t.Fatal(err)
+	}
+	if sharded {
+		res.shard.begin(t, c, seed)
+		defer res.shard.end()
 	}
 	if watch != nil {
 		stopWatch := watch(c, logDir)
@@ -85,6 +95,9 @@ func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir stri
 	h := newHistory()
 	nem := newNemesis(c, seed, h, nlog)
 	nem.progress = t.Logf
+	if nem.kinds, err = roundFaults(sharded); err != nil {
+		t.Fatal(err)
+	}
 	led := newLedger(c)
 
 	stop := make(chan struct{})
@@ -137,9 +150,6 @@ wait:
 	}
 
 	acked, lost, err := led.check()
-	if err != nil {
-		t.Fatalf("ledger: %v", err)
-	}
 	res.acked, res.lost = acked, len(lost)
 	for i, s := range lost {
 		if i == 10 {
@@ -148,12 +158,35 @@ wait:
 		}
 		t.Errorf("acknowledged write lost: %s", s)
 	}
+	if err != nil {
+		if c.views != nil {
+			t.Logf("the ranges as each node lists them:%s", c.views())
+			for _, k := range led.keys {
+				t.Logf("GET %s on every node:%s", k, c.askAll("/key/"+k))
+			}
+		}
+		t.Fatalf("ledger (the nodes that answered were compared above): %v", err)
+	}
 	finalReads(t, c, h)
+	if sharded {
+		h.dropGroups(res.shard.check(t))
+		res.acked += res.shard.fillerAcked
+		res.lost += res.shard.fillerLost
+		res.shard.verdict(t)
+		t.Logf("sharded: %s", res.shard)
+	}
 	resolved := h.resolveObserved()
-	staleReads(t, h)
+	for i, s := range h.refusedButApplied() {
+		if i == 10 {
+			t.Errorf("... and more writes refused for certain but applied")
+			break
+		}
+		t.Errorf("write refused for certain but applied: %s", s)
+	}
+	staleReads(t, h, sharded)
 	// Each revision claimed twice is at least one more lost acknowledged
 	// write, one the ledger's writers may not have made.
-	res.lost += revisionReuse(t, h)
+	res.lost += revisionReuse(t, h, sharded)
 	if err := h.save(filepath.Join(logDir, "history.txt")); err != nil {
 		t.Errorf("saving the history: %v", err)
 	}

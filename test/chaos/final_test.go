@@ -51,6 +51,10 @@ func finalReads(t *testing.T, c *cluster, h *history) {
 					break
 				}
 				if time.Now().After(deadline) {
+					if c.views != nil {
+						t.Logf("the ranges as each node lists them:%s", c.views())
+						t.Logf("the same scan on every node:%s", c.askAll("/keys?limit=10&prefix="+groupPrefix(g)))
+					}
 					t.Fatalf("final scan of %s on %s: %v", groupPrefix(g), nd.name, err)
 				}
 				time.Sleep(50 * time.Millisecond)

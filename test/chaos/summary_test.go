@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand"
 	"net/http"
@@ -33,6 +34,10 @@ type ledger struct {
 	writes map[string][]ledgerWrite // by key
 	byVal  map[string]ledgerWrite
 	sent   int
+	// refused holds, by value, each put answered as refused for certain
+	// (not made), none of which may be applied, and refusedWhy its answer.
+	refused    map[string]ledgerWrite
+	refusedWhy map[string]string
 }
 
 // ledgerWrite is one put. ret is math.MaxInt64 when its outcome is unknown.
@@ -45,7 +50,8 @@ type ledgerWrite struct {
 const ledgerKeys = 4
 
 func newLedger(c *cluster) *ledger {
-	l := &ledger{c: c, start: time.Now(), writes: map[string][]ledgerWrite{}, byVal: map[string]ledgerWrite{}}
+	l := &ledger{c: c, start: time.Now(), writes: map[string][]ledgerWrite{}, byVal: map[string]ledgerWrite{},
+		refused: map[string]ledgerWrite{}, refusedWhy: map[string]string{}}
 	for i := 0; i < ledgerKeys; i++ {
 		l.keys = append(l.keys, fmt.Sprintf("ledger-%d", i))
 	}
@@ -68,10 +74,14 @@ func (l *ledger) run(w int, seed int64, stop <-chan struct{}) {
 		key := l.keys[rng.Intn(len(l.keys))]
 		nd := l.c.nodes[rng.Intn(len(l.c.nodes))]
 		wr := ledgerWrite{key: key, value: fmt.Sprintf("L%d-%d", w, seq), call: l.now()}
-		applied := l.put(cli, nd, wr.key, wr.value)
+		applied, answer := l.put(cli, nd, wr.key, wr.value)
 		wr.ret = l.now()
 		switch applied {
 		case "no":
+			l.mu.Lock()
+			l.refused[wr.value] = wr
+			l.refusedWhy[wr.value] = fmt.Sprintf("%s answered %s at %.3fs", nd.name, answer, time.Duration(wr.ret).Seconds())
+			l.mu.Unlock()
 			time.Sleep(20 * time.Millisecond)
 			continue
 		case "unknown":
@@ -96,8 +106,9 @@ func (l *ledger) count() int {
 }
 
 // put sends one PUT and says whether it was applied: "yes" (200), "no"
-// (never sent, or refused before it was proposed) or "unknown".
-func (l *ledger) put(cli *http.Client, nd *node, key, value string) string {
+// (never sent, or refused before it was proposed) or "unknown", and what
+// the answer was.
+func (l *ledger) put(cli *http.Client, nd *node, key, value string) (string, string) {
 	req, err := http.NewRequest(http.MethodPut, nd.url("/key/"+key), strings.NewReader(fmt.Sprintf(`{"value":%q}`, value)))
 	if err != nil {
 		panic(err)
@@ -105,19 +116,20 @@ func (l *ledger) put(cli *http.Client, nd *node, key, value string) string {
 	resp, err := cli.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return "no"
+			return "no", err.Error()
 		}
-		return "unknown"
+		return "unknown", err.Error()
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	answer := fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	switch {
 	case resp.StatusCode == 200:
-		return "yes"
+		return "yes", answer
 	case resp.StatusCode == 503 && !strings.Contains(string(b), "may still have been applied"):
-		return "no"
+		return "no", answer
 	}
-	return "unknown"
+	return "unknown", answer
 }
 
 // check reads every ledger key on every node, linearizably, and returns how
@@ -127,8 +139,13 @@ func (l *ledger) check() (acked int, lost []string, err error) {
 	defer l.mu.Unlock()
 	cli := &http.Client{Timeout: clientTimeout}
 	finals := map[string]map[string]ledgerRead{} // node -> key -> final read
+	// A node that does not answer a read is left out of the comparison
+	// and named in err, after the others were compared.
+	var errs []error
+	var nodes []*node
 	for _, nd := range l.c.nodes {
 		finals[nd.name] = map[string]ledgerRead{}
+		answered := true
 		for _, k := range l.keys {
 			deadline := time.Now().Add(20 * time.Second)
 			for {
@@ -138,13 +155,45 @@ func (l *ledger) check() (acked int, lost []string, err error) {
 					break
 				}
 				if time.Now().After(deadline) {
-					return 0, nil, fmt.Errorf("final read of %s on %s: %w", k, nd.name, rerr)
+					errs = append(errs, fmt.Errorf("final read of %s on %s: %w", k, nd.name, rerr))
+					answered = false
+					break
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
+			if !answered {
+				break
+			}
+		}
+		if answered {
+			nodes = append(nodes, nd)
+		} else {
+			delete(finals, nd.name)
 		}
 	}
-	lost = lostWrites(l.keys, l.writes, l.byVal, finals)
+	defer func() { err = errors.Join(errs...) }()
+	// A final value may be one of a put refused for certain: that is named
+	// as such (the put was applied though refused), and it is taken as a
+	// put of unknown outcome for lostWrites, so that the acknowledged
+	// writes before it are not all counted as lost too.
+	byVal := l.byVal
+	var applied []string
+	for _, nd := range nodes {
+		for _, k := range l.keys {
+			r := finals[nd.name][k]
+			w, ok := l.refused[r.value]
+			if !r.found || !ok {
+				continue
+			}
+			applied = append(applied, fmt.Sprintf("%s has %s=%q, a put refused for certain (%s): it was applied", nd.name, k, r.value, l.refusedWhy[r.value]))
+			if _, copied := byVal[r.value]; !copied {
+				byVal = maps.Clone(byVal)
+				w.ret = math.MaxInt64
+				byVal[r.value] = w
+			}
+		}
+	}
+	lost = append(applied, lostWrites(l.keys, l.writes, byVal, finals)...)
 	for _, ws := range l.writes {
 		for _, w := range ws {
 			if w.acked {
@@ -251,6 +300,9 @@ type roundResult struct {
 	// maxCheckOps, if not 0, skips the linearizability check of a longer
 	// history (the other checks still run).
 	maxCheckOps int
+	// shard, if not nil, makes the round a sharded one (sharded_test.go)
+	// and holds what it counted.
+	shard *shardStats
 }
 
 // printSummary logs the totals over rounds and one line per round.
@@ -280,6 +332,9 @@ func printSummary(t *testing.T, results []roundResult) {
 		}
 		fmt.Fprintf(&b, "  round %d seed=%d duration=%v ops=%d linearizable=%s lost=%d/%d %s\n",
 			r.round, r.seed, r.duration, r.ops, r.verdict, r.lost, r.acked, verdict)
+		if r.shard != nil {
+			fmt.Fprintf(&b, "    sharded: %s\n", r.shard)
+		}
 	}
 	t.Log(b.String())
 }
