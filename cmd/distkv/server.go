@@ -558,7 +558,7 @@ func openRanges(node *raftnode.Node, ncfg raftnode.Config) error {
 	}
 	for _, s := range shards {
 		cfg, _ := ncfg.NewGroup(s)
-		if _, err := node.Host().OpenGroup(cfg); err != nil && !errors.Is(err, raftnode.ErrGroupOpen) {
+		if _, err := node.Host().OpenGroup(cfg); err != nil && !errors.Is(err, raftnode.ErrGroupOpen) && !errors.Is(err, raftnode.ErrGroupRemoved) {
 			return fmt.Errorf("open range %d: %w", s, err)
 		}
 	}

@@ -142,8 +142,15 @@ func (c *Config) Validate() error {
 	if c.Shard == 0 {
 		c.Shard = 1
 	}
+	if len(c.Members) == 0 && c.Shard == 1 {
+		c.Members = []Member{c.Self} // a cluster of one node
+	}
 	if len(c.Members) == 0 {
-		c.Members = []Member{c.Self}
+		// A range other than the first is never started afresh by a node
+		// alone: without members it waits for its leader (a fresh group
+		// of one would elect itself and take writes for keys that another
+		// group of the range serves).
+		c.Join = true
 	}
 	found := false
 	seen := map[uint64]string{}

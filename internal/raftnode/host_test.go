@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -596,7 +597,33 @@ func TestHostTellsAReplicaRemovedWhileDown(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Opened again (the server opens every group it found on disk, and the
+	// notice may come first), it is not started afresh.
+	cfg := c.groupConfig(shard)
+	cfg.Members = nil
+	if g, err := hv.OpenGroup(cfg); !errors.Is(err, ErrGroupRemoved) {
+		t.Fatalf("opening the removed group again: %v (open: %v)", err, g != nil)
+	}
 	if _, err := put(ctx, leader, "b", "v"); err != nil {
 		t.Fatalf("the group after: %v", err)
+	}
+}
+
+// TestRangeWithoutMembersWaitsForItsLeader: a group other than the first
+// opened without members and without state waits for its leader; it never
+// starts as a group of one (which would elect itself and take writes for a
+// range another group serves).
+func TestRangeWithoutMembersWaitsForItsLeader(t *testing.T) {
+	c := newHostCluster(t, 1, nil)
+	h := c.openWith("n1", nil)
+	cfg := c.groupConfig(5)
+	cfg.Members = nil
+	g, err := h.OpenGroup(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // 5 election timeouts of groupConfig
+	if st := g.Status(); st.Leader != "" || len(st.Members) != 0 {
+		t.Fatalf("a range opened without members: leader %q, members %v", st.Leader, st.Members)
 	}
 }

@@ -282,11 +282,17 @@ func Open(cfg Config) (*Node, error) {
 // its snapshots and the records the WAL holds for it (or bootstraps a new
 // group of cfg.Members) and starts its loop. The node-wide settings of cfg
 // (Self, DataDir, FS, Transport, ClusterID, the WAL's) are h's.
-// Opening a group already open is an error wrapping ErrGroupOpen.
+// Opening a group already open is an error wrapping ErrGroupOpen; one this
+// node was removed from (buried), ErrGroupRemoved.
 func (h *Host) OpenGroup(cfg Config) (*Node, error) { return h.openGroup(cfg, false) }
 
 // ErrGroupOpen is returned for opening a group that is open already.
 var ErrGroupOpen = errors.New("group is already open")
+
+// ErrGroupRemoved is returned for opening a group this node was removed
+// from: its state is gone, and a fresh one must come from its leader (Unbury
+// lets it be created again on the leader's first message).
+var ErrGroupRemoved = errors.New("this node was removed from the group")
 
 func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 	if cfg.Shard == 0 {
@@ -298,6 +304,12 @@ func (h *Host) openGroup(cfg Config, ownsHost bool) (*Node, error) {
 	defer h.unclaim(cfg.Shard)
 	if h.Group(cfg.Shard) != nil {
 		return nil, fmt.Errorf("%w: %d", ErrGroupOpen, cfg.Shard)
+	}
+	if h.Buried(cfg.Shard) {
+		// Opening it would find no state and start it afresh: a replica
+		// removed a moment ago (by a notice while the node started) must
+		// not come back as a new group.
+		return nil, fmt.Errorf("%w: %d", ErrGroupRemoved, cfg.Shard)
 	}
 	return h.openClaimed(cfg, ownsHost)
 }
