@@ -97,22 +97,13 @@
 // healed once every slot's member is a voter.
 //
 // kill-long, a kill -9 held for --dead-node-timeout + 4s so that placement
-// moves the node's replicas away, runs only with -chaos.sharded-kill-long
-// (or -chaos.faults=...,kill-long), because the round fails with it today
-// (3 of the 4 rounds where it was held in full): a replica removed from a
-// node while the node is down stays on it after its restart, with the
-// range's old bounds (the removal notice, internal/raftnode tellRemoved, is
-// retried for 3 s only), and the node answers requests for those keys from
-// it, 503 "no leader", instead of forwarding them; the final reads on that
-// node time out. The same failure can show without kill-long, when
-// placement removes a replica (to get back to --replicas voters) from a node
-// that a plain kill holds down for a few seconds: seen once in about a dozen
-// rounds, with -chaos.faults=pause,partition,kill,kill-leader,isolate-leader
-// (seed 1796654959317627336; timing varies).
+// moves the node's replicas away while it is down, is injected in sharded
+// rounds (-chaos.sharded-kill-long=false leaves it out). The node comes back
+// with replicas it was removed from: a member of each such range tells it
+// so when it sends them messages, and it lets them go.
 //
 //	go test ./test/chaos -run TestChaosSharded -v                          # one sharded round
 //	go test ./test/chaos -run TestChaosSharded -chaos.sharded-rounds=3 -v  # three
-//	go test ./test/chaos -run TestChaosSharded -chaos.sharded-kill-long -v # with kill-long (fails today)
 //
 // -chaos.bin=PATH tests a prebuilt binary instead of building ../../cmd/distkv.
 // DISTKV_TAGS builds it with build tags: with DISTKV_TAGS=testhooks and

@@ -45,7 +45,8 @@ func enabledFaults() ([]string, error) {
 }
 
 // onlyIfNamed are the kinds a round injects only if -chaos.faults names
-// them (or, for kill-long in a sharded round, -chaos.sharded-kill-long).
+// them, except kill-long in a sharded round (unless
+// -chaos.sharded-kill-long=false): without placement a long kill is a kill.
 var onlyIfNamed = []string{"kill-long"}
 
 // notSharded are the kinds a sharded round does not inject:
@@ -56,11 +57,8 @@ var notSharded = []string{"snapshot-partition"}
 
 // chaosKillLong adds kill-long to a sharded round's faults: a kill held past
 // --dead-node-timeout, so that placement moves the node's replicas away
-// while it is down. It is off by default because the round fails with it
-// today: the node comes back with replicas removed from it while it was down
-// and answers for their keys from them (503 no leader) instead of
-// forwarding (see doc.go).
-var chaosKillLong = flag.Bool("chaos.sharded-kill-long", false, "also inject kill-long (a kill held past --dead-node-timeout) in sharded rounds; fails today, see doc.go")
+// while it is down, and the node comes back with replicas removed from it.
+var chaosKillLong = flag.Bool("chaos.sharded-kill-long", true, "inject kill-long (a kill held past --dead-node-timeout) in sharded rounds")
 
 // roundFaults is the kinds a round injects: those -chaos.faults names, or by
 // default all but onlyIfNamed, less notSharded in a sharded round.

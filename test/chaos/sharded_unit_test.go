@@ -136,8 +136,8 @@ func TestStraddling(t *testing.T) {
 
 // TestRoundFaults checks which faults each kind of round injects by default.
 func TestRoundFaults(t *testing.T) {
-	if *chaosFaults != "" || *chaosKillLong {
-		t.Skip("-chaos.faults or -chaos.sharded-kill-long given")
+	if *chaosFaults != "" || !*chaosKillLong {
+		t.Skip("-chaos.faults or -chaos.sharded-kill-long=false given")
 	}
 	plain, err := roundFaults(false)
 	if err != nil {
@@ -150,12 +150,12 @@ func TestRoundFaults(t *testing.T) {
 	if slices.Contains(plain, "kill-long") || !slices.Contains(plain, "member-replace") || !slices.Contains(plain, "snapshot-partition") {
 		t.Errorf("three-node round injects %v", plain)
 	}
-	for _, k := range append([]string{"kill-long"}, notSharded...) {
+	for _, k := range notSharded {
 		if slices.Contains(sharded, k) {
 			t.Errorf("sharded round injects %s: %v", k, sharded)
 		}
 	}
-	if !slices.Contains(sharded, "kill") || !slices.Contains(sharded, "partition") || !slices.Contains(sharded, "member-replace") {
+	if !slices.Contains(sharded, "kill-long") || !slices.Contains(sharded, "kill") || !slices.Contains(sharded, "partition") || !slices.Contains(sharded, "member-replace") {
 		t.Errorf("sharded round injects %v", sharded)
 	}
 }
