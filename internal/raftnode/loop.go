@@ -348,8 +348,8 @@ func (n *Node) step(m raftpb.Message) {
 	if m.From != n.raftID {
 		lattrace.Mark(lattrace.Received, m.Index+uint64(len(m.Entries)), uint64(m.Type))
 	}
-	if m.From != n.raftID {
-		n.noticeStranger(m.From)
+	if m.From != n.raftID && m.From != raft.None && !raft.IsLocalMsgTarget(m.From) {
+		n.noticeStranger(m.From) // a message from a peer, not from this node's storage threads
 	}
 	if nt, ok := decodeNotice(&m); ok && m.From != n.raftID {
 		n.takeNotice(nt)

@@ -346,12 +346,9 @@ var errSnapshotPredatesMember = errors.New("the newest snapshot predates this me
 
 // inConfState reports whether id is a voter or learner in cs.
 func inConfState(cs raftpb.ConfState, id uint64) bool {
-	for _, ids := range [][]uint64{cs.Voters, cs.Learners, cs.VotersOutgoing, cs.LearnersNext} {
-		if slices.Contains(ids, id) {
-			return true
-		}
-	}
-	return false
+	// Called for every message a group steps (noticeStranger): no allocation.
+	return slices.Contains(cs.Voters, id) || slices.Contains(cs.Learners, id) ||
+		slices.Contains(cs.VotersOutgoing, id) || slices.Contains(cs.LearnersNext, id)
 }
 
 // reportSnapshotStatus tells the loop how a snapshot transfer to a peer
