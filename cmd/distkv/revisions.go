@@ -67,7 +67,6 @@ func (r *revisions) lease() bool {
 func (r *revisions) run(ctx context.Context, meta *raftnode.Node) {
 	r.meta.Store(meta)
 	defer r.oracle.Close()
-	self := meta.Status().ID
 	var servingTerm uint64
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
@@ -79,9 +78,9 @@ func (r *revisions) run(ctx context.Context, meta *raftnode.Node) {
 			return
 		case <-t.C:
 		}
-		st := meta.Status()
+		term, _, leads := meta.Leadership()
 		switch {
-		case st.Leader == self && servingTerm == st.Term:
+		case leads && servingTerm == term:
 			// The oracle serves only under the lease, which read rounds
 			// renew; a cluster that only writes makes none. While the
 			// oracle is in use, a barrier here renews it before it runs
@@ -92,7 +91,7 @@ func (r *revisions) run(ctx context.Context, meta *raftnode.Node) {
 				meta.ReadBarrier(bctx)
 				cancel()
 			}
-		case st.Leader == self:
+		case leads:
 			// Once this leader has applied an entry of its term, every
 			// mark of the leaders before it is in its state.
 			bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -101,12 +100,12 @@ func (r *revisions) run(ctx context.Context, meta *raftnode.Node) {
 			if err != nil {
 				continue
 			}
-			if now := meta.Status(); now.Leader != self || now.Term != st.Term {
+			if now, _, still := meta.Leadership(); !still || now != term {
 				continue
 			}
 			r.oracle.Start(meta.KV().Mark())
-			servingTerm = st.Term
-			r.logger.Debug("serving revisions", "term", st.Term, "above", meta.KV().Mark())
+			servingTerm = term
+			r.logger.Debug("serving revisions", "term", term, "above", meta.KV().Mark())
 		case servingTerm != 0:
 			r.oracle.Stop()
 			servingTerm = 0
@@ -136,17 +135,17 @@ func (r *revisions) stampsOnce(ctx context.Context, n int, floor uint64) (uint64
 	if meta == nil {
 		return 0, errors.New("the meta range is not open")
 	}
-	st := meta.Status()
-	switch st.Leader {
-	case "":
+	_, leader, self := meta.Leadership()
+	switch {
+	case leader == 0:
 		return 0, errors.New("the meta range has no leader")
-	case st.ID:
+	case self:
 		return r.local(ctx, n, floor)
 	}
 	if r.tr == nil {
 		return 0, errors.New("no peer transport")
 	}
-	b, err := r.tr.Call(ctx, raftnode.RaftID(st.Leader), 0, methodStamps, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(nil, uint32(n)), floor))
+	b, err := r.tr.Call(ctx, leader, 0, methodStamps, binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint32(nil, uint32(n)), floor))
 	if err != nil {
 		return 0, err
 	}

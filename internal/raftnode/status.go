@@ -45,6 +45,14 @@ type progress struct {
 	learner bool
 }
 
+// Leadership returns, without building a Status, the term this node is in,
+// the Raft id of the leader it knows (0 if none) and whether that is this
+// node.
+func (n *Node) Leadership() (term, leader uint64, self bool) {
+	leader = n.leader.Load()
+	return n.term.Load(), leader, leader != 0 && leader == n.raftID
+}
+
 // Status returns a consistent-enough snapshot of the node's Raft state.
 func (n *Node) Status() Status {
 	s := Status{
