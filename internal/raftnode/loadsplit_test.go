@@ -194,7 +194,7 @@ func TestSplitByLoad(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, logs := loadCluster(t, false)
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			lead, follower := c.leaderAndFollower()
 			stop := load(t, 8, 0, func(i int) error {
@@ -204,7 +204,7 @@ func TestSplitByLoad(t *testing.T) {
 				}
 				return nil
 			})
-			at, err := c.waitSplit(15 * time.Second)
+			at, err := c.waitSplit(30 * time.Second) // generous: CI runs the packages side by side on two cores
 			if werr := stop(); werr != nil && !strings.Contains(werr.Error(), "not in this range") {
 				t.Fatalf("load: %v", werr)
 			}
@@ -305,7 +305,7 @@ func TestLoadTrackingDoesNotWakeQuietRanges(t *testing.T) {
 // over, it splits for load.
 func TestSplitByLoadWaitsForAnotherSplit(t *testing.T) {
 	c, logs := loadCluster(t, false)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	lead, _ := c.leaderAndFollower()
 	lead.splitting.Store(true)
@@ -323,7 +323,7 @@ func TestSplitByLoadWaitsForAnotherSplit(t *testing.T) {
 	}()
 	c.noSplit(testQuietWindow)
 	lead.splitting.Store(false)
-	at, err := c.waitSplit(15 * time.Second)
+	at, err := c.waitSplit(30 * time.Second) // generous: CI runs the packages side by side on two cores
 	if err != nil {
 		t.Fatalf("%v once the other split was over; logs:\n%s", err, splitLines(logs))
 	}
