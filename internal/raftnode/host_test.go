@@ -423,27 +423,11 @@ func TestHostAddsAReplicaBack(t *testing.T) {
 		cfg.SnapshotEntries = 1000 // the newest snapshot stays old: from before the removal
 		cfg.LogEntriesKept = 5
 	})
-	for _, m := range c.members {
-		c.hosts[m.Name] = nil
-		delete(c.hosts, m.Name)
-		h := c.openWith(m.Name, func(hc *HostConfig) {
-			hc.NewGroup = func(s uint64) (Config, bool) {
-				cfg := c.groupConfig(s)
-				cfg.Members = nil
-				return cfg, s == shard
-			}
-		})
-		if _, err := h.OpenGroup(c.groupConfig(shard)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.openTakingBack(shard)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	leader := c.leader(shard)
-	victim := "n3"
-	if leader.cfg.Self.Name == victim {
-		victim = "n2"
-	}
+	victim := followerName(leader)
 	hv := c.hosts[victim]
 	for j := range 50 {
 		if _, err := put(ctx, leader, fmt.Sprintf("a%03d", j), "v"); err != nil {
@@ -558,25 +542,11 @@ func TestRemovalNoticeIsForALaggingMember(t *testing.T) {
 func TestHostTellsAReplicaRemovedWhileDown(t *testing.T) {
 	const shard = 9
 	c := newHostCluster(t, 3, nil)
-	tweak := func(hc *HostConfig) {
-		hc.NewGroup = func(s uint64) (Config, bool) {
-			cfg := c.groupConfig(s)
-			cfg.Members = nil
-			return cfg, s == shard
-		}
-	}
-	for _, m := range c.members {
-		if _, err := c.openWith(m.Name, tweak).OpenGroup(c.groupConfig(shard)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tweak := c.openTakingBack(shard)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	leader := c.leader(shard)
-	victim := "n3"
-	if leader.cfg.Self.Name == victim {
-		victim = "n2"
-	}
+	victim := followerName(leader)
 	if _, err := put(ctx, leader, "a", "v"); err != nil {
 		t.Fatal(err)
 	}
@@ -626,4 +596,33 @@ func TestRangeWithoutMembersWaitsForItsLeader(t *testing.T) {
 	if st := g.Status(); st.Leader != "" || len(st.Members) != 0 {
 		t.Fatalf("a range opened without members: leader %q, members %v", st.Leader, st.Members)
 	}
+}
+
+// openTakingBack opens a Host for every member with group shard, whose
+// NewGroup lets the node take the group again once it was removed (a group
+// of no members, waiting for its leader), and returns that Host tweak for
+// reopening one.
+func (c *hostCluster) openTakingBack(shard uint64) func(*HostConfig) {
+	c.t.Helper()
+	tweak := func(hc *HostConfig) {
+		hc.NewGroup = func(s uint64) (Config, bool) {
+			cfg := c.groupConfig(s)
+			cfg.Members = nil
+			return cfg, s == shard
+		}
+	}
+	for _, m := range c.members {
+		if _, err := c.openWith(m.Name, tweak).OpenGroup(c.groupConfig(shard)); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	return tweak
+}
+
+// followerName returns n3, or n2 if n3 leads.
+func followerName(leader *Node) string {
+	if leader.cfg.Self.Name == "n3" {
+		return "n2"
+	}
+	return "n3"
 }
