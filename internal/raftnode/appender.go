@@ -326,7 +326,7 @@ func (a *appender) persistNow(batch []raftpb.Message) error {
 // transport and appends those to this node's Raft to local.
 func (a *appender) deliver(batch []raftpb.Message, local []raftpb.Message) []raftpb.Message {
 	local, remote := a.responses(batch, local, a.remote[:0])
-	a.n.send(remote, true)
+	a.n.send(remote)
 	clear(remote)
 	a.remote = remote[:0]
 	return local
@@ -460,7 +460,7 @@ func (n *Node) flushAcks() {
 	if len(n.laterAcks) == 0 {
 		return
 	}
-	n.send(n.laterAcks, true)
+	n.send(n.laterAcks)
 	clear(n.laterAcks)
 	n.laterAcks = n.laterAcks[:0]
 }

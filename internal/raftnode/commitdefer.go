@@ -104,7 +104,7 @@ func (n *Node) flushDeferred() {
 		msgs = append(msgs, m)
 	}
 	clear(n.deferred)
-	n.send(msgs, true)
+	n.send(msgs)
 }
 
 // deferC is the channel on which the loop hears that held appends are due.

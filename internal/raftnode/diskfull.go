@@ -111,7 +111,7 @@ func (n *Node) stalled() error {
 				// is over.
 				n.appending -= ev.n
 				n.stalledLocal = append(n.stalledLocal, ev.local...)
-				n.send(ev.remote, true)
+				n.send(ev.remote)
 				continue
 			}
 			n.logger.Info("disk space available again: log written, writes resumed",

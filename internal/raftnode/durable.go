@@ -127,7 +127,7 @@ func (n *Node) noticeDurable(index, logTerm uint64) {
 	}
 	n.noticed = max(n.noticed, index)
 	lattrace.Mark(lattrace.NoticeSent, index, 0)
-	n.send(msgs, true)
+	n.send(msgs)
 	clear(msgs)
 	n.noticeBuf = msgs[:0]
 }

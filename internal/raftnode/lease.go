@@ -124,7 +124,7 @@ func (n *Node) issueReads() {
 		n.reads.issue(n.rn, now)
 		return
 	}
-	n.send(n.withDeferred(n.reads.answerNow(index, n.raftID, n.leaseTerm)), true)
+	n.send(n.withDeferred(n.reads.answerNow(index, n.raftID, n.leaseTerm)))
 	n.reads.release(n.applied.Load())
 	if n.leaseUntil.Sub(now) < n.leaseLength()/2 {
 		n.reads.renew(n.rn, now)

@@ -333,7 +333,7 @@ func (n *Node) route(msgs []raftpb.Message) (remote, applies []raftpb.Message, s
 func (n *Node) sendRemote(remote []raftpb.Message, prevCommit uint64) {
 	remote = n.deferCommits(remote, prevCommit)
 	originsFirst(remote, n.origins)
-	n.send(remote, true)
+	n.send(remote)
 	clear(remote)
 	n.remoteBuf = remote[:0]
 }
@@ -360,7 +360,7 @@ func (n *Node) step(m raftpb.Message) {
 		// enough, otherwise it joins this leader's next read round.
 		if index, term, ok := n.readIndexAtOnce(m.From); ok {
 			n.send(n.withDeferred([]raftpb.Message{{Type: raftpb.MsgReadIndexResp, To: m.From, From: n.raftID,
-				Term: term, Index: index, Entries: m.Entries}}), true)
+				Term: term, Index: index, Entries: m.Entries}}))
 			return
 		}
 		n.reads.joinRemote(m.From, m.Entries[0].Data)

@@ -120,8 +120,6 @@ type memTransport struct {
 
 var _ Transport = (*memTransport)(nil)
 
-func (t *memTransport) SendNow(shard uint64, msgs []raftpb.Message) { t.Send(shard, msgs) }
-
 func (t *memTransport) Send(shard uint64, msgs []raftpb.Message) {
 	// One batch per destination, as the real transport delivers what a
 	// connection read brings.

@@ -25,11 +25,6 @@ func (t *tap) Send(shard uint64, msgs []raftpb.Message) {
 	t.Transport.Send(shard, msgs)
 }
 
-func (t *tap) SendNow(shard uint64, msgs []raftpb.Message) {
-	t.before(msgs)
-	t.Transport.SendNow(shard, msgs)
-}
-
 // sendGate, once armed, holds each send (through a tap) with a message match
 // accepts: until the gate is disarmed, or for hold if it is not zero. The
 // sending goroutine waits with it.

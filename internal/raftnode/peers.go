@@ -24,10 +24,6 @@ type Transport interface {
 	// retransmits). It keeps no reference to the slice msgs, which the
 	// caller reuses.
 	Send(shard uint64, msgs []raftpb.Message)
-	// SendNow is Send for a caller with nothing else to do meanwhile: it
-	// may spend the caller's time writing to an idle connection itself
-	// (never blocking on the network), which delivers sooner.
-	SendNow(shard uint64, msgs []raftpb.Message)
 	// SendSnapshot streams r to peer to and returns once the peer installed it
 	// (nil) or failed to.
 	SendSnapshot(ctx context.Context, to, shard uint64, r io.Reader) error
@@ -294,7 +290,7 @@ func (n *Node) refuseSnapshot(d *snapDelivery) {
 }
 
 // send hands messages to the transport; snapshots go out on their own stream.
-func (n *Node) send(msgs []raftpb.Message, now bool) {
+func (n *Node) send(msgs []raftpb.Message) {
 	if len(msgs) == 0 || n.cfg.Transport == nil {
 		return
 	}
@@ -302,11 +298,7 @@ func (n *Node) send(msgs []raftpb.Message, now bool) {
 	if slices.ContainsFunc(msgs, func(m raftpb.Message) bool { return m.Type == raftpb.MsgSnap }) {
 		out = n.sendSnapshots(msgs)
 	}
-	switch {
-	case len(out) == 0:
-	case now:
-		n.cfg.Transport.SendNow(n.cfg.Shard, out)
-	default:
+	if len(out) > 0 {
 		n.cfg.Transport.Send(n.cfg.Shard, out)
 	}
 }

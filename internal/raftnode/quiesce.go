@@ -95,7 +95,7 @@ func (n *Node) maybeQuiesce() bool {
 		msgs = append(msgs, raftpb.Message{Type: raftpb.MsgHeartbeat, To: id, From: n.raftID,
 			Term: bs.Term, Commit: last, Context: quiesceContext})
 	}
-	n.send(msgs, false)
+	n.send(msgs)
 	n.quiesce()
 	return true
 }

@@ -418,7 +418,7 @@ func (n *Node) pairReadIndex(st *raft.BasicStatus, with uint64) (uint64, bool) {
 // the next round and answers the reads whose index is applied already.
 func (n *Node) answerReads(states []raft.ReadState) {
 	answers, confirmed := n.reads.observe(states, n.raftID, n.term.Load(), n.readFloor())
-	n.send(n.withDeferred(answers), true)
+	n.send(n.withDeferred(answers))
 	n.extendLease(confirmed.at, confirmed.term)
 	// The batch just answered may have held back the next one.
 	n.issueReads()

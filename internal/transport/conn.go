@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -37,18 +36,13 @@ const (
 // goroutine. The writer drains everything queued in one go into one buffer
 // and one write, so a burst of messages costs one system call.
 //
-// One goroutine at a time holds the writer's turn (busy) and writes to the
-// socket. Raft messages sent with SendNow while nobody holds it and nothing
-// else is queued are written by the sending goroutine itself with a
-// non-blocking write (see enqueueRaft): a Raft loop answering an idle peer
-// then costs no wake-up of the writer goroutine. What the socket does not
-// take at once is left to the writer goroutine.
+// Only the writer goroutine writes to the socket. Once woken it first lets
+// every other goroutine that is runnable at that moment run (see writeLoop),
+// so that the messages the node's other Raft groups are about to send this
+// peer join the same write.
 type conn struct {
-	t  *Transport
-	nc net.Conn
-	// raw gives the socket for non-blocking inline writes; nil when nc is
-	// not a plain TCP connection (TLS), which is written by the writer only.
-	raw    syscall.RawConn
+	t      *Transport
+	nc     net.Conn
 	fr     *frameReader
 	peerID uint64
 	p      *peer // outbound only
@@ -69,11 +63,6 @@ type conn struct {
 
 	mu     sync.Mutex
 	closed bool
-	// busy: a goroutine holds the writer's turn.
-	busy bool
-	// leftover holds bytes an inline write could not finish; they go out
-	// before anything else.
-	leftover []byte
 	// Invariant: len(raftQ) <= cfg.QueueSize.
 	raftQ  []queuedMsg
 	ctrl   [][]byte     // encoded frames, written in order before anything else
@@ -84,10 +73,9 @@ type conn struct {
 	calls   map[uint64]chan callResult
 	streams map[uint64]*outStream
 
-	// Owned by the holder of the writer's turn.
-	r     round
-	buf   []byte
-	spill []byte // what an inline write left unwritten, published as leftover
+	// Owned by the writer goroutine.
+	r   round
+	buf []byte
 
 	// Inbound only.
 	serving    map[uint64]context.CancelFunc
@@ -112,11 +100,6 @@ func newConn(t *Transport, nc net.Conn, fr *frameReader, peerID uint64, p *peer)
 		bytes:      t.linkBytesFor(peerID),
 	}
 	c.lastRecv.Store(time.Now().UnixNano())
-	if tc, ok := nc.(*net.TCPConn); ok {
-		if raw, err := tc.SyscallConn(); err == nil {
-			c.raw = raw
-		}
-	}
 	if p != nil {
 		c.calls = map[uint64]chan callResult{}
 		c.streams = map[uint64]*outStream{}
@@ -177,11 +160,8 @@ func (c *conn) signal() {
 	}
 }
 
-// enqueueRaft queues as many of msgs as fit and returns how many. If now is
-// set, nobody holds the writer's turn and nothing else waits, the caller
-// takes the turn and writes the queue itself (writeInline) instead of waking
-// the writer.
-func (c *conn) enqueueRaft(shard uint64, msgs []raftpb.Message, now bool) int {
+// enqueueRaft queues as many of msgs as fit and returns how many.
+func (c *conn) enqueueRaft(shard uint64, msgs []raftpb.Message) int {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -191,87 +171,11 @@ func (c *conn) enqueueRaft(shard uint64, msgs []raftpb.Message, now bool) int {
 	for i := range n {
 		c.raftQ = append(c.raftQ, queuedMsg{shard: shard, msg: msgs[i]})
 	}
-	inline := now && n > 0 && c.raw != nil && !c.busy && c.leftover == nil && len(c.ctrl) == 0 && len(c.active) == 0
-	if inline {
-		c.busy = true
-		c.takeLocked(&c.r)
-	}
 	c.mu.Unlock()
-	switch {
-	case inline:
-		c.writeInline()
-	case n > 0:
+	if n > 0 {
 		c.signal()
 	}
 	return n
-}
-
-// writeInline writes c.r, taken by a caller that holds the writer's turn,
-// without blocking: what the socket does not take now becomes leftover for
-// the writer goroutine. It then gives up the turn and wakes the writer if
-// anything is left or was queued meanwhile.
-func (c *conn) writeInline() {
-	var err error
-	c.buf, err = c.writeRound(c.buf[:0], &c.r, c.tryWrite)
-	c.resetRound()
-	if err != nil {
-		c.close(fmt.Errorf("%w: write: %w", ErrConnLost, err))
-		return
-	}
-	c.mu.Lock()
-	if c.spill != nil {
-		c.leftover, c.spill = c.spill, nil
-	}
-	c.busy = false
-	more := c.leftover != nil || len(c.raftQ)+len(c.ctrl)+len(c.active) > 0
-	c.mu.Unlock()
-	if more {
-		c.signal()
-	}
-}
-
-// tryWrite writes b to the socket as far as it takes it without blocking and
-// keeps the rest in c.spill; once something is spilled, later bytes are
-// appended to it so that order holds.
-func (c *conn) tryWrite(b []byte) error {
-	if c.spill != nil {
-		c.spill = append(c.spill, b...)
-		return nil
-	}
-	if c.p != nil {
-		c.p.writes.Add(1)
-	}
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), b)
-			if werr != syscall.EINTR {
-				return true // never wait for the socket: that is the writer's job
-			}
-		}
-	})
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		// The deadline the writer goroutine set for its last write has
-		// passed: nothing was written (it is checked before the write).
-		// Leave it all to the writer, which sets a new one.
-		n = 0
-	case err != nil:
-		return err
-	case werr == syscall.EAGAIN:
-		n = 0
-	case werr != nil:
-		return werr
-	}
-	c.bytes.sent.Add(uint64(n))
-	if n < len(b) {
-		c.spill = append([]byte(nil), b[n:]...)
-		if c.p != nil {
-			c.p.spills.Add(1)
-		}
-	}
-	return nil
 }
 
 // enqueueCtrl queues an encoded frame; it reports false if the connection
@@ -327,9 +231,16 @@ func (c *conn) takeLocked(r *round) {
 	c.active = keep
 }
 
-// writeLoop writes whatever is queued whenever it is woken and nobody else
-// holds the writer's turn; an inline writer that gives up the turn with
-// something left wakes it again.
+// writeLoop writes whatever is queued whenever it is woken.
+//
+// Woken, it first yields the processor once: every goroutine runnable at
+// that moment runs before it takes the queues. On a node with many Raft
+// groups those are the other groups' loops and appenders, each about to
+// queue its messages for this peer; without the yield the writer, woken
+// first, would run straight after the group that woke it (the scheduler
+// runs a goroutine just made runnable next) and write that group's messages
+// alone. With it one write, and one wake-up of the peer's reader, carries
+// them all. When nothing else is runnable the yield returns at once.
 func (c *conn) writeLoop() {
 	defer c.t.wg.Done()
 	for {
@@ -338,36 +249,26 @@ func (c *conn) writeLoop() {
 		case <-c.done:
 			return
 		}
+		runtime.Gosched()
 		for {
 			c.mu.Lock()
-			if c.busy || c.closed {
+			if c.closed {
 				c.mu.Unlock()
-				break
+				return
 			}
-			left := c.leftover
-			c.leftover = nil
 			c.takeLocked(&c.r)
-			if left == nil && c.r.empty() {
+			if c.r.empty() {
 				c.mu.Unlock()
 				break
 			}
-			c.busy = true
 			c.mu.Unlock()
 			var err error
-			if left != nil {
-				err = c.write(left)
-			}
-			if err == nil {
-				c.buf, err = c.writeRound(c.buf[:0], &c.r, c.write)
-			}
+			c.buf, err = c.writeRound(c.buf[:0], &c.r, c.write)
 			c.resetRound()
 			if err != nil {
 				c.close(fmt.Errorf("%w: write: %w", ErrConnLost, err))
 				return
 			}
-			c.mu.Lock()
-			c.busy = false
-			c.mu.Unlock()
 		}
 	}
 }

@@ -9,13 +9,13 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 )
 
-// TestInlineWriteAfterWriterDeadline: a message sent with SendNow on a
-// connection idle for longer than WriteTimeout since the writer goroutine's
-// last write is delivered, without a drop or a new connection. The inline
-// write used to meet that write's expired deadline and close the
-// connection, losing the message: a forwarded proposal lost so waited out
-// the client's request timeout (503).
-func TestInlineWriteAfterWriterDeadline(t *testing.T) {
+// TestWriteAfterWriterDeadline: a message sent on a connection idle for
+// longer than WriteTimeout since its last write is delivered, without a drop
+// or a new connection: each write sets its own deadline. (A write that met
+// the previous write's expired deadline used to close the connection and
+// lose the message: a forwarded proposal lost so waited out the client's
+// request timeout, 503.)
+func TestWriteAfterWriterDeadline(t *testing.T) {
 	rb := newRecorder()
 	rb.call = func(context.Context, uint64, uint64, uint8, []byte) ([]byte, error) { return nil, nil }
 	cfg := testConfig(1, newRecorder())
@@ -24,13 +24,11 @@ func TestInlineWriteAfterWriterDeadline(t *testing.T) {
 	a.AddPeer(2, b.Addr().String())
 	waitConnected(t, a, 2)
 	for i := range 3 {
-		// A call goes out through the connection's writer goroutine,
-		// which sets a write deadline; the heartbeat is written inline.
 		if _, err := a.Call(context.Background(), 2, 1, 1, nil); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(3 * cfg.WriteTimeout)
-		a.SendNow(1, []raftpb.Message{heartbeat(1, 2, uint64(i))})
+		a.Send(1, []raftpb.Message{heartbeat(1, 2, uint64(i))})
 		waitFor(t, 5*time.Second, fmt.Sprintf("heartbeat %d delivered", i), func() (bool, string) {
 			return rb.received() == i+1, fmt.Sprintf("%d received; %+v", rb.received(), a.Stats()[2])
 		})

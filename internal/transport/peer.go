@@ -39,7 +39,6 @@ type peer struct {
 	sent, dropped, reconnects atomic.Uint64
 	dials                     atomic.Uint64 // dial attempts, for tests
 	writes                    atomic.Uint64 // socket writes on its connections, for tests
-	spills                    atomic.Uint64 // inline writes the socket did not take whole, for tests
 	lastContact               atomic.Int64  // unix nanoseconds of the last handshake
 }
 

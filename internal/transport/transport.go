@@ -182,18 +182,7 @@ func (t *Transport) peerName(id uint64) string {
 // Handler.PeerUnreachable; Raft retransmits. Send keeps references to msgs'
 // contents until they are written; they must not be modified (Raft never
 // does).
-func (t *Transport) Send(shard uint64, msgs []raftpb.Message) { t.send(shard, msgs, false) }
-
-// SendNow is Send, except that messages to a peer whose connection has
-// nothing queued and no write under way are written by the caller at once,
-// with a non-blocking write whose remainder, if any, is left to the writer
-// goroutine. It saves the writer's wake-up and its latency, at the price of
-// the caller's time in the system call: for a caller that has nothing better
-// to do meanwhile. A caller about to block (in an fsync, say) should Send, so
-// the writes overlap the wait.
-func (t *Transport) SendNow(shard uint64, msgs []raftpb.Message) { t.send(shard, msgs, true) }
-
-func (t *Transport) send(shard uint64, msgs []raftpb.Message, now bool) {
+func (t *Transport) Send(shard uint64, msgs []raftpb.Message) {
 	if !groupedByPeer(msgs) {
 		// One queueing (and usually one write) per peer: order is kept
 		// per peer, which is all Raft needs.
@@ -206,7 +195,7 @@ func (t *Transport) send(shard uint64, msgs []raftpb.Message, now bool) {
 		for j < len(msgs) && msgs[j].To == to {
 			j++
 		}
-		t.sendTo(to, shard, msgs[i:j], now)
+		t.sendTo(to, shard, msgs[i:j])
 		i = j
 	}
 }
@@ -227,7 +216,7 @@ func groupedByPeer(msgs []raftpb.Message) bool {
 	return true
 }
 
-func (t *Transport) sendTo(to, shard uint64, msgs []raftpb.Message, now bool) {
+func (t *Transport) sendTo(to, shard uint64, msgs []raftpb.Message) {
 	t.mu.RLock()
 	p, closed := t.peers[to], t.closed
 	t.mu.RUnlock()
@@ -245,7 +234,7 @@ func (t *Transport) sendTo(to, shard uint64, msgs []raftpb.Message, now bool) {
 	}
 	n := 0
 	if c := p.conn.Load(); c != nil {
-		n = c.enqueueRaft(shard, msgs, now)
+		n = c.enqueueRaft(shard, msgs)
 	}
 	if n < len(msgs) {
 		p.dropped.Add(uint64(len(msgs) - n))

@@ -53,8 +53,8 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestSendInOrder has three nodes send each other batches of messages of
-// several shards, half with Send and half with SendNow; everything arrives,
-// in order per sender and shard, and large batches share writes.
+// several shards; everything arrives, in order per sender and shard, and
+// large batches share writes.
 func TestSendInOrder(t *testing.T) {
 	const (
 		nodes   = 3
@@ -94,11 +94,7 @@ func TestSendInOrder(t *testing.T) {
 					msgs = append(msgs, app(a.cfg.ID, to, seq[k], payload))
 					seq[k]++
 				}
-				if shard%2 == 0 {
-					a.Send(shard, msgs)
-				} else {
-					a.SendNow(shard, msgs)
-				}
+				a.Send(shard, msgs)
 			}
 		}
 	}
@@ -610,11 +606,10 @@ func TestClose(t *testing.T) {
 	})
 }
 
-// TestInlineWritesSpillInOrder fills the socket to a peer whose handler is
-// stuck, so that the sender's inline writes cannot finish and leave the rest
-// to the writer goroutine while more messages keep coming; once the peer
-// reads again everything arrives, in order, with nothing dropped.
-func TestInlineWritesSpillInOrder(t *testing.T) {
+// TestSendsQueueInOrderBehindAStuckPeer fills the socket to a peer whose
+// handler is stuck, while more messages keep coming: they queue; once the
+// peer reads again everything arrives, in order, with nothing dropped.
+func TestSendsQueueInOrderBehindAStuckPeer(t *testing.T) {
 	const (
 		sends = 200
 		batch = 50
@@ -639,13 +634,7 @@ func TestInlineWritesSpillInOrder(t *testing.T) {
 			msgs[i] = app(1, 2, seq, payload)
 			seq++
 		}
-		a.SendNow(1, msgs)
-	}
-	a.mu.RLock()
-	p := a.peers[2]
-	a.mu.RUnlock()
-	if p.spills.Load() == 0 {
-		t.Fatalf("no inline write was cut short (writes %d): the test did not fill the socket", p.writes.Load())
+		a.Send(1, msgs)
 	}
 	once.Do(func() { close(unblock) })
 	waitFor(t, 60*time.Second, "all messages delivered", func() (bool, string) {
@@ -655,13 +644,51 @@ func TestInlineWritesSpillInOrder(t *testing.T) {
 	if s := a.Stats()[2]; s.Dropped != 0 || s.Reconnects != 0 || s.Sent != seq {
 		t.Errorf("stats %+v, want %d sent, none dropped, no reconnects", s, seq)
 	}
-	t.Logf("%d messages, %d writes, %d inline writes spilled", seq, p.writes.Load(), p.spills.Load())
+}
+
+// TestGroupsShareAWrite: the messages that several Raft groups, each on its
+// own goroutine, send one peer at the same moment go out in one write. With
+// one processor and eight senders made runnable together, the writer woken by
+// the first runs only after the other seven have queued theirs (it yields
+// once, see writeLoop); without that yield it ran straight after each sender
+// that woke it and wrote each group's message alone (8 writes).
+func TestGroupsShareAWrite(t *testing.T) {
+	recA, recB := newRecorder(), newRecorder()
+	a, b := start(t, testConfig(1, recA)), start(t, testConfig(2, recB))
+	mesh(a, b)
+	waitConnected(t, a, 2)
+	a.mu.RLock()
+	p := a.peers[2]
+	a.mu.RUnlock()
+
+	const groups = 8
+	for round := range 5 {
+		before := p.writes.Load()
+		prev := runtime.GOMAXPROCS(1)
+		begin := make(chan struct{})
+		var wg sync.WaitGroup
+		for g := range groups {
+			wg.Go(func() {
+				<-begin
+				a.Send(uint64(g+1), []raftpb.Message{heartbeat(1, 2, uint64(round))})
+			})
+		}
+		close(begin)
+		wg.Wait()
+		runtime.GOMAXPROCS(prev)
+		want := (round + 1) * groups
+		waitFor(t, 5*time.Second, "all messages delivered", func() (bool, string) {
+			return recB.received() == want, fmt.Sprintf("%d of %d", recB.received(), want)
+		})
+		if w := p.writes.Load() - before; w > 2 {
+			t.Fatalf("round %d: %d messages of %d groups took %d writes, want at most 2", round, groups, groups, w)
+		}
+	}
 }
 
 // TestSendKeepsNoReferenceToTheSlice: the Raft loop reuses the slice it hands
-// to Send and SendNow as soon as they return, so what goes out must not change
-// when the caller overwrites it, whether the message was written at once or
-// queued behind a busy connection.
+// to Send as soon as it returns, so what goes out must not change when the
+// caller overwrites it.
 func TestSendKeepsNoReferenceToTheSlice(t *testing.T) {
 	recA, recB := newRecorder(), newRecorder()
 	a, b := start(t, testConfig(1, recA)), start(t, testConfig(2, recB))
@@ -673,11 +700,7 @@ func TestSendKeepsNoReferenceToTheSlice(t *testing.T) {
 		for j := range msgs {
 			msgs[j] = heartbeat(1, 2, uint64(i*len(msgs)+j))
 		}
-		if i%2 == 0 {
-			a.SendNow(1, msgs)
-		} else {
-			a.Send(1, msgs)
-		}
+		a.Send(1, msgs)
 		for j := range msgs { // the caller reuses its slice at once
 			msgs[j] = heartbeat(1, 2, 1<<40)
 		}
