@@ -71,6 +71,10 @@ type Config struct {
 	// range that splits does, for the new range, so that it need not wait
 	// an election timeout for a leader.
 	Campaign bool
+	// bornBySplit: the group is new on this node, made by applying a split,
+	// with no state of its own from before (openSplit). It has never heard
+	// from a leader, so it may vote at once (see holdsVotes).
+	bornBySplit bool
 	// RangeSplitBytes, if above 0, splits the group's range once its keys
 	// and values pass it (see maybeSplit); new groups get the same setting.
 	RangeSplitBytes int64

@@ -38,7 +38,11 @@ import (
 //     applied, and is used only with at most three voters, not joint;
 //   - a voter that restarts, which forgets the leader it heard from and would
 //     vote at once: a node grants no vote (MsgVote or MsgPreVote) for one
-//     election timeout after it starts (see holdsVotes).
+//     election timeout after it starts (see holdsVotes). A replica that a
+//     split has just made, with no state of its own from before, is exempt:
+//     it has never heard from any leader of its range, so no lease counts
+//     on it, and holding its votes kept every new range leaderless for an
+//     election timeout, failing the writes that reached it meanwhile.
 //
 // A lease needs at least three ticks of election timeout; with fewer, every
 // linearizable read takes a round.
@@ -54,7 +58,7 @@ func (n *Node) leaseLength() time.Duration {
 // holdsVotes reports whether this node, started less than an election
 // timeout ago, must not grant votes yet (see the top of this file).
 func (n *Node) holdsVotes(m *raftpb.Message) bool {
-	if m.Type != raftpb.MsgVote && m.Type != raftpb.MsgPreVote {
+	if m.Type != raftpb.MsgVote && m.Type != raftpb.MsgPreVote || n.cfg.bornBySplit {
 		return false
 	}
 	return time.Since(n.startedAt) < time.Duration(n.cfg.ElectionTicks)*n.cfg.TickInterval

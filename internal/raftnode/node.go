@@ -220,7 +220,7 @@ type Node struct {
 	// linearizable reads are answered without a round until leaseUntil.
 	leaseUntil time.Time
 	leaseTerm  uint64
-	startedAt  time.Time // this node grants no vote for an election timeout after
+	startedAt  time.Time // this node grants no vote for an election timeout after (see holdsVotes)
 	// parked holds proposals that Raft dropped because no leader was known
 	// (or leadership was being transferred). They never reached the log, so
 	// proposing them again is safe: they are retried once a leader is known,

@@ -179,7 +179,12 @@ func (h *Host) openSplit(cfg Config, meta snap.Meta, state *kv.Store) error {
 	defer h.unclaim(cfg.Shard)
 	// The group starts in the term of the split's entry, having applied it.
 	hs := raftpb.HardState{Term: meta.Term, Commit: meta.Index}
+	// New here unless a replica ran before: opened empty by its leader's
+	// first message (it may have answered that leader), or from this node's
+	// disk (the split applied again after a restart).
+	cfg.bornBySplit = true
 	if g := h.Group(cfg.Shard); g != nil {
+		cfg.bornBySplit = false
 		if g.applied.Load() > 0 {
 			return nil
 		}
@@ -193,6 +198,9 @@ func (h *Host) openSplit(cfg Config, meta snap.Meta, state *kv.Store) error {
 		}
 	}
 	h.mu.Lock()
+	if h.recovered[cfg.Shard] != nil {
+		cfg.bornBySplit = false
+	}
 	if rl := h.recovered[cfg.Shard]; rl != nil && rl.hs.Term > hs.Term {
 		hs.Term, hs.Vote = rl.hs.Term, rl.hs.Vote
 	}
@@ -205,6 +213,7 @@ func (h *Host) openSplit(cfg Config, meta snap.Meta, state *kv.Store) error {
 	} else if len(idx) > 0 {
 		// The node stopped after the group's first snapshot was written; the
 		// group opens from it (or a later one) below.
+		cfg.bornBySplit = false
 	} else if err := h.snaps.Save(meta, state.Snapshot().SnapshotPairs()); err != nil {
 		return fmt.Errorf("first snapshot of group %d: %w", cfg.Shard, err)
 	}

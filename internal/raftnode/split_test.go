@@ -146,6 +146,38 @@ func TestSplitThroughTheLog(t *testing.T) {
 	}
 }
 
+// TestSplitElectsAtOnce: the range a split makes has a leader well within an
+// election timeout. Its replicas are all new, and a node grants no vote for
+// an election timeout after a replica starts (holdsVotes) unless the replica
+// was made by the split with no state of its own: with the hold, the former
+// leader's campaign failed and the range stayed leaderless (its writes
+// refused, "no leader") for at least the election timeout, 1 s here.
+func TestSplitElectsAtOnce(t *testing.T) {
+	const election = time.Second
+	c := newHostCluster(t, 3, func(cfg *Config) { cfg.ElectionTicks = int(election / cfg.TickInterval) })
+	for _, m := range c.members {
+		c.open(m.Name, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	putKeys(t, ctx, c.leader(1), 20)
+	for i, at := range []string{"key015", "key010", "key005"} {
+		shard := uint64(i + 2)
+		start := time.Now()
+		if err := c.leader(1).Split(ctx, []byte(at), shard); err != nil {
+			t.Fatalf("split at %s: %v", at, err)
+		}
+		c.waitGroup(shard)
+		if _, err := put(ctx, c.leader(shard), at+"x", "v"); err != nil {
+			t.Fatalf("a write to group %d: %v", shard, err)
+		}
+		if took := time.Since(start); took >= election/2 {
+			t.Fatalf("the range split at %s took %v to elect a leader and take a write; want well under the election timeout, %v", at, took, election)
+		}
+		t.Logf("split at %s: leader and first write after %v", at, time.Since(start))
+	}
+}
+
 // TestSplitReachesALaggingReplica: a replica cut off while the split is
 // applied elsewhere, while the new group's leader already sends to it (its
 // Host creates the group empty on that first message), applies the split
