@@ -31,6 +31,7 @@ SETTLE_WAIT=120s
 IMAGE=
 SUBNET=
 NODE_ARGS=
+NODE_ENV=
 SAVE=0
 
 usage() { sed -n '2,16s/^# \{0,1\}//p' "$0"; }
@@ -50,6 +51,7 @@ while [ $# -gt 0 ]; do
 	--image) IMAGE=$2; shift ;;
 	--subnet) SUBNET=$2; shift ;;
 	--node-args) NODE_ARGS=$2; shift ;;
+	--node-env) NODE_ENV=$2; shift ;;
 	--save) SAVE=1 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "scaleout.sh: unknown argument $1 (--help lists them)" >&2; exit 2 ;;
@@ -193,8 +195,10 @@ start_node() {
 	local i=$1 ip
 	shift
 	ip=$(ip_of "$i")
+	local envs=() e
+	for e in $NODE_ENV; do envs+=(-e "$e"); done
 	# shellcheck disable=SC2086
-	docker run -d --name "$RUN-n$i" --label "$LABEL" --network "$NET" --ip "$ip" --cpus "$CPUS" \
+	docker run -d --name "$RUN-n$i" --label "$LABEL" --network "$NET" --ip "$ip" --cpus "$CPUS" "${envs[@]}" \
 		"$IMAGE" server --id "n$i" --cluster-token "$RUN" \
 		--advertise-http "$ip:8000" --advertise-peer "$ip:9000" \
 		--range-split-bytes "$SPLIT" --log-level warn $NODE_ARGS "$@" >/dev/null
@@ -342,7 +346,7 @@ nlast=$(tail -1 "$OUT" | awk -F'|' '{ gsub(/ /, "", $2); print $2 }')
 
 COMMIT=$(git rev-parse --short HEAD)
 MACHINE="$(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), Docker $(docker version --format '{{.Server.Version}}')"
-CMD="bench/scaleout.sh --nodes \"$NODES\" --cpus $CPUS --form $FORM --split-bytes $SPLIT --keys $KEYS --value-size $VALUE_SIZE --clients $CLIENTS --duration $DURATION --route $ROUTE --settle $SETTLE${NODE_ARGS:+ --node-args \"$NODE_ARGS\"}"
+CMD="bench/scaleout.sh --nodes \"$NODES\" --cpus $CPUS --form $FORM --split-bytes $SPLIT --keys $KEYS --value-size $VALUE_SIZE --clients $CLIENTS --duration $DURATION --route $ROUTE --settle $SETTLE${NODE_ARGS:+ --node-args \"$NODE_ARGS\"}${NODE_ENV:+ --node-env \"$NODE_ENV\"}"
 echo "# scaleout.sh: $(date -u '+%Y-%m-%d %H:%M') UTC, distkv at $COMMIT ($(($(date -u +%s) - STARTED)) s)"
 echo
 echo "- Command: \`$CMD\`"
