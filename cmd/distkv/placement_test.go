@@ -233,6 +233,57 @@ func TestBalanceMovesFromTheFullestNode(t *testing.T) {
 	}
 }
 
+// TestBalanceLeadersThroughNodesAtTheirShare: n4 leads 6 of 18 ranges on six
+// nodes that hold 9 replicas each, and the other voters of those six, n5 and
+// n6, lead 3 each: their share. Rounds of balancing, each transfer applied
+// as done, end with no node leading more than 4 (the share plus one). When
+// leadership could go only to a voter below the share, n5 and n6 never took
+// one and n4 kept its 6.
+func TestBalanceLeadersThroughNodesAtTheirShare(t *testing.T) {
+	var rs []replicaReport
+	add := func(n int, leader string, voters ...string) {
+		for range n {
+			rs = append(rs, replicaReport{Shard: uint64(10 + len(rs)), Start: []byte{byte('a' + len(rs))}, Voters: voters, Leader: leader, Leads: true})
+		}
+	}
+	add(6, "n4", "n4", "n5", "n6")
+	add(3, "n5", "n5", "n1", "n2")
+	add(3, "n6", "n6", "n2", "n3")
+	add(3, "n1", "n4", "n1", "n3")
+	add(3, "n2", "n1", "n2", "n3")
+	p := testPlacement()
+	p.tr = nil
+	for range 20 {
+		started := map[uint64]replicaChange{}
+		p.startHook = func(r replicaReport, on string, c replicaChange) { started[r.Shard] = c }
+		nodes := testNodes(6, rs)
+		p.balance(context.Background(), directory{Ranges: rs}, nodes, 3, 6)
+		for i := range rs {
+			c, ok := started[rs[i].Shard]
+			switch {
+			case !ok:
+			case c.Op != opTransfer:
+				t.Fatalf("range %d: %+v; every range has its 3 replicas and every node holds 6: only leadership should move", rs[i].Shard, c)
+			default:
+				if !slices.Contains(rs[i].Voters, c.Member.Name) {
+					t.Fatalf("range %d: leadership to %s, not a voter of %v", rs[i].Shard, c.Member.Name, rs[i].Voters)
+				}
+				rs[i].Leader = c.Member.Name
+			}
+		}
+	}
+	leads := map[string]int{}
+	for _, r := range rs {
+		leads[r.Leader]++
+	}
+	for n, l := range leads {
+		if l > 4 {
+			t.Fatalf("after 20 rounds %s leads %d of 18 ranges on 6 nodes: %v", n, l, leads)
+		}
+	}
+	t.Logf("leaders per node after balancing: %v", leads)
+}
+
 // Peers' replies and reports are outside bytes: decoding them never panics,
 // and what decodes has its ranges in order.
 func FuzzDecodeDirectory(f *testing.F) {
