@@ -42,8 +42,8 @@ import (
 //     on the live node with the fewest replicas;
 //   - when no range needs repair: a replica moves from the node with the
 //     most to the one with the fewest (a learner first, then the rest as
-//     above), and leadership moves off nodes that lead more than their
-//     share, to a voter that leads fewer.
+//     above), and leadership moves from the node leading the most to one
+//     leading at least two fewer, through a chain of transfers if need be.
 //
 // The controller keeps no state that matters across leaders of group 1: a
 // new one reads the cluster as it is and goes on.
@@ -358,6 +358,12 @@ func (p *placement) round(ctx context.Context, d directory, members []raftnode.M
 		r := &d.Ranges[i]
 		if r.Shard == 1 {
 			meta = r
+			// Its leader counts as leading one more range: besides group
+			// 1's own traffic it hands out every range's revisions and
+			// runs this controller.
+			if s := nodes[r.Leader]; s != nil && r.Leads {
+				s.leaders++
+			}
 			continue
 		}
 		for _, n := range r.replicas() {
@@ -603,37 +609,86 @@ func (p *placement) balance(ctx context.Context, d directory, nodes map[string]*
 			}
 		}
 	}
-	// Leaders: a node leading more than its share (rounded up) hands a range
-	// to the voter of it that leads the fewest, if that one then still leads
-	// fewer than the giver. Not only to a voter below the share: the ranges
-	// of an overloaded node often have their other replicas on nodes at
-	// their share, which then never shed (they are not above it), and the
-	// node stayed the cluster's bottleneck (6 of 16 leaders on one of six
-	// nodes in bench/scaleout.sh). Each transfer lowers the sum of the
-	// squares of the counts, so transfers cannot go round in circles.
-	ranges := 0
-	for _, r := range d.Ranges {
-		if r.Shard != 1 {
-			ranges++
+	// Leaders: up to two chains of transfers a round (see leaderChain).
+	used := map[uint64]bool{}
+	for range 2 {
+		chain := p.leaderChain(d, nodes, names, used)
+		if chain == nil {
+			break
+		}
+		nodes[d.Ranges[chain[0].rng].Leader].leaders--
+		nodes[chain[len(chain)-1].to].leaders++
+		for _, h := range chain {
+			r := d.Ranges[h.rng]
+			used[r.Shard] = true
+			p.start(ctx, r, r.Leader, replicaChange{Op: opTransfer, Member: nodes[h.to].member})
 		}
 	}
-	share := (ranges + len(names) - 1) / len(names)
-	moved := 0
+}
+
+// hop is one transfer of a chain: range d.Ranges[rng] to node to.
+type hop struct {
+	rng int
+	to  string
+}
+
+// leaderChain finds transfers of leadership that take one range off the
+// node leading the most (trying the next if that one can give none) and
+// give one to a node leading at least two fewer: a chain in which each
+// node hands a range it leads to a voter of that range, the next node of
+// the chain, and every node but the first and the last leads as many as
+// before. It returns nil if there is none. Each chain lowers the sum of
+// the squares of the counts, so balancing ends.
+//
+// A chain, not only direct transfers: the ranges of a node leading too many
+// often have their other replicas on nodes at the average, which can take
+// one only if they hand one of theirs on. With direct transfers to a node
+// below its share only, one node of six led 6 of 16 ranges through a
+// bench/scaleout.sh run, the cluster's bottleneck.
+func (p *placement) leaderChain(d directory, nodes map[string]*nodeState, names []string, used map[uint64]bool) []hop {
+	// led[n]: the ranges n leads that may change now.
+	led := map[string][]int{}
 	for i := range d.Ranges {
-		r := d.Ranges[i]
-		s := nodes[r.Leader]
-		if r.Shard == 1 || !r.Leads || s == nil || s.leaders <= share || p.isBusy(r.Shard) || moved >= 2 {
+		r := &d.Ranges[i]
+		if r.Shard == 1 || !r.Leads || used[r.Shard] || nodes[r.Leader] == nil || p.isBusy(r.Shard) {
 			continue
 		}
-		to := p.successor(r, nodes)
-		if to == "" || nodes[to].leaders+1 >= s.leaders {
-			continue
-		}
-		s.leaders--
-		nodes[to].leaders++
-		moved++
-		p.start(ctx, r, r.Leader, replicaChange{Op: opTransfer, Member: nodes[to].member})
+		led[r.Leader] = append(led[r.Leader], i)
 	}
+	order := slices.Clone(names)
+	slices.SortStableFunc(order, func(a, b string) int { return nodes[b].leaders - nodes[a].leaders })
+	for _, src := range order {
+		// Breadth first, so that chains are as short as they can be. via[v]:
+		// v was reached from node parent, whose range rng v holds a voter of.
+		type step struct {
+			rng    int
+			parent string
+		}
+		via := map[string]step{src: {rng: -1}}
+		queue := []string{src}
+		for len(queue) > 0 {
+			u := queue[0]
+			queue = queue[1:]
+			for _, i := range led[u] {
+				for _, v := range d.Ranges[i].Voters {
+					if _, seen := via[v]; seen || nodes[v] == nil || !nodes[v].usable() {
+						continue
+					}
+					via[v] = step{rng: i, parent: u}
+					if nodes[v].leaders+2 <= nodes[src].leaders {
+						var chain []hop
+						for n := v; n != src; n = via[n].parent {
+							chain = append(chain, hop{rng: via[n].rng, to: n})
+						}
+						slices.Reverse(chain)
+						return chain
+					}
+					queue = append(queue, v)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func (p *placement) isBusy(shard uint64) bool {

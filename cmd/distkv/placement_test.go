@@ -236,9 +236,10 @@ func TestBalanceMovesFromTheFullestNode(t *testing.T) {
 // TestBalanceLeadersThroughNodesAtTheirShare: n4 leads 6 of 18 ranges on six
 // nodes that hold 9 replicas each, and the other voters of those six, n5 and
 // n6, lead 3 each: their share. Rounds of balancing, each transfer applied
-// as done, end with no node leading more than 4 (the share plus one). When
-// leadership could go only to a voter below the share, n5 and n6 never took
-// one and n4 kept its 6.
+// as done, end with every node leading 3: n4's excess goes through chains
+// (n4 to n6, n6 to n3, say). When leadership could go only to a voter below
+// the share, n5 and n6 never took one and n4 kept its 6; with direct
+// transfers to any voter leading two fewer, n4 kept 4.
 func TestBalanceLeadersThroughNodesAtTheirShare(t *testing.T) {
 	var rs []replicaReport
 	add := func(n int, leader string, voters ...string) {
@@ -277,8 +278,8 @@ func TestBalanceLeadersThroughNodesAtTheirShare(t *testing.T) {
 		leads[r.Leader]++
 	}
 	for n, l := range leads {
-		if l > 4 {
-			t.Fatalf("after 20 rounds %s leads %d of 18 ranges on 6 nodes: %v", n, l, leads)
+		if l != 3 {
+			t.Fatalf("after 20 rounds %s leads %d of 18 ranges on 6 nodes, want 3 each: %v", n, l, leads)
 		}
 	}
 	t.Logf("leaders per node after balancing: %v", leads)
