@@ -103,8 +103,11 @@ type placement struct {
 	since    time.Time            // when it began to lead
 	seen     map[string]time.Time // when each node last answered
 	draining map[string]bool
-	moveOff  map[uint64]string    // range -> the node a balance move empties
-	busy     map[uint64]bool      // ranges with a change under way
+	moveOff  map[uint64]string // range -> the node a balance move empties
+	busy     map[uint64]bool   // ranges with a change under way
+	// handing: ranges whose leadership a transfer of this controller moves,
+	// until a report shows the new leader (see leaderOf).
+	handing  map[uint64]handover
 	learning map[uint64]time.Time // range -> when its learner was added
 	// revs serves the revisions of every range while this node leads
 	// group 1 (methodStamps).
@@ -122,7 +125,31 @@ func newPlacement(cfg placementConfig, node *raftnode.Node, tr *transport.Transp
 
 func (p *placement) resetController() {
 	p.seen, p.draining, p.moveOff = map[string]time.Time{}, map[string]bool{}, map[uint64]string{}
-	p.busy, p.learning = map[uint64]bool{}, map[uint64]time.Time{}
+	p.busy, p.learning, p.handing = map[uint64]bool{}, map[uint64]time.Time{}, map[uint64]handover{}
+}
+
+// handover is a transfer of leadership this controller started.
+type handover struct {
+	to    string
+	until time.Time // when to stop waiting for the reports to show it
+}
+
+// leaderOf is the node that leads r, or will once the transfer this
+// controller started is done: reports lag the transfers of the last round,
+// and counting by them moved leadership twice toward the same node, then
+// back.
+func (p *placement) leaderOf(r *replicaReport) (leader string, handing bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h, ok := p.handing[r.Shard]
+	switch {
+	case !ok:
+		return r.Leader, false
+	case r.Leader == h.to || time.Now().After(h.until):
+		delete(p.handing, r.Shard)
+		return r.Leader, false
+	}
+	return h.to, true
 }
 
 // call makes a server call on node (this node's own are made directly).
@@ -366,12 +393,13 @@ func (p *placement) round(ctx context.Context, d directory, members []raftnode.M
 			}
 			continue
 		}
+		leader, _ := p.leaderOf(r)
 		for _, n := range r.replicas() {
 			if s := nodes[n]; s != nil {
 				s.replicas++
 			}
 		}
-		if s := nodes[r.Leader]; s != nil && r.Leads {
+		if s := nodes[leader]; s != nil && r.Leads {
 			s.leaders++
 		}
 	}
@@ -609,9 +637,12 @@ func (p *placement) balance(ctx context.Context, d directory, nodes map[string]*
 			}
 		}
 	}
-	// Leaders: up to two chains of transfers a round (see leaderChain).
+	// Leaders: chains of transfers (see leaderChain), up to one a round per
+	// 100 ranges and at least two: a node holding thousands of ranges, most
+	// made by splits of ranges it led (a split's new range keeps the
+	// leader), would otherwise take many minutes to even out.
 	used := map[uint64]bool{}
-	for range 2 {
+	for range max(2, len(d.Ranges)/100) {
 		chain := p.leaderChain(d, nodes, names, used)
 		if chain == nil {
 			break
@@ -650,7 +681,7 @@ func (p *placement) leaderChain(d directory, nodes map[string]*nodeState, names 
 	led := map[string][]int{}
 	for i := range d.Ranges {
 		r := &d.Ranges[i]
-		if r.Shard == 1 || !r.Leads || used[r.Shard] || nodes[r.Leader] == nil || p.isBusy(r.Shard) {
+		if _, handing := p.leaderOf(r); handing || r.Shard == 1 || !r.Leads || used[r.Shard] || nodes[r.Leader] == nil || p.isBusy(r.Shard) {
 			continue
 		}
 		led[r.Leader] = append(led[r.Leader], i)
@@ -718,6 +749,11 @@ func (p *placement) start(ctx context.Context, r replicaReport, on string, c rep
 		return
 	}
 	p.setBusy(r.Shard, true)
+	if c.Op == opTransfer {
+		p.mu.Lock()
+		p.handing[r.Shard] = handover{to: c.Member.Name, until: time.Now().Add(changeTimeout + 5*p.cfg.Interval)}
+		p.mu.Unlock()
+	}
 	go func() {
 		defer p.setBusy(r.Shard, false)
 		ctx, cancel := context.WithTimeout(ctx, changeTimeout)
@@ -731,6 +767,8 @@ func (p *placement) start(ctx context.Context, r replicaReport, on string, c rep
 			delete(p.moveOff, r.Shard)
 		case c.Op == opAddLearner:
 			p.learning[r.Shard] = time.Now()
+		case err != nil && c.Op == opTransfer:
+			delete(p.handing, r.Shard)
 		}
 		p.mu.Unlock()
 		if err != nil {

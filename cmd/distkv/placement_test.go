@@ -285,6 +285,56 @@ func TestBalanceLeadersThroughNodesAtTheirShare(t *testing.T) {
 	t.Logf("leaders per node after balancing: %v", leads)
 }
 
+// TestBalanceLeadersOfManyRanges: with 600 ranges, all led by n1 (splits keep
+// their range's leader), one round starts transfers of 6 of them, one per
+// 100 ranges, not 2: at 2 a round a node of thousands of ranges took many
+// minutes to even out.
+func TestBalanceLeadersOfManyRanges(t *testing.T) {
+	var rs []replicaReport
+	for i := range 600 {
+		rs = append(rs, replicaReport{Shard: uint64(10 + i), Start: []byte{byte(i >> 8), byte(i)}, Voters: []string{"n1", "n2", "n3"}, Leader: "n1", Leads: true})
+	}
+	p := testPlacement()
+	p.tr = nil
+	transfers := 0
+	p.startHook = func(r replicaReport, on string, c replicaChange) {
+		if c.Op == opTransfer {
+			transfers++
+		}
+	}
+	p.balance(context.Background(), directory{Ranges: rs}, testNodes(3, rs), 3, 3)
+	if transfers != 6 {
+		t.Fatalf("one round of 600 ranges led by one node of three started %d transfers, want 6", transfers)
+	}
+}
+
+// TestHandoverCountsTheNewLeader: until a report shows the leader a transfer
+// of the controller moved a range to, the range counts as that node's and
+// takes no other transfer; reports lag a round, and counting by them sent a
+// second range to the same node, then moved them back.
+func TestHandoverCountsTheNewLeader(t *testing.T) {
+	p := testPlacement()
+	r := replicaReport{Shard: 7, Voters: []string{"n1", "n2", "n3"}, Leader: "n1", Leads: true}
+	p.handing[7] = handover{to: "n2", until: time.Now().Add(time.Minute)}
+	if l, handing := p.leaderOf(&r); l != "n2" || !handing {
+		t.Fatalf("leaderOf during the handover = %s, %v; want n2, true", l, handing)
+	}
+	nodes := testNodes(3, nil)
+	nodes["n1"].leaders = 3 // n1 could give one to n2 or n3
+	if chain := p.leaderChain(directory{Ranges: []replicaReport{r}}, nodes, []string{"n1", "n2", "n3"}, map[uint64]bool{}); chain != nil {
+		t.Fatalf("a range being handed over was chosen again: %+v", chain)
+	}
+	r.Leader = "n2"
+	if l, handing := p.leaderOf(&r); l != "n2" || handing || len(p.handing) != 0 {
+		t.Fatalf("leaderOf once the report shows n2 = %s, %v (handing %v); want n2, false, forgotten", l, handing, p.handing)
+	}
+	r.Leader = "n1"
+	p.handing[7] = handover{to: "n3", until: time.Now().Add(-time.Second)}
+	if l, handing := p.leaderOf(&r); l != "n1" || handing {
+		t.Fatalf("leaderOf after the handover's time = %s, %v; want n1, false", l, handing)
+	}
+}
+
 // Peers' replies and reports are outside bytes: decoding them never panics,
 // and what decodes has its ranges in order.
 func FuzzDecodeDirectory(f *testing.F) {
