@@ -145,6 +145,10 @@ func (n *Node) afterEvent() error {
 		n.proposeParked()
 		err = n.processReady()
 	}
+	if err == nil && n.stall == nil && len(n.parkedFwd) > 0 && n.leader.Load() != raft.None {
+		n.proposeParkedForwarded()
+		err = n.processReady()
+	}
 	return err
 }
 

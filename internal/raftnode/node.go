@@ -226,6 +226,9 @@ type Node struct {
 	// proposing them again is safe: they are retried once a leader is known,
 	// until their request gives up. Owned by the loop.
 	parked []*proposal
+	// parkedFwd holds followers' writes Raft refused during a leadership
+	// transfer of this leader (see parkForwarded). Owned by the loop.
+	parkedFwd []stampItem
 
 	mu      sync.Mutex
 	waiters map[uint64]*proposal

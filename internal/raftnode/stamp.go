@@ -3,9 +3,11 @@ package raftnode
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"go.etcd.io/raft/v3"
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/distkv/distkv/internal/kv"
@@ -49,6 +51,9 @@ type stampItem struct {
 	p    *proposal
 	data []byte
 	from uint64 // the follower that forwarded data
+	// parkedAt: when Raft first refused a follower's write (a leadership
+	// transfer under way; see parkForwarded).
+	parkedAt time.Time
 }
 
 // stampBatch is the answer to one fetch: stamps first, first+1, ... for
@@ -148,8 +153,11 @@ func (n *Node) proposeStamped(b stampBatch) {
 			} else if b.err != nil && leads {
 				continue
 			}
-			if n.rn.Propose(data) == nil && stamped {
+			switch err := n.rn.Propose(data); {
+			case err == nil && stamped:
 				n.noteForwarder(it.from) // its client waits for the commit
+			case errors.Is(err, raft.ErrProposalDropped) && n.leader.Load() != raft.None:
+				n.parkForwarded(it)
 			}
 			continue
 		}
@@ -167,4 +175,42 @@ func (n *Node) proposeStamped(b stampBatch) {
 		}
 	}
 	n.fetchStamps()
+}
+
+// parkForwarded keeps a follower's write that Raft refused while a leader is
+// known: this leader is transferring its leadership, and Raft takes no
+// proposal until the transfer ends. Dropped, the write was lost without a
+// word and the follower's client waited out its whole deadline ("did not
+// answer in time"); placement transfers leadership often. It is proposed
+// again, unstamped (stamps must follow the log's order), once the transfer
+// is over (proposeParkedForwarded), for up to leaderWait.
+func (n *Node) parkForwarded(it stampItem) {
+	if it.parkedAt.IsZero() {
+		it.parkedAt = time.Now()
+	}
+	n.parkedFwd = append(n.parkedFwd, it)
+}
+
+// proposeParkedForwarded proposes the parked writes of followers again once
+// no transfer is under way: stamped if this node still leads, else
+// forwarded to the leader. Called on the loop.
+func (n *Node) proposeParkedForwarded() {
+	if n.rn.BasicStatus().LeadTransferee != raft.None {
+		return
+	}
+	parked := n.parkedFwd
+	n.parkedFwd = nil
+	wait := n.leaderWait()
+	for _, it := range parked {
+		switch {
+		case time.Since(it.parkedAt) >= wait:
+			// Its client has given up: Raft drops proposals it cannot take.
+		case n.stampsHere() && takesStamp(it.data):
+			n.queueStamp(it)
+		default:
+			if err := n.rn.Propose(it.data); errors.Is(err, raft.ErrProposalDropped) && n.leader.Load() != raft.None {
+				n.parkForwarded(it)
+			}
+		}
+	}
 }

@@ -130,3 +130,55 @@ func TestWritesTakeClusterWideRevisions(t *testing.T) {
 		t.Fatalf("a mark while the oracle is away: %v", err)
 	}
 }
+
+// TestFollowerWriteDuringATransferIsKept: a write sent to a follower while
+// the leader transfers its leadership (to a node cut off, so that the
+// transfer hangs until Raft gives it up after an election timeout) reaches
+// the leader when Raft takes no proposal. It is kept and proposed once the
+// transfer is over, and answered; dropped, as it was, its client waited out
+// its whole deadline.
+func TestFollowerWriteDuringATransferIsKept(t *testing.T) {
+	const election = 500 * time.Millisecond
+	st := &counterStamper{next: 1_000_000}
+	c := newHostCluster(t, 3, func(cfg *Config) {
+		cfg.Stamper = st
+		cfg.ElectionTicks = int(election / cfg.TickInterval)
+	})
+	for _, m := range c.members {
+		c.open(m.Name, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader := c.leader(1)
+	if _, err := put(ctx, leader, "before", "v"); err != nil {
+		t.Fatal(err)
+	}
+	var follower, target *Node
+	for _, h := range c.hosts {
+		if g := h.Group(1); g != leader {
+			if target == nil {
+				target = g
+			} else {
+				follower = g
+			}
+		}
+	}
+	c.nw.isolate(target.raftID)
+	go leader.TransferLeader(ctx, target.cfg.Self.Name) //nolint:errcheck // it fails: the target is cut off
+	waitUntil(t, 5*time.Second, "the leader's transfer is under way", func() bool {
+		var under bool
+		onLoop(t, leader, func() { under = leader.rn.BasicStatus().LeadTransferee != 0 })
+		return under
+	}, func() string { return "no transfer" })
+	start := time.Now()
+	wctx, wcancel := context.WithTimeout(ctx, 4*election)
+	defer wcancel()
+	res, err := put(wctx, follower, "during", "v")
+	if err != nil {
+		t.Fatalf("a write through a follower during the leader's transfer: %v after %v", err, time.Since(start))
+	}
+	if res.Revision < 1_000_000 {
+		t.Fatalf("the write took revision %d, not a stamp", res.Revision)
+	}
+	t.Logf("answered after %v (election timeout %v)", time.Since(start), election)
+}
