@@ -19,6 +19,8 @@
 # directory removed on exit, Ctrl-C included (kept on failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 RANGES=10000
 SPLIT=4KiB
@@ -97,18 +99,6 @@ BIN=$TMP/distkv
 KV=$TMP/kvbench
 TICK=$(getconf CLK_TCK)
 
-# field NAME LINE: the value of NAME=value in a RANGES/RESULT line.
-field() { sed -n "s/.*[ ^]$1=\([^ ]*\).*/\1/p" <<<" $2"; }
-
-# wait_http URL SECONDS: until URL answers 200.
-wait_http() {
-	local deadline=$((SECONDS + $2))
-	until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-		if [ $SECONDS -ge $deadline ]; then log "no 200 from $1 within $2 s"; return 1; fi
-		sleep 0.3
-	done
-}
-
 # start NAME HTTP_BASE PEER_BASE SPLIT: a 3-node cluster, nodes nI on ports
 # HTTP_BASE+I-1 and PEER_BASE+I-1; sets EPS (HTTP endpoints) and NPIDS.
 start() {
@@ -152,7 +142,6 @@ scrape() {
 }
 ticks() { local f; read -ra f < <(sed 's/.*) //' "/proc/$1/stat"); echo $((f[11] + f[12])); }
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
-host_busy() { awk '$1 == "cpu" { idle = $5 + $6; t = 0; for (i = 2; i <= 9; i++) t += $i; print t - idle, t; exit }' /proc/stat; }
 
 # measure NAME: the window on the running cluster; one row per node to
 # $TMP/rows and "NAME ranges cpu% rss heap stack goroutines" per node to

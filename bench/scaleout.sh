@@ -16,6 +16,8 @@
 # volumes and the image tag it builds are removed on exit, Ctrl-C included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 NODES="3 6"
 CPUS=0.2
@@ -176,19 +178,7 @@ node_throttle() {
 	echo "$p $t"
 }
 
-# host_busy: "busy total" jiffies of the whole machine (/proc/stat).
-host_busy() { awk '$1 == "cpu" { idle = $5 + $6; t = 0; for (i = 2; i <= 9; i++) t += $i; print t - idle, t; exit }' /proc/stat; }
-
 # ---- one cluster ----
-
-# wait_http URL SECONDS: until URL answers 200.
-wait_http() {
-	local deadline=$((SECONDS + $2))
-	until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-		if [ $SECONDS -ge $deadline ]; then log "no 200 from $1 within $2 s"; return 1; fi
-		sleep 0.3
-	done
-}
 
 # start_node I N EXTRA...: node nI of a cluster of N.
 start_node() {
@@ -238,9 +228,6 @@ form() {
 		sleep 0.3
 	done
 }
-
-# field NAME LINE: the value of NAME=value in a RESULT/RANGES line.
-field() { sed -n "s/.*[ ^]$1=\([^ ]*\).*/\1/p" <<<" $2"; }
 
 # measure N: one cluster of N, loaded, settled, then the timed writes; prints
 # one table row to $OUT and leaves the details in $TMP/nN.*.
