@@ -104,5 +104,5 @@ func (d *decoder) authState() *auth.State {
 // stateVersion returns the state version of v's snapshot state pair: 3
 // since stores keep their revision; versions 1 and 2 are only read.
 func (v *View) stateVersion() byte {
-	return stateVersionRev
+	return stateVersionHist
 }

@@ -117,10 +117,10 @@ func TestAuthStateInSnapshotNotInKeys(t *testing.T) {
 		}
 		i++
 	}
-	// A store without auth writes a version 3 state pair whose auth state
-	// is empty (length 0), then its revision and mark.
+	// A store without auth writes a version 4 state pair whose auth state
+	// is empty (length 0), then its revision, mark and compaction revision.
 	for p := range NewStore().Snapshot().SnapshotPairs() {
-		if got, want := p.Value[len(stateMagic):], []byte{stateVersionRev, 0, 0, 0, 0, 0}; !bytes.Equal(got, want) {
+		if got, want := p.Value[len(stateMagic):], []byte{stateVersionHist, 0, 0, 0, 0, 0, 0}; !bytes.Equal(got, want) {
 			t.Fatalf("state % x without auth, want % x", got, want)
 		}
 		break

@@ -36,6 +36,8 @@ func sampleCommands() []Command {
 		{Op: OpSplit, Key: []byte("k"), Shard: 1 << 40},
 		{Op: OpAllocate},
 		{Op: OpMark, Mark: 1 << 40},
+		{Op: OpCompact, Compact: 1 << 40},
+		{Op: OpCompact, Compact: 1},
 		put("", "", Cond{}),
 		put("key", strings.Repeat("x", 300), Cond{CreateOnly: true}),
 		put("k", "v", Cond{PrevVersion: i64(0)}),
@@ -108,7 +110,9 @@ func TestUnmarshalCommandRejects(t *testing.T) {
 		{"empty", nil, "truncated version"},
 		{"unknown version", []byte{2, 1, 0, 0, 0}, "unknown version 2"},
 		{"version 0", []byte{0, 1, 0, 0, 0}, "unknown version 0"},
-		{"unknown op", []byte{1, 9, 0, 0}, "unknown op 9"},
+		{"unknown op", []byte{1, 10, 0, 0}, "unknown op 10"},
+		{"compaction to revision 0", []byte{1, byte(OpCompact), 0, 0}, "a compaction to revision 0"},
+		{"compaction with flags", []byte{1, byte(OpCompact), 1, 1}, "flags 0x1 on a compaction"},
 		{"op 0", []byte{1, 0, 0, 0}, "unknown op 0"},
 		{"unknown flag", []byte{1, 2, 0x40, 0}, "unknown flags 0x40"},
 		{"deadline on a delete", []byte{1, 2, 0x20, 0, 2}, "deadline flag on a delete"},
@@ -263,6 +267,10 @@ func FuzzRestoreSnapshot(f *testing.F) {
 	f.Add([]byte{stateVersion, 0}, []byte(""))
 	f.Add([]byte{stateVersion, 0, 0}, []byte("\x80\x01\x00\x00\x00\x00\x00\x00\x00v"))
 	f.Add([]byte{stateVersion, 0, 0}, []byte("\x81\x00\x00\x00\x00\x00\x00\x00\x80null"))
+	// Retired versions (state version 4: revision 7, compacted to 0 or 2).
+	f.Add([]byte{stateVersionHist, 0, 0, 0, 7, 0, 0}, []byte("\x40\x05\x00\x00\x00\x00\x00\x00\x00v"))
+	f.Add([]byte{stateVersionHist, 0, 0, 0, 7, 0, 2}, []byte("\xc1\x05\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00[1]"))
+	f.Add([]byte{stateVersionHist, 0, 0, 0, 7, 0, 0}, []byte("\x40\x01\x00\x00\x00\x00\x00\x00\x00v"))
 	for _, st := range sampleStates() {
 		f.Add(st, []byte("\x00v"))
 	}
@@ -284,14 +292,19 @@ func FuzzRestoreSnapshot(f *testing.F) {
 			}
 			return
 		}
-		// A state written before revisions were kept comes back as version
-		// 3, with the snapshot's index as the revision and no mark.
-		if st[0] != stateVersionRev {
-			st3 := append([]byte{stateVersionRev}, st[1:]...)
+		// An older state comes back as version 4: one written before
+		// revisions were kept with the snapshot's index as the revision and
+		// no mark, one written before history with compaction revision 0.
+		switch st[0] {
+		case stateVersion, stateVersionAuth:
+			st4 := append([]byte{stateVersionHist}, st[1:]...)
 			if st[0] == stateVersion {
-				st3 = append(st3, 0) // no auth state
+				st4 = append(st4, 0) // no auth state
 			}
-			pairs[0].Value = append([]byte(stateMagic), append(st3, 7, 0)...)
+			pairs[0].Value = append([]byte(stateMagic), append(st4, 7, 0, 0)...)
+		case stateVersionRev:
+			st4 := append([]byte{stateVersionHist}, st[1:]...)
+			pairs[0].Value = append([]byte(stateMagic), append(st4, 0)...)
 		}
 		i := 0
 		for p := range s.Snapshot().SnapshotPairs() {

@@ -84,6 +84,7 @@ func (s *Store) applyExpire(rev int64, now int64) Result {
 		s.expiring.Delete(e)
 		if old, ok := s.tree.DeleteHint(keyItem(e.key), &s.hint); ok {
 			s.bytes -= old.size()
+			s.retire(old, rev)
 		}
 	}
 	if len(due) > 0 {

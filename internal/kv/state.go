@@ -18,13 +18,17 @@ import (
 //
 //	state pair   key "" (which no client can write: the API refuses an empty
 //	             key), version, revision and create revision 1, value =
-//	             stateMagic | state version (1 byte: 1, or 2 when the auth
-//	             state is not empty) | the state (see appendState)
-//	pairs        each pair in key order, its value = kind (1 byte) | value;
-//	             a pair with a deadline has kind | 0x80 instead, and its
-//	             deadline (8 bytes, little-endian, > 0) before the value.
-//	             A decoder that predates deadlines refuses that kind byte
-//	             rather than lose the deadline.
+//	             stateMagic | state version (1 byte: 4; older stores wrote
+//	             1 to 3) | the state (see appendState)
+//	pairs        each key in order: its retired versions (history.go), by
+//	             end, then its latest version if it has one (a deleted key
+//	             has none); each pair's value = kind (1 byte) | value. A
+//	             retired version has kind | 0x40, and its end (8 bytes,
+//	             little-endian, above its revision) after the kind byte; a
+//	             pair with a deadline has kind | 0x80, and its deadline (8
+//	             bytes, little-endian, > 0) before the value. A decoder that
+//	             predates deadlines or history refuses those kind bytes
+//	             rather than lose them.
 //
 // A snapshot written before the state pair existed starts with an ordinary
 // pair: RestoreSnapshot reads it as such, every value a string and no
@@ -33,18 +37,25 @@ import (
 // stateMagic starts the value of the state pair.
 const stateMagic = "\x00distkv.kv.state"
 
-// pairDeadline, in the kind byte of a snapshot pair, says a deadline follows.
-const pairDeadline = 0x80
+// pairDeadline, in the kind byte of a snapshot pair, says a deadline follows;
+// pairRetired says the pair is a retired version and its end follows.
+const (
+	pairDeadline = 0x80
+	pairRetired  = 0x40
+)
 
 // The state version is the byte after stateMagic; a decoder refuses others.
-// Stores write stateVersionRev: the records, the auth state (length 0 when
-// empty), the store's revision and the oracle's mark. Older stores wrote
-// stateVersion (no auth state) or stateVersionAuth (with one) and kept no
-// revision: their snapshot's index is its revision.
+// Stores write stateVersionHist: the records, the auth state (length 0 when
+// empty), the store's revision, the oracle's mark and the compaction
+// revision. Older stores wrote stateVersionRev (no compaction revision, and
+// no retired versions among the pairs), stateVersion (no auth state) or
+// stateVersionAuth (with one); the last two kept no revision: their
+// snapshot's index is its revision.
 const (
 	stateVersion     = 1
 	stateVersionAuth = 2
 	stateVersionRev  = 3
+	stateVersionHist = 4
 )
 
 // SnapshotPairs yields the view as a snapshot file holds it: the state pair,
@@ -59,18 +70,47 @@ func (v *View) SnapshotPairs() iter.Seq[KeyValue] {
 			return
 		}
 		var buf []byte
-		v.tree.Scan(func(it item) bool {
-			kv := it.kv()
-			if kv.Deadline != 0 {
-				buf = append(buf[:0], byte(kv.Kind)|pairDeadline)
-				buf = binary.LittleEndian.AppendUint64(buf, uint64(kv.Deadline))
-				buf = append(buf, kv.Value...)
-			} else {
-				buf = append(append(buf[:0], byte(kv.Kind)), kv.Value...)
+		fold := func(kv KeyValue, end int64) KeyValue {
+			kind := byte(kv.Kind)
+			buf = append(buf[:0], 0)
+			if end != 0 {
+				kind |= pairRetired
+				buf = binary.LittleEndian.AppendUint64(buf, uint64(end))
 			}
+			if kv.Deadline != 0 {
+				kind |= pairDeadline
+				buf = binary.LittleEndian.AppendUint64(buf, uint64(kv.Deadline))
+			}
+			buf[0] = kind
+			buf = append(buf, kv.Value...)
 			kv.Value, kv.Kind, kv.Deadline = buf, KindString, 0
-			return yield(kv)
+			return kv
+		}
+		past := v.hist.Iter()
+		defer past.Release()
+		pok := past.First()
+		// Each key's retired versions come before its latest one.
+		retired := func(upTo *item) bool {
+			for pok && (upTo == nil || !lessItem(*upTo, past.Item().it)) {
+				h := past.Item()
+				if !yield(fold(h.it.kv(), h.end)) {
+					return false
+				}
+				pok = past.Next()
+			}
+			return true
+		}
+		done := false
+		v.tree.Scan(func(it item) bool {
+			if !retired(&it) || !yield(fold(it.kv(), 0)) {
+				done = true
+				return false
+			}
+			return true
 		})
+		if !done {
+			retired(nil)
+		}
 	}
 }
 
@@ -81,54 +121,83 @@ func (v *View) SnapshotPairs() iter.Seq[KeyValue] {
 func (s *Store) RestoreSnapshot(index uint64, seq iter.Seq2[KeyValue, error]) error {
 	var st state
 	first, folded := true, false
-	pairs := func(yield func(KeyValue, error) bool) {
+	pairs := func(yield func(restorePair, error) bool) {
 		n := 0
 		for kv, err := range seq {
 			if err != nil {
-				yield(kv, err)
+				yield(restorePair{}, err)
 				return
 			}
 			if first {
 				first = false
 				if len(kv.Key) == 0 && bytes.HasPrefix(kv.Value, []byte(stateMagic)) {
 					if err := decodeState(kv.Value[len(stateMagic):], &st); err != nil {
-						yield(KeyValue{}, fmt.Errorf("snapshot state: %w", err))
+						yield(restorePair{}, fmt.Errorf("snapshot state: %w", err))
 						return
 					}
 					folded = true
 					continue
 				}
 			}
+			p := restorePair{kv: kv}
 			if folded {
-				if len(kv.Key) == 0 {
-					yield(KeyValue{}, fmt.Errorf("snapshot pair %d: a second pair with the state pair's empty key: %w", n, ErrMalformed))
+				if err := unfoldPair(&p, n, st.hasHist); err != nil {
+					yield(restorePair{}, err)
 					return
-				}
-				if len(kv.Value) == 0 || ValueKind(kv.Value[0]&^pairDeadline) > KindJSON {
-					yield(KeyValue{}, fmt.Errorf("snapshot pair %d (key %q): no known value kind: %w", n, kv.Key, ErrMalformed))
-					return
-				}
-				kind := kv.Value[0]
-				kv.Kind, kv.Value = ValueKind(kind&^pairDeadline), kv.Value[1:]
-				if kind&pairDeadline != 0 {
-					if len(kv.Value) < 8 {
-						yield(KeyValue{}, fmt.Errorf("snapshot pair %d (key %q): truncated deadline: %w", n, kv.Key, ErrMalformed))
-						return
-					}
-					kv.Deadline, kv.Value = int64(binary.LittleEndian.Uint64(kv.Value)), kv.Value[8:]
-					if kv.Deadline <= 0 {
-						yield(KeyValue{}, fmt.Errorf("snapshot pair %d (key %q): deadline %d is not positive: %w", n, kv.Key, kv.Deadline, ErrMalformed))
-						return
-					}
 				}
 			}
 			n++
-			if !yield(kv, nil) {
+			if !yield(p, nil) {
 				return
 			}
 		}
 	}
 	return s.restore(index, pairs, &st)
+}
+
+// restorePair is a pair to restore: a key's latest version (end 0) or a
+// retired one, with the revision that ended it.
+type restorePair struct {
+	kv  KeyValue
+	end int64
+}
+
+// unfoldPair takes the kind, end and deadline of p, the n-th pair of a
+// snapshot file, out of its value (see SnapshotPairs); retired versions are
+// allowed only if the snapshot's state version has them.
+func unfoldPair(p *restorePair, n int, retired bool) error {
+	kv := &p.kv
+	if len(kv.Key) == 0 {
+		return fmt.Errorf("snapshot pair %d: a second pair with the state pair's empty key: %w", n, ErrMalformed)
+	}
+	flags := byte(pairDeadline)
+	if retired {
+		flags |= pairRetired
+	}
+	if len(kv.Value) == 0 || ValueKind(kv.Value[0]&^flags) > KindJSON {
+		return fmt.Errorf("snapshot pair %d (key %q): no known value kind: %w", n, kv.Key, ErrMalformed)
+	}
+	kind := kv.Value[0]
+	kv.Kind, kv.Value = ValueKind(kind&^flags), kv.Value[1:]
+	if kind&pairRetired != 0 {
+		if len(kv.Value) < 8 {
+			return fmt.Errorf("snapshot pair %d (key %q): truncated end: %w", n, kv.Key, ErrMalformed)
+		}
+		p.end, kv.Value = int64(binary.LittleEndian.Uint64(kv.Value)), kv.Value[8:]
+		if p.end <= kv.Revision {
+			return fmt.Errorf("snapshot pair %d (key %q): a retired version ending at %d, not after its revision %d: %w", n, kv.Key, p.end, kv.Revision, ErrMalformed)
+		}
+	}
+	if kind&pairDeadline != 0 {
+		if len(kv.Value) < 8 {
+			return fmt.Errorf("snapshot pair %d (key %q): truncated deadline: %w", n, kv.Key, ErrMalformed)
+		}
+		kv.Deadline, kv.Value = int64(binary.LittleEndian.Uint64(kv.Value)), kv.Value[8:]
+		if kv.Deadline <= 0 {
+			return fmt.Errorf("snapshot pair %d (key %q): deadline %d is not positive: %w", n, kv.Key, kv.Deadline, ErrMalformed)
+		}
+	}
+	return nil
 }
 
 // state is what the state pair of a snapshot carries: the client-session
@@ -137,9 +206,13 @@ type state struct {
 	clock   int64
 	records []*record
 	auth    *auth.State
-	hasRev  bool   // version 3: rev and mark were in the snapshot
+	hasRev  bool   // version 3 or later: rev and mark were in the snapshot
 	rev     int64  // the store's revision
 	mark    uint64 // the oracle's high-water mark
+	// hasHist: version 4 or later, whose pairs may be retired versions;
+	// compacted is the compaction revision.
+	hasHist   bool
+	compacted int64
 }
 
 // table returns the sessionTable that st describes; dropped carries over the
@@ -167,11 +240,13 @@ const minRecordSize = 8
 //	           expires zigzag varint, key (uvarint length, bytes), result
 //	           (uvarint length, bytes: the encoded Result; length 0 when it
 //	           was not kept, followed by its size as a uvarint)
-//	auth       (state versions 2 and 3) uvarint length, bytes: the auth
+//	auth       (state versions 2 to 4) uvarint length, bytes: the auth
 //	           state (auth.State.Marshal); length 0 when empty (version
 //	           3 only)
-//	revision   (state version 3 only) uvarint: the store's revision
-//	mark       (state version 3 only) uvarint: the oracle's mark
+//	revision   (state versions 3 and 4) uvarint: the store's revision
+//	mark       (state versions 3 and 4) uvarint: the oracle's mark
+//	compacted  (state version 4) uvarint: the compaction revision, at or
+//	           below the revision
 //
 // Every record is written, expired ones not yet dropped included, so that a
 // replica restored from the snapshot counts against the table's bounds
@@ -197,7 +272,8 @@ func appendState(dst []byte, v *View) []byte {
 	}
 	dst = appendBytes(dst, a)
 	dst = binary.AppendUvarint(dst, uint64(v.rev))
-	return binary.AppendUvarint(dst, v.mark)
+	dst = binary.AppendUvarint(dst, v.mark)
+	return binary.AppendUvarint(dst, uint64(v.compacted))
 }
 
 // decodeState decodes b, the state pair's value after stateMagic, into st. It
@@ -206,7 +282,7 @@ func appendState(dst []byte, v *View) []byte {
 func decodeState(b []byte, st *state) error {
 	d := decoder{b: b, what: "snapshot state"}
 	version := d.u8("version")
-	if d.err == nil && version != stateVersion && version != stateVersionAuth && version != stateVersionRev {
+	if d.err == nil && (version < stateVersion || version > stateVersionHist) {
 		return d.fail("unknown version %d", version)
 	}
 	st.clock = d.varint("clock")
@@ -248,7 +324,7 @@ func decodeState(b []byte, st *state) error {
 	switch version {
 	case stateVersionAuth:
 		st.auth = d.authState()
-	case stateVersionRev:
+	case stateVersionRev, stateVersionHist:
 		if b := d.bytes("auth state"); d.err == nil && len(b) > 0 {
 			a, err := auth.UnmarshalState(b)
 			if err != nil {
@@ -265,6 +341,13 @@ func decodeState(b []byte, st *state) error {
 		}
 		st.hasRev, st.rev = true, int64(rev)
 		st.mark = d.uvarint("mark")
+		if version == stateVersionHist {
+			c := d.uvarint("compaction revision")
+			if d.err == nil && c > rev {
+				return d.fail("compaction revision %d above the revision %d", c, rev)
+			}
+			st.hasHist, st.compacted = true, int64(c)
+		}
 	}
 	return d.finish()
 }

@@ -2,11 +2,13 @@ package kv
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"iter"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/tidwall/btree"
@@ -77,11 +79,21 @@ type Store struct {
 	auth *auth.State // guarded by mu
 	// bytes is the size of the keys and values in tree (see Bytes).
 	bytes int64 // guarded by mu
+	// hist holds the versions that writes replaced or deleted, by key and
+	// end (see history.go); histLog the same versions in the order they
+	// were retired, which is their ends' order; histBytes the size of their
+	// keys and values. Invariant: hist and histLog hold the same versions,
+	// each with an end above compacted and at or below rev.
+	hist      *btree.BTreeG[histItem] // guarded by mu
+	histLog   []histItem              // guarded by mu
+	histBytes int64                   // guarded by mu
+	// compacted is the compaction revision: reads below it are refused.
+	compacted int64 // guarded by mu
 }
 
 // NewStore returns an empty Store.
 func NewStore() *Store {
-	return &Store{tree: newTree(), expiring: newDeadlineIndex()}
+	return &Store{tree: newTree(), expiring: newDeadlineIndex(), hist: newHistory()}
 }
 
 // item is an entry of the B-tree: one pair packed into a single allocation,
@@ -217,7 +229,7 @@ func (s *Store) ApplyStamped(index, stamp uint64, cmd Command) (Result, error) {
 		if err := cmd.checkRequest(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
-	case OpExpire, OpAuth, OpAllocate, OpMark:
+	case OpExpire, OpAuth, OpAllocate, OpMark, OpCompact:
 		if err := cmd.Validate(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
@@ -243,6 +255,8 @@ func (s *Store) ApplyStamped(index, stamp uint64, cmd Command) (Result, error) {
 			s.view = nil
 		}
 		return Result{Status: StatusOK, Revision: s.rev}, nil
+	case OpCompact:
+		return s.applyCompact(cmd.Compact), nil
 	}
 	rev := max(int64(index), s.rev+1)
 	if stamp != 0 {
@@ -293,6 +307,7 @@ func (s *Store) apply(rev int64, cmd Command) Result {
 		}
 		s.tree.DeleteHint(it, &s.hint)
 		s.untrack(it)
+		s.retire(it, rev)
 	}
 	s.view = nil
 	return res
@@ -313,6 +328,7 @@ func (s *Store) put(probe item, prev item, exists bool, value []byte, kind Value
 	}
 	s.tree.SetHint(it, &s.hint)
 	s.track(prev, it)
+	s.retire(prev, rev)
 }
 
 // putBlind stores value under key as an unconditional write at rev in one
@@ -328,6 +344,7 @@ func (s *Store) putBlind(key, value []byte, kind ValueKind, rev, deadline int64)
 	if !replaced {
 		return 1
 	}
+	s.retire(prev, rev)
 	p := prev.kv()
 	meta := it.rec[len(it.rec)-recMetaSize:]
 	binary.LittleEndian.PutUint64(meta, uint64(p.Version+1))
@@ -431,7 +448,8 @@ func (s *Store) Snapshot() *View {
 	defer s.mu.Unlock()
 	if s.view == nil {
 		log := s.sessions.log
-		s.view = &View{tree: s.tree.Copy(), sessions: log[:len(log):len(log)], clock: s.sessions.clock, auth: s.auth, rev: s.rev, mark: s.mark}
+		s.view = &View{tree: s.tree.Copy(), sessions: log[:len(log):len(log)], clock: s.sessions.clock, auth: s.auth, rev: s.rev, mark: s.mark,
+			hist: s.hist.Copy(), compacted: s.compacted}
 	}
 	return s.view
 }
@@ -451,34 +469,55 @@ func (s *Store) Snapshot() *View {
 // pairs are restored with RestoreSnapshot, which keeps it. So is the auth
 // state (users, roles, token secret).
 func (s *Store) Restore(index uint64, seq iter.Seq2[KeyValue, error]) error {
-	return s.restore(index, seq, &state{})
+	pairs := func(yield func(restorePair, error) bool) {
+		for kv, err := range seq {
+			if !yield(restorePair{kv: kv}, err) || err != nil {
+				return
+			}
+		}
+	}
+	return s.restore(index, pairs, &state{})
 }
 
 // restore is Restore, with the state beyond the pairs that seq holds: st is
 // read only once seq is exhausted (RestoreSnapshot fills it from seq's first
-// pair).
-func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state) error {
+// pair). seq may hold retired versions too: each key's, by end, before its
+// latest version.
+func (s *Store) restore(index uint64, seq iter.Seq2[restorePair, error], st *state) error {
 	if index > math.MaxInt64 {
 		return fmt.Errorf("restore at index %d: %w: beyond int64", index, ErrBadIndex)
 	}
 	t := newTree()
+	hist := newHistory()
+	var histLog []histItem
+	var histBytes int64
 	expiring := newDeadlineIndex()
 	var prev []byte
+	var prevEnd int64 // the end of the pair before, if it was a retired version
 	var size int64
 	n := 0
-	for kv, err := range seq {
+	for p, err := range seq {
 		if err != nil {
 			return fmt.Errorf("restore at index %d: %w", index, err)
 		}
-		if n > 0 && bytes.Compare(prev, kv.Key) >= 0 {
-			return fmt.Errorf("restore at index %d: pair %d: key %q not after %q", index, n, kv.Key, prev)
+		kv := p.kv
+		if n > 0 {
+			c := bytes.Compare(prev, kv.Key)
+			if c > 0 || (c == 0 && (prevEnd == 0 || (p.end != 0 && p.end <= prevEnd))) {
+				return fmt.Errorf("restore at index %d: pair %d: key %q not after %q", index, n, kv.Key, prev)
+			}
 		}
 		// A snapshot of a store that took stamps carries its revision
 		// (read with the state pair, before this pair); one written before
 		// stamps has the index as its revision.
-		if kv.Version < 1 || kv.CreateRevision < 1 || kv.Revision < kv.CreateRevision || kv.Revision > max(int64(index), st.rev) {
+		top := max(int64(index), st.rev)
+		if kv.Version < 1 || kv.CreateRevision < 1 || kv.Revision < kv.CreateRevision || kv.Revision > top {
 			return fmt.Errorf("restore at index %d: pair %d (key %q): bad metadata version=%d revision=%d create_revision=%d",
 				index, n, kv.Key, kv.Version, kv.Revision, kv.CreateRevision)
+		}
+		if p.end != 0 && (p.end <= kv.Revision || p.end > top || p.end <= st.compacted) {
+			return fmt.Errorf("restore at index %d: pair %d (key %q): a retired version of revision %d ending at %d (revision %d, compacted to %d): %w",
+				index, n, kv.Key, kv.Revision, p.end, top, st.compacted, ErrMalformed)
 		}
 		if len(kv.Key) > math.MaxUint32 {
 			return fmt.Errorf("restore at index %d: pair %d: key of %d bytes", index, n, len(kv.Key))
@@ -490,19 +529,29 @@ func (s *Store) restore(index uint64, seq iter.Seq2[KeyValue, error], st *state)
 			return fmt.Errorf("restore at index %d: pair %d (key %q): negative deadline %d", index, n, kv.Key, kv.Deadline)
 		}
 		it := newItem(kv.Key, kv.Value, kv.Kind, kv.Version, kv.Revision, kv.CreateRevision, kv.Deadline)
+		prev, prevEnd = it.key(), p.end
+		n++
+		if p.end != 0 {
+			h := histItem{it: it, end: p.end}
+			hist.Load(h)
+			histLog = append(histLog, h)
+			histBytes += it.size()
+			continue
+		}
 		t.Load(it)
 		size += it.size()
 		if kv.Deadline != 0 {
 			expiring.Set(deadlineEntry{at: kv.Deadline, key: it.key()})
 		}
-		prev = it.key()
-		n++
 	}
+	slices.SortStableFunc(histLog, func(a, b histItem) int { return cmp.Compare(a.end, b.end) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tree = t
 	s.expiring = expiring
 	s.bytes = size
+	s.hist, s.histLog, s.histBytes = hist, histLog, histBytes
+	s.compacted = st.compacted
 	s.view = nil
 	s.applied = index
 	s.rev, s.mark = st.rev, st.mark
@@ -526,6 +575,10 @@ type View struct {
 	auth     *auth.State // never modified
 	rev      int64       // the store's revision (Store.Revision)
 	mark     uint64      // the oracle's high-water mark (Store.Mark)
+	// hist holds the retired versions (Store.hist), compacted the
+	// compaction revision.
+	hist      *btree.BTreeG[histItem] // never modified
+	compacted int64
 }
 
 // Len returns the number of keys in the view.

@@ -232,6 +232,12 @@ func (c Command) Validate() error {
 			return fmt.Errorf("%w: a mark carries only its mark, > 0", ErrUnknownOp)
 		}
 		return nil
+	case OpCompact:
+		if c.Compact <= 0 || c.Mark != 0 || len(c.Key) != 0 || c.Shard != 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
+			c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Now != 0 || c.Auth != nil {
+			return fmt.Errorf("%w: a compaction carries only its revision, > 0", ErrUnknownOp)
+		}
+		return nil
 	case OpSplit:
 		if len(c.Key) == 0 || c.Shard == 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
 			c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Now != 0 || c.Auth != nil {
@@ -404,6 +410,7 @@ func (s *Store) applyTxn(rev int64, t *Txn) Result {
 			if exists {
 				s.tree.DeleteHint(it, &s.hint)
 				s.untrack(it)
+				s.retire(it, rev)
 				r.Deleted = 1
 				changed = true
 			}

@@ -44,6 +44,11 @@ const (
 	// It touches no key and takes no revision. Only the meta range's log
 	// holds marks.
 	OpMark Op = 8
+	// OpCompact drops the versions of keys that no read at Command.Compact
+	// or later needs, and refuses reads below it from then on (see
+	// history.go). It touches no key and takes no revision; its Result's
+	// Revision is the store's compaction revision after it.
+	OpCompact Op = 9
 )
 
 func (o Op) String() string {
@@ -64,6 +69,8 @@ func (o Op) String() string {
 		return "allocate"
 	case OpMark:
 		return "mark"
+	case OpCompact:
+		return "compact"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -142,6 +149,8 @@ type Command struct {
 	Shard uint64
 	// Mark (OpMark only, > 0) is the timestamp oracle's high-water mark.
 	Mark uint64
+	// Compact (OpCompact only, > 0) is the revision to compact to.
+	Compact int64
 }
 
 // RequestID identifies a client's request: the client and its own id for the

@@ -46,7 +46,8 @@ const (
 //	         | header_crc u32 (CRC32C of the header bytes before it)
 //	body     chunks: len u32 (1..maxChunk) | len bytes; a chunk of length 0 ends the body.
 //	         The chunks' bytes, concatenated, are one zstd stream whose content is
-//	         the pairs, in strictly ascending key order, each:
+//	         the pairs, in ascending key order (several pairs may share a
+//	         key: the versions of a key that package kv keeps), each:
 //	         key_len uvarint | value_len uvarint | version uvarint | revision uvarint
 //	         | create_revision uvarint | key | value
 //	trailer  count u64 (number of pairs) | crc u32 (CRC32C of every byte before it)
@@ -74,7 +75,8 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // stream. Memory stays bounded whatever the number of pairs: the pairs are
 // compressed and written as they come.
 //
-// pairs must yield keys in strictly ascending order, each within MaxKey and its
+// pairs must yield keys in ascending order (equal keys may follow each
+// other), each within MaxKey and its
 // value within MaxValue, with 1 <= Version, 1 <= CreateRevision <= Revision <=
 // meta.Index; otherwise Encode stops with an error (and w holds a partial stream).
 // A nil pairs is an empty snapshot.
@@ -206,8 +208,8 @@ func checkPair(p kv.KeyValue, n uint64, prev []byte, index uint64) string {
 		return fmt.Sprintf("pair %d: key of %d bytes exceeds %d", n, len(p.Key), MaxKey)
 	case len(p.Value) > MaxValue:
 		return fmt.Sprintf("pair %d: value of %d bytes exceeds %d", n, len(p.Value), MaxValue)
-	case n > 0 && bytes.Compare(prev, p.Key) >= 0:
-		return fmt.Sprintf("pair %d: key %q not after %q", n, p.Key, prev)
+	case n > 0 && bytes.Compare(prev, p.Key) > 0:
+		return fmt.Sprintf("pair %d: key %q before %q", n, p.Key, prev)
 	case p.Version < 1 || p.CreateRevision < 1 || p.Revision < p.CreateRevision:
 		// A revision may be above the index: revisions are the cluster's
 		// (stamped by the timestamp oracle), not the range's log indexes;
