@@ -94,6 +94,10 @@ func (b backend) Get(ctx context.Context, key []byte, linearizable bool) (kv.Key
 	return b.n.Get(ctx, key, linearizable)
 }
 
+func (b backend) Versions(ctx context.Context, key []byte, linearizable bool) ([]kv.KeyValue, error) {
+	return b.n.Versions(ctx, key, linearizable)
+}
+
 func (b backend) Range(ctx context.Context, start, end []byte, limit int, linearizable bool) ([]kv.KeyValue, bool, error) {
 	return b.n.Range(ctx, start, end, limit, linearizable)
 }

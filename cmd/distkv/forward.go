@@ -42,6 +42,8 @@ const (
 	forwardPropose = "propose"
 	forwardGet     = "get"
 	forwardRange   = "range"
+	// forwardVersions asks for the retained versions of a key.
+	forwardVersions = "versions"
 	// forwardSession asks every node for the record of a request, which
 	// names no key (see backend.Session).
 	forwardSession = "session"
@@ -108,6 +110,10 @@ func (b backend) serveForward(ctx context.Context, payload []byte) ([]byte, erro
 			if ok {
 				rep.KV = &v
 			}
+			return err
+		case forwardVersions:
+			vs, err := b.local().Versions(ctx, req.Key, req.Linearizable)
+			rep.KVs = vs
 			return err
 		case forwardRange:
 			g := b.n.Host().GroupFor(req.Key)

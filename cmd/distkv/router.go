@@ -198,6 +198,16 @@ func (b backend) Get(ctx context.Context, key []byte, linearizable bool) (kv.Key
 	return r.v, r.ok, err
 }
 
+// Versions reads the retained versions of key from the range that holds it.
+func (b backend) Versions(ctx context.Context, key []byte, linearizable bool) ([]kv.KeyValue, error) {
+	return routed(ctx, b, key, func(g *raftnode.Node) ([]kv.KeyValue, error) {
+		return g.Versions(ctx, key, linearizable)
+	}, func() ([]kv.KeyValue, error) {
+		rep, err := b.forward(ctx, key, forwardRequest{Kind: forwardVersions, Key: key, Linearizable: linearizable})
+		return rep.KVs, err
+	})
+}
+
 // Range reads the ranges that [start, end) overlaps, in key order, each as
 // linearizable as asked (each range's read is; together they are not one
 // moment of the database), until limit pairs (limit <= 0: no limit).

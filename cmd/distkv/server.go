@@ -53,6 +53,8 @@ type serverOptions struct {
 	catchupEntries  uint64
 	walSegmentSize  byteSize
 	rangeSplitBytes sizeOrZero
+	historyKeep     time.Duration
+	historyMax      byteSize
 	placement       placementConfig
 	rangeSplitQPS   int
 	walCompression  string
@@ -67,7 +69,8 @@ type serverOptions struct {
 }
 
 func newServerCommand() *cobra.Command {
-	o := &serverOptions{maxKeySize: 4096, maxValueSize: 1 << 20, walSegmentSize: 64 << 20, rangeSplitBytes: sizeOrZero{64 << 20}}
+	o := &serverOptions{maxKeySize: 4096, maxValueSize: 1 << 20, walSegmentSize: 64 << 20, rangeSplitBytes: sizeOrZero{64 << 20},
+		historyMax: raftnode.DefaultHistoryMaxBytes}
 	o.placement = placementConfig{Replicas: 3, DeadAfter: 5 * time.Minute, Interval: time.Second}
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -113,6 +116,8 @@ names). Precedence: flag, environment, file, default.`,
 	f.DurationVar(&o.placement.Interval, "placement-interval", o.placement.Interval, "how often the placement of replicas is looked at and changed")
 	f.Var(&o.rangeSplitBytes, "range-split-bytes", "split a range once its keys and values pass this size (bytes; KiB/MiB suffixes allowed; 0: never)")
 	f.IntVar(&o.rangeSplitQPS, "range-split-qps", defaultRangeSplitQPS, "split a range whose leader serves more than this many requests a second for 10 s, at the key that divides them (0: never)")
+	f.DurationVar(&o.historyKeep, "history-retention", raftnode.DefaultHistoryRetention, "how long the versions that writes replace or delete stay readable at their revisions before they are compacted away")
+	f.Var(&o.historyMax, "history-max-bytes", "compact a range's oldest replaced and deleted versions sooner than --history-retention once their keys and values pass this size (bytes; KiB/MiB suffixes allowed)")
 	f.StringVar(&o.walCompression, "wal-compression", "s2", "WAL frame compression: s2 (cheap on the write path), zstd (smaller) or none")
 	f.BoolVar(&o.walDirect, "wal-direct", true, "make each WAL sync one O_DIRECT write with RWF_DSYNC of the unsynced blocks (write and fdatasync where the file system refuses O_DIRECT); false: write each frame to the page cache and fdatasync")
 	f.StringVar(&o.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
@@ -177,6 +182,9 @@ func runServer(o *serverOptions) error {
 	if err := o.placement.validate(); err != nil {
 		return err
 	}
+	if o.historyKeep <= 0 || o.historyMax <= 0 {
+		return fmt.Errorf("--history-retention %v and --history-max-bytes %d must be above 0", o.historyKeep, o.historyMax)
+	}
 	self, err := advertisedSelf(o)
 	if err != nil {
 		return err
@@ -205,21 +213,23 @@ func runServer(o *serverOptions) error {
 		return err
 	}
 	ncfg := raftnode.Config{
-		Self:            self,
-		Members:         members,
-		Join:            join,
-		DataDir:         o.dataDir,
-		TickInterval:    o.tick,
-		ElectionTicks:   o.electionTicks,
-		HeartbeatTicks:  o.heartbeatTicks,
-		SnapshotEntries: o.snapshotEntries,
-		RangeSplitBytes: int64(o.rangeSplitBytes.byteSize),
-		RangeSplitQPS:   o.rangeSplitQPS,
-		LogEntriesKept:  o.catchupEntries,
-		WALSegmentSize:  int64(o.walSegmentSize),
-		WALCompression:  comp,
-		WALBuffered:     !o.walDirect,
-		Logger:          logger,
+		Self:             self,
+		Members:          members,
+		Join:             join,
+		DataDir:          o.dataDir,
+		TickInterval:     o.tick,
+		ElectionTicks:    o.electionTicks,
+		HeartbeatTicks:   o.heartbeatTicks,
+		SnapshotEntries:  o.snapshotEntries,
+		RangeSplitBytes:  int64(o.rangeSplitBytes.byteSize),
+		RangeSplitQPS:    o.rangeSplitQPS,
+		LogEntriesKept:   o.catchupEntries,
+		HistoryRetention: o.historyKeep,
+		HistoryMaxBytes:  int64(o.historyMax),
+		WALSegmentSize:   int64(o.walSegmentSize),
+		WALCompression:   comp,
+		WALBuffered:      !o.walDirect,
+		Logger:           logger,
 	}
 	if err := withCipher(&ncfg, cipher); err != nil {
 		return err

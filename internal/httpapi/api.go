@@ -26,6 +26,10 @@ type Backend interface {
 	Propose(ctx context.Context, cmd kv.Command) (kv.Result, error)
 	// Get reads key; linearizable=false answers from local state at once.
 	Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyValue, bool, error)
+	// Versions returns the retained versions of key since it was last
+	// created, oldest first, ending with its latest (kv.Store.Versions);
+	// nil if it does not exist. linearizable as for Get.
+	Versions(ctx context.Context, key []byte, linearizable bool) ([]kv.KeyValue, error)
 	// Range returns up to limit pairs with start <= key < end (end nil =
 	// unbounded), in key order, and whether more exist.
 	Range(ctx context.Context, start, end []byte, limit int, linearizable bool) ([]kv.KeyValue, bool, error)

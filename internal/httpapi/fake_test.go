@@ -108,6 +108,16 @@ func (f *fakeBackend) Get(ctx context.Context, key []byte, linearizable bool) (k
 	return p, ok, nil
 }
 
+func (f *fakeBackend) Versions(ctx context.Context, key []byte, linearizable bool) ([]kv.KeyValue, error) {
+	if err := f.record(fakeCall{op: "versions", key: key, linearizable: linearizable}); err != nil {
+		return nil, err
+	}
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
+	return f.store.Versions(key), nil
+}
+
 func (f *fakeBackend) Range(ctx context.Context, start, end []byte, limit int, linearizable bool) ([]kv.KeyValue, bool, error) {
 	if err := f.record(fakeCall{op: "range", start: start, end: end, limit: limit, linearizable: linearizable}); err != nil {
 		return nil, false, err

@@ -111,18 +111,38 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
 	defer cancel()
-	kvp, now, ok := h.getLive(ctx, w, r, key, linearizable)
-	if !ok {
+	if hasVersion {
+		h.getVersion(ctx, w, r, key, version, linearizable)
 		return
 	}
-	if hasVersion && version != kvp.Version {
-		writeError(w, http.StatusNotFound, versionNotRetained(key, version, kvp.Version))
+	kvp, now, ok := h.getLive(ctx, w, r, key, linearizable)
+	if !ok {
 		return
 	}
 	buf := getBuf()
 	*buf = appendKeyValue(*buf, key, kvp, now)
 	writeJSON(w, http.StatusOK, *buf)
 	putBuf(buf)
+}
+
+// getVersion answers GET /key/{key}?version=N, the prototype's read of one
+// version, from the versions retained since the key was last created: 404
+// with a detail that says why when version N is not among them.
+func (h *handler) getVersion(ctx context.Context, w http.ResponseWriter, r *http.Request, key []byte, version int64, linearizable bool) {
+	vs, ok := h.versions(ctx, w, r, key, linearizable)
+	if !ok {
+		return
+	}
+	for _, v := range vs {
+		if v.Version == version {
+			buf := getBuf()
+			*buf = appendKeyValue(*buf, key, v, h.now().UnixNano())
+			writeJSON(w, http.StatusOK, *buf)
+			putBuf(buf)
+			return
+		}
+	}
+	writeError(w, http.StatusNotFound, versionNotRetained(key, version, vs[0].Version, vs[len(vs)-1].Version))
 }
 
 // getLive reads key for a GET and returns it with the time it was judged
@@ -380,13 +400,13 @@ func versionConflictMessage(given, cur int64) string {
 	return fmt.Sprintf("Version conflict: provided version %d is ahead of the current version %d", given, cur)
 }
 
-// versionNotRetained is the detail of a 404 to a read of version of key whose
-// current version is cur: this node keeps the latest version of each key only.
-func versionNotRetained(key []byte, version, cur int64) string {
+// versionNotRetained is the detail of a 404 to a read of version of key
+// whose retained versions are oldest to cur.
+func versionNotRetained(key []byte, version, oldest, cur int64) string {
 	if version > cur {
 		return fmt.Sprintf("version %d of key %q does not exist; the key is at version %d", version, key, cur)
 	}
-	return fmt.Sprintf("version %d of key %q is not retained; this node keeps the latest version only (version %d)", version, key, cur)
+	return fmt.Sprintf("version %d of key %q is not retained (compacted, or written before the key was last deleted); versions %d to %d are", version, key, oldest, cur)
 }
 
 // consistency reads the consistency query parameter: true for linearizable

@@ -7,11 +7,13 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"github.com/distkv/distkv/internal/kv"
 )
 
 // The prototype's v1.5 session (versioned values), with distkv's answers:
-// the same fields and values, plus revision where distkv adds it; versions
-// other than the latest are not retained.
+// the same fields and values, plus revision where distkv adds it; the
+// versions a key had are read back until compaction drops them.
 func TestPrototypeVersionedValues(t *testing.T) {
 	h, f := newTestAPI(t, Config{})
 	f.rev = 0
@@ -24,28 +26,45 @@ func TestPrototypeVersionedValues(t *testing.T) {
 		{"PUT", "/key/config", `{"value": "updated-setting"}`, 200, `{"status":"ok","id":2,"key":"config","version":2}`},
 		{"GET", "/key/config", "", 200, `{"key":"config","value":"updated-setting","version":2,"revision":2}`},
 		{"GET", "/key/config?version=2", "", 200, `{"key":"config","value":"updated-setting","version":2,"revision":2}`},
-		{"GET", "/key/config?version=1", "", 404,
-			`{"detail":"version 1 of key \"config\" is not retained; this node keeps the latest version only (version 2)"}`},
+		{"GET", "/key/config?version=1", "", 200, `{"key":"config","value":"initial-setting","version":1,"revision":1}`},
 		{"GET", "/key/config?version=3", "", 404, `{"detail":"version 3 of key \"config\" does not exist; the key is at version 2"}`},
 		{"GET", "/key/nope?version=1", "", 404, `{"detail":"Key not found"}`},
 		{"PUT", "/key/config", `{"value": "conflict-value", "version": 1}`, 409,
 			`{"detail":"condition failed: version is 1 but the key's version is 2","status":"error","message":"Version conflict: provided version 1 is outdated","current_version":2,"key":"config","version":2,"revision":2}`},
 		{"GET", "/key/config", "", 200, `{"key":"config","value":"updated-setting","version":2,"revision":2}`},
-		{"GET", "/key/config/history", "", 200, `{"key":"config","versions":[2],"history":[{"version":2,"value":"updated-setting"}]}`},
-		{"GET", "/key/config/versions", "", 200, `{"key":"config","versions":[2],"latest_version":2}`},
-		{"GET", "/key/config/versions?consistency=stale", "", 200, `{"key":"config","versions":[2],"latest_version":2}`},
+		{"GET", "/key/config/history", "", 200,
+			`{"key":"config","versions":[1,2],"history":[{"version":1,"value":"initial-setting"},{"version":2,"value":"updated-setting"}]}`},
+		{"GET", "/key/config/versions", "", 200, `{"key":"config","versions":[1,2],"latest_version":2}`},
+		{"GET", "/key/config/versions?consistency=stale", "", 200, `{"key":"config","versions":[1,2],"latest_version":2}`},
 		{"GET", "/key/nope/history", "", 404, `{"detail":"Key not found"}`},
 		{"PUT", "/key/config", `{"value": "third", "version": 2}`, 200, `{"status":"ok","id":4,"key":"config","version":3}`},
 		// A key that itself ends in /history: its last slash is encoded.
 		{"PUT", "/key/config%2Fhistory", `{"value": "a key"}`, 200, `{"status":"ok","id":5,"key":"config/history","version":1}`},
 		{"GET", "/key/config%2Fhistory", "", 200, `{"key":"config/history","value":"a key","version":1,"revision":5}`},
 		{"GET", "/key/config%2Fhistory/versions", "", 200, `{"key":"config/history","versions":[1],"latest_version":1}`},
-		{"GET", "/key/config/history", "", 200, `{"key":"config","versions":[3],"history":[{"version":3,"value":"third"}]}`},
+		{"GET", "/key/config/history", "", 200,
+			`{"key":"config","versions":[1,2,3],"history":[{"version":1,"value":"initial-setting"},{"version":2,"value":"updated-setting"},{"version":3,"value":"third"}]}`},
+		// Once compacted, older versions are gone; a delete ends the key's
+		// versions, and a new put starts them again at 1.
+		{"POST", "/test/compact?revision=4", "", 200, ``},
+		{"GET", "/key/config?version=1", "", 404,
+			`{"detail":"version 1 of key \"config\" is not retained (compacted, or written before the key was last deleted); versions 3 to 3 are"}`},
+		{"GET", "/key/config/versions", "", 200, `{"key":"config","versions":[3],"latest_version":3}`},
+		{"DELETE", "/key/config", "", 200, `{"status":"ok","id":7}`},
+		{"PUT", "/key/config", `{"value": "again"}`, 200, `{"status":"ok","id":8,"key":"config","version":1}`},
+		{"GET", "/key/config/history", "", 200, `{"key":"config","versions":[1],"history":[{"version":1,"value":"again"}]}`},
 		{"PUT", "/key/config/history", `{"value": "x"}`, 405, `{"detail":"Method Not Allowed"}`},
 		{"DELETE", "/key/config/versions", "", 405, `{"detail":"Method Not Allowed"}`},
 		{"GET", "/key//history", "", 400, `{"detail":"key must not be empty"}`},
 	}
 	for _, s := range steps {
+		if s.target == "/test/compact?revision=4" {
+			f.rev++
+			if _, err := f.store.Apply(uint64(f.rev), kv.Command{Op: kv.OpCompact, Compact: 4}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		rec := serveString(h, s.method, s.target, s.body)
 		if rec.Code != s.code || rec.Body.String() != s.want {
 			t.Fatalf("%s %s %s = %d %s, want %d %s", s.method, s.target, s.body, rec.Code, rec.Body, s.code, s.want)

@@ -121,6 +121,23 @@ func (s *Store) HistoryStats() (versions int, size int64) {
 	return len(s.histLog), s.histBytes
 }
 
+// HistoryCut returns the lowest revision a compaction to which drops at
+// least size bytes of retained versions (their keys and values), the oldest
+// first; 0 if none is retained.
+func (s *Store) HistoryCut(size int64) int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var freed int64
+	for i, h := range s.histLog {
+		freed += h.it.size()
+		if freed >= size || i == len(s.histLog)-1 {
+			// Versions with the same end go together.
+			return h.end
+		}
+	}
+	return 0
+}
+
 // GetAt returns the key's state as it was at revision rev: ErrCompacted if
 // rev is below the compaction revision. A revision above the store's is
 // read as the store's (no write of this store came after it). The result is

@@ -32,6 +32,12 @@ func RaftID(name string) uint64 {
 	return 1
 }
 
+// Defaults of the history's compaction (see history.go).
+const (
+	DefaultHistoryRetention = time.Hour
+	DefaultHistoryMaxBytes  = 64 << 20
+)
+
 // Config configures a Node.
 type Config struct {
 	// Self is this node. Required.
@@ -86,6 +92,14 @@ type Config struct {
 	// RangeLoadWindow is how long a range must stay above RangeSplitQPS to
 	// split; default ranges.DefaultLoadWindow (10 s).
 	RangeLoadWindow time.Duration
+	// HistoryRetention is how long the versions that writes replace or
+	// delete are kept for reads at past revisions before the leader
+	// compacts them away (history.go); default DefaultHistoryRetention.
+	HistoryRetention time.Duration
+	// HistoryMaxBytes: once the kept versions' keys and values pass it,
+	// the leader compacts sooner than the retention; default
+	// DefaultHistoryMaxBytes.
+	HistoryMaxBytes int64
 	// Quiesce lets the group stop ticking while it has nothing to do (see
 	// quiesce.go): for the many groups of a node that hosts ranges.
 	Quiesce bool
@@ -215,6 +229,18 @@ func (c *Config) Validate() error {
 	}
 	if c.RangeLoadWindow < 0 {
 		return fmt.Errorf("range load window %v is negative", c.RangeLoadWindow)
+	}
+	if c.HistoryRetention == 0 {
+		c.HistoryRetention = DefaultHistoryRetention
+	}
+	if c.HistoryRetention < 0 {
+		return fmt.Errorf("history retention %v is negative", c.HistoryRetention)
+	}
+	if c.HistoryMaxBytes == 0 {
+		c.HistoryMaxBytes = DefaultHistoryMaxBytes
+	}
+	if c.HistoryMaxBytes < 0 {
+		return fmt.Errorf("history size bound %d is negative", c.HistoryMaxBytes)
 	}
 	if c.MaxProposalBatch == 0 {
 		c.MaxProposalBatch = 1024

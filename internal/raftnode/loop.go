@@ -128,6 +128,9 @@ func (n *Node) tick() {
 	if n.ticks%splitCheckTicks == 0 {
 		n.maybeSplit()
 	}
+	if n.ticks%compactTicks == 0 {
+		n.maybeCompact()
+	}
 }
 
 // afterEvent runs after every event the loop takes, unless it is stalled: it

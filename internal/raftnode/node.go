@@ -90,6 +90,11 @@ type Node struct {
 	quietFlag atomic.Bool
 	// expiring: an OpExpire proposal is under way (ttl.go).
 	expiring atomic.Bool
+	// compacting: an OpCompact proposal of the retention is under way;
+	// revNotes are the store's revisions noted for it, oldest first, owned
+	// by the loop (history.go).
+	compacting atomic.Bool
+	revNotes   []revisionNote
 	// bounds is the range of keys the group holds (split.go); set by the
 	// loop as it applies, read by anyone.
 	bounds atomic.Pointer[Bounds]

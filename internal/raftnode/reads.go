@@ -345,6 +345,26 @@ func (n *Node) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyVa
 	return v, ok, nil
 }
 
+// Versions returns the retained versions of key's current life, oldest
+// first (kv.Store.Versions); nil if the key does not exist. See Get for
+// linearizable.
+func (n *Node) Versions(ctx context.Context, key []byte, linearizable bool) ([]kv.KeyValue, error) {
+	if linearizable {
+		if err := n.ReadBarrier(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := n.waitReplayed(ctx); err != nil {
+		return nil, err
+	}
+	b := n.bounds.Load()
+	vs := n.kv.Versions(key)
+	if n.bounds.Load() != b || !b.Contains(key) {
+		return nil, n.wrongRange(*n.bounds.Load())
+	}
+	n.noteRead(key)
+	return vs, nil
+}
+
 // Range returns up to limit pairs with start <= key < end, and whether more
 // exist; see Get for linearizable.
 func (n *Node) Range(ctx context.Context, start, end []byte, limit int, linearizable bool) ([]kv.KeyValue, bool, error) {

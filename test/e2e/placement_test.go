@@ -266,6 +266,19 @@ func TestPlacement(t *testing.T) {
 				t.Fatalf("%s: request_status of %s: %d %.200s", name, id, code, body)
 			}
 		}
+		// The versions of a key, from a node that may hold no replica of
+		// its range (forwarded to one that does).
+		checked := 0
+		for key := range acked {
+			if checked == 5 {
+				break
+			}
+			checked++
+			code, body := do(t, "GET", c.url(name, "/key/"+key+"/history"), "")
+			if code != 200 || !strings.Contains(body, `"history":[{"version":1,`) {
+				t.Fatalf("%s: GET %s/history: %d %.200s", name, key, code, body)
+			}
+		}
 		for key, v := range acked {
 			code, body := do(t, "GET", c.url(name, "/key/"+key), "")
 			ok := code == 200 && strings.Contains(body, `"value":"`+v+`"`)

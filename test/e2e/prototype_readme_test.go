@@ -253,9 +253,10 @@ func TestPrototypeREADME(t *testing.T) {
 	latest.has("key", "config")
 	latest.has("value", "updated-setting")
 	latest.has("version", 2)
-	// distkv keeps the latest version only: version 1 is not retained.
-	old := curlJSON(t, "v1.5 GET config?version=1", u("http://localhost:8000/key/config?version=1")).status(404)
-	old.has("detail", `version 1 of key "config" is not retained; this node keeps the latest version only (version 2)`)
+	old := curlJSON(t, "v1.5 GET config?version=1", u("http://localhost:8000/key/config?version=1")).status(200)
+	old.has("key", "config")
+	old.has("value", "initial-setting")
+	old.has("version", 1)
 	curlJSON(t, "v1.5 GET config?version=2", u("http://localhost:8000/key/config?version=2")).status(200).has("value", "updated-setting")
 	conflict := set(`{"value": "conflict-value", "version": 1}`).status(409)
 	conflict.has("status", "error")
@@ -264,11 +265,14 @@ func TestPrototypeREADME(t *testing.T) {
 	curlJSON(t, "v1.5 GET config after the conflict", u("http://localhost:8000/key/config")).status(200).has("value", "updated-setting")
 	hist := curlJSON(t, "v1.5 history", u("http://localhost:8000/key/config/history")).status(200)
 	hist.has("key", "config")
-	hist.has("versions", []any{json2(2)})
-	hist.has("history", []any{map[string]any{"version": json2(2), "value": "updated-setting"}})
+	hist.has("versions", []any{json2(1), json2(2)})
+	hist.has("history", []any{
+		map[string]any{"version": json2(1), "value": "initial-setting"},
+		map[string]any{"version": json2(2), "value": "updated-setting"},
+	})
 	vers := curlJSON(t, "v1.5 versions", u("http://localhost:8000/key/config/versions")).status(200)
 	vers.has("key", "config")
-	vers.has("versions", []any{json2(2)})
+	vers.has("versions", []any{json2(1), json2(2)})
 	vers.has("latest_version", 2)
 
 	// v1.6: compaction. Enough writes for snapshots (every 20 entries).

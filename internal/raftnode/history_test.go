@@ -1,0 +1,132 @@
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/distkv/distkv/internal/kv"
+)
+
+// waitCompacted waits until every node's store is compacted to at least rev.
+func waitCompacted(t *testing.T, c *cluster, rev int64, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		done := true
+		for _, n := range c.nodes {
+			done = done && n.KV().Compacted() >= rev
+		}
+		if done {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			for name, n := range c.nodes {
+				t.Logf("%s: compacted to %d", name, n.KV().Compacted())
+			}
+			t.Fatalf("not every node compacted to %d within %v", rev, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestHistoryCompactedByAge: an overwritten version stays readable at its
+// revision on every node until the retention has passed, and is then
+// compacted away everywhere by one entry of the leader's.
+func TestHistoryCompactedByAge(t *testing.T) {
+	const retention = 1500 * time.Millisecond
+	c := newCluster(t, 3, func(cfg *Config) { cfg.HistoryRetention = retention })
+	leader := c.waitLeader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := put(ctx, c.nodes[leader], "k", "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := put(ctx, c.nodes[leader], "k", "v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now()
+	for name, n := range c.nodes {
+		waitApplied(t, n, c.nodes[leader].KV().Applied())
+		kvp, ok, err := n.KV().GetAt([]byte("k"), first.Revision)
+		if err != nil || !ok || string(kvp.Value) != "v1" {
+			t.Fatalf("%s at revision %d: %+v %v %v, want v1", name, first.Revision, kvp, ok, err)
+		}
+	}
+	took := waitCompacted(t, c, second.Revision, 3*retention)
+	if since := time.Since(written); since < retention {
+		t.Fatalf("compacted %v after the overwrite, before the retention of %v", since, retention)
+	}
+	t.Logf("compacted everywhere %v after the overwrite", took)
+	for name, n := range c.nodes {
+		if _, _, err := n.KV().GetAt([]byte("k"), first.Revision); !errors.Is(err, kv.ErrCompacted) {
+			t.Fatalf("%s at revision %d after compaction: %v", name, first.Revision, err)
+		}
+		if v, _ := n.KV().HistoryStats(); v != 0 {
+			t.Fatalf("%s keeps %d versions after compaction", name, v)
+		}
+		if kvp, ok := n.KV().Get([]byte("k")); !ok || string(kvp.Value) != "v2" {
+			t.Fatalf("%s lost the latest version: %+v %v", name, kvp, ok)
+		}
+	}
+}
+
+// TestHistoryCompactedBySize: with a retention of an hour, history past
+// HistoryMaxBytes is compacted anyway.
+func TestHistoryCompactedBySize(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.HistoryMaxBytes = 100 })
+	leader := c.waitLeader(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var last kv.Result
+	for range 20 {
+		r, err := put(ctx, c.nodes[leader], "k", "0123456789")
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = r
+	}
+	// 20 versions of 11 bytes: compacted down to 50 bytes or less, the
+	// oldest first.
+	waitCompacted(t, c, last.Revision-5, 5*time.Second)
+	for name, n := range c.nodes {
+		if v, size := n.KV().HistoryStats(); size > 100 || v == 0 {
+			t.Fatalf("%s keeps %d versions, %d bytes, after compaction", name, v, size)
+		}
+	}
+}
+
+// TestCompactHistoryThroughTheLog: CompactHistory from a follower compacts
+// every replica to the revision asked, not above the group's revision.
+func TestCompactHistoryThroughTheLog(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	leader := c.waitLeader(5 * time.Second)
+	f := c.follower(leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var revs []int64
+	for _, v := range []string{"a", "b", "c"} {
+		r, err := put(ctx, c.nodes[f], "k", v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs = append(revs, r.Revision)
+	}
+	got, err := c.nodes[f].CompactHistory(ctx, revs[1])
+	if err != nil || got != revs[1] {
+		t.Fatalf("CompactHistory(%d) = %d, %v", revs[1], got, err)
+	}
+	waitCompacted(t, c, revs[1], 5*time.Second)
+	for name, n := range c.nodes {
+		if kvp, ok, err := n.KV().GetAt([]byte("k"), revs[1]); err != nil || !ok || string(kvp.Value) != "b" {
+			t.Fatalf("%s at %d: %+v %v %v, want b", name, revs[1], kvp, ok, err)
+		}
+	}
+	top := c.nodes[leader].KV().Revision()
+	if got, err := c.nodes[leader].CompactHistory(ctx, top+1000); err != nil || got != top {
+		t.Fatalf("CompactHistory beyond the revision %d: %d, %v", top, got, err)
+	}
+}
