@@ -60,7 +60,7 @@ func TestPrototypeVersionedValues(t *testing.T) {
 	for _, s := range steps {
 		if s.target == "/test/compact?revision=4" {
 			f.rev++
-			if _, err := f.store.Apply(uint64(f.rev), kv.Command{Op: kv.OpCompact, Compact: 4}); err != nil {
+			if _, err := f.store.Apply(uint64(f.rev), kv.Command{Op: kv.OpCompact, Revision: 4}); err != nil {
 				t.Fatal(err)
 			}
 			continue

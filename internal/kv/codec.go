@@ -82,7 +82,7 @@ const (
 // An OpSplit has no flag and carries its key (uvarint length, bytes; not
 // empty) and the new range's Shard (uvarint, > 0). An OpAllocate has no flag
 // and carries nothing. An OpMark has no flag and carries Mark (uvarint, > 0);
-// an OpCompact has no flag and carries Compact (uvarint, > 0).
+// an OpCompact or OpAdvance has no flag and carries Revision (uvarint, > 0).
 //
 // Varints are minimal, so every Command has exactly one encoding.
 //
@@ -118,8 +118,8 @@ func (c Command) size() int {
 	if c.Op == OpMark {
 		return 3 + uvarintLen(c.Mark)
 	}
-	if c.Op == OpCompact {
-		return 3 + uvarintLen(uint64(c.Compact))
+	if c.Op == OpCompact || c.Op == OpAdvance {
+		return 3 + uvarintLen(uint64(c.Revision))
 	}
 	if c.Deadline != 0 {
 		n += varintLen(c.Deadline)
@@ -164,8 +164,8 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	if c.Op == OpMark {
 		return binary.AppendUvarint(append(dst, codecVersion, byte(c.Op), 0), c.Mark)
 	}
-	if c.Op == OpCompact {
-		return binary.AppendUvarint(append(dst, codecVersion, byte(c.Op), 0), uint64(c.Compact))
+	if c.Op == OpCompact || c.Op == OpAdvance {
+		return binary.AppendUvarint(append(dst, codecVersion, byte(c.Op), 0), uint64(c.Revision))
 	}
 	if c.Op == OpPut && c.Deadline != 0 {
 		flags |= cmdDeadline
@@ -253,7 +253,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown version %d", v)
 	}
 	c.Op = Op(d.u8("op"))
-	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit && c.Op != OpAllocate && c.Op != OpMark && c.Op != OpCompact {
+	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit && c.Op != OpAllocate && c.Op != OpMark && c.Op != OpCompact && c.Op != OpAdvance {
 		return Command{}, d.fail("unknown op %d", c.Op)
 	}
 	flags := d.u8("flags")
@@ -292,15 +292,15 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		}
 		return c, nil
 	}
-	if c.Op == OpCompact {
+	if c.Op == OpCompact || c.Op == OpAdvance {
 		if d.err == nil && flags != 0 {
-			return Command{}, d.fail("flags %#x on a compaction", flags)
+			return Command{}, d.fail("flags %#x on a %v", flags, c.Op)
 		}
-		rev := d.uvarint("compaction revision")
+		rev := d.uvarint("revision")
 		if d.err == nil && (rev == 0 || rev > math.MaxInt64) {
-			return Command{}, d.fail("a compaction to revision %d", rev)
+			return Command{}, d.fail("%v to revision %d", c.Op, rev)
 		}
-		c.Compact = int64(rev)
+		c.Revision = int64(rev)
 		if err := d.finish(); err != nil {
 			return Command{}, err
 		}

@@ -153,7 +153,7 @@ func TestCompaction(t *testing.T) {
 	before, _ := s.HistoryStats()
 	c := m.revs[len(m.revs)/2]
 	idx := s.Applied() + 1
-	res := mustApply(t, s, idx, Command{Op: OpCompact, Compact: c})
+	res := mustApply(t, s, idx, Command{Op: OpCompact, Revision: c})
 	if res.Revision != c || s.Compacted() != c {
 		t.Fatalf("compacted to %d (answered %d), want %d", s.Compacted(), res.Revision, c)
 	}
@@ -177,11 +177,11 @@ func TestCompaction(t *testing.T) {
 		}
 		return true
 	})
-	if res := mustApply(t, s, idx+1, Command{Op: OpCompact, Compact: c - 5}); res.Revision != c {
+	if res := mustApply(t, s, idx+1, Command{Op: OpCompact, Revision: c - 5}); res.Revision != c {
 		t.Fatalf("a lower compaction answered %d, want %d", res.Revision, c)
 	}
 	// Compacting past the store's revision compacts to it.
-	mustApply(t, s, idx+2, Command{Op: OpCompact, Compact: s.Revision() + 100})
+	mustApply(t, s, idx+2, Command{Op: OpCompact, Revision: s.Revision() + 100})
 	if s.Compacted() != s.Revision() {
 		t.Fatalf("compacted to %d, want the store's revision %d", s.Compacted(), s.Revision())
 	}
@@ -199,7 +199,7 @@ func TestHistoryInSnapshots(t *testing.T) {
 	s := NewStore()
 	m := historyWorkload(t, rng, s, 300, 10)
 	c := m.revs[len(m.revs)/3]
-	mustApply(t, s, s.Applied()+1, Command{Op: OpCompact, Compact: c})
+	mustApply(t, s, s.Applied()+1, Command{Op: OpCompact, Revision: c})
 
 	var pairs []KeyValue
 	for p := range s.Snapshot().SnapshotPairs() {
@@ -229,7 +229,7 @@ func TestHistoryInSnapshots(t *testing.T) {
 		i++
 	}
 	// The restored history compacts as the original's: in end order.
-	mustApply(t, r, r.Applied()+1, Command{Op: OpCompact, Compact: m.revs[len(m.revs)*2/3]})
+	mustApply(t, r, r.Applied()+1, Command{Op: OpCompact, Revision: m.revs[len(m.revs)*2/3]})
 	r.hist.Scan(func(h histItem) bool {
 		if h.end <= r.Compacted() {
 			t.Fatalf("a version ending at %d kept after compaction to %d", h.end, r.Compacted())
@@ -300,7 +300,7 @@ func TestSplitTakesTheHistory(t *testing.T) {
 	s := NewStore()
 	m := historyWorkload(t, rng, s, 300, 10)
 	c := m.revs[10]
-	mustApply(t, s, s.Applied()+1, Command{Op: OpCompact, Compact: c})
+	mustApply(t, s, s.Applied()+1, Command{Op: OpCompact, Revision: c})
 	nBefore, bBefore := s.HistoryStats()
 	right, err := s.Split(s.Applied()+1, []byte("k05"))
 	if err != nil {
@@ -357,7 +357,7 @@ func TestVersionsOfTheCurrentLife(t *testing.T) {
 	if want := []string{"1:x", "2:y", "3:z"}; !slices.Equal(got, want) {
 		t.Fatalf("versions %v, want %v", got, want)
 	}
-	mustApply(t, s, 7, Command{Op: OpCompact, Compact: 6})
+	mustApply(t, s, 7, Command{Op: OpCompact, Revision: 6})
 	got = got[:0]
 	for _, kv := range s.Versions([]byte("a")) {
 		got = append(got, fmt.Sprintf("%d:%s", kv.Version, kv.Value))
@@ -379,5 +379,32 @@ func TestNoHistoryWithoutOverwrites(t *testing.T) {
 	}
 	if n, size := s.HistoryStats(); n != 0 || size != 0 || s.hist.Len() != 0 {
 		t.Fatalf("%d versions (%d bytes) retained without an overwrite", n, size)
+	}
+}
+
+// TestAdvanceClosesARevision: once an OpAdvance to R applied, a write
+// stamped at or below R applies nothing (StatusStaleStamp), so a read at R
+// cannot change; one above R applies. A lower advance changes nothing.
+func TestAdvanceClosesARevision(t *testing.T) {
+	s := NewStore()
+	if _, err := s.ApplyStamped(1, 10, put("k", "a", Cond{})); err != nil {
+		t.Fatal(err)
+	}
+	if res := mustApply(t, s, 2, Command{Op: OpAdvance, Revision: 50}); res.Revision != 50 || s.Revision() != 50 {
+		t.Fatalf("advance to 50: answered %d, store at %d", res.Revision, s.Revision())
+	}
+	before, _, _ := s.GetAt([]byte("k"), 40)
+	res, err := s.ApplyStamped(3, 40, put("k", "late", Cond{}))
+	if err != nil || res.Status != StatusStaleStamp {
+		t.Fatalf("a write stamped 40 after the advance to 50: %+v, %v", res, err)
+	}
+	if after, _, _ := s.GetAt([]byte("k"), 40); string(after.Value) != string(before.Value) || string(after.Value) != "a" {
+		t.Fatalf("read at 40 changed from %q to %q", before.Value, after.Value)
+	}
+	if res, err := s.ApplyStamped(4, 51, put("k", "b", Cond{})); err != nil || res.Status != StatusOK || res.Revision != 51 {
+		t.Fatalf("a write stamped 51: %+v, %v", res, err)
+	}
+	if res := mustApply(t, s, 5, Command{Op: OpAdvance, Revision: 20}); res.Revision != 51 || s.Revision() != 51 {
+		t.Fatalf("a lower advance: answered %d, store at %d", res.Revision, s.Revision())
 	}
 }

@@ -229,7 +229,7 @@ func (s *Store) ApplyStamped(index, stamp uint64, cmd Command) (Result, error) {
 		if err := cmd.checkRequest(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
-	case OpExpire, OpAuth, OpAllocate, OpMark, OpCompact:
+	case OpExpire, OpAuth, OpAllocate, OpMark, OpCompact, OpAdvance:
 		if err := cmd.Validate(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
@@ -256,7 +256,13 @@ func (s *Store) ApplyStamped(index, stamp uint64, cmd Command) (Result, error) {
 		}
 		return Result{Status: StatusOK, Revision: s.rev}, nil
 	case OpCompact:
-		return s.applyCompact(cmd.Compact), nil
+		return s.applyCompact(cmd.Revision), nil
+	case OpAdvance:
+		if cmd.Revision > s.rev {
+			s.rev = cmd.Revision
+			s.view = nil
+		}
+		return Result{Status: StatusOK, Revision: s.rev}, nil
 	}
 	rev := max(int64(index), s.rev+1)
 	if stamp != 0 {

@@ -232,10 +232,10 @@ func (c Command) Validate() error {
 			return fmt.Errorf("%w: a mark carries only its mark, > 0", ErrUnknownOp)
 		}
 		return nil
-	case OpCompact:
-		if c.Compact <= 0 || c.Mark != 0 || len(c.Key) != 0 || c.Shard != 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
+	case OpCompact, OpAdvance:
+		if c.Revision <= 0 || c.Mark != 0 || len(c.Key) != 0 || c.Shard != 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
 			c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Now != 0 || c.Auth != nil {
-			return fmt.Errorf("%w: a compaction carries only its revision, > 0", ErrUnknownOp)
+			return fmt.Errorf("%w: a %v carries only its revision, > 0", ErrUnknownOp, c.Op)
 		}
 		return nil
 	case OpSplit:

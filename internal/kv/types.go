@@ -44,11 +44,18 @@ const (
 	// It touches no key and takes no revision. Only the meta range's log
 	// holds marks.
 	OpMark Op = 8
-	// OpCompact drops the versions of keys that no read at Command.Compact
+	// OpCompact drops the versions of keys that no read at Command.Revision
 	// or later needs, and refuses reads below it from then on (see
 	// history.go). It touches no key and takes no revision; its Result's
 	// Revision is the store's compaction revision after it.
 	OpCompact Op = 9
+	// OpAdvance raises the store's revision to Command.Revision if it is
+	// below, so that no write stamped at or below it applies afterwards
+	// (kv.StatusStaleStamp): a read at that revision, made once it has
+	// applied, can never be changed by a write that was still in flight
+	// (see history.go). It touches no key and takes no stamp; its Result's
+	// Revision is the store's revision after it.
+	OpAdvance Op = 10
 )
 
 func (o Op) String() string {
@@ -71,6 +78,8 @@ func (o Op) String() string {
 		return "mark"
 	case OpCompact:
 		return "compact"
+	case OpAdvance:
+		return "advance"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -149,8 +158,9 @@ type Command struct {
 	Shard uint64
 	// Mark (OpMark only, > 0) is the timestamp oracle's high-water mark.
 	Mark uint64
-	// Compact (OpCompact only, > 0) is the revision to compact to.
-	Compact int64
+	// Revision (OpCompact and OpAdvance only, > 0) is the revision to
+	// compact to, or to advance the store's revision to.
+	Revision int64
 }
 
 // RequestID identifies a client's request: the client and its own id for the

@@ -112,7 +112,7 @@ func (n *Node) maybeCompact() {
 // the group's revision compacts to that). The client's POST /compact and
 // the leader's retention both come here.
 func (n *Node) CompactHistory(ctx context.Context, rev int64) (int64, error) {
-	res, err := n.Propose(ctx, kv.Command{Op: kv.OpCompact, Compact: rev})
+	res, err := n.Propose(ctx, kv.Command{Op: kv.OpCompact, Revision: rev})
 	if err != nil {
 		return 0, err
 	}
