@@ -182,13 +182,26 @@ func (s *Store) Versions(key []byte) []KeyValue {
 	return append(out, cur)
 }
 
+// CompactedError is the error of a read at Revision, below the compaction
+// revision Compacted of the range it read; it wraps ErrCompacted.
+type CompactedError struct {
+	Revision, Compacted int64
+}
+
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("revision %d is compacted; the oldest readable is %d", e.Revision, e.Compacted)
+}
+
+// Unwrap makes errors.Is(err, ErrCompacted) hold.
+func (e *CompactedError) Unwrap() error { return ErrCompacted }
+
 // checkReadRev refuses a read at rev below compacted.
 func checkReadRev(rev, compacted int64) error {
 	switch {
 	case rev < 1:
 		return fmt.Errorf("revision %d: revisions start at 1", rev)
 	case rev < compacted:
-		return fmt.Errorf("%w: revision %d is below %d", ErrCompacted, rev, compacted)
+		return &CompactedError{Revision: rev, Compacted: compacted}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package raftnode
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,5 +129,93 @@ func TestCompactHistoryThroughTheLog(t *testing.T) {
 	top := c.nodes[leader].KV().Revision()
 	if got, err := c.nodes[leader].CompactHistory(ctx, top+1000); err != nil || got != top {
 		t.Fatalf("CompactHistory beyond the revision %d: %d, %v", top, got, err)
+	}
+}
+
+// heldStamper is a counterStamper whose next fetch, once held, takes its
+// stamps and then waits for release before it answers: a write stamped
+// before a later revision was handed out, still in flight.
+type heldStamper struct {
+	counterStamper
+	hold    atomic.Bool
+	taken   chan uint64
+	release chan struct{}
+}
+
+func (s *heldStamper) Stamps(ctx context.Context, n int, floor uint64) (uint64, error) {
+	first, err := s.counterStamper.Stamps(ctx, n, floor)
+	if err == nil && s.hold.CompareAndSwap(true, false) {
+		s.taken <- first
+		<-s.release
+	}
+	return first, err
+}
+
+// TestReadAtRevisionIsFinal: a read at revision R, made while a write
+// stamped below R is in flight, finds what was there at R; the write is
+// then refused (its stamp is stale) and proposed again, takes a revision
+// above R, and every replica still reads the old value at R.
+func TestReadAtRevisionIsFinal(t *testing.T) {
+	st := &heldStamper{counterStamper: counterStamper{next: 1000}, taken: make(chan uint64, 1), release: make(chan struct{})}
+	c := newHostCluster(t, 3, func(cfg *Config) { cfg.Stamper = st })
+	for _, m := range c.members {
+		c.open(m.Name, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	lead, follower := c.leaderAndFollower()
+	first, err := put(ctx, lead, "k", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	st.hold.Store(true)
+	type outcome struct {
+		res kv.Result
+		err error
+	}
+	late := make(chan outcome, 1)
+	go func() {
+		res, err := put(ctx, lead, "k", "b")
+		late <- outcome{res, err}
+	}()
+	stale := <-st.taken // the write's stamp, handed out before R
+	r, err := st.counterStamper.Stamps(ctx, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := int64(r)
+	got, ok, err := follower.GetAt(ctx, []byte("k"), rev)
+	if err != nil || !ok || string(got.Value) != "a" || got.Revision != first.Revision {
+		t.Fatalf("GetAt(k, %d) while a write stamped %d is in flight: %+v %v %v", rev, stale, got, ok, err)
+	}
+	close(st.release)
+	o := <-late
+	if o.err != nil || o.res.Revision <= rev {
+		t.Fatalf("the write stamped %d before the read at %d: %+v, %v; want applied above %d", stale, rev, o.res, o.err, rev)
+	}
+	for name, h := range c.hosts {
+		g := h.Group(1)
+		if err := g.ReadBarrier(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if v, ok, err := g.GetAt(ctx, []byte("k"), rev); err != nil || !ok || string(v.Value) != "a" {
+			t.Fatalf("%s at %d after the late write: %+v %v %v", name, rev, v, ok, err)
+		}
+		if v, ok, err := g.GetAt(ctx, []byte("k"), o.res.Revision); err != nil || !ok || string(v.Value) != "b" {
+			t.Fatalf("%s at %d: %+v %v %v", name, o.res.Revision, v, ok, err)
+		}
+		if kvs, _, err := g.RangeAt(ctx, nil, nil, 0, rev); err != nil || len(kvs) != 1 || string(kvs[0].Value) != "a" {
+			t.Fatalf("%s: RangeAt %d: %+v %v", name, rev, kvs, err)
+		}
+	}
+	// Below the compaction: the error says how far back reads go.
+	if _, err := lead.CompactHistory(ctx, rev+1); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = lead.GetAt(ctx, []byte("k"), rev)
+	var ce *kv.CompactedError
+	if !errors.As(err, &ce) || ce.Revision != rev || ce.Compacted != rev+1 {
+		t.Fatalf("GetAt below the compaction: %v", err)
 	}
 }

@@ -38,7 +38,23 @@ type proposalResult struct {
 
 // Propose replicates cmd and returns its result once it is committed, durable
 // and applied.
-func (n *Node) Propose(ctx context.Context, cmd kv.Command) (_ kv.Result, err error) {
+//
+// A write whose stamp turned out not to be above the group's revision when
+// it was applied (kv.StatusStaleStamp: a read at a revision closed that
+// revision meanwhile, see readyAt) applied nothing; it is proposed
+// again, to be stamped anew, until ctx ends.
+func (n *Node) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
+	for {
+		res, err := n.proposeAttempt(ctx, cmd)
+		if errors.Is(err, kv.ErrStaleStamp) && ctx.Err() == nil {
+			continue
+		}
+		return res, err
+	}
+}
+
+// proposeAttempt is one attempt of Propose.
+func (n *Node) proposeAttempt(ctx context.Context, cmd kv.Command) (_ kv.Result, err error) {
 	// A command that every replica would fail to decode must never reach the
 	// log: it would stop them all.
 	if err := cmd.Validate(); err != nil {
