@@ -32,6 +32,9 @@ type forwardRequest struct {
 	End          []byte `json:"end,omitempty"`
 	Limit        int    `json:"limit,omitempty"`
 	Linearizable bool   `json:"linearizable,omitempty"`
+	// Revision, if above 0, is the revision a forwardGet or forwardRange
+	// reads at, or the one a forwardCompact compacts to.
+	Revision int64 `json:"revision,omitempty"`
 	// Client, Request and Op name the request a forwardSession asks about.
 	Client  []byte `json:"client,omitempty"`
 	Request []byte `json:"request,omitempty"`
@@ -44,6 +47,8 @@ const (
 	forwardRange   = "range"
 	// forwardVersions asks for the retained versions of a key.
 	forwardVersions = "versions"
+	// forwardCompact compacts the history of the range that holds Key.
+	forwardCompact = "compact"
 	// forwardSession asks every node for the record of a request, which
 	// names no key (see backend.Session).
 	forwardSession = "session"
@@ -62,6 +67,9 @@ type forwardReply struct {
 	End []byte `json:"end,omitempty"`
 	// Record is the record a forwardSession found: Result is its result.
 	Record *sessionRecord `json:"record,omitempty"`
+	// Compacted is, with codeCompacted, the compaction revision of the
+	// range that refused to read below it.
+	Compacted int64 `json:"compacted,omitempty"`
 }
 
 // sessionRecord is a kv.Record without its result.
@@ -79,6 +87,7 @@ const (
 	codeNoSpace    = "no_space"    // the receiver's disk is full
 	codeDeadline   = "deadline"    // timed out, as Detail says
 	codeCrossRange = "cross_range" // a transaction over several ranges
+	codeCompacted  = "compacted"   // a read below the range's compaction
 	codeFailed     = "failed"      // anything else
 )
 
@@ -106,10 +115,25 @@ func (b backend) serveForward(ctx context.Context, payload []byte) ([]byte, erro
 			}
 			return err
 		case forwardGet:
-			v, ok, err := b.local().Get(ctx, req.Key, req.Linearizable)
+			var v kv.KeyValue
+			var ok bool
+			var err error
+			if req.Revision > 0 {
+				v, ok, err = b.local().GetAt(ctx, req.Key, req.Revision)
+			} else {
+				v, ok, err = b.local().Get(ctx, req.Key, req.Linearizable)
+			}
 			if ok {
 				rep.KV = &v
 			}
+			return err
+		case forwardCompact:
+			g := b.n.Host().GroupFor(req.Key)
+			if g == nil {
+				return errNotHere
+			}
+			_, err := g.CompactHistory(ctx, req.Revision)
+			rep.End = g.Bounds().End
 			return err
 		case forwardVersions:
 			vs, err := b.local().Versions(ctx, req.Key, req.Linearizable)
@@ -129,7 +153,14 @@ func (b backend) serveForward(ctx context.Context, payload []byte) ([]byte, erro
 			if limit <= 0 || limit > forwardPageLimit {
 				limit = forwardPageLimit
 			}
-			kvs, more, err := g.Range(ctx, req.Key, end, limit, req.Linearizable)
+			var kvs []kv.KeyValue
+			var more bool
+			var err error
+			if req.Revision > 0 {
+				kvs, more, err = g.RangeAt(ctx, req.Key, end, limit, req.Revision)
+			} else {
+				kvs, more, err = g.Range(ctx, req.Key, end, limit, req.Linearizable)
+			}
 			rep.KVs, rep.More, rep.End = kvs, more, bounds.End
 			if errors.Is(err, raftnode.ErrWrongRange) {
 				return errNotHere
@@ -148,6 +179,10 @@ func (b backend) serveForward(ctx context.Context, payload []byte) ([]byte, erro
 	}()
 	if err != nil {
 		rep = forwardReply{Code: forwardCode(err), Detail: err.Error()}
+		var ce *kv.CompactedError
+		if errors.As(err, &ce) {
+			rep.Compacted = ce.Compacted
+		}
 	}
 	return json.Marshal(rep)
 }
@@ -167,6 +202,8 @@ func forwardCode(err error) string {
 		return codeNotHere
 	case errors.Is(err, httpapi.ErrCrossRange):
 		return codeCrossRange
+	case errors.Is(err, kv.ErrCompacted):
+		return codeCompacted
 	case errors.As(err, &notMade) && notMade.NotMade():
 		return codeNotMade
 	case errors.Is(err, context.DeadlineExceeded):
@@ -251,6 +288,9 @@ func (b backend) forward(ctx context.Context, key []byte, req forwardRequest) (f
 			if rep.Code == codeNotHere {
 				last = fmt.Errorf("%s: %s", node, rep.Detail)
 				continue
+			}
+			if rep.Code == codeCompacted {
+				return forwardReply{}, &kv.CompactedError{Revision: req.Revision, Compacted: rep.Compacted}
 			}
 			if rep.Code != "" {
 				return forwardReply{}, remoteError{rep.Code, rep.Detail}

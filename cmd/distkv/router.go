@@ -210,8 +210,16 @@ func (b backend) Versions(ctx context.Context, key []byte, linearizable bool) ([
 
 // Range reads the ranges that [start, end) overlaps, in key order, each as
 // linearizable as asked (each range's read is; together they are not one
-// moment of the database), until limit pairs (limit <= 0: no limit).
+// moment of the database: RangeAt is), until limit pairs (limit <= 0: no
+// limit).
 func (b backend) Range(ctx context.Context, start, end []byte, limit int, linearizable bool) ([]kv.KeyValue, bool, error) {
+	return b.walk(ctx, start, end, limit, linearizable, 0)
+}
+
+// walk reads the ranges that [start, end) overlaps, in key order, until
+// limit pairs: at revision rev if rev > 0 (one moment of the database),
+// otherwise each range's current state, linearizable as asked.
+func (b backend) walk(ctx context.Context, start, end []byte, limit int, linearizable bool, rev int64) ([]kv.KeyValue, bool, error) {
 	var out []kv.KeyValue
 	from := start
 	for {
@@ -224,7 +232,7 @@ func (b backend) Range(ctx context.Context, start, end []byte, limit int, linear
 			want = limit - len(out)
 		}
 		if g == nil {
-			rep, err := b.forward(ctx, from, forwardRequest{Kind: forwardRange, Key: from, End: end, Limit: want, Linearizable: linearizable})
+			rep, err := b.forward(ctx, from, forwardRequest{Kind: forwardRange, Key: from, End: end, Limit: want, Linearizable: linearizable, Revision: rev})
 			if err != nil {
 				return nil, false, err
 			}
@@ -249,7 +257,13 @@ func (b backend) Range(ctx context.Context, start, end []byte, limit int, linear
 		if !last {
 			to = bounds.End
 		}
-		kvs, more, err := g.Range(ctx, from, to, want, linearizable)
+		var kvs []kv.KeyValue
+		var more bool
+		if rev > 0 {
+			kvs, more, err = g.RangeAt(ctx, from, to, want, rev)
+		} else {
+			kvs, more, err = g.Range(ctx, from, to, want, linearizable)
+		}
 		if (errors.Is(err, raftnode.ErrWrongRange) || (b.pl != nil && movedAway(err))) && ctx.Err() == nil {
 			// Split or moved meanwhile: ask the groups again from here.
 			time.Sleep(routeRetry)

@@ -213,6 +213,12 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.compactionConfigure(w, r)
 		}
+	case "/compact":
+		if r.Method != http.MethodPost {
+			methodNotAllowed(w, "POST")
+			return
+		}
+		h.compactHistory(w, r)
 	case "/cluster/members", "/cluster/leader/transfer":
 		if noParams(w, r, r.Method+" "+path) {
 			h.serveCluster(w, r, path)
@@ -337,6 +343,9 @@ func (h *handler) backendErrorHint(ctx context.Context, w http.ResponseWriter, r
 		return
 	case errors.Is(err, ErrNotBuilt):
 		writeError(w, http.StatusNotImplemented, err.Error())
+		return
+	case errors.Is(err, kv.ErrCompacted):
+		writeError(w, http.StatusGone, err.Error())
 		return
 	}
 	var refused notMade

@@ -396,13 +396,13 @@ func TestBadInput(t *testing.T) {
 		{"version not an integer", "PUT", "/key/k", strings.NewReader(`{"value":"v","version":"2"}`), 422, `"version" must be a non-negative integer, not a string`},
 		{"version and query prev_version differ", "PUT", "/key/k?prev_version=1", strings.NewReader(`{"value":"v","version":2}`), 422,
 			"prev_version is 2 in the body but 1 in the query string"},
-		{"unknown GET parameter", "GET", "/key/k?verison=1", nil, 422, `unknown query parameter "verison"; GET /key/{key} takes consistency, version, client_id and request_id`},
+		{"unknown GET parameter", "GET", "/key/k?verison=1", nil, 422, `unknown query parameter "verison"; GET /key/{key} takes consistency, version, revision, client_id and request_id`},
 		{"GET version zero", "GET", "/key/k?version=0", nil, 422, "query parameter version must be a positive integer, not \"0\""},
 		{"GET version not a number", "GET", "/key/k?version=latest", nil, 422, "query parameter version must be a non-negative integer, not \"latest\""},
 		{"unknown PUT parameter", "PUT", "/key/k?version=1", strings.NewReader(`{"value":"v"}`), 422,
 			`unknown query parameter "version"; PUT /key/{key} takes prev_version, prev_revision, create_only, client_id and request_id`},
 		{"unknown DELETE parameter", "DELETE", "/key/k?force=1", nil, 422, `unknown query parameter "force"; DELETE /key/{key} takes`},
-		{"unknown scan parameter", "GET", "/keys?pefix=a", nil, 422, `unknown query parameter "pefix"; GET /keys takes prefix, start, end, limit, continue and consistency`},
+		{"unknown scan parameter", "GET", "/keys?pefix=a", nil, 422, `unknown query parameter "pefix"; GET /keys takes prefix, start, end, limit, continue, consistency and revision`},
 		{"unknown history parameter", "GET", "/key/k/history?version=1", nil, 422, `unknown query parameter "version"; GET /key/{key}/history takes consistency`},
 		{"parameter of an endpoint without any", "GET", "/healthz?verbose=1", nil, 422, `unknown query parameter "verbose"; GET /healthz takes no query parameters`},
 		{"parameter of cluster status", "GET", "/cluster/status?x=", nil, 422, `unknown query parameter "x"; GET /cluster/status takes no query parameters`},
@@ -559,7 +559,8 @@ func TestScan(t *testing.T) {
 		}
 	}
 	rec := serveString(h, "GET", "/keys?prefix=a&end=app", "")
-	if want := `{"kvs":[{"key":"a","value":"1","version":1,"revision":11}],"keys":["a"],"count":1,"more":false}`; rec.Body.String() != want {
+	// A linearizable scan reads at the current revision, and says which.
+	if want := `{"kvs":[{"key":"a","value":"1","version":1,"revision":11}],"keys":["a"],"count":1,"more":false,"revision":21}`; rec.Body.String() != want {
 		t.Errorf("GET /keys?prefix=a&end=app = %s, want %s", rec.Body, want)
 	}
 	for _, tc := range []struct {

@@ -199,3 +199,39 @@ func (b *adminBackend) TransferLeader(ctx context.Context, id string) error {
 	b.asked = append(b.asked, "transfer "+id)
 	return b.err
 }
+
+var _ RevisionReader = (*fakeBackend)(nil)
+
+// Revision is the store's (at least 1, the first revision): the fake is
+// one range, written in log order.
+func (f *fakeBackend) Revision(ctx context.Context) (int64, error) {
+	if err := f.record(fakeCall{op: "revision"}); err != nil {
+		return 0, err
+	}
+	return max(f.store.Revision(), 1), f.wait(ctx)
+}
+
+func (f *fakeBackend) GetAt(ctx context.Context, key []byte, rev int64) (kv.KeyValue, bool, error) {
+	if err := f.record(fakeCall{op: "get", key: key, linearizable: true}); err != nil {
+		return kv.KeyValue{}, false, err
+	}
+	if err := f.wait(ctx); err != nil {
+		return kv.KeyValue{}, false, err
+	}
+	return f.store.GetAt(key, rev)
+}
+
+func (f *fakeBackend) RangeAt(ctx context.Context, start, end []byte, limit int, rev int64) ([]kv.KeyValue, bool, error) {
+	if err := f.record(fakeCall{op: "range", start: start, end: end, limit: limit, linearizable: true}); err != nil {
+		return nil, false, err
+	}
+	if err := f.wait(ctx); err != nil {
+		return nil, false, err
+	}
+	return f.store.RangeAt(start, end, rev, limit)
+}
+
+func (f *fakeBackend) CompactHistory(ctx context.Context, rev int64) error {
+	_, err := f.Propose(ctx, kv.Command{Op: kv.OpCompact, Revision: rev})
+	return err
+}

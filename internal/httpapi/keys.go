@@ -100,6 +100,17 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	if aerr == nil && hasVersion && version < 1 {
 		aerr = unprocessable("query parameter version must be a positive integer, not %q", q.Get("version"))
 	}
+	var rev int64
+	if aerr == nil {
+		rev, aerr = revisionParam(q)
+	}
+	switch {
+	case aerr != nil:
+	case rev > 0 && hasVersion:
+		aerr = unprocessable("query parameters version and revision both choose the version to read: give one")
+	case rev > 0 && !linearizable:
+		aerr = unprocessable("consistency=stale cannot be combined with revision: a read at a revision is made once that revision is final on the range, as a linearizable read")
+	}
 	if aerr == nil {
 		// A read's ids are checked but not recorded: a read has no effect
 		// to apply once, and is answered from the current state.
@@ -107,6 +118,10 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request, key []byte) {
 	}
 	if aerr != nil {
 		writeAPIError(w, aerr)
+		return
+	}
+	if rev > 0 {
+		h.getAtRevision(w, r, key, rev)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)

@@ -13,11 +13,11 @@ import (
 // something other than what the client meant (a misspelt prev_version makes
 // an unconditional write).
 var (
-	paramsGet           = []string{"consistency", "version", "client_id", "request_id"}
+	paramsGet           = []string{"consistency", "version", "revision", "client_id", "request_id"}
 	paramsHistory       = []string{"consistency"}
 	paramsPut           = []string{"prev_version", "prev_revision", "create_only", "client_id", "request_id"}
 	paramsDelete        = []string{"prev_version", "prev_revision", "create_only", "client_id", "request_id"}
-	paramsScan          = []string{"prefix", "start", "end", "limit", "continue", "consistency"}
+	paramsScan          = []string{"prefix", "start", "end", "limit", "continue", "consistency", "revision"}
 	paramsTxn           = []string{"client_id", "request_id"}
 	paramsRequestStatus = []string{"client_id", "request_id", "operation", "consistency"}
 	paramsNone          = []string(nil)

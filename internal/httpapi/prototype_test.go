@@ -307,10 +307,10 @@ func TestScanKeys(t *testing.T) {
 	mustServe(t, h, "PUT", "/key/b", `{"value":1}`, 200)
 	mustServe(t, h, "PUT", "/key/a", `{"value":"x"}`, 200)
 	got := mustServe(t, h, "GET", "/keys", "", 200)
-	if !strings.Contains(got, `],"keys":["a","b"],"count":2,"more":false}`) {
+	if !strings.Contains(got, `],"keys":["a","b"],"count":2,"more":false,"revision":12}`) {
 		t.Fatalf("%s", got)
 	}
-	if got := mustServe(t, h, "GET", "/keys?prefix=zz", "", 200); got != `{"kvs":[],"keys":[],"count":0,"more":false}` {
+	if got := mustServe(t, h, "GET", "/keys?prefix=zz", "", 200); got != `{"kvs":[],"keys":[],"count":0,"more":false,"revision":12}` {
 		t.Fatalf("empty: %s", got)
 	}
 }

@@ -3,36 +3,13 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"net/http"
 	"slices"
 	"strconv"
 
 	"github.com/distkv/distkv/internal/kv"
+	"github.com/distkv/distkv/internal/ranges"
 )
-
-// tokenVersion is the first byte of every continuation token, so that the
-// format can change without old tokens being misread.
-const tokenVersion = 1
-
-// encodeToken returns the continuation token of a scan that resumes at the
-// smallest key after last.
-func encodeToken(last []byte) string {
-	raw := make([]byte, 0, len(last)+2)
-	raw = append(raw, tokenVersion)
-	raw = append(raw, last...)
-	raw = append(raw, 0)
-	return base64.RawURLEncoding.EncodeToString(raw)
-}
-
-// decodeToken returns the key at which the scan resumes.
-func decodeToken(tok string) ([]byte, bool) {
-	raw, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil || len(raw) < 2 || raw[0] != tokenVersion {
-		return nil, false
-	}
-	return raw[1:], true
-}
 
 // prefixEnd returns the smallest key greater than every key with prefix p; nil
 // (unbounded) if there is none (p is all 0xff).
@@ -53,6 +30,10 @@ type scanRange struct {
 	start, end   []byte
 	limit        int
 	linearizable bool
+	// rev is the revision to read at: asked for, or carried by the continue
+	// token; 0 to fix the current one (a linearizable scan) or to read each
+	// range's local state (a stale one).
+	rev int64
 }
 
 func (h *handler) parseScan(r *http.Request) (scanRange, *apiError) {
@@ -101,14 +82,28 @@ func (h *handler) parseScan(r *http.Request) (scanRange, *apiError) {
 			sr.end = pe
 		}
 	}
+	if sr.rev, aerr = revisionParam(q); aerr != nil {
+		return sr, aerr
+	}
 	if tok != nil {
-		from, ok := decodeToken(string(tok))
-		if !ok {
-			return sr, unprocessable("query parameter continue is not a continuation token returned by this API")
+		from, rev, err := ranges.DecodeToken(string(tok))
+		if err != nil {
+			return sr, unprocessable("query parameter continue is not a continuation token returned by this API (%v)", err)
+		}
+		switch {
+		case rev != 0 && sr.rev != 0 && rev != sr.rev:
+			return sr, unprocessable("the continue token reads at revision %d, not at the revision %d asked for", rev, sr.rev)
+		case rev != 0 && !sr.linearizable:
+			return sr, unprocessable("the continue token is of a scan at revision %d; consistency=stale cannot continue it", rev)
+		case rev != 0:
+			sr.rev = rev
 		}
 		if bytes.Compare(from, sr.start) > 0 {
 			sr.start = from
 		}
+	}
+	if sr.rev != 0 && !sr.linearizable {
+		return sr, unprocessable("consistency=stale cannot be combined with revision: a read at a revision is made once that revision is final on each range, as a linearizable read")
 	}
 	return sr, nil
 }
@@ -122,13 +117,39 @@ func (h *handler) scan(w http.ResponseWriter, r *http.Request) {
 	if !h.mayRange(w, r, sr.start, sr.end) {
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
+	defer cancel()
+	// A linearizable scan reads at one revision, the current one unless
+	// asked for or continued, so that its pages, across ranges, show one
+	// moment of the database; a stale scan reads each range's local state.
+	rr, atRev := h.backend.(RevisionReader)
+	if sr.rev != 0 && !atRev {
+		h.revisionReader(w)
+		return
+	}
+	empty := sr.end != nil && bytes.Compare(sr.start, sr.end) >= 0
+	atRev = atRev && sr.linearizable && !empty
+	if atRev {
+		if sr.rev == 0 {
+			cur, err := rr.Revision(ctx)
+			if err != nil {
+				h.backendError(ctx, w, r, "revision", err, false)
+				return
+			}
+			sr.rev = cur
+		} else if !h.pastRevision(ctx, w, r, rr, sr.rev) {
+			return
+		}
+	}
 	var kvs []kv.KeyValue
 	var more bool
-	if sr.end == nil || bytes.Compare(sr.start, sr.end) < 0 {
-		ctx, cancel := context.WithTimeout(r.Context(), h.cfg.RequestTimeout)
-		defer cancel()
+	if !empty {
 		var err error
-		kvs, more, err = h.backend.Range(ctx, sr.start, sr.end, sr.limit, sr.linearizable)
+		if atRev {
+			kvs, more, err = rr.RangeAt(ctx, sr.start, sr.end, sr.limit, sr.rev)
+		} else {
+			kvs, more, err = h.backend.Range(ctx, sr.start, sr.end, sr.limit, sr.linearizable)
+		}
 		if err != nil {
 			h.backendError(ctx, w, r, "range", err, false)
 			return
@@ -141,11 +162,11 @@ func (h *handler) scan(w http.ResponseWriter, r *http.Request) {
 	}
 	var token string
 	if more {
-		token = encodeToken(kvs[len(kvs)-1].Key)
+		token = ranges.EncodeToken(kvs[len(kvs)-1].Key, sr.rev)
 	}
 	now := h.now().UnixNano()
-	// Keys past their deadline are gone to readers (see get); a page may
-	// so hold fewer than limit pairs while more follow.
+	// Keys past their deadline are gone to readers (see get), at any
+	// revision; a page may so hold fewer than limit pairs while more follow.
 	kvs = slices.DeleteFunc(kvs, func(p kv.KeyValue) bool { return p.Expired(now) })
 	buf := getBuf()
 	b := append(*buf, `{"kvs":[`...)
@@ -168,10 +189,15 @@ func (h *handler) scan(w http.ResponseWriter, r *http.Request) {
 	if more {
 		b = append(b, `,"more":true,"continue":"`...)
 		b = append(b, token...)
-		b = append(b, `"}`...)
+		b = append(b, '"')
 	} else {
-		b = append(b, `,"more":false}`...)
+		b = append(b, `,"more":false`...)
 	}
+	if atRev {
+		b = append(b, `,"revision":`...)
+		b = strconv.AppendInt(b, sr.rev, 10)
+	}
+	b = append(b, '}')
 	*buf = b
 	writeJSON(w, http.StatusOK, b)
 	putBuf(buf)

@@ -84,14 +84,16 @@ func (s *Store) retire(old item, rev int64) {
 
 // applyCompact drops the versions that no read at rev or later needs and
 // refuses reads below rev from then on. A revision at or below the current
-// compaction changes nothing; one above the store's revision compacts to the
-// store's revision (the versions written later are not known yet). It
-// answers the compaction revision. s.mu must be held for writing.
+// compaction changes nothing. One above the store's revision first raises
+// the store's revision to it, as OpAdvance does: the state at rev is then
+// final (no write stamped at or below it applies afterwards), as a
+// compaction to rev requires. It answers the compaction revision. s.mu must
+// be held for writing.
 func (s *Store) applyCompact(rev int64) Result {
-	rev = min(rev, s.rev)
 	if rev <= s.compacted {
 		return Result{Status: StatusOK, Revision: s.compacted}
 	}
+	s.rev = max(s.rev, rev)
 	s.compacted = rev
 	n := 0
 	for n < len(s.histLog) && s.histLog[n].end <= rev {

@@ -180,10 +180,15 @@ func TestCompaction(t *testing.T) {
 	if res := mustApply(t, s, idx+1, Command{Op: OpCompact, Revision: c - 5}); res.Revision != c {
 		t.Fatalf("a lower compaction answered %d, want %d", res.Revision, c)
 	}
-	// Compacting past the store's revision compacts to it.
-	mustApply(t, s, idx+2, Command{Op: OpCompact, Revision: s.Revision() + 100})
-	if s.Compacted() != s.Revision() {
-		t.Fatalf("compacted to %d, want the store's revision %d", s.Compacted(), s.Revision())
+	// Compacting past the store's revision raises it: no write at or
+	// below the compaction applies afterwards.
+	top := s.Revision()
+	mustApply(t, s, idx+2, Command{Op: OpCompact, Revision: top + 100})
+	if s.Compacted() != top+100 || s.Revision() != top+100 {
+		t.Fatalf("compacted to %d at revision %d, want both %d", s.Compacted(), s.Revision(), top+100)
+	}
+	if res, err := s.ApplyStamped(idx+3, uint64(top+50), put("k01", "late", Cond{})); err != nil || res.Status != StatusStaleStamp {
+		t.Fatalf("a write stamped below the compaction: %+v, %v", res, err)
 	}
 	if n, size := s.HistoryStats(); n != 0 || size != 0 {
 		t.Fatalf("%d versions (%d bytes) kept after compacting to the store's revision", n, size)

@@ -46,8 +46,9 @@ const (
 	OpMark Op = 8
 	// OpCompact drops the versions of keys that no read at Command.Revision
 	// or later needs, and refuses reads below it from then on (see
-	// history.go). It touches no key and takes no revision; its Result's
-	// Revision is the store's compaction revision after it.
+	// history.go); if the store's revision is below it, it is first raised
+	// to it, as by OpAdvance. It touches no key and takes no stamp; its
+	// Result's Revision is the store's compaction revision after it.
 	OpCompact Op = 9
 	// OpAdvance raises the store's revision to Command.Revision if it is
 	// below, so that no write stamped at or below it applies afterwards

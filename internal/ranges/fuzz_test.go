@@ -81,18 +81,20 @@ func FuzzDirectory(f *testing.F) {
 	})
 }
 
-// FuzzToken: DecodeToken never panics, and a token EncodeToken made from
-// any key decodes to the key right after it.
+// FuzzToken: DecodeToken never panics, a token it accepts is the one
+// EncodeToken makes of what it decodes to, and a token EncodeToken made from
+// any key and revision decodes to the key right after it and the revision.
 func FuzzToken(f *testing.F) {
-	f.Add("AWtleTUA", []byte("key5"))
-	f.Add("", []byte{})
-	f.Add("AQ", []byte{0xff})
-	f.Fuzz(func(t *testing.T, tok string, last []byte) {
-		if resume, err := DecodeToken(tok); err == nil {
-			if len(resume) == 0 || resume[len(resume)-1] != 0 {
-				t.Fatalf("DecodeToken(%q) = %q, which no key is followed by", tok, resume)
+	f.Add("AWtleTUA", []byte("key5"), int64(0))
+	f.Add("AgdrZXk1AA", []byte("key5"), int64(7))
+	f.Add("", []byte{}, int64(1))
+	f.Add("AQ", []byte{0xff}, int64(-1))
+	f.Fuzz(func(t *testing.T, tok string, last []byte, rev int64) {
+		if resume, r, err := DecodeToken(tok); err == nil {
+			if len(resume) == 0 || resume[len(resume)-1] != 0 || r < 0 {
+				t.Fatalf("DecodeToken(%q) = %q at %d", tok, resume, r)
 			}
-			if again := EncodeToken(resume[:len(resume)-1]); again != tok {
+			if again := EncodeToken(resume[:len(resume)-1], r); again != tok {
 				t.Fatalf("EncodeToken(DecodeToken(%q)) = %q", tok, again)
 			}
 		} else if !errors.Is(err, ErrCorrupt) {
@@ -101,9 +103,10 @@ func FuzzToken(f *testing.F) {
 		if len(last) > maxTokenKey {
 			return
 		}
-		resume, err := DecodeToken(EncodeToken(last))
-		if err != nil || !slices.Equal(resume, append(slices.Clone(last), 0)) {
-			t.Fatalf("DecodeToken(EncodeToken(%q)) = %q, %v", last, resume, err)
+		rev = max(rev, 0)
+		resume, r, err := DecodeToken(EncodeToken(last, rev))
+		if err != nil || !slices.Equal(resume, append(slices.Clone(last), 0)) || r != rev {
+			t.Fatalf("DecodeToken(EncodeToken(%q, %d)) = %q, %d, %v", last, rev, resume, r, err)
 		}
 	})
 }

@@ -10,18 +10,21 @@ import (
 
 func TestTokenRoundTrip(t *testing.T) {
 	for _, last := range []string{"", "a", "key5", "\x00\xff", strings.Repeat("k", 4096)} {
-		tok := EncodeToken([]byte(last))
-		resume, err := DecodeToken(tok)
-		if err != nil {
-			t.Fatalf("DecodeToken(EncodeToken(%q)) = %v", last, err)
-		}
-		// The scan resumes at the smallest key after last.
-		if want := last + "\x00"; string(resume) != want {
-			t.Fatalf("resume key of %q = %q, want %q", last, resume, want)
+		for _, rev := range []int64{0, 1, 300, 1 << 62} {
+			tok := EncodeToken([]byte(last), rev)
+			resume, gotRev, err := DecodeToken(tok)
+			if err != nil {
+				t.Fatalf("DecodeToken(EncodeToken(%q, %d)) = %v", last, rev, err)
+			}
+			// The scan resumes at the smallest key after last.
+			if want := last + "\x00"; string(resume) != want || gotRev != rev {
+				t.Fatalf("resume key of %q at %d = %q at %d, want %q", last, rev, resume, gotRev, want)
+			}
 		}
 	}
-	// The format of the tokens GET /keys hands out today: old tokens stay valid.
-	if got := EncodeToken([]byte("key5")); got != "AWtleTUA" {
+	// The format of the tokens GET /keys handed out before scans read at a
+	// revision: old tokens stay valid, and read at no fixed revision.
+	if got := EncodeToken([]byte("key5"), 0); got != "AWtleTUA" {
 		t.Fatalf("EncodeToken(key5) = %q, want the existing format AWtleTUA", got)
 	}
 }
@@ -32,12 +35,15 @@ func TestDecodeTokenErrors(t *testing.T) {
 		{"AWtleTUA==", "not unpadded base64url"},
 		{"", "too short"},
 		{"AQ", "too short"},
-		{"AAAA", "version 0, want 1"},
+		{"AAAA", "version 0, want 1 or 2"},
+		{"AgBrAA", "no valid revision"},     // revision 0
+		{"AoAAawA", "no valid revision"},    // revision not minimally encoded
+		{"AgVrZXk1", "does not name a key"}, // no terminating zero
 		{"AWtleTU", "does not name a key after a returned one"},
 		{strings.Repeat("A", 100000), "longer than any this API returns"},
 	}
 	for _, tt := range tests {
-		if _, err := DecodeToken(tt.tok); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tt.want) {
+		if _, _, err := DecodeToken(tt.tok); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("DecodeToken(%.20q) = %v, want ErrCorrupt saying %q", tt.tok, err, tt.want)
 		}
 	}
@@ -58,7 +64,7 @@ func TestTokenSurvivesSplit(t *testing.T) {
 				if bytes.Compare([]byte(k), from) >= 0 && r.Contains([]byte(k)) {
 					page = append(page, k)
 					if len(page) == limit {
-						return page, EncodeToken([]byte(k))
+						return page, EncodeToken([]byte(k), 7)
 					}
 				}
 			}
@@ -75,7 +81,8 @@ func TestTokenSurvivesSplit(t *testing.T) {
 			break
 		}
 		var err error
-		if from, err = DecodeToken(tok); err != nil {
+		var rev int64
+		if from, rev, err = DecodeToken(tok); err != nil || rev != 7 {
 			t.Fatal(err)
 		}
 		// Split the range the next page starts in, right at the resume key
