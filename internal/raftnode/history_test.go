@@ -127,8 +127,12 @@ func TestCompactHistoryThroughTheLog(t *testing.T) {
 		}
 	}
 	top := c.nodes[leader].KV().Revision()
-	if got, err := c.nodes[leader].CompactHistory(ctx, top+1000); err != nil || got != top {
+	if got, err := c.nodes[leader].CompactHistory(ctx, top+1000); err != nil || got != top+1000 {
 		t.Fatalf("CompactHistory beyond the revision %d: %d, %v", top, got, err)
+	}
+	// The next write takes a revision above the compaction.
+	if r, err := put(ctx, c.nodes[f], "k", "d"); err != nil || r.Revision <= top+1000 {
+		t.Fatalf("a write after a compaction beyond the revision: %+v, %v", r, err)
 	}
 }
 
