@@ -243,8 +243,10 @@ type client struct {
 	// revisions the checked history shows.
 	known [numGroups * groupSize]kvRead
 	seq   int
-	// page is the next page of a paged scan under way, if any.
-	page *kvInput
+	// page is the next page of a paged scan under way, if any;
+	// pageCall and pageRet are when its first page was asked and answered.
+	page              *kvInput
+	pageCall, pageRet int64
 }
 
 func newClient(id int, seed int64, h *history, nodes []*node) *client {
@@ -658,7 +660,16 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 	if in.Kind == opTxn && !out.Succeeded {
 		outcome = "failed-compare"
 	}
+	if in.Kind == opScanPage && in.Token != "" {
+		// A continued page reads at the revision its scan's first page
+		// fixed (the token carries it): it shows the database as it was
+		// while the first page was served.
+		op.Call, op.Return = c.pageCall, c.pageRet
+	}
 	if in.Kind == opScanPage && out.More {
+		if in.Token == "" {
+			c.pageCall, c.pageRet = op.Call, op.Return
+		}
 		// The next page starts after this one's last key.
 		next := kvInput{Kind: opScanPage, Group: in.Group, Prev: in.Prev, Token: out.Continue}
 		for k, r := range out.Scan {

@@ -38,7 +38,7 @@ const (
 	opScan                    // linearizable GET /keys?prefix=<group>
 	opStaleGet                // GET /key?consistency=stale; not in the linearizability check
 	opStaleScan               // GET /keys?consistency=stale; not in the linearizability check
-	opScanPage                // one page of a linearizable GET /keys?prefix=<group>&limit=<Prev>, from key Key on
+	opScanPage                // one page of a linearizable GET /keys?prefix=<group>&limit=<Prev>, from key Key on (a continued page at its first page's revision)
 )
 
 var opNames = [...]string{opGet: "get", opPut: "put", opCAS: "cas", opCreate: "create", opCASRev: "cas-rev",
