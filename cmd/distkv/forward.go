@@ -33,8 +33,11 @@ type forwardRequest struct {
 	Limit        int    `json:"limit,omitempty"`
 	Linearizable bool   `json:"linearizable,omitempty"`
 	// Revision, if above 0, is the revision a forwardGet or forwardRange
-	// reads at, or the one a forwardCompact compacts to.
+	// reads at, the one a forwardCompact compacts to, or the last one a
+	// forwardChanges asks for; After is the revision after which a
+	// forwardChanges asks for changes.
 	Revision int64 `json:"revision,omitempty"`
+	After    int64 `json:"after,omitempty"`
 	// Client, Request and Op name the request a forwardSession asks about.
 	Client  []byte `json:"client,omitempty"`
 	Request []byte `json:"request,omitempty"`
@@ -49,6 +52,9 @@ const (
 	forwardVersions = "versions"
 	// forwardCompact compacts the history of the range that holds Key.
 	forwardCompact = "compact"
+	// forwardChanges asks for the changes of [Key, End) in (After,
+	// Revision] in the range that holds Key.
+	forwardChanges = "changes"
 	// forwardSession asks every node for the record of a request, which
 	// names no key (see backend.Session).
 	forwardSession = "session"
@@ -70,6 +76,9 @@ type forwardReply struct {
 	// Compacted is, with codeCompacted, the compaction revision of the
 	// range that refused to read below it.
 	Compacted int64 `json:"compacted,omitempty"`
+	// Events are a forwardChanges' changes, complete through Through.
+	Events  []kv.Event `json:"events,omitempty"`
+	Through int64      `json:"through,omitempty"`
 }
 
 // sessionRecord is a kv.Record without its result.
@@ -126,6 +135,20 @@ func (b backend) serveForward(ctx context.Context, payload []byte) ([]byte, erro
 			if ok {
 				rep.KV = &v
 			}
+			return err
+		case forwardChanges:
+			g := b.n.Host().GroupFor(req.Key)
+			if g == nil {
+				return errNotHere
+			}
+			bounds := g.Bounds()
+			end := clipEnd(req.End, bounds.End)
+			evs, err := g.Changes(ctx, req.Key, end, req.After, req.Revision)
+			if errors.Is(err, raftnode.ErrWrongRange) {
+				return errNotHere
+			}
+			rep.Events, rep.Through = kv.TrimEvents(evs, changesPageEvents, changesPageBytes, req.Revision)
+			rep.End = bounds.End
 			return err
 		case forwardCompact:
 			g := b.n.Host().GroupFor(req.Key)

@@ -1,7 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"errors"
+	"slices"
+	"time"
 
 	"github.com/distkv/distkv/internal/httpapi"
 	"github.com/distkv/distkv/internal/kv"
@@ -73,4 +78,73 @@ func (b backend) CompactHistory(ctx context.Context, rev int64) error {
 		}
 		from = end
 	}
+}
+
+// changesPageEvents and changesPageBytes bound the changes one range
+// answers for at a time (a forwarded answer's frame has a size limit); the
+// watcher asks again from where they end.
+const (
+	changesPageEvents = 1000
+	changesPageBytes  = 4 << 20
+)
+
+// clipEnd is the smaller of two range ends ("" for both: unbounded).
+func clipEnd(end, bound []byte) []byte {
+	if len(bound) > 0 && (len(end) == 0 || bytes.Compare(end, bound) > 0) {
+		return bound
+	}
+	return end
+}
+
+// Changes returns the changes of the keys start <= key < end with revisions
+// in (after, upto], from every range the span overlaps, in revision order
+// (then key), and the revision through which they are complete: upto,
+// unless a range cut its answer short (see kv.TrimEvents); the changes
+// above it are left for the next call.
+func (b backend) Changes(ctx context.Context, start, end []byte, after, upto int64) ([]kv.Event, int64, error) {
+	var all []kv.Event
+	through := upto
+	from := start
+	for {
+		g, err := b.groupFor(ctx, from)
+		if err != nil {
+			return nil, 0, err
+		}
+		var evs []kv.Event
+		var thr int64
+		var rangeEnd []byte
+		if g == nil {
+			rep, err := b.forward(ctx, from, forwardRequest{Kind: forwardChanges, Key: from, End: end, After: after, Revision: upto})
+			if err != nil {
+				return nil, 0, err
+			}
+			evs, thr, rangeEnd = rep.Events, rep.Through, rep.End
+		} else {
+			bounds := g.Bounds()
+			evs, err = g.Changes(ctx, from, clipEnd(end, bounds.End), after, upto)
+			if (errors.Is(err, raftnode.ErrWrongRange) || (b.pl != nil && movedAway(err))) && ctx.Err() == nil {
+				time.Sleep(routeRetry)
+				continue
+			}
+			if err != nil {
+				return nil, 0, err
+			}
+			evs, thr = kv.TrimEvents(evs, changesPageEvents, changesPageBytes, upto)
+			rangeEnd = bounds.End
+		}
+		all = append(all, evs...)
+		through = min(through, thr)
+		if len(rangeEnd) == 0 || (len(end) > 0 && bytes.Compare(end, rangeEnd) <= 0) {
+			break
+		}
+		from = rangeEnd
+	}
+	all = slices.DeleteFunc(all, func(e kv.Event) bool { return e.KV.Revision > through })
+	slices.SortStableFunc(all, func(a, b kv.Event) int {
+		if c := cmp.Compare(a.KV.Revision, b.KV.Revision); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.KV.Key, b.KV.Key)
+	})
+	return all, through, nil
 }

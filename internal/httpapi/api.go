@@ -213,6 +213,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h.compactionConfigure(w, r)
 		}
+	case "/watch":
+		if methodGet(w, r) {
+			h.watch(w, r)
+		}
 	case "/compact":
 		if r.Method != http.MethodPost {
 			methodNotAllowed(w, "POST")

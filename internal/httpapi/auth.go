@@ -196,7 +196,7 @@ func (h *handler) admit(w http.ResponseWriter, r *http.Request, path string) (*h
 }
 
 // needsRoot reports whether path is administration: anything but keys,
-// scans, transactions, the auth endpoints (which check for themselves),
+// scans, watches, transactions, the auth endpoints (which check for themselves),
 // /request_status (which finds only the caller's own requests, see
 // requestID), and paths that the API does not serve (answered 404).
 func needsRoot(r *http.Request, path string) bool {
@@ -204,7 +204,7 @@ func needsRoot(r *http.Request, path string) bool {
 		return false
 	}
 	switch path {
-	case "/keys", txnPath, "/request_status":
+	case "/keys", "/watch", txnPath, "/request_status":
 		return false
 	}
 	return Route(r) != "other"

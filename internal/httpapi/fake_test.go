@@ -235,3 +235,14 @@ func (f *fakeBackend) CompactHistory(ctx context.Context, rev int64) error {
 	_, err := f.Propose(ctx, kv.Command{Op: kv.OpCompact, Revision: rev})
 	return err
 }
+
+func (f *fakeBackend) Changes(ctx context.Context, start, end []byte, after, upto int64) ([]kv.Event, int64, error) {
+	if err := f.record(fakeCall{op: "changes", start: start, end: end}); err != nil {
+		return nil, 0, err
+	}
+	if err := f.wait(ctx); err != nil {
+		return nil, 0, err
+	}
+	evs, err := f.store.Changes(start, end, after, upto)
+	return evs, upto, err
+}

@@ -36,7 +36,7 @@ func Route(r *http.Request) string {
 	switch path {
 	case "/keys", txnPath, "/cluster/status", "/cluster/ranges", "/cluster/members", "/cluster/leader/transfer",
 		"/request_status", "/deduplication_stats", "/cluster_status", "/segments",
-		"/compaction/status", "/compaction/run", "/compaction/configure", "/compact",
+		"/compaction/status", "/compaction/run", "/compaction/configure", "/compact", "/watch",
 		"/healthz", "/readyz", "/backup":
 		return path
 	case uiPath, uiPath + "/":

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -305,4 +306,133 @@ func (v *View) GetAt(key []byte, rev int64) (KeyValue, bool, error) {
 	}
 	it, ok := getAt(v.tree, v.hist, key, rev)
 	return it.kv(), ok, nil
+}
+
+// EventType says what an Event is.
+type EventType uint8
+
+// The kinds of events.
+const (
+	EventPut    EventType = 1
+	EventDelete EventType = 2
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventPut:
+		return "PUT"
+	case EventDelete:
+		return "DELETE"
+	}
+	return fmt.Sprintf("event(%d)", uint8(t))
+}
+
+// Event is a change of one key: a put, with the version it wrote (KV), or a
+// delete, with the key and the revision of the delete in KV.Key and
+// KV.Revision (and nothing else).
+type Event struct {
+	Type EventType
+	KV   KeyValue
+}
+
+// Changes returns the changes of the keys start <= key < end (end empty:
+// unbounded) with revisions in (after, upto], ordered by revision, then
+// key: each put with the version it wrote, each delete (including one by
+// expiry). after must not be below the compaction revision (the changes at
+// or below it may be gone): ErrCompacted otherwise, a *CompactedError. It
+// walks every key of the span, so it costs in proportion to the span's
+// keys and their retained versions. The results are read-only.
+func (s *Store) Changes(start, end []byte, after, upto int64) ([]Event, error) {
+	return s.Snapshot().Changes(start, end, after, upto)
+}
+
+// Changes is Store.Changes on the view.
+func (v *View) Changes(start, end []byte, after, upto int64) ([]Event, error) {
+	if after < v.compacted {
+		return nil, &CompactedError{Revision: after, Compacted: v.compacted}
+	}
+	in := func(rev int64) bool { return rev > after && rev <= upto }
+	inSpan := func(key []byte) bool { return len(end) == 0 || bytes.Compare(key, end) < 0 }
+	var out []Event
+	v.tree.Ascend(keyItem(start), func(it item) bool {
+		if !inSpan(it.key()) {
+			return false
+		}
+		if in(it.revision()) {
+			out = append(out, Event{Type: EventPut, KV: it.kv()})
+		}
+		return true
+	})
+	// Retired versions: each was put at its revision, and ended by the
+	// next version's put at its end, or else by a delete then.
+	var prev histItem
+	hasPrev := false
+	endOf := func(h histItem, next item, hasNext bool) {
+		if in(h.end) && (!hasNext || next.revision() != h.end) {
+			out = append(out, Event{Type: EventDelete, KV: KeyValue{Key: h.it.key(), Revision: h.end}})
+		}
+	}
+	flush := func() {
+		if hasPrev {
+			next, ok := v.tree.Get(keyItem(prev.it.key()))
+			endOf(prev, next, ok)
+		}
+	}
+	v.hist.Ascend(histItem{it: keyItem(start)}, func(h histItem) bool {
+		if !inSpan(h.it.key()) {
+			return false
+		}
+		if hasPrev {
+			if bytes.Equal(prev.it.key(), h.it.key()) {
+				endOf(prev, h.it, true)
+			} else {
+				flush()
+			}
+		}
+		if in(h.it.revision()) {
+			out = append(out, Event{Type: EventPut, KV: h.it.kv()})
+		}
+		prev, hasPrev = h, true
+		return true
+	})
+	flush()
+	slices.SortFunc(out, func(a, b Event) int {
+		if c := cmp.Compare(a.KV.Revision, b.KV.Revision); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.KV.Key, b.KV.Key)
+	})
+	return out, nil
+}
+
+// TrimEvents cuts evs, the changes in (after, upto] in revision order, to
+// at most maxEvents events and maxBytes of keys and values, but never
+// inside one revision's changes (and always keeps the first revision's,
+// whatever their size): it returns the events kept and the revision up to
+// which they are complete, upto if nothing was cut.
+func TrimEvents(evs []Event, maxEvents, maxBytes int, upto int64) ([]Event, int64) {
+	size := 0
+	for i, e := range evs {
+		size += len(e.KV.Key) + len(e.KV.Value)
+		if i < maxEvents && size <= maxBytes {
+			continue
+		}
+		// Cut before the revision of evs[i], unless it is the first.
+		rev := e.KV.Revision
+		j := i
+		for j > 0 && evs[j-1].KV.Revision == rev {
+			j--
+		}
+		if j == 0 {
+			for j < len(evs) && evs[j].KV.Revision == rev {
+				j++
+			}
+			if j == len(evs) {
+				return evs, upto
+			}
+			return evs[:j], rev
+		}
+		return evs[:j], evs[j-1].KV.Revision
+	}
+	return evs, upto
 }

@@ -1,11 +1,14 @@
 package kv
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -411,5 +414,133 @@ func TestAdvanceClosesARevision(t *testing.T) {
 	}
 	if res := mustApply(t, s, 5, Command{Op: OpAdvance, Revision: 20}); res.Revision != 51 || s.Revision() != 51 {
 		t.Fatalf("a lower advance: answered %d, store at %d", res.Revision, s.Revision())
+	}
+}
+
+// modelEvents derives the changes in (after, upto] from the model's states:
+// at each revision, the keys whose version changed were put, those that
+// went away deleted.
+func (m *revModel) events(after, upto int64) []string {
+	var out []string
+	prev := m.stateAt(after)
+	for _, rev := range m.revs {
+		if rev <= after || rev > upto {
+			continue
+		}
+		cur := m.at[rev]
+		for _, k := range slices.Sorted(maps.Keys(cur)) {
+			if p, ok := prev[k]; !ok || p.Revision != cur[k].Revision {
+				out = append(out, fmt.Sprintf("PUT %s=%s v%d @%d", k, cur[k].Value, cur[k].Version, rev))
+			}
+		}
+		for _, k := range slices.Sorted(maps.Keys(prev)) {
+			if _, ok := cur[k]; !ok {
+				out = append(out, fmt.Sprintf("DELETE %s @%d", k, rev))
+			}
+		}
+		prev = cur
+	}
+	rev := func(e string) int64 {
+		n, _ := strconv.ParseInt(e[strings.LastIndex(e, "@")+1:], 10, 64)
+		return n
+	}
+	// By revision, then key (the key is the second field).
+	slices.SortStableFunc(out, func(a, b string) int {
+		if c := cmp.Compare(rev(a), rev(b)); c != 0 {
+			return c
+		}
+		return cmp.Compare(strings.Fields(a)[1], strings.Fields(b)[1])
+	})
+	return out
+}
+
+func fmtEvents(evs []Event) []string {
+	var out []string
+	for _, e := range evs {
+		if e.Type == EventPut {
+			out = append(out, fmt.Sprintf("PUT %s=%s v%d @%d", e.KV.Key, e.KV.Value, e.KV.Version, e.KV.Revision))
+		} else {
+			out = append(out, fmt.Sprintf("DELETE %s @%d", e.KV.Key, e.KV.Revision))
+		}
+	}
+	return out
+}
+
+// TestChangesMatchTheStates: the changes between two revisions are exactly
+// the puts and deletes that turn the state at one into the state at the
+// other, in revision order, for the whole key space or a part of it; after
+// compaction, from the compaction revision on.
+func TestChangesMatchTheStates(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	s := NewStore()
+	m := historyWorkload(t, rng, s, 300, 10)
+	top := s.Revision()
+	check := func(after, upto int64) {
+		t.Helper()
+		evs, err := s.Changes(nil, nil, after, upto)
+		if err != nil {
+			t.Fatalf("Changes(%d, %d): %v", after, upto, err)
+		}
+		got, want := fmtEvents(evs), m.events(after, upto)
+		if !slices.Equal(got, want) {
+			t.Fatalf("Changes(%d, %d):\n got %v\nwant %v", after, upto, got, want)
+		}
+		// A part of the key space: the same changes, filtered.
+		part, err := s.Changes([]byte("k03"), []byte("k07"), after, upto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantPart []string
+		for _, e := range want {
+			k := strings.Fields(e)[1]
+			if k >= "k03" && k < "k07" {
+				wantPart = append(wantPart, e)
+			}
+		}
+		if got := fmtEvents(part); !slices.Equal(got, wantPart) {
+			t.Fatalf("Changes(k03..k07, %d, %d):\n got %v\nwant %v", after, upto, got, wantPart)
+		}
+	}
+	check(0, top)
+	for range 50 {
+		a := rng.Int64N(top)
+		check(a, a+rng.Int64N(top-a)+1)
+	}
+	c := m.revs[len(m.revs)/2]
+	mustApply(t, s, s.Applied()+1, Command{Op: OpCompact, Revision: c})
+	check(c, top)
+	if _, err := s.Changes(nil, nil, c-1, top); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("Changes from below the compaction: %v", err)
+	}
+}
+
+// TestTrimEvents: events are cut at a revision boundary, never inside one
+// revision's changes, and the revision they are complete to is told.
+func TestTrimEvents(t *testing.T) {
+	ev := func(rev int64, key string) Event {
+		return Event{Type: EventPut, KV: KeyValue{Key: []byte(key), Value: []byte("vv"), Revision: rev}}
+	}
+	evs := []Event{ev(3, "a"), ev(3, "b"), ev(5, "a"), ev(7, "a"), ev(7, "b"), ev(7, "c")}
+	for _, tc := range []struct {
+		maxEvents, maxBytes int
+		n                   int
+		through             int64
+	}{
+		{10, 1000, 6, 9},
+		{6, 1000, 6, 9},
+		{5, 1000, 3, 5},
+		{3, 1000, 3, 5},
+		{2, 1000, 2, 3},
+		{1, 1000, 2, 3}, // the first revision whole
+		{10, 9, 3, 5},   // 3 bytes an event
+		{10, 1, 2, 3},
+	} {
+		got, through := TrimEvents(evs, tc.maxEvents, tc.maxBytes, 9)
+		if len(got) != tc.n || through != tc.through {
+			t.Errorf("TrimEvents(%d events, %d bytes): %d events through %d, want %d through %d", tc.maxEvents, tc.maxBytes, len(got), through, tc.n, tc.through)
+		}
+	}
+	if got, through := TrimEvents(nil, 1, 1, 9); len(got) != 0 || through != 9 {
+		t.Errorf("no events: %d through %d", len(got), through)
 	}
 }

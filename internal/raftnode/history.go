@@ -179,3 +179,18 @@ func (n *Node) RangeAt(ctx context.Context, start, end []byte, limit int, rev in
 	n.noteRead(start)
 	return kvs, more, err
 }
+
+// Changes returns the changes of the keys start <= key < end (within the
+// group's bounds) with revisions in (after, upto], in revision order (see
+// kv.Store.Changes), once upto is final here (see readyAt).
+func (n *Node) Changes(ctx context.Context, start, end []byte, after, upto int64) ([]kv.Event, error) {
+	if err := n.readyAt(ctx, upto); err != nil {
+		return nil, err
+	}
+	b := n.bounds.Load()
+	evs, err := n.kv.Changes(start, end, after, upto)
+	if n.bounds.Load() != b || !b.Contains(start) || (len(b.End) > 0 && (len(end) == 0 || bytes.Compare(end, b.End) > 0)) {
+		return nil, n.wrongRange(*n.bounds.Load())
+	}
+	return evs, err
+}
