@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -185,6 +187,45 @@ func newClientCommands() []*cobra.Command {
 	scan.Flags().StringVar(&end, "end", "", "last key (exclusive)")
 	scan.Flags().IntVar(&limit, "limit", 0, "at most this many keys (one page)")
 
+	var watchPrefix string
+	var watchFrom int64
+	watch := addFlags(&cobra.Command{
+		Use:   "watch [KEY]",
+		Short: "Print the changes of a key (or, with --prefix, of the keys under a prefix) as they happen, one JSON object a line, until interrupted",
+		Long: `Print the changes of a key, or with --prefix of every key under a prefix,
+one JSON object a line in revision order: {"type":"PUT",...}, {"type":"DELETE",...},
+and {"type":"PROGRESS","revision":R} while nothing changes. From --start-revision
+on, or from now. When a node goes away the watch goes on through another
+endpoint where it was, missing and repeating nothing.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w := client.Watch{Prefix: watchPrefix, StartRevision: watchFrom}
+			switch {
+			case len(args) == 1 && watchPrefix != "":
+				return fmt.Errorf("give a KEY or --prefix, not both")
+			case len(args) == 1:
+				w.Key = args[0]
+			case watchPrefix == "":
+				return fmt.Errorf("give a KEY or --prefix")
+			}
+			c, err := mk()
+			if err != nil {
+				return err
+			}
+			sctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			for ev, err := range c.Watch(sctx, w) {
+				if err != nil {
+					return err
+				}
+				print(ev.Raw)
+			}
+			return nil
+		},
+	})
+	watch.Flags().StringVar(&watchPrefix, "prefix", "", "watch every key with this prefix")
+	watch.Flags().Int64Var(&watchFrom, "start-revision", 0, "print the changes from this revision on (default: from now)")
+
 	var statusOutput, listOutput string
 	status := addFlags(&cobra.Command{
 		Use:   "status",
@@ -309,7 +350,7 @@ func newClientCommands() []*cobra.Command {
 	transfer.Flags().StringVar(&to, "to", "", "member to lead")
 	leader := &cobra.Command{Use: "leader", Short: "Leadership commands"}
 	leader.AddCommand(transfer)
-	return append([]*cobra.Command{get, put, del, scan, status, ranges, member, leader}, newAuthCommands(addFlags, mk)...)
+	return append([]*cobra.Command{get, put, del, scan, watch, status, ranges, member, leader}, newAuthCommands(addFlags, mk)...)
 }
 
 func printIndented(data []byte) {

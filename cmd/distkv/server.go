@@ -241,6 +241,8 @@ func runServer(o *serverOptions) error {
 		Logger:         logger,
 	}
 	hcfg.RequestDedupTTL = o.requestDedupTTL
+	streamsEnd := make(chan struct{})
+	hcfg.StreamsEnd = streamsEnd
 	hcfg.HeartbeatInterval = o.tick * time.Duration(o.heartbeatTicks)
 	hcfg.DataDir, hcfg.WALSegmentSize, hcfg.SnapshotEntries = o.dataDir, int64(o.walSegmentSize), o.snapshotEntries
 	hcfg.TLS = sec.apiServer != nil
@@ -347,6 +349,9 @@ func runServer(o *serverOptions) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	// Streams (GET /watch) end when the server shuts down, rather than
+	// hold the shutdown up until its timeout.
+	srv.RegisterOnShutdown(func() { close(streamsEnd) })
 	if o.pprofAddr != "" {
 		pln, err := net.Listen("tcp", o.pprofAddr)
 		if err != nil {

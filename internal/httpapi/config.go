@@ -24,6 +24,10 @@ const (
 // Config configures the HTTP API of one node. The zero value of every field means
 // its default.
 type Config struct {
+	// StreamsEnd, once closed, ends every stream the API serves (GET
+	// /watch): the server closes it as it shuts down, since it waits for
+	// every request to end. Nil: streams end with their clients only.
+	StreamsEnd <-chan struct{}
 	// MaxKeySize is the largest accepted key, in bytes after percent-decoding
 	// (default 4096). Longer keys get 413.
 	MaxKeySize int

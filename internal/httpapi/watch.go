@@ -96,14 +96,11 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "this node cannot list changes: GET /watch is not available")
 		return
 	}
-	flusher, ok := w.(http.Flusher)
-	if !ok {
-		writeError(w, http.StatusInternalServerError, "internal error: the response cannot be streamed")
-		return
-	}
 	sse := strings.Contains(r.Header.Get("Accept"), "text/event-stream")
-
-	ws := &watchStream{h: h, w: w, r: r, rr: rr, cr: cr, flusher: flusher, sse: sse, start: spanStart, end: spanEnd}
+	// The controller reaches the server's writer through wrappers that
+	// Unwrap (the metrics' one does).
+	rc := http.NewResponseController(w)
+	ws := &watchStream{h: h, w: w, r: r, rr: rr, cr: cr, rc: rc, sse: sse, start: spanStart, end: spanEnd}
 	if hasStart {
 		ws.after = start - 1
 	} else {
@@ -127,7 +124,7 @@ type watchStream struct {
 	r        *http.Request
 	rr       RevisionReader
 	cr       changesReader
-	flusher  http.Flusher
+	rc       *http.ResponseController
 	sse      bool
 	start    []byte
 	end      []byte
@@ -144,6 +141,8 @@ func (s *watchStream) run() {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-s.h.cfg.StreamsEnd:
 			return
 		case <-timer.C:
 		}
@@ -190,7 +189,10 @@ func (s *watchStream) poll(ctx context.Context) bool {
 	if _, err := s.w.Write(b); err != nil {
 		return false // the client is gone
 	}
-	s.flusher.Flush()
+	if err := s.rc.Flush(); err != nil {
+		s.h.log.Error("watch: the response cannot be streamed", "err", err)
+		return false
+	}
 	s.lastSent = now
 	return true
 }
@@ -206,7 +208,7 @@ func (s *watchStream) begin() {
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	s.w.WriteHeader(http.StatusOK)
-	s.flusher.Flush()
+	_ = s.rc.Flush() // poll reports a writer that cannot flush
 	s.started = true
 	s.lastSent = time.Now()
 }
@@ -244,7 +246,7 @@ func (s *watchStream) failed(ctx context.Context, err error) bool {
 		msg := []byte(`{"type":"ERROR","detail":`)
 		msg = appendString(msg, []byte(fmt.Sprintf("revision %d is compacted; the oldest a watch can go on from is %d: everything up to %d was sent", s.after+1, ce.Compacted+1, s.after)))
 		_, _ = s.w.Write(s.frame(nil, append(msg, '}')))
-		s.flusher.Flush()
+		_ = s.rc.Flush()
 		return false
 	}
 	s.h.log.Debug("watch: poll failed, retrying", "err", err)
