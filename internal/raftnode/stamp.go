@@ -137,7 +137,8 @@ func (n *Node) fetchStamps() {
 // node no longer leads, unstamped (Raft forwards them to the leader, which
 // stamps them). A failed fetch fails this node's writes, which were not
 // proposed; a follower's are dropped, as Raft drops proposals it cannot
-// take (the follower's request times out or is proposed again).
+// take (the follower's request times out or is proposed again). A
+// follower's write that Raft refuses is kept (parkForwarded).
 func (n *Node) proposeStamped(b stampBatch) {
 	n.stamping = false
 	if b.err != nil {
@@ -156,7 +157,7 @@ func (n *Node) proposeStamped(b stampBatch) {
 			switch err := n.rn.Propose(data); {
 			case err == nil && stamped:
 				n.noteForwarder(it.from) // its client waits for the commit
-			case errors.Is(err, raft.ErrProposalDropped) && n.leader.Load() != raft.None:
+			case errors.Is(err, raft.ErrProposalDropped):
 				n.parkForwarded(it)
 			}
 			continue
@@ -177,13 +178,17 @@ func (n *Node) proposeStamped(b stampBatch) {
 	n.fetchStamps()
 }
 
-// parkForwarded keeps a follower's write that Raft refused while a leader is
-// known: this leader is transferring its leadership, and Raft takes no
-// proposal until the transfer ends. Dropped, the write was lost without a
-// word and the follower's client waited out its whole deadline ("did not
-// answer in time"); placement transfers leadership often. It is proposed
-// again, unstamped (stamps must follow the log's order), once the transfer
-// is over (proposeParkedForwarded), for up to leaderWait.
+// parkForwarded keeps a follower's write that Raft refused: this leader is
+// transferring its leadership, and Raft takes no proposal until the
+// transfer ends; or this node has stopped leading while the write waited
+// for its stamps and knows no leader yet (a transfer ends with the old
+// leader a follower of no one until the new leader's first message).
+// Dropped, the write was lost without a word and the follower's client
+// waited out its whole deadline ("did not answer in time"); placement
+// transfers leadership often. It is proposed again, unstamped (stamps must
+// follow the log's order), once a leader is known and no transfer is under
+// way (proposeParkedForwarded), for up to leaderWait. Raft refused it, so
+// it is in no log: proposed again, it is proposed once.
 func (n *Node) parkForwarded(it stampItem) {
 	if it.parkedAt.IsZero() {
 		it.parkedAt = time.Now()
@@ -208,7 +213,7 @@ func (n *Node) proposeParkedForwarded() {
 		case n.stampsHere() && takesStamp(it.data):
 			n.queueStamp(it)
 		default:
-			if err := n.rn.Propose(it.data); errors.Is(err, raft.ErrProposalDropped) && n.leader.Load() != raft.None {
+			if err := n.rn.Propose(it.data); errors.Is(err, raft.ErrProposalDropped) {
 				n.parkForwarded(it)
 			}
 		}

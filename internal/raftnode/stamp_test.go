@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/raft/v3/raftpb"
+
 	"github.com/distkv/distkv/internal/kv"
 )
 
@@ -179,6 +181,132 @@ func TestFollowerWriteDuringATransferIsKept(t *testing.T) {
 	}
 	if res.Revision < 1_000_000 {
 		t.Fatalf("the write took revision %d, not a stamp", res.Revision)
+	}
+	t.Logf("answered after %v (election timeout %v)", time.Since(start), election)
+}
+
+// heldStamper is a counterStamper whose fetches wait while it is held.
+type heldStamper struct {
+	counterStamper
+	mu   sync.Mutex
+	gate chan struct{} // non-nil while held; closed to let the fetches go on
+	held atomic.Int64  // fetches that have waited at the gate
+}
+
+func (s *heldStamper) hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gate = make(chan struct{})
+}
+
+func (s *heldStamper) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.gate)
+	s.gate = nil
+}
+
+func (s *heldStamper) Stamps(ctx context.Context, n int, floor uint64) (uint64, error) {
+	s.mu.Lock()
+	gate := s.gate
+	s.mu.Unlock()
+	if gate != nil {
+		s.held.Add(1)
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+	return s.counterStamper.Stamps(ctx, n, floor)
+}
+
+// TestFollowerWriteWhoseLeaderStepsDownBeforeItsStampIsKept: a write sent to
+// a follower reaches the leader, which fetches its stamp; meanwhile the
+// leader hands its leadership over, and when the stamp comes it follows no
+// one yet (the new leader's first message has not arrived), so Raft refuses
+// the write, unstamped, as a proposal without a leader. It is kept and
+// forwarded once the new leader is known, and answered; dropped, as it was,
+// its client waited out its whole deadline ("leader n2 did not answer in
+// time", bench/scaleout.sh's load pass).
+func TestFollowerWriteWhoseLeaderStepsDownBeforeItsStampIsKept(t *testing.T) {
+	const election = 500 * time.Millisecond
+	st := &heldStamper{counterStamper: counterStamper{next: 1_000_000}}
+	c := newHostCluster(t, 3, func(cfg *Config) {
+		cfg.Stamper = st
+		cfg.ElectionTicks = int(election / cfg.TickInterval)
+	})
+	for _, m := range c.members {
+		c.open(m.Name, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader := c.leader(1)
+	if _, err := put(ctx, leader, "before", "v"); err != nil {
+		t.Fatal(err)
+	}
+	var follower, target *Node
+	for _, h := range c.hosts {
+		if g := h.Group(1); g != leader {
+			if target == nil {
+				target = g
+			} else {
+				follower = g
+			}
+		}
+	}
+
+	st.hold()
+	type answer struct {
+		res kv.Result
+		err error
+	}
+	answered := make(chan answer, 1)
+	start := time.Now()
+	wctx, wcancel := context.WithTimeout(ctx, 4*election)
+	defer wcancel()
+	go func() {
+		res, err := put(wctx, follower, "during", "v")
+		answered <- answer{res, err}
+	}()
+	waitUntil(t, 5*time.Second, "the leader fetches the write's stamp", func() bool { return st.held.Load() > 0 },
+		func() string { return "no fetch" })
+
+	// The new leader's appends and heartbeats do not reach the old one, which
+	// so follows no one once it has voted.
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool {
+		return m.From == target.raftID && m.To == leader.raftID && m.Term > 0 &&
+			(m.Type == raftpb.MsgApp || m.Type == raftpb.MsgHeartbeat)
+	}
+	c.nw.mu.Unlock()
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	go leader.TransferLeader(tctx, target.cfg.Self.Name) //nolint:errcheck // cancelled once it is done
+	waitUntil(t, 5*time.Second, "the target leads and the old leader follows no one", func() bool {
+		var lead uint64
+		onLoop(t, leader, func() { lead = leader.rn.BasicStatus().Lead })
+		return target.Status().Leader == target.cfg.Self.Name && lead == 0
+	}, func() string { return fmt.Sprintf("the target sees leader %q", target.Status().Leader) })
+	tcancel()
+
+	st.release()
+	waitUntil(t, 5*time.Second, "the old leader has the stamp", func() bool {
+		var stamping bool
+		onLoop(t, leader, func() { stamping = leader.stamping })
+		return !stamping
+	}, func() string { return "still fetching" })
+	c.nw.heal()
+
+	a := <-answered
+	if a.err != nil {
+		t.Fatalf("a write through a follower whose leader stepped down before its stamp came: %v after %v", a.err, time.Since(start))
+	}
+	if a.res.Revision < 1_000_000 {
+		t.Fatalf("the write took revision %d, not a stamp", a.res.Revision)
+	}
+	if v, ok := mustGet(t, target, "during"); !ok || v != "v" {
+		t.Fatalf("the new leader reads %q (found %v), want v", v, ok)
 	}
 	t.Logf("answered after %v (election timeout %v)", time.Since(start), election)
 }
