@@ -381,6 +381,10 @@ func (n *Node) step(m raftpb.Message) {
 		}
 	}
 	if err := n.rn.Step(m); err != nil {
+		if m.Type == raftpb.MsgProp && errors.Is(err, raft.ErrProposalDropped) {
+			n.parkRefused(m.From, m.Entries)
+			return
+		}
 		n.logger.Debug("dropped message", "type", m.Type, "from", n.memberName(m.From), "err", err)
 		return
 	}

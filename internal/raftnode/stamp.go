@@ -196,6 +196,20 @@ func (n *Node) parkForwarded(it stampItem) {
 	n.parkedFwd = append(n.parkedFwd, it)
 }
 
+// parkRefused parks the writes of a follower's proposal that Raft refused as
+// it came (parkForwarded): the follower forwarded it to the leader it knew,
+// and this node has since stopped leading and follows no one yet, or leads
+// but is transferring its leadership and the entries take no stamp.
+// Changes of membership are left out: proposed again they would be normal
+// entries, and their proposer waits for them itself.
+func (n *Node) parkRefused(from uint64, ents []raftpb.Entry) {
+	for _, e := range ents {
+		if e.Type == raftpb.EntryNormal {
+			n.parkForwarded(stampItem{data: bytes.Clone(e.Data), from: from})
+		}
+	}
+}
+
 // proposeParkedForwarded proposes the parked writes of followers again once
 // no transfer is under way: stamped if this node still leads, else
 // forwarded to the leader. Called on the loop.

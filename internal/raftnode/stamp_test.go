@@ -310,3 +310,93 @@ func TestFollowerWriteWhoseLeaderStepsDownBeforeItsStampIsKept(t *testing.T) {
 	}
 	t.Logf("answered after %v (election timeout %v)", time.Since(start), election)
 }
+
+// TestFollowerWriteToAnOldLeaderThatFollowsNoOneIsKept: a follower that has
+// not yet heard of a new leader forwards a write to the old one, which has
+// voted for the new leader and follows no one until its first append
+// arrives. Raft refuses the proposal there; it is kept and forwarded once
+// the new leader is known, and answered. Dropped, as it was, its client
+// waited out its whole deadline ("leader n1 did not answer in time").
+func TestFollowerWriteToAnOldLeaderThatFollowsNoOneIsKept(t *testing.T) {
+	const election = time.Second
+	c := newHostCluster(t, 3, func(cfg *Config) {
+		cfg.Stamper = &counterStamper{next: 1_000_000}
+		cfg.ElectionTicks = int(election / cfg.TickInterval)
+	})
+	for _, m := range c.members {
+		c.open(m.Name, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader := c.leader(1)
+	if _, err := put(ctx, leader, "before", "v"); err != nil {
+		t.Fatal(err)
+	}
+	var follower, target *Node
+	for _, h := range c.hosts {
+		if g := h.Group(1); g != leader {
+			if target == nil {
+				target = g
+			} else {
+				follower = g
+			}
+		}
+	}
+
+	// Nothing of the target reaches the follower, which so goes on
+	// following the old leader; the target's appends and heartbeats do not
+	// reach the old leader, which so follows no one once it has voted.
+	var delivered atomic.Bool // the follower's write has reached the old leader
+	c.nw.mu.Lock()
+	c.nw.lose = func(m raftpb.Message) bool {
+		if m.From == follower.raftID && m.To == leader.raftID && m.Type == raftpb.MsgProp {
+			delivered.Store(true)
+		}
+		return m.From == target.raftID && m.To == follower.raftID ||
+			m.From == target.raftID && m.To == leader.raftID && m.Term > 0 &&
+				(m.Type == raftpb.MsgApp || m.Type == raftpb.MsgHeartbeat)
+	}
+	c.nw.mu.Unlock()
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	go leader.TransferLeader(tctx, target.cfg.Self.Name) //nolint:errcheck // cancelled once it is done
+	waitUntil(t, 5*time.Second, "the target leads and the old leader follows no one", func() bool {
+		var lead uint64
+		onLoop(t, leader, func() { lead = leader.rn.BasicStatus().Lead })
+		return target.Status().Leader == target.cfg.Self.Name && lead == 0
+	}, func() string { return fmt.Sprintf("the target sees leader %q", target.Status().Leader) })
+	tcancel()
+	if l := follower.Status().Leader; l != leader.cfg.Self.Name {
+		t.Fatalf("the follower sees leader %q, want the old one, %s", l, leader.cfg.Self.Name)
+	}
+
+	type answer struct {
+		res kv.Result
+		err error
+	}
+	answered := make(chan answer, 1)
+	start := time.Now()
+	wctx, wcancel := context.WithTimeout(ctx, 2*election)
+	defer wcancel()
+	go func() {
+		res, err := put(wctx, follower, "during", "v")
+		answered <- answer{res, err}
+	}()
+	waitUntil(t, 5*time.Second, "the old leader has taken the follower's write", func() bool {
+		return delivered.Load() && len(leader.recvc) == 0
+	}, func() string { return fmt.Sprintf("delivered %v, %d batches queued", delivered.Load(), len(leader.recvc)) })
+	onLoop(t, leader, func() {}) // the turn that stepped it is over
+	c.nw.heal()
+
+	a := <-answered
+	if a.err != nil {
+		t.Fatalf("a write through a follower that reached the old leader after it voted for the new one: %v after %v", a.err, time.Since(start))
+	}
+	if a.res.Revision < 1_000_000 {
+		t.Fatalf("the write took revision %d, not a stamp", a.res.Revision)
+	}
+	if v, ok := mustGet(t, target, "during"); !ok || v != "v" {
+		t.Fatalf("the new leader reads %q (found %v), want v", v, ok)
+	}
+	t.Logf("answered after %v (election timeout %v)", time.Since(start), election)
+}
