@@ -136,17 +136,17 @@ func TestCompactHistoryThroughTheLog(t *testing.T) {
 	}
 }
 
-// heldStamper is a counterStamper whose next fetch, once held, takes its
+// inFlightStamper is a counterStamper whose next fetch, once held, takes its
 // stamps and then waits for release before it answers: a write stamped
 // before a later revision was handed out, still in flight.
-type heldStamper struct {
+type inFlightStamper struct {
 	counterStamper
 	hold    atomic.Bool
 	taken   chan uint64
 	release chan struct{}
 }
 
-func (s *heldStamper) Stamps(ctx context.Context, n int, floor uint64) (uint64, error) {
+func (s *inFlightStamper) Stamps(ctx context.Context, n int, floor uint64) (uint64, error) {
 	first, err := s.counterStamper.Stamps(ctx, n, floor)
 	if err == nil && s.hold.CompareAndSwap(true, false) {
 		s.taken <- first
@@ -160,7 +160,7 @@ func (s *heldStamper) Stamps(ctx context.Context, n int, floor uint64) (uint64, 
 // then refused (its stamp is stale) and proposed again, takes a revision
 // above R, and every replica still reads the old value at R.
 func TestReadAtRevisionIsFinal(t *testing.T) {
-	st := &heldStamper{counterStamper: counterStamper{next: 1000}, taken: make(chan uint64, 1), release: make(chan struct{})}
+	st := &inFlightStamper{counterStamper: counterStamper{next: 1000}, taken: make(chan uint64, 1), release: make(chan struct{})}
 	c := newHostCluster(t, 3, func(cfg *Config) { cfg.Stamper = st })
 	for _, m := range c.members {
 		c.open(m.Name, 1)
