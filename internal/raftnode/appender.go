@@ -256,6 +256,7 @@ func (a *appender) writeFrame(batch []raftpb.Message) (needSync bool, err error)
 				return false, err
 			}
 			recs = append(recs, wal.Record{Shard: shard, Type: wal.RecordEntry, Index: e.Index, Data: data})
+			a.n.logBytes.Add(int64(len(data)))
 			needSync = true
 		}
 		if mhs := hardState(m); !raft.IsEmptyHardState(mhs) {

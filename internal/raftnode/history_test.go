@@ -3,6 +3,8 @@ package raftnode
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -221,5 +223,71 @@ func TestReadAtRevisionIsFinal(t *testing.T) {
 	var ce *kv.CompactedError
 	if !errors.As(err, &ce) || ce.Revision != rev || ce.Compacted != rev+1 {
 		t.Fatalf("GetAt below the compaction: %v", err)
+	}
+}
+
+// TestLargeStateSnapshotsLessOften: a snapshot writes the whole state, so a
+// group whose state (here a long history of one hot key) is large against
+// the entries since its last snapshot waits until they hold half its bytes;
+// small entries on a small state snapshot every SnapshotEntries as before.
+func TestLargeStateSnapshotsLessOften(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.SnapshotEntries = 20
+	n := openNode(t, cfg)
+	defer n.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The newest snapshot file's index, once no snapshot is being written.
+	newest := func() uint64 {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			idx, err := n.snaps.Indexes(n.cfg.Shard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			again, _ := n.snaps.Indexes(n.cfg.Shard)
+			if slices.Equal(idx, again) || time.Now().After(deadline) {
+				if len(idx) == 0 {
+					return 0
+				}
+				return idx[len(idx)-1]
+			}
+		}
+	}
+	for range 60 {
+		if _, err := put(ctx, n, "small", "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := newest(); got < 40 {
+		t.Fatalf("newest snapshot at %d after 60 small entries, SnapshotEntries 20", got)
+	}
+	// 100 versions of 20 KB: a state of about 2 MB.
+	big := strings.Repeat("x", 20<<10)
+	for range 100 {
+		if _, err := put(ctx, n, "hot", big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := newest()
+	// 200 small entries (~ 10 KB): far from half of 2 MB; no snapshot.
+	for range 200 {
+		if _, err := put(ctx, n, "small", "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := newest(); got != before {
+		t.Fatalf("snapshot at %d after 200 small entries on a 2 MB state (was at %d)", got, before)
+	}
+	// 60 more versions of 20 KB (1.2 MB of entries): now one is due.
+	for range 60 {
+		if _, err := put(ctx, n, "hot", big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := newest(); got <= before {
+		t.Fatalf("no snapshot after 1.2 MB of entries on a 2 MB state (newest at %d)", got)
 	}
 }

@@ -90,6 +90,11 @@ type Node struct {
 	quietFlag atomic.Bool
 	// expiring: an OpExpire proposal is under way (ttl.go).
 	expiring atomic.Bool
+	// logBytes counts the bytes of the entries appended to the log (by the
+	// appender); logBytesAtSnap is its count when the last snapshot began
+	// (loop-owned): see maybeSnapshot.
+	logBytes       atomic.Int64
+	logBytesAtSnap int64
 	// compacting: an OpCompact proposal of the retention is under way;
 	// revNotes are the store's revisions noted for it, oldest first, owned
 	// by the loop (history.go).

@@ -26,12 +26,18 @@ type snapResult struct {
 // since the last one, or when Compact asks for one. The state machine is
 // cloned here, on the loop, in O(1); the file is written by another goroutine
 // while the loop goes on.
+//
+// Enough is SnapshotEntries entries, whose bytes add up to at least half the
+// state's (its keys and values, and the versions it keeps): a snapshot
+// writes the whole state, so a large one (many keys, or a long history of
+// a few hot ones) is written no more often than every half its size of log,
+// and snapshots cost at most about twice the bytes the log takes.
 func (n *Node) maybeSnapshot() {
 	if n.snapshotting {
 		return
 	}
 	applied := n.applied.Load()
-	due := applied >= n.snapIndex+n.cfg.SnapshotEntries || (n.snapshotSoon && applied > n.snapIndex)
+	due := (applied >= n.snapIndex+n.cfg.SnapshotEntries && n.logGrewEnough()) || (n.snapshotSoon && applied > n.snapIndex)
 	// Compact's request is not held back by the wait after a failure.
 	asked := len(n.compactWaiters) > 0 && applied > n.snapIndex
 	if !asked && (!due || applied < n.snapRetryAt) {
@@ -41,6 +47,14 @@ func (n *Node) maybeSnapshot() {
 		n.logger.Warn("snapshot skipped", "index", applied, "err", err)
 		n.settleCompactions(Compaction{}, err)
 	}
+}
+
+// logGrewEnough reports whether the entries appended since the last
+// snapshot began hold at least half the bytes of the state's keys and values
+// and of the versions it keeps (see maybeSnapshot).
+func (n *Node) logGrewEnough() bool {
+	_, hist := n.kv.HistoryStats()
+	return n.logBytes.Load()-n.logBytesAtSnap >= (n.kv.Bytes()+hist)/2
 }
 
 // startSnapshot starts writing a snapshot of the state machine, which has
@@ -57,6 +71,7 @@ func (n *Node) startSnapshot(applied uint64) error {
 	}
 	meta := snap.Meta{Shard: n.cfg.Shard, Index: applied, Term: term, Extra: extra}
 	view := n.kv.Snapshot()
+	n.logBytesAtSnap = n.logBytes.Load()
 	n.snapshotting = true
 	n.snapStarted = time.Now()
 	cs := n.confState
