@@ -384,7 +384,9 @@ func TestFollowerWriteToAnOldLeaderThatFollowsNoOneIsKept(t *testing.T) {
 	}()
 	waitUntil(t, 5*time.Second, "the old leader has taken the follower's write", func() bool {
 		return delivered.Load() && len(leader.recvc) == 0
-	}, func() string { return fmt.Sprintf("delivered %v, %d batches queued", delivered.Load(), len(leader.recvc)) })
+	}, func() string {
+		return fmt.Sprintf("delivered %v, %d batches queued", delivered.Load(), len(leader.recvc))
+	})
 	onLoop(t, leader, func() {}) // the turn that stepped it is over
 	c.nw.heal()
 
