@@ -242,6 +242,12 @@ func TestAuthAdministration(t *testing.T) {
 	a.must(http.StatusForbidden, alice, "GET", "/cluster/status", "")
 	a.must(http.StatusForbidden, alice, "POST", "/compaction/run", "")
 	a.must(http.StatusForbidden, alice, "GET", "/backup", "")
+	a.must(http.StatusForbidden, alice, "POST", "/compact", `{"revision":1}`)
+	// A watch needs read access to all it watches (one that is allowed
+	// streams until its client leaves: see TestWatchStreamsChanges).
+	a.must(http.StatusForbidden, alice, "GET", "/watch?prefix=other/", "")
+	a.must(http.StatusForbidden, alice, "GET", "/watch?prefix=app", "")
+	a.must(http.StatusForbidden, alice, "GET", "/watch?key=secret", "")
 	rec := a.must(http.StatusOK, alice, "GET", "/auth/users/alice", "")
 	var u userAnswer
 	if err := json.Unmarshal(rec.Body.Bytes(), &u); err != nil || u.Name != "alice" || len(u.Roles) != 1 || !u.HasPassword {
@@ -274,6 +280,7 @@ func TestAuthAdministration(t *testing.T) {
 	}
 	// Root may use the cluster endpoints.
 	a.must(http.StatusOK, a.root, "GET", "/cluster/status", "")
+	a.must(http.StatusOK, a.root, "POST", "/compact", `{"revision":1}`)
 }
 
 // The auth state is no key: no key API sees it.
