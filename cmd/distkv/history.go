@@ -35,6 +35,23 @@ func (b backend) Revision(ctx context.Context) (int64, error) {
 	return int64(rev), err
 }
 
+// ScanRevision returns the revision a linearizable scan of start <= key <
+// end reads at: the current revision of its range if this node holds one
+// that covers it all (no write needed to make it final there; see
+// raftnode.Node.CurrentRevision), else the cluster's current revision.
+func (b backend) ScanRevision(ctx context.Context, start, end []byte) (int64, error) {
+	if g := b.n.Host().GroupFor(start); g != nil {
+		rev, ok, err := g.CurrentRevision(ctx, start, end)
+		if err != nil && !errors.Is(err, raftnode.ErrWrongRange) {
+			return 0, err
+		}
+		if ok {
+			return rev, nil
+		}
+	}
+	return b.Revision(ctx)
+}
+
 // GetAt reads key at revision rev from the range that holds it.
 func (b backend) GetAt(ctx context.Context, key []byte, rev int64) (kv.KeyValue, bool, error) {
 	type got struct {

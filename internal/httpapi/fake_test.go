@@ -211,6 +211,10 @@ func (f *fakeBackend) Revision(ctx context.Context) (int64, error) {
 	return max(f.store.Revision(), 1), f.wait(ctx)
 }
 
+func (f *fakeBackend) ScanRevision(ctx context.Context, _, _ []byte) (int64, error) {
+	return f.Revision(ctx)
+}
+
 func (f *fakeBackend) GetAt(ctx context.Context, key []byte, rev int64) (kv.KeyValue, bool, error) {
 	if err := f.record(fakeCall{op: "get", key: key, linearizable: true}); err != nil {
 		return kv.KeyValue{}, false, err

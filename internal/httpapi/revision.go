@@ -21,6 +21,11 @@ type RevisionReader interface {
 	// every write acknowledged before the call, below that of every write
 	// that starts after it returned.
 	Revision(ctx context.Context) (int64, error)
+	// ScanRevision returns a revision at which a scan of start <= key <
+	// end (end empty: unbounded) that starts now is linearizable: the
+	// current revision, or a cheaper one that serves as well for these
+	// keys (that of the one range that holds them all).
+	ScanRevision(ctx context.Context, start, end []byte) (int64, error)
 	// GetAt reads key as it was at rev; an error wrapping kv.ErrCompacted
 	// (a *kv.CompactedError) if rev is compacted.
 	GetAt(ctx context.Context, key []byte, rev int64) (kv.KeyValue, bool, error)

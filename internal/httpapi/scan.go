@@ -131,7 +131,7 @@ func (h *handler) scan(w http.ResponseWriter, r *http.Request) {
 	atRev = atRev && sr.linearizable && !empty
 	if atRev {
 		if sr.rev == 0 {
-			cur, err := rr.Revision(ctx)
+			cur, err := rr.ScanRevision(ctx, sr.start, sr.end)
 			if err != nil {
 				h.backendError(ctx, w, r, "revision", err, false)
 				return

@@ -194,3 +194,25 @@ func (n *Node) Changes(ctx context.Context, start, end []byte, after, upto int64
 	}
 	return evs, err
 }
+
+// CurrentRevision returns, if the keys start <= key < end (end empty:
+// unbounded) all lie in this group's range, a revision at which a read of
+// them is linearizable and final here without a write: the group's revision
+// once this replica is current (a read barrier). Every write acknowledged
+// before the call is at or below it, and any write still to apply here
+// takes a revision above it (a stamp at or below it is refused). ok is
+// false if the keys reach beyond the range: a read across ranges needs the
+// cluster's current revision instead.
+func (n *Node) CurrentRevision(ctx context.Context, start, end []byte) (rev int64, ok bool, err error) {
+	b := n.bounds.Load()
+	if !b.Contains(start) || (len(b.End) > 0 && (len(end) == 0 || bytes.Compare(end, b.End) > 0)) {
+		return 0, false, nil
+	}
+	if err := n.ReadBarrier(ctx); err != nil {
+		return 0, false, err
+	}
+	if n.bounds.Load() != b {
+		return 0, false, nil // split meanwhile
+	}
+	return max(n.kv.Revision(), 1), true, nil
+}

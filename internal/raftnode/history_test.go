@@ -291,3 +291,43 @@ func TestLargeStateSnapshotsLessOften(t *testing.T) {
 		t.Fatalf("no snapshot after 1.2 MB of entries on a 2 MB state (newest at %d)", got)
 	}
 }
+
+// TestCurrentRevisionOfOneRange: a read of keys that one range holds all
+// may read at that range's revision (every acknowledged write of it is at
+// or below it, no write needed); keys beyond the range get no revision
+// from it.
+func TestCurrentRevisionOfOneRange(t *testing.T) {
+	c := newHostCluster(t, 3, nil)
+	for _, m := range c.members {
+		c.open(m.Name, 1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	left := c.leader(1)
+	putKeys(t, ctx, left, 100)
+	if err := left.Split(ctx, []byte("key050"), 2); err != nil {
+		t.Fatal(err)
+	}
+	c.waitGroup(2)
+	right := c.leader(2)
+	last, err := put(ctx, right, "key077", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, h := range c.hosts {
+		g := h.Group(2)
+		rev, ok, err := g.CurrentRevision(ctx, []byte("key060"), nil)
+		if err != nil || !ok || rev != last.Revision {
+			t.Fatalf("%s: CurrentRevision of keys group 2 holds: %d %v %v, want %d", name, rev, ok, err, last.Revision)
+		}
+		if kv, found, err := g.GetAt(ctx, []byte("key077"), rev); err != nil || !found || string(kv.Value) != "x" {
+			t.Fatalf("%s: key077 at %d: %+v %v %v", name, rev, kv, found, err)
+		}
+		if _, ok, err := h.Group(1).CurrentRevision(ctx, []byte("key010"), []byte("key060")); ok || err != nil {
+			t.Fatalf("%s: group 1 gave a revision for keys up to key060 (beyond its range): %v %v", name, ok, err)
+		}
+		if _, ok, _ := h.Group(1).CurrentRevision(ctx, []byte("key010"), nil); ok {
+			t.Fatalf("%s: group 1 gave a revision for the unbounded rest of the key space", name)
+		}
+	}
+}
