@@ -11,6 +11,7 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,16 +30,78 @@ import (
 
 var _ httpapi.Backuper = backend{}
 
-// Backup serves GET /backup: raftnode.Node.Export, read as snapshot pairs.
+// Backup serves GET /backup. A key space in one range, held here: its
+// state as raftnode.Node.Export copies it, read as snapshot pairs (with its
+// client-session records and its history). Split into ranges: every key
+// read at the cluster's current revision R, range after range in key order,
+// after a state pair with group 1's auth state and R (kv.BackupStatePair);
+// restored, it is one range that splits again as it grows.
 func (b backend) Backup(ctx context.Context) (httpapi.BackupView, error) {
-	if gs := b.n.Host().Groups(); len(gs) > 1 {
-		return httpapi.BackupView{}, fmt.Errorf("%w: a backup of a key space split into %d ranges", httpapi.ErrNotBuilt, len(gs))
+	if gs := b.n.Host().Groups(); len(gs) == 1 {
+		if bounds := b.n.Bounds(); len(bounds.Start) == 0 && len(bounds.End) == 0 {
+			e, err := b.n.Export(ctx)
+			if err != nil {
+				return httpapi.BackupView{}, err
+			}
+			return httpapi.BackupView{Shard: e.Shard, ClusterID: e.ClusterID, Revision: e.Index, Pairs: infallible(e.View.SnapshotPairs())}, nil
+		}
 	}
-	e, err := b.n.Export(ctx)
+	rev, err := b.Revision(ctx)
 	if err != nil {
 		return httpapi.BackupView{}, err
 	}
-	return httpapi.BackupView{Shard: e.Shard, ClusterID: e.ClusterID, Revision: e.Index, Pairs: e.View.SnapshotPairs()}, nil
+	if err := b.n.ReadBarrier(ctx); err != nil {
+		return httpapi.BackupView{}, err
+	}
+	state := kv.BackupStatePair(b.n.KV().Auth(), rev)
+	pairs := func(yield func(kv.KeyValue, error) bool) {
+		if !yield(state, nil) {
+			return
+		}
+		var buf []byte
+		from := []byte{}
+		for {
+			// The stream outlives the request's first deadline: each page
+			// gets one of its own.
+			pctx, cancel := context.WithTimeout(context.Background(), backupPageTimeout)
+			kvs, more, err := b.walk(pctx, from, nil, backupPageSize, true, rev)
+			cancel()
+			if err != nil {
+				yield(kv.KeyValue{}, fmt.Errorf("read the keys from %q at revision %d: %w", from, rev, err))
+				return
+			}
+			for _, p := range kvs {
+				var fp kv.KeyValue
+				fp, buf = kv.FoldPair(p, buf)
+				if !yield(fp, nil) {
+					return
+				}
+			}
+			if !more || len(kvs) == 0 {
+				return
+			}
+			from = append(slices.Clone(kvs[len(kvs)-1].Key), 0)
+		}
+	}
+	return httpapi.BackupView{Shard: 1, ClusterID: b.n.ClusterID(), Revision: uint64(rev), Pairs: pairs}, nil
+}
+
+// A backup of several ranges reads backupPageSize keys at a time, each page
+// within backupPageTimeout.
+const (
+	backupPageSize    = 1000
+	backupPageTimeout = 30 * time.Second
+)
+
+// infallible is pairs as a sequence that never fails.
+func infallible(pairs iter.Seq[kv.KeyValue]) iter.Seq2[kv.KeyValue, error] {
+	return func(yield func(kv.KeyValue, error) bool) {
+		for p := range pairs {
+			if !yield(p, nil) {
+				return
+			}
+		}
+	}
 }
 
 // backupSummary is what `distkv backup` prints, and `distkv restore` too.

@@ -57,9 +57,12 @@ func NewHeader(shard, revision, clusterID uint64, now time.Time) (Header, error)
 }
 
 // Write streams a backup of pairs (kv.View.SnapshotPairs of a state applied
-// up to h.Revision) to w, and returns the number of pairs written. It does
+// up to h.Revision, or the pairs of a whole key space read at revision
+// h.Revision after kv.BackupStatePair) to w, and returns the number of
+// pairs written. An error that pairs yields ends the stream before its
+// trailer (no reader takes it for a whole backup) and is returned. It does
 // not close or sync w.
-func Write(w io.Writer, h Header, pairs iter.Seq[kv.KeyValue]) (uint64, error) {
+func Write(w io.Writer, h Header, pairs iter.Seq2[kv.KeyValue, error]) (uint64, error) {
 	e := extra{Format: formatName, Version: Version, Nonce: hex.EncodeToString(h.Nonce[:]),
 		Created: h.Created.UTC().Format(time.RFC3339Nano)}
 	if h.ClusterID != 0 {
@@ -70,15 +73,17 @@ func Write(w io.Writer, h Header, pairs iter.Seq[kv.KeyValue]) (uint64, error) {
 		return 0, err
 	}
 	var n uint64
-	counted := func(yield func(kv.KeyValue) bool) {
-		for p := range pairs {
-			n++
-			if !yield(p) {
+	counted := func(yield func(kv.KeyValue, error) bool) {
+		for p, err := range pairs {
+			if err == nil {
+				n++
+			}
+			if !yield(p, err) {
 				return
 			}
 		}
 	}
-	err = snap.Encode(w, snap.Meta{Shard: h.Shard, Index: h.Revision, Extra: b}, counted)
+	err = snap.EncodeChecked(w, snap.Meta{Shard: h.Shard, Index: h.Revision, Extra: b}, counted)
 	return n, err
 }
 

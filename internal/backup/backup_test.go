@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,15 +14,39 @@ import (
 	"github.com/distkv/distkv/internal/snap"
 )
 
-func testPairs(n int) iter.Seq[kv.KeyValue] {
-	return func(yield func(kv.KeyValue) bool) {
+func testPairs(n int) iter.Seq2[kv.KeyValue, error] {
+	return func(yield func(kv.KeyValue, error) bool) {
 		for i := range n {
 			p := kv.KeyValue{Key: fmt.Appendf(nil, "k%05d", i), Value: fmt.Appendf(nil, "v%d", i),
 				Version: 1, Revision: int64(i + 1), CreateRevision: int64(i + 1)}
-			if !yield(p) {
+			if !yield(p, nil) {
 				return
 			}
 		}
+	}
+}
+
+// TestWriteCutShort: a source that fails ends the stream before its
+// trailer: what was written does not verify as a backup.
+func TestWriteCutShort(t *testing.T) {
+	h, err := NewHeader(1, 100000, 0xabc, time.Unix(1700000000, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := func(yield func(kv.KeyValue, error) bool) {
+		for p, err := range testPairs(500) {
+			if !yield(p, err) {
+				return
+			}
+		}
+		yield(kv.KeyValue{}, errors.New("a range did not answer"))
+	}
+	var buf bytes.Buffer
+	if _, err := Write(&buf, h, failing); err == nil || !strings.Contains(err.Error(), "a range did not answer") {
+		t.Fatalf("Write with a failing source: %v", err)
+	}
+	if _, err := Verify(bytes.NewReader(buf.Bytes()), nil); err == nil {
+		t.Fatalf("a backup cut short verifies (%d bytes)", buf.Len())
 	}
 }
 

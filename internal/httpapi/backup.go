@@ -27,8 +27,10 @@ type BackupView struct {
 	ClusterID uint64 // 0: the cluster predates ids
 	// Revision is the applied index of the copy.
 	Revision uint64
-	// Pairs are kv.View.SnapshotPairs of the copy.
-	Pairs iter.Seq[kv.KeyValue]
+	// Pairs are kv.View.SnapshotPairs of the copy, or the state pair and
+	// pairs of the whole key space read at Revision (see backup.Write); an
+	// error ends the stream, cut short, before its trailer.
+	Pairs iter.Seq2[kv.KeyValue, error]
 }
 
 // Headers of a GET /backup answer, sent before the body.

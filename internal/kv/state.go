@@ -71,19 +71,7 @@ func (v *View) SnapshotPairs() iter.Seq[KeyValue] {
 		}
 		var buf []byte
 		fold := func(kv KeyValue, end int64) KeyValue {
-			kind := byte(kv.Kind)
-			buf = append(buf[:0], 0)
-			if end != 0 {
-				kind |= pairRetired
-				buf = binary.LittleEndian.AppendUint64(buf, uint64(end))
-			}
-			if kv.Deadline != 0 {
-				kind |= pairDeadline
-				buf = binary.LittleEndian.AppendUint64(buf, uint64(kv.Deadline))
-			}
-			buf[0] = kind
-			buf = append(buf, kv.Value...)
-			kv.Value, kv.Kind, kv.Deadline = buf, KindString, 0
+			kv, buf = foldPair(kv, end, buf)
 			return kv
 		}
 		past := v.hist.Iter()
@@ -112,6 +100,43 @@ func (v *View) SnapshotPairs() iter.Seq[KeyValue] {
 			retired(nil)
 		}
 	}
+}
+
+// foldPair returns kv as a snapshot file holds it (see above): its kind,
+// its end if it is a retired version (end > 0) and its deadline folded into
+// its value, built in buf, which it returns for reuse.
+func foldPair(kv KeyValue, end int64, buf []byte) (KeyValue, []byte) {
+	kind := byte(kv.Kind)
+	buf = append(buf[:0], 0)
+	if end != 0 {
+		kind |= pairRetired
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(end))
+	}
+	if kv.Deadline != 0 {
+		kind |= pairDeadline
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(kv.Deadline))
+	}
+	buf[0] = kind
+	buf = append(buf, kv.Value...)
+	kv.Value, kv.Kind, kv.Deadline = buf, KindString, 0
+	return kv, buf
+}
+
+// FoldPair returns kv, a key's latest version, as a snapshot file holds it:
+// its kind and deadline folded into its value, built in buf, which it
+// returns for reuse (so the value is valid until the next call with it).
+func FoldPair(kv KeyValue, buf []byte) (KeyValue, []byte) { return foldPair(kv, 0, buf) }
+
+// BackupStatePair returns the state pair of a backup of the whole key space
+// read at revision rev (the pairs follow it, folded by FoldPair): the auth
+// state a, revision rev, the timestamp oracle's mark at rev (so that a
+// cluster restored from it hands out revisions above every one it holds),
+// no client-session records and no retired versions (the restored state
+// begins at rev).
+func BackupStatePair(a *auth.State, rev int64) KeyValue {
+	v := &View{auth: a, rev: rev, mark: uint64(max(rev, 0))}
+	st := appendState(append([]byte(stateMagic), v.stateVersion()), v)
+	return KeyValue{Key: []byte{}, Value: st, Version: 1, Revision: 1, CreateRevision: 1}
 }
 
 // RestoreSnapshot is Restore for the pairs of a snapshot file: those that

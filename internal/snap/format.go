@@ -82,6 +82,22 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // A nil pairs is an empty snapshot.
 // Encode does not close or sync w.
 func Encode(w io.Writer, meta Meta, pairs iter.Seq[kv.KeyValue]) error {
+	return EncodeChecked(w, meta, func(yield func(kv.KeyValue, error) bool) {
+		if pairs == nil {
+			return
+		}
+		for p := range pairs {
+			if !yield(p, nil) {
+				return
+			}
+		}
+	})
+}
+
+// EncodeChecked is Encode for pairs read from a source that may fail: an
+// error it yields stops the stream before its trailer, so that what was
+// written is never taken for a whole snapshot, and is returned.
+func EncodeChecked(w io.Writer, meta Meta, pairs iter.Seq2[kv.KeyValue, error]) error {
 	if len(meta.Extra) > MaxExtra {
 		return fmt.Errorf("encode snapshot: extra of %d bytes exceeds %d", len(meta.Extra), MaxExtra)
 	}
@@ -171,16 +187,16 @@ func appendHeader(b []byte, meta Meta) []byte {
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
-func writePairs(zw *zstd.Encoder, index uint64, pairs iter.Seq[kv.KeyValue]) (uint64, error) {
+func writePairs(zw *zstd.Encoder, index uint64, pairs iter.Seq2[kv.KeyValue, error]) (uint64, error) {
 	var (
 		count uint64
 		prev  []byte
 		hdr   []byte
 	)
-	if pairs == nil {
-		return 0, nil
-	}
-	for p := range pairs {
+	for p, err := range pairs {
+		if err != nil {
+			return count, fmt.Errorf("encode snapshot: pair %d: %w", count, err)
+		}
 		if why := checkPair(p, count, prev, index); why != "" {
 			return count, fmt.Errorf("encode snapshot: %s", why)
 		}

@@ -20,8 +20,18 @@ import (
 // and starts a new cluster on them: every write acknowledged with a revision
 // at or below the backup's is there with its value, and no key written
 // above it. A truncated and an altered copy of the file are refused.
-func TestBackupRestoreUnderLoad(t *testing.T) {
-	src := startCluster(t, 3)
+func TestBackupRestoreUnderLoad(t *testing.T) { backupRestoreUnderLoad(t) }
+
+// TestBackupRestoreShardedUnderLoad is TestBackupRestoreUnderLoad on a
+// cluster whose key space splits into ranges (16 KiB) as it is written: the
+// backup reads every range at one revision, and the restored cluster, one
+// range again, holds exactly the writes at or below it.
+func TestBackupRestoreShardedUnderLoad(t *testing.T) {
+	backupRestoreUnderLoad(t, "--range-split-bytes", "16KiB")
+}
+
+func backupRestoreUnderLoad(t *testing.T, extra ...string) {
+	src := startCluster(t, 3, extra...)
 	src.leader(10 * time.Second)
 	var eps []string
 	for _, n := range src.names {
@@ -77,6 +87,15 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 		}
 	}
 	waitFor(2000)
+	if len(extra) > 0 {
+		// Written enough to have split.
+		waitFor(4000)
+		rs, err := src.placedRanges(src.names[0])
+		if err != nil || len(rs) < 2 {
+			t.Fatalf("%d ranges before the backup (%v): the test wants several", len(rs), err)
+		}
+		t.Logf("%d ranges at the backup", len(rs))
+	}
 	file := filepath.Join(t.TempDir(), "cluster.backup")
 	out, err := run(t, "backup", "--endpoints", strings.Join(eps, ","), "--out", file)
 	if err != nil {
