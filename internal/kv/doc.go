@@ -48,6 +48,14 @@
 //     then every pair with its kind folded into its value; Store.RestoreSnapshot
 //     loads that, or the plain pairs of a snapshot written before it, all or
 //     nothing. View.All and Store.Restore deal in plain pairs.
+//   - Versions by revision. Every version a write replaces or deletes is kept,
+//     with the revision that ended it, until an OpCompact drops it
+//     (history.go): GetAt, RangeAt and Changes read the state as it was at a
+//     revision, Versions a key's current life; reads below the compaction
+//     revision fail with a *CompactedError. Snapshots carry the kept
+//     versions (retired pairs, kind byte | 0x40) and the compaction revision
+//     (state version 4). OpAdvance raises the revision without a write, so
+//     that a revision read at is final (no stamp at or below it applies).
 //   - Concurrency. One goroutine (the Raft apply loop) calls Apply and Restore;
 //     any number of goroutines may read (Get, Range, Len, Snapshot) meanwhile.
 //     Long scans read a clone, so they never hold up Apply.
