@@ -149,3 +149,64 @@ func TestWatchAcrossKills(t *testing.T) {
 	}
 	t.Logf("%d events, each once and in order, across 2 kills of the watcher's node", len(got))
 }
+
+// TestWatchOfOneRangeWritesNothing: a watch on a key of a quiet range polls
+// ten times a second without adding to the range's log (it reads up to the
+// range's own revision, which needs no write to be final), and still gets
+// the key's next change at once.
+func TestWatchOfOneRangeWritesNothing(t *testing.T) {
+	c := startCluster(t, 3)
+	leader := c.leader(10 * time.Second)
+	follower := c.names[0]
+	if follower == leader {
+		follower = c.names[1]
+	}
+	if code, body := do(t, "PUT", c.url(leader, "/key/cfg"), `{"value":"a"}`); code != 200 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	applied := func() uint64 {
+		t.Helper()
+		st, err := c.status(leader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Applied
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wc, err := client.New(client.Config{Endpoints: []string{c.http[follower]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan client.Event, 10)
+	go func() {
+		for ev, err := range wc.Watch(ctx, client.Watch{Key: "cfg"}) {
+			if err != nil {
+				return
+			}
+			events <- ev
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // the watch is polling
+	before := applied()
+	time.Sleep(3 * time.Second)
+	after := applied()
+	t.Logf("the log grew by %d entries in 3 s of watching (30 polls)", after-before)
+	if after-before > 3 {
+		t.Fatalf("the log grew by %d entries in 3 s of a watch on a quiet range", after-before)
+	}
+	if code, body := do(t, "PUT", c.url(leader, "/key/cfg"), `{"value":"b"}`); code != 200 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev.Type == "PUT" && ev.Key == "cfg" && ev.Value == "b" {
+				return
+			}
+		case <-timeout:
+			t.Fatal("the watch did not deliver the put within 5 s")
+		}
+	}
+}
