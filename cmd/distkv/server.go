@@ -108,7 +108,7 @@ names). Precedence: flag, environment, file, default.`,
 	f.DurationVar(&o.tick, "tick", 100*time.Millisecond, "Raft tick interval")
 	f.IntVar(&o.electionTicks, "election-ticks", 10, "election timeout in ticks")
 	f.IntVar(&o.heartbeatTicks, "heartbeat-ticks", 1, "heartbeat interval in ticks")
-	f.Uint64Var(&o.snapshotEntries, "snapshot-entries", 10000, "applied entries between snapshots")
+	f.Uint64Var(&o.snapshotEntries, "snapshot-entries", 10000, "applied entries between snapshots (which also wait for half the state's bytes of log)")
 	f.Uint64Var(&o.catchupEntries, "snapshot-catchup-entries", 5000, "entries kept in memory behind a snapshot for slow followers; one further behind gets the snapshot")
 	f.Var(&o.walSegmentSize, "wal-segment-size", "WAL segment size (bytes; KiB/MiB suffixes allowed)")
 	f.IntVar(&o.placement.Replicas, "replicas", o.placement.Replicas, "replicas of each range (fewer while the cluster has fewer nodes)")

@@ -104,7 +104,9 @@ type Config struct {
 	// quiesce.go): for the many groups of a node that hosts ranges.
 	Quiesce bool
 
-	// SnapshotEntries is how many applied entries trigger a snapshot; default 10,000.
+	// SnapshotEntries is how many applied entries trigger a snapshot, once
+	// their bytes also reach half the state's (see maybeSnapshot); default
+	// 10,000.
 	SnapshotEntries uint64
 	// SnapshotsKept is how many snapshot files are kept per shard; default 2. The
 	// WAL is compacted behind the oldest kept one, so any kept snapshot plus the

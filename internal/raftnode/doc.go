@@ -58,7 +58,8 @@
 //     round trip sooner. Because a write can then be acknowledged before the
 //     leader has heard it is committed, the leader's read index is never below
 //     the highest index it sent a notice for (Node.noticed).
-//   - Every SnapshotEntries applied entries the state machine is cloned (O(1), a
+//   - Every SnapshotEntries applied entries (whose bytes reach half the
+//     state's) the state machine is cloned (O(1), a
 //     copy-on-write B-tree) and written to a snapshot file by another goroutine
 //     while writes go on; then the WAL is compacted behind the oldest snapshot
 //     kept, so disk use stays bounded. Compact takes one at once, on demand.
