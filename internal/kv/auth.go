@@ -101,8 +101,12 @@ func (d *decoder) authState() *auth.State {
 	return s
 }
 
-// stateVersion returns the state version of v's snapshot state pair: 3
-// since stores keep their revision; versions 1 and 2 are only read.
+// stateVersion returns the state version of v's snapshot state pair: 5 if
+// it holds transactions' locks, records or clock, 4 otherwise (which a
+// store that predates them reads); versions 1 to 3 are only read.
 func (v *View) stateVersion() byte {
+	if v.txnClock != 0 || len(v.locks) > 0 || len(v.records) > 0 {
+		return stateVersionTxns
+	}
 	return stateVersionHist
 }

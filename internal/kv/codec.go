@@ -36,7 +36,8 @@ const (
 	resTxn        = 1 << 1
 	resVersion    = 1 << 2
 	resKinds      = 1 << 3 // every encoded pair is followed by its kind
-	resKnownFlags = resCurrent | resTxn | resVersion | resKinds
+	resIntent     = 1 << 4
+	resKnownFlags = resCurrent | resTxn | resVersion | resKinds | resIntent
 )
 
 // The fewest bytes an encoded element of a Txn or TxnResult can take. A decoder
@@ -121,6 +122,9 @@ func (c Command) size() int {
 	if c.Op == OpCompact || c.Op == OpAdvance {
 		return 3 + uvarintLen(uint64(c.Revision))
 	}
+	if c.Intent != nil {
+		return 3 + intentSize(c.Intent) + uvarintLen(uint64(c.Revision)) + varintLen(c.Now)
+	}
 	if c.Deadline != 0 {
 		n += varintLen(c.Deadline)
 	}
@@ -166,6 +170,14 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 	}
 	if c.Op == OpCompact || c.Op == OpAdvance {
 		return binary.AppendUvarint(append(dst, codecVersion, byte(c.Op), 0), uint64(c.Revision))
+	}
+	if isIntentOp(c.Op) {
+		in := c.Intent
+		if in == nil {
+			in = &Intent{}
+		}
+		dst = appendIntent(append(dst, codecVersion, byte(c.Op), 0), in)
+		return binary.AppendVarint(binary.AppendUvarint(dst, uint64(c.Revision)), c.Now)
 	}
 	if c.Op == OpPut && c.Deadline != 0 {
 		flags |= cmdDeadline
@@ -253,7 +265,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return Command{}, d.fail("unknown version %d", v)
 	}
 	c.Op = Op(d.u8("op"))
-	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit && c.Op != OpAllocate && c.Op != OpMark && c.Op != OpCompact && c.Op != OpAdvance {
+	if d.err == nil && c.Op != OpPut && c.Op != OpDelete && c.Op != OpTxn && c.Op != OpExpire && c.Op != OpAuth && c.Op != OpSplit && c.Op != OpAllocate && c.Op != OpMark && c.Op != OpCompact && c.Op != OpAdvance && !isIntentOp(c.Op) {
 		return Command{}, d.fail("unknown op %d", c.Op)
 	}
 	flags := d.u8("flags")
@@ -301,6 +313,27 @@ func UnmarshalCommand(b []byte) (Command, error) {
 			return Command{}, d.fail("%v to revision %d", c.Op, rev)
 		}
 		c.Revision = int64(rev)
+		if err := d.finish(); err != nil {
+			return Command{}, err
+		}
+		return c, nil
+	}
+	if isIntentOp(c.Op) {
+		if d.err == nil && flags != 0 {
+			return Command{}, d.fail("flags %#x on a %v", flags, c.Op)
+		}
+		c.Intent = d.intent()
+		rev := d.uvarint("revision")
+		if d.err == nil && rev > math.MaxInt64 {
+			return Command{}, d.fail("revision %d", rev)
+		}
+		c.Revision = int64(rev)
+		c.Now = d.varint("now")
+		if d.err == nil {
+			if err := c.checkIntent(); err != nil {
+				return Command{}, d.fail("%v", err)
+			}
+		}
 		if err := d.finish(); err != nil {
 			return Command{}, err
 		}
@@ -448,6 +481,9 @@ func (r Result) size() int {
 	if r.Txn != nil {
 		n += r.Txn.size(kinds)
 	}
+	if r.Intent != nil {
+		n += intentSize(r.Intent) + varintLen(r.Intent.Rev)
+	}
 	return n
 }
 
@@ -460,6 +496,9 @@ func (r Result) AppendMarshal(dst []byte) []byte {
 	}
 	if r.Txn != nil {
 		flags |= resTxn
+	}
+	if r.Intent != nil {
+		flags |= resIntent
 	}
 	if r.Version != 0 {
 		flags |= resVersion
@@ -487,6 +526,9 @@ func (r Result) AppendMarshal(dst []byte) []byte {
 	if r.Txn != nil {
 		dst = r.Txn.appendMarshal(dst, kinds)
 	}
+	if r.Intent != nil {
+		dst = binary.AppendVarint(appendIntent(dst, r.Intent), r.Intent.Rev)
+	}
 	return dst
 }
 
@@ -499,7 +541,7 @@ func UnmarshalResult(b []byte) (Result, error) {
 		return Result{}, d.fail("unknown version %d", v)
 	}
 	r.Status = Status(d.u8("status"))
-	if d.err == nil && r.Status > StatusStaleStamp {
+	if d.err == nil && r.Status > StatusAborted {
 		return Result{}, d.fail("unknown status %d", r.Status)
 	}
 	flags := d.u8("flags")
@@ -529,6 +571,12 @@ func UnmarshalResult(b []byte) (Result, error) {
 	}
 	if flags&resTxn != 0 {
 		r.Txn = d.txnResult(flags&resKinds != 0)
+	}
+	if flags&resIntent != 0 {
+		r.Intent = d.intent()
+		if d.err == nil {
+			r.Intent.Rev = d.varint("lock revision")
+		}
 	}
 	if d.err == nil && flags&resKinds != 0 && !r.hasKinds() {
 		return Result{}, d.fail("kinds encoded, but every value is a string")

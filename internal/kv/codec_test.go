@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -21,7 +22,21 @@ func equalCommand(a, b Command) bool {
 		equalPtr(a.Cond.PrevVersion, b.Cond.PrevVersion) && equalPtr(a.Cond.PrevRevision, b.Cond.PrevRevision) &&
 		bytes.Equal(a.Request.Client, b.Request.Client) && bytes.Equal(a.Request.Request, b.Request.Request) &&
 		a.Time == b.Time && a.TTL == b.TTL && a.Deadline == b.Deadline && a.Now == b.Now && a.Shard == b.Shard &&
-		(a.Op != OpTxn || equalTxn(a.Txn, b.Txn))
+		a.Revision == b.Revision && (a.Op != OpTxn || equalTxn(a.Txn, b.Txn)) && equalIntent(a.Intent, b.Intent)
+}
+
+func equalIntent(a, b *Intent) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return bytes.Equal(a.ID, b.ID) && bytes.Equal(a.Primary, b.Primary) && a.Time == b.Time && a.TTL == b.TTL && a.Rev == b.Rev &&
+		equalOps(a.Keys, b.Keys) && equalOps(a.Record, b.Record)
+}
+
+func equalOps(a, b []TxnOp) bool {
+	return slices.EqualFunc(a, b, func(x, y TxnOp) bool {
+		return x.Type == y.Type && bytes.Equal(x.Key, y.Key) && bytes.Equal(x.Value, y.Value) && x.Kind == y.Kind
+	})
 }
 
 // sampleCommands are round-tripped by the tests and seed the fuzzer.
@@ -39,6 +54,15 @@ func sampleCommands() []Command {
 		{Op: OpCompact, Revision: 1 << 40},
 		{Op: OpCompact, Revision: 1},
 		{Op: OpAdvance, Revision: 1 << 50},
+		{Op: OpLock, Intent: &Intent{ID: txnID(1), Primary: []byte("a"), Time: 1_700_000_031_000_000_000, TTL: 5e9,
+			Keys: []TxnOp{{Type: TxnGet, Key: []byte("a")}, {Type: TxnPut, Key: []byte("b")}, {Type: TxnDelete, Key: []byte("c")}}}},
+		{Op: OpCommit, Revision: 77, Intent: &Intent{ID: txnID(2), Primary: []byte("a"),
+			Keys:   []TxnOp{{Type: TxnPut, Key: []byte("a"), Value: []byte("1"), Kind: KindJSON}},
+			Record: []TxnOp{{Type: TxnPut, Key: []byte("a"), Value: []byte("1"), Kind: KindJSON}, {Type: TxnDelete, Key: []byte("z")}}}},
+		{Op: OpResolve, Intent: &Intent{ID: txnID(3), Primary: []byte("a"), Keys: []TxnOp{{Type: TxnGet, Key: []byte("q")}}}},
+		{Op: OpResolve, Revision: 9, Intent: &Intent{ID: txnID(3), Primary: []byte("a"), Keys: []TxnOp{{Type: TxnPut, Key: []byte("q"), Value: []byte("v")}}}},
+		{Op: OpRecover, Now: 1_700_000_039_000_000_000, Intent: &Intent{ID: txnID(4), Primary: []byte("p"), Time: 1_700_000_031_000_000_000, TTL: 1}},
+		{Op: OpForget, Intent: &Intent{ID: txnID(5), Primary: []byte("p")}},
 		put("", "", Cond{}),
 		put("key", strings.Repeat("x", 300), Cond{CreateOnly: true}),
 		put("k", "v", Cond{PrevVersion: i64(0)}),
@@ -111,7 +135,7 @@ func TestUnmarshalCommandRejects(t *testing.T) {
 		{"empty", nil, "truncated version"},
 		{"unknown version", []byte{2, 1, 0, 0, 0}, "unknown version 2"},
 		{"version 0", []byte{0, 1, 0, 0, 0}, "unknown version 0"},
-		{"unknown op", []byte{1, 11, 0, 0}, "unknown op 11"},
+		{"unknown op", []byte{1, 16, 0, 0}, "unknown op 16"},
 		{"compaction to revision 0", []byte{1, byte(OpCompact), 0, 0}, "compact to revision 0"},
 		{"compaction with flags", []byte{1, byte(OpCompact), 1, 1}, "flags 0x1 on a compact"},
 		{"advance to revision 0", []byte{1, byte(OpAdvance), 0, 0}, "advance to revision 0"},
@@ -191,7 +215,7 @@ func TestUnmarshalResultRejects(t *testing.T) {
 		nil,
 		{1},
 		{2, 0, 0, 0},
-		{1, 5, 0, 0},
+		{1, 7, 0, 0},
 		{1, 0, 4, 0},
 		{1, 0, 0, 0, 0},
 		{1, 1, resCurrent, 0, 0, 0, 0, 0, 0}, // a zero Current must be omitted
@@ -275,6 +299,16 @@ func FuzzRestoreSnapshot(f *testing.F) {
 	f.Add([]byte{stateVersionHist, 0, 0, 0, 7, 0, 0}, []byte("\x40\x01\x00\x00\x00\x00\x00\x00\x00v"))
 	for _, st := range sampleStates() {
 		f.Add(st, []byte("\x00v"))
+	}
+	// Locks and a commit record (state version 5).
+	txns := NewStore()
+	txns.ApplyStamped(1, 3, put("k", "v", Cond{}))
+	txns.Apply(2, Command{Op: OpLock, Intent: &Intent{ID: txnID(1), Primary: []byte("a"), Time: 5, TTL: 5, Keys: []TxnOp{{Type: TxnPut, Key: []byte("k")}}}})
+	txns.Apply(3, Command{Op: OpCommit, Revision: 6, Intent: &Intent{ID: txnID(2), Primary: []byte("a"), Keys: []TxnOp{{Type: TxnGet, Key: []byte("a")}},
+		Record: []TxnOp{{Type: TxnPut, Key: []byte("a"), Value: []byte("1")}}}})
+	for p := range txns.Snapshot().SnapshotPairs() {
+		f.Add(bytes.Clone(p.Value[len(stateMagic):]), []byte("\x00v"))
+		break
 	}
 	f.Fuzz(func(t *testing.T, st, value []byte) {
 		pairs := []KeyValue{

@@ -80,17 +80,22 @@ func (s *Store) applyExpire(rev int64, now int64) Result {
 		due = append(due, e)
 		return true
 	})
+	deleted := 0
 	for _, e := range due {
+		if _, locked := s.lockOf(e.key); locked {
+			continue // expires once its transaction lets go of it
+		}
 		s.expiring.Delete(e)
 		if old, ok := s.tree.DeleteHint(keyItem(e.key), &s.hint); ok {
 			s.bytes -= old.size()
 			s.retire(old, rev)
 		}
+		deleted++
 	}
-	if len(due) > 0 {
+	if deleted > 0 {
 		s.view = nil
 	}
-	return Result{Status: StatusOK, Revision: rev, Version: int64(len(due))}
+	return Result{Status: StatusOK, Revision: rev, Version: int64(deleted)}
 }
 
 // NextDeadline returns the earliest deadline of a key in the state, and

@@ -74,12 +74,18 @@ func (it item) revision() int64 {
 // that writes a key twice) was never visible and is not kept. s.mu must be
 // held for writing; the caller resets s.view.
 func (s *Store) retire(old item, rev int64) {
-	if old.rec == nil || old.revision() >= rev {
+	if old.rec == nil || old.revision() >= rev || rev <= s.compacted {
 		return
 	}
 	h := histItem{it: old, end: rev}
 	s.hist.Set(h)
-	s.histLog = append(s.histLog, h)
+	// Ends come in order, but for a transaction's write resolved below
+	// the store's revision (intent.go).
+	i := len(s.histLog)
+	for i > 0 && s.histLog[i-1].end > rev {
+		i--
+	}
+	s.histLog = slices.Insert(s.histLog, i, h)
 	s.histBytes += old.size()
 }
 

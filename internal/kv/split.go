@@ -64,6 +64,7 @@ func (s *Store) Split(index uint64, key []byte) (*Store, error) {
 		s.histLog = keep
 		s.histBytes -= right.histBytes
 	}
+	s.splitTxns(right, key)
 	right.compacted = s.compacted
 	right.sessions = sessionTable{
 		byKey: maps.Clone(s.sessions.byKey),

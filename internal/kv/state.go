@@ -56,6 +56,7 @@ const (
 	stateVersionAuth = 2
 	stateVersionRev  = 3
 	stateVersionHist = 4
+	stateVersionTxns = 5
 )
 
 // SnapshotPairs yields the view as a snapshot file holds it: the state pair,
@@ -238,6 +239,11 @@ type state struct {
 	// compacted is the compaction revision.
 	hasHist   bool
 	compacted int64
+	// txnClock, locks and txnRecords (version 5) are the transactions'
+	// state (see intent.go).
+	txnClock   int64
+	locks      []*txnLocks
+	txnRecords []*txnRecord
 }
 
 // table returns the sessionTable that st describes; dropped carries over the
@@ -298,7 +304,11 @@ func appendState(dst []byte, v *View) []byte {
 	dst = appendBytes(dst, a)
 	dst = binary.AppendUvarint(dst, uint64(v.rev))
 	dst = binary.AppendUvarint(dst, v.mark)
-	return binary.AppendUvarint(dst, uint64(v.compacted))
+	dst = binary.AppendUvarint(dst, uint64(v.compacted))
+	if v.stateVersion() >= stateVersionTxns {
+		dst = v.appendTxns(dst)
+	}
+	return dst
 }
 
 // decodeState decodes b, the state pair's value after stateMagic, into st. It
@@ -307,7 +317,7 @@ func appendState(dst []byte, v *View) []byte {
 func decodeState(b []byte, st *state) error {
 	d := decoder{b: b, what: "snapshot state"}
 	version := d.u8("version")
-	if d.err == nil && (version < stateVersion || version > stateVersionHist) {
+	if d.err == nil && (version < stateVersion || version > stateVersionTxns) {
 		return d.fail("unknown version %d", version)
 	}
 	st.clock = d.varint("clock")
@@ -349,7 +359,7 @@ func decodeState(b []byte, st *state) error {
 	switch version {
 	case stateVersionAuth:
 		st.auth = d.authState()
-	case stateVersionRev, stateVersionHist:
+	case stateVersionRev, stateVersionHist, stateVersionTxns:
 		if b := d.bytes("auth state"); d.err == nil && len(b) > 0 {
 			a, err := auth.UnmarshalState(b)
 			if err != nil {
@@ -366,12 +376,15 @@ func decodeState(b []byte, st *state) error {
 		}
 		st.hasRev, st.rev = true, int64(rev)
 		st.mark = d.uvarint("mark")
-		if version == stateVersionHist {
+		if version >= stateVersionHist {
 			c := d.uvarint("compaction revision")
 			if d.err == nil && c > rev {
 				return d.fail("compaction revision %d above the revision %d", c, rev)
 			}
 			st.hasHist, st.compacted = true, int64(c)
+		}
+		if version >= stateVersionTxns {
+			d.txns(st)
 		}
 	}
 	return d.finish()

@@ -89,11 +89,20 @@ type Store struct {
 	histBytes int64                   // guarded by mu
 	// compacted is the compaction revision: reads below it are refused.
 	compacted int64 // guarded by mu
+	// locks holds the keys that transactions over several ranges lock, by
+	// key; txns the same locks by transaction; records the commit records
+	// this range keeps as the primary's; txnClock the largest lock or
+	// recover time applied (see intent.go). Invariant: locks and txns hold
+	// the same locks.
+	locks    *btree.BTreeG[lockItem] // guarded by mu
+	txns     map[string]*txnLocks    // guarded by mu
+	records  map[string]*txnRecord   // guarded by mu
+	txnClock int64                   // guarded by mu
 }
 
 // NewStore returns an empty Store.
 func NewStore() *Store {
-	return &Store{tree: newTree(), expiring: newDeadlineIndex(), hist: newHistory()}
+	return &Store{tree: newTree(), expiring: newDeadlineIndex(), hist: newHistory(), locks: newLocks(), records: map[string]*txnRecord{}}
 }
 
 // item is an entry of the B-tree: one pair packed into a single allocation,
@@ -229,7 +238,7 @@ func (s *Store) ApplyStamped(index, stamp uint64, cmd Command) (Result, error) {
 		if err := cmd.checkRequest(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
-	case OpExpire, OpAuth, OpAllocate, OpMark, OpCompact, OpAdvance:
+	case OpExpire, OpAuth, OpAllocate, OpMark, OpCompact, OpAdvance, OpLock, OpCommit, OpResolve, OpRecover, OpForget:
 		if err := cmd.Validate(); err != nil {
 			return Result{}, fmt.Errorf("apply index %d: %w", index, err)
 		}
@@ -263,6 +272,11 @@ func (s *Store) ApplyStamped(index, stamp uint64, cmd Command) (Result, error) {
 			s.view = nil
 		}
 		return Result{Status: StatusOK, Revision: s.rev}, nil
+	case OpLock, OpCommit, OpResolve, OpRecover, OpForget:
+		return s.applyIntent(cmd), nil
+	}
+	if l, ok := s.lockedKey(&cmd); ok {
+		return Result{Status: StatusLocked, Revision: s.rev, Intent: ptr(l.txn.intent())}, nil
 	}
 	rev := max(int64(index), s.rev+1)
 	if stamp != 0 {
@@ -455,7 +469,15 @@ func (s *Store) Snapshot() *View {
 	if s.view == nil {
 		log := s.sessions.log
 		s.view = &View{tree: s.tree.Copy(), sessions: log[:len(log):len(log)], clock: s.sessions.clock, auth: s.auth, rev: s.rev, mark: s.mark,
-			hist: s.hist.Copy(), compacted: s.compacted}
+			hist: s.hist.Copy(), compacted: s.compacted, txnClock: s.txnClock}
+		for _, l := range s.txns {
+			s.view.locks = append(s.view.locks, l)
+		}
+		slices.SortFunc(s.view.locks, func(a, b *txnLocks) int { return cmp.Compare(a.id, b.id) })
+		for _, r := range s.records {
+			s.view.records = append(s.view.records, r)
+		}
+		slices.SortFunc(s.view.records, func(a, b *txnRecord) int { return cmp.Compare(a.id, b.id) })
 	}
 	return s.view
 }
@@ -551,6 +573,14 @@ func (s *Store) restore(index uint64, seq iter.Seq2[restorePair, error], st *sta
 		}
 	}
 	slices.SortStableFunc(histLog, func(a, b histItem) int { return cmp.Compare(a.end, b.end) })
+	rev := st.rev
+	if !st.hasRev {
+		rev = int64(index)
+	}
+	txns, err := buildTxns(st, rev)
+	if err != nil {
+		return fmt.Errorf("restore at index %d: %w", index, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tree = t
@@ -567,6 +597,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[restorePair, error], st *sta
 	s.hint = btree.PathHint{}
 	s.sessions = st.table(s.sessions.dropped)
 	s.auth = st.auth
+	s.txnClock, s.locks, s.txns, s.records = txns.clock, txns.locks, txns.txns, txns.records
 	return nil
 }
 
@@ -585,6 +616,11 @@ type View struct {
 	// compaction revision.
 	hist      *btree.BTreeG[histItem] // never modified
 	compacted int64
+	// locks and records are the transactions' locks and commit records, by
+	// id; txnClock the store's (see Store). Never modified.
+	locks    []*txnLocks
+	records  []*txnRecord
+	txnClock int64
 }
 
 // Len returns the number of keys in the view.

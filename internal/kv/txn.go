@@ -238,6 +238,8 @@ func (c Command) Validate() error {
 			return fmt.Errorf("%w: a %v carries only its revision, > 0", ErrUnknownOp, c.Op)
 		}
 		return nil
+	case OpLock, OpCommit, OpResolve, OpRecover, OpForget:
+		return c.checkIntent()
 	case OpSplit:
 		if len(c.Key) == 0 || c.Shard == 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
 			c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Now != 0 || c.Auth != nil {

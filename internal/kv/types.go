@@ -81,6 +81,16 @@ func (o Op) String() string {
 		return "compact"
 	case OpAdvance:
 		return "advance"
+	case OpLock:
+		return "lock"
+	case OpCommit:
+		return "commit"
+	case OpResolve:
+		return "resolve"
+	case OpRecover:
+		return "recover"
+	case OpForget:
+		return "forget"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
@@ -160,8 +170,12 @@ type Command struct {
 	// Mark (OpMark only, > 0) is the timestamp oracle's high-water mark.
 	Mark uint64
 	// Revision (OpCompact and OpAdvance only, > 0) is the revision to
-	// compact to, or to advance the store's revision to.
+	// compact to, or to advance the store's revision to; of OpCommit (> 0)
+	// and OpResolve (0: abort), the transaction's commit revision.
 	Revision int64
+	// Intent (the ops of a transaction over several ranges only, not nil;
+	// see intent.go) is the transaction's id, keys and record.
+	Intent *Intent
 }
 
 // RequestID identifies a client's request: the client and its own id for the
@@ -225,8 +239,12 @@ type Result struct {
 	// does not exist.
 	Current KeyValue
 	// Txn is the outcome of an OpTxn (whose Status is always OK and Revision
-	// its log index); nil for other ops.
+	// its log index), and of an OpLock (the locked keys' states); nil for
+	// other ops.
 	Txn *TxnResult
+	// Intent is, with StatusLocked, the lock met; of an OpRecover that
+	// found the transaction committed, its record (Keys).
+	Intent *Intent
 	// Replayed: the command's Request had been applied before; this is that
 	// first application's Result, and nothing was applied now. It is not part
 	// of the encoding.
@@ -255,6 +273,13 @@ func (r Result) Err() error {
 		return ErrAnswerNotKept
 	case StatusStaleStamp:
 		return ErrStaleStamp
+	case StatusLocked:
+		if r.Intent != nil {
+			return &LockedError{Lock: *r.Intent}
+		}
+		return ErrLocked
+	case StatusAborted:
+		return ErrAborted
 	}
 	return fmt.Errorf("unknown result status %d", r.Status)
 }
