@@ -116,7 +116,8 @@ type Intent struct {
 	Record []TxnOp
 }
 
-// LockedError is the error of an operation that met a lock.
+// LockedError is the error of an operation that met a lock: Lock.Keys
+// holds the key it met it on.
 type LockedError struct{ Lock Intent }
 
 func (e *LockedError) Error() string {
@@ -160,6 +161,14 @@ type txnRecord struct {
 
 func (l *txnLocks) intent() Intent {
 	return Intent{ID: []byte(l.id), Primary: l.primary, Time: l.time, TTL: l.ttl, Rev: l.rev}
+}
+
+// met returns the lock on key as the Intent of a LockedError: Keys holds
+// key alone.
+func (l lockItem) met() *Intent {
+	in := l.txn.intent()
+	in.Keys = []TxnOp{{Type: TxnGet, Key: l.key}}
+	return &in
 }
 
 // checkIntent reports an Intent that does not belong to c's Op.
@@ -257,7 +266,7 @@ func (s *Store) applyIntent(cmd Command) Result {
 		}
 		for _, op := range in.Keys {
 			if l, ok := s.lockOf(op.Key); ok && l.txn.id != id {
-				return Result{Status: StatusLocked, Revision: s.rev, Intent: ptr(l.txn.intent())}
+				return Result{Status: StatusLocked, Revision: s.rev, Intent: l.met()}
 			}
 		}
 		s.lock(id, in)
@@ -305,8 +314,6 @@ func (s *Store) applyIntent(cmd Command) Result {
 	}
 	return Result{}
 }
-
-func ptr[T any](v T) *T { return &v }
 
 func cloneOps(ops []TxnOp) []TxnOp {
 	out := make([]TxnOp, len(ops))
@@ -389,7 +396,7 @@ func (s *Store) resolve(id string, ops []TxnOp, rev int64) {
 	s.view = nil
 }
 
-// LockOn returns the write lock on key whose writes may land above below
+// LockOn returns (as LockedError's Intent) the write lock on key whose writes may land above below
 // (taken at a revision under it), if there is one: a read of key at below
 // or later must wait for it (see above). below = math.MaxInt64 asks for any
 // write lock, as a read of the current state must.
@@ -397,7 +404,7 @@ func (s *Store) LockOn(key []byte, below int64) (Intent, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if l, ok := s.lockOf(key); ok && l.write && l.txn.rev < below {
-		return l.txn.intent(), true
+		return *l.met(), true
 	}
 	return Intent{}, false
 }
@@ -417,7 +424,7 @@ func (s *Store) LockIn(start, end []byte, below int64) (Intent, bool) {
 			return false
 		}
 		if l.write && l.txn.rev < below {
-			found, ok = l.txn.intent(), true
+			found, ok = *l.met(), true
 			return false
 		}
 		return true

@@ -278,3 +278,26 @@ func TestIntentValidation(t *testing.T) {
 		}
 	}
 }
+
+// Evaluate answers as a store that applies the transaction does.
+func TestEvaluateMatchesApply(t *testing.T) {
+	txns := append(sampleTxns(),
+		txnCmd([]Compare{cmpValue("k", CompareEqual, "w"), cmpNum("a", TargetVersion, CompareEqual, 1)},
+			[]TxnOp{tput("k", "z"), tget("k"), tdel("a"), tget("a"), tdel("nope"), tput("new", "1"), tget("new")}, nil),
+		txnCmd([]Compare{cmpValue("k", CompareEqual, "v")}, nil, []TxnOp{tget("k"), tput("k", "x"), tget("k")}))
+	for i, txn := range txns {
+		s := NewStore()
+		stamped(t, s, 3, put("k", "v", Cond{}))
+		stamped(t, s, 4, put("a", "1", Cond{}))
+		stamped(t, s, 5, put("k", "w", Cond{}))
+		want := stamped(t, s, 9, txn)
+		s2 := NewStore()
+		stamped(t, s2, 3, put("k", "v", Cond{}))
+		stamped(t, s2, 4, put("a", "1", Cond{}))
+		stamped(t, s2, 5, put("k", "w", Cond{}))
+		res, _ := txn.Txn.Evaluate(9, s2.Get)
+		if fmtResult(Result{Status: StatusOK, Revision: 9, Txn: res}) != fmtResult(want) {
+			t.Errorf("txn %d: evaluated %s, applied %s", i, fmtResult(Result{Status: StatusOK, Revision: 9, Txn: res}), fmtResult(want))
+		}
+	}
+}

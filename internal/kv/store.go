@@ -276,7 +276,7 @@ func (s *Store) ApplyStamped(index, stamp uint64, cmd Command) (Result, error) {
 		return s.applyIntent(cmd), nil
 	}
 	if l, ok := s.lockedKey(&cmd); ok {
-		return Result{Status: StatusLocked, Revision: s.rev, Intent: ptr(l.txn.intent())}, nil
+		return Result{Status: StatusLocked, Revision: s.rev, Intent: l.met()}, nil
 	}
 	rev := max(int64(index), s.rev+1)
 	if stamp != 0 {

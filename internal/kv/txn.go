@@ -426,3 +426,66 @@ func (s *Store) applyTxn(rev int64, t *Txn) Result {
 	}
 	return Result{Status: StatusOK, Revision: rev, Txn: res}
 }
+
+// Evaluate runs t as applyTxn would at revision rev on the states that read
+// gives of its keys (found: the key exists), without a store: it returns
+// the outcome and the writes of the branch that ran (its puts and deletes,
+// in order, a delete only of a key that exists). A transaction over
+// several ranges is evaluated so by its coordinator, on the states its
+// locks returned.
+func (t *Txn) Evaluate(rev int64, read func(key []byte) (KeyValue, bool)) (*TxnResult, []TxnOp) {
+	res := &TxnResult{Succeeded: true}
+	if t == nil {
+		return res, nil
+	}
+	type state struct {
+		kv     KeyValue
+		exists bool
+	}
+	written := map[string]state{}
+	get := func(key []byte) (KeyValue, bool) {
+		if st, ok := written[string(key)]; ok {
+			return st.kv, st.exists
+		}
+		return read(key)
+	}
+	for i := range t.Compares {
+		c := &t.Compares[i]
+		cur, exists := read(c.Key)
+		if !c.holds(cur, exists) {
+			res.Succeeded = false
+			break
+		}
+	}
+	ops := t.Success
+	if !res.Succeeded {
+		ops = t.Failure
+	}
+	if len(ops) > 0 {
+		res.Responses = make([]TxnResponse, len(ops))
+	}
+	var writes []TxnOp
+	for i, op := range ops {
+		cur, exists := get(op.Key)
+		r := &res.Responses[i]
+		r.Type = op.Type
+		switch op.Type {
+		case TxnPut:
+			next := KeyValue{Key: op.Key, Value: op.Value, Kind: op.Kind, Version: 1, Revision: rev, CreateRevision: rev}
+			if exists {
+				next.Version, next.CreateRevision = cur.Version+1, cur.CreateRevision
+			}
+			written[string(op.Key)] = state{next, true}
+			writes = append(writes, op)
+		case TxnDelete:
+			if exists {
+				written[string(op.Key)] = state{}
+				r.Deleted = 1
+				writes = append(writes, op)
+			}
+		case TxnGet:
+			r.Found, r.KV = exists, cur
+		}
+	}
+	return res, writes
+}

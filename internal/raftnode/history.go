@@ -158,6 +158,9 @@ func (n *Node) GetAt(ctx context.Context, key []byte, rev int64) (kv.KeyValue, b
 		return kv.KeyValue{}, false, err
 	}
 	b := n.bounds.Load()
+	if err := n.lockedAt(key, nil, rev); err != nil {
+		return kv.KeyValue{}, false, err
+	}
 	v, ok, err := n.kv.GetAt(key, rev)
 	if n.bounds.Load() != b || !b.Contains(key) {
 		return kv.KeyValue{}, false, n.wrongRange(*n.bounds.Load())
@@ -172,6 +175,9 @@ func (n *Node) RangeAt(ctx context.Context, start, end []byte, limit int, rev in
 		return nil, false, err
 	}
 	b := n.bounds.Load()
+	if err := n.lockedAt(start, rangeEnd(start, end), rev); err != nil {
+		return nil, false, err
+	}
 	kvs, more, err := n.kv.RangeAt(start, end, rev, limit)
 	if n.bounds.Load() != b || !b.Contains(start) || (len(b.End) > 0 && (len(end) == 0 || bytes.Compare(end, b.End) > 0)) {
 		return nil, false, n.wrongRange(*n.bounds.Load())
@@ -188,6 +194,9 @@ func (n *Node) Changes(ctx context.Context, start, end []byte, after, upto int64
 		return nil, err
 	}
 	b := n.bounds.Load()
+	if err := n.lockedAt(start, rangeEnd(start, end), upto); err != nil {
+		return nil, err
+	}
 	evs, err := n.kv.Changes(start, end, after, upto)
 	if n.bounds.Load() != b || !b.Contains(start) || (len(b.End) > 0 && (len(end) == 0 || bytes.Compare(end, b.End) > 0)) {
 		return nil, n.wrongRange(*n.bounds.Load())

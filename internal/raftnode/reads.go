@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -337,6 +338,11 @@ func (n *Node) Get(ctx context.Context, key []byte, linearizable bool) (kv.KeyVa
 	// (applySplit): bounds unchanged across the read, and holding key, mean
 	// the state read still held it.
 	b := n.bounds.Load()
+	if linearizable {
+		if err := n.lockedAt(key, nil, math.MaxInt64); err != nil {
+			return kv.KeyValue{}, false, err
+		}
+	}
 	v, ok := n.kv.Get(key)
 	if n.bounds.Load() != b || !b.Contains(key) {
 		return kv.KeyValue{}, false, n.wrongRange(*n.bounds.Load())
@@ -357,6 +363,11 @@ func (n *Node) Versions(ctx context.Context, key []byte, linearizable bool) ([]k
 		return nil, err
 	}
 	b := n.bounds.Load()
+	if linearizable {
+		if err := n.lockedAt(key, nil, math.MaxInt64); err != nil {
+			return nil, err
+		}
+	}
 	vs := n.kv.Versions(key)
 	if n.bounds.Load() != b || !b.Contains(key) {
 		return nil, n.wrongRange(*n.bounds.Load())
@@ -376,6 +387,11 @@ func (n *Node) Range(ctx context.Context, start, end []byte, limit int, lineariz
 		return nil, false, err
 	}
 	b := n.bounds.Load()
+	if linearizable {
+		if err := n.lockedAt(start, rangeEnd(start, end), math.MaxInt64); err != nil {
+			return nil, false, err
+		}
+	}
 	kvs, more := n.kv.Range(start, end, limit)
 	if n.bounds.Load() != b || !b.Contains(start) || (len(b.End) > 0 && (len(end) == 0 || bytes.Compare(end, b.End) > 0)) {
 		return nil, false, n.wrongRange(*n.bounds.Load())
@@ -477,4 +493,31 @@ func (n *Node) noteTermStart(ents []raftpb.Entry) {
 			return
 		}
 	}
+}
+
+// lockedAt returns a *kv.LockedError if a transaction's write lock on key
+// (end nil) or on a key of [key, end) (end empty but not nil: to the end)
+// may hide a write that a read at revision rev must see (kv.Store.LockOn):
+// the read must wait for it, or end its transaction (package main). Called
+// before the read: a lock taken after it hides only writes above rev.
+func (n *Node) lockedAt(key, end []byte, rev int64) error {
+	var l kv.Intent
+	var ok bool
+	if end == nil {
+		l, ok = n.kv.LockOn(key, rev)
+	} else {
+		l, ok = n.kv.LockIn(key, end, rev)
+	}
+	if ok {
+		return &kv.LockedError{Lock: l}
+	}
+	return nil
+}
+
+// rangeEnd returns end as lockedAt takes it for the keys start <= key < end.
+func rangeEnd(start, end []byte) []byte {
+	if end == nil {
+		return []byte{}
+	}
+	return end
 }

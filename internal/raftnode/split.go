@@ -58,8 +58,21 @@ func (b Bounds) String() string {
 	return fmt.Sprintf("[%q, %s)", b.Start, end)
 }
 
-// holds reports whether every key cmd reads or writes lies in b.
+// holds reports whether every key cmd reads or writes lies in b (a
+// transaction's op: its keys, and the primary where the record is kept).
 func (b Bounds) holds(cmd *kv.Command) bool {
+	if in := cmd.Intent; in != nil {
+		for _, op := range in.Keys {
+			if !b.Contains(op.Key) {
+				return false
+			}
+		}
+		switch cmd.Op {
+		case kv.OpCommit, kv.OpRecover, kv.OpForget:
+			return b.Contains(in.Primary)
+		}
+		return true
+	}
 	switch cmd.Op {
 	case kv.OpPut, kv.OpDelete:
 		return b.Contains(cmd.Key)
