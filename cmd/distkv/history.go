@@ -143,6 +143,13 @@ func (b backend) Changes(ctx context.Context, start, end []byte, after, upto int
 				time.Sleep(routeRetry)
 				continue
 			}
+			if locked := (*kv.LockedError)(nil); errors.As(err, &locked) && ctx.Err() == nil {
+				// A transaction may still write below upto: wait for it.
+				if err := b.meetLock(ctx, locked.Lock, lockRetry); err != nil {
+					return nil, 0, err
+				}
+				continue
+			}
 			if err != nil {
 				return nil, 0, err
 			}

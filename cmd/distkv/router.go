@@ -95,6 +95,14 @@ func routed[T any](ctx context.Context, b backend, key []byte, f func(*raftnode.
 			time.Sleep(routeRetry)
 			continue
 		}
+		var locked *kv.LockedError
+		if errors.As(err, &locked) && ctx.Err() == nil {
+			// A transaction holds the key: wait for it, or end it.
+			if err := b.meetLock(ctx, locked.Lock, lockRetry); err != nil {
+				return v, err
+			}
+			continue
+		}
 		if b.pl != nil && errors.Is(err, raftnode.ErrNoLeader) && ctx.Err() == nil {
 			if leaderless.IsZero() {
 				leaderless = time.Now()
@@ -133,9 +141,12 @@ func (b backend) proposeRemote(ctx context.Context, key []byte, cmd kv.Command) 
 }
 
 // Propose sends a write to the range that holds its keys. A transaction
-// whose keys lie in several ranges is refused whole (ErrCrossRange): one
-// range's log orders it, so all its keys must be that range's. Commands of
-// no key (the expiry of keys, auth changes) are group 1's.
+// whose keys one range holds is one entry of its log; one whose keys lie in
+// several ranges is coordinated here (txn.go), or refused with
+// ErrCrossRange by a node that answers only from its own replicas, so that
+// the node it came from coordinates it. Commands of no key (the expiry of
+// keys, auth changes) are group 1's. A write that meets a transaction's
+// lock waits for it (routed).
 func (b backend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error) {
 	var key []byte
 	switch cmd.Op {
@@ -146,20 +157,35 @@ func (b backend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error)
 		if len(keys) == 0 {
 			return b.n.Propose(ctx, cmd)
 		}
-		return routed(ctx, b, keys[0], func(g *raftnode.Node) (kv.Result, error) {
+		res, err := routed(ctx, b, keys[0], func(g *raftnode.Node) (kv.Result, error) {
 			bounds := g.Bounds()
 			for _, k := range keys {
 				if !bounds.Contains(k) {
-					return kv.Result{}, fmt.Errorf("%w: %q and %q are in different ranges; a transaction over several ranges is not built yet", httpapi.ErrCrossRange, keys[0], k)
+					return kv.Result{}, fmt.Errorf("%w: %q and %q are in different ranges", httpapi.ErrCrossRange, keys[0], k)
 				}
 			}
-			return g.Propose(ctx, cmd)
-		}, func() (kv.Result, error) { return b.proposeRemote(ctx, keys[0], cmd) })
+			return lockedErr(g.Propose(ctx, cmd))
+		}, func() (kv.Result, error) { return lockedErr(b.proposeRemote(ctx, keys[0], cmd)) })
+		if errors.Is(err, httpapi.ErrCrossRange) && b.forwards() {
+			return b.crossRangeTxn(ctx, cmd)
+		}
+		return res, err
+	case kv.OpLock, kv.OpCommit, kv.OpResolve, kv.OpRecover, kv.OpForget:
+		return b.proposeIntent(ctx, cmd)
 	default:
 		return b.n.Propose(ctx, cmd)
 	}
-	return routed(ctx, b, key, func(g *raftnode.Node) (kv.Result, error) { return g.Propose(ctx, cmd) },
-		func() (kv.Result, error) { return b.proposeRemote(ctx, key, cmd) })
+	return routed(ctx, b, key, func(g *raftnode.Node) (kv.Result, error) { return lockedErr(g.Propose(ctx, cmd)) },
+		func() (kv.Result, error) { return lockedErr(b.proposeRemote(ctx, key, cmd)) })
+}
+
+// lockedErr turns the result of a write that met a transaction's lock
+// (applied nothing) into its *kv.LockedError, for routed to wait on.
+func lockedErr(res kv.Result, err error) (kv.Result, error) {
+	if err == nil && res.Status == kv.StatusLocked {
+		return kv.Result{}, res.Err()
+	}
+	return res, err
 }
 
 // txnKeys returns the keys a transaction compares or writes.
@@ -267,6 +293,12 @@ func (b backend) walk(ctx context.Context, start, end []byte, limit int, lineari
 		if (errors.Is(err, raftnode.ErrWrongRange) || (b.pl != nil && movedAway(err))) && ctx.Err() == nil {
 			// Split or moved meanwhile: ask the groups again from here.
 			time.Sleep(routeRetry)
+			continue
+		}
+		if locked := (*kv.LockedError)(nil); errors.As(err, &locked) && ctx.Err() == nil {
+			if err := b.meetLock(ctx, locked.Lock, lockRetry); err != nil {
+				return nil, false, err
+			}
 			continue
 		}
 		if err != nil {

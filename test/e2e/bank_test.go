@@ -1,0 +1,354 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// bankTransfer is one transfer a client ran: from and to compared at their
+// versions, written with their new balances.
+type bankTransfer struct {
+	from, to       int
+	vFrom, vTo     int64
+	newFrom, newTo int
+	start, end     time.Time
+	// outcome: "ok" (committed at rev), "failed" (a compare failed) or
+	// "unknown" (no answer: it may have committed).
+	outcome string
+	rev     int64
+}
+
+// TestBankAcrossRanges: 20 accounts in at least 5 ranges (16 KiB splits,
+// padding between the accounts), 8 clients transferring random amounts
+// with /txn (compare both versions, put both balances) for 25 s while n3
+// and then n2 are killed -9 and started again. Meanwhile every scan of the
+// accounts, paged across ranges at one revision, and every scan at an
+// earlier revision sums to the initial total. Afterwards the total is the
+// initial one, and the history is strictly serializable: each account's
+// versions form a chain in which every version after the first was written
+// by one transfer that compared the version before it, at one revision for
+// both of its accounts; every acknowledged transfer is in the chains; the
+// revisions grow along each chain and follow real time between
+// acknowledged transfers.
+func TestBankAcrossRanges(t *testing.T) {
+	c := startCluster(t, 3, "--range-split-bytes", "16KiB")
+	c.leader(10 * time.Second)
+	const accounts, initial = 20, 100
+	acct := func(i int) string { return fmt.Sprintf("acct/%02d", i) }
+	hc := &http.Client{Timeout: 8 * time.Second}
+	call := func(node, method, path, body string) (int, string, error) {
+		req, err := http.NewRequest(method, c.url(node, path), strings.NewReader(body))
+		if err != nil {
+			return 0, "", err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	put := func(key, value string) {
+		t.Helper()
+		for attempt := 0; ; attempt++ {
+			code, body, err := call(c.names[attempt%3], "PUT", "/key/"+key, `{"value":"`+value+`"}`)
+			if err == nil && code == 200 {
+				return
+			}
+			if attempt == 100 {
+				t.Fatalf("PUT %s: %d %s %v", key, code, body, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	pad := strings.Repeat("p", 4000)
+	for i := range accounts {
+		put(acct(i), strconv.Itoa(initial))
+		for p := range 6 {
+			put(fmt.Sprintf("%s/pad/%d", acct(i), p), pad)
+		}
+	}
+	// The accounts' ranges.
+	var spread int
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, body, _ := call("n1", "GET", "/cluster/ranges", "")
+		var rb struct {
+			Ranges []struct {
+				Start string `json:"start"`
+				End   string `json:"end"`
+			} `json:"ranges"`
+		}
+		json.Unmarshal([]byte(body), &rb)
+		holding := map[string]bool{}
+		for i := range accounts {
+			for _, r := range rb.Ranges {
+				if r.Start <= acct(i) && (r.End == "" || acct(i) < r.End) {
+					holding[r.Start] = true
+				}
+			}
+		}
+		if spread = len(holding); spread >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the accounts lie in %d ranges, want at least 5", spread)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("20 accounts in %d ranges", spread)
+
+	type account struct {
+		Key      string `json:"key"`
+		Value    string `json:"value"`
+		Version  int64  `json:"version"`
+		Revision int64  `json:"revision"`
+	}
+	// scan reads the accounts, 7 pairs a page, at rev (0: now); it returns
+	// the sum, the number of accounts, and the revision read at.
+	scan := func(node string, rev int64) (sum, n int, at int64, err error) {
+		q := "/keys?prefix=acct/&limit=7"
+		if rev > 0 {
+			q += "&revision=" + strconv.FormatInt(rev, 10)
+		}
+		path := q
+		for {
+			code, body, err := call(node, "GET", path, "")
+			if err != nil || code != 200 {
+				return 0, 0, 0, fmt.Errorf("GET %s on %s: %d %.200s %v", path, node, code, body, err)
+			}
+			var p struct {
+				KVs      []account `json:"kvs"`
+				More     bool      `json:"more"`
+				Continue string    `json:"continue"`
+				Revision int64     `json:"revision"`
+			}
+			if err := json.Unmarshal([]byte(body), &p); err != nil {
+				return 0, 0, 0, err
+			}
+			if at != 0 && p.Revision != at {
+				return 0, 0, 0, fmt.Errorf("pages read at %d and %d", at, p.Revision)
+			}
+			at = p.Revision
+			for _, kv := range p.KVs {
+				if strings.Count(kv.Key, "/") == 1 {
+					v, _ := strconv.Atoi(kv.Value)
+					sum += v
+					n++
+				}
+			}
+			if !p.More {
+				return sum, n, at, nil
+			}
+			path = q + "&continue=" + url.QueryEscape(p.Continue)
+		}
+	}
+
+	var mu sync.Mutex
+	var history []bankTransfer
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for cl := range 8 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(cl), 7))
+			node := cl % 3
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				from, to := rng.IntN(accounts), rng.IntN(accounts-1)
+				if to >= from {
+					to++
+				}
+				var cur [2]account
+				ok := true
+				for k, i := range []int{from, to} {
+					code, body, err := call(c.names[node], "GET", "/key/"+acct(i), "")
+					if err != nil || code != 200 || json.Unmarshal([]byte(body), &cur[k]) != nil {
+						ok = false
+						break
+					}
+				}
+				if !ok {
+					node = (node + 1) % 3
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				bf, _ := strconv.Atoi(cur[0].Value)
+				bt, _ := strconv.Atoi(cur[1].Value)
+				amount := 1 + rng.IntN(10)
+				tr := bankTransfer{from: from, to: to, vFrom: cur[0].Version, vTo: cur[1].Version, newFrom: bf - amount, newTo: bt + amount}
+				body := fmt.Sprintf(`{"compare":[{"key":%q,"target":"version","op":"==","version":%d},{"key":%q,"target":"version","op":"==","version":%d}],`+
+					`"success":[{"put":{"key":%q,"value":"%d"}},{"put":{"key":%q,"value":"%d"}}]}`,
+					acct(from), tr.vFrom, acct(to), tr.vTo, acct(from), tr.newFrom, acct(to), tr.newTo)
+				tr.start = time.Now()
+				code, resp, err := call(c.names[node], "POST", "/txn", body)
+				tr.end = time.Now()
+				var res struct {
+					Succeeded bool  `json:"succeeded"`
+					Revision  int64 `json:"revision"`
+				}
+				switch {
+				case err == nil && code == 200 && json.Unmarshal([]byte(resp), &res) == nil:
+					tr.outcome, tr.rev = "failed", res.Revision
+					if res.Succeeded {
+						tr.outcome = "ok"
+					}
+				case err == nil && code >= 400 && code < 500 && code != 409:
+					t.Errorf("POST /txn: %d %s", code, resp)
+					return
+				default:
+					tr.outcome = "unknown"
+					node = (node + 1) % 3
+				}
+				mu.Lock()
+				history = append(history, tr)
+				mu.Unlock()
+			}
+		})
+	}
+	scans, earlier := 0, 0
+	wg.Go(func() {
+		var last int64
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			node := c.names[i%3]
+			sum, n, at, err := scan(node, 0)
+			if err != nil {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			if sum != accounts*initial || n != accounts {
+				t.Errorf("a scan at %d on %s: %d accounts summing to %d, want %d and %d", at, node, n, sum, accounts, accounts*initial)
+			}
+			scans++
+			if last > 0 {
+				if sum, n, _, err := scan(c.names[(i+1)%3], last); err == nil {
+					if sum != accounts*initial || n != accounts {
+						t.Errorf("a scan at the earlier %d: %d accounts summing to %d", last, n, sum)
+					}
+					earlier++
+				}
+			}
+			last = at
+		}
+	})
+	time.Sleep(7 * time.Second)
+	c.servers["n3"].kill9()
+	time.Sleep(5 * time.Second)
+	c.launch("n3").waitReady()
+	time.Sleep(4 * time.Second)
+	c.servers["n2"].kill9()
+	time.Sleep(4 * time.Second)
+	c.launch("n2").waitReady()
+	time.Sleep(5 * time.Second)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	count := map[string]int{}
+	for _, tr := range history {
+		count[tr.outcome]++
+	}
+	t.Logf("%d transfers: %d committed, %d compare failed, %d unknown; %d scans at the current revision, %d at an earlier one",
+		len(history), count["ok"], count["failed"], count["unknown"], scans, earlier)
+	if count["ok"] < 100 || scans < 10 {
+		t.Fatalf("too little done to show anything")
+	}
+	sum, n, _, err := scan("n1", 0)
+	if err != nil || sum != accounts*initial || n != accounts {
+		t.Fatalf("final scan: %d accounts summing to %d, %v", n, sum, err)
+	}
+
+	// The chains. writer[(account, version)] is the transfer that wrote it.
+	type slot struct {
+		acct int
+		v    int64
+	}
+	byRev := map[int64]*bankTransfer{}
+	for i := range history {
+		if tr := &history[i]; tr.outcome == "ok" {
+			if byRev[tr.rev] != nil {
+				t.Fatalf("two transfers committed at revision %d", tr.rev)
+			}
+			byRev[tr.rev] = tr
+		}
+	}
+	wrote := map[*bankTransfer][]int64{} // the revisions its writes carry
+	for a := range accounts {
+		code, body, err := call("n1", "GET", "/key/"+acct(a), "")
+		var latest account
+		if err != nil || code != 200 || json.Unmarshal([]byte(body), &latest) != nil {
+			t.Fatalf("GET %s: %d %s %v", acct(a), code, body, err)
+		}
+		prevRev := int64(0)
+		for v := int64(1); v <= latest.Version; v++ {
+			code, body, err := call("n1", "GET", fmt.Sprintf("/key/%s?version=%d", acct(a), v), "")
+			var got account
+			if err != nil || code != 200 || json.Unmarshal([]byte(body), &got) != nil || got.Version != v {
+				t.Fatalf("GET %s version %d: %d %s %v", acct(a), v, code, body, err)
+			}
+			if got.Revision <= prevRev {
+				t.Fatalf("%s: version %d at revision %d, not after %d", acct(a), v, got.Revision, prevRev)
+			}
+			prevRev = got.Revision
+			if v == 1 {
+				continue
+			}
+			// The transfer that wrote it compared v-1 and wrote this value.
+			matches := func(tr *bankTransfer) bool {
+				return (tr.from == a && tr.vFrom == v-1 && strconv.Itoa(tr.newFrom) == got.Value) ||
+					(tr.to == a && tr.vTo == v-1 && strconv.Itoa(tr.newTo) == got.Value)
+			}
+			tr := byRev[got.Revision]
+			if tr == nil {
+				for i := range history {
+					if u := &history[i]; u.outcome == "unknown" && matches(u) {
+						tr = u
+						break
+					}
+				}
+			}
+			if tr == nil || !matches(tr) {
+				t.Fatalf("%s version %d (%s at revision %d): no transfer compared version %d and wrote it", acct(a), v, got.Value, got.Revision, v-1)
+			}
+			wrote[tr] = append(wrote[tr], got.Revision)
+		}
+	}
+	for tr, revs := range wrote {
+		if len(revs) != 2 || revs[0] != revs[1] || (tr.outcome == "ok" && revs[0] != tr.rev) {
+			t.Fatalf("transfer %d->%d (%s at %d): its writes are at revisions %v", tr.from, tr.to, tr.outcome, tr.rev, revs)
+		}
+	}
+	var acked []*bankTransfer
+	for _, tr := range byRev {
+		if _, ok := wrote[tr]; !ok {
+			t.Fatalf("acknowledged transfer %d->%d at %d is not in the accounts' versions", tr.from, tr.to, tr.rev)
+		}
+		acked = append(acked, tr)
+	}
+	for _, x := range acked {
+		for _, y := range acked {
+			if x.end.Before(y.start) && x.rev >= y.rev {
+				t.Fatalf("transfer at %d ended before one at %d started", x.rev, y.rev)
+			}
+		}
+	}
+}
