@@ -352,3 +352,148 @@ func TestBankAcrossRanges(t *testing.T) {
 		}
 	}
 }
+
+// TestCoordinatorKilledMidTransaction: 16 clients run transactions through
+// n1, each putting one token on a key in one range and on a key in
+// another, while n1 (their coordinator) is killed -9. Transactions caught
+// between their locks and their commit leave locks that nothing will
+// resolve but those who meet them: reads through n2 wait for them, end
+// them once their time is up, and find every transaction whole, both keys
+// or neither, the acknowledged ones both, within the locks' time (2 s).
+func TestCoordinatorKilledMidTransaction(t *testing.T) {
+	c := startCluster(t, 3, "--range-split-bytes", "16KiB")
+	c.leader(10 * time.Second)
+	pad := strings.Repeat("p", 4000)
+	for i := range 30 {
+		if code, body := do(t, "PUT", c.url(c.names[i%3], fmt.Sprintf("/key/m/pad/%02d", i)), `{"value":"`+pad+`"}`); code != 200 {
+			t.Fatalf("PUT pad: %d %s", code, body)
+		}
+	}
+	// a/ and z/ in different ranges.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		_, body := do(t, "GET", c.url("n2", "/cluster/ranges"), "")
+		var rb struct {
+			Ranges []struct {
+				Start string `json:"start"`
+				End   string `json:"end"`
+			} `json:"ranges"`
+		}
+		json.Unmarshal([]byte(body), &rb)
+		split := false
+		for _, r := range rb.Ranges {
+			if r.Start > "a/" && r.Start <= "z/" {
+				split = true
+			}
+		}
+		if split {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a/ and z/ still in one range: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	hc := &http.Client{Timeout: 5 * time.Second}
+	var mu sync.Mutex
+	acked := map[int]bool{}
+	sent := 0
+	var wg sync.WaitGroup
+	dead := make(chan struct{})
+	for cl := range 16 {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				i := cl*100000 + n
+				body := fmt.Sprintf(`{"success":[{"put":{"key":"a/%07d","value":"t%d"}},{"put":{"key":"z/%07d","value":"t%d"}}]}`, i, i, i, i)
+				mu.Lock()
+				sent = max(sent, n+1)
+				mu.Unlock()
+				resp, err := hc.Post(c.url("n1", "/txn"), "application/json", strings.NewReader(body))
+				if err != nil {
+					return // n1 is dead
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 200 && strings.Contains(string(b), `"succeeded":true`) {
+					mu.Lock()
+					acked[i] = true
+					mu.Unlock()
+				}
+				select {
+				case <-dead:
+					return
+				default:
+				}
+			}
+		})
+	}
+	time.Sleep(time.Duration(1500+rand.IntN(500)) * time.Millisecond)
+	c.servers["n1"].kill9()
+	killed := time.Now()
+	close(dead)
+	wg.Wait()
+
+	get := func(key string) (string, bool, time.Duration) {
+		start := time.Now()
+		for attempt := 0; ; attempt++ {
+			code, body, err := func() (int, string, error) {
+				resp, err := hc.Get(c.url("n2", "/key/"+key))
+				if err != nil {
+					return 0, "", err
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b), err
+			}()
+			switch {
+			case err == nil && code == 404:
+				return "", false, time.Since(start)
+			case err == nil && code == 200:
+				var kv struct {
+					Value string `json:"value"`
+				}
+				json.Unmarshal([]byte(body), &kv)
+				return kv.Value, true, time.Since(start)
+			case attempt == 50:
+				t.Fatalf("GET %s: %d %s %v", key, code, body, err)
+			}
+			time.Sleep(100 * time.Millisecond) // ranges n1 led elect new leaders
+		}
+	}
+	var slowest time.Duration
+	whole, none, waited := 0, 0, 0
+	for cl := range 16 {
+		for n := range sent {
+			i := cl*100000 + n
+			va, okA, da := get(fmt.Sprintf("a/%07d", i))
+			vz, okZ, dz := get(fmt.Sprintf("z/%07d", i))
+			slowest = max(slowest, da, dz)
+			if max(da, dz) > 500*time.Millisecond {
+				waited++
+			}
+			want := fmt.Sprintf("t%d", i)
+			switch {
+			case okA && okZ && va == want && vz == want:
+				whole++
+			case !okA && !okZ:
+				if acked[i] {
+					t.Fatalf("transaction %d was acknowledged, but wrote nothing", i)
+				}
+				none++
+			default:
+				t.Fatalf("transaction %d is half there: a=%q (%v) z=%q (%v)", i, va, okA, vz, okZ)
+			}
+		}
+	}
+	t.Logf("n1 killed with transactions in flight: %d acknowledged, %d whole, %d absent; %d reads waited over 0.5 s, the slowest %v, %v after the kill",
+		len(acked), whole, none, waited, slowest.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+	if len(acked) < 50 {
+		t.Fatalf("only %d transactions acknowledged before the kill", len(acked))
+	}
+	if waited == 0 {
+		t.Fatalf("no read met a lock the kill left behind: the kill caught no transaction between its locks and its end")
+	}
+	if slowest > 10*time.Second {
+		t.Fatalf("a read waited %v for a dead coordinator's locks (their time is 2 s)", slowest)
+	}
+}
