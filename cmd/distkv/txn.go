@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -42,13 +43,10 @@ const (
 // crossRangeTxn runs cmd, a transaction whose keys lie in several ranges.
 func (b backend) crossRangeTxn(ctx context.Context, cmd kv.Command) (kv.Result, error) {
 	b.localOnly = false
-	if !cmd.Request.IsZero() {
-		return kv.Result{}, fmt.Errorf("%w: a request id on a transaction over several ranges is not supported yet; send it without one", httpapi.ErrCrossRange)
-	}
 	plan := lockPlan(cmd.Txn)
 	wait := lockRetry
 	for {
-		res, met, err := b.txnAttempt(ctx, cmd.Txn, plan)
+		res, met, err := b.txnAttempt(ctx, cmd, plan)
 		if met == nil {
 			return res, err
 		}
@@ -91,10 +89,13 @@ func lockPlan(t *kv.Txn) []kv.TxnOp {
 	return plan
 }
 
-// txnAttempt runs t once. met is the lock of another transaction that
-// stopped it (after it released its own locks); otherwise res and err are
-// the transaction's outcome.
-func (b backend) txnAttempt(ctx context.Context, t *kv.Txn, plan []kv.TxnOp) (res kv.Result, met *kv.Intent, err error) {
+// txnAttempt runs cmd's transaction once. met is the lock of another
+// transaction that stopped it (after it released its own locks); otherwise
+// res and err are the transaction's outcome. A request id goes with the
+// primary's lock, which answers the recorded outcome if the request was
+// applied before, and with the commit, which records it.
+func (b backend) txnAttempt(ctx context.Context, cmd kv.Command, plan []kv.TxnOp) (res kv.Result, met *kv.Intent, err error) {
+	t := cmd.Txn
 	id := make([]byte, kv.TxnIDSize)
 	rand.Read(id)
 	primary := plan[0].Key
@@ -109,7 +110,11 @@ func (b backend) txnAttempt(ctx context.Context, t *kv.Txn, plan []kv.TxnOp) (re
 	parallel(len(groups), func(i int) {
 		in := lock
 		in.Keys = groups[i]
-		results[i], errs[i] = b.proposeIntent(ctx, kv.Command{Op: kv.OpLock, Intent: &in})
+		lc := kv.Command{Op: kv.OpLock, Intent: &in}
+		if bytes.Equal(groups[i][0].Key, primary) {
+			lc.Request, lc.Time, lc.TTL = cmd.Request, cmd.Time, cmd.TTL
+		}
+		results[i], errs[i] = b.proposeIntent(ctx, lc)
 	})
 	abort := func() {
 		// Best effort, and not bounded by the request's deadline: a lock
@@ -119,6 +124,13 @@ func (b backend) txnAttempt(ctx context.Context, t *kv.Txn, plan []kv.TxnOp) (re
 		b.resolveKeys(actx, id, primary, 0, plan)
 	}
 	states := map[string]kv.TxnResponse{}
+	for i := range groups {
+		if errs[i] == nil && results[i].Replayed {
+			// Applied before: its recorded outcome.
+			abort()
+			return results[i], nil, nil
+		}
+	}
 	for i := range groups {
 		switch {
 		case errs[i] != nil:
@@ -179,7 +191,12 @@ func (b backend) txnAttempt(ctx context.Context, t *kv.Txn, plan []kv.TxnOp) (re
 		abort()
 		return kv.Result{}, nil, fmt.Errorf("transaction took %v to lock its keys; aborted", time.Since(start).Round(time.Millisecond))
 	}
-	committed, err := b.commit(ctx, id, primary, rev, record)
+	commit := kv.Command{Op: kv.OpCommit, Revision: rev, Intent: &kv.Intent{ID: id, Primary: primary, Record: record}}
+	if !cmd.Request.IsZero() {
+		commit.Request, commit.Time, commit.TTL = cmd.Request, cmd.Time, cmd.TTL
+		commit.Intent.Answer = res.Marshal()
+	}
+	committed, err := b.commit(ctx, commit)
 	if err != nil {
 		// Outcome unknown: a committed transaction is finished by whoever
 		// meets its locks, from its record.
@@ -194,23 +211,25 @@ func (b backend) txnAttempt(ctx context.Context, t *kv.Txn, plan []kv.TxnOp) (re
 	return res, nil, nil
 }
 
-// commit commits the transaction on its primary's range, asking again
-// while the answer is unknown (a commit is applied once: its record answers
-// a repeat); false if it was aborted.
-func (b backend) commit(ctx context.Context, id, primary []byte, rev int64, record []kv.TxnOp) (bool, error) {
+// commit proposes cmd, a transaction's OpCommit without its Keys, to its
+// primary's range with the keys of that range, asking again while the
+// answer is unknown (a commit is applied once: its record answers a
+// repeat); false if the transaction was aborted.
+func (b backend) commit(ctx context.Context, cmd kv.Command) (bool, error) {
 	for {
-		bounds, err := b.boundsOf(ctx, primary)
+		bounds, err := b.boundsOf(ctx, cmd.Intent.Primary)
 		if err != nil {
 			return false, err
 		}
-		var keys []kv.TxnOp
-		for _, op := range record {
+		in := *cmd.Intent
+		in.Keys = nil
+		for _, op := range in.Record {
 			if bounds.Contains(op.Key) {
-				keys = append(keys, op)
+				in.Keys = append(in.Keys, op)
 			}
 		}
-		res, err := b.proposeIntent(ctx, kv.Command{Op: kv.OpCommit, Revision: rev,
-			Intent: &kv.Intent{ID: id, Primary: primary, Keys: keys, Record: record}})
+		cmd.Intent = &in
+		res, err := b.proposeIntent(ctx, cmd)
 		switch {
 		case err == nil && res.Status == kv.StatusOK:
 			return true, nil

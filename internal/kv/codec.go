@@ -123,7 +123,7 @@ func (c Command) size() int {
 		return 3 + uvarintLen(uint64(c.Revision))
 	}
 	if c.Intent != nil {
-		return 3 + intentSize(c.Intent) + uvarintLen(uint64(c.Revision)) + varintLen(c.Now)
+		return n + 3 + intentSize(c.Intent) + uvarintLen(uint64(c.Revision)) + varintLen(c.Now)
 	}
 	if c.Deadline != 0 {
 		n += varintLen(c.Deadline)
@@ -176,8 +176,8 @@ func (c Command) AppendMarshal(dst []byte) []byte {
 		if in == nil {
 			in = &Intent{}
 		}
-		dst = appendIntent(append(dst, codecVersion, byte(c.Op), 0), in)
-		return binary.AppendVarint(binary.AppendUvarint(dst, uint64(c.Revision)), c.Now)
+		dst = appendIntent(append(dst, codecVersion, byte(c.Op), flags), in)
+		return c.appendRequest(binary.AppendVarint(binary.AppendUvarint(dst, uint64(c.Revision)), c.Now))
 	}
 	if c.Op == OpPut && c.Deadline != 0 {
 		flags |= cmdDeadline
@@ -319,7 +319,7 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		return c, nil
 	}
 	if isIntentOp(c.Op) {
-		if d.err == nil && flags != 0 {
+		if d.err == nil && flags&^cmdRequest != 0 {
 			return Command{}, d.fail("flags %#x on a %v", flags, c.Op)
 		}
 		c.Intent = d.intent()
@@ -329,6 +329,9 @@ func UnmarshalCommand(b []byte) (Command, error) {
 		}
 		c.Revision = int64(rev)
 		c.Now = d.varint("now")
+		if flags&cmdRequest != 0 {
+			d.request(&c)
+		}
 		if d.err == nil {
 			if err := c.checkIntent(); err != nil {
 				return Command{}, d.fail("%v", err)

@@ -30,7 +30,7 @@ func equalIntent(a, b *Intent) bool {
 		return a == b
 	}
 	return bytes.Equal(a.ID, b.ID) && bytes.Equal(a.Primary, b.Primary) && a.Time == b.Time && a.TTL == b.TTL && a.Rev == b.Rev &&
-		equalOps(a.Keys, b.Keys) && equalOps(a.Record, b.Record)
+		equalOps(a.Keys, b.Keys) && equalOps(a.Record, b.Record) && bytes.Equal(a.Answer, b.Answer)
 }
 
 func equalOps(a, b []TxnOp) bool {
@@ -63,6 +63,11 @@ func sampleCommands() []Command {
 		{Op: OpResolve, Revision: 9, Intent: &Intent{ID: txnID(3), Primary: []byte("a"), Keys: []TxnOp{{Type: TxnPut, Key: []byte("q"), Value: []byte("v")}}}},
 		{Op: OpRecover, Now: 1_700_000_039_000_000_000, Intent: &Intent{ID: txnID(4), Primary: []byte("p"), Time: 1_700_000_031_000_000_000, TTL: 1}},
 		{Op: OpForget, Intent: &Intent{ID: txnID(5), Primary: []byte("p")}},
+		{Op: OpLock, Request: RequestID{Client: []byte("c"), Request: []byte("r")}, Time: 3, TTL: 4,
+			Intent: &Intent{ID: txnID(6), Primary: []byte("a"), Time: 1, TTL: 2, Keys: []TxnOp{{Type: TxnGet, Key: []byte("a")}}}},
+		{Op: OpCommit, Revision: 8, Request: RequestID{Request: []byte("r")}, Time: 3, TTL: 4,
+			Intent: &Intent{ID: txnID(6), Primary: []byte("a"), Keys: []TxnOp{{Type: TxnPut, Key: []byte("a")}}, Record: []TxnOp{{Type: TxnPut, Key: []byte("a")}},
+				Answer: Result{Status: StatusOK, Revision: 8, Txn: &TxnResult{Succeeded: true, Responses: []TxnResponse{{Type: TxnPut}}}}.Marshal()}},
 		put("", "", Cond{}),
 		put("key", strings.Repeat("x", 300), Cond{CreateOnly: true}),
 		put("k", "v", Cond{PrevVersion: i64(0)}),

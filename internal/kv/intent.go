@@ -114,6 +114,9 @@ type Intent struct {
 	// range, with its write: what resolves the locks if the coordinator
 	// does not.
 	Record []TxnOp
+	// Answer (an OpCommit with a Request only) is the encoded Result of the
+	// transaction, recorded for its request id as an OpTxn's would be.
+	Answer []byte
 }
 
 // LockedError is the error of an operation that met a lock: Lock.Keys
@@ -177,9 +180,23 @@ func (c Command) checkIntent() error {
 	if in == nil {
 		return fmt.Errorf("%w: a %v without its intent", ErrUnknownOp, c.Op)
 	}
-	if len(c.Key) != 0 || c.Shard != 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil || !c.Request.IsZero() ||
-		c.Time != 0 || c.TTL != 0 || c.Deadline != 0 || c.Auth != nil || c.Mark != 0 {
-		return fmt.Errorf("%w: a %v carries only its intent, revision and time", ErrUnknownOp, c.Op)
+	if len(c.Key) != 0 || c.Shard != 0 || len(c.Value) != 0 || c.Cond != (Cond{}) || c.Txn != nil ||
+		c.Deadline != 0 || c.Auth != nil || c.Mark != 0 {
+		return fmt.Errorf("%w: a %v carries only its intent, revision and times", ErrUnknownOp, c.Op)
+	}
+	if err := c.checkRequest(); err != nil {
+		return err
+	}
+	if !c.Request.IsZero() && c.Op != OpLock && c.Op != OpCommit {
+		return fmt.Errorf("%w: a request id on a %v", ErrBadRequestID, c.Op)
+	}
+	if (c.Op == OpCommit && !c.Request.IsZero()) != (len(in.Answer) > 0) {
+		return fmt.Errorf("%w: a commit with a request id needs its answer, and only it", ErrInvalidTxn)
+	}
+	if len(in.Answer) > 0 {
+		if _, err := UnmarshalResult(in.Answer); err != nil {
+			return fmt.Errorf("%w: the answer: %v", ErrInvalidTxn, err)
+		}
 	}
 	if len(in.ID) != TxnIDSize || len(in.Primary) == 0 || in.Rev != 0 {
 		return fmt.Errorf("%w: a %v needs a %d-byte transaction id and a primary key", ErrInvalidTxn, c.Op, TxnIDSize)
@@ -257,6 +274,16 @@ func (s *Store) applyIntent(cmd Command) Result {
 	id := string(in.ID)
 	switch cmd.Op {
 	case OpLock:
+		if !cmd.Request.IsZero() {
+			// The transaction's request, applied already: its answer.
+			t := &s.sessions
+			t.clock = max(t.clock, cmd.Time)
+			t.trim()
+			s.view = nil
+			if r, ok := t.byKey[keyOf(cmd.Request, OpTxn)]; ok && t.live(r) {
+				return r.replay()
+			}
+		}
 		if in.Expired(s.txnClock) {
 			return Result{Status: StatusAborted, Revision: s.rev}
 		}
@@ -285,6 +312,13 @@ func (s *Store) applyIntent(cmd Command) Result {
 		}
 		s.resolve(id, in.Keys, cmd.Revision)
 		s.records[id] = &txnRecord{id: id, primary: bytes.Clone(in.Primary), rev: cmd.Revision, writes: cloneOps(in.Record)}
+		if !cmd.Request.IsZero() {
+			t := &s.sessions
+			t.clock = max(t.clock, cmd.Time)
+			t.trim()
+			t.add(&record{key: keyOf(cmd.Request, OpTxn), index: uint64(cmd.Revision), expires: addSat(cmd.Time, cmd.TTL),
+				result: bytes.Clone(in.Answer), resultLen: len(in.Answer)})
+		}
 		return Result{Status: StatusOK, Revision: cmd.Revision}
 	case OpResolve:
 		s.resolve(id, in.Keys, cmd.Revision)
@@ -467,12 +501,13 @@ func (s *Store) Records() []Intent {
 //	time, ttl  zigzag varints
 //	keys       as a txn branch (count, then per op: type, key, value)
 //	record     as a txn branch
+//	answer     uvarint length, bytes
 func appendIntent(dst []byte, in *Intent) []byte {
 	dst = appendBytes(dst, in.ID)
 	dst = appendBytes(dst, in.Primary)
 	dst = appendVarints(dst, in.Time, in.TTL)
 	dst = appendTxnOps(dst, in.Keys)
-	return appendTxnOps(dst, in.Record)
+	return appendBytes(appendTxnOps(dst, in.Record), in.Answer)
 }
 
 func appendVarints(dst []byte, vs ...int64) []byte {
@@ -483,7 +518,7 @@ func appendVarints(dst []byte, vs ...int64) []byte {
 }
 
 func intentSize(in *Intent) int {
-	return bytesLen(in.ID) + bytesLen(in.Primary) + varintLen(in.Time) + varintLen(in.TTL) + uvarintLen(uint64(len(in.Keys))) + txnOpsSize(in.Keys) + uvarintLen(uint64(len(in.Record))) + txnOpsSize(in.Record)
+	return bytesLen(in.ID) + bytesLen(in.Primary) + varintLen(in.Time) + varintLen(in.TTL) + uvarintLen(uint64(len(in.Keys))) + txnOpsSize(in.Keys) + uvarintLen(uint64(len(in.Record))) + txnOpsSize(in.Record) + bytesLen(in.Answer)
 }
 
 // intent decodes what appendIntent wrote.
@@ -495,6 +530,10 @@ func (d *decoder) intent() *Intent {
 	in.TTL = d.varint("ttl")
 	in.Keys = d.txnOps("keys")
 	in.Record = d.txnOps("record")
+	in.Answer = d.bytes("answer")
+	if len(in.Answer) == 0 {
+		in.Answer = nil
+	}
 	if d.err != nil {
 		return nil
 	}

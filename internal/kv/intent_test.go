@@ -301,3 +301,29 @@ func TestEvaluateMatchesApply(t *testing.T) {
 		}
 	}
 }
+
+// A transaction's request id: its commit records the answer, and a lock
+// of a later attempt with the same id answers it instead of locking.
+func TestTransactionRequestRecorded(t *testing.T) {
+	a := NewStore()
+	req := RequestID{Client: []byte("c"), Request: []byte("r1")}
+	id := txnID(1)
+	lock := lockCmd(id, "a", t0, putOp("a", ""))
+	lock.Request, lock.Time, lock.TTL = req, t0, 60e9
+	wantStatus(t, "lock", next(t, a, lock), StatusOK)
+	answer := Result{Status: StatusOK, Revision: 20, Txn: &TxnResult{Succeeded: true, Responses: []TxnResponse{{Type: TxnPut}, {Type: TxnPut}}}}
+	rec := []TxnOp{putOp("a", "1"), putOp("b", "1")}
+	commit := Command{Op: OpCommit, Revision: 20, Request: req, Time: t0, TTL: 60e9,
+		Intent: &Intent{ID: id, Primary: []byte("a"), Keys: rec[:1], Record: rec, Answer: answer.Marshal()}}
+	wantStatus(t, "commit", next(t, a, commit), StatusOK)
+	r, ok := a.Record(req, OpTxn)
+	if !ok || r.Revision != 20 || fmtResult(r.Result) != fmtResult(answer) {
+		t.Fatalf("record %+v, %v", r, ok)
+	}
+	again := lockCmd(txnID(2), "a", t0+1e9, putOp("a", ""))
+	again.Request, again.Time, again.TTL = req, t0+1e9, 60e9
+	res := next(t, a, again)
+	if !res.Replayed || fmtResult(res) != fmtResult(answer) || len(a.Locks()) != 0 {
+		t.Fatalf("a second attempt's lock: %s replayed=%v, %d locks", fmtResult(res), res.Replayed, len(a.Locks()))
+	}
+}

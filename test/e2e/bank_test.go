@@ -394,6 +394,23 @@ func TestCoordinatorKilledMidTransaction(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// A request id makes a transaction over the two ranges apply once:
+	// sent again, through another node, it answers the first outcome.
+	once := `{"success":[{"put":{"key":"a/once","value":"1"}},{"put":{"key":"z/once","value":"1"}}]}`
+	code1, first := do(t, "POST", c.url("n2", "/txn?client_id=c1&request_id=r1"), once)
+	code2, second := do(t, "POST", c.url("n3", "/txn?client_id=c1&request_id=r1"), once)
+	if code1 != 200 || code2 != 200 || first != second || !strings.Contains(first, `"succeeded":true`) {
+		t.Fatalf("a transaction sent twice with one request id: %d %s, then %d %s", code1, first, code2, second)
+	}
+	for _, k := range []string{"a/once", "z/once"} {
+		if _, body := do(t, "GET", c.url("n1", "/key/"+k), ""); !strings.Contains(body, `"version":1`) {
+			t.Fatalf("%s after the transaction sent twice: %s", k, body)
+		}
+	}
+	if _, body := do(t, "GET", c.url("n1", "/request_status?client_id=c1&request_id=r1"), ""); !strings.Contains(body, `"processed":true`) {
+		t.Fatalf("request_status of the transaction: %s", body)
+	}
+
 	hc := &http.Client{Timeout: 5 * time.Second}
 	var mu sync.Mutex
 	acked := map[int]bool{}
