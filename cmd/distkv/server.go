@@ -335,6 +335,7 @@ func runServer(o *serverOptions) error {
 	go pl.run(plCtx)
 	go revs.run(plCtx, node)
 	be := backend{n: node, pl: pl}
+	go be.sweepTxns(plCtx)
 	handler, err := httpapi.New(hcfg, be)
 	if err != nil {
 		node.Stop()
@@ -530,6 +531,9 @@ func (b backend) Status() httpapi.Status {
 	}
 	for _, g := range b.n.Host().Groups() {
 		out.Ranges++
+		locks, records := g.KV().TxnCounts()
+		out.TxnLocks += locks
+		out.TxnRecords += records
 		if g.Status().Leader == s.ID {
 			out.RangeLeaders++
 		}

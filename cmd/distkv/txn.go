@@ -416,3 +416,53 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
+
+// sweepEvery is how often a node looks, in the ranges it leads, for the
+// locks and commit records of transactions whose coordinator is gone.
+const sweepEvery = time.Second
+
+// sweepTxns ends, until ctx ends, the transactions that left locks or a
+// commit record behind in the ranges this node leads and that no request
+// meets: their locks would otherwise stand, and hold up the reads and
+// watches that reach them. A lock is ended once its time is up, as a
+// request that met it would (meetLock); a record is finished (its locks
+// resolved everywhere, then dropped) once it has stood for longer than any
+// coordinator takes.
+func (b backend) sweepTxns(ctx context.Context) {
+	seen := map[string]time.Time{} // records, by id: when first seen
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		live := map[string]bool{}
+		for _, g := range b.n.Host().Groups() {
+			if _, _, leads := g.Leadership(); !leads {
+				continue
+			}
+			for _, l := range g.KV().Locks() {
+				if l.Expired(now.UnixNano()) {
+					b.meetLock(ctx, l, 0)
+				}
+			}
+			for _, r := range g.KV().Records() {
+				id := string(r.ID)
+				live[id] = true
+				if first, ok := seen[id]; !ok {
+					seen[id] = now
+				} else if now.Sub(first) > 2*txnLockTTL {
+					b.finishTxn(ctx, r.ID, r.Primary, r.Rev, r.Keys)
+				}
+			}
+		}
+		for id := range seen {
+			if !live[id] {
+				delete(seen, id)
+			}
+		}
+	}
+}

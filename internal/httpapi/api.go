@@ -65,6 +65,12 @@ type Status struct {
 	// does not count them).
 	Ranges       int `json:"ranges,omitempty"`
 	RangeLeaders int `json:"range_leaders,omitempty"`
+	// TxnLocks and TxnRecords count, over the node's replicas, the keys
+	// that transactions over several ranges lock and the commit records
+	// kept: both come and go within a transaction, and stay only while a
+	// dead coordinator's transaction waits to be ended.
+	TxnLocks   int `json:"txn_locks,omitempty"`
+	TxnRecords int `json:"txn_records,omitempty"`
 }
 
 // Member is one node of the cluster, with its health as the answering node

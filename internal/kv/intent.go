@@ -466,6 +466,13 @@ func (s *Store) LockIn(start, end []byte, below int64) (Intent, bool) {
 	return found, ok
 }
 
+// TxnCounts returns the number of keys locked and of commit records kept.
+func (s *Store) TxnCounts() (locks, records int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.locks.Len(), len(s.records)
+}
+
 // Locks returns the transactions that hold locks here, each as its Intent
 // (Keys: its keys here), by id.
 func (s *Store) Locks() []Intent {

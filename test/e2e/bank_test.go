@@ -360,6 +360,10 @@ func TestBankAcrossRanges(t *testing.T) {
 // resolve but those who meet them: reads through n2 wait for them, end
 // them once their time is up, and find every transaction whole, both keys
 // or neither, the acknowledged ones both, within the locks' time (2 s).
+// Then n1 is started again and killed again in the middle of more
+// transactions, and nothing reads their keys: the locks and commit records
+// left behind (/cluster/status counts them) are ended by the ranges'
+// leaders by themselves, within 15 s.
 func TestCoordinatorKilledMidTransaction(t *testing.T) {
 	c := startCluster(t, 3, "--range-split-bytes", "16KiB")
 	c.leader(10 * time.Second)
@@ -513,4 +517,66 @@ func TestCoordinatorKilledMidTransaction(t *testing.T) {
 	if slowest > 10*time.Second {
 		t.Fatalf("a read waited %v for a dead coordinator's locks (their time is 2 s)", slowest)
 	}
+
+	// Again, with n1 back, and no one reading the keys after the kill: the
+	// leaders of the ranges end the transactions left behind by themselves.
+	c.launch("n1").waitReady()
+	txnState := func(names ...string) (locks, records int) {
+		for _, name := range names {
+			_, body, err := func() (int, string, error) {
+				resp, err := hc.Get(c.url(name, "/cluster/status"))
+				if err != nil {
+					return 0, "", err
+				}
+				defer resp.Body.Close()
+				b, err := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b), err
+			}()
+			var st struct {
+				Locks   int `json:"txn_locks"`
+				Records int `json:"txn_records"`
+			}
+			if err != nil || json.Unmarshal([]byte(body), &st) != nil {
+				t.Fatalf("GET /cluster/status on %s: %v %s", name, err, body)
+			}
+			locks, records = locks+st.Locks, records+st.Records
+		}
+		return locks, records
+	}
+	stop := make(chan struct{})
+	for cl := range 16 {
+		wg.Go(func() {
+			for n := 0; ; n++ {
+				body := fmt.Sprintf(`{"success":[{"put":{"key":"b/%02d/%07d","value":"1"}},{"put":{"key":"y/%02d/%07d","value":"1"}}]}`, cl, n, cl, n)
+				resp, err := hc.Post(c.url("n1", "/txn"), "application/json", strings.NewReader(body))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	c.servers["n1"].kill9()
+	close(stop)
+	wg.Wait()
+	locks, records := txnState("n2", "n3")
+	if locks == 0 {
+		t.Fatalf("no lock left behind by the second kill (%d records)", records)
+	}
+	left := time.Now()
+	for locks+records > 0 {
+		if time.Since(left) > 15*time.Second {
+			t.Fatalf("%d locks and %d records still there %v after the kill", locks, records, time.Since(left))
+		}
+		time.Sleep(200 * time.Millisecond)
+		locks, records = txnState("n2", "n3")
+	}
+	t.Logf("the second kill left locks on n2 and n3; their leaders ended them in %v", time.Since(left).Round(100*time.Millisecond))
 }
