@@ -131,9 +131,10 @@
 //
 // POST /txn applies an atomic transaction in the style of etcd's Txn: if all
 // compares hold, the "success" operations run, otherwise the "failure" ones.
-// It is proposed as one command, so one Raft log entry: it is applied whole
-// on every replica or not at all, and nothing sees a state between two of its
-// operations. The body:
+// It is proposed as one command (kv.OpTxn): the Backend applies it whole at
+// one revision or not at all, as one log entry of a range or, over several
+// ranges, in two phases (kv.OpLock and the ops after it), and nothing sees a
+// state between two of its operations. The body:
 //
 //	{"compare": [{"key":"a","target":"value","op":"==","value":"x"},
 //	             {"key":"b","target":"version","op":">","version":2},

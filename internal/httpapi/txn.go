@@ -12,8 +12,8 @@ import (
 )
 
 // POST /txn: an atomic transaction in the style of etcd's Txn, proposed as one
-// kv.Command (kv.OpTxn), so one log entry. See the package documentation for
-// the format; the semantics are kv.Txn's.
+// kv.Command (kv.OpTxn). See the package documentation for the format; the
+// semantics are kv.Txn's.
 
 const (
 	txnPath  = "/txn"

@@ -22,6 +22,12 @@
 //     version, revision and create revision 0, and (as in etcd) a value
 //     compare on it never holds. Txn.Validate refuses a branch that writes a
 //     key twice, as etcd does; Apply itself only requires known types.
+//   - Transactions over several ranges (intent.go): locks on keys, taken and
+//     released by the ops of a coordinator (OpLock, OpCommit, OpResolve,
+//     OpRecover, OpForget), and commit records. Writes of other commands to
+//     a locked key are refused (StatusLocked); readers ask LockOn and LockIn
+//     which locks they must wait for. Txn.Evaluate runs a transaction on the
+//     states its locks returned, as Apply would.
 //   - Values of two kinds. A value is a byte string (KindString) or the JSON
 //     text of another JSON value (KindJSON); the kind is stored with it, so a
 //     value reads back as the kind it was written, never as the other.
