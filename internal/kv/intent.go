@@ -392,6 +392,7 @@ func (s *Store) setLocks(l *txnLocks) {
 	for _, op := range l.keys {
 		s.locks.Set(lockItem{key: op.Key, txn: l, write: op.Type != TxnGet})
 	}
+	s.locked.Store(true)
 	s.view = nil
 }
 
@@ -427,6 +428,7 @@ func (s *Store) resolve(id string, ops []TxnOp, rev int64) {
 		s.locks.Delete(lockItem{key: op.Key})
 	}
 	delete(s.txns, id)
+	s.locked.Store(s.locks.Len() > 0)
 	s.view = nil
 }
 
@@ -435,6 +437,9 @@ func (s *Store) resolve(id string, ops []TxnOp, rev int64) {
 // or later must wait for it (see above). below = math.MaxInt64 asks for any
 // write lock, as a read of the current state must.
 func (s *Store) LockOn(key []byte, below int64) (Intent, bool) {
+	if !s.locked.Load() {
+		return Intent{}, false
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if l, ok := s.lockOf(key); ok && l.write && l.txn.rev < below {
@@ -446,6 +451,9 @@ func (s *Store) LockOn(key []byte, below int64) (Intent, bool) {
 // LockIn is LockOn for the keys start <= key < end (end empty: no upper
 // bound): the first such lock in key order.
 func (s *Store) LockIn(start, end []byte, below int64) (Intent, bool) {
+	if !s.locked.Load() {
+		return Intent{}, false
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var found Intent
@@ -680,6 +688,8 @@ func (s *Store) splitTxns(right *Store, key []byte) {
 		left.keys = slices.Clone(l.keys[:i])
 		s.setLocks(&left)
 	}
+	s.locked.Store(s.locks.Len() > 0)
+	right.locked.Store(right.locks.Len() > 0)
 	for id, r := range s.records {
 		if bytes.Compare(r.primary, key) >= 0 {
 			right.records[id] = r

@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/tidwall/btree"
 
@@ -98,6 +99,9 @@ type Store struct {
 	txns     map[string]*txnLocks    // guarded by mu
 	records  map[string]*txnRecord   // guarded by mu
 	txnClock int64                   // guarded by mu
+	// locked is whether locks holds any lock, readable without mu so that
+	// reads of a store with none (nearly always) do not take it twice.
+	locked atomic.Bool
 }
 
 // NewStore returns an empty Store.
@@ -598,6 +602,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[restorePair, error], st *sta
 	s.sessions = st.table(s.sessions.dropped)
 	s.auth = st.auth
 	s.txnClock, s.locks, s.txns, s.records = txns.clock, txns.locks, txns.txns, txns.records
+	s.locked.Store(s.locks.Len() > 0)
 	return nil
 }
 

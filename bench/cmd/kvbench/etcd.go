@@ -41,6 +41,16 @@ func (t *etcdTarget) Put(ctx context.Context, key string, value []byte) error {
 	return err
 }
 
+// Txn puts value on every key in one etcd transaction.
+func (t *etcdTarget) Txn(ctx context.Context, keys []string, value []byte) error {
+	ops := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = clientv3.OpPut(k, string(value))
+	}
+	_, err := t.cli(ctx).Txn(ctx).Then(ops...).Commit()
+	return err
+}
+
 func (t *etcdTarget) Get(ctx context.Context, key string, stale bool) error {
 	var err error
 	if stale {

@@ -118,6 +118,28 @@ func (t *httpTarget) Put(ctx context.Context, key string, value []byte) error {
 	return t.do(req)
 }
 
+// Txn posts a transaction of one put per key to the node of the first key.
+func (t *httpTarget) Txn(ctx context.Context, keys []string, value []byte) error {
+	body := []byte(`{"success":[`)
+	for i, k := range keys {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, `{"put":{"key":"`...)
+		body = append(body, k...)
+		body = append(body, `","value":"`...)
+		body = append(body, value...) // alphanumeric: no JSON escaping needed
+		body = append(body, `"}}`...)
+	}
+	body = append(body, "]}"...)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.base(ctx, keys[0])+"/txn", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return t.do(req)
+}
+
 func (t *httpTarget) Get(ctx context.Context, key string, stale bool) error {
 	url := t.base(ctx, key) + "/key/" + key
 	if stale {

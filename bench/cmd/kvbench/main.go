@@ -36,6 +36,12 @@ type Target interface {
 	Close() error
 }
 
+// Txner is a Target with transactions: Txn puts value on every key of keys
+// in one atomic transaction.
+type Txner interface {
+	Txn(ctx context.Context, keys []string, value []byte) error
+}
+
 type config struct {
 	target    string
 	endpoints []string
@@ -92,7 +98,7 @@ func main() {
 	fs.IntVar(&c.clients, "clients", 64, "concurrent clients, each with one request in flight (1..1024)")
 	fs.DurationVar(&c.duration, "duration", 10*time.Second, "how long to run (ignored if -ops > 0)")
 	fs.Int64Var(&c.ops, "ops", 0, "stop after this many operations in total (0: use -duration)")
-	fs.StringVar(&c.workload, "workload", "write", "write, read (linearizable), stale, mixed50, mixed95 (95% linearizable reads), or load (write every key once, in order, then stop)")
+	fs.StringVar(&c.workload, "workload", "write", "write, read (linearizable), stale, mixed50, mixed95 (95% linearizable reads), load (write every key once, in order, then stop), txn-near (a transaction putting keys 2i and 2i+1, neighbours, so in one range but at the few range bounds) or txn-far (putting keys i and i+keys/2, in different ranges once the key space has split into ranges of fewer than keys/2 keys)")
 	fs.IntVar(&c.keys, "keys", 10000, "key space size")
 	fs.IntVar(&c.valueSize, "value-size", 256, "value size in bytes (16..65536)")
 	fs.StringVar(&c.dist, "dist", "uniform", "key distribution: uniform or zipf")
@@ -146,6 +152,13 @@ func (c *config) validate(endpoints string) error {
 	}
 	switch c.workload {
 	case "write", "read", "stale", "mixed50", "mixed95", "load":
+	case "txn-near", "txn-far":
+		if c.target != "distkv" && c.target != "etcd" {
+			return fmt.Errorf("-workload %s is for -target distkv or etcd", c.workload)
+		}
+		if c.keys < 2 {
+			return fmt.Errorf("-workload %s needs -keys 2 or more", c.workload)
+		}
 	default:
 		return fmt.Errorf("unknown -workload %q", c.workload)
 	}
@@ -221,6 +234,22 @@ func newTarget(ctx context.Context, c *config) (Target, error) {
 
 // keyName is key i: 16 bytes for i below 10^10.
 func keyName(i int) string { return fmt.Sprintf("bench-%010d", i) }
+
+// txnPair returns the keys of the transaction that -workload txn-near or
+// txn-far makes of key index k, nil for other workloads.
+func txnPair(c *config, k int) []string {
+	switch c.workload {
+	case "txn-near":
+		i := k &^ 1
+		if i+1 >= c.keys {
+			i -= 2
+		}
+		return []string{keyName(i), keyName(i + 1)}
+	case "txn-far":
+		return []string{keyName(k), keyName((k + c.keys/2) % c.keys)}
+	}
+	return nil
+}
 
 // readFraction is the share of operations that are reads, in percent.
 func (c *config) readPercent() int {
@@ -349,7 +378,9 @@ func run(ctx context.Context, t Target, c *config) (*result, error) {
 				rctx, rcancel := context.WithTimeout(wctx, c.timeout)
 				t0 := time.Now()
 				var err error
-				if isRead {
+				if pair := txnPair(c, k); pair != nil {
+					err = t.(Txner).Txn(rctx, pair, val)
+				} else if isRead {
 					err = t.Get(rctx, key, stale)
 				} else {
 					err = t.Put(rctx, key, val)
