@@ -65,6 +65,8 @@ type forwardReply struct {
 	Code   string        `json:"code,omitempty"`
 	Detail string        `json:"detail,omitempty"`
 	Result []byte        `json:"result,omitempty"` // kv.Result.Marshal
+	// Replayed is the Result's Replayed, which its encoding leaves out.
+	Replayed bool `json:"replayed,omitempty"`
 	KV     *kv.KeyValue  `json:"kv,omitempty"`
 	KVs    []kv.KeyValue `json:"kvs,omitempty"`
 	More   bool          `json:"more,omitempty"`
@@ -120,7 +122,7 @@ func (b backend) serveForward(ctx context.Context, payload []byte) ([]byte, erro
 			}
 			res, err := b.local().Propose(ctx, cmd)
 			if err == nil {
-				rep.Result = res.Marshal()
+				rep.Result, rep.Replayed = res.Marshal(), res.Replayed
 			}
 			return err
 		case forwardGet:

@@ -137,6 +137,7 @@ func (b backend) proposeRemote(ctx context.Context, key []byte, cmd kv.Command) 
 	if err != nil {
 		return kv.Result{}, fmt.Errorf("the result of a forwarded write: %w", err)
 	}
+	res.Replayed = rep.Replayed
 	return res, nil
 }
 

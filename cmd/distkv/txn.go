@@ -248,16 +248,18 @@ func (b backend) commit(ctx context.Context, cmd kv.Command) (bool, error) {
 }
 
 // finishTxn resolves the locks of a committed transaction on every range
-// with its record's writes at rev, then drops its record. It runs past the
-// request's deadline for a while: until it is done, readers of those keys
-// wait.
+// with its record's writes at rev, then, without waiting, drops its record.
+// If ctx ends first, the record stays: the readers that meet its locks, or
+// the leader of its range, finish it (sweepTxns).
 func (b backend) finishTxn(ctx context.Context, id, primary []byte, rev int64, record []kv.TxnOp) {
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*txnLockTTL)
-	defer cancel()
-	if err := b.resolveKeys(fctx, id, primary, rev, record); err != nil {
-		return // the record stays; whoever meets a lock finishes it
+	if err := b.resolveKeys(ctx, id, primary, rev, record); err != nil {
+		return
 	}
-	b.proposeIntent(fctx, kv.Command{Op: kv.OpForget, Intent: &kv.Intent{ID: id, Primary: primary}})
+	go func() {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), txnLockTTL)
+		defer cancel()
+		b.proposeIntent(fctx, kv.Command{Op: kv.OpForget, Intent: &kv.Intent{ID: id, Primary: primary}})
+	}()
 }
 
 // resolveKeys resolves the transaction's locks on ops's keys, range by
@@ -296,7 +298,13 @@ func (b backend) resolveKeys(ctx context.Context, id, primary []byte, rev int64,
 // range), and resolve its locks.
 func (b backend) meetLock(ctx context.Context, l kv.Intent, wait time.Duration) error {
 	b.localOnly = false
-	if len(l.ID) == 0 || !l.Expired(time.Now().UnixNano()) {
+	now := time.Now().UnixNano()
+	if len(l.ID) == 0 || !l.Expired(now) {
+		// A lock that has stood a while is likely to stand a while
+		// longer (its coordinator may be gone): ask less often.
+		if l.Time > 0 {
+			wait = max(wait, min(time.Duration(now-l.Time)/8, 20*time.Millisecond))
+		}
 		return sleepCtx(ctx, wait)
 	}
 	res, err := b.proposeIntent(ctx, kv.Command{Op: kv.OpRecover, Now: time.Now().UnixNano(),
@@ -446,7 +454,7 @@ func (b backend) sweepTxns(ctx context.Context) {
 			}
 			for _, l := range g.KV().Locks() {
 				if l.Expired(now.UnixNano()) {
-					b.meetLock(ctx, l, 0)
+					b.bounded(ctx, func(ctx context.Context) { b.meetLock(ctx, l, 0) })
 				}
 			}
 			for _, r := range g.KV().Records() {
@@ -455,7 +463,7 @@ func (b backend) sweepTxns(ctx context.Context) {
 				if first, ok := seen[id]; !ok {
 					seen[id] = now
 				} else if now.Sub(first) > 2*txnLockTTL {
-					b.finishTxn(ctx, r.ID, r.Primary, r.Rev, r.Keys)
+					b.bounded(ctx, func(ctx context.Context) { b.finishTxn(ctx, r.ID, r.Primary, r.Rev, r.Keys) })
 				}
 			}
 		}
@@ -465,4 +473,12 @@ func (b backend) sweepTxns(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// bounded runs f with ctx cut off after the locks' time, so that one range
+// that cannot be reached does not hold up the sweep of the others.
+func (b backend) bounded(ctx context.Context, f func(context.Context)) {
+	ctx, cancel := context.WithTimeout(ctx, txnLockTTL)
+	defer cancel()
+	f(ctx)
 }
