@@ -56,22 +56,7 @@ func TestChaos(t *testing.T) {
 // is up and stopped (by calling what it returns) when the round ends.
 func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir string) (stop func())) {
 	seed := res.seed
-	logDir, err := os.MkdirTemp("", "distkv-chaos-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.logDir = logDir
-	t.Cleanup(func() {
-		if t.Failed() || *chaosKeep || res.keep {
-			t.Logf("logs, data and history kept in %s (seed %d)", logDir, seed)
-			return
-		}
-		os.RemoveAll(logDir)
-	})
-	nlog, err := os.Create(filepath.Join(logDir, "nemesis.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	logDir, nlog := roundLogs(t, res)
 	defer nlog.Close()
 
 	nodes, sharded := 3, res.shard != nil
@@ -95,6 +80,7 @@ func runRound(t *testing.T, res *roundResult, watch func(c *cluster, logDir stri
 	h := newHistory()
 	nem := newNemesis(c, seed, h, nlog)
 	nem.progress = t.Logf
+	var err error
 	if nem.kinds, err = roundFaults(sharded); err != nil {
 		t.Fatal(err)
 	}
@@ -223,4 +209,28 @@ wait:
 	case porcupine.Unknown:
 		t.Logf("linearizability check gave up (%s); raise -chaos.check-timeout", found)
 	}
+}
+
+// roundLogs makes the round's log directory, kept when the round fails (or
+// with -chaos.keep or res.keep) and removed otherwise, and opens the
+// nemesis's log in it.
+func roundLogs(t *testing.T, res *roundResult) (string, *os.File) {
+	t.Helper()
+	logDir, err := os.MkdirTemp("", "distkv-chaos-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.logDir = logDir
+	t.Cleanup(func() {
+		if t.Failed() || *chaosKeep || res.keep {
+			t.Logf("logs, data and history kept in %s (seed %d)", logDir, res.seed)
+			return
+		}
+		os.RemoveAll(logDir)
+	})
+	nlog, err := os.Create(filepath.Join(logDir, "nemesis.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return logDir, nlog
 }

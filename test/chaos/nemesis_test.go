@@ -97,6 +97,9 @@ type nemesis struct {
 	progress func(format string, args ...any) // one line per fault; may be nil
 	// kinds are the faults to inject; nil: enabledFaults.
 	kinds []string
+	// opCount, if set, counts the operations for progress lines instead
+	// of h (a round whose clients record elsewhere).
+	opCount func() int
 
 	mu     sync.Mutex
 	counts map[string]int
@@ -178,6 +181,9 @@ func (n *nemesis) run(stop <-chan struct{}) error {
 
 // ops is the number of operations recorded so far, for progress lines.
 func (n *nemesis) ops() int {
+	if n.opCount != nil {
+		return n.opCount()
+	}
 	n.h.mu.Lock()
 	defer n.h.mu.Unlock()
 	return len(n.h.ops)

@@ -367,6 +367,22 @@ func straddling(rs []placedRange) map[int]string {
 // operations are left out of the checks; see doc.go).
 func (s *shardStats) check(t *testing.T) map[int]bool {
 	t.Helper()
+	rs := s.checkFiller(t)
+	drop := map[int]bool{}
+	for g, where := range straddling(rs) {
+		drop[g] = true
+		s.straddled = append(s.straddled, groupPrefix(g))
+		t.Logf("group %s ended in two ranges, so its operations are left out of the checks: %s", groupPrefix(g), where)
+	}
+	sort.Strings(s.straddled)
+	return drop
+}
+
+// checkFiller stops the filler writers and the poller, reads every filler
+// key back on every node, counts what the nodes logged, and returns the
+// ranges at the end (logged).
+func (s *shardStats) checkFiller(t *testing.T) []placedRange {
+	t.Helper()
 	s.end()
 	acked, lost, err := s.filler.check()
 	if err != nil {
@@ -387,19 +403,12 @@ func (s *shardStats) check(t *testing.T) map[int]bool {
 	s.rangesEnd = len(rs)
 	s.countLogs()
 	s.counted = true
-	drop := map[int]bool{}
-	for g, where := range straddling(rs) {
-		drop[g] = true
-		s.straddled = append(s.straddled, groupPrefix(g))
-		t.Logf("group %s ended in two ranges, so its operations are left out of the checks: %s", groupPrefix(g), where)
-	}
-	sort.Strings(s.straddled)
 	var desc []string
 	for _, r := range rs {
 		desc = append(desc, fmt.Sprintf("%d[%q,%q) %v leader %s", r.ID, r.Start, r.End, r.Replicas, r.Leader))
 	}
 	t.Logf("ranges at the end: %s", strings.Join(desc, "; "))
-	return drop
+	return rs
 }
 
 // verdict fails the round if it did not exercise what it is for.
