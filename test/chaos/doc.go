@@ -1,5 +1,6 @@
 // Package chaos runs randomized fault rounds against a real distkv cluster and
-// checks what the clients saw for linearizability.
+// checks what the clients saw for linearizability (and, in the bank round,
+// transfers across ranges for strict serializability).
 //
 // TestChaos builds the distkv binary, starts three nodes whose every peer link
 // passes through a netproxy.Mesh, and runs concurrent clients (each with one
@@ -38,8 +39,8 @@
 // The seed of the fault schedule and of the clients' choices is printed and
 // reproduces them with -chaos.seed (timing on a real machine still varies):
 //
-//	go test ./test/chaos                                        # 2 rounds of 35 s and a sharded one (CI)
-//	CHAOS_ROUNDS=5 CHAOS_DURATION=60s make chaos                # the same, longer
+//	go test ./test/chaos                                        # 2 rounds of 35 s, a sharded and a bank one (CI)
+//	CHAOS_ROUNDS=5 CHAOS_DURATION=60s make chaos                # TestChaos and TestChaosSharded, longer
 //	go test ./test/chaos -run 'TestChaos$' -chaos.rounds=1 -chaos.seed=42 -v  # replay a seed
 //	go test ./test/chaos -run 'TestChaos$' -chaos.faults=kill,partition -v    # some fault kinds
 //	SOAK_DURATION=30m make soak                                 # resources over time
@@ -104,6 +105,48 @@
 //
 //	go test ./test/chaos -run TestChaosSharded -v                          # one sharded round
 //	go test ./test/chaos -run TestChaosSharded -chaos.sharded-rounds=3 -v  # three
+//
+// TestChaosBank (-chaos.bank-rounds, 1 by default, so CI runs one round of
+// -chaos.duration) runs a bank on a cluster set up as a sharded round's
+// (the same nodes, flags, filler writers, range poller, nemesis and
+// faults), in place of the groups' clients and the ledger. Twenty accounts
+// acct/00 .. acct/19 of 100 are created, each followed by padding keys
+// (3 x 4000 bytes) until GET /cluster/ranges shows the accounts in at
+// least 5 ranges; the pads are then deleted (ranges do not merge), and the
+// accounts must still lie in 5 ranges or more at the end. Eight clients
+// each read two random accounts (linearizable GETs through a random node)
+// and POST /txn comparing both versions and putting both new balances (a
+// random amount of 1 to 10 moved); most transfers span two ranges. An
+// answer of 200 says committed or compare failed (with a revision); no
+// answer, a 5xx or a 409 leaves the outcome unknown (it may have
+// committed); a refused connection was not sent; any other 4xx fails the
+// round. A scanner pages through acct/ (limit 7, each page continued at
+// the first page's revision) through a random node, and after each scan
+// scans at the previous scan's revision through another. Once healed, every
+// node scans the accounts, and every version of every account is read
+// (GET /key/K?version=N: value and revision).
+//
+// checkBank (bankcheck_test.go, unit-tested on a small history and on
+// variants that must fail) then requires: every scan's pages at one
+// revision, all accounts, summing to 2000, each account at the version it
+// had at that revision; each account's versions starting at 100 with
+// growing revisions, the last ones summing to 2000; the versions written
+// at one revision being exactly the two puts of one transfer that compared
+// the versions before them (the committed one answered with that revision,
+// or one of unknown outcome, then counted as found committed); no two
+// committed transfers having compared one version (a lost update); every
+// committed transfer in the versions; a failed compare failing at its
+// revision; every client read being a version of the chain; and real time:
+// a transfer or current scan that began after another ended has a greater
+// revision (a scan may equal a transfer's). The summary line counts
+// transfers committed (and between two ranges), compare-failed, unknown
+// (and found committed), refused, scans (current and earlier), faults and
+// the sharded round's splits, moves and leader changes; the round fails if
+// it committed fewer than 50 transfers or scanned fewer than 5 times of
+// each kind. bank-history.txt in the log directory holds the history.
+//
+//	go test ./test/chaos -run 'TestChaosBank$' -v                     # one bank round
+//	go test ./test/chaos -run 'TestChaosBank$' -chaos.bank-rounds=3 -v  # three
 //
 // -chaos.bin=PATH tests a prebuilt binary instead of building ../../cmd/distkv.
 // DISTKV_TAGS builds it with build tags: with DISTKV_TAGS=testhooks and

@@ -303,6 +303,9 @@ type roundResult struct {
 	// shard, if not nil, makes the round a sharded one (sharded_test.go)
 	// and holds what it counted.
 	shard *shardStats
+	// bank, if not nil, is what a bank round counted (bank_test.go); its
+	// verdict is of strict serializability, not linearizability.
+	bank *bankStats
 }
 
 // printSummary logs the totals over rounds and one line per round.
@@ -330,8 +333,15 @@ func printSummary(t *testing.T, results []roundResult) {
 		if r.failed {
 			verdict = "FAIL (logs in " + r.logDir + ")"
 		}
-		fmt.Fprintf(&b, "  round %d seed=%d duration=%v ops=%d linearizable=%s lost=%d/%d %s\n",
-			r.round, r.seed, r.duration, r.ops, r.verdict, r.lost, r.acked, verdict)
+		checked := "linearizable"
+		if r.bank != nil {
+			checked = "strictly-serializable"
+		}
+		fmt.Fprintf(&b, "  round %d seed=%d duration=%v ops=%d %s=%s lost=%d/%d %s\n",
+			r.round, r.seed, r.duration, r.ops, checked, r.verdict, r.lost, r.acked, verdict)
+		if r.bank != nil {
+			fmt.Fprintf(&b, "    bank: %s\n", r.bank)
+		}
 		if r.shard != nil {
 			fmt.Fprintf(&b, "    sharded: %s\n", r.shard)
 		}
