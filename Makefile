@@ -51,8 +51,9 @@ bench:
 # then a summary of each test. Fails if any round does. CI's `make test` runs
 # the short default (2 rounds of 35s and a sharded one).
 chaos:
-	$(GO) test -count=1 -timeout 0 ./test/chaos -run 'TestChaos$$|TestChaosSharded$$' -v \
+	$(GO) test -count=1 -timeout 0 ./test/chaos -run 'TestChaos$$|TestChaosSharded$$|TestChaosBank$$' -v \
 		-chaos.rounds=$${CHAOS_ROUNDS:-5} -chaos.sharded-rounds=$${CHAOS_SHARDED_ROUNDS:-2} \
+		-chaos.bank-rounds=$${CHAOS_BANK_ROUNDS:-2} \
 		-chaos.duration=$${CHAOS_DURATION:-60s}
 
 # One long round of mixed faults sampling each node's RSS and open files; fails

@@ -40,7 +40,7 @@
 // reproduces them with -chaos.seed (timing on a real machine still varies):
 //
 //	go test ./test/chaos                                        # 2 rounds of 35 s, a sharded and a bank one (CI)
-//	CHAOS_ROUNDS=5 CHAOS_DURATION=60s make chaos                # TestChaos and TestChaosSharded, longer
+//	CHAOS_ROUNDS=5 CHAOS_DURATION=60s make chaos                # TestChaos, TestChaosSharded and TestChaosBank, longer
 //	go test ./test/chaos -run 'TestChaos$' -chaos.rounds=1 -chaos.seed=42 -v  # replay a seed
 //	go test ./test/chaos -run 'TestChaos$' -chaos.faults=kill,partition -v    # some fault kinds
 //	SOAK_DURATION=30m make soak                                 # resources over time
