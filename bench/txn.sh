@@ -6,9 +6,9 @@
 #   bench/txn.sh [ROUNDS] [SECONDS]      # 3 rounds of 5 s per run by default
 #
 # Each round starts a fresh 3-node `distkv dev` cluster whose ranges split at
-# 256 KiB (and not by load), writes 1000 keys of 4 KiB once so that the key
-# space lies in several ranges of fewer than 500 keys, waits for the ranges to
-# settle, and runs kvbench txn-near and txn-far with 64 clients and with 1;
+# 256 KiB (and not by load), writes KEYS (10000) keys of 1 KiB once so that
+# the key space lies in ranges of a few hundred keys, waits for the ranges
+# to settle, and runs kvbench txn-near and txn-far with 64 clients and with 1;
 # then a fresh 3-node etcd cluster and kvbench txn-far (two keys, one Raft
 # group: etcd has no ranges) with 64 and with 1. The rounds alternate which
 # system runs first. Values are 256 bytes. At the end: per run, the median
@@ -16,6 +16,7 @@
 set -euo pipefail
 ROUNDS=${1:-3}
 SECS=${2:-5}
+KEYS=${KEYS:-10000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 DISTKV_HTTP=18000 DISTKV_PEER=19000 ETCD_CLIENT=12379 ETCD_PEER=12380
@@ -54,7 +55,7 @@ EEP=127.0.0.1:$ETCD_CLIENT,127.0.0.1:$((ETCD_CLIENT + 10)),127.0.0.1:$((ETCD_CLI
 bench() { # LABEL TARGET ENDPOINTS WORKLOAD CLIENTS
 	local line
 	line=$("$TMP/kvbench" -quiet -target "$2" -endpoints "$3" -workload "$4" -clients "$5" \
-		-keys 1000 -value-size 256 -duration "${SECS}s" -label "$1" | grep '^RESULT')
+		-keys "$KEYS" -value-size 256 -duration "${SECS}s" -label "$1" | grep '^RESULT')
 	echo "$line" >>"$TMP/results"
 	log "$line"
 }
@@ -65,7 +66,7 @@ run_distkv() {
 		-- --log-level warn --range-split-bytes 256KiB --range-split-qps 0 >"$TMP/distkv.log" 2>&1 &
 	PIDS+=($!)
 	wait_http "http://127.0.0.1:$DISTKV_HTTP/readyz" 60
-	"$TMP/kvbench" -quiet -endpoints "$DEP" -workload load -keys 1000 -value-size 4096 -clients 16 >/dev/null
+	"$TMP/kvbench" -quiet -endpoints "$DEP" -workload load -keys "$KEYS" -value-size 1024 -clients 16 >/dev/null
 	"$TMP/kvbench" ranges -endpoints "$DEP" -settle 3s | head -1 >&2
 	bench distkv-near distkv "$DEP" txn-near 64
 	bench distkv-far distkv "$DEP" txn-far 64
@@ -103,7 +104,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 stat() { # LABEL FIELD
 	grep " label=$1 " "$TMP/results" | while read -r line; do field "$2" "$line"; done | median
 }
-echo "transactions of two 256-byte puts, $ROUNDS rounds of ${SECS} s, medians (ratios to etcd at the same clients):"
+echo "transactions of two 256-byte puts on $KEYS keys, $ROUNDS rounds of ${SECS} s, medians (ratios to etcd at the same clients):"
 printf '%-15s %10s %9s %9s %9s\n' run ops/s p50_ms p99_ms x_etcd
 for l in distkv-near distkv-far etcd distkv-near-1 distkv-far-1 etcd-1; do
 	ops=$(stat "$l" ops_s)

@@ -143,9 +143,9 @@ func (b backend) Changes(ctx context.Context, start, end []byte, after, upto int
 				time.Sleep(routeRetry)
 				continue
 			}
-			if locked := (*kv.LockedError)(nil); errors.As(err, &locked) && ctx.Err() == nil {
+			if l, ok := lockOf(err); ok && ctx.Err() == nil {
 				// A transaction may still write below upto: wait for it.
-				if err := b.meetLock(ctx, locked.Lock, lockRetry); err != nil {
+				if err := b.meetLock(ctx, l, lockRetry); err != nil {
 					return nil, 0, err
 				}
 				continue

@@ -95,10 +95,9 @@ func routed[T any](ctx context.Context, b backend, key []byte, f func(*raftnode.
 			time.Sleep(routeRetry)
 			continue
 		}
-		var locked *kv.LockedError
-		if errors.As(err, &locked) && ctx.Err() == nil {
+		if l, ok := lockOf(err); ok && ctx.Err() == nil {
 			// A transaction holds the key: wait for it, or end it.
-			if err := b.meetLock(ctx, locked.Lock, lockRetry); err != nil {
+			if err := b.meetLock(ctx, l, lockRetry); err != nil {
 				return v, err
 			}
 			continue
@@ -178,6 +177,18 @@ func (b backend) Propose(ctx context.Context, cmd kv.Command) (kv.Result, error)
 	}
 	return routed(ctx, b, key, func(g *raftnode.Node) (kv.Result, error) { return lockedErr(g.Propose(ctx, cmd)) },
 		func() (kv.Result, error) { return lockedErr(b.proposeRemote(ctx, key, cmd)) })
+}
+
+// lockOf returns the lock that err says a request met, if it does.
+func lockOf(err error) (kv.Intent, bool) {
+	if err == nil {
+		return kv.Intent{}, false
+	}
+	var locked *kv.LockedError
+	if errors.As(err, &locked) {
+		return locked.Lock, true
+	}
+	return kv.Intent{}, false
 }
 
 // lockedErr turns the result of a write that met a transaction's lock
@@ -296,8 +307,8 @@ func (b backend) walk(ctx context.Context, start, end []byte, limit int, lineari
 			time.Sleep(routeRetry)
 			continue
 		}
-		if locked := (*kv.LockedError)(nil); errors.As(err, &locked) && ctx.Err() == nil {
-			if err := b.meetLock(ctx, locked.Lock, lockRetry); err != nil {
+		if l, ok := lockOf(err); ok && ctx.Err() == nil {
+			if err := b.meetLock(ctx, l, lockRetry); err != nil {
 				return nil, false, err
 			}
 			continue
