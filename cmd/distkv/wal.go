@@ -150,6 +150,14 @@ func dumpWAL(out io.Writer, dir string, c *crypt.Cipher, raftRecords bool) error
 					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"AUTH\", \"change\": %q, \"name\": %s}\n", id, cmd.Auth.Kind.String(), pyString([]byte(cmd.Auth.Name)))
 				case kv.OpSplit:
 					fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"SPLIT\", \"key\": %s, \"shard\": %d}\n", id, pyString(cmd.Key), cmd.Shard)
+				case kv.OpCommit, kv.OpResolve:
+					// The writes of a transaction over several ranges that
+					// this range applies, at the transaction's revision (a
+					// resolve without one aborts, and writes nothing).
+					if cmd.Revision > 0 {
+						fmt.Fprintf(w, "{\"id\": %d, \"operation\": \"TXN_%s\", \"transaction\": \"%x\", \"writes\": [%s]}\n",
+							cmd.Revision, strings.ToUpper(cmd.Op.String()), cmd.Intent.ID, opsFields(cmd.Intent.Keys))
+					}
 				}
 				return nil
 			}
@@ -232,21 +240,26 @@ func txnFields(t *kv.Txn) string {
 		name string
 		ops  []kv.TxnOp
 	}{{"success", t.Success}, {"failure", t.Failure}} {
-		fmt.Fprintf(&b, ", %q: [", br.name)
-		for i, op := range br.ops {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			switch op.Type {
-			case kv.TxnPut:
-				fmt.Fprintf(&b, "{\"operation\": \"SET\", \"key\": %s, \"value\": %s}", pyString(op.Key), pyValue(op.Value, op.Kind))
-			case kv.TxnDelete:
-				fmt.Fprintf(&b, "{\"operation\": \"DELETE\", \"key\": %s, \"value\": null}", pyString(op.Key))
-			default:
-				fmt.Fprintf(&b, "{\"operation\": \"GET\", \"key\": %s}", pyString(op.Key))
-			}
+		fmt.Fprintf(&b, ", %q: [%s]", br.name, opsFields(br.ops))
+	}
+	return b.String()
+}
+
+// opsFields renders a transaction's operations.
+func opsFields(ops []kv.TxnOp) string {
+	var b strings.Builder
+	for i, op := range ops {
+		if i > 0 {
+			b.WriteString(", ")
 		}
-		b.WriteString("]")
+		switch op.Type {
+		case kv.TxnPut:
+			fmt.Fprintf(&b, "{\"operation\": \"SET\", \"key\": %s, \"value\": %s}", pyString(op.Key), pyValue(op.Value, op.Kind))
+		case kv.TxnDelete:
+			fmt.Fprintf(&b, "{\"operation\": \"DELETE\", \"key\": %s, \"value\": null}", pyString(op.Key))
+		default:
+			fmt.Fprintf(&b, "{\"operation\": \"GET\", \"key\": %s}", pyString(op.Key))
+		}
 	}
 	return b.String()
 }

@@ -579,4 +579,13 @@ func TestCoordinatorKilledMidTransaction(t *testing.T) {
 		locks, records = txnState("n2", "n3")
 	}
 	t.Logf("the second kill left locks on n2 and n3; their leaders ended them in %v", time.Since(left).Round(100*time.Millisecond))
+
+	// wal dump shows the writes each range applied for a transaction.
+	c.servers["n2"].stop()
+	out, err := run(t, "wal", "dump", c.dirs["n2"])
+	for _, want := range []string{`"writes": [{"operation": "SET", "key": "a/once", "value": "1"}]`, `"writes": [{"operation": "SET", "key": "z/once", "value": "1"}]`} {
+		if err != nil || !strings.Contains(out, want) {
+			t.Fatalf("wal dump does not show %s: %v\n%s", want, err, tail([]byte(out), 2000))
+		}
+	}
 }
