@@ -62,14 +62,14 @@ const (
 
 // forwardReply is its answer.
 type forwardReply struct {
-	Code   string        `json:"code,omitempty"`
-	Detail string        `json:"detail,omitempty"`
-	Result []byte        `json:"result,omitempty"` // kv.Result.Marshal
+	Code   string `json:"code,omitempty"`
+	Detail string `json:"detail,omitempty"`
+	Result []byte `json:"result,omitempty"` // kv.Result.Marshal
 	// Replayed is the Result's Replayed, which its encoding leaves out.
-	Replayed bool `json:"replayed,omitempty"`
-	KV     *kv.KeyValue  `json:"kv,omitempty"`
-	KVs    []kv.KeyValue `json:"kvs,omitempty"`
-	More   bool          `json:"more,omitempty"`
+	Replayed bool          `json:"replayed,omitempty"`
+	KV       *kv.KeyValue  `json:"kv,omitempty"`
+	KVs      []kv.KeyValue `json:"kvs,omitempty"`
+	More     bool          `json:"more,omitempty"`
 	// End is the end of the range the receiver read (a scan goes on from
 	// there).
 	End []byte `json:"end,omitempty"`
