@@ -66,6 +66,17 @@ type Host struct {
 	// stopTicks ends the ticker; ticking is done once it has.
 	stopTicks chan struct{}
 	ticking   sync.WaitGroup
+	// awake holds the open groups that tick (not quiet) and quiet those
+	// that do not, so that each tick costs the groups that tick, not all
+	// of them (a node may hold thousands of quiet ones); awakeList is
+	// awake as a slice, rebuilt for the ticker when awake changed. Guarded
+	// by tickMu; quietCount is len(quiet), readable without it.
+	tickMu     sync.Mutex
+	awake      map[*Node]struct{}
+	quiet      map[*Node]struct{}
+	awakeList  []*Node
+	awakeDirty bool
+	quietCount atomic.Int64
 	// heard is, per peer, when a message from it last arrived (Unix
 	// nanoseconds, an *atomic.Int64): the liveness of the nodes that lead
 	// quiet groups (see wakeIfLeaderSilent).
@@ -204,16 +215,17 @@ func (h *Host) tickLoop() {
 		case <-h.stopTicks:
 			return
 		}
-		quiet := false
-		silent := h.silentPeers()
-		for _, n := range *h.groups.Load() {
-			if n.quietFlag.Load() {
-				quiet = true
-				if len(silent) > 0 {
-					h.wakeIfLeaderSilent(n, silent)
+		quiet := h.quietCount.Load() > 0
+		if quiet {
+			if silent := h.silentPeers(); len(silent) > 0 {
+				for _, n := range *h.groups.Load() {
+					if n.quietFlag.Load() {
+						h.wakeIfLeaderSilent(n, silent)
+					}
 				}
-				continue
 			}
+		}
+		for _, n := range h.tickingGroups() {
 			select {
 			case n.tickc <- struct{}{}:
 			default:
@@ -378,6 +390,59 @@ func (h *Host) Groups() []*Node {
 	return out
 }
 
+// tickingGroups returns the groups to tick: the awake ones.
+func (h *Host) tickingGroups() []*Node {
+	h.tickMu.Lock()
+	defer h.tickMu.Unlock()
+	if h.awakeDirty {
+		h.awakeList = h.awakeList[:0:0]
+		for n := range h.awake {
+			h.awakeList = append(h.awakeList, n)
+		}
+		h.awakeDirty = false
+	}
+	return h.awakeList
+}
+
+// setQuiet records that the open group n went quiet or woke (see
+// quiesce.go); forget that it closed.
+func (h *Host) setQuiet(n *Node, quiet bool) {
+	h.tickMu.Lock()
+	defer h.tickMu.Unlock()
+	_, wasAwake := h.awake[n]
+	_, wasQuiet := h.quiet[n]
+	if !wasAwake && !wasQuiet {
+		return // not open (yet, or any more)
+	}
+	h.place(n, quiet)
+}
+
+// place puts n among the quiet or the awake groups. h.tickMu must be held.
+func (h *Host) place(n *Node, quiet bool) {
+	if h.awake == nil {
+		h.awake, h.quiet = map[*Node]struct{}{}, map[*Node]struct{}{}
+	}
+	delete(h.awake, n)
+	delete(h.quiet, n)
+	if quiet {
+		h.quiet[n] = struct{}{}
+	} else {
+		h.awake[n] = struct{}{}
+	}
+	h.awakeDirty = true
+	h.quietCount.Store(int64(len(h.quiet)))
+}
+
+// forget takes n out of the ticker's groups. h.tickMu must not be held.
+func (h *Host) forget(n *Node) {
+	h.tickMu.Lock()
+	defer h.tickMu.Unlock()
+	delete(h.awake, n)
+	delete(h.quiet, n)
+	h.awakeDirty = true
+	h.quietCount.Store(int64(len(h.quiet)))
+}
+
 // attach makes n the group for its shard; detach forgets it.
 func (h *Host) attach(n *Node) error {
 	h.mu.Lock()
@@ -392,10 +457,14 @@ func (h *Host) attach(n *Node) error {
 	gs := maps.Clone(old)
 	gs[n.cfg.Shard] = n
 	h.groups.Store(&gs)
+	h.tickMu.Lock()
+	h.place(n, n.quietFlag.Load())
+	h.tickMu.Unlock()
 	return nil
 }
 
 func (h *Host) detach(n *Node) {
+	h.forget(n)
 	if h.closing.Load() {
 		return // Close forgets them all at once: one copy of the map each, for thousands of groups, took minutes
 	}

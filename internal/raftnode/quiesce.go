@@ -53,6 +53,7 @@ func (n *Node) quiesce() {
 	n.quiet = true
 	n.quietFlag.Store(true)
 	n.metrics.quiesced.Add(1)
+	n.host.setQuiet(n, true)
 }
 
 func (n *Node) wake() {
@@ -61,6 +62,7 @@ func (n *Node) wake() {
 	}
 	n.quiet = false
 	n.quietFlag.Store(false)
+	n.host.setQuiet(n, false)
 }
 
 // maybeQuiesce quiets the group, on a tick of its leader before Raft's, if
