@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -96,8 +97,13 @@ func localReport(h *raftnode.Host, self string) []replicaReport {
 				r.Voters = append(r.Voters, m.Name)
 			}
 		}
+		slices.Sort(r.Voters)
+		slices.Sort(r.Learners)
 		out = append(out, r)
 	}
+	// In a fixed order, so that a report that did not change encodes the
+	// same (see sameAnswer).
+	slices.SortFunc(out, func(a, b replicaReport) int { return cmp.Compare(a.Shard, b.Shard) })
 	return out
 }
 

@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc64"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"sort"
@@ -99,12 +103,18 @@ type placement struct {
 
 	mu sync.Mutex
 	// The controller's state, while this node leads group 1.
-	leading  bool
-	since    time.Time            // when it began to lead
-	seen     map[string]time.Time // when each node last answered
-	draining map[string]bool
-	moveOff  map[uint64]string // range -> the node a balance move empties
-	busy     map[uint64]bool   // ranges with a change under way
+	leading bool
+	since   time.Time            // when it began to lead
+	seen    map[string]time.Time // when each node last answered
+	// lastReports are the nodes' last replica reports (on group 1's
+	// leader), heldDir the last directory fetched (elsewhere); see
+	// sameAnswer.
+	lastReports map[string]heldReports
+	heldDir     heldDirectory
+	heldReport  heldReport
+	draining    map[string]bool
+	moveOff     map[uint64]string // range -> the node a balance move empties
+	busy        map[uint64]bool   // ranges with a change under way
 	// handing: ranges whose leadership a transfer of this controller moves,
 	// until a report shows the new leader (see leaderOf).
 	handing  map[uint64]handover
@@ -125,6 +135,7 @@ func newPlacement(cfg placementConfig, node *raftnode.Node, tr *transport.Transp
 
 func (p *placement) resetController() {
 	p.seen, p.draining, p.moveOff = map[string]time.Time{}, map[string]bool{}, map[uint64]string{}
+	p.lastReports = map[string]heldReports{}
 	p.busy, p.learning, p.handing = map[uint64]bool{}, map[uint64]time.Time{}, map[uint64]handover{}
 }
 
@@ -167,12 +178,14 @@ func (p *placement) call(ctx context.Context, node string, shard uint64, method 
 func (p *placement) handle(ctx context.Context, shard uint64, method uint8, payload []byte) ([]byte, error) {
 	switch method {
 	case methodReport:
-		return json.Marshal(localReport(p.node.Host(), p.self))
+		b, err := p.report()
+		return unlessSame(b, payload), err
 	case methodDirectory:
 		if !p.leadsMeta() {
 			return nil, errors.New("this node does not lead the meta range")
 		}
-		return json.Marshal(p.dir.get())
+		b, err := json.Marshal(p.dir.get())
+		return unlessSame(b, payload), err
 	case methodForward:
 		return backend{n: p.node, pl: p}.serveForward(ctx, payload)
 	case methodReplicaChange:
@@ -255,11 +268,114 @@ func (p *placement) fetchDirectory(ctx context.Context) (directory, error) {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	b, err := p.call(cctx, lead, 0, methodDirectory, nil)
+	p.mu.Lock()
+	held := p.heldDir
+	p.mu.Unlock()
+	var ask []byte
+	if held.sum != 0 {
+		ask = sumOf(held.sum)
+	}
+	b, err := p.call(cctx, lead, 0, methodDirectory, ask)
 	if err != nil {
 		return directory{}, err
 	}
-	return decodeDirectory(b)
+	if isSame(b) && held.sum != 0 {
+		return held.dir, nil
+	}
+	d, err := decodeDirectory(b)
+	if err == nil {
+		p.mu.Lock()
+		p.heldDir = heldDirectory{sum: checksum(b), dir: d}
+		p.mu.Unlock()
+	}
+	return d, err
+}
+
+// report returns this node's replica report, encoded: made again only if
+// a group's Version changed since the last one, or one had a learner
+// (whose lag moves without the leader's log), so that an idle node with
+// thousands of ranges does not build it every placement round.
+func (p *placement) report() ([]byte, error) {
+	h := fnv.New64a()
+	var buf [8]byte
+	word := func(v uint64) {
+		binary.LittleEndian.PutUint64(buf[:], v)
+		h.Write(buf[:])
+	}
+	gs := p.node.Host().Groups()
+	slices.SortFunc(gs, func(a, b *raftnode.Node) int { return cmp.Compare(a.Shard(), b.Shard()) })
+	for _, g := range gs {
+		applied, term, leader, quiet := g.Version()
+		word(g.Shard())
+		word(applied)
+		word(term)
+		word(leader)
+		if quiet {
+			word(1)
+		} else {
+			word(0)
+		}
+	}
+	version := h.Sum64()
+	p.mu.Lock()
+	held := p.heldReport
+	p.mu.Unlock()
+	if held.encoded != nil && held.version == version && !held.learners {
+		return held.encoded, nil
+	}
+	rs := localReport(p.node.Host(), p.self)
+	b, err := json.Marshal(rs)
+	if err != nil {
+		return nil, err
+	}
+	learners := slices.ContainsFunc(rs, func(r replicaReport) bool { return len(r.Learners) > 0 })
+	p.mu.Lock()
+	p.heldReport = heldReport{version: version, encoded: b, learners: learners}
+	p.mu.Unlock()
+	return b, nil
+}
+
+// heldReport is the last report this node made (see report).
+type heldReport struct {
+	version  uint64
+	encoded  []byte
+	learners bool
+}
+
+// A node asks for a replica report or the directory with the checksum of
+// the copy it holds (8 bytes, little-endian; none: it holds none), and
+// the answer is sameAnswer if the copy is still what it would get, so that
+// an idle cluster of thousands of ranges does not send and decode them
+// every placement round. A node that predates this sends no checksum and
+// gets the whole answer.
+var sameAnswer = []byte(`"same"`)
+
+var crcTable = crc64.MakeTable(crc64.ECMA)
+
+func checksum(b []byte) uint64 { return crc64.Checksum(b, crcTable) | 1 } // never 0: 0 is "none"
+
+func sumOf(sum uint64) []byte { return binary.LittleEndian.AppendUint64(nil, sum) }
+
+func isSame(b []byte) bool { return bytes.Equal(b, sameAnswer) }
+
+// unlessSame returns answer, or sameAnswer if ask is its checksum.
+func unlessSame(answer, ask []byte) []byte {
+	if len(ask) == 8 && binary.LittleEndian.Uint64(ask) == checksum(answer) {
+		return sameAnswer
+	}
+	return answer
+}
+
+// heldReports is a node's last replica report as the meta range's leader
+// decoded it; heldDirectory the directory a node last fetched.
+type heldReports struct {
+	sum     uint64
+	reports []replicaReport
+}
+
+type heldDirectory struct {
+	sum uint64
+	dir directory
 }
 
 // run places replicas while this node leads group 1, and keeps the
@@ -305,14 +421,26 @@ func (p *placement) gather(ctx context.Context) (directory, []raftnode.MemberSta
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := p.call(ctx, m.Name, 0, methodReport, nil)
+			p.mu.Lock()
+			last, had := p.lastReports[m.Name]
+			p.mu.Unlock()
+			var ask []byte
+			if had {
+				ask = sumOf(last.sum)
+			}
+			b, err := p.call(ctx, m.Name, 0, methodReport, ask)
 			if err != nil {
 				return
 			}
-			rs, err := decodeReports(b)
-			if err != nil {
-				p.logger.Warn("replica report", "node", m.Name, "err", err)
-				return
+			rs := last.reports
+			if !isSame(b) || !had {
+				if rs, err = decodeReports(b); err != nil {
+					p.logger.Warn("replica report", "node", m.Name, "err", err)
+					return
+				}
+				p.mu.Lock()
+				p.lastReports[m.Name] = heldReports{sum: checksum(b), reports: rs}
+				p.mu.Unlock()
 			}
 			mu.Lock()
 			reports[m.Name] = rs

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -394,4 +395,21 @@ func FuzzServeForwardDecode(f *testing.F) {
 		}
 		kv.UnmarshalCommand(req.Cmd) // must not panic on any bytes
 	})
+}
+
+// A report or directory asked for with the checksum of the copy the asker
+// holds is answered "same" only if it is byte for byte that copy.
+func TestUnlessSame(t *testing.T) {
+	b := []byte(`[{"shard":1}]`)
+	if got := unlessSame(b, sumOf(checksum(b))); !isSame(got) {
+		t.Fatalf("the held copy's checksum answered %s", got)
+	}
+	for _, ask := range [][]byte{nil, sumOf(checksum([]byte(`[{"shard":2}]`))), {1, 2, 3}} {
+		if got := unlessSame(b, ask); !bytes.Equal(got, b) {
+			t.Fatalf("ask %x answered %s, want the report", ask, got)
+		}
+	}
+	if isSame(b) || checksum(nil) == 0 {
+		t.Fatal("a report reads as same, or a checksum is 0 (none)")
+	}
 }

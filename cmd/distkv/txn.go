@@ -449,6 +449,9 @@ func (b backend) sweepTxns(ctx context.Context) {
 		now := time.Now()
 		live := map[string]bool{}
 		for _, g := range b.n.Host().Groups() {
+			if !g.KV().HasTxns() {
+				continue
+			}
 			if _, _, leads := g.Leadership(); !leads {
 				continue
 			}

@@ -312,6 +312,7 @@ func (s *Store) applyIntent(cmd Command) Result {
 		}
 		s.resolve(id, in.Keys, cmd.Revision)
 		s.records[id] = &txnRecord{id: id, primary: bytes.Clone(in.Primary), rev: cmd.Revision, writes: cloneOps(in.Record)}
+		s.recorded.Store(true)
 		if !cmd.Request.IsZero() {
 			t := &s.sessions
 			t.clock = max(t.clock, cmd.Time)
@@ -344,6 +345,7 @@ func (s *Store) applyIntent(cmd Command) Result {
 		return Result{Status: StatusAborted, Revision: s.rev}
 	case OpForget:
 		delete(s.records, id)
+		s.recorded.Store(len(s.records) > 0)
 		return Result{Status: StatusOK, Revision: s.rev}
 	}
 	return Result{}
@@ -473,6 +475,10 @@ func (s *Store) LockIn(start, end []byte, below int64) (Intent, bool) {
 	})
 	return found, ok
 }
+
+// HasTxns reports, without waiting for the store's lock, whether it holds
+// any transaction's lock or commit record.
+func (s *Store) HasTxns() bool { return s.locked.Load() || s.recorded.Load() }
 
 // TxnCounts returns the number of keys locked and of commit records kept.
 func (s *Store) TxnCounts() (locks, records int) {
@@ -696,4 +702,6 @@ func (s *Store) splitTxns(right *Store, key []byte) {
 			delete(s.records, id)
 		}
 	}
+	s.recorded.Store(len(s.records) > 0)
+	right.recorded.Store(len(right.records) > 0)
 }

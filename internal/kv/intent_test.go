@@ -123,8 +123,8 @@ func TestTransactionOverTwoRanges(t *testing.T) {
 	}
 	stamped(t, b, 40, put("b", "16", Cond{}))
 	next(t, a, Command{Op: OpForget, Intent: &Intent{ID: id, Primary: []byte("a")}})
-	if len(a.Records()) != 0 {
-		t.Fatal("record kept after forget")
+	if len(a.Records()) != 0 || a.HasTxns() || b.HasTxns() {
+		t.Fatal("record kept after forget, or a store still says it holds transactions")
 	}
 }
 
@@ -226,6 +226,9 @@ func TestTransactionsInSnapshotsAndSplits(t *testing.T) {
 	}
 	if got := keys(right); !slices.Equal(got, []string{"z", "q"}) {
 		t.Fatalf("right locks %v", got)
+	}
+	if !r.HasTxns() || !right.HasTxns() {
+		t.Fatal("a side of the split says it holds no transactions")
 	}
 	if _, ok := right.LockOn([]byte("z"), math.MaxInt64); !ok {
 		t.Fatal("the moved write lock is not seen")

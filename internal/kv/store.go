@@ -102,6 +102,8 @@ type Store struct {
 	// locked is whether locks holds any lock, readable without mu so that
 	// reads of a store with none (nearly always) do not take it twice.
 	locked atomic.Bool
+	// recorded is whether records holds any record, likewise.
+	recorded atomic.Bool
 }
 
 // NewStore returns an empty Store.
@@ -603,6 +605,7 @@ func (s *Store) restore(index uint64, seq iter.Seq2[restorePair, error], st *sta
 	s.auth = st.auth
 	s.txnClock, s.locks, s.txns, s.records = txns.clock, txns.locks, txns.txns, txns.records
 	s.locked.Store(s.locks.Len() > 0)
+	s.recorded.Store(len(s.records) > 0)
 	return nil
 }
 
