@@ -660,6 +660,10 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 	if in.Kind == opTxn && !out.Succeeded {
 		outcome = "failed-compare"
 	}
+	// What the node that answered proves it had applied, for the stale
+	// reads, it proves when it answered (see observe), whatever window the
+	// history checks the answer in.
+	answeredCall, answeredRet := op.Call, op.Return
 	if in.Kind == opScanPage && in.Token != "" {
 		// A continued page reads at the revision its scan's first page
 		// fixed (the token carries it): it shows the database as it was
@@ -681,7 +685,7 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 	}
 	c.learn(in, out)
 	if o := observe(in, out); o.reads != nil || o.applied != 0 {
-		o.node, o.proc, o.kind, o.call, o.ret = ni, proc, in.Kind, op.Call, op.Return
+		o.node, o.proc, o.kind, o.call, o.ret = ni, proc, in.Kind, answeredCall, answeredRet
 		c.h.observe(o)
 	}
 	if in.Kind == opStaleGet || in.Kind == opStaleScan {
