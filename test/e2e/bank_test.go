@@ -1,17 +1,21 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/distkv/distkv/client"
 )
 
 // bankTransfer is one transfer a client ran: from and to compared at their
@@ -106,6 +110,41 @@ func TestBankAcrossRanges(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("20 accounts in %d ranges", spread)
+
+	// A watcher of the accounts' prefix, from the revision every account
+	// was at 100, through n1, then the others as nodes die.
+	_, body, _ := call("n1", "GET", "/keys?prefix=acct/&limit=1", "")
+	var first struct {
+		Revision int64 `json:"revision"`
+	}
+	if json.Unmarshal([]byte(body), &first); first.Revision == 0 {
+		t.Fatalf("a scan without a revision: %s", body)
+	}
+	wc, err := client.New(client.Config{Endpoints: []string{c.http["n1"], c.http["n2"], c.http["n3"]}, Timeout: 3 * time.Second, RetryFor: 60 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	defer stopWatch()
+	var watchMu sync.Mutex
+	var events []client.Event
+	var watched int64 // every change up to it delivered
+	watchDone := make(chan error, 1)
+	go func() {
+		for ev, err := range wc.Watch(watchCtx, client.Watch{Prefix: "acct/", StartRevision: first.Revision + 1}) {
+			if err != nil {
+				watchDone <- err
+				return
+			}
+			watchMu.Lock()
+			if ev.Type != "PROGRESS" && strings.Count(ev.Key, "/") == 1 {
+				events = append(events, ev)
+			}
+			watched = max(watched, ev.Revision)
+			watchMu.Unlock()
+		}
+		watchDone <- nil
+	}()
 
 	type account struct {
 		Key      string `json:"key"`
@@ -272,10 +311,80 @@ func TestBankAcrossRanges(t *testing.T) {
 	if count["ok"] < 100 || scans < 10 {
 		t.Fatalf("too little done to show anything")
 	}
-	sum, n, _, err := scan("n1", 0)
+	sum, n, final, err := scan("n1", 0)
 	if err != nil || sum != accounts*initial || n != accounts {
 		t.Fatalf("final scan: %d accounts summing to %d, %v", n, sum, err)
 	}
+
+	// The watcher saw every transfer once, in revision order, both of its
+	// accounts at its revision: replayed on the balances at the start, its
+	// events keep the total at every revision and end at the final state.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		watchMu.Lock()
+		w := watched
+		watchMu.Unlock()
+		if w >= final {
+			break
+		}
+		select {
+		case err := <-watchDone:
+			t.Fatalf("the watch ended at %d, before %d: %v", w, final, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the watch delivered up to %d, not %d, 30 s after the run", w, final)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopWatch()
+	balance := map[string]int{}
+	for i := range accounts {
+		balance[acct(i)] = initial
+	}
+	watchMu.Lock()
+	evs := slices.Clone(events)
+	watchMu.Unlock()
+	byRevision := map[int64]int{}
+	for i, ev := range evs {
+		if i > 0 && ev.Revision < evs[i-1].Revision {
+			t.Fatalf("watch event %d at %d after one at %d", i, ev.Revision, evs[i-1].Revision)
+		}
+		if ev.Type != "PUT" {
+			t.Fatalf("watch event %s on %s at %d", ev.Type, ev.Key, ev.Revision)
+		}
+		if ev.Revision > final {
+			continue
+		}
+		v, _ := strconv.Atoi(ev.Value)
+		balance[ev.Key] = v
+		byRevision[ev.Revision]++
+		if i+1 == len(evs) || evs[i+1].Revision != ev.Revision {
+			total := 0
+			for _, b := range balance {
+				total += b
+			}
+			if total != accounts*initial || byRevision[ev.Revision] != 2 {
+				t.Fatalf("at revision %d the watch shows %d account changes, the accounts summing to %d", ev.Revision, byRevision[ev.Revision], total)
+			}
+		}
+	}
+	committed := 0
+	for _, tr := range history {
+		if tr.outcome == "ok" {
+			committed++
+			if byRevision[tr.rev] != 2 {
+				t.Fatalf("the watch shows %d changes at %d, where transfer %d->%d committed", byRevision[tr.rev], tr.rev, tr.from, tr.to)
+			}
+		}
+	}
+	for i := range accounts {
+		code, body, err := call("n1", "GET", fmt.Sprintf("/key/%s?revision=%d", acct(i), final), "")
+		var kv account
+		if err != nil || code != 200 || json.Unmarshal([]byte(body), &kv) != nil || strconv.Itoa(balance[acct(i)]) != kv.Value {
+			t.Fatalf("%s at %d is %s, the watch's replay %d", acct(i), final, body, balance[acct(i)])
+		}
+	}
+	t.Logf("the watcher saw %d transfers (%d acknowledged), each at one revision, through the kills", len(byRevision), committed)
 
 	// The chains. writer[(account, version)] is the transfer that wrote it.
 	type slot struct {
