@@ -399,7 +399,8 @@ func (s *Store) setLocks(l *txnLocks) {
 }
 
 // resolve applies the writes among ops of keys that the transaction id
-// locks here at rev (none if rev is 0), and releases all its locks here.
+// locks here at rev and releases those keys' locks; with rev 0 (aborted) it
+// writes nothing and releases all the transaction's locks here.
 // s.mu must be held for writing.
 func (s *Store) resolve(id string, ops []TxnOp, rev int64) {
 	l := s.txns[id]
@@ -407,8 +408,14 @@ func (s *Store) resolve(id string, ops []TxnOp, rev int64) {
 		return
 	}
 	if rev > 0 {
+		s.rev = max(s.rev, rev)
+		released := make(map[string]bool, len(ops))
 		for _, op := range ops {
-			if h, ok := s.lockOf(op.Key); !ok || h.txn != l || op.Type == TxnGet {
+			if h, ok := s.lockOf(op.Key); !ok || h.txn != l {
+				continue
+			}
+			released[string(op.Key)] = true
+			if op.Type == TxnGet {
 				continue
 			}
 			probe := keyItem(op.Key)
@@ -424,7 +431,19 @@ func (s *Store) resolve(id string, ops []TxnOp, rev int64) {
 				}
 			}
 		}
-		s.rev = max(s.rev, rev)
+		if len(released) < len(l.keys) {
+			// A committed transaction releases only the locks of the
+			// keys whose writes it was given: a lock left here is
+			// resolved with its own write later, never dropped without
+			// it.
+			rest := *l
+			rest.keys = slices.DeleteFunc(slices.Clone(l.keys), func(op TxnOp) bool { return released[string(op.Key)] })
+			for key := range released {
+				s.locks.Delete(lockItem{key: []byte(key)})
+			}
+			s.setLocks(&rest)
+			return
+		}
 	}
 	for _, op := range l.keys {
 		s.locks.Delete(lockItem{key: op.Key})

@@ -330,3 +330,30 @@ func TestTransactionRequestRecorded(t *testing.T) {
 		t.Fatalf("a second attempt's lock: %s replayed=%v, %d locks", fmtResult(res), res.Replayed, len(a.Locks()))
 	}
 }
+
+// A commit releases only the locks of the keys it was given the writes of:
+// a lock of another of the transaction's keys stays until its own write
+// comes; an abort releases them all.
+func TestResolveReleasesWhatItWrites(t *testing.T) {
+	s := NewStore()
+	id := txnID(1)
+	next(t, s, lockCmd(id, "a", t0, putOp("a", ""), putOp("b", ""), getOp("c")))
+	next(t, s, Command{Op: OpResolve, Revision: 9, Intent: &Intent{ID: id, Primary: []byte("a"), Keys: []TxnOp{putOp("a", "1"), getOp("c")}}})
+	if _, ok := s.LockOn([]byte("b"), math.MaxInt64); !ok {
+		t.Fatal("b's lock went without its write")
+	}
+	if _, ok := s.LockOn([]byte("a"), math.MaxInt64); ok {
+		t.Fatal("a's lock stayed after its write")
+	}
+	wantStatus(t, "put c", stamped(t, s, 20, put("c", "x", Cond{})), StatusOK)
+	next(t, s, Command{Op: OpResolve, Revision: 9, Intent: &Intent{ID: id, Primary: []byte("a"), Keys: []TxnOp{putOp("b", "2")}}})
+	if got, _ := s.Get([]byte("b")); string(got.Value) != "2" || got.Revision != 9 || s.HasTxns() {
+		t.Fatalf("b after its resolve: %+v, transactions left: %v", got, s.HasTxns())
+	}
+	id2 := txnID(2)
+	next(t, s, lockCmd(id2, "a", t0, putOp("a", ""), putOp("b", "")))
+	next(t, s, Command{Op: OpResolve, Intent: &Intent{ID: id2, Primary: []byte("a"), Keys: []TxnOp{getOp("a")}}})
+	if s.HasTxns() {
+		t.Fatal("an abort left locks")
+	}
+}
