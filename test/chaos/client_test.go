@@ -49,7 +49,12 @@ type observation struct {
 	proc      *exec.Cmd // the node's process; nil if it changed during the call
 	kind      opKind
 	group     int // the group of the operation
+	// call and ret are the window the operation is checked in: a
+	// continued scan page's is its first page's (it reads at the revision
+	// that page fixed); answered is when the node really answered, which
+	// bounds what it had applied then.
 	call, ret int64
+	answered  int64
 	reads     []keyRead
 	// applied is a log index the node had applied when it answered: the
 	// revision of a write or transaction it acknowledged (the node answers
@@ -661,9 +666,9 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 		outcome = "failed-compare"
 	}
 	// What the node that answered proves it had applied, for the stale
-	// reads, it proves when it answered (see observe), whatever window the
-	// history checks the answer in.
-	answeredCall, answeredRet := op.Call, op.Return
+	// reads, it proves when it answered (observation.answered), whatever
+	// window the history checks the answer in.
+	answeredRet := op.Return
 	if in.Kind == opScanPage && in.Token != "" {
 		// A continued page reads at the revision its scan's first page
 		// fixed (the token carries it): it shows the database as it was
@@ -685,7 +690,7 @@ func (c *client) do(pid, ni int, in kvInput) (porcupine.Operation, string) {
 	}
 	c.learn(in, out)
 	if o := observe(in, out); o.reads != nil || o.applied != 0 {
-		o.node, o.proc, o.kind, o.call, o.ret = ni, proc, in.Kind, answeredCall, answeredRet
+		o.node, o.proc, o.kind, o.call, o.ret, o.answered = ni, proc, in.Kind, op.Call, op.Return, answeredRet
 		c.h.observe(o)
 	}
 	if in.Kind == opStaleGet || in.Kind == opStaleScan {

@@ -163,7 +163,15 @@ func checkStale(h *history, perGroup bool) staleReport {
 			}
 		}
 		for _, obs := range byGroup {
+			// By when each was answered: a continued scan page's window is
+			// its first page's, but it proves what its node had applied
+			// only from when that node answered it.
 			byRet := append([]observation(nil), obs...)
+			for i := range byRet {
+				if byRet[i].answered != 0 {
+					byRet[i].ret = byRet[i].answered
+				}
+			}
 			sort.Slice(byRet, func(i, j int) bool { return byRet[i].ret < byRet[j].ret })
 			stale := []observation{}
 			for _, o := range obs {
