@@ -278,3 +278,21 @@ func TestWriteAtSyncConcurrentClose(t *testing.T) {
 		}
 	}
 }
+
+// SyncData of a closed file is os.ErrClosed: it holds the descriptor for
+// the call, so it never syncs a closed, or reused, descriptor number.
+func TestSyncDataAfterClose(t *testing.T) {
+	f, err := Default.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncData(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncData(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("SyncData after Close: %v, want os.ErrClosed", err)
+	}
+}

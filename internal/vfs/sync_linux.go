@@ -19,10 +19,22 @@ import (
 // blocks, with no inode write. It goes through an io_uring where one is
 // available (see uring_linux.go), else it is the blocking system call.
 func (f osFile) SyncData() error {
-	if err := fdatasync(int(f.Fd())); err != nil {
-		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+	// Through the descriptor's raw connection, which holds it for the
+	// call: a Close meanwhile closes it after, and one before makes this
+	// os.ErrClosed, never EBADF or another file's descriptor.
+	rc, err := f.File.SyscallConn()
+	if err != nil {
+		return err
 	}
-	runtime.KeepAlive(f.File) // its descriptor is in use until here
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = fdatasync(int(fd)) }); err != nil {
+		// Control fails only on a closed file ("use of closed file", which
+		// the os package's own methods report as os.ErrClosed).
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: os.ErrClosed}
+	}
+	if serr != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
+	}
 	return nil
 }
 
