@@ -45,10 +45,10 @@ type history struct {
 // node and process that served it, and the keys it returned (Key: index in
 // the whole key space, group*groupSize + key).
 type observation struct {
-	node      int
-	proc      *exec.Cmd // the node's process; nil if it changed during the call
-	kind      opKind
-	group     int // the group of the operation
+	node  int
+	proc  *exec.Cmd // the node's process; nil if it changed during the call
+	kind  opKind
+	group int // the group of the operation
 	// call and ret are the window the operation is checked in: a
 	// continued scan page's is its first page's (it reads at the revision
 	// that page fixed); answered is when the node really answered, which
